@@ -1,0 +1,5 @@
+import sys
+
+from arrowport.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""HTTP API: app factory, routes and error mapping. Thin: no SQL here."""

@@ -1,0 +1,48 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from arrowport import __version__
+from arrowport.api import ingest_routes, read_routes
+from arrowport.api.errors import install_error_handlers
+from arrowport.api.middleware import RequestContext
+from arrowport.ingest.service import IngestService
+
+
+def create_app(service: IngestService) -> FastAPI:
+    """Build the HTTP app around a running ingest service (which the app closes on shutdown)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.draining = True
+        # Blocking on purpose: uvicorn has already stopped accepting and drained requests.
+        service.close()
+
+    app = FastAPI(
+        title="Arrowport",
+        version=__version__,
+        summary="Land Apache Arrow data in DuckDB.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.draining = False
+    install_error_handlers(app, service.metrics)
+    app.include_router(ingest_routes.router)
+    app.include_router(read_routes.router)
+    if service.settings.api.enable_metrics:
+        registry = service.metrics.registry
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(RequestContext, metrics=service.metrics)
+    return app

@@ -1,0 +1,64 @@
+"""One place that turns failures into HTTP error bodies: ``{"status", "stream", "message", "code"}``."""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from arrowport.errors import ArrowportError, InvalidOptions, Overloaded
+from arrowport.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}
+
+
+def error_response(request: Request, error: ArrowportError, metrics: Metrics) -> JSONResponse:
+    stream = request.path_params.get("stream_name")
+    metrics.errors.labels(error.code, "http").inc()
+    headers = {}
+    if isinstance(error, Overloaded):
+        headers["Retry-After"] = str(error.retry_after)
+    log.info("request refused", code=error.code, status=error.status, reason=error.message)
+    return JSONResponse(error.to_body(stream), status_code=error.status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    async def on_arrowport_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ArrowportError)
+        return error_response(request, exc, metrics)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if p not in ("query", "path", "header"))
+        error = InvalidOptions(f"{where}: {first['msg']}", field=where)
+        return error_response(request, error, metrics)
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        metrics.errors.labels(code, "http").inc()
+        body = {"status": "error", "message": str(exc.detail), "code": code}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
+        metrics.errors.labels("internal_error", "http").inc()
+        body = {
+            "status": "error",
+            "message": "internal error; the server log has the details",
+            "code": "internal_error",
+        }
+        stream = request.path_params.get("stream_name")
+        if stream is not None:
+            body = {"status": "error", "stream": stream} | {k: body[k] for k in ("message", "code")}
+        return JSONResponse(body, status_code=500)
+
+    app.add_exception_handler(ArrowportError, on_arrowport_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

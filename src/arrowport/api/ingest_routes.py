@@ -1,0 +1,185 @@
+"""``POST /stream/{stream_name}``: the seed's JSON/base64 body and the raw Arrow IPC fast path."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from typing import Annotated, Any
+
+import pyarrow as pa
+from fastapi import APIRouter, Header, Query, Request
+from pydantic import ValidationError
+
+from arrowport.api.models import ErrorResponse, IngestResponse, StreamRequest
+from arrowport.errors import (
+    InvalidBase64,
+    InvalidIPC,
+    InvalidJSON,
+    InvalidOptions,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from arrowport.ingest.payload import content_encoding_codec, sniff_codec
+from arrowport.ingest.service import IngestOptions, IngestService
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+JSON = "application/json"
+# Parsing JSON this large on the event loop would stall other requests.
+_INLINE_JSON_BYTES = 256 * 1024
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 403, 404, 409, 413, 415, 422, 503, 507)
+}
+
+_OPENAPI_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON: {
+                "schema": StreamRequest.model_json_schema(
+                    ref_template="#/components/schemas/{model}"
+                )
+            },
+            ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _service(request: Request) -> IngestService:
+    service: IngestService = request.app.state.service
+    return service
+
+
+@router.post(
+    "/stream/{stream_name}",
+    response_model=IngestResponse,
+    responses=_ERRORS,
+    openapi_extra=_OPENAPI_BODY,
+    summary="Land an Arrow IPC stream in a DuckDB table (one transaction)",
+)
+async def ingest_stream(
+    stream_name: str,
+    request: Request,
+    table: Annotated[str | None, Query(description="Target table (binary body).")] = None,
+    mode: Annotated[str | None, Query(description="append, replace or create.")] = None,
+    chunk_size: Annotated[int | None, Query(ge=1, description="Rows per DuckDB chunk.")] = None,
+    x_arrowport_table: Annotated[str | None, Header()] = None,
+    x_arrowport_mode: Annotated[str | None, Header()] = None,
+    x_arrowport_chunk_size: Annotated[int | None, Header(ge=1)] = None,
+) -> dict[str, Any]:
+    service = _service(request)
+    media_type = _media_type(request)
+    if media_type == JSON:
+        return await _ingest_json(service, stream_name, request)
+    if media_type == ARROW_STREAM:
+        options = service.resolve(
+            stream_name,
+            table=table or x_arrowport_table,
+            mode=mode or x_arrowport_mode,
+            chunk_size=chunk_size or x_arrowport_chunk_size,
+        )
+        return await _ingest_binary(service, options, request)
+    raise UnsupportedMediaType(
+        f"unsupported Content-Type {media_type or '(none)'!r}: send {ARROW_STREAM} "
+        f"(raw Arrow IPC stream) or {JSON} (base64 inside JSON)",
+        content_type=media_type or None,
+    )
+
+
+def _declared_length(request: Request) -> int | None:
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidOptions("Content-Length is not a number") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = _declared_length(request)
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}", limit=limit)
+    parts = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _ingest_binary(
+    service: IngestService, options: IngestOptions, request: Request
+) -> dict[str, Any]:
+    limits = service.settings.limits
+    codec = content_encoding_codec(request.headers.get("content-encoding"))
+    declared = _declared_length(request)
+    if declared is not None and declared > limits.max_body_bytes:
+        raise PayloadTooLarge(
+            f"body of {declared} bytes exceeds the limit of {limits.max_body_bytes}",
+            limit=limits.max_body_bytes,
+        )
+    if declared is not None and declared <= limits.small_body_bytes:
+        body = await _read_body(request, limits.small_body_bytes)
+        result = await service.ingest_bytes(options, body, codec)
+    else:
+        result = await service.ingest_pipe(options, request.stream, codec, limits.max_body_bytes)
+    return result.to_json()
+
+
+def _decode_json(body: bytes) -> tuple[StreamRequest, bytes, pa.Schema | None]:
+    try:
+        document = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"body is not valid JSON: {exc}") from None
+    try:
+        parsed = StreamRequest.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidOptions(f"{where}: {first['msg']}", field=where) from None
+    try:
+        data = base64.b64decode(parsed.batch.data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidBase64(f"batch.data is not valid base64: {exc}") from None
+    schema = None
+    if parsed.batch.arrow_schema:
+        try:
+            raw_schema = base64.b64decode(parsed.batch.arrow_schema, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidBase64(f"batch.arrow_schema is not valid base64: {exc}") from None
+        try:
+            schema = pa.ipc.read_schema(pa.py_buffer(raw_schema))
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise InvalidIPC(
+                f"batch.arrow_schema is not a serialized Arrow schema: {exc}"
+            ) from None
+    return parsed, data, schema
+
+
+async def _ingest_json(service: IngestService, stream: str, request: Request) -> dict[str, Any]:
+    limits = service.settings.limits
+    body = await _read_body(request, limits.max_json_body_bytes)
+    if len(body) <= _INLINE_JSON_BYTES:
+        parsed, data, schema = _decode_json(body)
+    else:
+        parsed, data, schema = await asyncio.to_thread(_decode_json, body)
+    del body
+    config = parsed.config
+    options = service.resolve(
+        stream, table=config.target_table, mode=config.mode, chunk_size=config.chunk_size
+    )
+    codec = sniff_codec(data[:4])
+    result = await service.ingest_bytes(options, data, codec, expected_schema=schema)
+    return result.to_json()

@@ -1,0 +1,82 @@
+"""Request and response bodies of the HTTP API (they also document it at ``/docs``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CompressionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    algorithm: Literal["zstd", "lz4", "gzip", "none"] | None = Field(
+        None, description="Codec the sender compressed `batch.data` with, if any."
+    )
+    level: int | None = Field(None, description="Accepted for compatibility; not needed to decode.")
+
+
+class StreamConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    target_table: str | None = Field(None, description="Table to land in (default: stream's).")
+    chunk_size: int | None = Field(None, ge=1, description="Rows handed to DuckDB at a time.")
+    compression: CompressionSpec | None = None
+    mode: Literal["append", "replace", "create"] | None = None
+
+
+class BatchPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    arrow_schema: str | None = Field(None, description="Base64 of the serialized Arrow schema.")
+    data: str = Field(description="Base64 of an Arrow IPC stream (optionally zstd/lz4 framed).")
+
+
+class StreamRequest(BaseModel):
+    """The seed format: a base64 Arrow IPC stream inside JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+    config: StreamConfig = StreamConfig()
+    batch: BatchPayload
+
+
+class IngestResponse(BaseModel):
+    status: Literal["success"]
+    stream: str
+    rows_processed: int
+    message: str
+    table: str
+    batches: int
+    bytes: int
+    duration_ms: float
+    table_created: bool
+
+
+class ErrorResponse(BaseModel):
+    status: Literal["error"]
+    stream: str | None = None
+    message: str
+    code: str
+
+
+class QueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sql: str = Field(description="One read-only SELECT statement; `?` or `$1` placeholders.")
+    params: list[Any] | None = Field(None, description="Values for the placeholders.")
+
+
+class ColumnInfo(BaseModel):
+    name: str
+    type: str
+    nullable: bool
+
+
+class TableResponse(BaseModel):
+    name: str
+    columns: list[ColumnInfo]
+    row_count: int
+
+
+class StreamInfo(BaseModel):
+    name: str
+    table: str
+    mode: str
+    chunk_size: int
+    compression: str | None

@@ -1,0 +1,192 @@
+"""Health, streams, tables and read-only queries."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from arrowport.api.ingest_routes import ARROW_STREAM
+from arrowport.api.models import ErrorResponse, QueryRequest, StreamInfo, TableResponse
+from arrowport.errors import InvalidJSON, InvalidOptions, ShuttingDown, UnsupportedMediaType
+from arrowport.ingest.service import IngestService
+from arrowport.storage.query import QueryResult, describe_table, list_tables, run_query
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 403, 404, 415, 422, 503)
+}
+
+
+def _service(request: Request) -> IngestService:
+    service: IngestService = request.app.state.service
+    return service
+
+
+@router.get("/health", summary="Liveness: the process answers")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Readiness: the database is open and writes are accepted")
+async def ready(request: Request) -> dict[str, str]:
+    if getattr(request.app.state, "draining", False):
+        raise ShuttingDown("the server is shutting down")
+    return {"status": "ready"}
+
+
+@router.get("/streams", response_model=list[StreamInfo], summary="Configured streams")
+async def streams(request: Request) -> list[dict[str, Any]]:
+    settings = _service(request).settings
+    return [
+        {
+            "name": name,
+            "table": stream.table or name,
+            "mode": stream.mode,
+            "chunk_size": stream.chunk_size or settings.defaults.chunk_size,
+            "compression": stream.compression,
+        }
+        for name, stream in sorted(settings.streams.items())
+    ]
+
+
+@router.get("/tables", response_model=list[TableResponse], summary="Tables with their columns")
+async def tables(request: Request) -> list[dict[str, Any]]:
+    infos = await run_in_threadpool(list_tables, _service(request).db)
+    return [info.to_json() for info in infos]
+
+
+@router.get("/tables/{name}", response_model=TableResponse, responses=_ERRORS, summary="One table")
+async def table(name: str, request: Request) -> dict[str, Any]:
+    info = await run_in_threadpool(describe_table, _service(request).db, name)
+    return info.to_json()
+
+
+async def _query_request(request: Request) -> QueryRequest:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if media_type == "text/plain":
+        return QueryRequest(sql=body.decode("utf-8", errors="replace"))
+    if media_type not in ("application/json", ""):
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {media_type!r}: send application/json or text/plain"
+        )
+    try:
+        return QueryRequest.model_validate(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"body is not valid JSON: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidOptions(f"{where}: {first['msg']}", field=where) from None
+
+
+def _accepted(request: Request) -> str:
+    accept = request.headers.get("accept", "").lower()
+    for media_type in (ARROW_STREAM, "application/json", "text/csv"):
+        if media_type in accept:
+            return media_type
+    return ARROW_STREAM
+
+
+@router.post(
+    "/query",
+    responses=_ERRORS | {200: {"content": {ARROW_STREAM: {}, "text/csv": {}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": QueryRequest.model_json_schema()},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        }
+    },
+    summary="Run one read-only SELECT; Arrow IPC stream (default), JSON or CSV by Accept",
+)
+async def query(request: Request) -> Response:
+    parsed = await _query_request(request)
+    service = _service(request)
+    result = await run_in_threadpool(run_query, service.db, parsed.sql, parsed.params)
+    media_type = _accepted(request)
+    if media_type == ARROW_STREAM:
+        codec = service.settings.compression.algorithm
+        return StreamingResponse(_ipc_chunks(result, codec), media_type=ARROW_STREAM)
+    table = await run_in_threadpool(result.read_all)
+    if media_type == "text/csv":
+        return Response(await run_in_threadpool(_csv, table), media_type="text/csv")
+    body = {
+        "columns": [{"name": f.name, "type": str(f.type)} for f in table.schema],
+        "rows": table.to_pylist(),
+        "row_count": table.num_rows,
+    }
+    return JSONResponse(json.loads(json.dumps(body, default=_json_value)))
+
+
+def _csv(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    try:
+        pa_csv.write_csv(table, sink)
+    except pa.ArrowException as exc:
+        raise InvalidOptions(f"this result cannot be written as CSV: {exc}") from None
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
+
+
+class _Collector:
+    """A write-only file that hands back what was written since the last call."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+def _ipc_chunks(result: QueryResult, codec: str) -> Iterator[bytes]:
+    """Serialize batches as DuckDB produces them; a failure mid-way leaves the stream without
+    its end-of-stream marker, so the client sees a cut stream, never a silently short one."""
+    collector = _Collector()
+    options = pa.ipc.IpcWriteOptions(compression=None if codec == "none" else codec)
+    writer = pa.ipc.new_stream(pa.PythonFile(collector, mode="w"), result.schema, options=options)
+    yield collector.take()
+    for batch in result:
+        writer.write_batch(batch)
+        yield collector.take()
+    writer.close()
+    yield collector.take()
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return str(value)

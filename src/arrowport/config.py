@@ -1,0 +1,280 @@
+"""One settings model: built-in defaults < YAML file < ``ARROWPORT_*`` environment < CLI flags.
+
+Every scalar setting has a dotted YAML key (``api.port``) and an environment variable derived from it
+(``ARROWPORT_API_PORT``); :data:`ENV_ALIASES` adds the seed spec's spellings that do not follow the
+rule (``ARROWPORT_ENABLE_METRICS``). ``settings_table()`` yields (key, variable, default, help) rows,
+which the README's configuration table is generated from, so code and docs cannot drift apart.
+
+Example::
+
+    settings = load_settings(config_file="config.yaml", overrides={"api.port": 9000})
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "ARROWPORT_"
+ENV_CONFIG_FILE = "ARROWPORT_CONFIG"
+
+WriteMode = Literal["append", "replace", "create"]
+Codec = Literal["none", "zstd", "lz4"]
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ApiSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 picks a free port).")
+    enable_metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Also serve metrics on this port (unset: off)."
+    )
+
+
+class DuckDBSettings(_Section):
+    path: str = Field(
+        "data/db.duckdb", description="Database file (parent directory is created); :memory: works."
+    )
+    threads: int | None = Field(None, ge=1, description="DuckDB worker threads (unset: all cores).")
+    memory_limit: str | None = Field(
+        None, description="DuckDB memory limit, e.g. '2GB' (unset: DuckDB's default, 80% of RAM)."
+    )
+
+
+class CompressionSettings(_Section):
+    algorithm: Codec = Field(
+        "none", description="IPC buffer compression of Arrow query results: none, zstd or lz4."
+    )
+    level: int | None = Field(3, description="Compression level for zstd.")
+
+
+class DefaultsSettings(_Section):
+    chunk_size: int = Field(
+        122_880, ge=1, description="Rows handed to DuckDB at a time (larger batches are sliced)."
+    )
+
+
+class LimitsSettings(_Section):
+    max_body_bytes: int = Field(
+        4 * 1024**3, ge=1, description="Largest request body, after decompression (413 above)."
+    )
+    max_json_body_bytes: int = Field(
+        512 * 1024**2,
+        ge=1,
+        description="Largest JSON/base64 body; JSON is parsed in memory (413 above).",
+    )
+    max_rows_per_request: int | None = Field(
+        None, ge=1, description="Most rows one request may carry (413 above; unset: no limit)."
+    )
+    small_body_bytes: int = Field(
+        1024**2,
+        ge=0,
+        description="Bodies up to this size are buffered and group-committed; larger ones stream.",
+    )
+    max_streaming_writes: int = Field(
+        8, ge=1, description="Concurrent large (streaming) writes; more are refused with 503."
+    )
+    max_queued_writes: int = Field(
+        4096, ge=1, description="Small writes waiting for the group writer; more get 503."
+    )
+
+
+class GroupCommitSettings(_Section):
+    max_requests: int = Field(
+        256, ge=1, description="Most small requests merged into one transaction."
+    )
+    max_rows: int = Field(
+        500_000, ge=1, description="Most rows merged into one group-commit transaction."
+    )
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="How long the writer waits for more requests before committing a group.",
+    )
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="Log format; auto is JSON unless stderr is a terminal."
+    )
+
+
+class StreamSettings(_Section):
+    """A configured stream (YAML ``streams:`` only)."""
+
+    table: str | None = Field(None, description="Target table (default: the stream's name).")
+    mode: WriteMode = "append"
+    chunk_size: int | None = Field(None, ge=1)
+    compression: Codec | None = None
+
+    @field_validator("table")
+    @classmethod
+    def _table_name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME_RE.match(value):
+            raise ValueError(f"invalid table name {value!r}")
+        return value
+
+
+class Settings(_Section):
+    api: ApiSettings = ApiSettings()
+    duckdb: DuckDBSettings = DuckDBSettings()
+    compression: CompressionSettings = CompressionSettings()
+    defaults: DefaultsSettings = DefaultsSettings()
+    limits: LimitsSettings = LimitsSettings()
+    group_commit: GroupCommitSettings = GroupCommitSettings()
+    logging: LoggingSettings = LoggingSettings()
+    streams: dict[str, StreamSettings] = Field(default_factory=dict)
+    streams_only: bool = Field(
+        False, description="Refuse (404) stream names that are not configured under streams:."
+    )
+
+    @field_validator("streams")
+    @classmethod
+    def _stream_names(cls, value: dict[str, StreamSettings]) -> dict[str, StreamSettings]:
+        for name in value:
+            if not _NAME_RE.match(name):
+                raise ValueError(f"invalid stream name {name!r}")
+        return value
+
+
+# Seed-spec variable names that do not follow ARROWPORT_<SECTION>_<KEY>.
+ENV_ALIASES: dict[str, str] = {"ARROWPORT_ENABLE_METRICS": "api.enable_metrics"}
+_SCALAR_SECTIONS = ("api", "duckdb", "compression", "defaults", "limits", "group_commit", "logging")
+_TOP_LEVEL_SCALARS = ("streams_only",)
+
+
+def env_name(key: str) -> str:
+    """``api.port`` -> ``ARROWPORT_API_PORT``."""
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+def _scalar_fields() -> Iterator[tuple[str, Any]]:
+    for section in _SCALAR_SECTIONS:
+        model = Settings.model_fields[section].annotation
+        assert isinstance(model, type)
+        assert issubclass(model, BaseModel)
+        for name, field in model.model_fields.items():
+            yield f"{section}.{name}", field
+    for name in _TOP_LEVEL_SCALARS:
+        yield name, Settings.model_fields[name]
+
+
+def settings_table() -> list[tuple[str, str, str, str]]:
+    """Rows of (YAML key, environment variable, default, description) for every scalar setting."""
+    aliases = {key: var for var, key in ENV_ALIASES.items()}
+    rows = []
+    for key, field in _scalar_fields():
+        variable = env_name(key)
+        if key in aliases:
+            variable = f"{aliases[key]} (or {variable})"
+        default = "unset" if field.default is None else repr(field.default)
+        rows.append((key, variable, default, field.description or ""))
+    return rows
+
+
+def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
+    node = target
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    layer: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    by_variable = {env_name(key): key for key, _ in _scalar_fields()} | ENV_ALIASES
+    for variable, key in by_variable.items():
+        if variable in environ:
+            raw = environ[variable]
+            _set_dotted(layer, key, None if raw == "" else raw)
+            origin[key] = variable
+    return layer, origin
+
+
+def _yaml_layer(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"config file {path}{line}: not valid YAML") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+    return data
+
+
+def _explain(exc: ValidationError, origin: Mapping[str, str], source: str) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    where = origin.get(key, source)
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    value = error.get("input")
+    shown = "" if error["type"] == "extra_forbidden" or isinstance(value, dict) else f" {value!r}"
+    return f"invalid configuration: {key}:{shown} {message} (from {where})"
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Layer defaults < YAML < environment < ``overrides`` (dotted keys, e.g. from CLI flags).
+
+    Raises :class:`ConfigError` with a one-line message naming the offending key.
+    """
+    environ = os.environ if environ is None else environ
+    if config_file is None and environ.get(ENV_CONFIG_FILE):
+        config_file = environ[ENV_CONFIG_FILE]
+    merged: dict[str, Any] = {}
+    source = "defaults"
+    if config_file is not None:
+        merged = _yaml_layer(Path(config_file))
+        source = f"config file {config_file}"
+    env_layer, origin = _env_layer(environ)
+    merged = _deep_merge(merged, env_layer)
+    flag_layer: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(flag_layer, key, value)
+            origin[key] = "command line"
+    merged = _deep_merge(merged, flag_layer)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, origin, source)) from None

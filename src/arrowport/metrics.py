@@ -1,0 +1,66 @@
+"""Prometheus registry and the metric objects (one registry per server, so tests can run many)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.rows = Counter(
+            "arrowport_ingested_rows",
+            "Rows committed, per stream.",
+            ["stream"],
+            registry=self.registry,
+        )
+        self.bytes = Counter(
+            "arrowport_ingested_bytes",
+            "Request body bytes of committed ingests, per stream.",
+            ["stream"],
+            registry=self.registry,
+        )
+        self.batches = Counter(
+            "arrowport_ingested_batches",
+            "Arrow record batches committed, per stream.",
+            ["stream"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "arrowport_errors",
+            "Requests answered with an error, by error code.",
+            ["code", "protocol"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "arrowport_request_duration_seconds",
+            "Request latency, by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.in_flight = Gauge(
+            "arrowport_requests_in_flight", "Requests being processed.", registry=self.registry
+        )
+        self.database_size = Gauge(
+            "arrowport_database_size_bytes",
+            "Size of the DuckDB database file and its WAL.",
+            registry=self.registry,
+        )
+        self.queued_writes = Gauge(
+            "arrowport_queued_writes",
+            "Small writes waiting for the group writer.",
+            registry=self.registry,
+        )
+
+    def record_ingest(self, stream: str, rows: int, batches: int, size: int) -> None:
+        self.rows.labels(stream).inc(rows)
+        self.batches.labels(stream).inc(batches)
+        self.bytes.labels(stream).inc(size)
+
+    def watch(self, database_size: Callable[[], float], queued: Callable[[], float]) -> None:
+        """Read these gauges when scraped, not on every write."""
+        self.database_size.set_function(database_size)
+        self.queued_writes.set_function(queued)

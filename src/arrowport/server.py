@@ -1,0 +1,74 @@
+"""Running the server: DuckDB, the ingest service and the HTTP app, in one process."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Any
+
+import structlog
+import uvicorn
+from prometheus_client import start_http_server
+
+from arrowport.api.app import create_app
+from arrowport.config import Settings
+from arrowport.errors import StorageError
+from arrowport.ingest.service import IngestService
+from arrowport.logs import configure_logging
+from arrowport.metrics import Metrics
+from arrowport.storage.database import Database
+
+log = structlog.get_logger("arrowport")
+
+
+class _Server(uvicorn.Server):
+    """Announces the bound port once listening (``--port 0`` picks a free one)."""
+
+    def __init__(self, config: uvicorn.Config, announce: dict[str, Any]) -> None:
+        super().__init__(config)
+        self._announce = announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        port = self.servers[0].sockets[0].getsockname()[1] if self.servers else None
+        log.info("arrowport ready", http_port=port, **self._announce)
+
+
+def serve(settings: Settings) -> int:
+    configure_logging(settings.logging)
+    metrics = Metrics()
+    try:
+        db = Database(settings.duckdb)
+    except StorageError as exc:
+        print(f"arrowport: {exc.message}", file=sys.stderr)
+        return 1
+    service = IngestService(settings, db, metrics)
+    metrics.watch(db.size_bytes, lambda: service.queued_writes)
+    app = create_app(service)
+    announce: dict[str, Any] = {"database": settings.duckdb.path}
+    api = settings.api
+    if api.enable_metrics and api.metrics_port is not None:
+        metrics_server, _ = start_http_server(
+            api.metrics_port, addr=api.host, registry=metrics.registry
+        )
+        announce["metrics_port"] = metrics_server.server_port
+    config = uvicorn.Config(
+        app,
+        host=api.host,
+        port=api.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    server = _Server(config, announce)
+    server.run()
+    if not server.started:
+        service.close()
+        return 1
+    log.info("arrowport stopped")
+    return 0

@@ -1,0 +1,1 @@
+"""DuckDB access: the only package that writes SQL."""

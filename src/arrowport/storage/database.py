@@ -1,0 +1,194 @@
+"""One DuckDB database per process: connections, transactions and the write of Arrow data.
+
+Writers run on worker threads, each on its own cursor. DuckDB lets concurrent transactions append
+to the same table; what it does not allow is two transactions creating or replacing the same table,
+so DDL on a table is serialised by a per-table lock held until the transaction ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from arrowport.config import DuckDBSettings, WriteMode
+from arrowport.errors import (
+    ArrowportError,
+    ConstraintViolation,
+    InsufficientStorage,
+    InvalidValue,
+    StorageError,
+    TableExists,
+    WriteConflict,
+)
+from arrowport.storage.identifiers import INTERNAL_SCHEMA, check_table_name, quote
+from arrowport.storage.schema import Column, arrow_columns, check_compatible, create_table_sql
+
+
+@dataclass
+class WriteJob:
+    """Rows for one table, written by name in a transaction."""
+
+    table: str
+    mode: WriteMode
+    data: pa.RecordBatchReader | pa.Table
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    table: str
+    rows: int
+    created: bool
+
+
+class Database:
+    """The process's DuckDB database. Thread-safe: every caller gets its own cursor."""
+
+    def __init__(self, settings: DuckDBSettings) -> None:
+        self.path = settings.path
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        config: dict[str, str | bool | int | float | list[str]] = {}
+        if settings.threads:
+            config["threads"] = settings.threads
+        if settings.memory_limit:
+            config["memory_limit"] = settings.memory_limit
+        try:
+            self._root = duckdb.connect(self.path, config=config)
+        except duckdb.Error as exc:
+            raise StorageError(f"cannot open database {self.path}: {exc}") from exc
+        self._root.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(INTERNAL_SCHEMA)}")
+        self._locks_guard = threading.Lock()
+        self._table_locks: dict[str, threading.Lock] = {}
+        self._closed = False
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the database; the caller closes it."""
+        if self._closed:
+            raise StorageError("the database is closed")
+        return self._root.cursor()
+
+    @contextlib.contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection of its own for the calling thread, closed on exit."""
+        cur = self.connect()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    def checkpoint(self) -> None:
+        with self.cursor() as cur:
+            cur.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        if not self._closed:
+            with contextlib.suppress(duckdb.Error):
+                self._root.execute("CHECKPOINT")
+            self._root.close()
+            self._closed = True
+
+    def size_bytes(self) -> int:
+        if self.path == ":memory:":
+            return 0
+        total = 0
+        for suffix in ("", ".wal"):
+            with contextlib.suppress(OSError):
+                total += Path(self.path + suffix).stat().st_size
+        return total
+
+    # -- catalog -------------------------------------------------------------------------------
+
+    @staticmethod
+    def table_columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | None:
+        rows = cur.execute(
+            "SELECT column_name, data_type, is_nullable FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'main' "
+            "AND lower(table_name) = lower(?) ORDER BY column_index",
+            [table],
+        ).fetchall()
+        if not rows:
+            return None
+        return [Column(name, dtype, bool(nullable)) for name, dtype, nullable in rows]
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def _lock_for(self, table: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._table_locks.setdefault(table.lower(), threading.Lock())
+
+    def write(self, jobs: Sequence[WriteJob]) -> list[WriteOutcome]:
+        """Write every job in one transaction: all rows land, or none do."""
+        for job in jobs:
+            check_table_name(job.table)
+        with self.cursor() as cur:
+            ddl_tables = sorted(
+                {
+                    job.table.lower()
+                    for job in jobs
+                    if job.mode != "append" or self.table_columns(cur, job.table) is None
+                }
+            )
+            with contextlib.ExitStack() as held:
+                for table in ddl_tables:
+                    held.enter_context(self._lock_for(table))
+                cur.begin()
+                try:
+                    outcomes = [self._write_one(cur, job) for job in jobs]
+                    cur.commit()
+                except BaseException as exc:
+                    with contextlib.suppress(duckdb.Error):
+                        cur.rollback()
+                    if isinstance(exc, duckdb.Error):
+                        raise translate_error(exc) from exc
+                    raise
+        return outcomes
+
+    def _write_one(self, cur: duckdb.DuckDBPyConnection, job: WriteJob) -> WriteOutcome:
+        incoming = arrow_columns(cur, job.data.schema)
+        existing = self.table_columns(cur, job.table)
+        created = False
+        if job.mode == "create" and existing is not None:
+            raise TableExists(f"table {job.table!r} already exists", table=job.table)
+        if job.mode == "replace" or existing is None:
+            cur.execute(create_table_sql(job.table, incoming, replace=job.mode == "replace"))
+            created = True
+        else:
+            check_compatible(job.table, incoming, existing)
+        source = f"_arrowport_src_{uuid.uuid4().hex}"
+        cur.register(source, job.data)
+        try:
+            row = cur.execute(
+                f"INSERT INTO {quote(job.table)} BY NAME SELECT * FROM {quote(source)}"
+            ).fetchone()
+        finally:
+            cur.unregister(source)
+        return WriteOutcome(job.table, int(row[0]) if row else 0, created)
+
+
+def translate_error(exc: duckdb.Error) -> Exception:
+    """Map DuckDB's failures to client-visible errors; unknown ones pass through unchanged."""
+    text = str(exc)
+    if isinstance(exc, ArrowportError):
+        return exc
+    if isinstance(exc, duckdb.TransactionException) or "conflict" in text.lower():
+        return WriteConflict(f"a concurrent write changed the same table; retry: {text}")
+    if isinstance(exc, duckdb.ConstraintException):
+        return ConstraintViolation(text)
+    if isinstance(exc, duckdb.ConversionException | duckdb.OutOfRangeException):
+        return InvalidValue(text)
+    if isinstance(exc, duckdb.IOException):
+        if "No space left" in text or "disk full" in text.lower():
+            return InsufficientStorage(f"the database disk is full: {text}")
+        return StorageError(f"database I/O error: {text}")
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return StorageError(f"the database is out of memory: {text}")
+    return exc

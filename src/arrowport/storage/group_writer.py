@@ -1,0 +1,171 @@
+"""Group commit: one writer thread merges concurrent small writes into one transaction.
+
+A commit costs DuckDB milliseconds whatever its size, so one transaction per small request caps
+throughput. Callers :meth:`GroupWriter.submit` a job and get a future; the writer takes everything
+queued (up to ``max_requests`` / ``max_rows``), prepares each job (decoding happens here, off the
+event loop), concatenates jobs with the same table and schema into one insert, and commits once.
+Every future is resolved only after the commit that contains its rows.
+
+If the group's transaction fails, each job is retried in a transaction of its own, so one bad
+request never fails the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import structlog
+
+from arrowport.config import GroupCommitSettings, WriteMode
+from arrowport.errors import Overloaded, ShuttingDown
+from arrowport.storage.database import Database, WriteJob, WriteOutcome
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class PendingWrite:
+    """A small write waiting for the group writer. ``prepare`` decodes the payload."""
+
+    table: str
+    mode: WriteMode
+    prepare: Callable[[], pa.Table]
+    future: Future[WriteOutcome] = field(default_factory=Future)
+    data: pa.Table | None = None
+
+
+_STOP = object()
+
+
+class GroupWriter:
+    def __init__(self, db: Database, settings: GroupCommitSettings, max_queued: int) -> None:
+        self._db = db
+        self._settings = settings
+        self._queue: queue.Queue[PendingWrite | object] = queue.Queue(maxsize=max_queued)
+        self._carry: PendingWrite | None = None
+        self._accepting = True
+        self._thread = threading.Thread(
+            target=self._run, name="arrowport-group-writer", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, write: PendingWrite) -> Future[WriteOutcome]:
+        if not self._accepting:
+            raise ShuttingDown("the server is shutting down; retry on another node or later")
+        try:
+            self._queue.put_nowait(write)
+        except queue.Full:
+            raise Overloaded("too many writes are queued; retry shortly", retry_after=1) from None
+        return write.future
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def stop(self) -> None:
+        """Finish every queued write, then stop the thread."""
+        self._accepting = False
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    # -- writer thread -------------------------------------------------------------------------
+
+    def _next_group(self) -> tuple[list[PendingWrite], bool]:
+        first = self._carry if self._carry is not None else self._queue.get()
+        self._carry = None
+        if first is _STOP:
+            return [], True
+        assert isinstance(first, PendingWrite)
+        group = [first]
+        deadline = time.monotonic() + self._settings.max_wait_ms / 1000
+        rows = _prepare(first)
+        while len(group) < self._settings.max_requests:
+            try:
+                remaining = deadline - time.monotonic()
+                item = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else (self._queue.get_nowait())
+                )
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return group, True
+            assert isinstance(item, PendingWrite)
+            item_rows = _prepare(item)
+            if group and rows + item_rows > self._settings.max_rows:
+                self._carry = item
+                break
+            group.append(item)
+            rows += item_rows
+        return group, False
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            group, stopping = self._next_group()
+            ready = [w for w in group if w.data is not None and not w.future.done()]
+            if ready:
+                self._commit(ready)
+        # Writes that arrived after the stop marker still get an answer.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, PendingWrite):
+                item.future.set_exception(ShuttingDown("the server is shutting down"))
+
+    def _commit(self, group: list[PendingWrite]) -> None:
+        jobs, members = _merge(group)
+        try:
+            outcomes = self._db.write(jobs)
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].future.set_exception(exc)
+                return
+            log.info("group commit failed; retrying its writes one by one", writes=len(group))
+            for write in group:
+                self._commit([write])
+            return
+        for outcome, job_members in zip(outcomes, members, strict=True):
+            for write in job_members:
+                assert write.data is not None
+                write.future.set_result(
+                    WriteOutcome(outcome.table, write.data.num_rows, outcome.created)
+                )
+
+
+def _prepare(write: PendingWrite) -> int:
+    """Decode a write's payload; a failure answers that write alone."""
+    try:
+        write.data = write.prepare()
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            write.future.set_exception(exc)
+        return 0
+    return int(write.data.num_rows)
+
+
+def _merge(group: list[PendingWrite]) -> tuple[list[WriteJob], list[list[PendingWrite]]]:
+    """One job per (table, mode, schema): appends of the same shape become one insert."""
+    merged: dict[tuple[str, str, pa.Schema], list[PendingWrite]] = {}
+    for write in group:
+        assert write.data is not None
+        # Only appends merge; any other mode is a job of its own.
+        shape = write.mode if write.mode == "append" else f"{write.mode}:{id(write)}"
+        key = (write.table.lower(), shape, write.data.schema)
+        merged.setdefault(key, []).append(write)
+    jobs = []
+    for members in merged.values():
+        tables = [w.data for w in members if w.data is not None]
+        data = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        jobs.append(WriteJob(members[0].table, members[0].mode, data))
+    return jobs, list(merged.values())

@@ -1,0 +1,47 @@
+"""Shared fixtures: a real server per module, or a fresh one per test when state matters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pytest
+
+from tests.server import ArrowportProcess
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+def ipc_bytes(table: pa.Table, batch_rows: int | None = None) -> bytes:
+    """Serialize ``table`` as a complete Arrow IPC stream (with its end-of-stream marker)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=batch_rows)
+    return sink.getvalue().to_pybytes()
+
+
+def query(client: httpx.Client, sql: str) -> pa.Table:
+    """Run a read-only query through the server and decode the Arrow IPC answer."""
+    response = client.post("/query", json={"sql": sql})
+    assert response.status_code == 200, response.text
+    return pa.ipc.open_stream(response.content).read_all()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
+    with ArrowportProcess(tmp_path_factory.mktemp("server")) as process:
+        yield process
+
+
+@pytest.fixture
+def client(server: ArrowportProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        yield http
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Iterator[ArrowportProcess]:
+    with ArrowportProcess(tmp_path / "server") as process:
+        yield process
