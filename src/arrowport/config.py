@@ -93,6 +93,17 @@ class LimitsSettings(_Section):
     max_queued_writes: int = Field(
         4096, ge=1, description="Small writes waiting for the group writer; more get 503."
     )
+    max_inflight_bytes: int = Field(
+        8 * 1024**3,
+        ge=1,
+        description="Declared body bytes of all requests being received at once; more get 503.",
+    )
+    body_timeout_seconds: float = Field(
+        60.0, gt=0, description="Longest wait for the next piece of a request body (408 after)."
+    )
+    shutdown_timeout_seconds: float = Field(
+        30.0, gt=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
 
 
 class GroupCommitSettings(_Section):
@@ -106,6 +117,12 @@ class GroupCommitSettings(_Section):
         0.0,
         ge=0,
         description="How long the writer waits for more requests before committing a group.",
+    )
+
+
+class DeliverySettings(_Section):
+    idempotency_window_hours: float = Field(
+        24.0, gt=0, description="How long idempotency keys are remembered."
     )
 
 
@@ -139,6 +156,7 @@ class Settings(_Section):
     defaults: DefaultsSettings = DefaultsSettings()
     limits: LimitsSettings = LimitsSettings()
     group_commit: GroupCommitSettings = GroupCommitSettings()
+    delivery: DeliverySettings = DeliverySettings()
     logging: LoggingSettings = LoggingSettings()
     streams: dict[str, StreamSettings] = Field(default_factory=dict)
     streams_only: bool = Field(
@@ -156,7 +174,16 @@ class Settings(_Section):
 
 # Seed-spec variable names that do not follow ARROWPORT_<SECTION>_<KEY>.
 ENV_ALIASES: dict[str, str] = {"ARROWPORT_ENABLE_METRICS": "api.enable_metrics"}
-_SCALAR_SECTIONS = ("api", "duckdb", "compression", "defaults", "limits", "group_commit", "logging")
+_SCALAR_SECTIONS = (
+    "api",
+    "duckdb",
+    "compression",
+    "defaults",
+    "limits",
+    "group_commit",
+    "delivery",
+    "logging",
+)
 _TOP_LEVEL_SCALARS = ("streams_only",)
 
 

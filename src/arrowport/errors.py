@@ -14,7 +14,9 @@
     ├── Forbidden                       403 (ReadOnly: read_only)
     ├── NotFound                        404 (UnknownStream, UnknownTable)
     ├── SchemaConflict                  409 schema_conflict (also TableExists: table_exists)
-    ├── WriteConflict                   409 write_conflict, constraint_violation
+    ├── WriteConflict                   409 write_conflict, constraint_violation,
+    │                                       idempotency_conflict, sequence_gap
+    ├── RequestTimeout                  408 request_timeout
     ├── PayloadTooLarge                 413 payload_too_large
     ├── UnsupportedMediaType            415 unsupported_media_type
     ├── InvalidOptions                  422 invalid_options, unsupported_type, invalid_value
@@ -148,6 +150,24 @@ class WriteConflict(ArrowportError):
 class ConstraintViolation(WriteConflict):
     code = "constraint_violation"
     flight_status: ClassVar[FlightStatus] = "invalid_argument"
+
+
+class IdempotencyConflict(WriteConflict):
+    code = "idempotency_conflict"
+    flight_status: ClassVar[FlightStatus] = "already_exists"
+
+
+class SequenceGap(WriteConflict):
+    code = "sequence_gap"
+    flight_status: ClassVar[FlightStatus] = "invalid_argument"
+
+
+class RequestTimeout(ArrowportError):
+    """The client sent its body too slowly."""
+
+    status = 408
+    code = "request_timeout"
+    flight_status: ClassVar[FlightStatus] = "unavailable"
 
 
 class PayloadTooLarge(ArrowportError):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import structlog
@@ -24,9 +27,17 @@ log = structlog.get_logger("arrowport")
 class _Server(uvicorn.Server):
     """Announces the bound port once listening (``--port 0`` picks a free one)."""
 
-    def __init__(self, config: uvicorn.Config, announce: dict[str, Any]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, announce: dict[str, Any], on_exit: Callable[[], None]
+    ) -> None:
         super().__init__(config)
         self._announce = announce
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # New writes get 503 from now on; requests already running finish and are answered.
+        self._on_exit()
+        super().handle_exit(sig, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -38,6 +49,8 @@ class _Server(uvicorn.Server):
 
 def serve(settings: Settings) -> int:
     configure_logging(settings.logging)
+    # Over a file-size limit, fail the write (and answer 507) instead of being killed.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     metrics = Metrics()
     try:
         db = Database(settings.duckdb)
@@ -63,9 +76,13 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=int(settings.limits.shutdown_timeout_seconds),
     )
-    server = _Server(config, announce)
+    server = _Server(config, announce, service.drain)
+    # uvicorn re-raises the stop signal after its graceful shutdown; a handler of our own makes
+    # that a no-op, so a SIGTERM-ed server exits 0 once everything is committed.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda *_: None)
     server.run()
     if not server.started:
         service.close()

@@ -22,7 +22,7 @@ from arrowport.errors import (
     UnsupportedMediaType,
 )
 from arrowport.ingest.payload import content_encoding_codec, sniff_codec
-from arrowport.ingest.service import IngestOptions, IngestService
+from arrowport.ingest.service import DeliveryRequest, IngestOptions, IngestService
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 JSON = "application/json"
@@ -75,19 +75,42 @@ async def ingest_stream(
     x_arrowport_table: Annotated[str | None, Header()] = None,
     x_arrowport_mode: Annotated[str | None, Header()] = None,
     x_arrowport_chunk_size: Annotated[int | None, Header(ge=1)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(description="Retries with the same key land once.")
+    ] = None,
+    producer_id: Annotated[str | None, Query(description="Producer offset: who sends.")] = None,
+    sequence: Annotated[
+        int | None, Query(ge=0, description="Producer offset: this batch's number.")
+    ] = None,
+    x_arrowport_producer_id: Annotated[str | None, Header()] = None,
+    x_arrowport_sequence: Annotated[int | None, Header(ge=0)] = None,
 ) -> dict[str, Any]:
     service = _service(request)
     media_type = _media_type(request)
-    if media_type == JSON:
-        return await _ingest_json(service, stream_name, request)
-    if media_type == ARROW_STREAM:
+    delivery = DeliveryRequest(
+        idempotency_key=idempotency_key,
+        producer_id=producer_id or x_arrowport_producer_id,
+        sequence=sequence if sequence is not None else x_arrowport_sequence,
+    )
+    if media_type not in (JSON, ARROW_STREAM):
+        _unsupported(media_type)
+    declared = _declared_length(request) or 0
+    service.reserve_bytes(declared)
+    try:
+        if media_type == JSON:
+            return await _ingest_json(service, stream_name, request, delivery)
         options = service.resolve(
             stream_name,
             table=table or x_arrowport_table,
             mode=mode or x_arrowport_mode,
             chunk_size=chunk_size or x_arrowport_chunk_size,
         )
-        return await _ingest_binary(service, options, request)
+        return await _ingest_binary(service, options, request, delivery)
+    finally:
+        service.release_bytes(declared)
+
+
+def _unsupported(media_type: str) -> None:
     raise UnsupportedMediaType(
         f"unsupported Content-Type {media_type or '(none)'!r}: send {ARROW_STREAM} "
         f"(raw Arrow IPC stream) or {JSON} (base64 inside JSON)",
@@ -120,7 +143,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _ingest_binary(
-    service: IngestService, options: IngestOptions, request: Request
+    service: IngestService,
+    options: IngestOptions,
+    request: Request,
+    delivery: DeliveryRequest,
 ) -> dict[str, Any]:
     limits = service.settings.limits
     codec = content_encoding_codec(request.headers.get("content-encoding"))
@@ -132,9 +158,11 @@ async def _ingest_binary(
         )
     if declared is not None and declared <= limits.small_body_bytes:
         body = await _read_body(request, limits.small_body_bytes)
-        result = await service.ingest_bytes(options, body, codec)
+        result = await service.ingest_bytes(options, body, codec, delivery=delivery)
     else:
-        result = await service.ingest_pipe(options, request.stream, codec, limits.max_body_bytes)
+        result = await service.ingest_pipe(
+            options, request.stream(), codec, limits.max_body_bytes, delivery
+        )
     return result.to_json()
 
 
@@ -168,7 +196,9 @@ def _decode_json(body: bytes) -> tuple[StreamRequest, bytes, pa.Schema | None]:
     return parsed, data, schema
 
 
-async def _ingest_json(service: IngestService, stream: str, request: Request) -> dict[str, Any]:
+async def _ingest_json(
+    service: IngestService, stream: str, request: Request, delivery: DeliveryRequest
+) -> dict[str, Any]:
     limits = service.settings.limits
     body = await _read_body(request, limits.max_json_body_bytes)
     if len(body) <= _INLINE_JSON_BYTES:
@@ -181,5 +211,7 @@ async def _ingest_json(service: IngestService, stream: str, request: Request) ->
         stream, table=config.target_table, mode=config.mode, chunk_size=config.chunk_size
     )
     codec = sniff_codec(data[:4])
-    result = await service.ingest_bytes(options, data, codec, expected_schema=schema)
+    result = await service.ingest_bytes(
+        options, data, codec, expected_schema=schema, delivery=delivery
+    )
     return result.to_json()

@@ -47,6 +47,9 @@ class IngestResponse(BaseModel):
     bytes: int
     duration_ms: float
     table_created: bool
+    duplicate: bool = False
+    producer_id: str | None = None
+    sequence: int | None = None
 
 
 class ErrorResponse(BaseModel):
@@ -80,3 +83,10 @@ class StreamInfo(BaseModel):
     mode: str
     chunk_size: int
     compression: str | None
+
+
+class ProducerResponse(BaseModel):
+    stream: str
+    producer_id: str
+    last_sequence: int | None = Field(description="Last committed sequence; null if none yet.")
+    next_sequence: int | None = Field(description="The sequence to send next; null: any.")

@@ -18,7 +18,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from arrowport.api.ingest_routes import ARROW_STREAM
-from arrowport.api.models import ErrorResponse, QueryRequest, StreamInfo, TableResponse
+from arrowport.api.models import (
+    ErrorResponse,
+    ProducerResponse,
+    QueryRequest,
+    StreamInfo,
+    TableResponse,
+)
 from arrowport.errors import InvalidJSON, InvalidOptions, ShuttingDown, UnsupportedMediaType
 from arrowport.ingest.service import IngestService
 from arrowport.storage.query import QueryResult, describe_table, list_tables, run_query
@@ -42,7 +48,7 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", summary="Readiness: the database is open and writes are accepted")
 async def ready(request: Request) -> dict[str, str]:
-    if getattr(request.app.state, "draining", False):
+    if getattr(request.app.state, "draining", False) or not _service(request).accepting:
         raise ShuttingDown("the server is shutting down")
     return {"status": "ready"}
 
@@ -60,6 +66,22 @@ async def streams(request: Request) -> list[dict[str, Any]]:
         }
         for name, stream in sorted(settings.streams.items())
     ]
+
+
+@router.get(
+    "/streams/{stream_name}/producers/{producer_id}",
+    response_model=ProducerResponse,
+    responses=_ERRORS,
+    summary="The last sequence committed for a producer (where a restarted producer resumes)",
+)
+async def producer(stream_name: str, producer_id: str, request: Request) -> dict[str, Any]:
+    last = await run_in_threadpool(_service(request).last_sequence, stream_name, producer_id)
+    return {
+        "stream": stream_name,
+        "producer_id": producer_id,
+        "last_sequence": last,
+        "next_sequence": None if last is None else last + 1,
+    }
 
 
 @router.get("/tables", response_model=list[TableResponse], summary="Tables with their columns")

@@ -8,6 +8,7 @@ with blocking, exact-size :meth:`BodyPipe.read` calls, which is what ``pyarrow.P
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import threading
 from collections import deque
@@ -35,6 +36,8 @@ class BodyPipe(io.RawIOBase):
         self._space.set()
         self.position = 0
         self._tail = b""
+        # Set to a hash object to fingerprint the raw body (idempotency keys), off the event loop.
+        self.digest: hashlib._Hash | None = None
 
     # -- producer side (event loop) ------------------------------------------------------------
 
@@ -114,6 +117,8 @@ class BodyPipe(io.RawIOBase):
             if self._buffered <= self._high_water // 2:
                 self._loop.call_soon_threadsafe(self._space.set)
         data = b"".join(parts) if len(parts) != 1 else parts[0]
+        if self.digest is not None:
+            self.digest.update(data)
         self.position += len(data)
         self._tail = (self._tail + data[-8:])[-8:]
         return data

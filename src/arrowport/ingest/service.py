@@ -3,21 +3,23 @@
 Three ways in, one write path:
 
 * :meth:`IngestService.ingest_bytes` — a whole payload in memory (small binary bodies, JSON). Small
-  payloads go to the group writer; large ones are written on a worker thread.
+  appends go to the group writer; anything larger is written on a worker thread.
 * :meth:`IngestService.ingest_pipe` — a large HTTP body, decoded while it is still arriving; DuckDB
   scans the batches on a worker thread, so memory stays flat whatever the body's size.
 * :meth:`IngestService.ingest_batches` — already-decoded batches (Arrow Flight), written on the
   caller's thread.
 
-Every way is one transaction; the result is returned only after the commit.
+Every way is one transaction, with the delivery records (idempotency key, producer offset) in the
+same transaction as the rows; the result is returned only after the commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,7 @@ from arrowport.errors import (
     InvalidOptions,
     Overloaded,
     PayloadTooLarge,
+    RequestTimeout,
     SchemaMismatch,
     ShuttingDown,
     UnknownStream,
@@ -45,6 +48,7 @@ from arrowport.ingest.payload import (
 from arrowport.ingest.pipe import BodyPipe, PipeClosed
 from arrowport.metrics import Metrics
 from arrowport.storage.database import Database, WriteJob, WriteOutcome
+from arrowport.storage.delivery import Delivery
 from arrowport.storage.group_writer import GroupWriter, PendingWrite
 from arrowport.storage.identifiers import check_table_name
 
@@ -60,6 +64,25 @@ class IngestOptions:
 
 
 @dataclass(frozen=True)
+class DeliveryRequest:
+    """Exactly-once options a client sent (``Idempotency-Key``, producer id and sequence)."""
+
+    idempotency_key: str | None = None
+    producer_id: str | None = None
+    sequence: int | None = None
+
+    def bind(self, options: IngestOptions, fingerprint: Callable[[], str]) -> Delivery | None:
+        if self.idempotency_key is None and self.producer_id is None and self.sequence is None:
+            return None
+        return Delivery(
+            options.stream, self.idempotency_key, self.producer_id, self.sequence, fingerprint
+        )
+
+
+NO_DELIVERY = DeliveryRequest()
+
+
+@dataclass(frozen=True)
 class IngestResult:
     stream: str
     table: str
@@ -68,19 +91,35 @@ class IngestResult:
     bytes: int
     seconds: float
     created: bool
+    duplicate: bool = False
+    producer_id: str | None = None
+    sequence: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "status": "success",
             "stream": self.stream,
             "rows_processed": self.rows,
-            "message": "Data processed successfully",
+            "message": (
+                "Already committed; nothing written"
+                if self.duplicate
+                else "Data processed successfully"
+            ),
             "table": self.table,
             "batches": self.batches,
             "bytes": self.bytes,
             "duration_ms": round(self.seconds * 1000, 3),
             "table_created": self.created,
+            "duplicate": self.duplicate,
         }
+        if self.producer_id is not None:
+            body |= {"producer_id": self.producer_id, "sequence": self.sequence}
+        return body
+
+
+def _fingerprint(options: IngestOptions, digest: Callable[[], str]) -> Callable[[], str]:
+    """A payload's identity for idempotency: where it goes and what it holds."""
+    return lambda: f"{options.table.lower()}|{options.mode}|{digest()}"
 
 
 class IngestService:
@@ -92,10 +131,16 @@ class IngestService:
         self._writer = GroupWriter(db, settings.group_commit, limits.max_queued_writes)
         self._pool = ThreadPoolExecutor(limits.max_streaming_writes, "arrowport-writer")
         self._slots = threading.BoundedSemaphore(limits.max_streaming_writes)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._active = 0
-        self._active_lock = threading.Lock()
-        self._idle = threading.Condition(self._active_lock)
+        self._inflight_bytes = 0
         self._accepting = True
+        self._stop_expiry = threading.Event()
+        self._expiry = threading.Thread(
+            target=self._expire_keys, name="arrowport-key-expiry", daemon=True
+        )
+        self._expiry.start()
 
     # -- options -------------------------------------------------------------------------------
 
@@ -125,6 +170,32 @@ class IngestService:
 
     # -- admission -----------------------------------------------------------------------------
 
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def drain(self) -> None:
+        """Refuse new writes (503 ``shutting_down``); running ones carry on."""
+        self._accepting = False
+
+    def reserve_bytes(self, size: int) -> None:
+        """Count a declared body against ``max_inflight_bytes`` before reading any of it."""
+        limit = self.settings.limits.max_inflight_bytes
+        with self._lock:
+            if not self._accepting:
+                raise ShuttingDown("the server is shutting down; retry later")
+            if self._inflight_bytes + size > limit and self._inflight_bytes > 0:
+                raise Overloaded(
+                    "too many bytes are being received right now; retry shortly",
+                    retry_after=1,
+                    limit=limit,
+                )
+            self._inflight_bytes += size
+
+    def release_bytes(self, size: int) -> None:
+        with self._lock:
+            self._inflight_bytes -= size
+
     def _admit(self) -> None:
         if not self._accepting:
             raise ShuttingDown("the server is shutting down; retry later")
@@ -134,12 +205,12 @@ class IngestService:
                 retry_after=1,
                 limit=self.settings.limits.max_streaming_writes,
             )
-        with self._active_lock:
+        with self._lock:
             self._active += 1
 
     def _release(self) -> None:
         self._slots.release()
-        with self._active_lock:
+        with self._lock:
             self._active -= 1
             self._idle.notify_all()
 
@@ -151,6 +222,7 @@ class IngestService:
         data: bytes,
         codec: Codec | None,
         expected_schema: pa.Schema | None = None,
+        delivery: DeliveryRequest = NO_DELIVERY,
     ) -> IngestResult:
         """Write a whole payload; ``expected_schema`` is the schema the sender declared."""
         started = time.perf_counter()
@@ -168,87 +240,118 @@ class IngestService:
             stats.append(payload.stream)
             return payload.stream
 
+        bound = delivery.bind(options, _fingerprint(options, lambda: _sha256(data)))
         if len(data) <= limits.small_body_bytes and options.mode == "append":
-            pending = PendingWrite(options.table, options.mode, lambda: open_payload().read_all())
+            if not self._accepting:
+                raise ShuttingDown("the server is shutting down; retry later")
+            pending = PendingWrite(
+                options.table, options.mode, lambda: open_payload().read_all(), bound
+            )
             outcome = await asyncio.wrap_future(self._writer.submit(pending))
         else:
             self._admit()
             try:
                 outcome = await asyncio.get_running_loop().run_in_executor(
-                    self._pool, self._write_stream, options, open_payload
+                    self._pool, self._write_stream, options, open_payload, bound
                 )
             finally:
                 self._release()
         batches = stats[0].batches if stats else 0
-        return self._finish(options, outcome, batches, len(data), started)
+        return self._finish(options, outcome, batches, len(data), started, delivery)
 
     async def ingest_pipe(
         self,
         options: IngestOptions,
-        chunks: Callable[[], Any],
+        chunks: AsyncIterator[bytes],
         codec: Codec | None,
         max_raw_bytes: int,
+        delivery: DeliveryRequest = NO_DELIVERY,
     ) -> IngestResult:
-        """Write an HTTP body while it arrives. ``chunks`` returns an async iterator of bytes."""
+        """Write an HTTP body while it arrives."""
         started = time.perf_counter()
         limits = self.settings.limits
         self._admit()
         loop = asyncio.get_running_loop()
         pipe = BodyPipe(loop)
+        stats: list[BatchStream] = []
 
         def open_payload() -> BatchStream:
             source: Any = pipe if codec is None else decompressing_reader(pipe, codec)  # type: ignore[arg-type]
             limited = LimitedReader(source, limits.max_body_bytes)
-            return IpcPayload.from_file(
+            stream = IpcPayload.from_file(
                 limited, options.chunk_size, limits.max_rows_per_request
             ).stream
+            stats.append(stream)
+            return stream
 
-        stats: list[BatchStream] = []
+        def digest() -> str:
+            # The body must be read to its end before its fingerprint is known.
+            for stream in stats:
+                for _ in stream:
+                    pass
+            assert pipe.digest is not None
+            return pipe.digest.hexdigest()
+
+        if delivery.idempotency_key is not None:
+            pipe.digest = hashlib.sha256()
+        bound = delivery.bind(options, _fingerprint(options, digest))
 
         def write() -> WriteOutcome:
             try:
-
-                def opened() -> BatchStream:
-                    stream = open_payload()
-                    stats.append(stream)
-                    return stream
-
-                return self._write_stream(options, opened)
+                return self._write_stream(options, open_payload, bound)
             finally:
                 pipe.abort()
 
         try:
             future = loop.run_in_executor(self._pool, write)
-            received = await _pump(chunks(), pipe, max_raw_bytes)
+            received = await _pump(chunks, pipe, max_raw_bytes, limits.body_timeout_seconds)
             outcome = await future
         finally:
             self._release()
         batches = stats[0].batches if stats else 0
-        return self._finish(options, outcome, batches, received, started)
+        return self._finish(options, outcome, batches, received, started, delivery)
 
     def ingest_batches(
-        self, options: IngestOptions, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
+        self,
+        options: IngestOptions,
+        schema: pa.Schema,
+        batches: Iterator[pa.RecordBatch],
+        delivery: DeliveryRequest = NO_DELIVERY,
     ) -> IngestResult:
         """Write decoded batches on the calling thread (Arrow Flight handlers)."""
         started = time.perf_counter()
+        digest = hashlib.sha256()
+        if delivery.idempotency_key is not None:
+            batches = _hashed(batches, digest)
+        stream = BatchStream(
+            schema, batches, options.chunk_size, self.settings.limits.max_rows_per_request
+        )
+
+        def fingerprint() -> str:
+            for _ in stream:
+                pass
+            return digest.hexdigest()
+
+        bound = delivery.bind(options, _fingerprint(options, fingerprint))
         self._admit()
         try:
-            stream = BatchStream(
-                schema, batches, options.chunk_size, self.settings.limits.max_rows_per_request
-            )
-            outcome = self._write_stream(options, lambda: stream)
+            outcome = self._write_stream(options, lambda: stream, bound)
         finally:
             self._release()
-        return self._finish(options, outcome, stream.batches, 0, started)
+        return self._finish(options, outcome, stream.batches, 0, started, delivery)
 
     # -- shared --------------------------------------------------------------------------------
 
     def _write_stream(
-        self, options: IngestOptions, open_stream: Callable[[], BatchStream]
+        self,
+        options: IngestOptions,
+        open_stream: Callable[[], BatchStream],
+        delivery: Delivery | None,
     ) -> WriteOutcome:
         stream = open_stream()
+        job = WriteJob(options.table, options.mode, stream.reader(), delivery)
         try:
-            return self.db.write([WriteJob(options.table, options.mode, stream.reader())])[0]
+            return self.db.write_one(job)
         except Exception:
             if stream.error is not None:
                 raise stream.error from None
@@ -261,6 +364,7 @@ class IngestService:
         batches: int,
         size: int,
         started: float,
+        delivery: DeliveryRequest,
     ) -> IngestResult:
         result = IngestResult(
             stream=options.stream,
@@ -270,9 +374,24 @@ class IngestService:
             bytes=size,
             seconds=time.perf_counter() - started,
             created=outcome.created,
+            duplicate=outcome.duplicate,
+            producer_id=delivery.producer_id,
+            sequence=delivery.sequence,
         )
-        self.metrics.record_ingest(options.stream, result.rows, result.batches, result.bytes)
+        if not outcome.duplicate:
+            self.metrics.record_ingest(options.stream, result.rows, result.batches, result.bytes)
         return result
+
+    def last_sequence(self, stream: str, producer_id: str) -> int | None:
+        return self.db.last_sequence(stream, producer_id)
+
+    def _expire_keys(self) -> None:
+        window = self.settings.delivery.idempotency_window_hours
+        while not self._stop_expiry.wait(60.0):
+            try:
+                self.db.expire_idempotency_keys(window)
+            except Exception:  # never let housekeeping kill the thread; retried next minute
+                continue
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -283,18 +402,44 @@ class IngestService:
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking writes, let the running ones commit, then checkpoint and close."""
         self._accepting = False
+        self._stop_expiry.set()
         self._writer.stop()
-        with self._active_lock:
+        with self._lock:
             self._idle.wait_for(lambda: self._active == 0, timeout=timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.db.close()
 
 
-async def _pump(chunks: Any, pipe: BodyPipe, max_raw_bytes: int) -> int:
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _hashed(batches: Iterator[pa.RecordBatch], digest: Any) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        for column in batch.columns:
+            for buffer in column.buffers():
+                if buffer is not None:
+                    digest.update(buffer)
+        yield batch
+
+
+async def _pump(
+    chunks: AsyncIterator[bytes], pipe: BodyPipe, max_raw_bytes: int, timeout: float
+) -> int:
     """Feed body chunks into the pipe; returns the bytes received."""
     received = 0
+    iterator = aiter(chunks)
     try:
-        async for chunk in chunks:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(anext(iterator), timeout)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                pipe.finish(
+                    RequestTimeout(f"no body data received for {timeout:g} seconds; giving up")
+                )
+                return received
             received += len(chunk)
             if received > max_raw_bytes:
                 pipe.finish(

@@ -27,17 +27,26 @@ from arrowport.errors import (
     TableExists,
     WriteConflict,
 )
+from arrowport.storage.delivery import (
+    SCHEMA_SQL,
+    Delivery,
+    DeliveryLedger,
+    Duplicate,
+    expire_keys,
+    last_sequence,
+)
 from arrowport.storage.identifiers import INTERNAL_SCHEMA, check_table_name, quote
 from arrowport.storage.schema import Column, arrow_columns, check_compatible, create_table_sql
 
 
 @dataclass
 class WriteJob:
-    """Rows for one table, written by name in a transaction."""
+    """Rows for one table, written by name in a transaction, with optional delivery checks."""
 
     table: str
     mode: WriteMode
     data: pa.RecordBatchReader | pa.Table
+    delivery: Delivery | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,11 @@ class WriteOutcome:
     table: str
     rows: int
     created: bool
+    duplicate: bool = False
+    last_sequence: int | None = None
+
+    def to_record(self) -> dict[str, object]:
+        return {"table": self.table, "rows": self.rows, "created": self.created}
 
 
 class Database:
@@ -64,6 +78,8 @@ class Database:
         except duckdb.Error as exc:
             raise StorageError(f"cannot open database {self.path}: {exc}") from exc
         self._root.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(INTERNAL_SCHEMA)}")
+        for statement in SCHEMA_SQL:
+            self._root.execute(statement)
         self._locks_guard = threading.Lock()
         self._table_locks: dict[str, threading.Lock] = {}
         self._closed = False
@@ -125,24 +141,37 @@ class Database:
         with self._locks_guard:
             return self._table_locks.setdefault(table.lower(), threading.Lock())
 
-    def write(self, jobs: Sequence[WriteJob]) -> list[WriteOutcome]:
-        """Write every job in one transaction: all rows land, or none do."""
+    def write_one(self, job: WriteJob) -> WriteOutcome:
+        """Write one job in its own transaction; raises its error."""
+        outcome = self.write([job])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def write(self, jobs: Sequence[WriteJob]) -> list[WriteOutcome | ArrowportError]:
+        """Write jobs in one transaction: every written row lands, or none does.
+
+        A job refused by its delivery check (duplicate, gap, key conflict) gets its answer in its
+        slot without failing the others; any other failure aborts the whole transaction and is
+        raised. Appends of the same table and schema are merged into one insert.
+        """
         for job in jobs:
             check_table_name(job.table)
         with self.cursor() as cur:
-            ddl_tables = sorted(
-                {
-                    job.table.lower()
-                    for job in jobs
-                    if job.mode != "append" or self.table_columns(cur, job.table) is None
-                }
-            )
+            lock_names = {
+                f"d:{name}" for job in jobs if job.delivery for name in job.delivery.lock_names()
+            }
+            lock_names |= {
+                f"t:{job.table.lower()}"
+                for job in jobs
+                if job.mode != "append" or self.table_columns(cur, job.table) is None
+            }
             with contextlib.ExitStack() as held:
-                for table in ddl_tables:
-                    held.enter_context(self._lock_for(table))
+                for name in sorted(lock_names):
+                    held.enter_context(self._lock_for(name))
                 cur.begin()
                 try:
-                    outcomes = [self._write_one(cur, job) for job in jobs]
+                    outcomes = self._write_jobs(cur, jobs)
                     cur.commit()
                 except BaseException as exc:
                     with contextlib.suppress(duckdb.Error):
@@ -152,7 +181,44 @@ class Database:
                     raise
         return outcomes
 
-    def _write_one(self, cur: duckdb.DuckDBPyConnection, job: WriteJob) -> WriteOutcome:
+    def _write_jobs(
+        self, cur: duckdb.DuckDBPyConnection, jobs: Sequence[WriteJob]
+    ) -> list[WriteOutcome | ArrowportError]:
+        ledger = DeliveryLedger(cur)
+        answers: list[WriteOutcome | ArrowportError | Duplicate | None] = []
+        for job in jobs:
+            verdict: WriteOutcome | ArrowportError | Duplicate | None = None
+            if job.delivery is not None:
+                try:
+                    verdict = ledger.check(job.delivery)
+                except ArrowportError as exc:
+                    verdict = exc
+                if verdict is None:
+                    # Claim the key/offset now so a later job of this group sees it.
+                    ledger.claim(job.delivery, len(answers))
+            answers.append(verdict)
+        to_write = [i for i, verdict in enumerate(answers) if verdict is None]
+        for members in _merge_appends([jobs[i] for i in to_write], to_write):
+            first = jobs[members[0]]
+            data = _concat([jobs[i].data for i in members])
+            merged = self._write_table(cur, WriteJob(first.table, first.mode, data))
+            for i in members:
+                job = jobs[i]
+                rows = job.data.num_rows if isinstance(job.data, pa.Table) else merged.rows
+                outcome = WriteOutcome(merged.table, rows, merged.created)
+                answers[i] = outcome
+                if job.delivery is not None:
+                    ledger.record(job.delivery, outcome.to_record(), i)
+        results: list[WriteOutcome | ArrowportError] = []
+        for job, answer in zip(jobs, answers, strict=True):
+            if isinstance(answer, Duplicate):
+                results.append(_duplicate_outcome(job, answer, ledger))
+            else:
+                assert answer is not None
+                results.append(answer)
+        return results
+
+    def _write_table(self, cur: duckdb.DuckDBPyConnection, job: WriteJob) -> WriteOutcome:
         incoming = arrow_columns(cur, job.data.schema)
         existing = self.table_columns(cur, job.table)
         created = False
@@ -172,6 +238,43 @@ class Database:
         finally:
             cur.unregister(source)
         return WriteOutcome(job.table, int(row[0]) if row else 0, created)
+
+    def last_sequence(self, stream: str, producer_id: str) -> int | None:
+        with self.cursor() as cur:
+            return last_sequence(cur, stream, producer_id)
+
+    def expire_idempotency_keys(self, older_than_hours: float) -> int:
+        with self.cursor() as cur:
+            return expire_keys(cur, older_than_hours)
+
+
+def _merge_appends(jobs: Sequence[WriteJob], indexes: Sequence[int]) -> list[list[int]]:
+    """Group job indexes: appends of one table and schema share an insert; others stand alone."""
+    groups: dict[object, list[int]] = {}
+    for job, index in zip(jobs, indexes, strict=True):
+        mergeable = job.mode == "append" and isinstance(job.data, pa.Table)
+        key: object = (job.table.lower(), job.data.schema) if mergeable else index
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
+
+
+def _concat(parts: Sequence[pa.RecordBatchReader | pa.Table]) -> pa.RecordBatchReader | pa.Table:
+    if len(parts) == 1:
+        return parts[0]
+    return pa.concat_tables([p for p in parts if isinstance(p, pa.Table)])
+
+
+def _duplicate_outcome(job: WriteJob, duplicate: Duplicate, ledger: DeliveryLedger) -> WriteOutcome:
+    record = duplicate.result
+    if duplicate.owner is not None:
+        record = ledger.recorded(duplicate.owner)
+    return WriteOutcome(
+        str(record.get("table", job.table)),
+        int(record.get("rows", 0)),
+        created=False,
+        duplicate=True,
+        last_sequence=record.get("last_sequence"),
+    )
 
 
 def translate_error(exc: duckdb.Error) -> Exception:

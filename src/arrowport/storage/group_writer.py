@@ -3,7 +3,8 @@
 A commit costs DuckDB milliseconds whatever its size, so one transaction per small request caps
 throughput. Callers :meth:`GroupWriter.submit` a job and get a future; the writer takes everything
 queued (up to ``max_requests`` / ``max_rows``), prepares each job (decoding happens here, off the
-event loop), concatenates jobs with the same table and schema into one insert, and commits once.
+event loop) and writes them all in one transaction (the database merges appends of one table and
+schema into one insert).
 Every future is resolved only after the commit that contains its rows.
 
 If the group's transaction fails, each job is retried in a transaction of its own, so one bad
@@ -26,6 +27,7 @@ import structlog
 from arrowport.config import GroupCommitSettings, WriteMode
 from arrowport.errors import Overloaded, ShuttingDown
 from arrowport.storage.database import Database, WriteJob, WriteOutcome
+from arrowport.storage.delivery import Delivery
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +39,7 @@ class PendingWrite:
     table: str
     mode: WriteMode
     prepare: Callable[[], pa.Table]
+    delivery: Delivery | None = None
     future: Future[WriteOutcome] = field(default_factory=Future)
     data: pa.Table | None = None
 
@@ -124,7 +127,10 @@ class GroupWriter:
                 item.future.set_exception(ShuttingDown("the server is shutting down"))
 
     def _commit(self, group: list[PendingWrite]) -> None:
-        jobs, members = _merge(group)
+        jobs = []
+        for write in group:
+            assert write.data is not None
+            jobs.append(WriteJob(write.table, write.mode, write.data, write.delivery))
         try:
             outcomes = self._db.write(jobs)
         except Exception as exc:
@@ -135,12 +141,11 @@ class GroupWriter:
             for write in group:
                 self._commit([write])
             return
-        for outcome, job_members in zip(outcomes, members, strict=True):
-            for write in job_members:
-                assert write.data is not None
-                write.future.set_result(
-                    WriteOutcome(outcome.table, write.data.num_rows, outcome.created)
-                )
+        for write, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                write.future.set_exception(outcome)
+            else:
+                write.future.set_result(outcome)
 
 
 def _prepare(write: PendingWrite) -> int:
@@ -152,20 +157,3 @@ def _prepare(write: PendingWrite) -> int:
             write.future.set_exception(exc)
         return 0
     return int(write.data.num_rows)
-
-
-def _merge(group: list[PendingWrite]) -> tuple[list[WriteJob], list[list[PendingWrite]]]:
-    """One job per (table, mode, schema): appends of the same shape become one insert."""
-    merged: dict[tuple[str, str, pa.Schema], list[PendingWrite]] = {}
-    for write in group:
-        assert write.data is not None
-        # Only appends merge; any other mode is a job of its own.
-        shape = write.mode if write.mode == "append" else f"{write.mode}:{id(write)}"
-        key = (write.table.lower(), shape, write.data.schema)
-        merged.setdefault(key, []).append(write)
-    jobs = []
-    for members in merged.values():
-        tables = [w.data for w in members if w.data is not None]
-        data = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-        jobs.append(WriteJob(members[0].table, members[0].mode, data))
-    return jobs, list(merged.values())
