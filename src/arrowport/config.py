@@ -24,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ENV_PREFIX = "ARROWPORT_"
 ENV_CONFIG_FILE = "ARROWPORT_CONFIG"
 
-WriteMode = Literal["append", "replace", "create"]
+WriteMode = Literal["append", "replace", "create", "upsert"]
+SchemaPolicy = Literal["strict", "evolve"]
+DuplicateKeys = Literal["error", "last_wins"]
 Codec = Literal["none", "zstd", "lz4"]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -45,6 +47,14 @@ class ApiSettings(_Section):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Also serve metrics on this port (unset: off)."
     )
+
+
+class FlightSettings(_Section):
+    enabled: bool = Field(True, description="Serve Arrow Flight (gRPC) next to the HTTP API.")
+    host: str | None = Field(
+        None, description="Address the Flight endpoint binds to (unset: the same as api.host)."
+    )
+    port: int = Field(8815, ge=0, le=65535, description="Arrow Flight port (0 picks a free port).")
 
 
 class DuckDBSettings(_Section):
@@ -140,6 +150,11 @@ class StreamSettings(_Section):
     mode: WriteMode = "append"
     chunk_size: int | None = Field(None, ge=1)
     compression: Codec | None = None
+    key_columns: list[str] | None = Field(None, description="Key columns for mode upsert.")
+    schema_policy: SchemaPolicy = "strict"
+    duplicate_keys: DuplicateKeys = Field(
+        "error", description="Upsert batches with a repeated key: 409, or the last row wins."
+    )
 
     @field_validator("table")
     @classmethod
@@ -157,6 +172,7 @@ class Settings(_Section):
     limits: LimitsSettings = LimitsSettings()
     group_commit: GroupCommitSettings = GroupCommitSettings()
     delivery: DeliverySettings = DeliverySettings()
+    flight: FlightSettings = FlightSettings()
     logging: LoggingSettings = LoggingSettings()
     streams: dict[str, StreamSettings] = Field(default_factory=dict)
     streams_only: bool = Field(
@@ -182,6 +198,7 @@ _SCALAR_SECTIONS = (
     "limits",
     "group_commit",
     "delivery",
+    "flight",
     "logging",
 )
 _TOP_LEVEL_SCALARS = ("streams_only",)

@@ -11,9 +11,10 @@
     │   ├── InvalidCompression              invalid_compression
     │   ├── SchemaMismatch                  schema_mismatch
     │   └── InvalidName                     invalid_name
-    ├── Forbidden                       403 (ReadOnly: read_only)
+    ├── Unauthenticated                 401 unauthenticated (with WWW-Authenticate: Bearer)
+    ├── Forbidden                       403 forbidden (ReadOnly: read_only)
     ├── NotFound                        404 (UnknownStream, UnknownTable)
-    ├── SchemaConflict                  409 schema_conflict (also TableExists: table_exists)
+    ├── SchemaConflict                  409 schema_conflict, table_exists, duplicate_keys
     ├── WriteConflict                   409 write_conflict, constraint_violation,
     │                                       idempotency_conflict, sequence_gap
     ├── RequestTimeout                  408 request_timeout
@@ -104,7 +105,17 @@ class QueryError(BadRequest):
     code = "query_error"
 
 
+class Unauthenticated(ArrowportError):
+    """No credentials, or credentials that match no configured token."""
+
+    status = 401
+    code = "unauthenticated"
+    flight_status: ClassVar[FlightStatus] = "unauthenticated"
+
+
 class Forbidden(ArrowportError):
+    """Valid credentials without the scope (or stream) the request needs."""
+
     status = 403
     code = "forbidden"
     flight_status: ClassVar[FlightStatus] = "unauthorized"
@@ -137,6 +148,12 @@ class SchemaConflict(ArrowportError):
 class TableExists(SchemaConflict):
     code = "table_exists"
     flight_status: ClassVar[FlightStatus] = "already_exists"
+
+
+class DuplicateKeys(SchemaConflict):
+    """An upsert batch names the same key twice."""
+
+    code = "duplicate_keys"
 
 
 class WriteConflict(ArrowportError):

@@ -84,6 +84,14 @@ async def ingest_stream(
     ] = None,
     x_arrowport_producer_id: Annotated[str | None, Header()] = None,
     x_arrowport_sequence: Annotated[int | None, Header(ge=0)] = None,
+    key_columns: Annotated[
+        str | None, Query(description="Comma-separated key columns for mode upsert.")
+    ] = None,
+    schema_policy: Annotated[str | None, Query(description="strict or evolve.")] = None,
+    duplicate_keys: Annotated[
+        str | None, Query(description="Upsert: error (default) or last_wins.")
+    ] = None,
+    dry_run: Annotated[bool, Query(description="Validate and report; write nothing.")] = False,
 ) -> dict[str, Any]:
     service = _service(request)
     media_type = _media_type(request)
@@ -104,6 +112,10 @@ async def ingest_stream(
             table=table or x_arrowport_table,
             mode=mode or x_arrowport_mode,
             chunk_size=chunk_size or x_arrowport_chunk_size,
+            key_columns=[k.strip() for k in key_columns.split(",")] if key_columns else None,
+            schema_policy=schema_policy,
+            duplicate_keys=duplicate_keys,
+            dry_run=dry_run,
         )
         return await _ingest_binary(service, options, request, delivery)
     finally:
@@ -208,7 +220,14 @@ async def _ingest_json(
     del body
     config = parsed.config
     options = service.resolve(
-        stream, table=config.target_table, mode=config.mode, chunk_size=config.chunk_size
+        stream,
+        table=config.target_table,
+        mode=config.mode,
+        chunk_size=config.chunk_size,
+        key_columns=config.key_columns,
+        schema_policy=config.schema_policy,
+        duplicate_keys=config.duplicate_keys,
+        dry_run=config.dry_run,
     )
     codec = sniff_codec(data[:4])
     result = await service.ingest_bytes(

@@ -20,7 +20,11 @@ class StreamConfig(BaseModel):
     target_table: str | None = Field(None, description="Table to land in (default: stream's).")
     chunk_size: int | None = Field(None, ge=1, description="Rows handed to DuckDB at a time.")
     compression: CompressionSpec | None = None
-    mode: Literal["append", "replace", "create"] | None = None
+    mode: Literal["append", "replace", "create", "upsert"] | None = None
+    key_columns: list[str] | None = Field(None, description="Key columns for mode upsert.")
+    schema_policy: Literal["strict", "evolve"] | None = None
+    duplicate_keys: Literal["error", "last_wins"] | None = None
+    dry_run: bool = Field(False, description="Validate and report; write nothing.")
 
 
 class BatchPayload(BaseModel):
@@ -50,6 +54,8 @@ class IngestResponse(BaseModel):
     duplicate: bool = False
     producer_id: str | None = None
     sequence: int | None = None
+    dry_run: bool = False
+    actions: list[str] | None = None
 
 
 class ErrorResponse(BaseModel):

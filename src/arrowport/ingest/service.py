@@ -19,14 +19,14 @@ import asyncio
 import hashlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from arrowport.config import Settings, WriteMode
+from arrowport.config import Settings, StreamSettings, WriteMode
 from arrowport.errors import (
     ArrowportError,
     InvalidOptions,
@@ -51,8 +51,11 @@ from arrowport.storage.database import Database, WriteJob, WriteOutcome
 from arrowport.storage.delivery import Delivery
 from arrowport.storage.group_writer import GroupWriter, PendingWrite
 from arrowport.storage.identifiers import check_table_name
+from arrowport.storage.table_writer import WritePolicy
 
-_MODES = ("append", "replace", "create")
+_MODES = ("append", "replace", "create", "upsert")
+_POLICIES = ("strict", "evolve")
+_DUPLICATE_KEYS = ("error", "last_wins")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class IngestOptions:
     table: str
     mode: WriteMode
     chunk_size: int
+    policy: WritePolicy = field(default_factory=WritePolicy)
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class IngestResult:
     duplicate: bool = False
     producer_id: str | None = None
     sequence: int | None = None
+    dry_run_actions: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -114,6 +120,9 @@ class IngestResult:
         }
         if self.producer_id is not None:
             body |= {"producer_id": self.producer_id, "sequence": self.sequence}
+        if self.dry_run_actions is not None:
+            body["message"] = "Dry run: nothing was written"
+            body |= {"dry_run": True, "actions": self.dry_run_actions}
         return body
 
 
@@ -150,23 +159,38 @@ class IngestService:
         table: str | None = None,
         mode: str | None = None,
         chunk_size: int | None = None,
+        key_columns: Sequence[str] | None = None,
+        schema_policy: str | None = None,
+        duplicate_keys: str | None = None,
+        dry_run: bool = False,
     ) -> IngestOptions:
         """Merge the request's options with the stream's configuration and the defaults."""
         configured = self.settings.streams.get(stream)
         if configured is None and self.settings.streams_only:
             raise UnknownStream(f"stream {stream!r} is not configured", stream=stream)
-        target = table or (configured.table if configured else None) or stream
+        base = configured or StreamSettings()
+        target = table or base.table or stream
         check_table_name(target)
-        chosen_mode = mode or (configured.mode if configured else "append")
-        if chosen_mode not in _MODES:
+        chosen_mode = _choice("mode", mode or base.mode, _MODES)
+        policy = WritePolicy(
+            mode=chosen_mode,  # type: ignore[arg-type]
+            key_columns=tuple(key_columns or base.key_columns or ()),
+            schema_policy=_choice(  # type: ignore[arg-type]
+                "schema_policy", schema_policy or base.schema_policy, _POLICIES
+            ),
+            duplicate_keys=_choice(  # type: ignore[arg-type]
+                "duplicate_keys", duplicate_keys or base.duplicate_keys, _DUPLICATE_KEYS
+            ),
+        )
+        if policy.mode == "upsert" and not policy.key_columns:
             raise InvalidOptions(
-                f"invalid mode {chosen_mode!r}: use one of {', '.join(_MODES)}", mode=chosen_mode
+                "mode upsert needs key columns: configure the stream's key_columns "
+                "or send ?key_columns=a,b"
             )
-        size = chunk_size or (configured.chunk_size if configured else None)
-        size = size or self.settings.defaults.chunk_size
+        size = chunk_size or base.chunk_size or self.settings.defaults.chunk_size
         if size < 1:
             raise InvalidOptions("chunk_size must be a positive number of rows")
-        return IngestOptions(stream, target, chosen_mode, size)  # type: ignore[arg-type]
+        return IngestOptions(stream, target, policy.mode, size, policy, dry_run)
 
     # -- admission -----------------------------------------------------------------------------
 
@@ -241,11 +265,12 @@ class IngestService:
             return payload.stream
 
         bound = delivery.bind(options, _fingerprint(options, lambda: _sha256(data)))
-        if len(data) <= limits.small_body_bytes and options.mode == "append":
+        groupable = options.mode == "append" and not options.dry_run
+        if len(data) <= limits.small_body_bytes and groupable:
             if not self._accepting:
                 raise ShuttingDown("the server is shutting down; retry later")
             pending = PendingWrite(
-                options.table, options.mode, lambda: open_payload().read_all(), bound
+                options.table, options.policy, lambda: open_payload().read_all(), bound
             )
             outcome = await asyncio.wrap_future(self._writer.submit(pending))
         else:
@@ -349,9 +374,9 @@ class IngestService:
         delivery: Delivery | None,
     ) -> WriteOutcome:
         stream = open_stream()
-        job = WriteJob(options.table, options.mode, stream.reader(), delivery)
+        job = WriteJob(options.table, options.policy, stream.reader(), delivery)
         try:
-            return self.db.write_one(job)
+            return self.db.write_one(job, dry_run=options.dry_run)
         except Exception:
             if stream.error is not None:
                 raise stream.error from None
@@ -377,8 +402,9 @@ class IngestService:
             duplicate=outcome.duplicate,
             producer_id=delivery.producer_id,
             sequence=delivery.sequence,
+            dry_run_actions=list(outcome.actions) if options.dry_run else None,
         )
-        if not outcome.duplicate:
+        if not outcome.duplicate and not options.dry_run:
             self.metrics.record_ingest(options.stream, result.rows, result.batches, result.bytes)
         return result
 
@@ -408,6 +434,14 @@ class IngestService:
             self._idle.wait_for(lambda: self._active == 0, timeout=timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.db.close()
+
+
+def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise InvalidOptions(
+            f"invalid {name} {value!r}: use one of {', '.join(allowed)}", **{name: value}
+        )
+    return value
 
 
 def _sha256(data: bytes) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ from arrowport.errors import (
     InsufficientStorage,
     InvalidValue,
     StorageError,
-    TableExists,
     WriteConflict,
 )
 from arrowport.storage.delivery import (
@@ -36,7 +34,8 @@ from arrowport.storage.delivery import (
     last_sequence,
 )
 from arrowport.storage.identifiers import INTERNAL_SCHEMA, check_table_name, quote
-from arrowport.storage.schema import Column, arrow_columns, check_compatible, create_table_sql
+from arrowport.storage.schema import Column
+from arrowport.storage.table_writer import WritePolicy, table_columns, write_table
 
 
 @dataclass
@@ -44,9 +43,13 @@ class WriteJob:
     """Rows for one table, written by name in a transaction, with optional delivery checks."""
 
     table: str
-    mode: WriteMode
+    policy: WritePolicy
     data: pa.RecordBatchReader | pa.Table
     delivery: Delivery | None = None
+
+    @property
+    def mode(self) -> WriteMode:
+        return self.policy.mode
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class WriteOutcome:
     created: bool
     duplicate: bool = False
     last_sequence: int | None = None
+    actions: tuple[str, ...] = ()
 
     def to_record(self) -> dict[str, object]:
         return {"table": self.table, "rows": self.rows, "created": self.created}
@@ -125,15 +129,7 @@ class Database:
 
     @staticmethod
     def table_columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | None:
-        rows = cur.execute(
-            "SELECT column_name, data_type, is_nullable FROM duckdb_columns() "
-            "WHERE database_name = current_database() AND schema_name = 'main' "
-            "AND lower(table_name) = lower(?) ORDER BY column_index",
-            [table],
-        ).fetchall()
-        if not rows:
-            return None
-        return [Column(name, dtype, bool(nullable)) for name, dtype, nullable in rows]
+        return table_columns(cur, table)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -141,14 +137,16 @@ class Database:
         with self._locks_guard:
             return self._table_locks.setdefault(table.lower(), threading.Lock())
 
-    def write_one(self, job: WriteJob) -> WriteOutcome:
-        """Write one job in its own transaction; raises its error."""
-        outcome = self.write([job])[0]
+    def write_one(self, job: WriteJob, dry_run: bool = False) -> WriteOutcome:
+        """Write one job in its own transaction; raises its error. A dry run rolls back."""
+        outcome = self.write([job], dry_run)[0]
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
-    def write(self, jobs: Sequence[WriteJob]) -> list[WriteOutcome | ArrowportError]:
+    def write(
+        self, jobs: Sequence[WriteJob], dry_run: bool = False
+    ) -> list[WriteOutcome | ArrowportError]:
         """Write jobs in one transaction: every written row lands, or none does.
 
         A job refused by its delivery check (duplicate, gap, key conflict) gets its answer in its
@@ -172,7 +170,10 @@ class Database:
                 cur.begin()
                 try:
                     outcomes = self._write_jobs(cur, jobs)
-                    cur.commit()
+                    if dry_run:
+                        cur.rollback()
+                    else:
+                        cur.commit()
                 except BaseException as exc:
                     with contextlib.suppress(duckdb.Error):
                         cur.rollback()
@@ -201,11 +202,13 @@ class Database:
         for members in _merge_appends([jobs[i] for i in to_write], to_write):
             first = jobs[members[0]]
             data = _concat([jobs[i].data for i in members])
-            merged = self._write_table(cur, WriteJob(first.table, first.mode, data))
+            merged = write_table(cur, first.table, data, first.policy)
             for i in members:
                 job = jobs[i]
                 rows = job.data.num_rows if isinstance(job.data, pa.Table) else merged.rows
-                outcome = WriteOutcome(merged.table, rows, merged.created)
+                outcome = WriteOutcome(
+                    merged.table, rows, merged.created, actions=tuple(merged.actions)
+                )
                 answers[i] = outcome
                 if job.delivery is not None:
                     ledger.record(job.delivery, outcome.to_record(), i)
@@ -217,27 +220,6 @@ class Database:
                 assert answer is not None
                 results.append(answer)
         return results
-
-    def _write_table(self, cur: duckdb.DuckDBPyConnection, job: WriteJob) -> WriteOutcome:
-        incoming = arrow_columns(cur, job.data.schema)
-        existing = self.table_columns(cur, job.table)
-        created = False
-        if job.mode == "create" and existing is not None:
-            raise TableExists(f"table {job.table!r} already exists", table=job.table)
-        if job.mode == "replace" or existing is None:
-            cur.execute(create_table_sql(job.table, incoming, replace=job.mode == "replace"))
-            created = True
-        else:
-            check_compatible(job.table, incoming, existing)
-        source = f"_arrowport_src_{uuid.uuid4().hex}"
-        cur.register(source, job.data)
-        try:
-            row = cur.execute(
-                f"INSERT INTO {quote(job.table)} BY NAME SELECT * FROM {quote(source)}"
-            ).fetchone()
-        finally:
-            cur.unregister(source)
-        return WriteOutcome(job.table, int(row[0]) if row else 0, created)
 
     def last_sequence(self, stream: str, producer_id: str) -> int | None:
         with self.cursor() as cur:
@@ -253,7 +235,7 @@ def _merge_appends(jobs: Sequence[WriteJob], indexes: Sequence[int]) -> list[lis
     groups: dict[object, list[int]] = {}
     for job, index in zip(jobs, indexes, strict=True):
         mergeable = job.mode == "append" and isinstance(job.data, pa.Table)
-        key: object = (job.table.lower(), job.data.schema) if mergeable else index
+        key: object = (job.table.lower(), job.policy, job.data.schema) if mergeable else index
         groups.setdefault(key, []).append(index)
     return list(groups.values())
 

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import structlog
 
-from arrowport.config import GroupCommitSettings, WriteMode
+from arrowport.config import GroupCommitSettings
 from arrowport.errors import Overloaded, ShuttingDown
 from arrowport.storage.database import Database, WriteJob, WriteOutcome
 from arrowport.storage.delivery import Delivery
+from arrowport.storage.table_writer import WritePolicy
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +38,7 @@ class PendingWrite:
     """A small write waiting for the group writer. ``prepare`` decodes the payload."""
 
     table: str
-    mode: WriteMode
+    policy: WritePolicy
     prepare: Callable[[], pa.Table]
     delivery: Delivery | None = None
     future: Future[WriteOutcome] = field(default_factory=Future)
@@ -130,7 +131,7 @@ class GroupWriter:
         jobs = []
         for write in group:
             assert write.data is not None
-            jobs.append(WriteJob(write.table, write.mode, write.data, write.delivery))
+            jobs.append(WriteJob(write.table, write.policy, write.data, write.delivery))
         try:
             outcomes = self._db.write(jobs)
         except Exception as exc:

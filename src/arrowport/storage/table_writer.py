@@ -1,0 +1,215 @@
+"""How one batch meets its table: create, replace, append or upsert, under a schema policy.
+
+Runs inside a transaction the caller owns. Every statement it executes is returned as an action,
+so a dry run can roll back and show exactly what would have happened.
+
+* ``append`` (default) inserts by column name; ``create`` refuses an existing table (409);
+  ``replace`` swaps the table's contents in the same transaction (readers see the old rows until
+  the commit, never an empty table); ``upsert`` merges on key columns.
+* ``strict`` schema policy: any difference is a 409 naming the columns. ``evolve``: new columns are
+  added as nullable and safe widenings applied (``ALTER`` before any row is written, as DuckDB
+  requires in one transaction); anything unsafe is still a 409.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from arrowport.config import DuplicateKeys as DuplicateKeysPolicy
+from arrowport.config import SchemaPolicy, WriteMode
+from arrowport.errors import (
+    DuplicateKeys,
+    InvalidOptions,
+    InvalidValue,
+    SchemaConflict,
+    TableExists,
+)
+from arrowport.storage.identifiers import quote
+from arrowport.storage.schema import (
+    Column,
+    arrow_columns,
+    check_compatible,
+    create_table_sql,
+    is_safe_cast,
+)
+
+
+@dataclass(frozen=True)
+class WritePolicy:
+    mode: WriteMode = "append"
+    key_columns: tuple[str, ...] = ()
+    schema_policy: SchemaPolicy = "strict"
+    duplicate_keys: DuplicateKeysPolicy = "error"
+
+
+@dataclass(frozen=True)
+class TableWrite:
+    table: str
+    rows: int
+    created: bool
+    actions: list[str] = field(default_factory=list)
+
+
+def table_columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | None:
+    rows = cur.execute(
+        "SELECT column_name, data_type, is_nullable FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = 'main' "
+        "AND lower(table_name) = lower(?) ORDER BY column_index",
+        [table],
+    ).fetchall()
+    if not rows:
+        return None
+    return [Column(name, dtype, bool(nullable)) for name, dtype, nullable in rows]
+
+
+def _evolve(table: str, incoming: list[Column], existing: list[Column]) -> list[str]:
+    """ALTER statements that make ``existing`` accept ``incoming``; 409 for unsafe changes."""
+    by_name = {c.name.lower(): c for c in existing}
+    statements = []
+    unsafe = []
+    for column in incoming:
+        target = by_name.get(column.name.lower())
+        if target is None:
+            statements.append(
+                f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column.name)} {column.type}"
+            )
+        elif column.all_null or is_safe_cast(column.type, target.type):
+            continue
+        elif is_safe_cast(target.type, column.type):
+            statements.append(
+                f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(target.name)} "
+                f"SET DATA TYPE {column.type}"
+            )
+        else:
+            unsafe.append(f"{column.name} ({column.type} into {target.type})")
+    present = {c.name.lower() for c in incoming}
+    missing = [c.name for c in existing if not c.nullable and c.name.lower() not in present]
+    if unsafe or missing:
+        problems = []
+        if unsafe:
+            problems.append("unsafe type changes: " + ", ".join(unsafe))
+        if missing:
+            problems.append("missing NOT NULL columns: " + ", ".join(missing))
+        raise SchemaConflict(
+            f"batch does not fit table {table!r} even with schema evolution: "
+            + "; ".join(problems),
+            table=table,
+        )
+    return statements
+
+
+class _Runner:
+    """Executes and records statements."""
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection) -> None:
+        self.cur = cur
+        self.actions: list[str] = []
+
+    def run(self, sql: str, record: bool = True) -> duckdb.DuckDBPyConnection:
+        if record:
+            self.actions.append(sql)
+        return self.cur.execute(sql)
+
+
+def write_table(
+    cur: duckdb.DuckDBPyConnection,
+    table: str,
+    data: pa.RecordBatchReader | pa.Table,
+    policy: WritePolicy,
+) -> TableWrite:
+    runner = _Runner(cur)
+    incoming = arrow_columns(cur, data.schema)
+    existing = table_columns(cur, table)
+    if policy.mode == "create" and existing is not None:
+        raise TableExists(f"table {table!r} already exists", table=table)
+    created = False
+    if policy.mode == "replace" or existing is None:
+        runner.run(create_table_sql(table, incoming, replace=policy.mode == "replace"))
+        created = True
+    elif policy.schema_policy == "evolve":
+        for statement in _evolve(table, incoming, existing):
+            runner.run(statement)
+    else:
+        check_compatible(table, incoming, existing)
+    source = f"_arrowport_src_{uuid.uuid4().hex}"
+    cur.register(source, data)
+    try:
+        if policy.mode == "upsert":
+            rows = _upsert(runner, table, source, incoming, policy)
+        else:
+            row = runner.run(
+                f"INSERT INTO {quote(table)} BY NAME SELECT * FROM {quote(source)}",
+                record=False,
+            ).fetchone()
+            runner.actions.append(f"INSERT INTO {quote(table)} BY NAME (batch rows)")
+            rows = int(row[0]) if row else 0
+    finally:
+        cur.unregister(source)
+    return TableWrite(table, rows, created, runner.actions)
+
+
+def _upsert(
+    runner: _Runner, table: str, source: str, incoming: list[Column], policy: WritePolicy
+) -> int:
+    keys = list(policy.key_columns)
+    if not keys:
+        raise InvalidOptions("mode upsert needs key columns (stream key_columns or ?key_columns=)")
+    names = {c.name.lower(): c.name for c in incoming}
+    missing = [k for k in keys if k.lower() not in names]
+    if missing:
+        raise SchemaConflict(
+            f"upsert key columns missing from the batch: {', '.join(missing)}", columns=missing
+        )
+    staged = f"_arrowport_stage_{uuid.uuid4().hex}"
+    key_list = ", ".join(quote(k) for k in keys)
+    if policy.duplicate_keys == "last_wins":
+        # Keep the last row of each key, in the order the batch sent them.
+        runner.run(
+            f"CREATE TEMP TABLE {quote(staged)} AS SELECT * EXCLUDE (_arrowport_pos) FROM "
+            f"(SELECT *, row_number() OVER () AS _arrowport_pos FROM {quote(source)}) "
+            f"QUALIFY row_number() OVER (PARTITION BY {key_list} "
+            "ORDER BY _arrowport_pos DESC) = 1",
+            record=False,
+        )
+    else:
+        runner.run(
+            f"CREATE TEMP TABLE {quote(staged)} AS SELECT * FROM {quote(source)}", record=False
+        )
+    try:
+        null_keys = runner.run(
+            f"SELECT count(*) FROM {quote(staged)} WHERE "
+            + " OR ".join(f"{quote(k)} IS NULL" for k in keys),
+            record=False,
+        ).fetchone()
+        if null_keys and null_keys[0]:
+            raise InvalidValue(f"{null_keys[0]} rows have a NULL upsert key ({', '.join(keys)})")
+        repeated = runner.run(
+            f"SELECT {key_list} FROM {quote(staged)} GROUP BY ALL HAVING count(*) > 1 LIMIT 5",
+            record=False,
+        ).fetchall()
+        if repeated:
+            raise DuplicateKeys(
+                f"the batch repeats upsert keys ({', '.join(keys)}): {repeated}; "
+                "send each key once or set duplicate_keys: last_wins",
+                columns=keys,
+            )
+        on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
+        updates = ", ".join(
+            f"{quote(c.name)} = s.{quote(c.name)}"
+            for c in incoming
+            if c.name.lower() not in {k.lower() for k in keys}
+        )
+        matched = f"WHEN MATCHED THEN UPDATE SET {updates} " if updates else ""
+        row = runner.run(
+            f"MERGE INTO {quote(table)} AS t USING {quote(staged)} AS s ON ({on}) "
+            f"{matched}WHEN NOT MATCHED THEN INSERT BY NAME",
+            record=False,
+        ).fetchone()
+        runner.actions.append(f"MERGE INTO {quote(table)} ON ({key_list}) (batch rows)")
+        return int(row[0]) if row else 0
+    finally:
+        runner.run(f"DROP TABLE IF EXISTS {quote(staged)}", record=False)

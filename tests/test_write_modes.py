@@ -1,0 +1,216 @@
+"""Write modes (append, replace, create, upsert), schema policies (strict, evolve) and dry runs."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pytest
+
+from tests.conftest import ARROW_STREAM, ipc_bytes, query
+from tests.server import ArrowportProcess
+
+
+def post(client: httpx.Client, batch: pa.Table, **params: Any) -> httpx.Response:
+    return client.post(
+        "/stream/modes",
+        content=ipc_bytes(batch),
+        params={k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()},
+        headers={"Content-Type": ARROW_STREAM},
+    )
+
+
+def rows(client: httpx.Client, table: str, order: str = "k") -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = query(
+        client, f"SELECT * FROM {table} ORDER BY {order}"
+    ).to_pylist()
+    return result
+
+
+def columns(client: httpx.Client, table: str) -> dict[str, str]:
+    info = client.get(f"/tables/{table}").json()
+    return {c["name"]: c["type"] for c in info["columns"]}
+
+
+def test_replace_swaps_contents(client: httpx.Client) -> None:
+    assert post(client, pa.table({"k": [1, 2, 3]}), table="rep").status_code == 200
+    response = post(client, pa.table({"k": [7], "extra": ["x"]}), table="rep", mode="replace")
+    assert response.status_code == 200, response.text
+    assert rows(client, "rep") == [{"k": 7, "extra": "x"}]
+
+
+def test_create_refuses_existing_table(client: httpx.Client) -> None:
+    assert post(client, pa.table({"k": [1]}), table="cre", mode="create").status_code == 200
+    again = post(client, pa.table({"k": [2]}), table="cre", mode="create")
+    assert again.status_code == 409
+    assert again.json()["code"] == "table_exists"
+    assert rows(client, "cre") == [{"k": 1}]
+
+
+def test_upsert_replaces_matching_keys(client: httpx.Client) -> None:
+    first = pa.table({"k": [1, 2], "v": ["a", "b"], "n": [10, 20]})
+    assert post(client, first, table="ups", mode="upsert", key_columns="k").status_code == 200
+    second = pa.table({"v": ["B", "C"], "k": [2, 3], "n": [21, 30]})
+    response = post(client, second, table="ups", mode="upsert", key_columns="k")
+    assert response.status_code == 200, response.text
+    assert response.json()["rows_processed"] == 2
+    assert rows(client, "ups") == [
+        {"k": 1, "v": "a", "n": 10},
+        {"k": 2, "v": "B", "n": 21},
+        {"k": 3, "v": "C", "n": 30},
+    ]
+
+
+def test_upsert_duplicate_keys_refused_unless_last_wins(client: httpx.Client) -> None:
+    seed = pa.table({"k": [1], "v": ["a"]})
+    assert post(client, seed, table="dup", mode="upsert", key_columns="k").status_code == 200
+    repeated = pa.table({"k": [5, 5, 6], "v": ["first", "last", "x"]})
+    refused = post(client, repeated, table="dup", mode="upsert", key_columns="k")
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "duplicate_keys"
+    assert rows(client, "dup") == [{"k": 1, "v": "a"}]
+    accepted = post(
+        client, repeated, table="dup", mode="upsert", key_columns="k", duplicate_keys="last_wins"
+    )
+    assert accepted.status_code == 200, accepted.text
+    assert rows(client, "dup") == [{"k": 1, "v": "a"}, {"k": 5, "v": "last"}, {"k": 6, "v": "x"}]
+
+
+def test_upsert_needs_keys_and_non_null_keys(client: httpx.Client) -> None:
+    no_keys = post(client, pa.table({"k": [1]}), table="upk", mode="upsert")
+    assert no_keys.status_code == 422
+    assert post(client, pa.table({"k": [1]}), table="upk").status_code == 200
+    null_key = post(
+        client,
+        pa.table({"k": pa.array([None], pa.int64())}),
+        table="upk",
+        mode="upsert",
+        key_columns="k",
+    )
+    assert null_key.status_code == 422
+    assert null_key.json()["code"] == "invalid_value"
+    missing_key = post(client, pa.table({"v": [1]}), table="upk", mode="upsert", key_columns="k")
+    assert missing_key.status_code == 409
+    assert rows(client, "upk") == [{"k": 1}]
+
+
+def test_strict_policy_names_conflicts(client: httpx.Client) -> None:
+    assert post(client, pa.table({"k": [1]}), table="strict_t").status_code == 200
+    response = post(client, pa.table({"k": [2], "new_col": ["x"]}), table="strict_t")
+    assert response.status_code == 409
+    assert "new_col" in response.json()["message"]
+    assert rows(client, "strict_t") == [{"k": 1}]
+
+
+def test_evolve_adds_columns_and_widens_types(client: httpx.Client) -> None:
+    first = pa.table({"k": pa.array([1], pa.int8()), "f": pa.array([1.5], pa.float32())})
+    assert post(client, first, table="evo", schema_policy="evolve").status_code == 200
+    second = pa.table(
+        {
+            "k": pa.array([300], pa.int32()),
+            "f": pa.array([2.25], pa.float64()),
+            "added": ["new"],
+        }
+    )
+    response = post(client, second, table="evo", schema_policy="evolve")
+    assert response.status_code == 200, response.text
+    assert columns(client, "evo") == {"k": "INTEGER", "f": "DOUBLE", "added": "VARCHAR"}
+    assert rows(client, "evo") == [
+        {"k": 1, "f": 1.5, "added": None},
+        {"k": 300, "f": 2.25, "added": "new"},
+    ]
+
+
+def test_evolve_refuses_unsafe_changes(client: httpx.Client) -> None:
+    ts = pa.array([1_000_000], pa.timestamp("us"))
+    assert post(client, pa.table({"k": [1], "ts": ts}), table="evo_bad").status_code == 200
+    with_tz = pa.table({"k": [2], "ts": pa.array([1_000_000], pa.timestamp("us", tz="UTC"))})
+    response = post(client, with_tz, table="evo_bad", schema_policy="evolve")
+    assert response.status_code == 409
+    narrowing = pa.table({"k": ["text"]})
+    assert post(client, narrowing, table="evo_bad", schema_policy="evolve").status_code == 409
+    assert columns(client, "evo_bad") == {"k": "BIGINT", "ts": "TIMESTAMP"}
+    assert query(client, "SELECT count(*) AS n FROM evo_bad").to_pylist() == [{"n": 1}]
+
+
+def test_missing_nullable_columns_are_filled_with_null(client: httpx.Client) -> None:
+    assert post(client, pa.table({"k": [1], "v": ["a"]}), table="fill").status_code == 200
+    assert post(client, pa.table({"k": [2]}), table="fill").status_code == 200
+    assert rows(client, "fill") == [{"k": 1, "v": "a"}, {"k": 2, "v": None}]
+
+
+def test_dry_run_reports_and_writes_nothing(client: httpx.Client) -> None:
+    batch = pa.table({"k": [1, 2], "v": ["a", "b"]})
+    create = post(client, batch, table="dry", dry_run=True)
+    assert create.status_code == 200, create.text
+    body = create.json()
+    assert body["dry_run"] is True
+    assert body["rows_processed"] == 2
+    assert any(action.startswith("CREATE TABLE") for action in body["actions"])
+    assert client.get("/tables/dry").status_code == 404
+
+    assert post(client, batch, table="dry").status_code == 200
+    wider = pa.table({"k": [3], "v": ["c"], "w": [1.0]})
+    evolve = post(client, wider, table="dry", schema_policy="evolve", dry_run=True)
+    assert evolve.status_code == 200, evolve.text
+    assert any("ADD COLUMN" in action for action in evolve.json()["actions"])
+    assert columns(client, "dry") == {"k": "BIGINT", "v": "VARCHAR"}
+    conflict = post(client, wider, table="dry", dry_run=True)
+    assert conflict.status_code == 409
+    assert query(client, "SELECT count(*) AS n FROM dry").to_pylist() == [{"n": 2}]
+
+
+def test_stream_config_sets_mode_keys_and_policy(tmp_path: Any) -> None:
+    config = {
+        "streams": {
+            "users": {
+                "table": "users",
+                "mode": "upsert",
+                "key_columns": ["id"],
+                "schema_policy": "evolve",
+            }
+        }
+    }
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        for batch in (
+            pa.table({"id": [1, 2], "name": ["a", "b"]}),
+            pa.table({"id": [2], "name": ["B"], "email": ["b@x"]}),
+        ):
+            response = client.post(
+                "/stream/users", content=ipc_bytes(batch), headers={"Content-Type": ARROW_STREAM}
+            )
+            assert response.status_code == 200, response.text
+        assert rows(client, "users", order="id") == [
+            {"id": 1, "name": "a", "email": None},
+            {"id": 2, "name": "B", "email": "b@x"},
+        ]
+
+
+@pytest.mark.timeout(120)
+def test_replace_is_atomic_for_readers(client: httpx.Client) -> None:
+    size = 20_000
+    assert post(client, pa.table({"k": list(range(size))}), table="atomic").status_code == 200
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def read_loop() -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=30) as reader:
+            while not stop.is_set():
+                seen.append(query(reader, "SELECT count(*) AS n FROM atomic").to_pylist()[0]["n"])
+
+    thread = threading.Thread(target=read_loop)
+    thread.start()
+    try:
+        for round_ in range(15):
+            batch = pa.table({"k": list(range(round_, round_ + size))})
+            assert post(client, batch, table="atomic", mode="replace").status_code == 200
+    finally:
+        stop.set()
+        thread.join()
+    assert seen, "the reader never got an answer"
+    assert set(seen) == {size}
