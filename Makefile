@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint unit bench clean
+.PHONY: install serve test lint unit bench docs clean
 
 install: $(STAMP)
 
@@ -18,8 +18,8 @@ serve: install
 	$(BIN)/arrowport serve
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 
 unit: install
@@ -29,6 +29,9 @@ test: lint unit
 
 bench: install
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+docs: install
+	$(BIN)/python scripts/sync_readme.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
