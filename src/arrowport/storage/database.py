@@ -84,6 +84,11 @@ class Database:
         self._root.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(INTERNAL_SCHEMA)}")
         for statement in SCHEMA_SQL:
             self._root.execute(statement)
+        if not settings.allow_file_access:
+            # From here on SQL sees only this database: no read_csv('/etc/passwd'), ATTACH,
+            # COPY ... TO, LOAD. DuckDB refuses to turn this back on while the database is open,
+            # and registered Arrow data still scans (replacement scans of Python variables do not).
+            self._root.execute("SET enable_external_access = false")
         self._locks_guard = threading.Lock()
         self._table_locks: dict[str, threading.Lock] = {}
         self._closed = False
@@ -159,11 +164,15 @@ class Database:
             lock_names = {
                 f"d:{name}" for job in jobs if job.delivery for name in job.delivery.lock_names()
             }
-            lock_names |= {
-                f"t:{job.table.lower()}"
-                for job in jobs
-                if job.mode != "append" or self.table_columns(cur, job.table) is None
+            # DDL (create, replace, alter) on a table is serialised; plain appends are not.
+            ddl_tables = {job.table.lower() for job in jobs if job.mode != "append"}
+            for table in {job.table.lower() for job in jobs} - ddl_tables:
+                if self.table_columns(cur, table) is None:
+                    ddl_tables.add(table)
+            ddl_tables |= {
+                job.table.lower() for job in jobs if job.policy.schema_policy == "evolve"
             }
+            lock_names |= {f"t:{table}" for table in ddl_tables}
             with contextlib.ExitStack() as held:
                 for name in sorted(lock_names):
                     held.enter_context(self._lock_for(name))
