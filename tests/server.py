@@ -48,6 +48,8 @@ class ArrowportProcess:
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "arrowport", "serve", "--port", "0", "--db", str(self.db_path)]
+        if "--flight-port" not in self.extra_args:
+            cmd += ["--flight-port", "0"]
         if self.config is not None:
             path = self.workdir / "config.yaml"
             path.write_text(yaml.safe_dump(self.config))
@@ -93,6 +95,14 @@ class ArrowportProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def flight_port(self) -> int:
+        return int(self.ready["flight_port"])
+
+    @property
+    def flight_url(self) -> str:
+        return f"grpc://127.0.0.1:{self.flight_port}"
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM and wait; returns the exit code."""
