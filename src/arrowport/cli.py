@@ -21,6 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML config file (also ARROWPORT_CONFIG)")
     serve.add_argument("--host", help="bind address (api.host)")
     serve.add_argument("--port", type=int, help="HTTP port (api.port; 0 picks a free one)")
+    serve.add_argument(
+        "--flight-port", type=int, help="Arrow Flight port (flight.port; 0 picks a free one)"
+    )
     serve.add_argument("--db", help="DuckDB database file (duckdb.path)")
 
     commands.add_parser("settings", help="print every setting as a Markdown table")
@@ -42,7 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "settings":
         print(_settings_markdown())
         return 0
-    overrides = {"api.host": args.host, "api.port": args.port, "duckdb.path": args.db}
+    overrides = {
+        "api.host": args.host,
+        "api.port": args.port,
+        "duckdb.path": args.db,
+        "flight.port": args.flight_port,
+    }
     try:
         settings = load_settings(args.config, overrides)
     except ConfigError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import sys
@@ -16,6 +17,7 @@ from prometheus_client import start_http_server
 from arrowport.api.app import create_app
 from arrowport.config import Settings
 from arrowport.errors import StorageError
+from arrowport.flight import ArrowportFlightServer, FlightStartError, start_flight_server
 from arrowport.ingest.service import IngestService
 from arrowport.logs import configure_logging
 from arrowport.metrics import Metrics
@@ -33,6 +35,15 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._announce = announce
         self._on_exit = on_exit
+
+    flight: ArrowportFlightServer | None = None
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Flight puts still running commit before the HTTP side closes the ingest service.
+        if self.flight is not None:
+            timeout = self.config.timeout_graceful_shutdown or 30
+            await asyncio.to_thread(self.flight.close, timeout)
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # New writes get 503 from now on; requests already running finish and are answered.
@@ -67,6 +78,15 @@ def serve(settings: Settings) -> int:
             api.metrics_port, addr=api.host, registry=metrics.registry
         )
         announce["metrics_port"] = metrics_server.server_port
+    flight_server = None
+    if settings.flight.enabled:
+        try:
+            flight_server = start_flight_server(settings, service)
+        except FlightStartError as exc:
+            print(f"arrowport: {exc}", file=sys.stderr)
+            service.close()
+            return 1
+        announce["flight_port"] = flight_server.port
     config = uvicorn.Config(
         app,
         host=api.host,
@@ -79,11 +99,16 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=int(settings.limits.shutdown_timeout_seconds),
     )
     server = _Server(config, announce, service.drain)
+    server.flight = flight_server
     # uvicorn re-raises the stop signal after its graceful shutdown; a handler of our own makes
     # that a no-op, so a SIGTERM-ed server exits 0 once everything is committed.
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, lambda *_: None)
-    server.run()
+    try:
+        server.run()
+    finally:
+        if flight_server is not None:
+            flight_server.close()
     if not server.started:
         service.close()
         return 1

@@ -1,0 +1,247 @@
+"""The Arrow Flight endpoint: a thin adapter over the same ingest service and read path as HTTP.
+
+* ``do_put`` lands an upload in a table, one transaction per put. DuckDB scans the batches as they
+  arrive (never the whole upload in memory); the put's metadata reply is the HTTP success body.
+* ``do_get`` streams a table (ticket ``{"table": "t"}`` or just ``t``) or a read-only query
+  (``{"sql": "...", "params": [...]}``).
+* ``list_flights`` lists every table; ``get_flight_info`` / ``get_schema`` describe a table
+  (descriptor path ``[table]``) or a query (descriptor command, same JSON as a ticket).
+
+Example::
+
+    client = pyarrow.flight.connect("grpc://127.0.0.1:8815")
+    writer, reader = client.do_put(pyarrow.flight.FlightDescriptor.for_path("events"), schema)
+    writer.write_table(table)
+    writer.done_writing()
+    reply = json.loads(reader.read().to_pybytes())  # {"status": "success", "rows_processed": ...}
+    writer.close()
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import structlog
+
+from arrowport.config import Settings
+from arrowport.errors import InvalidIPC, TruncatedStream
+from arrowport.flight.alignment import aligned
+from arrowport.flight.errors import flight_errors
+from arrowport.flight.requests import (
+    ReadRequest,
+    descriptor_request,
+    put_request,
+    read_request,
+)
+from arrowport.ingest.service import IngestService
+from arrowport.storage.identifiers import quote
+from arrowport.storage.query import QueryResult, describe_table, list_tables, run_query
+
+log = structlog.get_logger("arrowport.flight")
+
+
+class FlightStartError(Exception):
+    """The Flight endpoint cannot listen; the message says where and why."""
+
+
+class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
+    """Serves as soon as it is constructed; :meth:`close` stops it after running calls finish."""
+
+    def __init__(self, location: str, service: IngestService) -> None:
+        # Set before the base class starts serving: handlers may run at once.
+        self._service = service
+        self._metrics = service.metrics
+        self._closed = False
+        self._close_lock = threading.Lock()
+        super().__init__(location)
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def do_put(
+        self,
+        context: flight.ServerCallContext,
+        descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
+    ) -> None:
+        with flight_errors(self._metrics, "do_put") as call:
+            request = put_request(descriptor)
+            call.stream = request.stream
+            options = self._service.resolve(
+                request.stream,
+                table=request.table,
+                mode=request.mode,
+                chunk_size=request.chunk_size,
+            )
+            schema = _upload_schema(reader)
+            result = self._service.ingest_batches(
+                options, schema, _incoming(reader, context), request.delivery
+            )
+            reply = result.to_json()
+            try:
+                writer.write(pa.py_buffer(json.dumps(reply).encode()))
+            except (pa.ArrowException, OSError):
+                # Committed already; only the acknowledgement is lost.
+                log.info("flight client left before the reply", stream=request.stream)
+            log.debug(
+                "flight put committed",
+                stream=request.stream,
+                table=result.table,
+                rows=result.rows,
+                batches=result.batches,
+            )
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def do_get(
+        self, context: flight.ServerCallContext, ticket: flight.Ticket
+    ) -> flight.FlightDataStream:
+        with flight_errors(self._metrics, "do_get"):
+            result = self._open(read_request(ticket.ticket))
+            return flight.GeneratorStream(result.schema, self._stream(result))
+
+    def _stream(self, result: QueryResult) -> Iterator[pa.RecordBatch]:
+        with flight_errors(self._metrics, "do_get"):
+            yield from result  # closes the query's cursor when done or abandoned
+
+    def list_flights(
+        self, context: flight.ServerCallContext, criteria: bytes
+    ) -> list[flight.FlightInfo]:
+        with flight_errors(self._metrics, "list_flights"):
+            return [self._info(ReadRequest(table=t.name)) for t in list_tables(self._service.db)]
+
+    def get_flight_info(
+        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
+    ) -> flight.FlightInfo:
+        with flight_errors(self._metrics, "get_flight_info"):
+            return self._info(descriptor_request(descriptor))
+
+    def get_schema(
+        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
+    ) -> flight.SchemaResult:
+        error: flight.FlightError | None = None
+        try:
+            with flight_errors(self._metrics, "get_schema"):
+                return flight.SchemaResult(self._schema(descriptor_request(descriptor)))
+        except flight.FlightError as exc:
+            error = exc
+        # pyarrow's get_schema callback (unlike the others) does not turn a FlightError into a
+        # clean status: the client receives this frame's traceback. Keep it to this one frame.
+        raise error.with_traceback(None)
+
+    def _open(self, request: ReadRequest) -> QueryResult:
+        db = self._service.db
+        if request.table is not None:
+            info = describe_table(db, request.table)
+            return run_query(db, f"SELECT * FROM {quote(info.name)}")
+        assert request.sql is not None
+        return run_query(db, request.sql, request.params)
+
+    def _schema(self, request: ReadRequest) -> pa.Schema:
+        result = self._open(request)
+        result.close()
+        return result.schema
+
+    def _info(self, request: ReadRequest) -> flight.FlightInfo:
+        records = -1
+        if request.table is not None:
+            info = describe_table(self._service.db, request.table)
+            request = ReadRequest(table=info.name)
+            records = info.row_count
+            descriptor = flight.FlightDescriptor.for_path(info.name)
+        else:
+            descriptor = flight.FlightDescriptor.for_command(request.ticket().ticket)
+        # No locations: the data is fetched from this same server.
+        endpoint = flight.FlightEndpoint(request.ticket(), [])
+        return flight.FlightInfo(self._schema(request), descriptor, [endpoint], records, -1)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop listening and wait up to ``timeout`` seconds for running calls (puts commit).
+
+        Returns False when calls were still running at the deadline.
+        """
+        with self._close_lock:
+            if self._closed:
+                return True
+            self._closed = True
+        stopper = threading.Thread(target=self.shutdown, name="arrowport-flight-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout)
+        if stopper.is_alive():
+            log.warning("flight calls still running at shutdown", timeout_s=timeout)
+            return False
+        return True
+
+
+def _upload_schema(reader: flight.MetadataRecordBatchReader) -> pa.Schema:
+    try:
+        return reader.schema
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidIPC(f"cannot read the upload's Arrow schema: {exc}") from None
+
+
+def _incoming(
+    reader: flight.MetadataRecordBatchReader, context: flight.ServerCallContext
+) -> Iterator[pa.RecordBatch]:
+    """The upload's batches as they arrive, realigned where gRPC left them misaligned."""
+    while True:
+        try:
+            chunk = reader.read_chunk()
+        except StopIteration:
+            break
+        except (pa.ArrowException, OSError) as exc:
+            if context.is_cancelled():
+                raise TruncatedStream(
+                    "the client cancelled the upload; nothing was written"
+                ) from None
+            raise InvalidIPC(f"cannot read the uploaded Arrow data: {exc}") from None
+        if chunk.data is not None:  # a message may carry only application metadata
+            yield aligned(chunk.data)
+    if context.is_cancelled():
+        # A cancelled call can look like a finished upload; never commit half of one.
+        raise TruncatedStream("the client cancelled the upload; nothing was written")
+
+
+def flight_location(host: str, port: int) -> str:
+    """``grpc://host:port``, with an IPv6 address in brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"grpc://{host}:{port}"
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound, if a plain socket can tell (gRPC only says it failed)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"cannot resolve {host!r}: {exc.strerror or exc}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def start_flight_server(settings: Settings, service: IngestService) -> ArrowportFlightServer:
+    """Listen on ``flight.host`` (default: ``api.host``) and ``flight.port``; serving starts now."""
+    host = settings.flight.host or settings.api.host
+    port = settings.flight.port
+    try:
+        return ArrowportFlightServer(flight_location(host, port), service)
+    except (pa.ArrowException, OSError) as exc:
+        reason: Any = _bind_problem(host, port) or exc
+        raise FlightStartError(
+            f"cannot serve Arrow Flight on {host}:{port}: {reason} "
+            "(set flight.port / --flight-port, or flight.enabled: false)"
+        ) from None

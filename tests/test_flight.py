@@ -1,0 +1,571 @@
+"""Arrow Flight against a real server: puts, reads, listings, errors, concurrency, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from tests.conftest import ARROW_STREAM, ipc_bytes, query
+from tests.server import ArrowportProcess
+
+FLIGHT_ARGS = ["--flight-port", "0"]
+
+
+@pytest.fixture(scope="module")
+def flight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
+    with ArrowportProcess(tmp_path_factory.mktemp("flight"), args=FLIGHT_ARGS) as process:
+        yield process
+
+
+@pytest.fixture
+def http(flight_server: ArrowportProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=flight_server.url, timeout=120) as client:
+        yield client
+
+
+def flight_url(server: ArrowportProcess) -> str:
+    return f"grpc://127.0.0.1:{server.ready['flight_port']}"
+
+
+@pytest.fixture
+def fc(flight_server: ArrowportProcess) -> Iterator[flight.FlightClient]:
+    client = flight.connect(flight_url(flight_server))
+    yield client
+    client.close()
+
+
+def put(
+    client: flight.FlightClient,
+    descriptor: flight.FlightDescriptor,
+    data: pa.Table,
+    batch_rows: int | None = None,
+) -> dict[str, Any]:
+    """One ``do_put``; returns the server's JSON reply (sent after the commit)."""
+    writer, reader = client.do_put(descriptor, data.schema)
+    writer.write_table(data, max_chunksize=batch_rows)
+    writer.done_writing()
+    reply = reader.read()
+    writer.close()
+    assert reply is not None
+    return json.loads(reply.to_pybytes())  # type: ignore[no-any-return]
+
+
+def path(name: str) -> flight.FlightDescriptor:
+    return flight.FlightDescriptor.for_path(name)
+
+
+def command(**fields: Any) -> flight.FlightDescriptor:
+    return flight.FlightDescriptor.for_command(json.dumps(fields).encode())
+
+
+def ticket(value: str | dict[str, Any]) -> flight.Ticket:
+    raw = value if isinstance(value, str) else json.dumps(value)
+    return flight.Ticket(raw.encode())
+
+
+def count(http: httpx.Client, table: str) -> int:
+    return int(query(http, f"SELECT count(*) AS n FROM {table}").column("n")[0].as_py())
+
+
+def sample(rows: int, start: int = 0) -> pa.Table:
+    ids = np.arange(start, start + rows, dtype=np.int64)
+    return pa.table(
+        {
+            "id": ids,
+            "value": ids.astype(np.float64) / 2,
+            "name": pa.array([f"n{i}" for i in ids]),
+            "flag": pa.array(ids % 2 == 0),
+            "small": pa.array((ids % 1000).astype(np.int32)),
+        }
+    )
+
+
+# -- puts and reads ------------------------------------------------------------------------------
+
+
+def test_put_by_path_replies_with_the_http_success_body(
+    fc: flight.FlightClient, http: httpx.Client
+) -> None:
+    data = sample(1000)
+    reply = put(fc, path("by_path"), data, batch_rows=300)
+    assert reply["status"] == "success"
+    assert reply["stream"] == "by_path"
+    assert reply["table"] == "by_path"
+    assert reply["rows_processed"] == 1000
+    assert reply["batches"] == 4
+    assert reply["message"] == "Data processed successfully"
+    assert reply["table_created"] is True
+    landed = query(http, "SELECT * FROM by_path ORDER BY id")
+    assert landed.to_pylist() == data.to_pylist()
+
+
+def test_put_by_json_command_with_target_table_and_mode(
+    fc: flight.FlightClient, http: httpx.Client
+) -> None:
+    first = put(fc, command(stream_name="cmd_stream", target_table="cmd_table"), sample(10))
+    assert (first["stream"], first["table"], first["rows_processed"]) == (
+        "cmd_stream",
+        "cmd_table",
+        10,
+    )
+    again = put(fc, command(stream_name="cmd_stream", target_table="cmd_table"), sample(5, 10))
+    assert again["table_created"] is False
+    assert count(http, "cmd_table") == 15
+    replaced = put(
+        fc,
+        command(stream_name="cmd_stream", target_table="cmd_table", mode="replace", chunk_size=2),
+        sample(7, 100),
+    )
+    assert replaced["rows_processed"] == 7
+    ids = query(http, "SELECT id FROM cmd_table ORDER BY id").column("id").to_pylist()
+    assert ids == list(range(100, 107))
+
+
+def test_do_get_streams_a_table_by_name_and_by_json_ticket(fc: flight.FlightClient) -> None:
+    data = sample(300_000)
+    put(fc, path("readback"), data, batch_rows=50_000)
+    by_name = fc.do_get(ticket("readback")).read_all().sort_by("id")
+    by_json = fc.do_get(ticket({"table": "readback"})).read_all().sort_by("id")
+    assert by_name.num_rows == by_json.num_rows == 300_000
+    assert by_name.equals(data.cast(by_name.schema))
+    assert by_json.column("name").to_pylist()[-1] == "n299999"
+
+
+def test_do_get_runs_a_read_only_query_with_params(fc: flight.FlightClient) -> None:
+    put(fc, path("sqlread"), sample(100))
+    result = fc.do_get(
+        ticket(
+            {
+                "sql": "SELECT count(*) AS n, max(id) AS top FROM sqlread WHERE id < ?",
+                "params": [40],
+            }
+        )
+    ).read_all()
+    assert result.to_pylist() == [{"n": 40, "top": 39}]
+
+
+def test_list_flights_get_flight_info_and_get_schema(fc: flight.FlightClient) -> None:
+    data = sample(42)
+    put(fc, path("listed"), data)
+    infos = {info.descriptor.path[0].decode(): info for info in fc.list_flights()}
+    assert "listed" in infos
+    listed = infos["listed"]
+    assert listed.total_records == 42
+    assert listed.schema.names == data.schema.names
+    info = fc.get_flight_info(path("listed"))
+    assert info.total_records == 42
+    assert info.schema.names == ["id", "value", "name", "flag", "small"]
+    assert info.schema.field("small").type == pa.int32()
+    # The endpoint's ticket is what do_get takes, on this same server (no locations).
+    (endpoint,) = info.endpoints
+    assert list(endpoint.locations) == []
+    assert fc.do_get(endpoint.ticket).read_all().num_rows == 42
+    schema = fc.get_schema(path("listed")).schema
+    assert schema.equals(info.schema)
+    # A query described by a command: its schema, and a ticket that runs it.
+    sql_info = fc.get_flight_info(
+        flight.FlightDescriptor.for_command(
+            json.dumps({"sql": "SELECT id * 2 AS twice FROM listed WHERE id < 3"}).encode()
+        )
+    )
+    assert sql_info.schema.names == ["twice"]
+    twice = fc.do_get(sql_info.endpoints[0].ticket).read_all().column("twice").to_pylist()
+    assert sorted(twice) == [0, 2, 4]
+
+
+def test_flight_put_is_visible_over_http_and_http_post_over_flight(
+    fc: flight.FlightClient, http: httpx.Client
+) -> None:
+    put(fc, path("both_ways"), sample(3))
+    response = http.post(
+        "/stream/both_ways",
+        content=ipc_bytes(sample(2, 3)),
+        headers={"Content-Type": ARROW_STREAM},
+    )
+    assert response.status_code == 200, response.text
+    ids = fc.do_get(ticket("both_ways")).read_all().column("id").to_pylist()
+    assert sorted(ids) == [0, 1, 2, 3, 4]
+    assert count(http, "both_ways") == 5
+
+
+def test_put_of_a_million_rows_in_many_batches_lands_every_row(
+    fc: flight.FlightClient, http: httpx.Client, flight_server: ArrowportProcess
+) -> None:
+    data = sample(1_000_000)
+    reply = put(fc, path("million"), data, batch_rows=40_000)
+    assert reply["rows_processed"] == 1_000_000
+    assert reply["batches"] == 25
+    totals = query(http, "SELECT count(*) AS n, sum(id) AS s FROM million").to_pylist()[0]
+    assert totals["n"] == 1_000_000
+    assert totals["s"] == sum(range(1_000_000))
+
+
+def test_many_small_batches_do_not_flood_stderr_with_alignment_warnings(
+    fc: flight.FlightClient, http: httpx.Client, flight_server: ArrowportProcess
+) -> None:
+    # Without realignment, DuckDB's Arrow scan warns once per misaligned buffer per batch.
+    reply = put(fc, path("aligned"), sample(20_000), batch_rows=37)
+    assert reply["rows_processed"] == 20_000
+    assert count(http, "aligned") == 20_000
+    time.sleep(0.2)  # let the stderr reader catch up with anything printed during the put
+    assert not [line for line in flight_server.lines if "poorly aligned" in line]
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def error_body(exc: flight.FlightError) -> dict[str, Any]:
+    return json.loads(exc.extra_info)  # type: ignore[no-any-return]
+
+
+def expect_error(
+    call: Callable[[], Any], error_type: type[flight.FlightError], code: str, flight_status: str
+) -> flight.FlightError:
+    with pytest.raises(error_type) as caught:
+        call()
+    error = caught.value
+    assert str(error).startswith(f"{code}: "), str(error)
+    assert "Traceback" not in str(error)
+    body = error_body(error)
+    assert body["status"] == "error"
+    assert body["code"] == code
+    assert body["flight_status"] == flight_status
+    assert body["message"] in str(error)
+    return error
+
+
+def test_bad_table_name_is_an_invalid_argument(
+    fc: flight.FlightClient, flight_server: ArrowportProcess
+) -> None:
+    error = expect_error(
+        lambda: put(fc, path("no good; drop"), sample(1)),
+        flight.FlightServerError,
+        "invalid_name",
+        "invalid_argument",
+    )
+    assert error_body(error)["stream"] == "no good; drop"
+    expect_error(
+        lambda: put(fc, command(stream_name="s", target_table="1bad"), sample(1)),
+        flight.FlightServerError,
+        "invalid_name",
+        "invalid_argument",
+    )
+    assert flight_server.healthy()
+
+
+def test_schema_conflict_names_the_columns_and_writes_nothing(
+    fc: flight.FlightClient, http: httpx.Client, flight_server: ArrowportProcess
+) -> None:
+    put(fc, path("conflicted"), sample(5))
+    error = expect_error(
+        lambda: put(fc, path("conflicted"), pa.table({"id": [1], "surprise": ["x"]})),
+        flight.FlightServerError,
+        "schema_conflict",
+        "invalid_argument",
+    )
+    assert "surprise" in str(error)
+    assert error_body(error)["stream"] == "conflicted"
+    assert count(http, "conflicted") == 5
+    # The server is fine and the table still takes good data.
+    assert put(fc, path("conflicted"), sample(1, 5))["rows_processed"] == 1
+    assert flight_server.healthy()
+
+
+def test_unknown_table_in_do_get_and_get_flight_info_is_not_found(
+    fc: flight.FlightClient, flight_server: ArrowportProcess
+) -> None:
+    expect_error(
+        lambda: fc.do_get(ticket("never_written")).read_all(),
+        flight.FlightServerError,
+        "unknown_table",
+        "not_found",
+    )
+    expect_error(
+        lambda: fc.do_get(ticket({"table": "never_written"})).read_all(),
+        flight.FlightServerError,
+        "unknown_table",
+        "not_found",
+    )
+    expect_error(
+        lambda: fc.get_flight_info(path("never_written")),
+        flight.FlightServerError,
+        "unknown_table",
+        "not_found",
+    )
+    assert flight_server.healthy()
+
+
+def test_get_schema_of_an_unknown_table_fails_and_names_the_code(
+    fc: flight.FlightClient, flight_server: ArrowportProcess
+) -> None:
+    # pyarrow answers get_schema failures with a generic error type (see flight/server.py).
+    with pytest.raises(pa.ArrowException, match="unknown_table: table 'never_written'"):
+        fc.get_schema(path("never_written"))
+    assert flight_server.healthy()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM readonly_target",
+        "DROP TABLE readonly_target",
+        "INSERT INTO readonly_target VALUES (1)",
+        "SELECT 1; DROP TABLE readonly_target",
+    ],
+)
+def test_modifying_sql_in_do_get_is_refused_as_read_only(
+    fc: flight.FlightClient, http: httpx.Client, sql: str
+) -> None:
+    put(fc, path("readonly_target"), pa.table({"id": [1, 2]}))
+    before = count(http, "readonly_target")
+    expect_error(
+        lambda: fc.do_get(ticket({"sql": sql})).read_all(),
+        flight.FlightUnauthorizedError,
+        "read_only",
+        "unauthorized",
+    )
+    assert count(http, "readonly_target") == before
+
+
+@pytest.mark.parametrize(
+    ("descriptor", "code"),
+    [
+        (flight.FlightDescriptor.for_command(b"{not json"), "invalid_json"),
+        (flight.FlightDescriptor.for_command(b"[1, 2]"), "invalid_options"),
+        (command(target_table="t"), "invalid_options"),
+        (command(stream_name="s", unexpected=1), "invalid_options"),
+        (command(stream_name="s", chunk_size="big"), "invalid_options"),
+        (command(stream_name="s", chunk_size=0), "invalid_options"),
+        (command(stream_name="s", mode="sideways"), "invalid_options"),
+        (flight.FlightDescriptor.for_path("a", "b"), "invalid_options"),
+    ],
+)
+def test_bad_put_descriptors_are_invalid_arguments(
+    fc: flight.FlightClient,
+    flight_server: ArrowportProcess,
+    descriptor: flight.FlightDescriptor,
+    code: str,
+) -> None:
+    expect_error(
+        lambda: put(fc, descriptor, sample(1)), flight.FlightServerError, code, "invalid_argument"
+    )
+    assert flight_server.healthy()
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"{garbage", "invalid_json"),
+        (b'{"table": "a", "sql": "SELECT 1"}', "invalid_options"),
+        (b'{"sql": "SELECT 1", "params": "x"}', "invalid_options"),
+        (b'{"sql": "SELEKT nonsense"}', "query_error"),
+        (b"bad name!", "invalid_name"),
+    ],
+)
+def test_bad_tickets_are_invalid_arguments(
+    fc: flight.FlightClient, flight_server: ArrowportProcess, raw: bytes, code: str
+) -> None:
+    expect_error(
+        lambda: fc.do_get(flight.Ticket(raw)).read_all(),
+        flight.FlightServerError,
+        code,
+        "invalid_argument",
+    )
+    assert flight_server.healthy()
+
+
+def test_flight_errors_are_counted_in_metrics(fc: flight.FlightClient, http: httpx.Client) -> None:
+    def flight_errors(code: str) -> float:
+        text = http.get("/metrics").text
+        for line in text.splitlines():
+            labels = f'code="{code}"' in line and 'protocol="flight"' in line
+            if line.startswith("arrowport_errors_total{") and labels:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = flight_errors("unknown_table")
+    with pytest.raises(flight.FlightServerError):
+        fc.do_get(ticket("not_there_either")).read_all()
+    assert flight_errors("unknown_table") == before + 1
+
+
+def test_an_abandoned_upload_writes_nothing(
+    flight_server: ArrowportProcess, http: httpx.Client
+) -> None:
+    # A client process that dies mid-upload: the call ends without the end of the stream.
+    script = (
+        "import os, sys, time, pyarrow as pa, pyarrow.flight as fl\n"
+        "c = fl.connect(sys.argv[1])\n"
+        "t = pa.table({'id': list(range(1000))})\n"
+        "w, r = c.do_put(fl.FlightDescriptor.for_path('abandoned'), t.schema)\n"
+        "w.write_table(t, max_chunksize=100)\n"
+        "time.sleep(0.5)\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, flight_url(flight_server)], check=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any('"truncated_stream"' in line for line in flight_server.lines):
+            break
+        time.sleep(0.1)
+    tables = http.get("/tables").json()
+    assert "abandoned" not in [t["name"] for t in tables]
+    assert flight_server.healthy()
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+
+def test_concurrent_flight_puts_and_http_posts_all_land(
+    flight_server: ArrowportProcess, http: httpx.Client
+) -> None:
+    threads, requests, rows = 8, 25, 40
+    table = "concurrent_mix"
+    # Create the table first so every writer appends.
+    with flight.connect(flight_url(flight_server)) as setup:
+        put(setup, path(table), sample(1, -1))
+
+    def flight_worker(worker: int) -> int:
+        client = flight.connect(flight_url(flight_server))
+        try:
+            landed = 0
+            for i in range(requests):
+                start = (worker * requests + i) * rows
+                reply = put(client, command(stream_name=table), sample(rows, start))
+                landed += reply["rows_processed"]
+            return landed
+        finally:
+            client.close()
+
+    def http_worker(worker: int) -> int:
+        landed = 0
+        with httpx.Client(base_url=flight_server.url, timeout=120) as client:
+            for i in range(requests):
+                start = 1_000_000 + (worker * requests + i) * rows
+                response = client.post(
+                    f"/stream/{table}",
+                    content=ipc_bytes(sample(rows, start)),
+                    headers={"Content-Type": ARROW_STREAM},
+                )
+                assert response.status_code == 200, response.text
+                landed += response.json()["rows_processed"]
+        return landed
+
+    with ThreadPoolExecutor(2 * threads) as pool:
+        futures = [pool.submit(flight_worker, w) for w in range(threads)]
+        futures += [pool.submit(http_worker, w) for w in range(threads)]
+        landed = sum(f.result() for f in futures)
+    expected = 2 * threads * requests * rows
+    assert landed == expected
+    assert count(http, table) == expected + 1
+    distinct = query(http, f"SELECT count(DISTINCT id) AS n FROM {table}").column("n")[0]
+    assert distinct.as_py() == expected + 1
+    assert flight_server.healthy()
+
+
+# -- start-up and shutdown -----------------------------------------------------------------------
+
+
+def test_flight_can_be_disabled(tmp_path: Path) -> None:
+    env = {"ARROWPORT_FLIGHT_ENABLED": "false"}
+    with ArrowportProcess(tmp_path / "off", env=env) as server:
+        assert "flight_port" not in server.ready
+        assert server.healthy()
+
+
+def test_flight_port_from_the_environment(tmp_path: Path) -> None:
+    with ArrowportProcess(tmp_path / "env", env={"ARROWPORT_FLIGHT_PORT": "0"}) as server:
+        port = int(server.ready["flight_port"])
+        assert port > 0
+        with flight.connect(f"grpc://127.0.0.1:{port}") as client:
+            assert put(client, path("via_env"), sample(3))["rows_processed"] == 3
+
+
+def test_a_taken_flight_port_stops_start_up_with_one_clear_line(
+    flight_server: ArrowportProcess, tmp_path: Path
+) -> None:
+    taken = str(flight_server.ready["flight_port"])
+    second = ArrowportProcess(tmp_path / "second", args=["--flight-port", taken])
+    with pytest.raises(RuntimeError, match="exited during start-up"):
+        second.start()
+    assert second.wait_for_exit() == 1
+    reasons = [line for line in second.lines if line.startswith("arrowport: ")]
+    assert len(reasons) == 1
+    assert f"cannot serve Arrow Flight on 127.0.0.1:{taken}" in reasons[0]
+    assert not [line for line in second.lines if "Traceback" in line]
+    assert flight_server.healthy()
+
+
+def test_sigterm_lets_a_running_put_commit(tmp_path: Path) -> None:
+    server = ArrowportProcess(tmp_path / "drain", args=FLIGHT_ARGS).start()
+    try:
+        client = flight.connect(flight_url(server))
+        data = sample(200_000)
+        writer, reader = client.do_put(path("drained"), data.schema)
+        batches = data.to_batches(max_chunksize=10_000)
+        for batch in batches[:10]:
+            writer.write_batch(batch)
+        time.sleep(1.0)  # the put is under way on the server
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        for batch in batches[10:]:
+            writer.write_batch(batch)
+        writer.done_writing()
+        reply = reader.read()
+        writer.close()
+        client.close()
+        assert reply is not None
+        assert json.loads(reply.to_pybytes())["rows_processed"] == 200_000
+        assert server.wait_for_exit(60) == 0
+    finally:
+        server.kill()
+    with duckdb.connect(str(server.db_path), read_only=True) as db:
+        row = db.execute("SELECT count(*) FROM drained").fetchone()
+    assert row is not None
+    assert row[0] == 200_000
+
+
+def test_new_puts_after_sigterm_are_refused_or_rejected(tmp_path: Path) -> None:
+    server = ArrowportProcess(tmp_path / "closing", args=FLIGHT_ARGS).start()
+    holder = flight.connect(flight_url(server))
+    other = flight.connect(flight_url(server))
+    try:
+        data = sample(1000)
+        writer, reader = holder.do_put(path("held"), data.schema)
+        writer.write_batch(data.to_batches()[0])
+        time.sleep(1.0)
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        # The server is draining: a new put is refused (shutting_down) or not accepted at all.
+        with pytest.raises(flight.FlightError) as caught:
+            put(other, path("late"), sample(5))
+        assert isinstance(caught.value, flight.FlightUnavailableError)
+        writer.done_writing()
+        assert reader.read() is not None
+        writer.close()
+        assert server.wait_for_exit(60) == 0
+    finally:
+        holder.close()
+        other.close()
+        server.kill()
+    with duckdb.connect(str(server.db_path), read_only=True) as db:
+        tables = {row[0] for row in db.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert "held" in tables
+    assert "late" not in tables
