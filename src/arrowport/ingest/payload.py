@@ -31,6 +31,8 @@ Codec = Literal["zstd", "gzip", "lz4"]
 
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 _LEGACY_EOS = b"\x00\x00\x00\x00"
+# Every IPC message written since Arrow 0.15 (2019) starts with this continuation marker.
+_CONTINUATION = b"\xff\xff\xff\xff"
 _MAGIC: dict[bytes, Codec] = {
     b"\x28\xb5\x2f\xfd": "zstd",
     b"\x04\x22\x4d\x18": "lz4",
@@ -93,6 +95,7 @@ class LimitedReader(io.RawIOBase):
         self._raw = raw
         self._limit = limit
         self.position = 0
+        self._head = b""
         self._tail = b""
 
     def readable(self) -> bool:
@@ -100,6 +103,10 @@ class LimitedReader(io.RawIOBase):
 
     def tell(self) -> int:
         return self.position
+
+    def head(self) -> bytes:
+        """The first bytes read (up to 4)."""
+        return self._head
 
     def tail(self, count: int) -> bytes:
         return self._tail[-count:]
@@ -114,6 +121,8 @@ class LimitedReader(io.RawIOBase):
             raise PayloadTooLarge(
                 f"payload exceeds the limit of {self._limit} bytes", limit=self._limit
             )
+        if len(self._head) < 4:
+            self._head = (self._head + data[:4])[:4]
         self._tail = (self._tail + data[-8:])[-8:]
         return data
 
@@ -132,12 +141,19 @@ def _read_exact(raw: IO[bytes], size: int | None) -> bytes:
     return b"".join(parts)
 
 
-def _ipc_error(exc: BaseException) -> ArrowportError:
+def _ipc_error(exc: BaseException, head: bytes | None = None) -> ArrowportError:
+    """Map a decoding failure to its client error. ``head`` (the first bytes of the payload) is
+    given while the schema is read: a body that does not start like an IPC message is not an
+    IPC stream at all, so it is ``invalid_ipc``, not a cut stream."""
     if isinstance(exc, ArrowportError):
         return exc
     text = str(exc)
     if isinstance(exc, zstandard.ZstdError | zlib.error | EOFError | gzip.BadGzipFile):
         return InvalidCompression(f"body is not valid compressed data: {text}")
+    if head is not None and not head.startswith(_CONTINUATION[: len(head)]):
+        return InvalidIPC(
+            "body is not an Arrow IPC stream (it does not start with an IPC message): " + text
+        )
     if "Expected to be able to read" in text or "Expected to read" in text:
         return TruncatedStream(f"Arrow IPC stream is cut short: {text}")
     return InvalidIPC(f"not a valid Arrow IPC stream: {text}")
@@ -205,6 +221,7 @@ class IpcPayload:
         at_end: Callable[[], bool],
         chunk_size: int,
         max_rows: int | None = None,
+        head: Callable[[], bytes] | None = None,
     ) -> None:
         self._position = position
         self._tail = tail
@@ -212,7 +229,7 @@ class IpcPayload:
         try:
             self._reader = pa.ipc.open_stream(source)
         except (pa.ArrowException, OSError, ValueError, zstandard.ZstdError, EOFError) as exc:
-            raise _ipc_error(exc) from None
+            raise _ipc_error(exc, head() if head is not None else None) from None
         self.stream = BatchStream(self._reader.schema, self._messages(), chunk_size, max_rows)
 
     @classmethod
@@ -230,6 +247,7 @@ class IpcPayload:
             at_end=lambda: source.tell() == buffer.size,
             chunk_size=chunk_size,
             max_rows=max_rows,
+            head=lambda: buffer.slice(0, min(4, buffer.size)).to_pybytes(),
         )
 
     @classmethod
@@ -244,6 +262,7 @@ class IpcPayload:
             at_end=lambda: raw.read(1) == b"",
             chunk_size=chunk_size,
             max_rows=max_rows,
+            head=raw.head,
         )
 
     def _messages(self) -> Iterator[pa.RecordBatch]:

@@ -1,0 +1,448 @@
+"""Configuration: defaults < YAML < environment < CLI flags, the seed's variables, clean refusals."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from arrowport.config import ConfigError, Settings, load_settings
+from tests.server import ArrowportProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SEED_YAML = """\
+# config.yaml
+api:
+  host: "127.0.0.1"
+  port: 8000
+  enable_metrics: true
+  metrics_port: 9090
+
+duckdb:
+  path: "data/db.duckdb"
+
+compression:
+  algorithm: "zstd"
+  level: 3
+
+defaults:
+  chunk_size: 10000
+"""
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARROWPORT_")}
+    return env | extra
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def model_keys() -> set[str]:
+    """Every scalar setting's dotted key, read from the model itself."""
+    keys = set()
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= {f"{name}.{sub}" for sub in annotation.model_fields}
+        elif name != "streams":
+            keys.add(name)
+    return keys
+
+
+def lookup(settings: Settings, key: str) -> Any:
+    value: Any = settings
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+# -- the pure function ---------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    settings = load_settings(None, {}, {})
+    assert settings.api.host == "127.0.0.1"
+    assert settings.api.port == 8000
+    assert settings.api.enable_metrics is True
+    assert settings.api.metrics_port is None
+    assert settings.duckdb.path == "data/db.duckdb"
+    assert settings.streams == {}
+
+
+def test_seed_yaml_loads(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(SEED_YAML)
+    settings = load_settings(path, {}, {})
+    assert settings.api.port == 8000
+    assert settings.api.metrics_port == 9090
+    assert settings.compression.algorithm == "zstd"
+    assert settings.compression.level == 3
+    assert settings.defaults.chunk_size == 10000
+
+
+def test_precedence_defaults_yaml_env_flags(tmp_path: Path) -> None:
+    path = write_yaml(
+        tmp_path / "c.yaml",
+        {"api": {"port": 1111, "host": "127.0.0.5"}, "defaults": {"chunk_size": 5}},
+    )
+    yaml_only = load_settings(path, {}, {})
+    assert (yaml_only.api.port, yaml_only.api.host, yaml_only.defaults.chunk_size) == (
+        1111,
+        "127.0.0.5",
+        5,
+    )
+    assert yaml_only.duckdb.path == "data/db.duckdb"  # untouched keys keep their defaults
+
+    env = {"ARROWPORT_API_PORT": "2222", "ARROWPORT_DEFAULTS_CHUNK_SIZE": "6"}
+    with_env = load_settings(path, {}, env)
+    assert (with_env.api.port, with_env.api.host, with_env.defaults.chunk_size) == (
+        2222,
+        "127.0.0.5",
+        6,
+    )
+
+    with_flags = load_settings(path, {"api.port": 3333, "api.host": None}, env)
+    assert (with_flags.api.port, with_flags.api.host, with_flags.defaults.chunk_size) == (
+        3333,
+        "127.0.0.5",
+        6,
+    )
+
+
+def test_env_beats_yaml_for_every_section(tmp_path: Path) -> None:
+    path = write_yaml(
+        tmp_path / "c.yaml",
+        {"duckdb": {"path": "yaml.duckdb"}, "limits": {"max_body_bytes": 10}},
+    )
+    env = {"ARROWPORT_DUCKDB_PATH": "env.duckdb", "ARROWPORT_LIMITS_MAX_BODY_BYTES": "20"}
+    settings = load_settings(path, {}, env)
+    assert settings.duckdb.path == "env.duckdb"
+    assert settings.limits.max_body_bytes == 20
+    assert load_settings(path, {"duckdb.path": "flag.duckdb"}, env).duckdb.path == "flag.duckdb"
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "c.yaml", {"api": {"port": 4444}})
+    assert load_settings(None, {}, {"ARROWPORT_CONFIG": str(path)}).api.port == 4444
+    explicit = write_yaml(tmp_path / "d.yaml", {"api": {"port": 5555}})
+    assert load_settings(explicit, {}, {"ARROWPORT_CONFIG": str(path)}).api.port == 5555
+
+
+def test_seed_variables_exactly_as_written() -> None:
+    environ = {
+        "ARROWPORT_API_HOST": "0.0.0.0",
+        "ARROWPORT_API_PORT": "8888",
+        "ARROWPORT_ENABLE_METRICS": "true",
+    }
+    settings = load_settings(None, {}, environ)
+    assert settings.api.host == "0.0.0.0"
+    assert settings.api.port == 8888
+    assert settings.api.enable_metrics is True
+    off = load_settings(None, {}, {"ARROWPORT_ENABLE_METRICS": "false"})
+    assert off.api.enable_metrics is False
+
+
+def test_seed_metrics_variable_beats_yaml(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "c.yaml", {"api": {"enable_metrics": False}})
+    settings = load_settings(path, {}, {"ARROWPORT_ENABLE_METRICS": "true"})
+    assert settings.api.enable_metrics is True
+
+
+def test_streams_from_yaml(tmp_path: Path) -> None:
+    path = write_yaml(
+        tmp_path / "c.yaml",
+        {"streams": {"clicks": {"table": "click_events", "mode": "replace", "chunk_size": 9}}},
+    )
+    stream = load_settings(path, {}, {}).streams["clicks"]
+    assert (stream.table, stream.mode, stream.chunk_size) == ("click_events", "replace", 9)
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"api": {"hots": "x"}}, "api.hots"),
+        ({"apii": {"host": "x"}}, "apii"),
+        ({"api": {"port": "eighty"}}, "api.port"),
+        ({"api": {"port": 70000}}, "api.port"),
+        ({"api": {"enable_metrics": "perhaps"}}, "api.enable_metrics"),
+        ({"compression": {"algorithm": "brotli"}}, "compression.algorithm"),
+        ({"defaults": {"chunk_size": 0}}, "defaults.chunk_size"),
+        ({"limits": {"max_body_bytes": -1}}, "limits.max_body_bytes"),
+        ({"streams": {"clicks": {"mode": "merge"}}}, "streams.clicks.mode"),
+        ({"streams": {"clicks": {"table": "bad;name"}}}, "streams.clicks.table"),
+        ({"streams": {"clicks": {"colour": "red"}}}, "streams.clicks.colour"),
+        ({"api": "not a section"}, "api"),
+    ],
+)
+def test_invalid_yaml_values_name_the_key(tmp_path: Path, data: dict[str, Any], key: str) -> None:
+    path = write_yaml(tmp_path / "c.yaml", data)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, {}, {})
+    message = str(caught.value)
+    assert key in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("ARROWPORT_API_PORT", "abc", "api.port"),
+        ("ARROWPORT_ENABLE_METRICS", "maybe", "api.enable_metrics"),
+        ("ARROWPORT_DEFAULTS_CHUNK_SIZE", "-3", "defaults.chunk_size"),
+    ],
+)
+def test_invalid_env_values_name_key_and_variable(variable: str, value: str, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {}, {variable: value})
+    assert key in str(caught.value)
+    assert variable in str(caught.value)
+
+
+def test_invalid_flag_value_names_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"api.port": -1}, {})
+    assert "api.port" in str(caught.value)
+    assert "command line" in str(caught.value)
+
+
+# -- `arrowport settings` and the README ---------------------------------------------------------
+
+
+def settings_rows() -> list[list[str]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "arrowport", "settings"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        check=True,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("| `")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_settings_command_lists_every_setting() -> None:
+    rows = settings_rows()
+    keys = [row[0].strip("`") for row in rows]
+    assert len(keys) == len(set(keys))
+    assert set(keys) == model_keys()
+    defaults = Settings()
+    for row in rows:
+        key = row[0].strip("`")
+        variables = re.findall(r"ARROWPORT_[A-Z0-9_]+", row[1])
+        assert "ARROWPORT_" + key.replace(".", "_").upper() in variables
+        default = lookup(defaults, key)
+        shown = row[2].strip("`")
+        assert shown == ("unset" if default is None else repr(default))
+        assert row[3], f"{key} has no description"
+
+
+def _try_load(environ: dict[str, str]) -> Settings | ConfigError:
+    try:
+        return load_settings(None, {}, environ)
+    except ConfigError as exc:
+        return exc
+
+
+def test_every_documented_variable_is_honoured() -> None:
+    """Each variable the table lists reaches its setting: a junk value is refused naming the
+    key, or (for free-text settings) lands verbatim."""
+    for row in settings_rows():
+        key = row[0].strip("`")
+        for variable in re.findall(r"ARROWPORT_[A-Z0-9_]+", row[1]):
+            junk = "junk-value-xyz"
+            outcome = _try_load({variable: junk})
+            if isinstance(outcome, ConfigError):
+                assert key in str(outcome), (variable, str(outcome))
+            else:
+                value = lookup(outcome, key)
+                assert value == junk or value == [junk], (variable, value)
+
+
+def test_readme_configuration_table_matches_settings() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    documented = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in readme.splitlines()
+        if re.match(r"^\|\s*`[a-z_]+(\.[a-z_]+)?`\s*\|\s*`?ARROWPORT_", line)
+    ]
+    rows = settings_rows()
+    if documented:
+        assert documented == rows
+    else:
+        # The README has no configuration table yet; the generator it will come from must
+        # still describe every setting.
+        assert {row[0].strip("`") for row in rows} == model_keys()
+
+
+# -- end to end ----------------------------------------------------------------------------------
+
+
+class PlainServe(ArrowportProcess):
+    """``arrowport serve`` without the fixture's ``--port 0 --db``: config decides."""
+
+    def start(self, timeout: float = 30.0) -> ArrowportProcess:
+        # Only the HTTP side is under test here; never collide on the default Flight port.
+        self.extra_env = {"ARROWPORT_FLIGHT_PORT": "0"} | self.extra_env
+        return super().start(timeout)
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "arrowport", "serve"]
+        if self.config is not None:
+            path = self.workdir / "config.yaml"
+            path.write_text(yaml.safe_dump(self.config))
+            cmd += ["--config", str(path)]
+        return cmd + self.extra_args
+
+
+def refused(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=2)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
+def test_end_to_end_env_beats_yaml(tmp_path: Path) -> None:
+    yaml_port, env_port = free_port(), free_port()
+    config = {
+        "api": {"port": yaml_port, "enable_metrics": False},
+        "duckdb": {"path": "from_yaml.duckdb"},
+    }
+    env = {
+        "ARROWPORT_API_PORT": str(env_port),
+        "ARROWPORT_DUCKDB_PATH": "from_env.duckdb",
+        "ARROWPORT_ENABLE_METRICS": "true",
+    }
+    with PlainServe(tmp_path, config=config, env=env) as server:
+        assert server.port == env_port
+        assert httpx.get(f"http://127.0.0.1:{env_port}/health").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{env_port}/metrics").status_code == 200
+        assert refused(f"http://127.0.0.1:{yaml_port}/health")
+        assert server.ready["database"] == "from_env.duckdb"
+    assert (tmp_path / "from_env.duckdb").exists()
+    assert not (tmp_path / "from_yaml.duckdb").exists()
+
+
+def test_end_to_end_flags_beat_env(tmp_path: Path) -> None:
+    env_port, flag_port = free_port(), free_port()
+    config = {"api": {"port": free_port()}, "duckdb": {"path": "from_yaml.duckdb"}}
+    env = {"ARROWPORT_API_PORT": str(env_port), "ARROWPORT_DUCKDB_PATH": "from_env.duckdb"}
+    flag_db = tmp_path / "from_flag.duckdb"
+    args = ["--port", str(flag_port), "--db", str(flag_db)]
+    with PlainServe(tmp_path, config=config, env=env, args=args) as server:
+        assert server.port == flag_port
+        assert httpx.get(f"http://127.0.0.1:{flag_port}/health").status_code == 200
+        assert refused(f"http://127.0.0.1:{env_port}/health")
+    assert flag_db.exists()
+    assert not (tmp_path / "from_env.duckdb").exists()
+    assert not (tmp_path / "from_yaml.duckdb").exists()
+
+
+def test_seed_variables_end_to_end(tmp_path: Path) -> None:
+    """The seed's three variables together; no YAML, no flags (the default database path)."""
+    port = free_port()
+    env = {
+        "ARROWPORT_API_HOST": "127.0.0.2",
+        "ARROWPORT_API_PORT": str(port),
+        "ARROWPORT_ENABLE_METRICS": "false",
+    }
+    with PlainServe(tmp_path, env=env) as server:
+        assert server.port == port
+        assert httpx.get(f"http://127.0.0.2:{port}/health").status_code == 200
+        assert httpx.get(f"http://127.0.0.2:{port}/metrics").status_code == 404
+        assert refused(f"http://127.0.0.1:{port}/health")
+    assert (tmp_path / "data" / "db.duckdb").exists()
+
+
+def run_serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "arrowport", "serve", "--db", str(tmp_path / "x.duckdb"), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env=clean_env(**env),
+    )
+
+
+def assert_one_line_refusal(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("api:\n  hots: 127.0.0.1\n", "api.hots"),
+        ("api:\n  port: eighty\n", "api.port"),
+        ("api:\n  port: 70000\n", "api.port"),
+        ("duckdb:\n  threads: 0\n", "duckdb.threads"),
+        ("streams:\n  clicks:\n    mode: merge\n", "streams.clicks.mode"),
+        ("api: [unclosed\n", "config.yaml"),
+        ("- just\n- a list\n", "config.yaml"),
+    ],
+)
+def test_invalid_config_file_stops_serve(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    result = run_serve(tmp_path, "--config", str(path))
+    assert_one_line_refusal(result, needle)
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("api:\n  port: 1\n  host: [unclosed\n")
+    result = run_serve(tmp_path, "--config", str(path))
+    assert_one_line_refusal(result, "YAML", "line")
+
+
+def test_missing_config_file_stops_serve(tmp_path: Path) -> None:
+    result = run_serve(tmp_path, "--config", str(tmp_path / "nowhere.yaml"))
+    assert_one_line_refusal(result, "nowhere.yaml")
+    result = run_serve(tmp_path, ARROWPORT_CONFIG=str(tmp_path / "gone.yaml"))
+    assert_one_line_refusal(result, "gone.yaml")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("ARROWPORT_API_PORT", "abc", "api.port"),
+        ("ARROWPORT_ENABLE_METRICS", "maybe", "api.enable_metrics"),
+        ("ARROWPORT_LOGGING_LEVEL", "loud", "logging.level"),
+    ],
+)
+def test_invalid_environment_stops_serve(
+    tmp_path: Path, variable: str, value: str, key: str
+) -> None:
+    result = run_serve(tmp_path, **{variable: value})
+    assert_one_line_refusal(result, key, variable)
+
+
+def test_invalid_flag_stops_serve(tmp_path: Path) -> None:
+    result = run_serve(tmp_path, "--port", "99999")
+    assert_one_line_refusal(result, "api.port")

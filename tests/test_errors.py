@@ -1,0 +1,513 @@
+"""Every bad input gets a clear 4xx with a stable ``code``, and leaves the data untouched."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pytest
+import zstandard
+
+from tests.conftest import ARROW_STREAM, ipc_bytes, query
+from tests.server import ArrowportProcess
+
+SMALL_LIMIT = 64 * 1024
+
+
+def sample(rows: int = 3, offset: int = 0) -> pa.Table:
+    ids = list(range(offset, offset + rows))
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "name": pa.array([f"n{i}" for i in ids], pa.string()),
+        }
+    )
+
+
+def table_state(client: httpx.Client, table: str) -> int | None:
+    """Row count of ``table``, or None when it does not exist."""
+    response = client.get(f"/tables/{table}")
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    count: int = response.json()["row_count"]
+    return count
+
+
+def seed_table(client: httpx.Client, table: str, rows: int = 3) -> int:
+    """Land ``rows`` rows in ``table``; returns its row count afterwards."""
+    response = client.post(
+        f"/stream/{table}", content=ipc_bytes(sample(rows)), headers={"Content-Type": ARROW_STREAM}
+    )
+    assert response.status_code == 200, response.text
+    count = table_state(client, table)
+    assert count is not None
+    assert count >= rows
+    return count
+
+
+def assert_refused(
+    client: httpx.Client,
+    response: httpx.Response,
+    status: int,
+    code: str | tuple[str, ...],
+    table: str,
+    before: int | None,
+) -> dict[str, object]:
+    """The response is a clean error, the server is alive and ``table`` did not change."""
+    assert "Traceback" not in response.text
+    assert response.status_code != 500, response.text
+    assert response.status_code == status, response.text
+    body: dict[str, object] = response.json()
+    assert body["status"] == "error"
+    codes = (code,) if isinstance(code, str) else code
+    assert body["code"] in codes, body
+    assert isinstance(body["message"], str)
+    assert body["message"]
+    assert client.get("/health").status_code == 200
+    assert table_state(client, table) == before
+    return body
+
+
+def post_binary(
+    client: httpx.Client,
+    stream: str,
+    body: bytes,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    return client.post(
+        f"/stream/{stream}",
+        content=body,
+        params=params,
+        headers={"Content-Type": ARROW_STREAM} | (headers or {}),
+    )
+
+
+def post_json(
+    client: httpx.Client,
+    stream: str,
+    data: bytes,
+    config: dict[str, object] | None = None,
+    schema: pa.Schema | None = None,
+) -> httpx.Response:
+    batch = {"data": base64.b64encode(data).decode()}
+    if schema is not None:
+        batch["arrow_schema"] = base64.b64encode(schema.serialize().to_pybytes()).decode()
+    return client.post(f"/stream/{stream}", json={"config": config or {}, "batch": batch})
+
+
+def large_ipc(rows: int = 200_000) -> bytes:
+    data = ipc_bytes(sample(rows), batch_rows=20_000)
+    assert len(data) > 1024**2
+    return data
+
+
+# -- malformed bodies ----------------------------------------------------------------------------
+
+
+def test_malformed_json(client: httpx.Client) -> None:
+    before = seed_table(client, "err_json")
+    response = client.post(
+        "/stream/err_json",
+        content=b'{"batch": {"data": ',
+        headers={"Content-Type": "application/json"},
+    )
+    body = assert_refused(client, response, 400, "invalid_json", "err_json", before)
+    assert body["stream"] == "err_json"
+
+
+def test_json_missing_batch_is_invalid_options(client: httpx.Client) -> None:
+    response = client.post("/stream/err_nobatch", json={"config": {}})
+    assert_refused(client, response, 422, "invalid_options", "err_nobatch", None)
+
+
+def test_bad_base64(client: httpx.Client) -> None:
+    before = seed_table(client, "err_b64")
+    response = client.post("/stream/err_b64", json={"batch": {"data": "not base64 at all!!"}})
+    assert_refused(client, response, 400, "invalid_base64", "err_b64", before)
+
+
+def test_bad_base64_schema(client: httpx.Client) -> None:
+    data = base64.b64encode(ipc_bytes(sample())).decode()
+    response = client.post(
+        "/stream/err_b64s", json={"batch": {"data": data, "arrow_schema": "%%%"}}
+    )
+    assert_refused(client, response, 400, "invalid_base64", "err_b64s", None)
+
+
+def test_garbage_ipc_binary(client: httpx.Client) -> None:
+    before = seed_table(client, "err_garbage")
+    response = post_binary(client, "err_garbage", b"this is not arrow data at all" * 10)
+    assert_refused(client, response, 400, "invalid_ipc", "err_garbage", before)
+
+
+def test_garbage_ipc_json(client: httpx.Client) -> None:
+    response = post_json(client, "err_garbage_json", b"\x00\x01garbage" * 50)
+    assert_refused(client, response, 400, "invalid_ipc", "err_garbage_json", None)
+
+
+def test_garbage_ipc_large(client: httpx.Client) -> None:
+    before = seed_table(client, "err_garbage_large")
+    body = bytes(range(256)) * 8192  # 2 MiB
+    response = post_binary(client, "err_garbage_large", body)
+    assert_refused(client, response, 400, "invalid_ipc", "err_garbage_large", before)
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_ipc_cut_mid_message(client: httpx.Client, size: str) -> None:
+    table = f"err_cut_{size}"
+    before = seed_table(client, table)
+    full = ipc_bytes(sample(50), batch_rows=10) if size == "small" else large_ipc()
+    response = post_binary(client, table, full[: len(full) // 2 + 3])
+    assert_refused(client, response, 400, ("truncated_stream", "invalid_ipc"), table, before)
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_ipc_missing_end_of_stream(client: httpx.Client, size: str) -> None:
+    table = f"err_eos_{size}"
+    before = seed_table(client, table)
+    full = ipc_bytes(sample(50), batch_rows=10) if size == "small" else large_ipc()
+    assert full[-8:] == b"\xff\xff\xff\xff\x00\x00\x00\x00"
+    response = post_binary(client, table, full[:-8])
+    body = assert_refused(client, response, 400, "truncated_stream", table, before)
+    assert "end-of-stream" in str(body["message"])
+
+
+def test_ipc_missing_end_of_stream_json(client: httpx.Client) -> None:
+    before = seed_table(client, "err_eos_json")
+    response = post_json(client, "err_eos_json", ipc_bytes(sample(20), batch_rows=5)[:-8])
+    assert_refused(client, response, 400, "truncated_stream", "err_eos_json", before)
+
+
+def test_ipc_missing_end_of_stream_chunked(client: httpx.Client) -> None:
+    before = seed_table(client, "err_eos_chunked")
+    full = large_ipc()[:-8]
+
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(full), 100_000):
+            yield full[start : start + 100_000]
+
+    response = client.post(
+        "/stream/err_eos_chunked", content=pieces(), headers={"Content-Type": ARROW_STREAM}
+    )
+    assert_refused(client, response, 400, "truncated_stream", "err_eos_chunked", before)
+
+
+def test_bytes_after_end_of_stream(client: httpx.Client) -> None:
+    response = post_binary(client, "err_trailing", ipc_bytes(sample()) + b"trailing")
+    assert_refused(client, response, 400, "invalid_ipc", "err_trailing", None)
+
+
+# -- media types and encodings -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", None])
+def test_wrong_media_type(client: httpx.Client, content_type: str | None) -> None:
+    before = seed_table(client, "err_media")
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = client.post("/stream/err_media", content=ipc_bytes(sample()), headers=headers)
+    assert_refused(client, response, 415, "unsupported_media_type", "err_media", before)
+
+
+@pytest.mark.parametrize("encoding", ["br", "deflate", "zstd, gzip"])
+def test_bad_content_encoding(client: httpx.Client, encoding: str) -> None:
+    before = seed_table(client, "err_encoding")
+    response = post_binary(
+        client, "err_encoding", ipc_bytes(sample()), headers={"Content-Encoding": encoding}
+    )
+    assert_refused(client, response, 415, "unsupported_media_type", "err_encoding", before)
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_corrupt_zstd_body(client: httpx.Client, size: str) -> None:
+    table = f"err_zstd_{size}"
+    before = seed_table(client, table)
+    junk = b"\x28\xb5\x2f\xfd" + bytes(range(256)) * (8 if size == "small" else 8192)
+    response = post_binary(client, table, junk, headers={"Content-Encoding": "zstd"})
+    assert_refused(client, response, 400, "invalid_compression", table, before)
+
+
+def test_truncated_zstd_body(client: httpx.Client) -> None:
+    before = seed_table(client, "err_zstd_cut")
+    body = zstandard.compress(ipc_bytes(sample(1000)))
+    response = post_binary(
+        client, "err_zstd_cut", body[: len(body) // 2], headers={"Content-Encoding": "zstd"}
+    )
+    assert_refused(
+        client,
+        response,
+        400,
+        ("invalid_compression", "truncated_stream", "invalid_ipc"),
+        "err_zstd_cut",
+        before,
+    )
+
+
+def test_corrupt_gzip_body(client: httpx.Client) -> None:
+    response = post_binary(
+        client, "err_gzip", b"\x1f\x8b" + b"\x00" * 100, headers={"Content-Encoding": "gzip"}
+    )
+    assert_refused(client, response, 400, "invalid_compression", "err_gzip", None)
+
+
+def test_corrupt_zstd_frame_in_json(client: httpx.Client) -> None:
+    response = post_json(client, "err_zstd_json", b"\x28\xb5\x2f\xfd" + b"\x07" * 300)
+    assert_refused(client, response, 400, "invalid_compression", "err_zstd_json", None)
+
+
+# -- names and options ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["bad;name", 'a"b', "x y", "1abc", "a" * 64])
+def test_invalid_table_name_query_param(client: httpx.Client, name: str) -> None:
+    response = post_binary(client, "err_name", ipc_bytes(sample()), params={"table": name})
+    body = assert_refused(client, response, 400, "invalid_name", "err_name", None)
+    assert name in str(body["message"])
+
+
+@pytest.mark.parametrize("name", ["bad;name", 'a"b'])
+def test_invalid_table_name_json(client: httpx.Client, name: str) -> None:
+    response = post_json(
+        client, "err_name_json", ipc_bytes(sample()), config={"target_table": name}
+    )
+    assert_refused(client, response, 400, "invalid_name", "err_name_json", None)
+
+
+def test_invalid_stream_name(client: httpx.Client) -> None:
+    response = post_binary(client, "bad;stream", ipc_bytes(sample()))
+    assert_refused(client, response, 400, "invalid_name", "err_unused", None)
+    assert client.post("/query", json={"sql": "SELECT 1"}).status_code == 200
+
+
+@pytest.mark.parametrize("mode", ["upsert", "APPEND!", ""])
+def test_invalid_mode_query_param(client: httpx.Client, mode: str) -> None:
+    before = seed_table(client, "err_mode")
+    response = post_binary(client, "err_mode", ipc_bytes(sample()), params={"mode": mode})
+    if mode == "":
+        # An empty mode is the same as no mode: append.
+        assert response.status_code == 200, response.text
+        assert table_state(client, "err_mode") == before + 3
+        return
+    body = assert_refused(client, response, 422, "invalid_options", "err_mode", before)
+    assert mode in str(body["message"])
+
+
+def test_invalid_mode_header(client: httpx.Client) -> None:
+    response = post_binary(
+        client, "err_mode_hdr", ipc_bytes(sample()), headers={"X-Arrowport-Mode": "merge"}
+    )
+    assert_refused(client, response, 422, "invalid_options", "err_mode_hdr", None)
+
+
+def test_invalid_mode_json(client: httpx.Client) -> None:
+    response = post_json(client, "err_mode_json", ipc_bytes(sample()), config={"mode": "merge"})
+    assert_refused(client, response, 422, "invalid_options", "err_mode_json", None)
+
+
+@pytest.mark.parametrize("chunk_size", ["0", "-5", "many"])
+def test_invalid_chunk_size(client: httpx.Client, chunk_size: str) -> None:
+    response = post_binary(
+        client, "err_chunk", ipc_bytes(sample()), params={"chunk_size": chunk_size}
+    )
+    assert_refused(client, response, 422, "invalid_options", "err_chunk", None)
+
+
+def test_mode_create_on_existing_table(client: httpx.Client) -> None:
+    before = seed_table(client, "err_exists")
+    response = post_binary(client, "err_exists", ipc_bytes(sample()), params={"mode": "create"})
+    body = assert_refused(client, response, 409, "table_exists", "err_exists", before)
+    assert "err_exists" in str(body["message"])
+
+
+# -- schemas -------------------------------------------------------------------------------------
+
+
+def test_schema_conflict_unknown_column(client: httpx.Client) -> None:
+    before = seed_table(client, "err_unknown_col")
+    extra = sample().append_column("surprise_col", pa.array([1, 2, 3]))
+    response = post_binary(client, "err_unknown_col", ipc_bytes(extra))
+    body = assert_refused(client, response, 409, "schema_conflict", "err_unknown_col", before)
+    assert "surprise_col" in str(body["message"])
+
+
+def test_schema_conflict_incompatible_type(client: httpx.Client) -> None:
+    before = seed_table(client, "err_type")
+    wrong = pa.table({"id": ["not", "a", "number"], "name": ["a", "b", "c"]})
+    response = post_binary(client, "err_type", ipc_bytes(wrong))
+    body = assert_refused(client, response, 409, "schema_conflict", "err_type", before)
+    assert "id" in str(body["message"])
+
+
+def test_schema_conflict_missing_not_null_column(client: httpx.Client) -> None:
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("name", pa.string())])
+    first = pa.table({"id": [1, 2], "name": ["a", "b"]}, schema=schema)
+    response = post_binary(client, "err_notnull", ipc_bytes(first))
+    assert response.status_code == 200, response.text
+    columns = client.get("/tables/err_notnull").json()["columns"]
+    assert columns[0] == {"name": "id", "type": "BIGINT", "nullable": False}
+    response = post_binary(client, "err_notnull", ipc_bytes(pa.table({"name": ["c"]})))
+    body = assert_refused(client, response, 409, "schema_conflict", "err_notnull", 2)
+    assert "id" in str(body["message"])
+
+
+def test_null_into_not_null_column(client: httpx.Client) -> None:
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False)])
+    response = post_binary(client, "err_nullval", ipc_bytes(pa.table({"id": [1]}, schema=schema)))
+    assert response.status_code == 200, response.text
+    nullable = pa.table({"id": pa.array([2, None], pa.int64())})
+    response = post_binary(client, "err_nullval", ipc_bytes(nullable))
+    assert_refused(
+        client, response, 409, ("schema_conflict", "constraint_violation"), "err_nullval", 1
+    )
+
+
+def test_schema_mismatch_between_arrow_schema_and_data(client: httpx.Client) -> None:
+    declared = pa.schema([pa.field("other", pa.string())])
+    response = post_json(client, "err_mismatch", ipc_bytes(sample()), schema=declared)
+    assert_refused(client, response, 400, "schema_mismatch", "err_mismatch", None)
+
+
+def test_arrow_schema_not_a_schema(client: httpx.Client) -> None:
+    data = base64.b64encode(ipc_bytes(sample())).decode()
+    junk = base64.b64encode(b"definitely not a schema").decode()
+    response = client.post(
+        "/stream/err_schema_junk", json={"batch": {"data": data, "arrow_schema": junk}}
+    )
+    assert_refused(client, response, 400, "invalid_ipc", "err_schema_junk", None)
+
+
+def test_unsupported_type(client: httpx.Client) -> None:
+    table = pa.table({"id": [1, 2], "half_col": pa.array([1.5, 2.5], pa.float16())})
+    response = post_binary(client, "err_float16", ipc_bytes(table))
+    body = assert_refused(client, response, 422, "unsupported_type", "err_float16", None)
+    assert "half_col" in str(body["message"])
+
+
+def test_unsupported_type_on_existing_table(client: httpx.Client) -> None:
+    before = seed_table(client, "err_float16_existing")
+    table = sample().append_column("half_col", pa.array([1.5, 2.5, 3.5], pa.float16()))
+    response = post_binary(client, "err_float16_existing", ipc_bytes(table))
+    body = assert_refused(client, response, 422, "unsupported_type", "err_float16_existing", before)
+    assert "half_col" in str(body["message"])
+
+
+@pytest.mark.parametrize("names", [["Value", "value"], ["dup", "dup"]])
+def test_duplicate_column_names(client: httpx.Client, names: list[str]) -> None:
+    table = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=names)
+    response = post_binary(client, "err_dup", ipc_bytes(table))
+    body = assert_refused(client, response, 400, "invalid_name", "err_dup", None)
+    assert names[1] in str(body["message"])
+
+
+def test_column_case_differs_from_existing_table(client: httpx.Client) -> None:
+    """DuckDB column names are case-insensitive: ``ID`` lands in ``id``."""
+    before = seed_table(client, "err_case")
+    table = pa.table({"ID": pa.array([77], pa.int64()), "Name": ["upper"]})
+    response = post_binary(client, "err_case", ipc_bytes(table))
+    assert response.status_code == 200, response.text
+    assert table_state(client, "err_case") == before + 1
+    rows = query(client, "SELECT id, name FROM err_case WHERE id = 77").to_pylist()
+    assert rows == [{"id": 77, "name": "upper"}]
+
+
+def test_failed_request_is_atomic(client: httpx.Client) -> None:
+    """A stream whose later batch conflicts lands nothing, not its first batches."""
+    before = seed_table(client, "err_atomic")
+    good = sample(100).to_batches()[0]
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, good.schema) as writer:
+        writer.write_batch(good)
+        writer.write_batch(good)
+    data = sink.getvalue().to_pybytes()
+    # Cut inside the second batch: the first batch is whole and must still not land.
+    response = post_binary(client, "err_atomic", data[: len(data) - 40])
+    assert_refused(client, response, 400, ("truncated_stream", "invalid_ipc"), "err_atomic", before)
+
+
+# -- limits --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
+    config = {"limits": {"max_body_bytes": SMALL_LIMIT, "max_json_body_bytes": SMALL_LIMIT}}
+    with ArrowportProcess(Path(tmp_path_factory.mktemp("small")), config=config) as process:
+        yield process
+
+
+@pytest.fixture
+def small_client(small_server: ArrowportProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=small_server.url, timeout=60) as http:
+        yield http
+
+
+def test_oversized_body_with_content_length(small_client: httpx.Client) -> None:
+    before = seed_table(small_client, "big")
+    body = ipc_bytes(sample(20_000))
+    assert len(body) > SMALL_LIMIT
+    response = post_binary(small_client, "big", body)
+    assert_refused(small_client, response, 413, "payload_too_large", "big", before)
+
+
+def test_oversized_chunked_body(small_client: httpx.Client) -> None:
+    before = seed_table(small_client, "big_chunked")
+    body = ipc_bytes(sample(20_000), batch_rows=1000)
+
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192]
+
+    response = small_client.post(
+        "/stream/big_chunked", content=pieces(), headers={"Content-Type": ARROW_STREAM}
+    )
+    assert_refused(small_client, response, 413, "payload_too_large", "big_chunked", before)
+
+
+def test_oversized_after_decompression(small_client: httpx.Client) -> None:
+    """A small zstd body that expands past the limit is refused (no zip bombs)."""
+    table = pa.table({"id": pa.array([7] * 200_000, pa.int64())})
+    body = zstandard.compress(ipc_bytes(table))
+    assert len(body) < SMALL_LIMIT
+    response = post_binary(small_client, "bomb", body, headers={"Content-Encoding": "zstd"})
+    assert_refused(small_client, response, 413, "payload_too_large", "bomb", None)
+
+
+def test_oversized_json_body(small_client: httpx.Client) -> None:
+    response = post_json(small_client, "big_json", ipc_bytes(sample(20_000)))
+    assert_refused(small_client, response, 413, "payload_too_large", "big_json", None)
+
+
+def test_small_server_still_ingests(small_client: httpx.Client) -> None:
+    response = post_binary(small_client, "fits", ipc_bytes(sample(10)))
+    assert response.status_code == 200, response.text
+    assert table_state(small_client, "fits") == 10
+
+
+# -- read side errors never leak internals -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "payload"),
+    [
+        ("/stream/x", "GET", None),
+        ("/nowhere", "GET", None),
+        ("/query", "POST", b"{not json"),
+        ("/query", "POST", json.dumps({"sql": 5}).encode()),
+    ],
+)
+def test_misc_errors_are_clean(
+    client: httpx.Client, path: str, method: str, payload: bytes | None
+) -> None:
+    response = client.request(
+        method, path, content=payload, headers={"Content-Type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500, response.text
+    assert "Traceback" not in response.text
+    body = response.json()
+    assert body["status"] == "error"
+    assert isinstance(body["code"], str)
+    assert client.get("/health").status_code == 200

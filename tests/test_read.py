@@ -1,0 +1,416 @@
+"""The read path (``/tables``, ``/query``, ``/streams``) and observability (metrics, request ids)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pytest
+
+from tests.conftest import ARROW_STREAM, ipc_bytes, query
+from tests.server import ArrowportProcess
+
+
+def land(client: httpx.Client, stream: str, table: pa.Table, **params: str) -> None:
+    response = client.post(
+        f"/stream/{stream}",
+        content=ipc_bytes(table),
+        params=params,
+        headers={"Content-Type": ARROW_STREAM},
+    )
+    assert response.status_code == 200, response.text
+
+
+def people(rows: int = 3) -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "name": pa.array([f"p{i}" for i in range(rows)], pa.string()),
+            "height": pa.array([1.5 + i / 10 for i in range(rows)], pa.float64()),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def read_table(server: ArrowportProcess) -> str:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        land(client, "people", people(5))
+    return "people"
+
+
+def row_count(client: httpx.Client, table: str) -> int:
+    count: int = query(client, f"SELECT count(*) AS n FROM {table}").column("n")[0].as_py()
+    return count
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+
+def test_list_tables(client: httpx.Client, read_table: str) -> None:
+    land(client, "zz_second", people(1))
+    response = client.get("/tables")
+    assert response.status_code == 200
+    tables = {t["name"]: t for t in response.json()}
+    assert tables[read_table]["row_count"] == 5
+    assert tables["zz_second"]["row_count"] == 1
+    assert [c["name"] for c in tables[read_table]["columns"]] == ["id", "name", "height"]
+
+
+def test_describe_table(client: httpx.Client, read_table: str) -> None:
+    response = client.get(f"/tables/{read_table}")
+    assert response.status_code == 200
+    assert response.json() == {
+        "name": "people",
+        "columns": [
+            {"name": "id", "type": "BIGINT", "nullable": True},
+            {"name": "name", "type": "VARCHAR", "nullable": True},
+            {"name": "height", "type": "DOUBLE", "nullable": True},
+        ],
+        "row_count": 5,
+    }
+
+
+def test_describe_table_not_null_and_types(client: httpx.Client) -> None:
+    schema = pa.schema(
+        [
+            pa.field("k", pa.int32(), nullable=False),
+            pa.field("at", pa.timestamp("ms", tz="Europe/Paris")),
+            pa.field("d", pa.date32()),
+            pa.field("flag", pa.bool_()),
+        ]
+    )
+    table = pa.table(
+        {"k": [1], "at": [1_700_000_000_000], "d": [19_000], "flag": [True]}, schema=schema
+    )
+    land(client, "described", table)
+    columns = client.get("/tables/described").json()["columns"]
+    assert columns == [
+        {"name": "k", "type": "INTEGER", "nullable": False},
+        {"name": "at", "type": "TIMESTAMP WITH TIME ZONE", "nullable": True},
+        {"name": "d", "type": "DATE", "nullable": True},
+        {"name": "flag", "type": "BOOLEAN", "nullable": True},
+    ]
+
+
+@pytest.mark.parametrize("name", ["no_such_table", "bad;name"])
+def test_missing_table_is_404_or_400(client: httpx.Client, name: str) -> None:
+    response = client.get(f"/tables/{name}")
+    expected = 404 if name == "no_such_table" else 400
+    assert response.status_code == expected, response.text
+    body = response.json()
+    assert body["status"] == "error"
+    assert body["code"] == ("unknown_table" if expected == 404 else "invalid_name")
+
+
+# -- query ---------------------------------------------------------------------------------------
+
+
+def test_query_answers_arrow_ipc_by_default(client: httpx.Client, read_table: str) -> None:
+    response = client.post("/query", json={"sql": f"SELECT * FROM {read_table} ORDER BY id"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(ARROW_STREAM)
+    table = pa.ipc.open_stream(response.content).read_all()
+    assert table.to_pylist() == people(5).to_pylist()
+    assert response.content.endswith(b"\xff\xff\xff\xff\x00\x00\x00\x00")
+
+
+def test_query_answers_json(client: httpx.Client, read_table: str) -> None:
+    response = client.post(
+        "/query",
+        json={"sql": f"SELECT id, name FROM {read_table} WHERE id < 2 ORDER BY id"},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["rows"] == [{"id": 0, "name": "p0"}, {"id": 1, "name": "p1"}]
+    assert body["row_count"] == 2
+    assert [c["name"] for c in body["columns"]] == ["id", "name"]
+
+
+def test_query_answers_csv(client: httpx.Client, read_table: str) -> None:
+    response = client.post(
+        "/query",
+        json={"sql": f"SELECT id, name FROM {read_table} ORDER BY id LIMIT 2"},
+        headers={"Accept": "text/csv"},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(response.text)))
+    assert rows == [["id", "name"], ["0", "p0"], ["1", "p1"]]
+
+
+def test_query_text_plain_body(client: httpx.Client, read_table: str) -> None:
+    response = client.post(
+        "/query",
+        content=f"SELECT max(id) AS top FROM {read_table}",
+        headers={"Content-Type": "text/plain", "Accept": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["rows"] == [{"top": 4}]
+
+
+def test_query_params(client: httpx.Client, read_table: str) -> None:
+    response = client.post(
+        "/query",
+        json={
+            "sql": f"SELECT name FROM {read_table} WHERE id = ? OR name = ?",
+            "params": [1, "p3"],
+        },
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert sorted(r["name"] for r in response.json()["rows"]) == ["p1", "p3"]
+    response = client.post(
+        "/query",
+        json={"sql": "SELECT $1::INTEGER + 1 AS answer", "params": [41]},
+        headers={"Accept": "application/json"},
+    )
+    assert response.json()["rows"] == [{"answer": 42}]
+
+
+def test_query_injection_through_params_is_inert(client: httpx.Client, read_table: str) -> None:
+    response = client.post(
+        "/query",
+        json={
+            "sql": f"SELECT count(*) AS n FROM {read_table} WHERE name = ?",
+            "params": ["x' OR '1'='1"],
+        },
+        headers={"Accept": "application/json"},
+    )
+    assert response.json()["rows"] == [{"n": 0}]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO people VALUES (99, 'intruder', 2.0)",
+        "DELETE FROM people",
+        "UPDATE people SET name = 'x'",
+        "CREATE TABLE sneaky (a INT)",
+        "DROP TABLE people",
+        "COPY people TO 'stolen.csv'",
+        "ATTACH 'other.duckdb' AS other",
+        "SET threads = 1",
+        "SELECT 1; DELETE FROM people",
+        "SELECT 1; SELECT 2",
+        "WITH gone AS (DELETE FROM people RETURNING *) SELECT * FROM gone",
+        "CREATE OR REPLACE TABLE people AS SELECT 1 AS a",
+    ],
+)
+def test_modifying_statement_is_refused(
+    client: httpx.Client, server: ArrowportProcess, read_table: str, sql: str
+) -> None:
+    before = client.get(f"/tables/{read_table}").json()
+    response = client.post("/query", json={"sql": sql})
+    assert response.status_code in (400, 403), response.text
+    if "RETURNING" not in sql:
+        assert response.status_code == 403, response.text
+        assert response.json()["code"] == "read_only"
+    assert "Traceback" not in response.text
+    assert client.get(f"/tables/{read_table}").json() == before
+    assert client.get("/tables/sneaky").status_code == 404
+    assert not (server.workdir / "stolen.csv").exists()
+    assert not (server.workdir / "other.duckdb").exists()
+
+
+def test_modifying_text_plain_is_refused(client: httpx.Client, read_table: str) -> None:
+    before = row_count(client, read_table)
+    response = client.post(
+        "/query", content=f"DELETE FROM {read_table}", headers={"Content-Type": "text/plain"}
+    )
+    assert response.status_code == 403
+    assert response.json()["code"] == "read_only"
+    assert row_count(client, read_table) == before
+
+
+@pytest.mark.parametrize("sql", ["SELEC 1", "SELECT * FROM no_such_table", "SELECT 1 +"])
+def test_query_error_is_400(client: httpx.Client, sql: str) -> None:
+    response = client.post("/query", json={"sql": sql})
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "query_error"
+    assert "Traceback" not in response.text
+
+
+def test_query_unsupported_content_type(client: httpx.Client) -> None:
+    response = client.post(
+        "/query", content=b"SELECT 1", headers={"Content-Type": "application/xml"}
+    )
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+
+
+# -- streams -------------------------------------------------------------------------------------
+
+
+def test_streams_empty_without_config(client: httpx.Client) -> None:
+    response = client.get("/streams")
+    assert response.status_code == 200
+    assert response.json() == []
+
+
+STREAMS_CONFIG = {
+    "streams": {
+        "clicks": {"table": "click_events", "mode": "append", "chunk_size": 500},
+        "orders": {"mode": "append"},
+    },
+    "streams_only": True,
+}
+
+
+@pytest.fixture(scope="module")
+def streams_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
+    """Configured streams, ``streams_only`` and a separate metrics port."""
+    port = _free_port()
+    config = STREAMS_CONFIG | {"api": {"metrics_port": port}}
+    with ArrowportProcess(Path(tmp_path_factory.mktemp("streams")), config=config) as process:
+        yield process
+
+
+def test_streams_lists_configured_streams(streams_server: ArrowportProcess) -> None:
+    with httpx.Client(base_url=streams_server.url) as client:
+        streams = {s["name"]: s for s in client.get("/streams").json()}
+    assert set(streams) == {"clicks", "orders"}
+    assert streams["clicks"]["table"] == "click_events"
+    assert streams["clicks"]["chunk_size"] == 500
+    assert streams["clicks"]["mode"] == "append"
+    assert streams["orders"]["table"] == "orders"
+
+
+def test_streams_only_refuses_unknown_stream(streams_server: ArrowportProcess) -> None:
+    with httpx.Client(base_url=streams_server.url) as client:
+        response = client.post(
+            "/stream/unknown_one",
+            content=ipc_bytes(people()),
+            headers={"Content-Type": ARROW_STREAM},
+        )
+        assert response.status_code == 404, response.text
+        assert response.json()["code"] == "unknown_stream"
+        assert response.json()["stream"] == "unknown_one"
+        assert client.get("/tables/unknown_one").status_code == 404
+        json_response = client.post("/stream/unknown_two", json={"batch": {"data": ""}})
+        assert json_response.status_code == 404, json_response.text
+        assert client.get("/health").status_code == 200
+
+
+def test_configured_stream_lands_in_its_table(streams_server: ArrowportProcess) -> None:
+    with httpx.Client(base_url=streams_server.url) as client:
+        land(client, "clicks", people(4))
+        assert client.get("/tables/clicks").status_code == 404
+        assert row_count(client, "click_events") == 4
+        land(client, "orders", people(2))
+        assert row_count(client, "orders") == 2
+
+
+# -- health and observability --------------------------------------------------------------------
+
+
+def test_health_and_ready(client: httpx.Client) -> None:
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").status_code == 200
+
+
+def _metric(text: str, name: str, stream: str) -> float:
+    pattern = re.compile(rf'^{name}\{{[^}}]*stream="{stream}"[^}}]*\}} (\S+)$', re.MULTILINE)
+    match = pattern.search(text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_count_ingests(client: httpx.Client) -> None:
+    before = client.get("/metrics")
+    assert before.status_code == 200
+    assert before.headers["content-type"].startswith("text/plain")
+    rows_before = _metric(before.text, "arrowport_ingested_rows_total", "metered")
+    land(client, "metered", people(7))
+    land(client, "metered", people(3))
+    after = client.get("/metrics").text
+    assert _metric(after, "arrowport_ingested_rows_total", "metered") == rows_before + 10
+    assert _metric(after, "arrowport_ingested_batches_total", "metered") >= 2
+    assert _metric(after, "arrowport_ingested_bytes_total", "metered") > 0
+    assert "arrowport_request_duration_seconds_bucket" in after
+
+
+def test_metrics_count_errors(client: httpx.Client) -> None:
+    def errors(text: str) -> float:
+        match = re.search(r'^arrowport_errors_total\{code="invalid_json"[^}]*\} (\S+)$', text, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    before = errors(client.get("/metrics").text)
+    response = client.post(
+        "/stream/broken", content=b"{", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert errors(client.get("/metrics").text) == before + 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_metrics_port(streams_server: ArrowportProcess) -> None:
+    assert streams_server.config is not None
+    port = streams_server.config["api"]["metrics_port"]
+    assert streams_server.ready["metrics_port"] == port
+    url = f"http://127.0.0.1:{port}/metrics"
+    before = _metric(httpx.get(url, timeout=10).text, "arrowport_ingested_rows_total", "orders")
+    with httpx.Client(base_url=streams_server.url) as client:
+        land(client, "orders", people(6))
+    response = httpx.get(url, timeout=10)
+    assert response.status_code == 200
+    assert _metric(response.text, "arrowport_ingested_rows_total", "orders") == before + 6
+
+
+def test_metrics_disabled(tmp_path: Path) -> None:
+    config = {"api": {"enable_metrics": False}}
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        httpx.Client(base_url=server.url) as client,
+    ):
+        response = client.get("/metrics")
+        assert response.status_code == 404
+        assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/health"), ("GET", "/tables"), ("GET", "/tables/nope"), ("POST", "/stream/x")],
+)
+def test_every_response_has_request_id(client: httpx.Client, method: str, path: str) -> None:
+    response = client.request(method, path)
+    assert re.fullmatch(r"[A-Za-z0-9._-]{8,128}", response.headers["x-request-id"])
+    other = client.request(method, path)
+    assert other.headers["x-request-id"] != response.headers["x-request-id"]
+
+
+def test_request_id_is_echoed(client: httpx.Client) -> None:
+    response = client.get("/health", headers={"X-Request-ID": "trace-abc.123_XYZ"})
+    assert response.headers["x-request-id"] == "trace-abc.123_XYZ"
+    response = client.post(
+        "/stream/echoed",
+        content=b"junk",
+        headers={"Content-Type": ARROW_STREAM, "X-Request-ID": "req-42"},
+    )
+    assert response.status_code == 400
+    assert response.headers["x-request-id"] == "req-42"
+
+
+def test_unsafe_request_id_is_replaced(client: httpx.Client) -> None:
+    response = client.get("/health", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert response.headers["x-request-id"] != "bad id\twith spaces"
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", response.headers["x-request-id"])
+
+
+def test_openapi_docs(client: httpx.Client) -> None:
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "/stream/{stream_name}" in schema["paths"]
+    assert "/query" in schema["paths"]
