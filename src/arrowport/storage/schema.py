@@ -3,17 +3,30 @@
 Types come from DuckDB's own Arrow mapping (``DESCRIBE`` of an empty Arrow table), never from a
 hand-written table, so a timestamp with a time zone stays ``TIMESTAMP WITH TIME ZONE``, a map stays
 a ``MAP`` and so on.
+
+Where that mapping would fail or silently change data, Arrowport refuses instead (422):
+
+- by type, before DuckDB sees it (:func:`unsupported_reason`): float16, decimal256, decimals with a
+  negative scale or a scale above the precision, unions, structs with no fields, an empty or
+  duplicate (case-insensitive) field name, fixed-size lists of size 0 or above DuckDB's 100,000;
+- by value, batch by batch (:func:`check_values`, :class:`ValueGuard`): DuckDB keeps microseconds in
+  ``TIMESTAMP WITH TIME ZONE`` and ``INTERVAL``, so a nanosecond timestamp with a time zone, a
+  nanosecond duration or an interval with a sub-microsecond part is refused rather than truncated,
+  and so is a duration too long to read back as Arrow's ``month_day_nano_interval`` (about 292 years)
+  or a timestamp with a time zone outside DuckDB's range.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from arrowport.errors import InvalidName, SchemaConflict, UnsupportedType
+from arrowport.errors import InvalidName, InvalidValue, SchemaConflict, UnsupportedType
 from arrowport.storage.identifiers import check_column_name, quote
 
 
@@ -35,6 +48,55 @@ def _describe(cursor: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[tupl
     return list(zip(relation.columns, [str(t) for t in relation.types], strict=True))
 
 
+# DuckDB's limit on the size of an ARRAY (Arrow fixed_size_list) type.
+MAX_ARRAY_SIZE = 100_000
+
+
+def _children(dtype: pa.DataType) -> list[pa.DataType]:
+    if isinstance(dtype, pa.DictionaryType | pa.RunEndEncodedType):
+        return [dtype.value_type]
+    if isinstance(dtype, pa.BaseExtensionType):
+        return [dtype.storage_type]
+    return [dtype.field(i).type for i in range(dtype.num_fields)]
+
+
+def unsupported_reason(dtype: pa.DataType) -> str | None:
+    """Why DuckDB cannot store Arrow type ``dtype`` (or anything nested in it) faithfully.
+
+    >>> unsupported_reason(pa.list_(pa.float16()))
+    'float16 has no DuckDB type; cast it to float32'
+    """
+    if pa.types.is_float16(dtype):
+        return "float16 has no DuckDB type; cast it to float32"
+    if pa.types.is_decimal256(dtype):
+        return f"{dtype} is not readable by DuckDB; send decimal128 (precision up to 38)"
+    if pa.types.is_decimal(dtype) and not 0 <= dtype.scale <= dtype.precision:
+        return f"{dtype}: DuckDB decimals need 0 <= scale <= precision"
+    if pa.types.is_union(dtype):
+        return f"{dtype}: DuckDB cannot read Arrow unions"
+    if pa.types.is_struct(dtype):
+        if dtype.num_fields == 0:
+            return "a struct with no fields has no DuckDB type"
+        seen: set[str] = set()
+        for i in range(dtype.num_fields):
+            name = dtype.field(i).name
+            if not name or "\x00" in name:
+                return f"struct field name {name!r} is not allowed in DuckDB"
+            if name.lower() in seen:
+                return f"duplicate struct field name {name!r} (DuckDB names are case-insensitive)"
+            seen.add(name.lower())
+    if pa.types.is_fixed_size_list(dtype) and not 1 <= dtype.list_size <= MAX_ARRAY_SIZE:
+        return (
+            f"fixed_size_list of size {dtype.list_size}: DuckDB arrays hold 1 to "
+            f"{MAX_ARRAY_SIZE:,} elements"
+        )
+    for child in _children(dtype):
+        reason = unsupported_reason(child)
+        if reason is not None:
+            return reason
+    return None
+
+
 def arrow_columns(cursor: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[Column]:
     """The DuckDB columns an Arrow schema maps to; 422 naming any column DuckDB cannot hold."""
     seen: dict[str, str] = {}
@@ -48,15 +110,27 @@ def arrow_columns(cursor: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[
                 column=field.name,
             )
         seen[folded] = field.name
+    refused = [(f, reason) for f in schema if (reason := unsupported_reason(f.type)) is not None]
+    if refused:
+        raise UnsupportedType(
+            "DuckDB cannot store the Arrow type of "
+            + "; ".join(f"column {f.name!r} ({f.type}): {reason}" for f, reason in refused),
+            columns=[f.name for f, _ in refused],
+        )
     try:
         described = _describe(cursor, schema)
     except (duckdb.Error, pa.ArrowException):
+        # A failed DuckDB call aborts the cursor's transaction, so each column is tried on a
+        # cursor of its own; otherwise every column after the first bad one would be blamed.
         bad = []
         for field in schema:
+            probe = cursor.cursor()
             try:
-                _describe(cursor, pa.schema([field]))
+                _describe(probe, pa.schema([field]))
             except (duckdb.Error, pa.ArrowException):
                 bad.append(field)
+            finally:
+                probe.close()
         if not bad:
             raise
         names = ", ".join(f"{f.name!r} ({f.type})" for f in bad)
@@ -68,6 +142,160 @@ def arrow_columns(cursor: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[
         Column(name, dtype, field.nullable, pa.types.is_null(field.type))
         for (name, dtype), field in zip(described, schema, strict=True)
     ]
+
+
+# -- values DuckDB would change silently -------------------------------------------------------
+
+_INT64_MAX = 2**63 - 1
+_NANOS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+_MICROS_PER = {"s": 1_000_000, "ms": 1_000}
+
+
+def _checked(dtype: pa.DataType) -> bool:
+    """True when values of ``dtype`` (or nested in it) need :func:`check_values`."""
+    if pa.types.is_timestamp(dtype):
+        return dtype.tz is not None
+    if pa.types.is_duration(dtype) or pa.types.is_interval(dtype):
+        return True
+    return any(_checked(child) for child in _children(dtype))
+
+
+def needs_value_check(schema: pa.Schema) -> bool:
+    """True when some column's values must pass :func:`check_values` before DuckDB scans them."""
+    return any(_checked(field.type) for field in schema)
+
+
+def _sub_micro(ints: pa.Array) -> bool:
+    whole = pc.multiply(pc.divide(ints, 1000), 1000)
+    return bool(pc.any(pc.not_equal(ints, whole)).as_py())
+
+
+def _beyond(ints: pa.Array, limit: int) -> bool:
+    return bool(pc.any(pc.greater(pc.abs(ints), limit)).as_py())
+
+
+def _interval_nanos(array: pa.Array) -> pa.Array:
+    # month_day_nano values are (int32 months, int32 days, int64 nanoseconds): read the
+    # nanoseconds in place as the second int64 of each 16-byte value.
+    pairs = pa.Array.from_buffers(
+        pa.int64(), 2 * (array.offset + len(array)), [None, array.buffers()[1]]
+    )
+    as_lists = pa.Array.from_buffers(
+        pa.list_(pa.int64(), 2),
+        len(array),
+        [array.buffers()[0]],
+        offset=array.offset,
+        children=[pairs],
+    )
+    return pc.list_element(as_lists, 1)
+
+
+def _value_problem(array: pa.Array) -> str | None:
+    dtype = array.type
+    if not _checked(dtype) or len(array) == 0:
+        return None
+    if pa.types.is_timestamp(dtype):
+        ints = array.cast(pa.int64())
+        if dtype.unit == "ns" and _sub_micro(ints):
+            return (
+                "has a timestamp with nanoseconds; DuckDB's TIMESTAMP WITH TIME ZONE keeps "
+                "microseconds: round it to microseconds, or send it without a time zone"
+            )
+        if dtype.unit in _MICROS_PER and _beyond(ints, _INT64_MAX // _MICROS_PER[dtype.unit]):
+            return "has a timestamp outside DuckDB's TIMESTAMP WITH TIME ZONE range"
+        return None
+    if pa.types.is_duration(dtype):
+        ints = array.cast(pa.int64())
+        if dtype.unit == "ns" and _sub_micro(ints):
+            return (
+                "has a duration with nanoseconds; DuckDB's INTERVAL keeps microseconds: "
+                "round it to microseconds"
+            )
+        if dtype.unit != "ns" and _beyond(ints, _INT64_MAX // _NANOS[dtype.unit]):
+            return "has a duration longer than about 292 years, which cannot be read back"
+        return None
+    if pa.types.is_interval(dtype):
+        if _sub_micro(_interval_nanos(array)):
+            return (
+                "has an interval with a sub-microsecond part; DuckDB's INTERVAL keeps "
+                "microseconds: round it to microseconds"
+            )
+        return None
+    if isinstance(array, pa.DictionaryArray):
+        return _value_problem(array.dictionary)
+    if isinstance(array, pa.RunEndEncodedArray):
+        return _value_problem(array.values)
+    if isinstance(array, pa.ExtensionArray):
+        return _value_problem(array.storage)
+    if isinstance(array, pa.MapArray):
+        # list_flatten has no kernel for maps: view the entries as a list of structs.
+        entries = pa.ListArray.from_arrays(array.offsets, array.values, mask=array.is_null())
+        return _value_problem(entries.flatten())
+    if isinstance(array, pa.StructArray):
+        for child in array.flatten():
+            problem = _value_problem(child)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(
+        array,
+        pa.ListArray
+        | pa.LargeListArray
+        | pa.FixedSizeListArray
+        | pa.ListViewArray
+        | pa.LargeListViewArray,
+    ):
+        return _value_problem(array.flatten())
+    return None
+
+
+def check_values(batch: pa.RecordBatch) -> None:
+    """422 ``invalid_value`` naming the first column whose values DuckDB would change silently."""
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        problem = _value_problem(column)
+        if problem is not None:
+            raise InvalidValue(f"column {field.name!r} {problem}", column=field.name)
+
+
+class ValueGuard:
+    """Wraps Arrow data so every batch passes :func:`check_values` as DuckDB scans it.
+
+    DuckDB reports an exception raised inside the scan as its own error, so the caller re-raises
+    :attr:`error` when the scan fails::
+
+        guard = ValueGuard(data)
+        cur.register(source, guard.reader)
+        try:
+            cur.execute(insert_sql)
+        except duckdb.Error:
+            guard.raise_error()
+            raise
+    """
+
+    def __init__(self, data: pa.RecordBatchReader | pa.Table) -> None:
+        self.error: InvalidValue | None = None
+        self.reader: pa.RecordBatchReader | pa.Table = data
+        if not needs_value_check(data.schema):
+            return
+        if isinstance(data, pa.Table):
+            # In memory already: check it all now, and keep a table (it may be scanned twice).
+            for batch in data.to_batches():
+                check_values(batch)
+        else:
+            self.reader = pa.RecordBatchReader.from_batches(data.schema, self._checked(data))
+
+    def _checked(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            try:
+                check_values(batch)
+            except InvalidValue as exc:
+                self.error = exc
+                raise
+            yield batch
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def create_table_sql(table: str, columns: list[Column], replace: bool = False) -> str:
