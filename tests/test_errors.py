@@ -511,3 +511,63 @@ def test_misc_errors_are_clean(
     assert body["status"] == "error"
     assert isinstance(body["code"], str)
     assert client.get("/health").status_code == 200
+
+
+# -- failures leave tables exactly as they were --------------------------------------------------
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_failed_replace_keeps_old_rows(client: httpx.Client, size: str) -> None:
+    table = f"err_replace_{size}"
+    before = seed_table(client, table, rows=4)
+    full = ipc_bytes(sample(30), batch_rows=10) if size == "small" else large_ipc()
+    response = post_binary(client, table, full[:-8], params={"mode": "replace"})
+    assert_refused(client, response, 400, "truncated_stream", table, before)
+    assert query(client, f"SELECT min(id) AS lo FROM {table}").to_pylist() == [{"lo": 0}]
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_failed_create_creates_nothing(client: httpx.Client, size: str) -> None:
+    table = f"err_create_{size}"
+    full = ipc_bytes(sample(30), batch_rows=10) if size == "small" else large_ipc()
+    response = post_binary(client, table, full[:-8], params={"mode": "create"})
+    assert_refused(client, response, 400, "truncated_stream", table, None)
+    response = post_binary(client, f"err_append_{size}", full[:-8])
+    assert_refused(client, response, 400, "truncated_stream", f"err_append_{size}", None)
+
+
+def test_cut_inside_schema_message(client: httpx.Client) -> None:
+    response = post_binary(client, "err_schema_cut", ipc_bytes(sample())[:12])
+    assert_refused(
+        client, response, 400, ("truncated_stream", "invalid_ipc"), "err_schema_cut", None
+    )
+
+
+def test_empty_body(client: httpx.Client) -> None:
+    response = post_binary(client, "err_empty_body", b"")
+    assert_refused(
+        client, response, 400, ("invalid_ipc", "truncated_stream"), "err_empty_body", None
+    )
+    response = client.post("/stream/err_empty_body", json={"batch": {"data": ""}})
+    assert_refused(
+        client, response, 400, ("invalid_ipc", "truncated_stream"), "err_empty_body", None
+    )
+
+
+def test_empty_column_name(client: httpx.Client) -> None:
+    table = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["ok", ""])
+    response = post_binary(client, "err_empty_col", ipc_bytes(table))
+    assert_refused(client, response, 400, "invalid_name", "err_empty_col", None)
+
+
+def test_large_malformed_json(client: httpx.Client) -> None:
+    body = b'{"batch": {"data": "' + b"A" * (600 * 1024) + b'"'
+    response = client.post(
+        "/stream/err_json_large", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert_refused(client, response, 400, "invalid_json", "err_json_large", None)
+
+
+def test_json_body_that_is_not_an_object(client: httpx.Client) -> None:
+    response = client.post("/stream/err_json_list", json=[1, 2, 3])
+    assert_refused(client, response, 422, "invalid_options", "err_json_list", None)

@@ -31,7 +31,7 @@ def sample(rows: int = 5, offset: int = 0) -> pa.Table:
 def post_binary(
     client: httpx.Client,
     stream: str,
-    body: bytes,
+    body: bytes | Iterator[bytes],
     params: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
 ) -> httpx.Response:
@@ -381,3 +381,51 @@ def test_identifiers_are_quoted(client: httpx.Client) -> None:
     columns = [c["name"] for c in client.get("/tables/quoted_cols").json()["columns"]]
     assert columns == table.column_names
     assert query(client, 'SELECT "we""ird col" AS v FROM quoted_cols').to_pylist() == [{"v": 1}]
+
+
+def test_table_names_are_case_insensitive(client: httpx.Client) -> None:
+    assert_success(
+        post_binary(client, "casey", ipc_bytes(sample(2)), params={"table": "MixedCase"}),
+        "casey",
+        2,
+    )
+    assert_success(
+        post_binary(client, "casey", ipc_bytes(sample(3, 10)), params={"table": "mixedcase"}),
+        "casey",
+        3,
+    )
+    assert client.get("/tables/MIXEDCASE").json()["row_count"] == 5
+
+
+def test_paused_large_upload_does_not_block_others(client: httpx.Client, server_url: str) -> None:
+    """While one large body is half-received, health checks, reads and other ingests proceed."""
+    body = ipc_bytes(sample(200_000), batch_rows=20_000)
+    sent_first = threading.Event()
+    resume = threading.Event()
+    result: list[httpx.Response] = []
+
+    def pieces() -> Iterator[bytes]:
+        yield body[: 1024**2]
+        sent_first.set()
+        resume.wait(60)
+        yield body[1024**2 :]
+
+    def send() -> None:
+        with httpx.Client(base_url=server_url, timeout=120) as own:
+            result.append(post_binary(own, "paused_large", pieces()))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        assert sent_first.wait(30)
+        assert client.get("/health", timeout=10).status_code == 200
+        assert_success(
+            post_binary(client, "beside_paused", ipc_bytes(sample(3))), "beside_paused", 3
+        )
+        assert rows_of(client, "beside_paused") == sample(3).to_pylist()
+        assert client.get("/tables/paused_large").status_code == 404  # nothing visible yet
+    finally:
+        resume.set()
+        sender.join(120)
+    assert_success(result[0], "paused_large", 200_000)
+    assert client.get("/tables/paused_large").json()["row_count"] == 200_000

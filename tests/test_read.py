@@ -414,3 +414,67 @@ def test_openapi_docs(client: httpx.Client) -> None:
     schema = client.get("/openapi.json").json()
     assert "/stream/{stream_name}" in schema["paths"]
     assert "/query" in schema["paths"]
+
+
+def test_query_with_empty_result(client: httpx.Client, read_table: str) -> None:
+    result = query(client, f"SELECT id, name FROM {read_table} WHERE id < 0")
+    assert result.num_rows == 0
+    assert result.column_names == ["id", "name"]
+    response = client.post(
+        "/query",
+        json={"sql": f"SELECT id FROM {read_table} WHERE id < 0"},
+        headers={"Accept": "text/csv"},
+    )
+    assert response.status_code == 200
+    assert response.text.strip() == '"id"' or response.text.strip() == "id"
+
+
+def test_describe_table_case_insensitive(client: httpx.Client, read_table: str) -> None:
+    response = client.get("/tables/PEOPLE")
+    assert response.status_code == 200
+    assert response.json()["name"] == read_table
+    assert response.json()["row_count"] == 5
+
+
+def test_query_json_with_non_finite_floats(client: httpx.Client) -> None:
+    response = client.post(
+        "/query",
+        json={
+            "sql": "SELECT 'nan'::DOUBLE AS a, 1/0 AS b, [1.5, 'inf'::DOUBLE] AS c, 2.5::DOUBLE AS d"
+        },
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["rows"] == [{"a": None, "b": None, "c": [1.5, None], "d": 2.5}]
+
+
+LATE_ERROR = (
+    "SELECT CASE WHEN i > 200000 THEN error('late failure') ELSE i END AS x FROM range(300000) t(i)"
+)
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/csv"])
+def test_query_failing_while_fetching_is_400(client: httpx.Client, accept: str) -> None:
+    response = client.post("/query", json={"sql": LATE_ERROR}, headers={"Accept": accept})
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "query_error"
+    assert "late failure" in response.json()["message"]
+    assert client.get("/health").status_code == 200
+
+
+def test_query_failing_while_streaming_is_never_a_whole_stream(client: httpx.Client) -> None:
+    """Once Arrow batches are on their way the status is sent; the stream then lacks its
+    end-of-stream marker, so a reader fails instead of seeing fewer rows."""
+    try:
+        response = client.post("/query", json={"sql": LATE_ERROR})
+    except httpx.HTTPError:
+        response = None  # the server cut the chunked body
+    if response is not None:
+        if response.status_code == 200:
+            assert not response.content.endswith(b"\xff\xff\xff\xff\x00\x00\x00\x00")
+            with pytest.raises((pa.ArrowException, OSError)):
+                pa.ipc.open_stream(response.content).read_all()
+        else:
+            assert response.status_code == 400
+    with httpx.Client(base_url=str(client.base_url)) as fresh:
+        assert fresh.get("/health").status_code == 200

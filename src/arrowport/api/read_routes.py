@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import decimal
 import json
+import math
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +26,13 @@ from arrowport.api.models import (
     StreamInfo,
     TableResponse,
 )
-from arrowport.errors import InvalidJSON, InvalidOptions, ShuttingDown, UnsupportedMediaType
+from arrowport.errors import (
+    InvalidJSON,
+    InvalidOptions,
+    QueryError,
+    ShuttingDown,
+    UnsupportedMediaType,
+)
 from arrowport.ingest.service import IngestService
 from arrowport.storage.query import QueryResult, describe_table, list_tables, run_query
 
@@ -145,7 +152,7 @@ async def query(request: Request) -> Response:
     if media_type == ARROW_STREAM:
         codec = service.settings.compression.algorithm
         return StreamingResponse(_ipc_chunks(result, codec), media_type=ARROW_STREAM)
-    table = await run_in_threadpool(result.read_all)
+    table = await run_in_threadpool(_read_all, result)
     if media_type == "text/csv":
         return Response(await run_in_threadpool(_csv, table), media_type="text/csv")
     body = {
@@ -153,7 +160,27 @@ async def query(request: Request) -> Response:
         "rows": table.to_pylist(),
         "row_count": table.num_rows,
     }
-    return JSONResponse(json.loads(json.dumps(body, default=_json_value)))
+    return JSONResponse(json.loads(json.dumps(_finite(body), default=_json_value)))
+
+
+def _read_all(result: QueryResult) -> pa.Table:
+    # A query can fail while its rows are fetched; DuckDB's error then surfaces from the Arrow
+    # reader as an Arrow/OS error rather than a duckdb.Error.
+    try:
+        return result.read_all()
+    except (pa.ArrowException, OSError) as exc:
+        raise QueryError(f"query failed: {exc}") from None
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such floats become null (anywhere in nested values)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _csv(table: pa.Table) -> bytes:
