@@ -570,3 +570,16 @@ def test_lossless_neighbours_of_lossy_values_land(client: httpx.Client) -> None:
         pa.MonthDayNano([0, 0, -(INT64_MAX // 1000) * 1000]),
     ]
     assert back.column("i").to_pylist() == [(1, 2, 3_000), None, (0, -1, 0)]
+
+
+def test_map_with_duplicate_keys_is_refused(client: httpx.Client) -> None:
+    bad = pa.array([[("a", 1), ("a", 2)]], pa.map_(pa.string(), pa.int32()))
+    response = send(client, pa.table({"m": bad}), "dup_map_keys")
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_value"
+    assert client.get("/tables/dup_map_keys").status_code == 404
+    assert client.get("/health").status_code == 200
+
+
+def test_time_zone_columns_read_back_in_utc(client: httpx.Client) -> None:
+    assert server_zone(client) == "UTC"

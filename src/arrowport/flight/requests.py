@@ -4,7 +4,8 @@ A put names its stream by descriptor path (``FlightDescriptor.for_path("events")
 command::
 
     {"stream_name": "events", "target_table": "events_raw", "mode": "append", "chunk_size": 65536,
-     "idempotency_key": "...", "producer_id": "...", "sequence": 7}
+     "key_columns": ["id"], "schema_policy": "evolve", "duplicate_keys": "last_wins",
+     "dry_run": false, "idempotency_key": "...", "producer_id": "...", "sequence": 7}
 
 A read ticket (or a ``get_flight_info`` / ``get_schema`` command) names a table, as plain text or
 ``{"table": "t"}``, or carries a read-only query: ``{"sql": "SELECT ...", "params": [...]}``.
@@ -27,6 +28,10 @@ _PUT_KEYS = (
     "table",
     "mode",
     "chunk_size",
+    "key_columns",
+    "schema_policy",
+    "duplicate_keys",
+    "dry_run",
     "idempotency_key",
     "producer_id",
     "sequence",
@@ -39,6 +44,10 @@ class PutRequest:
     table: str | None = None
     mode: str | None = None
     chunk_size: int | None = None
+    key_columns: list[str] | None = None
+    schema_policy: str | None = None
+    duplicate_keys: str | None = None
+    dry_run: bool = False
     delivery: DeliveryRequest = field(default_factory=DeliveryRequest)
 
 
@@ -76,15 +85,19 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     return document
 
 
+_KIND_NAMES = {int: "number", str: "string", bool: "true or false", list: "list of strings"}
+
+
 def _optional(document: dict[str, Any], key: str, kind: type, what: str) -> Any:
     value = document.get(key)
     if value is None:
         return None
     # bool is an int in Python; a JSON true is not a row count.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidOptions(
-            f"{what}: {key} must be a {'number' if kind is int else 'string'}", field=key
-        )
+    wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+    if kind is list and not wrong:
+        wrong = not all(isinstance(item, str) for item in value)
+    if wrong:
+        raise InvalidOptions(f"{what}: {key} must be a {_KIND_NAMES[kind]}", field=key)
     return value
 
 
@@ -128,6 +141,10 @@ def put_request(descriptor: flight.FlightDescriptor) -> PutRequest:
         table=table or alias,
         mode=_optional(document, "mode", str, what),
         chunk_size=chunk_size,
+        key_columns=_optional(document, "key_columns", list, what),
+        schema_policy=_optional(document, "schema_policy", str, what),
+        duplicate_keys=_optional(document, "duplicate_keys", str, what),
+        dry_run=bool(_optional(document, "dry_run", bool, what)),
         delivery=delivery,
     )
 
@@ -170,3 +187,20 @@ def descriptor_request(descriptor: flight.FlightDescriptor) -> ReadRequest:
             )
         return ReadRequest(table=_text(path[0], "the table name"))
     return read_request(descriptor.command, "the descriptor command")
+
+
+@dataclass(frozen=True)
+class ProducerRequest:
+    stream: str
+    producer_id: str
+
+
+def producer_request(body: bytes) -> ProducerRequest:
+    """The body of the ``producer_offset`` action: ``{"stream": ..., "producer_id": ...}``."""
+    what = "the producer_offset action body"
+    document = _json_object(body, what)
+    stream = _optional(document, "stream", str, what)
+    producer_id = _optional(document, "producer_id", str, what)
+    if not stream or not producer_id:
+        raise InvalidOptions(f'{what} needs "stream" and "producer_id"')
+    return ProducerRequest(stream, producer_id)

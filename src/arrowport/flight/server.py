@@ -30,18 +30,24 @@ import pyarrow.flight as flight
 import structlog
 
 from arrowport.config import Settings
-from arrowport.errors import InvalidIPC, TruncatedStream
+from arrowport.errors import InvalidIPC, InvalidOptions, TruncatedStream
 from arrowport.flight.alignment import aligned
 from arrowport.flight.errors import flight_errors
 from arrowport.flight.requests import (
     ReadRequest,
     descriptor_request,
+    producer_request,
     put_request,
     read_request,
 )
 from arrowport.ingest.service import IngestService
-from arrowport.storage.identifiers import quote
-from arrowport.storage.query import QueryResult, describe_table, list_tables, run_query
+from arrowport.storage.query import (
+    QueryResult,
+    describe_table,
+    list_tables,
+    read_table,
+    run_query,
+)
 
 log = structlog.get_logger("arrowport.flight")
 
@@ -78,6 +84,10 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
                 table=request.table,
                 mode=request.mode,
                 chunk_size=request.chunk_size,
+                key_columns=request.key_columns,
+                schema_policy=request.schema_policy,
+                duplicate_keys=request.duplicate_keys,
+                dry_run=request.dry_run,
             )
             schema = _upload_schema(reader)
             result = self._service.ingest_batches(
@@ -96,6 +106,34 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
                 rows=result.rows,
                 batches=result.batches,
             )
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
+        return [
+            (
+                "producer_offset",
+                'Last committed sequence of a producer: body {"stream", "producer_id"}',
+            )
+        ]
+
+    def do_action(
+        self, context: flight.ServerCallContext, action: flight.Action
+    ) -> Iterator[flight.Result]:
+        with flight_errors(self._metrics, "do_action"):
+            if action.type != "producer_offset":
+                raise InvalidOptions(
+                    f"unknown action {action.type!r}; list_actions tells the known ones"
+                )
+            request = producer_request(action.body.to_pybytes() if action.body else b"")
+            last = self._service.last_sequence(request.stream, request.producer_id)
+            answer = {
+                "stream": request.stream,
+                "producer_id": request.producer_id,
+                "last_sequence": last,
+                "next_sequence": None if last is None else last + 1,
+            }
+            return iter([flight.Result(json.dumps(answer).encode())])
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -138,8 +176,7 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     def _open(self, request: ReadRequest) -> QueryResult:
         db = self._service.db
         if request.table is not None:
-            info = describe_table(db, request.table)
-            return run_query(db, f"SELECT * FROM {quote(info.name)}")
+            return read_table(db, request.table)
         assert request.sql is not None
         return run_query(db, request.sql, request.params)
 

@@ -348,6 +348,8 @@ class IngestService:
         digest = hashlib.sha256()
         if delivery.idempotency_key is not None:
             batches = _hashed(batches, digest)
+        received = [0]
+        batches = _measured(batches, received)
         stream = BatchStream(
             schema, batches, options.chunk_size, self.settings.limits.max_rows_per_request
         )
@@ -363,7 +365,7 @@ class IngestService:
             outcome = self._write_stream(options, lambda: stream, bound)
         finally:
             self._release()
-        return self._finish(options, outcome, stream.batches, 0, started, delivery)
+        return self._finish(options, outcome, stream.batches, received[0], started, delivery)
 
     # -- shared --------------------------------------------------------------------------------
 
@@ -446,6 +448,13 @@ def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _measured(batches: Iterator[pa.RecordBatch], total: list[int]) -> Iterator[pa.RecordBatch]:
+    """Counts the Arrow bytes of batches as they pass (Flight has no body size to report)."""
+    for batch in batches:
+        total[0] += batch.nbytes
+        yield batch
 
 
 def _hashed(batches: Iterator[pa.RecordBatch], digest: Any) -> Iterator[pa.RecordBatch]:

@@ -81,6 +81,8 @@ class Database:
             self._root = duckdb.connect(self.path, config=config)
         except duckdb.Error as exc:
             raise StorageError(f"cannot open database {self.path}: {exc}") from exc
+        # Time zone columns read back in UTC whatever the machine's local zone is.
+        self._root.execute("SET GLOBAL TimeZone = 'UTC'")
         self._root.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(INTERNAL_SCHEMA)}")
         for statement in SCHEMA_SQL:
             self._root.execute(statement)
@@ -285,4 +287,7 @@ def translate_error(exc: duckdb.Error) -> Exception:
         return StorageError(f"database I/O error: {text}")
     if isinstance(exc, duckdb.OutOfMemoryException):
         return StorageError(f"the database is out of memory: {text}")
+    if isinstance(exc, duckdb.InvalidInputException):
+        # e.g. an Arrow map with a duplicate key: the data, not the server, is at fault.
+        return InvalidValue(f"DuckDB refused a value in the batch: {text}")
     return exc

@@ -2,7 +2,9 @@
 
 A query must be exactly one ``SELECT`` statement (``WITH``, ``FROM t``, ``VALUES``, ``DESCRIBE``
 and ``SUMMARIZE`` included); it runs inside a ``READ ONLY`` transaction on its own cursor, so even a
-statement that slipped past the type check could not change data.
+statement that slipped past the type check could not change data. Unless ``duckdb.allow_file_access``
+is set, the database refuses every file, extension and ``ATTACH`` (see ``Database``): a SELECT
+calling ``read_csv('/etc/passwd')`` gets 403 ``read_only`` too.
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ def check_read_only(sql: str) -> None:
         )
 
 
+def _outside(exc: duckdb.Error) -> ReadOnly:
+    return ReadOnly(
+        "queries may read only this database's tables; files, extensions and other databases "
+        f"are off (duckdb.allow_file_access): {exc}"
+    )
+
+
 class QueryResult:
     """A running query: its schema now, its batches as they are fetched."""
 
@@ -68,6 +77,8 @@ class QueryResult:
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         try:
             yield from self.reader
+        except duckdb.PermissionException as exc:
+            raise _outside(exc) from None
         except duckdb.Error as exc:
             raise QueryError(f"query failed: {exc}") from None
         finally:
@@ -93,6 +104,9 @@ def run_query(db: Database, sql: str, params: Sequence[Any] | None = None) -> Qu
     except duckdb.TransactionException as exc:
         cursor.close()
         raise ReadOnly(f"the query tried to write: {exc}") from None
+    except duckdb.PermissionException as exc:
+        cursor.close()
+        raise _outside(exc) from None
     except duckdb.Error as exc:
         cursor.close()
         raise QueryError(f"query failed: {exc}") from None
@@ -128,3 +142,9 @@ def describe_table(db: Database, name: str) -> TableInfo:
         actual = stored[0] if stored else name
         count = cur.execute(f"SELECT count(*) FROM {quote(actual)}").fetchone()
     return TableInfo(actual, columns, int(count[0]) if count else 0)
+
+
+def read_table(db: Database, name: str) -> QueryResult:
+    """Every row of table ``name`` (404 if it does not exist), streamed like a query."""
+    info = describe_table(db, name)
+    return run_query(db, f"SELECT * FROM {quote(info.name)}")

@@ -31,6 +31,7 @@ from arrowport.errors import (
 from arrowport.storage.identifiers import quote
 from arrowport.storage.schema import (
     Column,
+    ValueGuard,
     arrow_columns,
     check_compatible,
     create_table_sql,
@@ -136,7 +137,9 @@ def write_table(
     else:
         check_compatible(table, incoming, existing)
     source = f"_arrowport_src_{uuid.uuid4().hex}"
-    cur.register(source, data)
+    # Values DuckDB would silently change (sub-microsecond time zones, ...) are refused.
+    guard = ValueGuard(data)
+    cur.register(source, guard.reader)
     try:
         if policy.mode == "upsert":
             rows = _upsert(runner, table, source, incoming, policy)
@@ -147,6 +150,9 @@ def write_table(
             ).fetchone()
             runner.actions.append(f"INSERT INTO {quote(table)} BY NAME (batch rows)")
             rows = int(row[0]) if row else 0
+    except duckdb.Error:
+        guard.raise_error()  # DuckDB wraps errors raised inside its scan; answer with ours
+        raise
     finally:
         cur.unregister(source)
     return TableWrite(table, rows, created, runner.actions)
