@@ -317,6 +317,14 @@ def test_invalid_chunk_size(client: httpx.Client, chunk_size: str) -> None:
     assert_refused(client, response, 422, "invalid_options", "err_chunk", None)
 
 
+def test_invalid_chunk_size_header(client: httpx.Client) -> None:
+    response = post_binary(
+        client, "err_chunk_hdr", ipc_bytes(sample()), headers={"X-Arrowport-Chunk-Size": "abc"}
+    )
+    body = assert_refused(client, response, 422, "invalid_options", "err_chunk_hdr", None)
+    assert "chunk" in str(body["message"]).lower()
+
+
 def test_mode_create_on_existing_table(client: httpx.Client) -> None:
     before = seed_table(client, "err_exists")
     response = post_binary(client, "err_exists", ipc_bytes(sample()), params={"mode": "create"})
