@@ -286,13 +286,8 @@ def test_readme_configuration_table_matches_settings() -> None:
         for line in readme.splitlines()
         if re.match(r"^\|\s*`[a-z_]+(\.[a-z_]+)?`\s*\|\s*`?ARROWPORT_", line)
     ]
-    rows = settings_rows()
-    if documented:
-        assert documented == rows
-    else:
-        # The README has no configuration table yet; the generator it will come from must
-        # still describe every setting.
-        assert {row[0].strip("`") for row in rows} == model_keys()
+    assert documented, "README.md has no configuration table"
+    assert documented == settings_rows()
 
 
 # -- end to end ----------------------------------------------------------------------------------
