@@ -79,7 +79,10 @@ class QueryResult:
             yield from self.reader
         except duckdb.PermissionException as exc:
             raise _outside(exc) from None
-        except duckdb.Error as exc:
+        except (duckdb.Error, pa.ArrowException, OSError) as exc:
+            # DuckDB's errors while rows are fetched reach us through the Arrow reader.
+            if "Permission Error" in str(exc):
+                raise ReadOnly(f"the query tried to reach outside the database: {exc}") from None
             raise QueryError(f"query failed: {exc}") from None
         finally:
             self.close()
