@@ -25,6 +25,7 @@ from arrowport.errors import (
     StorageError,
     WriteConflict,
 )
+from arrowport.storage.catalog import TableCatalog, TransactionCatalog
 from arrowport.storage.delivery import (
     SCHEMA_SQL,
     Delivery,
@@ -35,7 +36,7 @@ from arrowport.storage.delivery import (
 )
 from arrowport.storage.identifiers import INTERNAL_SCHEMA, check_table_name, quote
 from arrowport.storage.schema import Column
-from arrowport.storage.table_writer import WritePolicy, table_columns, write_table
+from arrowport.storage.table_writer import WritePolicy, write_table
 
 
 @dataclass
@@ -94,6 +95,7 @@ class Database:
         self._locks_guard = threading.Lock()
         self._table_locks: dict[str, threading.Lock] = {}
         self._closed = False
+        self.catalog = TableCatalog()
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -134,9 +136,9 @@ class Database:
 
     # -- catalog -------------------------------------------------------------------------------
 
-    @staticmethod
-    def table_columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | None:
-        return table_columns(cur, table)
+    def table_columns(self, cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | None:
+        """Committed columns of ``table`` (None if it does not exist); cached."""
+        return self.catalog.load(cur, table)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -179,8 +181,9 @@ class Database:
                 for name in sorted(lock_names):
                     held.enter_context(self._lock_for(name))
                 cur.begin()
+                view = TransactionCatalog(self.catalog, cur)
                 try:
-                    outcomes = self._write_jobs(cur, jobs)
+                    outcomes = self._write_jobs(view, jobs)
                     if dry_run:
                         cur.rollback()
                     else:
@@ -191,12 +194,14 @@ class Database:
                     if isinstance(exc, duckdb.Error):
                         raise translate_error(exc) from exc
                     raise
+                finally:
+                    view.close()
         return outcomes
 
     def _write_jobs(
-        self, cur: duckdb.DuckDBPyConnection, jobs: Sequence[WriteJob]
+        self, catalog: TransactionCatalog, jobs: Sequence[WriteJob]
     ) -> list[WriteOutcome | ArrowportError]:
-        ledger = DeliveryLedger(cur)
+        ledger = DeliveryLedger(catalog.cur)
         answers: list[WriteOutcome | ArrowportError | Duplicate | None] = []
         for job in jobs:
             verdict: WriteOutcome | ArrowportError | Duplicate | None = None
@@ -213,7 +218,7 @@ class Database:
         for members in _merge_appends([jobs[i] for i in to_write], to_write):
             first = jobs[members[0]]
             data = _concat([jobs[i].data for i in members])
-            merged = write_table(cur, first.table, data, first.policy)
+            merged = write_table(catalog, first.table, data, first.policy)
             for i in members:
                 job = jobs[i]
                 rows = job.data.num_rows if isinstance(job.data, pa.Table) else merged.rows

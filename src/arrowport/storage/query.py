@@ -18,6 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from arrowport.errors import QueryError, ReadOnly, UnknownTable
+from arrowport.storage.catalog import query_columns
 from arrowport.storage.database import Database
 from arrowport.storage.identifiers import check_table_name, quote
 from arrowport.storage.schema import Column
@@ -134,7 +135,7 @@ def list_tables(db: Database) -> list[TableInfo]:
 def describe_table(db: Database, name: str) -> TableInfo:
     check_table_name(name)
     with db.cursor() as cur:
-        columns = Database.table_columns(cur, name)
+        columns = query_columns(cur, name)
         if columns is None:
             raise UnknownTable(f"table {name!r} does not exist", table=name)
         stored = cur.execute(

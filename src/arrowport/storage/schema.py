@@ -19,6 +19,8 @@ Where that mapping would fail or silently change data, Arrowport refuses instead
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -97,8 +99,31 @@ def unsupported_reason(dtype: pa.DataType) -> str | None:
     return None
 
 
-def arrow_columns(cursor: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[Column]:
+# Type mapping runs on a private in-memory database: it needs no catalog, cannot disturb a
+# caller's transaction, and its answers are cached per schema (a producer sends the same schema
+# over and over; describing it costs a DuckDB round trip every time).
+_MAPPER = duckdb.connect(":memory:")
+_MAPPER_LOCK = threading.Lock()
+_MAPPED: OrderedDict[pa.Schema, list[Column]] = OrderedDict()
+_MAPPED_MAX = 512
+
+
+def arrow_columns(schema: pa.Schema) -> list[Column]:
     """The DuckDB columns an Arrow schema maps to; 422 naming any column DuckDB cannot hold."""
+    with _MAPPER_LOCK:
+        cached = _MAPPED.get(schema)
+        if cached is not None:
+            _MAPPED.move_to_end(schema)
+            return cached
+    columns = _map_schema(schema)
+    with _MAPPER_LOCK:
+        _MAPPED[schema] = columns
+        if len(_MAPPED) > _MAPPED_MAX:
+            _MAPPED.popitem(last=False)
+    return columns
+
+
+def _map_schema(schema: pa.Schema) -> list[Column]:
     seen: dict[str, str] = {}
     for field in schema:
         check_column_name(field.name)
@@ -118,13 +143,14 @@ def arrow_columns(cursor: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[
             columns=[f.name for f, _ in refused],
         )
     try:
-        described = _describe(cursor, schema)
+        with _MAPPER_LOCK:
+            described = _describe(_MAPPER, schema)
     except (duckdb.Error, pa.ArrowException):
         # A failed DuckDB call aborts the cursor's transaction, so each column is tried on a
         # cursor of its own; otherwise every column after the first bad one would be blamed.
         bad = []
         for field in schema:
-            probe = cursor.cursor()
+            probe = _MAPPER.cursor()
             try:
                 _describe(probe, pa.schema([field]))
             except (duckdb.Error, pa.ArrowException):

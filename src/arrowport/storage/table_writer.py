@@ -28,6 +28,7 @@ from arrowport.errors import (
     SchemaConflict,
     TableExists,
 )
+from arrowport.storage.catalog import TransactionCatalog
 from arrowport.storage.identifiers import quote
 from arrowport.storage.schema import (
     Column,
@@ -53,18 +54,6 @@ class TableWrite:
     rows: int
     created: bool
     actions: list[str] = field(default_factory=list)
-
-
-def table_columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | None:
-    rows = cur.execute(
-        "SELECT column_name, data_type, is_nullable FROM duckdb_columns() "
-        "WHERE database_name = current_database() AND schema_name = 'main' "
-        "AND lower(table_name) = lower(?) ORDER BY column_index",
-        [table],
-    ).fetchall()
-    if not rows:
-        return None
-    return [Column(name, dtype, bool(nullable)) for name, dtype, nullable in rows]
 
 
 def _evolve(table: str, incoming: list[Column], existing: list[Column]) -> list[str]:
@@ -117,22 +106,25 @@ class _Runner:
 
 
 def write_table(
-    cur: duckdb.DuckDBPyConnection,
+    catalog: TransactionCatalog,
     table: str,
     data: pa.RecordBatchReader | pa.Table,
     policy: WritePolicy,
 ) -> TableWrite:
+    cur = catalog.cur
     runner = _Runner(cur)
-    incoming = arrow_columns(cur, data.schema)
-    existing = table_columns(cur, table)
+    incoming = arrow_columns(data.schema)
+    existing = catalog.columns(table)
     if policy.mode == "create" and existing is not None:
         raise TableExists(f"table {table!r} already exists", table=table)
     created = False
     if policy.mode == "replace" or existing is None:
+        catalog.mark_changed(table)
         runner.run(create_table_sql(table, incoming, replace=policy.mode == "replace"))
         created = True
     elif policy.schema_policy == "evolve":
         for statement in _evolve(table, incoming, existing):
+            catalog.mark_changed(table)
             runner.run(statement)
     else:
         check_compatible(table, incoming, existing)

@@ -1,0 +1,78 @@
+"""Table columns, cached between the server's own schema changes.
+
+Looking a table up in DuckDB's catalog costs about as much as a small insert, and a busy stream
+looks up the same table for every request. This process is the database's only writer, and every
+schema change it makes goes through :class:`TransactionCatalog`, so the cache is invalidated
+exactly when a table changes: when the transaction that changed it ends.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import duckdb
+
+from arrowport.storage.schema import Column
+
+
+def query_columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | None:
+    rows = cur.execute(
+        "SELECT column_name, data_type, is_nullable FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = 'main' "
+        "AND lower(table_name) = lower(?) ORDER BY column_index",
+        [table],
+    ).fetchall()
+    if not rows:
+        return None
+    return [Column(name, dtype, bool(nullable)) for name, dtype, nullable in rows]
+
+
+class TableCatalog:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._columns: dict[str, list[Column]] = {}
+
+    def load(self, cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | None:
+        """Columns of ``table`` as committed; call outside a transaction (fills the cache)."""
+        key = table.lower()
+        with self._lock:
+            cached = self._columns.get(key)
+        if cached is not None:
+            return cached
+        columns = query_columns(cur, table)
+        if columns is not None:
+            with self._lock:
+                self._columns[key] = columns
+        return columns
+
+    def cached(self, table: str) -> list[Column] | None:
+        with self._lock:
+            return self._columns.get(table.lower())
+
+    def invalidate(self, tables: set[str]) -> None:
+        with self._lock:
+            for table in tables:
+                self._columns.pop(table.lower(), None)
+
+
+class TransactionCatalog:
+    """The catalog as one transaction sees it: cached, except tables it has changed itself."""
+
+    def __init__(self, catalog: TableCatalog, cur: duckdb.DuckDBPyConnection) -> None:
+        self.catalog = catalog
+        self.cur = cur
+        self.changed: set[str] = set()
+
+    def columns(self, table: str) -> list[Column] | None:
+        if table.lower() not in self.changed:
+            cached = self.catalog.cached(table)
+            if cached is not None:
+                return cached
+        return query_columns(self.cur, table)
+
+    def mark_changed(self, table: str) -> None:
+        self.changed.add(table.lower())
+
+    def close(self) -> None:
+        """The transaction ended (committed or not): forget what it may have changed."""
+        self.catalog.invalidate(self.changed)
