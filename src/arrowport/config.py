@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -19,7 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "ARROWPORT_"
 ENV_CONFIG_FILE = "ARROWPORT_CONFIG"
@@ -28,6 +36,7 @@ WriteMode = Literal["append", "replace", "create", "upsert"]
 SchemaPolicy = Literal["strict", "evolve"]
 DuplicateKeys = Literal["error", "last_wins"]
 Codec = Literal["none", "zstd", "lz4"]
+Scope = Literal["ingest", "read", "admin"]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -47,6 +56,20 @@ class ApiSettings(_Section):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Also serve metrics on this port (unset: off)."
     )
+    cors_origins: list[str] = Field(
+        [],
+        description="Origins allowed to call the API from a browser (comma-separated in the "
+        "variable; empty: no CORS headers at all).",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
 
 class FlightSettings(_Section):
@@ -64,6 +87,11 @@ class DuckDBSettings(_Section):
     threads: int | None = Field(None, ge=1, description="DuckDB worker threads (unset: all cores).")
     memory_limit: str | None = Field(
         None, description="DuckDB memory limit, e.g. '2GB' (unset: DuckDB's default, 80% of RAM)."
+    )
+    allow_file_access: bool = Field(
+        False,
+        description="Let SQL reach files, extensions and other databases (read_csv, ATTACH, "
+        "COPY, LOAD); off, queries see only this database.",
     )
 
 
@@ -164,6 +192,104 @@ class StreamSettings(_Section):
         return value
 
 
+_TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SECRET_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class TokenSettings(_Section):
+    """An API token (``auth.tokens``): the secret itself is never stored, only its hash."""
+
+    name: str
+    secret_hash: str
+    scopes: list[Scope] = Field(default_factory=list)
+    streams: list[str] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _token_name(cls, value: str) -> str:
+        if not _TOKEN_NAME_RE.match(value):
+            raise ValueError("use letters, digits, '_', '-' or '.' (at most 64)")
+        return value
+
+    @field_validator("secret_hash")
+    @classmethod
+    def _secret_hash(cls, value: str) -> str:
+        if not _SECRET_HASH_RE.match(value):
+            raise ValueError(
+                "expected 'sha256:' and 64 hex digits, as printed by `arrowport token create`"
+                " (put the hash here, never the secret)"
+            )
+        return value
+
+    @field_validator("streams")
+    @classmethod
+    def _stream_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            if not _NAME_RE.match(name):
+                raise ValueError(f"invalid stream name {name!r}")
+        return value
+
+
+class AuthSettings(_Section):
+    tokens: list[TokenSettings] = Field(
+        [],
+        description="API tokens (YAML list; the variable holds the same list as JSON). None "
+        "configured: no authentication, and only a loopback address may be bound.",
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Bind a non-loopback address with no tokens configured: anyone who can "
+        "connect may read and write everything (also --allow-unauthenticated).",
+    )
+    public_metrics: bool = Field(
+        False, description="With tokens configured, serve /metrics without a token."
+    )
+    public_docs: bool = Field(
+        False, description="With tokens configured, serve /docs and /openapi.json without a token."
+    )
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _tokens_from_json(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError("expected a JSON list of tokens") from None
+        return value
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_tokens(cls, value: list[TokenSettings]) -> list[TokenSettings]:
+        names = [token.name for token in value]
+        hashes = [token.secret_hash for token in value]
+        if len(set(names)) != len(names):
+            raise ValueError("two tokens have the same name")
+        if len(set(hashes)) != len(hashes):
+            raise ValueError("two tokens have the same secret")
+        return value
+
+
+class TlsSettings(_Section):
+    cert_file: str | None = Field(
+        None,
+        description="PEM certificate (chain) for HTTPS and grpc+tls (unset: plain TCP).",
+    )
+    key_file: str | None = Field(None, description="PEM private key of tls.cert_file.")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both tls.cert_file and tls.key_file, or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
 class Settings(_Section):
     api: ApiSettings = ApiSettings()
     duckdb: DuckDBSettings = DuckDBSettings()
@@ -174,6 +300,8 @@ class Settings(_Section):
     delivery: DeliverySettings = DeliverySettings()
     flight: FlightSettings = FlightSettings()
     logging: LoggingSettings = LoggingSettings()
+    auth: AuthSettings = AuthSettings()
+    tls: TlsSettings = TlsSettings()
     streams: dict[str, StreamSettings] = Field(default_factory=dict)
     streams_only: bool = Field(
         False, description="Refuse (404) stream names that are not configured under streams:."
@@ -200,6 +328,8 @@ _SCALAR_SECTIONS = (
     "delivery",
     "flight",
     "logging",
+    "auth",
+    "tls",
 )
 _TOP_LEVEL_SCALARS = ("streams_only",)
 
@@ -284,12 +414,15 @@ def _yaml_layer(path: Path) -> dict[str, Any]:
 def _explain(exc: ValidationError, origin: Mapping[str, str], source: str) -> str:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    where = origin.get(key, source)
+    parents = [key.rsplit(".", n)[0] for n in range(key.count(".") + 1)]
+    where = next((origin[k] for k in parents if k in origin), source)
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     value = error.get("input")
     shown = "" if error["type"] == "extra_forbidden" or isinstance(value, dict) else f" {value!r}"
+    if "secret" in key or key.startswith("auth.tokens"):
+        shown = ""  # never echo what might be a secret
     return f"invalid configuration: {key}:{shown} {message} (from {where})"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable
 from types import FrameType
@@ -15,7 +16,8 @@ import uvicorn
 from prometheus_client import start_http_server
 
 from arrowport.api.app import create_app
-from arrowport.config import Settings
+from arrowport.auth import auth_enabled, exposed_hosts, exposure_refusal
+from arrowport.config import Settings, TlsSettings
 from arrowport.errors import StorageError
 from arrowport.flight import ArrowportFlightServer, FlightStartError, start_flight_server
 from arrowport.ingest.service import IngestService
@@ -58,8 +60,38 @@ class _Server(uvicorn.Server):
         log.info("arrowport ready", http_port=port, **self._announce)
 
 
+def _tls_problem(tls: TlsSettings) -> str | None:
+    if tls.cert_file is None or tls.key_file is None:
+        return None
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            tls.cert_file, tls.key_file
+        )
+    except OSError as exc:  # ssl.SSLError included
+        reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        return f"tls.cert_file / tls.key_file: cannot load the certificate and key ({reason})"
+    return None
+
+
+def _check_access(settings: Settings) -> str | None:
+    """One line saying why the server must not start (None: it may), after a loud warning
+    when it will serve a non-loopback address without authentication."""
+    problem = exposure_refusal(settings) or _tls_problem(settings.tls)
+    if problem is None and exposed_hosts(settings):
+        log.warning(
+            "AUTHENTICATION IS OFF on a non-loopback address: anyone who can connect may read "
+            "and write every table (auth.allow_unauthenticated); configure auth.tokens to fix",
+            hosts=exposed_hosts(settings),
+        )
+    return problem
+
+
 def serve(settings: Settings) -> int:
     configure_logging(settings.logging)
+    problem = _check_access(settings)
+    if problem is not None:
+        print(f"arrowport: {problem}", file=sys.stderr)
+        return 2
     # Over a file-size limit, fail the write (and answer 507) instead of being killed.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     metrics = Metrics()
@@ -71,7 +103,11 @@ def serve(settings: Settings) -> int:
     service = IngestService(settings, db, metrics)
     metrics.watch(db.size_bytes, lambda: service.queued_writes)
     app = create_app(service)
-    announce: dict[str, Any] = {"database": settings.duckdb.path}
+    announce: dict[str, Any] = {
+        "database": settings.duckdb.path,
+        "tls": settings.tls.enabled,
+        "auth": auth_enabled(settings.auth),
+    }
     api = settings.api
     if api.enable_metrics and api.metrics_port is not None:
         metrics_server, _ = start_http_server(
@@ -97,6 +133,8 @@ def serve(settings: Settings) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.limits.shutdown_timeout_seconds),
+        ssl_certfile=settings.tls.cert_file,
+        ssl_keyfile=settings.tls.key_file,
     )
     server = _Server(config, announce, service.drain)
     server.flight = flight_server

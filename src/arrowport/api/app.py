@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
@@ -13,6 +13,7 @@ from arrowport import __version__
 from arrowport.api import ingest_routes, read_routes
 from arrowport.api.errors import install_error_handlers
 from arrowport.api.middleware import RequestContext
+from arrowport.api.security import docs_urls, install_security, require_metrics
 from arrowport.ingest.service import IngestService
 
 
@@ -31,16 +32,18 @@ def create_app(service: IngestService) -> FastAPI:
         version=__version__,
         summary="Land Apache Arrow data in DuckDB.",
         lifespan=lifespan,
+        **docs_urls(service.settings),
     )
     app.state.service = service
     app.state.draining = False
     install_error_handlers(app, service.metrics)
+    install_security(app, service.settings)
     app.include_router(ingest_routes.router)
     app.include_router(read_routes.router)
     if service.settings.api.enable_metrics:
         registry = service.metrics.registry
 
-        @app.get("/metrics", include_in_schema=False)
+        @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics)])
         async def metrics() -> Response:
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -9,10 +9,11 @@ import json
 from typing import Annotated, Any
 
 import pyarrow as pa
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import ValidationError
 
 from arrowport.api.models import ErrorResponse, IngestResponse, StreamRequest
+from arrowport.api.security import check_target, require_ingest
 from arrowport.errors import (
     InvalidBase64,
     InvalidIPC,
@@ -32,7 +33,8 @@ _INLINE_JSON_BYTES = 256 * 1024
 router = APIRouter()
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 403, 404, 409, 413, 415, 422, 503, 507)
+    status: {"model": ErrorResponse}
+    for status in (400, 401, 403, 404, 409, 413, 415, 422, 503, 507)
 }
 
 _OPENAPI_BODY = {
@@ -65,6 +67,7 @@ def _service(request: Request) -> IngestService:
     responses=_ERRORS,
     openapi_extra=_OPENAPI_BODY,
     summary="Land an Arrow IPC stream in a DuckDB table (one transaction)",
+    dependencies=[Depends(require_ingest)],
 )
 async def ingest_stream(
     stream_name: str,
@@ -117,6 +120,7 @@ async def ingest_stream(
             duplicate_keys=duplicate_keys,
             dry_run=dry_run,
         )
+        check_target(request, options)
         return await _ingest_binary(service, options, request, delivery)
     finally:
         service.release_bytes(declared)
@@ -229,6 +233,7 @@ async def _ingest_json(
         duplicate_keys=config.duplicate_keys,
         dry_run=config.dry_run,
     )
+    check_target(request, options)
     codec = sniff_codec(data[:4])
     result = await service.ingest_bytes(
         options, data, codec, expected_schema=schema, delivery=delivery

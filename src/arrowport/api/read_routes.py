@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
@@ -26,6 +26,7 @@ from arrowport.api.models import (
     StreamInfo,
     TableResponse,
 )
+from arrowport.api.security import require_ingest_or_read, require_read
 from arrowport.errors import (
     InvalidJSON,
     InvalidOptions,
@@ -39,8 +40,10 @@ from arrowport.storage.query import QueryResult, describe_table, list_tables, ru
 router = APIRouter()
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 403, 404, 415, 422, 503)
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 415, 422, 503)
 }
+# /health and /ready stay open; everything else needs a token once tokens are configured.
+_READ = [Depends(require_read)]
 
 
 def _service(request: Request) -> IngestService:
@@ -60,7 +63,12 @@ async def ready(request: Request) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/streams", response_model=list[StreamInfo], summary="Configured streams")
+@router.get(
+    "/streams",
+    response_model=list[StreamInfo],
+    summary="Configured streams",
+    dependencies=_READ,
+)
 async def streams(request: Request) -> list[dict[str, Any]]:
     settings = _service(request).settings
     return [
@@ -80,6 +88,7 @@ async def streams(request: Request) -> list[dict[str, Any]]:
     response_model=ProducerResponse,
     responses=_ERRORS,
     summary="The last sequence committed for a producer (where a restarted producer resumes)",
+    dependencies=[Depends(require_ingest_or_read)],
 )
 async def producer(stream_name: str, producer_id: str, request: Request) -> dict[str, Any]:
     last = await run_in_threadpool(_service(request).last_sequence, stream_name, producer_id)
@@ -91,13 +100,24 @@ async def producer(stream_name: str, producer_id: str, request: Request) -> dict
     }
 
 
-@router.get("/tables", response_model=list[TableResponse], summary="Tables with their columns")
+@router.get(
+    "/tables",
+    response_model=list[TableResponse],
+    summary="Tables with their columns",
+    dependencies=_READ,
+)
 async def tables(request: Request) -> list[dict[str, Any]]:
     infos = await run_in_threadpool(list_tables, _service(request).db)
     return [info.to_json() for info in infos]
 
 
-@router.get("/tables/{name}", response_model=TableResponse, responses=_ERRORS, summary="One table")
+@router.get(
+    "/tables/{name}",
+    response_model=TableResponse,
+    responses=_ERRORS,
+    summary="One table",
+    dependencies=_READ,
+)
 async def table(name: str, request: Request) -> dict[str, Any]:
     info = await run_in_threadpool(describe_table, _service(request).db, name)
     return info.to_json()
@@ -143,6 +163,7 @@ def _accepted(request: Request) -> str:
         }
     },
     summary="Run one read-only SELECT; Arrow IPC stream (default), JSON or CSV by Accept",
+    dependencies=_READ,
 )
 async def query(request: Request) -> Response:
     parsed = await _query_request(request)

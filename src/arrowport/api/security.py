@@ -1,0 +1,130 @@
+"""HTTP access control: FastAPI dependencies over :mod:`arrowport.auth`, CORS and guarded docs.
+
+Routes declare what they need::
+
+    @router.get("/tables", dependencies=[Depends(require_read)])
+
+``/health`` and ``/ready`` declare nothing and stay open. With no tokens configured every
+dependency lets the request through (the loopback-only developer default).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.middleware.cors import CORSMiddleware
+
+from arrowport.api.errors import error_response
+from arrowport.auth import Principal, auth_enabled, authenticate
+from arrowport.config import AuthSettings, Settings
+from arrowport.errors import Unauthenticated
+from arrowport.ingest.service import IngestOptions, IngestService
+
+_CHALLENGE = 'Bearer realm="arrowport"'
+
+
+def _auth(request: Request) -> AuthSettings:
+    service: IngestService = request.app.state.service
+    return service.settings.auth
+
+
+async def authenticated(request: Request) -> Principal:
+    """Any valid token (401 without one); the principal is kept on ``request.state``."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    principal = authenticate(_auth(request), request.headers.get("authorization"))
+    request.state.principal = principal
+    if not principal.anonymous:
+        structlog.contextvars.bind_contextvars(token=principal.name)
+    return principal
+
+
+Authenticated = Annotated[Principal, Depends(authenticated)]
+
+
+async def require_read(principal: Authenticated) -> Principal:
+    principal.require("read")
+    return principal
+
+
+async def require_ingest(stream_name: str, principal: Authenticated) -> Principal:
+    principal.require("ingest", stream=stream_name)
+    return principal
+
+
+async def require_ingest_or_read(stream_name: str, principal: Authenticated) -> Principal:
+    """Delivery state of a stream: its producers may see it, and so may readers."""
+    if not principal.allows("ingest", stream=stream_name):
+        principal.require("read")
+    return principal
+
+
+async def require_metrics(request: Request) -> None:
+    if not _auth(request).public_metrics:
+        await authenticated(request)
+
+
+def check_target(request: Request, options: IngestOptions) -> None:
+    """After options are resolved: a stream-limited token writes only to its stream's table."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
+        return
+    service: IngestService = request.app.state.service
+    configured = service.settings.streams.get(options.stream)
+    stream_table = (configured.table if configured else None) or options.stream
+    principal.require_table(options.stream, options.table, stream_table)
+
+
+def docs_public(settings: Settings) -> bool:
+    return settings.auth.public_docs or not auth_enabled(settings.auth)
+
+
+def docs_urls(settings: Settings) -> dict[str, Any]:
+    """FastAPI's own (unguarded) docs routes, or none when :func:`install_security` adds
+    guarded ones."""
+    if docs_public(settings):
+        return {}
+    return {"docs_url": None, "redoc_url": None, "openapi_url": None}
+
+
+def install_security(app: FastAPI, settings: Settings) -> None:
+    """401 answers with a ``WWW-Authenticate`` challenge, CORS when origins are configured,
+    and token-guarded ``/docs``, ``/redoc`` and ``/openapi.json`` when they are not public."""
+
+    async def on_unauthenticated(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Unauthenticated)
+        response = error_response(request, exc, app.state.service.metrics)
+        response.headers["WWW-Authenticate"] = _CHALLENGE
+        return response
+
+    app.add_exception_handler(Unauthenticated, on_unauthenticated)
+
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-Id", "Retry-After"],
+        )
+
+    if docs_public(settings):
+        return
+    guarded = [Depends(authenticated)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guarded)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=guarded)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")

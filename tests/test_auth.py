@@ -1,0 +1,513 @@
+"""Access control over HTTP: tokens, scopes, stream limits, safe defaults and the token command."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+import yaml
+
+from arrowport.auth import hash_secret, new_token
+from tests.conftest import ARROW_STREAM, ipc_bytes
+from tests.server import ArrowportProcess
+
+SECRETS = {name: new_token(name) for name in ("root", "reader", "loader", "anyloader", "scraper")}
+TOKENS: list[dict[str, Any]] = [
+    {"name": "root", "secret_hash": hash_secret(SECRETS["root"]), "scopes": ["admin"]},
+    {"name": "reader", "secret_hash": hash_secret(SECRETS["reader"]), "scopes": ["read"]},
+    {
+        "name": "loader",
+        "secret_hash": hash_secret(SECRETS["loader"]),
+        "scopes": ["ingest"],
+        "streams": ["events"],
+    },
+    {"name": "anyloader", "secret_hash": hash_secret(SECRETS["anyloader"]), "scopes": ["ingest"]},
+    {"name": "scraper", "secret_hash": hash_secret(SECRETS["scraper"]), "scopes": []},
+]
+SERVE = [sys.executable, "-m", "arrowport", "serve", "--port", "0", "--flight-port", "0"]
+CREATE = [sys.executable, "-m", "arrowport", "token", "create"]
+CONFIG: dict[str, Any] = {
+    "auth": {"tokens": TOKENS},
+    "streams": {"events": {"table": "event_rows"}},
+}
+
+
+def bearer(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {SECRETS[name]}"}
+
+
+def rows(n: int = 3) -> pa.Table:
+    return pa.table({"id": pa.array(range(n), pa.int64())})
+
+
+def post_ipc(
+    client: httpx.Client, stream: str, headers: dict[str, str], **params: str
+) -> httpx.Response:
+    return client.post(
+        f"/stream/{stream}",
+        content=ipc_bytes(rows()),
+        params=params,
+        headers={"Content-Type": ARROW_STREAM} | headers,
+    )
+
+
+def post_json(
+    client: httpx.Client, stream: str, headers: dict[str, str], target_table: str
+) -> httpx.Response:
+    table = rows()
+    body = {
+        "config": {"target_table": target_table},
+        "batch": {
+            "arrow_schema": base64.b64encode(table.schema.serialize().to_pybytes()).decode(),
+            "data": base64.b64encode(ipc_bytes(table)).decode(),
+        },
+    }
+    return client.post(f"/stream/{stream}", json=body, headers=headers)
+
+
+def tables(client: httpx.Client) -> set[str]:
+    response = client.get("/tables", headers=bearer("root"))
+    assert response.status_code == 200, response.text
+    return {t["name"] for t in response.json()}
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["status"] == "error"
+    assert body["code"] == code
+    assert body["message"]
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
+    with ArrowportProcess(tmp_path_factory.mktemp("secured"), config=CONFIG) as process:
+        yield process
+
+
+@pytest.fixture
+def http(secured: ArrowportProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=secured.url, timeout=60) as client:
+        yield client
+
+
+PROTECTED = [
+    ("POST", "/stream/events"),
+    ("GET", "/tables"),
+    ("GET", "/tables/event_rows"),
+    ("POST", "/query"),
+    ("GET", "/streams"),
+    ("GET", "/streams/events/producers/p1"),
+    ("GET", "/metrics"),
+    ("GET", "/docs"),
+    ("GET", "/redoc"),
+    ("GET", "/openapi.json"),
+]
+
+
+# -- 401 -----------------------------------------------------------------------------------------
+
+
+def test_health_and_ready_stay_open(http: httpx.Client) -> None:
+    assert http.get("/health").json() == {"status": "ok"}
+    assert http.get("/ready").status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_no_token_is_401_with_a_bearer_challenge(
+    http: httpx.Client, method: str, path: str
+) -> None:
+    response = http.request(method, path, json={"sql": "SELECT 1"})
+    assert_error(response, 401, "unauthenticated")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer " + SECRETS["root"][:-1],
+        "Bearer " + SECRETS["root"] + "x",
+        "Bearer " + hash_secret(SECRETS["root"]),
+        "Bearer",
+        SECRETS["root"],
+        "Token " + SECRETS["root"],
+        "Basic !!!notbase64",
+        "Basic " + base64.b64encode(f"reader:{SECRETS['root']}".encode()).decode(),
+    ],
+    ids=[
+        "truncated",
+        "extended",
+        "hash-as-token",
+        "scheme-only",
+        "no-scheme",
+        "other-scheme",
+        "malformed-basic",
+        "basic-wrong-name",
+    ],
+)
+def test_invalid_credentials_are_401(http: httpx.Client, authorization: str) -> None:
+    response = http.get("/tables", headers={"Authorization": authorization})
+    assert_error(response, 401, "unauthenticated")
+    assert SECRETS["root"] not in response.text
+
+
+def test_refused_ingest_lands_nothing(http: httpx.Client) -> None:
+    response = post_ipc(http, "nobody_stream", {"Authorization": "Bearer nope"})
+    assert_error(response, 401, "unauthenticated")
+    assert response.json()["stream"] == "nobody_stream"
+    assert "nobody_stream" not in tables(http)
+
+
+# -- 403 -----------------------------------------------------------------------------------------
+
+
+def test_read_token_cannot_ingest(http: httpx.Client) -> None:
+    response = post_ipc(http, "reader_stream", bearer("reader"))
+    assert_error(response, 403, "forbidden")
+    assert "reader_stream" not in tables(http)
+
+
+@pytest.mark.parametrize("name", ["loader", "anyloader", "scraper"])
+def test_non_read_tokens_cannot_read(http: httpx.Client, name: str) -> None:
+    for method, path in [("GET", "/tables"), ("POST", "/query"), ("GET", "/streams")]:
+        response = http.request(method, path, json={"sql": "SELECT 1"}, headers=bearer(name))
+        assert_error(response, 403, "forbidden")
+
+
+def test_stream_limited_token_other_stream_is_403(http: httpx.Client) -> None:
+    response = post_ipc(http, "not_events", bearer("loader"))
+    assert_error(response, 403, "forbidden")
+    assert "not_events" in response.json()["message"]
+    assert "not_events" not in tables(http)
+
+
+def test_stream_limited_token_cannot_redirect_the_table(http: httpx.Client) -> None:
+    by_query = post_ipc(http, "events", bearer("loader"), table="hijacked_q")
+    assert_error(by_query, 403, "forbidden")
+    by_header = post_ipc(http, "events", bearer("loader") | {"X-Arrowport-Table": "hijacked_h"})
+    assert_error(by_header, 403, "forbidden")
+    by_json = post_json(http, "events", bearer("loader"), target_table="hijacked_j")
+    assert_error(by_json, 403, "forbidden")
+    assert not {"hijacked_q", "hijacked_h", "hijacked_j"} & tables(http)
+
+
+def test_scopeless_token_reads_metrics_only(http: httpx.Client) -> None:
+    assert http.get("/metrics", headers=bearer("scraper")).status_code == 200
+    assert http.get("/openapi.json", headers=bearer("scraper")).status_code == 200
+    assert_error(post_ipc(http, "events", bearer("scraper")), 403, "forbidden")
+
+
+# -- allowed -------------------------------------------------------------------------------------
+
+
+def test_stream_limited_token_ingests_its_stream(http: httpx.Client) -> None:
+    response = post_ipc(http, "events", bearer("loader"))
+    assert response.status_code == 200, response.text
+    also_json = post_json(http, "events", bearer("loader"), target_table="event_rows")
+    assert also_json.status_code == 200, also_json.text
+    count = http.post(
+        "/query",
+        json={"sql": "SELECT count(*) AS n FROM event_rows"},
+        headers=bearer("reader") | {"Accept": "application/json"},
+    )
+    assert count.status_code == 200, count.text
+    assert count.json()["rows"][0]["n"] >= 6
+
+
+def test_unlimited_ingest_token_picks_any_stream_and_table(http: httpx.Client) -> None:
+    response = post_ipc(http, "free_stream", bearer("anyloader"), table="free_table")
+    assert response.status_code == 200, response.text
+    assert "free_table" in tables(http)
+
+
+def test_read_token_reads(http: httpx.Client) -> None:
+    post_ipc(http, "readable", bearer("root"))
+    assert http.get("/tables/readable", headers=bearer("reader")).json()["row_count"] == 3
+    assert http.get("/streams", headers=bearer("reader")).json()[0]["name"] == "events"
+    response = http.post(
+        "/query",
+        content="SELECT sum(id) AS s FROM readable",
+        headers=bearer("reader") | {"Content-Type": "text/plain"},
+    )
+    assert response.status_code == 200, response.text
+    assert pa.ipc.open_stream(response.content).read_all().column("s")[0].as_py() == 3
+
+
+def test_admin_does_everything(http: httpx.Client) -> None:
+    assert post_ipc(http, "admin_stream", bearer("root"), table="admin_table").status_code == 200
+    assert "admin_table" in tables(http)
+    for method, path in PROTECTED[1:]:
+        response = http.request(method, path, json={"sql": "SELECT 1"}, headers=bearer("root"))
+        assert response.status_code == 200, (path, response.text)
+
+
+def test_producer_offsets_for_own_stream_or_readers(http: httpx.Client) -> None:
+    own = http.get("/streams/events/producers/p1", headers=bearer("loader"))
+    assert own.status_code == 200, own.text
+    other = http.get("/streams/elsewhere/producers/p1", headers=bearer("loader"))
+    assert_error(other, 403, "forbidden")
+    assert http.get("/streams/elsewhere/producers/p1", headers=bearer("reader")).status_code == 200
+
+
+def test_basic_credentials_work_over_http(http: httpx.Client) -> None:
+    response = http.get("/tables", auth=httpx.BasicAuth("reader", SECRETS["reader"]))
+    assert response.status_code == 200, response.text
+
+
+def test_secrets_never_reach_the_log(secured: ArrowportProcess, http: httpx.Client) -> None:
+    http.get("/tables", headers=bearer("reader"))
+    http.get("/tables", headers={"Authorization": "Bearer " + SECRETS["root"] + "typo"})
+    post_ipc(http, "events", bearer("loader"))
+    log = "\n".join(secured.lines)
+    assert '"token": "reader"' in log or '"token":"reader"' in log  # who, for the audit trail
+    for secret in SECRETS.values():
+        assert secret not in log
+        assert secret.split("_")[-1] not in log
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+def test_public_metrics_and_docs_settings(tmp_path: Path) -> None:
+    config = {"auth": {"tokens": TOKENS[:1], "public_metrics": True, "public_docs": True}}
+    with ArrowportProcess(tmp_path, config=config) as server:
+        assert httpx.get(server.url + "/metrics").status_code == 200
+        assert httpx.get(server.url + "/docs").status_code == 200
+        assert httpx.get(server.url + "/openapi.json").status_code == 200
+        assert_error(httpx.get(server.url + "/tables"), 401, "unauthenticated")
+
+
+def test_no_tokens_on_loopback_is_open(fresh_server: ArrowportProcess) -> None:
+    with httpx.Client(base_url=fresh_server.url) as client:
+        assert post_ipc(client, "open_stream", {}).status_code == 200
+        assert client.get("/tables").status_code == 200
+        assert client.get("/docs").status_code == 200
+        assert client.get("/metrics").status_code == 200
+
+
+def test_tokens_from_the_environment_as_json(tmp_path: Path) -> None:
+    env = {"ARROWPORT_AUTH_TOKENS": json.dumps(TOKENS[1:2])}
+    with ArrowportProcess(tmp_path, env=env) as server:
+        assert_error(httpx.get(server.url + "/tables"), 401, "unauthenticated")
+        assert httpx.get(server.url + "/tables", headers=bearer("reader")).status_code == 200
+
+
+def test_no_cors_headers_by_default(http: httpx.Client) -> None:
+    response = http.get("/health", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in response.headers
+    preflight = http.options(
+        "/query",
+        headers={
+            "Origin": "https://evil.example",
+            "Access-Control-Request-Method": "POST",
+        },
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_cors_only_for_listed_origins(tmp_path: Path) -> None:
+    env = {"ARROWPORT_API_CORS_ORIGINS": "https://app.example, https://other.example"}
+    with ArrowportProcess(tmp_path, env=env) as server:
+        preflight = {"Access-Control-Request-Method": "POST"}
+        good = httpx.options(
+            server.url + "/query", headers={"Origin": "https://app.example"} | preflight
+        )
+        assert good.headers["access-control-allow-origin"] == "https://app.example"
+        bad = httpx.options(
+            server.url + "/query", headers={"Origin": "https://evil.example"} | preflight
+        )
+        assert bad.headers.get("access-control-allow-origin") != "https://evil.example"
+        assert "access-control-allow-origin" not in bad.headers
+
+
+# -- start-up ------------------------------------------------------------------------------------
+
+
+def run_serve(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ARROWPORT_")}
+    return subprocess.run(
+        [*SERVE, "--db", str(tmp_path / "db.duckdb"), *args],
+        cwd=tmp_path,
+        env=clean | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
+    result = run_serve(tmp_path, "--host", "0.0.0.0")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "--allow-unauthenticated" in lines[0]
+    assert "auth.tokens" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "db.duckdb").exists()
+
+
+def test_refuses_a_public_flight_address_without_tokens(tmp_path: Path) -> None:
+    result = run_serve(tmp_path, env={"ARROWPORT_FLIGHT_HOST": "0.0.0.0"})
+    assert result.returncode == 2
+    assert "0.0.0.0" in result.stderr
+    assert "--allow-unauthenticated" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--allow-unauthenticated"], {}),
+        ([], {"ARROWPORT_AUTH_ALLOW_UNAUTHENTICATED": "true"}),
+    ],
+    ids=["flag", "config-key"],
+)
+def test_public_address_without_tokens_when_allowed(
+    tmp_path: Path, args: list[str], env: dict[str, str]
+) -> None:
+    server = ArrowportProcess(tmp_path, args=["--host", "0.0.0.0", *args], env=env)
+    with server:
+        assert httpx.get(server.url + "/tables").status_code == 200
+        warnings = [line for line in server.lines if "AUTHENTICATION IS OFF" in line]
+        assert warnings, server.lines
+        assert json.loads(warnings[0])["level"] == "warning"
+
+
+def test_public_address_with_tokens_starts_and_requires_them(tmp_path: Path) -> None:
+    config = {"auth": {"tokens": TOKENS}}
+    with ArrowportProcess(tmp_path, config=config, args=["--host", "0.0.0.0"]) as server:
+        assert_error(httpx.get(server.url + "/tables"), 401, "unauthenticated")
+        assert httpx.get(server.url + "/tables", headers=bearer("reader")).status_code == 200
+        assert not [line for line in server.lines if "AUTHENTICATION IS OFF" in line]
+
+
+def test_a_secret_in_place_of_its_hash_is_refused_without_echo(tmp_path: Path) -> None:
+    secret = new_token("oops")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump({"auth": {"tokens": [{"name": "oops", "secret_hash": secret}]}})
+    )
+    result = run_serve(tmp_path, "--config", str(config))
+    assert result.returncode == 2
+    assert "auth.tokens.0.secret_hash" in result.stderr
+    assert secret not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- arrowport token create ----------------------------------------------------------------------
+
+
+def test_token_create_prints_a_secret_that_works_when_pasted(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*CREATE, "pipeline", "--scope", "ingest", "--scope", "read", "--stream", "clicks"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    secret, line = result.stdout.strip().splitlines()
+    assert secret.startswith("ap_pipeline_")
+    assert len(secret) > 40
+    assert secret not in line
+    assert "Bearer" in result.stderr  # how to use it
+    config_text = "auth:\n  tokens:\n  " + line + "\n"
+    (tmp_path / "config.yaml").write_text(config_text)
+    parsed = yaml.safe_load(config_text)["auth"]["tokens"][0]
+    assert parsed["scopes"] == ["ingest", "read"]
+    assert parsed["streams"] == ["clicks"]
+    server = ArrowportProcess(tmp_path, args=["--config", str(tmp_path / "config.yaml")])
+    with server, httpx.Client(base_url=server.url) as client:
+        auth = {"Authorization": f"Bearer {secret}"}
+        assert post_ipc(client, "clicks", auth).status_code == 200
+        assert_error(post_ipc(client, "views", auth), 403, "forbidden")
+        assert client.get("/tables/clicks", headers=auth).json()["row_count"] == 3
+        assert_error(client.get("/tables"), 401, "unauthenticated")
+
+
+def test_token_create_secrets_differ_and_bad_names_fail() -> None:
+    def create(name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CREATE, name, "--scope", "read"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    first, second = create("same"), create("same")
+    assert first.stdout.splitlines()[0] != second.stdout.splitlines()[0]
+    bad = create("no spaces")
+    assert bad.returncode == 2
+    assert "name" in bad.stderr
+    assert bad.stdout == ""
+
+
+# -- Arrow Flight: the same tokens, the same scopes ------------------------------------------------
+
+
+def flight_options(name: str | None) -> flight.FlightCallOptions:
+    headers = [] if name is None else [(b"authorization", f"Bearer {SECRETS[name]}".encode())]
+    return flight.FlightCallOptions(headers=headers)
+
+
+def flight_put(server: ArrowportProcess, stream: str, options: flight.FlightCallOptions) -> None:
+    with flight.FlightClient(server.flight_url) as client:
+        writer, _ = client.do_put(
+            flight.FlightDescriptor.for_path(stream), rows().schema, options=options
+        )
+        writer.write_table(rows())
+        writer.close()
+
+
+def test_flight_without_a_token_is_unauthenticated(
+    secured: ArrowportProcess, http: httpx.Client
+) -> None:
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        flight_put(secured, "flight_anon", flight_options(None))
+    with (
+        flight.FlightClient(secured.flight_url) as client,
+        pytest.raises(flight.FlightUnauthenticatedError),
+    ):
+        list(client.list_flights(options=flight_options(None)))
+    assert "flight_anon" not in tables(http)
+
+
+def test_flight_scopes_match_http(secured: ArrowportProcess, http: httpx.Client) -> None:
+    with pytest.raises(flight.FlightUnauthorizedError):
+        flight_put(secured, "flight_reader", flight_options("reader"))
+    with pytest.raises(flight.FlightUnauthorizedError):
+        flight_put(secured, "not_events", flight_options("loader"))
+    flight_put(secured, "events", flight_options("loader"))
+    with flight.FlightClient(secured.flight_url) as client:
+        with pytest.raises(flight.FlightUnauthorizedError):
+            list(client.list_flights(options=flight_options("loader")))
+        assert list(client.list_flights(options=flight_options("reader"))) is not None
+    assert not {"flight_reader", "not_events"} & tables(http)
+
+
+def test_flight_handshake_with_basic_credentials(
+    secured: ArrowportProcess, http: httpx.Client
+) -> None:
+    with flight.FlightClient(secured.flight_url) as client:
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            client.authenticate_basic_token(b"anyloader", b"wrong")
+        header = client.authenticate_basic_token(b"anyloader", SECRETS["anyloader"].encode())
+        assert header[0].lower() == b"authorization"
+        assert header[1].startswith(b"Bearer ")
+        options = flight.FlightCallOptions(headers=[header])
+        writer, _ = client.do_put(
+            flight.FlightDescriptor.for_path("flight_handshake"), rows().schema, options=options
+        )
+        writer.write_table(rows())
+        writer.close()
+    assert "flight_handshake" in tables(http)

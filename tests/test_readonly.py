@@ -1,0 +1,234 @@
+"""Read-only queries stay read-only: no writes, no files, no extensions, no settings, one statement.
+
+Each escape attempt goes through ``POST /query`` with a ``read`` token against a real server; it
+must be refused (403, or 400 where DuckDB's own parser refuses it), leave no file behind, leak
+nothing, and leave the server healthy with its data intact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from arrowport.auth import hash_secret, new_token
+from tests.conftest import ARROW_STREAM, ipc_bytes
+from tests.server import ArrowportProcess
+
+READER = new_token("reader")
+ROOT = new_token("root")
+MARKER = "s3cr3t-server-file-content"
+
+
+def tokens() -> list[dict[str, object]]:
+    return [
+        {"name": "reader", "secret_hash": hash_secret(READER), "scopes": ["read"]},
+        {"name": "root", "secret_hash": hash_secret(ROOT), "scopes": ["admin"]},
+    ]
+
+
+class Target:
+    """The server plus the paths an attacker would like to read or write."""
+
+    def __init__(self, server: ArrowportProcess, files: Path) -> None:
+        self.server = server
+        self.files = files
+        self.csv = files / "private.csv"
+        self.parquet = files / "private.parquet"
+        self.out = files / "out"
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    files = tmp_path_factory.mktemp("files")
+    (files / "private.csv").write_text(f"secret\n{MARKER}\n")
+    pq.write_table(pa.table({"secret": [MARKER]}), files / "private.parquet")
+    (files / "out").mkdir()
+    config = {"auth": {"tokens": tokens()}}
+    with ArrowportProcess(tmp_path_factory.mktemp("readonly"), config=config) as server:
+        response = httpx.post(
+            server.url + "/stream/kept",
+            content=ipc_bytes(pa.table({"id": [1, 2, 3]})),
+            headers={"Content-Type": ARROW_STREAM, "Authorization": f"Bearer {ROOT}"},
+        )
+        assert response.status_code == 200, response.text
+        yield Target(server, files)
+
+
+@pytest.fixture
+def reader(target: Target) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {READER}", "Accept": "application/json"}
+    with httpx.Client(base_url=target.server.url, headers=headers, timeout=60) as client:
+        yield client
+
+
+def attempt(client: httpx.Client, sql: str) -> httpx.Response:
+    return client.post("/query", json={"sql": sql})
+
+
+def assert_refused(response: httpx.Response, *codes: str) -> None:
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] in (codes or ("read_only",))
+    assert MARKER not in response.text
+
+
+def assert_intact(target: Target, client: httpx.Client) -> None:
+    assert target.server.healthy()
+    assert list(target.out.iterdir()) == []
+    count = attempt(client, "SELECT count(*) AS n FROM kept")
+    assert count.status_code == 200, count.text
+    assert count.json()["rows"] == [{"n": 3}]
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+FILE_READS = {
+    "read_csv": "SELECT * FROM read_csv('{csv}')",
+    "read_csv_auto": "SELECT * FROM read_csv_auto('{csv}')",
+    "read_parquet": "SELECT * FROM read_parquet('{parquet}')",
+    "parquet_metadata": "SELECT * FROM parquet_metadata('{parquet}')",
+    "read_text": "SELECT * FROM read_text('{csv}')",
+    "read_blob": "SELECT * FROM read_blob('{csv}')",
+    "read_json": "SELECT * FROM read_json_auto('{csv}')",
+    "glob": "SELECT * FROM glob('{files}/*')",
+    "sniff_csv": "SELECT * FROM sniff_csv('{csv}')",
+    "etc_passwd": "SELECT * FROM read_csv('/etc/passwd')",
+    "in_subquery": "SELECT (SELECT count(*) FROM read_text('{csv}')) AS n",
+    "in_cte": "WITH f AS (SELECT * FROM read_parquet('{parquet}')) SELECT * FROM f",
+}
+
+
+@pytest.mark.parametrize("sql", FILE_READS.values(), ids=FILE_READS.keys())
+def test_file_reading_functions_are_refused(target: Target, reader: httpx.Client, sql: str) -> None:
+    sql = sql.format(csv=target.csv, parquet=target.parquet, files=target.files)
+    assert_refused(attempt(reader, sql))
+    assert_intact(target, reader)
+
+
+def test_replacement_scan_of_a_file_path_is_not_a_file_read(
+    target: Target, reader: httpx.Client
+) -> None:
+    response = attempt(reader, f"SELECT * FROM '{target.parquet}'")
+    assert response.status_code in (400, 403), response.text
+    assert MARKER not in response.text
+
+
+# -- writes and side channels --------------------------------------------------------------------
+
+STATEMENTS = {
+    "attach": "ATTACH '{out}/evil.duckdb' AS evil",
+    "attach_read_only": "ATTACH '{out}/evil.duckdb' AS evil (READ_ONLY)",
+    "copy_to": "COPY kept TO '{out}/dump.csv'",
+    "copy_query_to": "COPY (SELECT * FROM kept) TO '{out}/dump.parquet' (FORMAT parquet)",
+    "copy_from": "COPY kept FROM '{csv}'",
+    "export_database": "EXPORT DATABASE '{out}/export'",
+    "install": "INSTALL httpfs",
+    "load": "LOAD httpfs",
+    "force_install": "FORCE INSTALL parquet",
+    "set_external_access": "SET enable_external_access = true",
+    "set_threads": "SET threads = 1",
+    "set_global": "SET GLOBAL memory_limit = '1GB'",
+    "reset": "RESET enable_external_access",
+    "set_variable": "SET VARIABLE x = 1",
+    "pragma": "PRAGMA enable_profiling",
+    "pragma_threads": "PRAGMA threads = 1",
+    "insert": "INSERT INTO kept VALUES (4)",
+    "update": "UPDATE kept SET id = 0",
+    "delete": "DELETE FROM kept",
+    "drop": "DROP TABLE kept",
+    "create": "CREATE TABLE made AS SELECT 1",
+    "create_secret": "CREATE SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')",
+    "checkpoint": "CHECKPOINT",
+    "detach": "DETACH evil",
+    "use": "USE system",
+    "call": "CALL pragma_version()",
+}
+
+
+@pytest.mark.parametrize("sql", STATEMENTS.values(), ids=STATEMENTS.keys())
+def test_statements_other_than_select_are_refused(
+    target: Target, reader: httpx.Client, sql: str
+) -> None:
+    sql = sql.format(out=target.out, csv=target.csv)
+    assert_refused(attempt(reader, sql))
+    assert_intact(target, reader)
+
+
+MULTIPLE = {
+    "select_then_drop": "SELECT 1; DROP TABLE kept",
+    "select_then_copy": "SELECT 1; COPY kept TO '{out}/dump.csv'",
+    "select_then_attach": "SELECT 1; ATTACH '{out}/evil.duckdb'",
+    "set_then_select": "SET enable_external_access = true; SELECT * FROM read_csv('{csv}')",
+    "two_selects": "SELECT 1; SELECT 2",
+    "trailing_comment_statement": "SELECT 1; /* hi */ INSERT INTO kept VALUES (9)",
+}
+
+
+@pytest.mark.parametrize("sql", MULTIPLE.values(), ids=MULTIPLE.keys())
+def test_multiple_statements_are_refused(target: Target, reader: httpx.Client, sql: str) -> None:
+    sql = sql.format(out=target.out, csv=target.csv)
+    assert_refused(attempt(reader, sql))
+    assert_intact(target, reader)
+
+
+def test_query_table_function_cannot_smuggle_a_statement(
+    target: Target, reader: httpx.Client
+) -> None:
+    response = attempt(reader, f"SELECT * FROM query('COPY kept TO ''{target.out}/q.csv''')")
+    assert response.status_code in (400, 403), response.text
+    assert_intact(target, reader)
+
+
+def test_params_are_values_not_sql(target: Target, reader: httpx.Client) -> None:
+    response = reader.post(
+        "/query", json={"sql": "SELECT ? AS v", "params": ["x'); DROP TABLE kept; --"]}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["rows"] == [{"v": "x'); DROP TABLE kept; --"}]
+    assert_intact(target, reader)
+
+
+def test_file_access_stays_off_for_admin_tokens_too(target: Target) -> None:
+    with httpx.Client(
+        base_url=target.server.url,
+        headers={"Authorization": f"Bearer {ROOT}"},
+        timeout=60,
+    ) as root:
+        response = root.post("/query", json={"sql": f"SELECT * FROM read_csv('{target.csv}')"})
+        assert_refused(response)
+
+
+def test_ingest_still_works_with_file_access_off(target: Target, reader: httpx.Client) -> None:
+    with httpx.Client(base_url=target.server.url, timeout=60) as client:
+        response = client.post(
+            "/stream/after_attempts",
+            content=ipc_bytes(pa.table({"v": pa.array([1.5, 2.5])})),
+            headers={"Content-Type": ARROW_STREAM, "Authorization": f"Bearer {ROOT}"},
+        )
+    assert response.status_code == 200, response.text
+    total = attempt(reader, "SELECT sum(v) AS s FROM after_attempts")
+    assert total.json()["rows"] == [{"s": 4.0}]
+
+
+def test_allow_file_access_opts_back_in(tmp_path: Path) -> None:
+    data = tmp_path / "shared.csv"
+    data.write_text("a,b\n1,x\n2,y\n")
+    config = {"duckdb": {"allow_file_access": True}}
+    with ArrowportProcess(tmp_path / "server", config=config) as server:
+        response = httpx.post(
+            server.url + "/query",
+            json={"sql": f"SELECT sum(a)::BIGINT AS s FROM read_csv('{data}')"},
+            headers={"Accept": "application/json"},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["rows"] == [{"s": 3}]
+        # Still one read-only SELECT: COPY ... TO stays refused.
+        copy = httpx.post(
+            server.url + "/query", json={"sql": f"COPY (SELECT 1) TO '{tmp_path}/o.csv'"}
+        )
+        assert copy.status_code == 403
+        assert not (tmp_path / "o.csv").exists()

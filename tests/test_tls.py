@@ -1,0 +1,175 @@
+"""TLS on both listeners, with a throwaway certificate authority (``trustme``)."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+import trustme
+
+from arrowport.auth import hash_secret, new_token
+from tests.conftest import ARROW_STREAM, ipc_bytes
+from tests.server import ArrowportProcess
+
+SECRET = new_token("tls_client")
+
+
+class Pki:
+    def __init__(self, directory: Path) -> None:
+        self.ca = trustme.CA()
+        issued = self.ca.issue_cert("127.0.0.1", "localhost")
+        self.ca_file = directory / "ca.pem"
+        self.cert_file = directory / "server.pem"
+        self.key_file = directory / "server.key"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        self.cert_file.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+        issued.private_key_pem.write_to_path(str(self.key_file))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+def tls_config(pki: Pki, **auth: Any) -> dict[str, Any]:
+    return {
+        "tls": {"cert_file": str(pki.cert_file), "key_file": str(pki.key_file)},
+        "auth": auth,
+    }
+
+
+@pytest.fixture(scope="module")
+def tls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
+    tokens = [{"name": "tls_client", "secret_hash": hash_secret(SECRET), "scopes": ["admin"]}]
+    config = tls_config(pki, tokens=tokens)
+    with ArrowportProcess(tmp_path_factory.mktemp("tls"), config=config) as server:
+        yield server
+
+
+def https_url(server: ArrowportProcess) -> str:
+    return f"https://127.0.0.1:{server.port}"
+
+
+def test_https_round_trip_verified_by_the_ca(pki: Pki, tls_server: ArrowportProcess) -> None:
+    assert tls_server.ready["tls"] is True
+    headers = {"Authorization": f"Bearer {SECRET}"}
+    with httpx.Client(
+        base_url=https_url(tls_server), verify=ssl.create_default_context(cafile=pki.ca_file)
+    ) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        landed = client.post(
+            "/stream/secure",
+            content=ipc_bytes(pa.table({"x": [1, 2, 3]})),
+            headers=headers | {"Content-Type": ARROW_STREAM},
+        )
+        assert landed.status_code == 200, landed.text
+        answer = client.post(
+            "/query", json={"sql": "SELECT sum(x)::BIGINT AS s FROM secure"}, headers=headers
+        )
+        assert answer.status_code == 200, answer.text
+        assert pa.ipc.open_stream(answer.content).read_all().column("s")[0].as_py() == 6
+        assert client.get("/tables").status_code == 401
+
+
+def test_https_hostname_localhost_also_verifies(pki: Pki, tls_server: ArrowportProcess) -> None:
+    context = ssl.create_default_context(cafile=pki.ca_file)
+    response = httpx.get(f"https://localhost:{tls_server.port}/health", verify=context)
+    assert response.status_code == 200
+
+
+def test_https_without_trusting_the_ca_fails(tls_server: ArrowportProcess) -> None:
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(https_url(tls_server) + "/health")
+
+
+def test_plain_http_to_the_tls_port_gets_no_answer(tls_server: ArrowportProcess) -> None:
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{tls_server.port}/health", timeout=10)
+    assert tls_server.alive()
+
+
+def test_flight_over_grpc_tls(pki: Pki, tls_server: ArrowportProcess) -> None:
+    client = flight.FlightClient(
+        f"grpc+tls://localhost:{tls_server.flight_port}", tls_root_certs=pki.ca_file.read_bytes()
+    )
+    options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {SECRET}".encode())])
+    table = pa.table({"x": pa.array([10, 20], pa.int64())})
+    descriptor = flight.FlightDescriptor.for_path("secure_flight")
+    writer, _ = client.do_put(descriptor, table.schema, options=options)
+    writer.write_table(table)
+    writer.close()
+    with httpx.Client(
+        base_url=https_url(tls_server), verify=ssl.create_default_context(cafile=pki.ca_file)
+    ) as http:
+        answer = http.post(
+            "/query",
+            json={"sql": "SELECT sum(x)::BIGINT AS s FROM secure_flight"},
+            headers={"Authorization": f"Bearer {SECRET}", "Accept": "application/json"},
+        )
+    assert answer.json()["rows"] == [{"s": 30}]
+    client.close()
+
+
+# -- misconfiguration ------------------------------------------------------------------------------
+
+
+def serve(tmp_path: Path, config_yaml: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "config.yaml"
+    config.write_text(config_yaml)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ARROWPORT_")}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arrowport",
+            "serve",
+            "--port",
+            "0",
+            "--flight-port",
+            "0",
+            "--db",
+            str(tmp_path / "db.duckdb"),
+            "--config",
+            str(config),
+        ],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_certificate_without_key_is_a_config_error(tmp_path: Path, pki: Pki) -> None:
+    result = serve(tmp_path, f"tls:\n  cert_file: {pki.cert_file}\n")
+    assert result.returncode == 2
+    assert "tls" in result.stderr
+    assert "key_file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreadable_certificate_stops_start_up_clearly(tmp_path: Path, pki: Pki) -> None:
+    missing = tmp_path / "nope.pem"
+    result = serve(tmp_path, f"tls:\n  cert_file: {missing}\n  key_file: {pki.key_file}\n")
+    assert result.returncode == 2
+    assert "tls.cert_file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "db.duckdb").exists()
+
+
+def test_key_not_matching_the_certificate_stops_start_up(tmp_path: Path, pki: Pki) -> None:
+    other = trustme.CA().issue_cert("127.0.0.1")
+    other_key = tmp_path / "other.key"
+    other.private_key_pem.write_to_path(str(other_key))
+    result = serve(tmp_path, f"tls:\n  cert_file: {pki.cert_file}\n  key_file: {other_key}\n")
+    assert result.returncode == 2
+    assert "tls.key_file" in result.stderr
+    assert "Traceback" not in result.stderr
