@@ -86,7 +86,9 @@ class DuckDBSettings(_Section):
     )
     threads: int | None = Field(None, ge=1, description="DuckDB worker threads (unset: all cores).")
     memory_limit: str | None = Field(
-        None, description="DuckDB memory limit, e.g. '2GB' (unset: DuckDB's default, 80% of RAM)."
+        "256MB",
+        description="DuckDB's buffer memory limit (keeps a server flat during huge ingests; raise "
+        "it for heavy queries, which spill to disk above it; unset: 80% of RAM).",
     )
     allow_file_access: bool = Field(
         False,

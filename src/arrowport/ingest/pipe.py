@@ -31,7 +31,9 @@ class BodyPipe(io.RawIOBase):
         self._eof = False
         self._failure: BaseException | None = None
         self._aborted = False
-        self._hungry = False
+        # Bytes the reader is blocked waiting for: one IPC message may exceed the high-water
+        # mark, and the producer must then be let past it or both would wait forever.
+        self._wanted = 0
         self._space = asyncio.Event()
         self._space.set()
         self.position = 0
@@ -50,7 +52,7 @@ class BodyPipe(io.RawIOBase):
             self._chunks.append(chunk)
             self._buffered += len(chunk)
             self._cond.notify()
-            must_wait = self._buffered > self._high_water and not self._hungry
+            must_wait = self._buffered > max(self._high_water, self._wanted)
             if must_wait:
                 self._space.clear()
         if must_wait:
@@ -110,10 +112,10 @@ class BodyPipe(io.RawIOBase):
                             else OSError(str(failure))
                         )
                     break
-                self._hungry = True
+                self._wanted = wanted if wanted is not None else self._high_water
                 self._loop.call_soon_threadsafe(self._space.set)
                 self._cond.wait()
-                self._hungry = False
+                self._wanted = 0
             if self._buffered <= self._high_water // 2:
                 self._loop.call_soon_threadsafe(self._space.set)
         data = b"".join(parts) if len(parts) != 1 else parts[0]

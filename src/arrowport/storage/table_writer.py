@@ -14,6 +14,7 @@ so a dry run can roll back and show exactly what would have happened.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import duckdb
@@ -131,23 +132,56 @@ def write_table(
     source = f"_arrowport_src_{uuid.uuid4().hex}"
     # Values DuckDB would silently change (sub-microsecond time zones, ...) are refused.
     guard = ValueGuard(data)
-    cur.register(source, guard.reader)
     try:
         if policy.mode == "upsert":
+            cur.register(source, guard.reader)
             rows = _upsert(runner, table, source, incoming, policy)
         else:
-            row = runner.run(
-                f"INSERT INTO {quote(table)} BY NAME SELECT * FROM {quote(source)}",
-                record=False,
-            ).fetchone()
+            rows = 0
+            for part in _statement_parts(guard.reader):
+                cur.register(source, part)
+                row = runner.run(
+                    f"INSERT INTO {quote(table)} BY NAME SELECT * FROM {quote(source)}",
+                    record=False,
+                ).fetchone()
+                rows += int(row[0]) if row else 0
             runner.actions.append(f"INSERT INTO {quote(table)} BY NAME (batch rows)")
-            rows = int(row[0]) if row else 0
     except duckdb.Error:
         guard.raise_error()  # DuckDB wraps errors raised inside its scan; answer with ours
         raise
     finally:
         cur.unregister(source)
     return TableWrite(table, rows, created, runner.actions)
+
+
+# DuckDB keeps the Arrow buffers a statement has scanned alive until the statement ends, so one
+# INSERT of a multi-gigabyte stream would hold all of it in memory. A stream is therefore
+# inserted by several statements of at most this many rows each, inside the same transaction.
+STATEMENT_ROWS = 1_048_576
+
+
+def _statement_parts(
+    data: pa.RecordBatchReader | pa.Table,
+) -> Iterator[pa.RecordBatchReader | pa.Table]:
+    """``data`` as a series of readers of at most :data:`STATEMENT_ROWS` rows (a table: whole)."""
+    if isinstance(data, pa.Table):
+        yield data
+        return
+    batches = iter(data)
+    exhausted = False
+
+    def part() -> Iterator[pa.RecordBatch]:
+        nonlocal exhausted
+        rows = 0
+        for batch in batches:
+            yield batch
+            rows += batch.num_rows
+            if rows >= STATEMENT_ROWS:
+                return
+        exhausted = True
+
+    while not exhausted:
+        yield pa.RecordBatchReader.from_batches(data.schema, part())
 
 
 def _upsert(
