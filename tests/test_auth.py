@@ -7,7 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -511,3 +512,152 @@ def test_flight_handshake_with_basic_credentials(
         writer.write_table(rows())
         writer.close()
     assert "flight_handshake" in tables(http)
+
+
+def flight_error_text(call: Callable[[], object]) -> str:
+    """The message of the error ``call()`` raises (get_schema's arrives as a plain OSError)."""
+    with pytest.raises((flight.FlightError, OSError)) as raised:
+        call()
+    text = str(raised.value)
+    assert "Traceback" not in text
+    return text
+
+
+def read_calls(
+    client: flight.FlightClient, options: flight.FlightCallOptions
+) -> list[Callable[[], object]]:
+    table = flight.FlightDescriptor.for_path("event_rows")
+    return [
+        lambda: list(client.list_flights(options=options)),
+        lambda: client.get_schema(table, options=options),
+        lambda: client.get_flight_info(table, options=options),
+        lambda: client.do_get(flight.Ticket(b"event_rows"), options=options).read_all(),
+    ]
+
+
+def test_flight_refusals_start_with_the_code_and_carry_no_traceback(
+    secured: ArrowportProcess,
+) -> None:
+    unknown = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer ap_x_not_a_token")])
+    with flight.FlightClient(secured.flight_url) as client:
+        for options in (flight_options(None), unknown):
+            for call in [*read_calls(client, options), partial(client.list_actions, options)]:
+                assert flight_error_text(call).startswith("unauthenticated: ")
+        for call in read_calls(client, flight_options("loader")):
+            text = flight_error_text(call)
+            assert text.startswith("forbidden: "), text
+            assert "'read' scope" in text
+        with pytest.raises(flight.FlightUnauthorizedError):
+            client.get_flight_info(
+                flight.FlightDescriptor.for_path("event_rows"), options=flight_options("loader")
+            )
+
+
+def test_flight_reads_with_the_read_scope(secured: ArrowportProcess) -> None:
+    flight_put(secured, "events", flight_options("loader"))
+    reader = flight_options("reader")
+    table = flight.FlightDescriptor.for_path("event_rows")
+    with flight.FlightClient(secured.flight_url) as client:
+        assert "event_rows" in {
+            info.descriptor.path[0].decode() for info in client.list_flights(options=reader)
+        }
+        assert client.get_schema(table, options=reader).schema.names == ["id"]
+        assert client.get_flight_info(table, options=reader).total_records >= 3
+        read = client.do_get(flight.Ticket(b"event_rows"), options=reader).read_all()
+        assert read.num_rows >= 3
+
+
+def flight_put_to(
+    client: flight.FlightClient,
+    descriptor: flight.FlightDescriptor,
+    options: flight.FlightCallOptions,
+) -> None:
+    writer, _ = client.do_put(descriptor, rows().schema, options=options)
+    writer.write_table(rows())
+    writer.close()
+
+
+def test_flight_stream_limited_token_writes_only_its_table(
+    secured: ArrowportProcess, http: httpx.Client
+) -> None:
+    before = tables(http)
+    elsewhere = json.dumps({"stream_name": "events", "target_table": "loader_elsewhere"})
+    with flight.FlightClient(secured.flight_url) as client:
+        descriptor = flight.FlightDescriptor.for_command(elsewhere.encode())
+        with pytest.raises(flight.FlightUnauthorizedError, match="event_rows"):
+            flight_put_to(client, descriptor, flight_options("loader"))
+    assert "loader_elsewhere" not in tables(http)
+    # An unlimited ingest token may choose the table.
+    anywhere = json.dumps({"stream_name": "events", "target_table": "anyloader_table"})
+    with flight.FlightClient(secured.flight_url) as client:
+        descriptor = flight.FlightDescriptor.for_command(anywhere.encode())
+        flight_put_to(client, descriptor, flight_options("anyloader"))
+    assert tables(http) - before == {"anyloader_table"}
+
+
+def test_flight_producer_offset_action_follows_the_http_route(secured: ArrowportProcess) -> None:
+    def offset(stream: str, name: str) -> dict[str, Any]:
+        body = json.dumps({"stream": stream, "producer_id": "p"}).encode()
+        with flight.FlightClient(secured.flight_url) as client:
+            results = list(
+                client.do_action(
+                    flight.Action("producer_offset", body), options=flight_options(name)
+                )
+            )
+        return json.loads(results[0].body.to_pybytes())  # type: ignore[no-any-return]
+
+    assert offset("events", "loader")["stream"] == "events"  # its own stream
+    assert offset("other", "reader")["last_sequence"] is None  # readers see every stream
+    for stream, name in (("other", "loader"), ("events", "scraper")):
+        with pytest.raises(flight.FlightUnauthorizedError, match=r"^forbidden: "):
+            offset(stream, name)
+
+
+def test_flight_handshake_refuses_a_secret_under_another_name(secured: ArrowportProcess) -> None:
+    with flight.FlightClient(secured.flight_url) as client:
+        with pytest.raises(flight.FlightUnauthenticatedError, match=r"^unauthenticated: "):
+            client.authenticate_basic_token(b"reader", SECRETS["root"].encode())
+        # Basic credentials also work on any call, like HTTP Basic.
+        basic = base64.b64encode(f"reader:{SECRETS['reader']}".encode())
+        options = flight.FlightCallOptions(headers=[(b"authorization", b"Basic " + basic)])
+        assert list(client.list_flights(options=options)) is not None
+
+
+def test_flight_unauthenticated_calls_are_counted(
+    secured: ArrowportProcess, http: httpx.Client
+) -> None:
+    def refused() -> float:
+        text = http.get("/metrics", headers=bearer("root")).text
+        for line in text.splitlines():
+            if line.startswith("arrowport_errors_total{") and all(
+                label in line for label in ('code="unauthenticated"', 'protocol="flight"')
+            ):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = refused()
+    with (
+        flight.FlightClient(secured.flight_url) as client,
+        pytest.raises(flight.FlightUnauthenticatedError),
+    ):
+        list(client.list_flights(options=flight_options(None)))
+    assert refused() == before + 1
+
+
+def test_flight_secrets_never_reach_the_log(secured: ArrowportProcess) -> None:
+    wrong = "ap_reader_" + "x" * 43
+    with flight.FlightClient(secured.flight_url) as client:
+        client.authenticate_basic_token(b"anyloader", SECRETS["anyloader"].encode())
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            client.authenticate_basic_token(b"reader", wrong.encode())
+        bad = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {wrong}".encode())])
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            list(client.list_flights(options=bad))
+        with pytest.raises(flight.FlightUnauthorizedError):
+            list(client.list_flights(options=flight_options("loader")))
+    flight_put(secured, "flight_logged", flight_options("root"))
+    log = "\n".join(secured.lines)
+    assert '"method": "list_flights"' in log  # the refusals were logged ...
+    for secret in [*SECRETS.values(), wrong]:
+        assert secret not in log  # ... without any credential
+        assert base64.b64encode(secret.encode()).decode()[:20] not in log

@@ -656,3 +656,18 @@ def test_producer_offsets_and_the_producer_offset_action(
         "invalid_options",
         "invalid_argument",
     )
+
+
+def test_without_tokens_flight_is_open_and_the_handshake_still_answers(
+    flight_server: ArrowportProcess, http: httpx.Client
+) -> None:
+    # Clients written for a secured server keep working against a loopback development server.
+    with flight.connect(flight_url(flight_server)) as client:
+        header = client.authenticate_basic_token(b"dev", b"anything")
+        assert header == (b"authorization", b"Bearer anything")
+        options = flight.FlightCallOptions(headers=[header])
+        writer, _ = client.do_put(path("fl_open_handshake"), sample(5).schema, options=options)
+        writer.write_table(sample(5))
+        writer.close()
+        assert client.do_get(ticket("fl_open_handshake"), options=options).read_all().num_rows == 5
+    assert count(http, "fl_open_handshake") == 5

@@ -173,3 +173,33 @@ def test_key_not_matching_the_certificate_stops_start_up(tmp_path: Path, pki: Pk
     assert result.returncode == 2
     assert "tls.key_file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_flight_needs_tls_and_a_trusted_certificate(pki: Pki, tls_server: ArrowportProcess) -> None:
+    options = flight.FlightCallOptions(
+        timeout=10, headers=[(b"authorization", f"Bearer {SECRET}".encode())]
+    )
+    with (
+        flight.FlightClient(f"grpc://127.0.0.1:{tls_server.flight_port}") as plain,
+        pytest.raises(flight.FlightUnavailableError),
+    ):
+        list(plain.list_flights(options=options))
+    with (
+        flight.FlightClient(f"grpc+tls://localhost:{tls_server.flight_port}") as untrusting,
+        pytest.raises(flight.FlightUnavailableError),
+    ):
+        list(untrusting.list_flights(options=options))
+    assert tls_server.alive()
+
+
+def test_flight_handshake_over_tls(pki: Pki, tls_server: ArrowportProcess) -> None:
+    with flight.FlightClient(
+        f"grpc+tls://localhost:{tls_server.flight_port}", tls_root_certs=pki.ca_file.read_bytes()
+    ) as client:
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            list(client.list_flights())
+        header = client.authenticate_basic_token(b"tls_client", SECRET.encode())
+        assert header == (b"authorization", f"Bearer {SECRET}".encode())
+        options = flight.FlightCallOptions(headers=[header])
+        assert isinstance(list(client.list_flights(options=options)), list)
+    assert SECRET not in "\n".join(tls_server.lines)

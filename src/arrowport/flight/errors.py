@@ -59,6 +59,7 @@ class Call:
 
     method: str
     stream: str | None = None
+    token: str | None = None  # the caller's token name (never its secret)
 
 
 @contextlib.contextmanager
@@ -73,6 +74,7 @@ def flight_errors(metrics: Metrics, method: str) -> Iterator[Call]:
             "flight request refused",
             method=method,
             stream=call.stream,
+            token=call.token,
             code=exc.code,
             reason=exc.message,
         )
@@ -81,5 +83,7 @@ def flight_errors(metrics: Metrics, method: str) -> Iterator[Call]:
         raise
     except Exception as exc:
         metrics.errors.labels("internal_error", "flight").inc()
-        log.exception("unexpected error", method=method, stream=call.stream, exc_info=exc)
+        log.exception(
+            "unexpected error", method=method, stream=call.stream, token=call.token, exc_info=exc
+        )
         raise internal_error() from None

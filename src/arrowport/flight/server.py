@@ -6,11 +6,20 @@
   (``{"sql": "...", "params": [...]}``).
 * ``list_flights`` lists every table; ``get_flight_info`` / ``get_schema`` describe a table
   (descriptor path ``[table]``) or a query (descriptor command, same JSON as a ticket).
+* With tokens configured every call needs ``authorization: Bearer <token>`` (or a Handshake with
+  Basic credentials first) and the scope HTTP asks for the same thing: ``ingest`` (for the stream)
+  to put, ``read`` to read (see :mod:`arrowport.flight.security`). With ``tls`` configured the
+  endpoint is ``grpc+tls://``.
 
 Example::
 
     client = pyarrow.flight.connect("grpc://127.0.0.1:8815")
-    writer, reader = client.do_put(pyarrow.flight.FlightDescriptor.for_path("events"), schema)
+    options = pyarrow.flight.FlightCallOptions(
+        headers=[client.authenticate_basic_token("loader", token)]  # when tokens are configured
+    )
+    writer, reader = client.do_put(
+        pyarrow.flight.FlightDescriptor.for_path("events"), schema, options=options
+    )
     writer.write_table(table)
     writer.done_writing()
     reply = json.loads(reader.read().to_pybytes())  # {"status": "success", "rows_processed": ...}
@@ -29,16 +38,23 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import structlog
 
-from arrowport.config import Settings
+from arrowport.auth import Principal
+from arrowport.config import Scope, Settings
 from arrowport.errors import InvalidIPC, InvalidOptions, TruncatedStream
 from arrowport.flight.alignment import aligned
-from arrowport.flight.errors import flight_errors
+from arrowport.flight.errors import Call, flight_errors
 from arrowport.flight.requests import (
     ReadRequest,
     descriptor_request,
     producer_request,
     put_request,
     read_request,
+)
+from arrowport.flight.security import (
+    MIDDLEWARE_KEY,
+    AuthMiddlewareFactory,
+    HandshakeAuthHandler,
+    caller,
 )
 from arrowport.ingest.service import IngestService
 from arrowport.storage.query import (
@@ -59,13 +75,37 @@ class FlightStartError(Exception):
 class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     """Serves as soon as it is constructed; :meth:`close` stops it after running calls finish."""
 
-    def __init__(self, location: str, service: IngestService) -> None:
+    def __init__(
+        self,
+        location: str,
+        service: IngestService,
+        tls_certificates: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         # Set before the base class starts serving: handlers may run at once.
         self._service = service
         self._metrics = service.metrics
         self._closed = False
         self._close_lock = threading.Lock()
-        super().__init__(location)
+        super().__init__(
+            location,
+            auth_handler=HandshakeAuthHandler(),
+            tls_certificates=tls_certificates or [],
+            middleware={
+                MIDDLEWARE_KEY: AuthMiddlewareFactory(service.settings.auth, self._metrics)
+            },
+        )
+
+    @staticmethod
+    def _caller(
+        context: flight.ServerCallContext, call: Call, scope: Scope | None = None
+    ) -> Principal:
+        """The authenticated caller, checked for ``scope`` (``None``: any valid token)."""
+        principal = caller(context)
+        if not principal.anonymous:
+            call.token = principal.name
+        if scope is not None:
+            principal.require(scope)
+        return principal
 
     # -- ingest --------------------------------------------------------------------------------
 
@@ -77,8 +117,10 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         writer: flight.FlightMetadataWriter,
     ) -> None:
         with flight_errors(self._metrics, "do_put") as call:
+            principal = self._caller(context, call)
             request = put_request(descriptor)
             call.stream = request.stream
+            principal.require("ingest", stream=request.stream)
             options = self._service.resolve(
                 request.stream,
                 table=request.table,
@@ -89,6 +131,10 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
                 duplicate_keys=request.duplicate_keys,
                 dry_run=request.dry_run,
             )
+            # Without this, a token limited to one stream could name any target table.
+            configured = self._service.settings.streams.get(options.stream)
+            stream_table = (configured.table if configured else None) or options.stream
+            principal.require_table(options.stream, options.table, stream_table)
             schema = _upload_schema(reader)
             result = self._service.ingest_batches(
                 options, schema, _incoming(reader, context), request.delivery
@@ -110,6 +156,8 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     # -- actions -------------------------------------------------------------------------------
 
     def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
+        with flight_errors(self._metrics, "list_actions") as call:
+            self._caller(context, call)
         return [
             (
                 "producer_offset",
@@ -120,12 +168,17 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     def do_action(
         self, context: flight.ServerCallContext, action: flight.Action
     ) -> Iterator[flight.Result]:
-        with flight_errors(self._metrics, "do_action"):
+        with flight_errors(self._metrics, "do_action") as call:
+            principal = self._caller(context, call)
             if action.type != "producer_offset":
                 raise InvalidOptions(
                     f"unknown action {action.type!r}; list_actions tells the known ones"
                 )
             request = producer_request(action.body.to_pybytes() if action.body else b"")
+            call.stream = request.stream
+            # A stream's delivery state: its producers may see it, and so may readers (as HTTP).
+            if not principal.allows("ingest", stream=request.stream):
+                principal.require("read")
             last = self._service.last_sequence(request.stream, request.producer_id)
             answer = {
                 "stream": request.stream,
@@ -140,7 +193,8 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     def do_get(
         self, context: flight.ServerCallContext, ticket: flight.Ticket
     ) -> flight.FlightDataStream:
-        with flight_errors(self._metrics, "do_get"):
+        with flight_errors(self._metrics, "do_get") as call:
+            self._caller(context, call, "read")
             result = self._open(read_request(ticket.ticket))
             return flight.GeneratorStream(result.schema, self._stream(result))
 
@@ -151,13 +205,15 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     def list_flights(
         self, context: flight.ServerCallContext, criteria: bytes
     ) -> list[flight.FlightInfo]:
-        with flight_errors(self._metrics, "list_flights"):
+        with flight_errors(self._metrics, "list_flights") as call:
+            self._caller(context, call, "read")
             return [self._info(ReadRequest(table=t.name)) for t in list_tables(self._service.db)]
 
     def get_flight_info(
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
     ) -> flight.FlightInfo:
-        with flight_errors(self._metrics, "get_flight_info"):
+        with flight_errors(self._metrics, "get_flight_info") as call:
+            self._caller(context, call, "read")
             return self._info(descriptor_request(descriptor))
 
     def get_schema(
@@ -165,7 +221,8 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     ) -> flight.SchemaResult:
         error: flight.FlightError | None = None
         try:
-            with flight_errors(self._metrics, "get_schema"):
+            with flight_errors(self._metrics, "get_schema") as call:
+                self._caller(context, call, "read")
                 return flight.SchemaResult(self._schema(descriptor_request(descriptor)))
         except flight.FlightError as exc:
             error = exc
@@ -247,11 +304,29 @@ def _incoming(
         raise TruncatedStream("the client cancelled the upload; nothing was written")
 
 
-def flight_location(host: str, port: int) -> str:
-    """``grpc://host:port``, with an IPv6 address in brackets."""
+def flight_location(host: str, port: int, tls: bool = False) -> str:
+    """``grpc://host:port`` (``grpc+tls://`` with ``tls``), with an IPv6 address in brackets."""
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"grpc://{host}:{port}"
+    scheme = "grpc+tls" if tls else "grpc"
+    return f"{scheme}://{host}:{port}"
+
+
+def _tls_certificates(settings: Settings) -> list[tuple[bytes, bytes]] | None:
+    """The PEM certificate chain and key of ``tls`` (None: plain gRPC)."""
+    tls = settings.tls
+    if tls.cert_file is None or tls.key_file is None:
+        return None
+    pair: list[bytes] = []
+    for key, path in (("tls.cert_file", tls.cert_file), ("tls.key_file", tls.key_file)):
+        try:
+            with open(path, "rb") as pem:
+                pair.append(pem.read())
+        except OSError as exc:
+            raise FlightStartError(
+                f"cannot serve Arrow Flight over TLS: {key}: {exc.strerror or exc} ({path})"
+            ) from None
+    return [(pair[0], pair[1])]
 
 
 def _bind_problem(host: str, port: int) -> str | None:
@@ -271,11 +346,16 @@ def _bind_problem(host: str, port: int) -> str | None:
 
 
 def start_flight_server(settings: Settings, service: IngestService) -> ArrowportFlightServer:
-    """Listen on ``flight.host`` (default: ``api.host``) and ``flight.port``; serving starts now."""
+    """Listen on ``flight.host`` (default: ``api.host``) and ``flight.port``; serving starts now.
+
+    With ``tls`` configured the endpoint is ``grpc+tls://`` with the HTTP side's certificate.
+    """
     host = settings.flight.host or settings.api.host
     port = settings.flight.port
+    certificates = _tls_certificates(settings)
+    location = flight_location(host, port, tls=certificates is not None)
     try:
-        return ArrowportFlightServer(flight_location(host, port), service)
+        return ArrowportFlightServer(location, service, tls_certificates=certificates)
     except (pa.ArrowException, OSError) as exc:
         reason: Any = _bind_problem(host, port) or exc
         raise FlightStartError(
