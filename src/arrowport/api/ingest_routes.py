@@ -20,6 +20,7 @@ from arrowport.errors import (
     InvalidJSON,
     InvalidOptions,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
 )
 from arrowport.ingest.payload import content_encoding_codec, sniff_codec
@@ -144,13 +145,22 @@ def _declared_length(request: Request) -> int | None:
         raise InvalidOptions("Content-Length is not a number") from None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     declared = _declared_length(request)
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}", limit=limit)
     parts = []
     size = 0
-    async for chunk in request.stream():
+    chunks = aiter(request.stream())
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), timeout)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise RequestTimeout(
+                f"no body data received for {timeout:g} seconds; giving up"
+            ) from None
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
@@ -173,7 +183,7 @@ async def _ingest_binary(
             limit=limits.max_body_bytes,
         )
     if declared is not None and declared <= limits.small_body_bytes:
-        body = await _read_body(request, limits.small_body_bytes)
+        body = await _read_body(request, limits.small_body_bytes, limits.body_timeout_seconds)
         result = await service.ingest_bytes(options, body, codec, delivery=delivery)
     else:
         result = await service.ingest_pipe(
@@ -216,7 +226,7 @@ async def _ingest_json(
     service: IngestService, stream: str, request: Request, delivery: DeliveryRequest
 ) -> dict[str, Any]:
     limits = service.settings.limits
-    body = await _read_body(request, limits.max_json_body_bytes)
+    body = await _read_body(request, limits.max_json_body_bytes, limits.body_timeout_seconds)
     if len(body) <= _INLINE_JSON_BYTES:
         parsed, data, schema = _decode_json(body)
     else:

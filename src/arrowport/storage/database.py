@@ -39,6 +39,14 @@ from arrowport.storage.schema import Column
 from arrowport.storage.table_writer import WritePolicy, write_table
 
 
+class LocksBusy(Exception):
+    """Another write holds locks this one needs (only raised when asked not to wait)."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__(", ".join(sorted(names)))
+        self.names = names
+
+
 @dataclass
 class WriteJob:
     """Rows for one table, written by name in a transaction, with optional delivery checks."""
@@ -153,14 +161,23 @@ class Database:
             raise outcome
         return outcome
 
+    @staticmethod
+    def lock_names(job: WriteJob) -> set[str]:
+        """Every lock ``job`` may need (its table's DDL lock, its delivery keys)."""
+        names = {f"t:{job.table.lower()}"}
+        if job.delivery is not None:
+            names |= {f"d:{name}" for name in job.delivery.lock_names()}
+        return names
+
     def write(
-        self, jobs: Sequence[WriteJob], dry_run: bool = False
+        self, jobs: Sequence[WriteJob], dry_run: bool = False, block: bool = True
     ) -> list[WriteOutcome | ArrowportError]:
         """Write jobs in one transaction: every written row lands, or none does.
 
         A job refused by its delivery check (duplicate, gap, key conflict) gets its answer in its
         slot without failing the others; any other failure aborts the whole transaction and is
-        raised. Appends of the same table and schema are merged into one insert.
+        raised. Appends of the same table and schema are merged into one insert. With
+        ``block=False``, a lock held by another write raises :class:`LocksBusy` at once.
         """
         for job in jobs:
             check_table_name(job.table)
@@ -178,8 +195,15 @@ class Database:
             }
             lock_names |= {f"t:{table}" for table in ddl_tables}
             with contextlib.ExitStack() as held:
+                busy = set()
                 for name in sorted(lock_names):
-                    held.enter_context(self._lock_for(name))
+                    lock = self._lock_for(name)
+                    if lock.acquire(blocking=block):
+                        held.callback(lock.release)
+                    else:
+                        busy.add(name)
+                if busy:
+                    raise LocksBusy(busy)
                 cur.begin()
                 view = TransactionCatalog(self.catalog, cur)
                 try:

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -26,7 +26,7 @@ import structlog
 
 from arrowport.config import GroupCommitSettings
 from arrowport.errors import Overloaded, ShuttingDown
-from arrowport.storage.database import Database, WriteJob, WriteOutcome
+from arrowport.storage.database import Database, LocksBusy, WriteJob, WriteOutcome
 from arrowport.storage.delivery import Delivery
 from arrowport.storage.table_writer import WritePolicy
 
@@ -55,6 +55,8 @@ class GroupWriter:
         self._queue: queue.Queue[PendingWrite | object] = queue.Queue(maxsize=max_queued)
         self._carry: PendingWrite | None = None
         self._accepting = True
+        # Writes whose table is locked by a long write wait here, not on the writer thread.
+        self._waiters = ThreadPoolExecutor(4, "arrowport-lock-waiter")
         self._thread = threading.Thread(
             target=self._run, name="arrowport-group-writer", daemon=True
         )
@@ -78,6 +80,7 @@ class GroupWriter:
         self._accepting = False
         self._queue.put(_STOP)
         self._thread.join()
+        self._waiters.shutdown(wait=True)
 
     # -- writer thread -------------------------------------------------------------------------
 
@@ -127,26 +130,38 @@ class GroupWriter:
             if isinstance(item, PendingWrite):
                 item.future.set_exception(ShuttingDown("the server is shutting down"))
 
-    def _commit(self, group: list[PendingWrite]) -> None:
-        jobs = []
-        for write in group:
-            assert write.data is not None
-            jobs.append(WriteJob(write.table, write.policy, write.data, write.delivery))
+    def _commit(self, group: list[PendingWrite], block: bool = False) -> None:
+        jobs = [_job(write) for write in group]
         try:
-            outcomes = self._db.write(jobs)
+            outcomes = self._db.write(jobs, block=block)
+        except LocksBusy as busy:
+            # Another write (say, a large upload still arriving) is creating or changing a
+            # table of this group: its writes wait on a thread of their own, the rest go on.
+            waiting = [w for w in group if Database.lock_names(_job(w)) & busy.names]
+            for write in waiting:
+                self._waiters.submit(self._commit, [write], True)
+            ready = [w for w in group if w not in waiting]
+            if ready:
+                self._commit(ready)
+            return
         except Exception as exc:
             if len(group) == 1:
                 group[0].future.set_exception(exc)
                 return
             log.info("group commit failed; retrying its writes one by one", writes=len(group))
             for write in group:
-                self._commit([write])
+                self._commit([write], block)
             return
         for write, outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 write.future.set_exception(outcome)
             else:
                 write.future.set_result(outcome)
+
+
+def _job(write: PendingWrite) -> WriteJob:
+    assert write.data is not None
+    return WriteJob(write.table, write.policy, write.data, write.delivery)
 
 
 def _prepare(write: PendingWrite) -> int:
