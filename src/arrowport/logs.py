@@ -16,9 +16,7 @@ from arrowport.config import LoggingSettings
 
 def configure_logging(settings: LoggingSettings) -> None:
     level = getattr(logging, settings.level.upper())
-    as_json = settings.format == "json" or (
-        settings.format == "auto" and not sys.stderr.isatty()
-    )
+    as_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )
