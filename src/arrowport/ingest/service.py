@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -221,8 +222,8 @@ class IngestService:
             self._inflight_bytes -= size
 
     def _admit(self) -> None:
-        if not self._accepting:
-            raise ShuttingDown("the server is shutting down; retry later")
+        """Take a streaming-writer slot. Whether the server still accepts work was decided when
+        the request arrived (a request already running when a drain begins may finish)."""
         if not self._slots.acquire(blocking=False):
             raise Overloaded(
                 "all streaming writers are busy; retry shortly",
@@ -267,8 +268,7 @@ class IngestService:
         bound = delivery.bind(options, _fingerprint(options, lambda: _sha256(data)))
         groupable = options.mode == "append" and not options.dry_run
         if len(data) <= limits.small_body_bytes and groupable:
-            if not self._accepting:
-                raise ShuttingDown("the server is shutting down; retry later")
+            # Admission was decided when the request arrived (reserve_bytes); it may finish.
             pending = PendingWrite(
                 options.table, options.policy, lambda: open_payload().read_all(), bound
             )
@@ -345,13 +345,29 @@ class IngestService:
     ) -> IngestResult:
         """Write decoded batches on the calling thread (Arrow Flight handlers)."""
         started = time.perf_counter()
+        if not self._accepting:  # checked on arrival: an upload already running may finish
+            raise ShuttingDown("the server is shutting down; retry later")
         digest = hashlib.sha256()
         if delivery.idempotency_key is not None:
             batches = _hashed(batches, digest)
         received = [0]
         batches = _measured(batches, received)
+        limits = self.settings.limits
+        # A small upload (the whole of it within small_body_bytes) is group-committed like a
+        # small HTTP body; anything larger streams into DuckDB on this thread.
+        head: list[pa.RecordBatch] = []
+        small = options.mode == "append" and not options.dry_run
+        while small:
+            batch = next(batches, None)
+            if batch is None:
+                break
+            head.append(batch)
+            small = received[0] <= limits.small_body_bytes
         stream = BatchStream(
-            schema, batches, options.chunk_size, self.settings.limits.max_rows_per_request
+            schema,
+            iter(head) if small else itertools.chain(head, batches),
+            options.chunk_size,
+            limits.max_rows_per_request,
         )
 
         def fingerprint() -> str:
@@ -360,11 +376,15 @@ class IngestService:
             return digest.hexdigest()
 
         bound = delivery.bind(options, _fingerprint(options, fingerprint))
-        self._admit()
-        try:
-            outcome = self._write_stream(options, lambda: stream, bound)
-        finally:
-            self._release()
+        if small:
+            pending = PendingWrite(options.table, options.policy, stream.read_all, bound)
+            outcome = self._writer.submit(pending).result()
+        else:
+            self._admit()
+            try:
+                outcome = self._write_stream(options, lambda: stream, bound)
+            finally:
+                self._release()
         return self._finish(options, outcome, stream.batches, received[0], started, delivery)
 
     # -- shared --------------------------------------------------------------------------------
