@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import binascii
 import json
-from typing import Annotated, Any
+from typing import Any
 
 import pyarrow as pa
 import pybase64
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from arrowport.api.models import ErrorResponse, IngestResponse, StreamRequest
@@ -62,47 +63,73 @@ def _service(request: Request) -> IngestService:
     return service
 
 
+# Options are parsed by hand rather than declared as FastAPI parameters: this route carries the
+# ingest hot path, and per-request parameter resolution cost more than the handler itself.
+# ``_PARAMETERS`` documents them in the OpenAPI schema instead.
+_PARAMETERS: list[dict[str, Any]] = [
+    {"name": name, "in": where, "required": False, "schema": schema, "description": text}
+    for name, where, schema, text in (
+        ("table", "query", {"type": "string"}, "Target table (binary body)."),
+        ("mode", "query", {"type": "string"}, "append, replace, create or upsert."),
+        ("chunk_size", "query", {"type": "integer", "minimum": 1}, "Rows per DuckDB chunk."),
+        ("key_columns", "query", {"type": "string"}, "Comma-separated upsert key columns."),
+        ("schema_policy", "query", {"type": "string"}, "strict or evolve."),
+        ("duplicate_keys", "query", {"type": "string"}, "Upsert: error or last_wins."),
+        ("dry_run", "query", {"type": "boolean"}, "Validate and report; write nothing."),
+        ("producer_id", "query", {"type": "string"}, "Producer offset: who sends."),
+        ("sequence", "query", {"type": "integer", "minimum": 0}, "Producer offset: batch number."),
+        ("Idempotency-Key", "header", {"type": "string"}, "Retries with one key land once."),
+        ("X-Arrowport-Table", "header", {"type": "string"}, "Same as ?table=."),
+        ("X-Arrowport-Mode", "header", {"type": "string"}, "Same as ?mode=."),
+        ("X-Arrowport-Chunk-Size", "header", {"type": "integer", "minimum": 1}, "?chunk_size="),
+        ("X-Arrowport-Producer-Id", "header", {"type": "string"}, "Same as ?producer_id=."),
+        ("X-Arrowport-Sequence", "header", {"type": "integer", "minimum": 0}, "?sequence="),
+    )
+]
+
+
+def _text(request: Request, query: str, header: str | None = None) -> str | None:
+    value = request.query_params.get(query)
+    if value is None and header is not None:
+        value = request.headers.get(header)
+    return value
+
+
+def _number(request: Request, query: str, header: str | None, minimum: int) -> int | None:
+    raw = _text(request, query, header)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise InvalidOptions(f"{query} must be an integer >= {minimum}, not {raw!r}", field=query)
+    return value
+
+
+def _flag(request: Request, query: str) -> bool:
+    raw = (request.query_params.get(query) or "false").lower()
+    if raw not in ("true", "1", "yes", "false", "0", "no"):
+        raise InvalidOptions(f"{query} must be true or false, not {raw!r}", field=query)
+    return raw in ("true", "1", "yes")
+
+
 @router.post(
     "/stream/{stream_name}",
     response_model=IngestResponse,
     responses=_ERRORS,
-    openapi_extra=_OPENAPI_BODY,
+    openapi_extra=_OPENAPI_BODY | {"parameters": _PARAMETERS},
     summary="Land an Arrow IPC stream in a DuckDB table (one transaction)",
     dependencies=[Depends(require_ingest)],
 )
-async def ingest_stream(
-    stream_name: str,
-    request: Request,
-    table: Annotated[str | None, Query(description="Target table (binary body).")] = None,
-    mode: Annotated[str | None, Query(description="append, replace or create.")] = None,
-    chunk_size: Annotated[int | None, Query(ge=1, description="Rows per DuckDB chunk.")] = None,
-    x_arrowport_table: Annotated[str | None, Header()] = None,
-    x_arrowport_mode: Annotated[str | None, Header()] = None,
-    x_arrowport_chunk_size: Annotated[int | None, Header(ge=1)] = None,
-    idempotency_key: Annotated[
-        str | None, Header(description="Retries with the same key land once.")
-    ] = None,
-    producer_id: Annotated[str | None, Query(description="Producer offset: who sends.")] = None,
-    sequence: Annotated[
-        int | None, Query(ge=0, description="Producer offset: this batch's number.")
-    ] = None,
-    x_arrowport_producer_id: Annotated[str | None, Header()] = None,
-    x_arrowport_sequence: Annotated[int | None, Header(ge=0)] = None,
-    key_columns: Annotated[
-        str | None, Query(description="Comma-separated key columns for mode upsert.")
-    ] = None,
-    schema_policy: Annotated[str | None, Query(description="strict or evolve.")] = None,
-    duplicate_keys: Annotated[
-        str | None, Query(description="Upsert: error (default) or last_wins.")
-    ] = None,
-    dry_run: Annotated[bool, Query(description="Validate and report; write nothing.")] = False,
-) -> dict[str, Any]:
+async def ingest_stream(stream_name: str, request: Request) -> Response:
     service = _service(request)
     media_type = _media_type(request)
     delivery = DeliveryRequest(
-        idempotency_key=idempotency_key,
-        producer_id=producer_id or x_arrowport_producer_id,
-        sequence=sequence if sequence is not None else x_arrowport_sequence,
+        idempotency_key=request.headers.get("idempotency-key"),
+        producer_id=_text(request, "producer_id", "x-arrowport-producer-id"),
+        sequence=_number(request, "sequence", "x-arrowport-sequence", 0),
     )
     if media_type not in (JSON, ARROW_STREAM):
         _unsupported(media_type)
@@ -110,19 +137,20 @@ async def ingest_stream(
     service.reserve_bytes(declared)
     try:
         if media_type == JSON:
-            return await _ingest_json(service, stream_name, request, delivery)
+            return JSONResponse(await _ingest_json(service, stream_name, request, delivery))
+        key_columns = _text(request, "key_columns")
         options = service.resolve(
             stream_name,
-            table=table or x_arrowport_table,
-            mode=mode or x_arrowport_mode,
-            chunk_size=chunk_size or x_arrowport_chunk_size,
+            table=_text(request, "table", "x-arrowport-table"),
+            mode=_text(request, "mode", "x-arrowport-mode"),
+            chunk_size=_number(request, "chunk_size", "x-arrowport-chunk-size", 1),
             key_columns=[k.strip() for k in key_columns.split(",")] if key_columns else None,
-            schema_policy=schema_policy,
-            duplicate_keys=duplicate_keys,
-            dry_run=dry_run,
+            schema_policy=_text(request, "schema_policy"),
+            duplicate_keys=_text(request, "duplicate_keys"),
+            dry_run=_flag(request, "dry_run"),
         )
         check_target(request, options)
-        return await _ingest_binary(service, options, request, delivery)
+        return JSONResponse(await _ingest_binary(service, options, request, delivery))
     finally:
         service.release_bytes(declared)
 
