@@ -410,7 +410,8 @@ def _yaml_layer(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
-    return data
+    # A section whose keys are all commented out reads as null: treat it as empty.
+    return {key: {} if value is None else value for key, value in data.items()}
 
 
 def _explain(exc: ValidationError, origin: Mapping[str, str], source: str) -> str:

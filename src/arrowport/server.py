@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import socket
 import ssl
@@ -134,7 +135,7 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(settings.limits.shutdown_timeout_seconds),
+        timeout_graceful_shutdown=math.ceil(settings.limits.shutdown_timeout_seconds),
         ssl_certfile=settings.tls.cert_file,
         ssl_keyfile=settings.tls.key_file,
     )

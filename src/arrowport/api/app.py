@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,8 +25,9 @@ def create_app(service: IngestService) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         app.state.draining = True
-        # Blocking on purpose: uvicorn has already stopped accepting and drained requests.
-        service.close()
+        # Off the event loop: closing waits for running writes, which may still need the loop
+        # (a streamed body is fed by it).
+        await asyncio.to_thread(service.close)
 
     app = FastAPI(
         title="Arrowport",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from arrowport.errors import ArrowportError, InvalidOptions, Overloaded
 from arrowport.metrics import Metrics
@@ -58,6 +59,13 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
             body = {"status": "error", "stream": stream} | {k: body[k] for k in ("message", "code")}
         return JSONResponse(body, status_code=500)
 
+    async def on_client_gone(request: Request, exc: Exception) -> Response:
+        # Nobody is left to read an answer; not a server error. 499 as nginx logs it.
+        log.info("client disconnected before its request was read")
+        metrics.errors.labels("client_disconnected", "http").inc()
+        return Response(status_code=499)
+
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(ArrowportError, on_arrowport_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
 from arrowport.api.ingest_routes import ARROW_STREAM
@@ -176,12 +176,19 @@ async def query(request: Request) -> Response:
     table = await run_in_threadpool(_read_all, result)
     if media_type == "text/csv":
         return Response(await run_in_threadpool(_csv, table), media_type="text/csv")
+    content = await run_in_threadpool(_json_body, table)
+    return Response(content, media_type="application/json")
+
+
+def _json_body(table: pa.Table) -> bytes:
+    """The JSON answer, built off the event loop (rows become Python objects here)."""
     body = {
         "columns": [{"name": f.name, "type": str(f.type)} for f in table.schema],
         "rows": table.to_pylist(),
         "row_count": table.num_rows,
     }
-    return JSONResponse(json.loads(json.dumps(_finite(body), default=_json_value)))
+    text = json.dumps(_finite(body), default=_json_value, allow_nan=False, separators=(",", ":"))
+    return text.encode()
 
 
 def _read_all(result: QueryResult) -> pa.Table:

@@ -69,24 +69,6 @@ def decompressing_reader(raw: IO[bytes], codec: Codec) -> IO[bytes]:
     return pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "lz4")  # type: ignore[no-any-return]
 
 
-def decompress(data: bytes, codec: Codec, limit: int) -> bytes:
-    """Decompress a whole payload, refusing to expand past ``limit`` bytes."""
-    reader = decompressing_reader(io.BytesIO(data), codec)
-    parts: list[bytes] = []
-    total = 0
-    try:
-        while chunk := reader.read(4 * 1024**2):
-            total += len(chunk)
-            if total > limit:
-                raise PayloadTooLarge(
-                    f"decompressed payload exceeds the limit of {limit} bytes", limit=limit
-                )
-            parts.append(bytes(chunk))
-    except (zstandard.ZstdError, OSError, EOFError, zlib.error, pa.ArrowException) as exc:
-        raise InvalidCompression(f"payload is not valid {codec} data: {exc}") from None
-    return b"".join(parts)
-
-
 class LimitedReader(io.RawIOBase):
     """Counts bytes read from ``raw``; past ``limit`` the request is too large."""
 
@@ -195,8 +177,13 @@ class BatchStream:
         self.rows = 0
         self.batches = 0
         self.error: ArrowportError | None = None
+        self._started = False
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
+        if self._started:
+            # A second pass would see an exhausted source and silently write nothing.
+            raise RuntimeError("a batch stream can be read only once")
+        self._started = True
         try:
             for batch in self._batches:
                 self.batches += 1
@@ -214,6 +201,12 @@ class BatchStream:
         except ArrowportError as exc:
             self.error = exc
             raise
+
+    def drain(self) -> None:
+        """Read the stream to its end unless it was read already (to fingerprint its bytes)."""
+        if not self._started:
+            for _ in self:
+                pass
 
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self.schema, iter(self))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import itertools
 import threading
 import time
@@ -29,7 +30,6 @@ import pyarrow as pa
 
 from arrowport.config import Settings, StreamSettings, WriteMode
 from arrowport.errors import (
-    ArrowportError,
     InvalidOptions,
     Overloaded,
     PayloadTooLarge,
@@ -43,7 +43,6 @@ from arrowport.ingest.payload import (
     Codec,
     IpcPayload,
     LimitedReader,
-    decompress,
     decompressing_reader,
 )
 from arrowport.ingest.pipe import BodyPipe, PipeClosed
@@ -239,6 +238,16 @@ class IngestService:
             self._active -= 1
             self._idle.notify_all()
 
+    def _run_admitted(
+        self, loop: asyncio.AbstractEventLoop, write: Callable[[], WriteOutcome]
+    ) -> asyncio.Future[WriteOutcome]:
+        """Run an admitted write on the pool; ``write`` releases its slot when it ends."""
+        try:
+            return loop.run_in_executor(self._pool, write)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._release()
+            raise ShuttingDown("the server is shutting down; retry later") from None
+
     # -- ways in -------------------------------------------------------------------------------
 
     async def ingest_bytes(
@@ -255,8 +264,18 @@ class IngestService:
         stats: list[BatchStream] = []
 
         def open_payload() -> BatchStream:
-            raw = decompress(data, codec, limits.max_body_bytes) if codec else data
-            payload = IpcPayload.from_bytes(raw, options.chunk_size, limits.max_rows_per_request)
+            if codec is None:
+                payload = IpcPayload.from_bytes(
+                    data, options.chunk_size, limits.max_rows_per_request
+                )
+            else:
+                # Decompressed as it is read: a small compressed body may expand enormously.
+                source = decompressing_reader(io.BytesIO(data), codec)
+                payload = IpcPayload.from_file(
+                    LimitedReader(source, limits.max_body_bytes),
+                    options.chunk_size,
+                    limits.max_rows_per_request,
+                )
             if expected_schema is not None and not payload.stream.schema.equals(expected_schema):
                 raise SchemaMismatch(
                     "batch.arrow_schema does not match the schema inside batch.data: "
@@ -266,7 +285,8 @@ class IngestService:
             return payload.stream
 
         bound = delivery.bind(options, _fingerprint(options, lambda: _sha256(data)))
-        groupable = options.mode == "append" and not options.dry_run
+        # Compressed bodies stream too: their size after decompression is unknown up front.
+        groupable = options.mode == "append" and not options.dry_run and codec is None
         if len(data) <= limits.small_body_bytes and groupable:
             # Admission was decided when the request arrived (reserve_bytes); it may finish.
             pending = PendingWrite(
@@ -275,12 +295,14 @@ class IngestService:
             outcome = await asyncio.wrap_future(self._writer.submit(pending))
         else:
             self._admit()
-            try:
-                outcome = await asyncio.get_running_loop().run_in_executor(
-                    self._pool, self._write_stream, options, open_payload, bound
-                )
-            finally:
-                self._release()
+
+            def write() -> WriteOutcome:
+                try:
+                    return self._write_stream(options, open_payload, bound)
+                finally:
+                    self._release()
+
+            outcome = await self._run_admitted(asyncio.get_running_loop(), write)
         batches = stats[0].batches if stats else 0
         return self._finish(options, outcome, batches, len(data), started, delivery)
 
@@ -295,7 +317,6 @@ class IngestService:
         """Write an HTTP body while it arrives."""
         started = time.perf_counter()
         limits = self.settings.limits
-        self._admit()
         loop = asyncio.get_running_loop()
         pipe = BodyPipe(loop)
         stats: list[BatchStream] = []
@@ -312,27 +333,27 @@ class IngestService:
         def digest() -> str:
             # The body must be read to its end before its fingerprint is known.
             for stream in stats:
-                for _ in stream:
-                    pass
+                stream.drain()
             assert pipe.digest is not None
             return pipe.digest.hexdigest()
 
         if delivery.idempotency_key is not None:
             pipe.digest = hashlib.sha256()
         bound = delivery.bind(options, _fingerprint(options, digest))
+        self._admit()  # after everything that can refuse the request: the slot is released below
 
         def write() -> WriteOutcome:
+            # The slot is released by the thread that used it, even if the request task is
+            # cancelled meanwhile: shutdown waits for every write that actually runs.
             try:
                 return self._write_stream(options, open_payload, bound)
             finally:
                 pipe.abort()
+                self._release()
 
-        try:
-            future = loop.run_in_executor(self._pool, write)
-            received = await _pump(chunks, pipe, max_raw_bytes, limits.body_timeout_seconds)
-            outcome = await future
-        finally:
-            self._release()
+        future = self._run_admitted(loop, write)
+        received = await _pump(chunks, pipe, max_raw_bytes, limits.body_timeout_seconds)
+        outcome = await future
         batches = stats[0].batches if stats else 0
         return self._finish(options, outcome, batches, received, started, delivery)
 
@@ -349,9 +370,9 @@ class IngestService:
             raise ShuttingDown("the server is shutting down; retry later")
         digest = hashlib.sha256()
         if delivery.idempotency_key is not None:
-            batches = _hashed(batches, digest)
+            batches = _hashed(schema, batches, digest)
         received = [0]
-        batches = _measured(batches, received)
+        batches = _measured(batches, received, self.settings.limits.max_body_bytes)
         limits = self.settings.limits
         # A small upload (the whole of it within small_body_bytes) is group-committed like a
         # small HTTP body; anything larger streams into DuckDB on this thread.
@@ -371,8 +392,7 @@ class IngestService:
         )
 
         def fingerprint() -> str:
-            for _ in stream:
-                pass
+            stream.drain()
             return digest.hexdigest()
 
         bound = delivery.bind(options, _fingerprint(options, fingerprint))
@@ -470,27 +490,55 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _measured(batches: Iterator[pa.RecordBatch], total: list[int]) -> Iterator[pa.RecordBatch]:
-    """Counts the Arrow bytes of batches as they pass (Flight has no body size to report)."""
+def _measured(
+    batches: Iterator[pa.RecordBatch], total: list[int], limit: int
+) -> Iterator[pa.RecordBatch]:
+    """Counts the Arrow bytes of batches as they pass (Flight has no body size to check)."""
     for batch in batches:
         total[0] += batch.nbytes
+        if total[0] > limit:
+            raise PayloadTooLarge(f"upload exceeds the limit of {limit} bytes", limit=limit)
         yield batch
 
 
-def _hashed(batches: Iterator[pa.RecordBatch], digest: Any) -> Iterator[pa.RecordBatch]:
+class _DigestSink:
+    """A write-only file that feeds a hash."""
+
+    closed = False
+
+    def __init__(self, digest: Any) -> None:
+        self._digest = digest
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _hashed(
+    schema: pa.Schema, batches: Iterator[pa.RecordBatch], digest: Any
+) -> Iterator[pa.RecordBatch]:
+    """Fingerprint batches by their IPC serialisation: column names, types, dictionaries and
+    values count; how the sender sliced or aligned its buffers does not."""
+    writer = pa.ipc.new_stream(pa.PythonFile(_DigestSink(digest), mode="w"), schema)
     for batch in batches:
-        for column in batch.columns:
-            for buffer in column.buffers():
-                if buffer is not None:
-                    digest.update(buffer)
+        writer.write_batch(batch)
         yield batch
+    writer.close()
 
 
 async def _pump(
     chunks: AsyncIterator[bytes], pipe: BodyPipe, max_raw_bytes: int, timeout: float
 ) -> int:
-    """Feed body chunks into the pipe; returns the bytes received."""
+    """Feed body chunks into the pipe; returns the bytes received.
+
+    Whatever happens — the end of the body, a limit, a stalled or vanished client, or this task
+    being cancelled at shutdown — the pipe is finished, so the reading thread never waits forever.
+    """
     received = 0
+    failure: BaseException | None = None
     iterator = aiter(chunks)
     try:
         while True:
@@ -499,26 +547,24 @@ async def _pump(
             except StopAsyncIteration:
                 break
             except TimeoutError:
-                pipe.finish(
-                    RequestTimeout(f"no body data received for {timeout:g} seconds; giving up")
+                failure = RequestTimeout(
+                    f"no body data received for {timeout:g} seconds; giving up"
                 )
-                return received
+                break
             received += len(chunk)
             if received > max_raw_bytes:
-                pipe.finish(
-                    PayloadTooLarge(
-                        f"body exceeds the limit of {max_raw_bytes} bytes", limit=max_raw_bytes
-                    )
+                failure = PayloadTooLarge(
+                    f"body exceeds the limit of {max_raw_bytes} bytes", limit=max_raw_bytes
                 )
-                return received
+                break
             await pipe.feed(chunk)
     except PipeClosed:
-        return received
-    except ArrowportError as exc:
-        pipe.finish(exc)
-        return received
-    except Exception as exc:  # the client went away mid-body
-        pipe.finish(exc)
-        return received
-    pipe.finish()
+        pass
+    except Exception as exc:  # the client went away mid-body: the write fails with it
+        failure = exc
+    except BaseException:  # cancelled (shutdown): the write must not wait for more bytes
+        failure = ShuttingDown("the server is stopping")
+        raise
+    finally:
+        pipe.finish(failure)
     return received

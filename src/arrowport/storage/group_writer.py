@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -55,6 +55,7 @@ class GroupWriter:
         self._queue: queue.Queue[PendingWrite | object] = queue.Queue(maxsize=max_queued)
         self._carry: PendingWrite | None = None
         self._accepting = True
+        self._submit_lock = threading.Lock()
         # Writes whose table is locked by a long write wait here, not on the writer thread.
         self._waiters = ThreadPoolExecutor(4, "arrowport-lock-waiter")
         self._thread = threading.Thread(
@@ -63,12 +64,15 @@ class GroupWriter:
         self._thread.start()
 
     def submit(self, write: PendingWrite) -> Future[WriteOutcome]:
-        if not self._accepting:
-            raise ShuttingDown("the server is shutting down; retry on another node or later")
-        try:
-            self._queue.put_nowait(write)
-        except queue.Full:
-            raise Overloaded("too many writes are queued; retry shortly", retry_after=1) from None
+        with self._submit_lock:  # nothing can be queued behind the stop marker
+            if not self._accepting:
+                raise ShuttingDown("the server is shutting down; retry later")
+            try:
+                self._queue.put_nowait(write)
+            except queue.Full:
+                raise Overloaded(
+                    "too many writes are queued; retry shortly", retry_after=1
+                ) from None
         return write.future
 
     @property
@@ -77,7 +81,8 @@ class GroupWriter:
 
     def stop(self) -> None:
         """Finish every queued write, then stop the thread."""
-        self._accepting = False
+        with self._submit_lock:
+            self._accepting = False
         self._queue.put(_STOP)
         self._thread.join()
         self._waiters.shutdown(wait=True)
@@ -92,7 +97,9 @@ class GroupWriter:
         assert isinstance(first, PendingWrite)
         group = [first]
         deadline = time.monotonic() + self._settings.max_wait_ms / 1000
-        rows = _prepare(first)
+        # A write carried over from the last group was prepared already: its payload may be a
+        # one-shot stream, so never decode it twice.
+        rows = first.data.num_rows if first.data is not None else _prepare(first)
         while len(group) < self._settings.max_requests:
             try:
                 remaining = deadline - time.monotonic()
@@ -117,10 +124,16 @@ class GroupWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            group, stopping = self._next_group()
-            ready = [w for w in group if w.data is not None and not w.future.done()]
-            if ready:
-                self._commit(ready)
+            group: list[PendingWrite] = []
+            try:
+                group, stopping = self._next_group()
+                ready = [w for w in group if w.data is not None and not w.future.done()]
+                if ready:
+                    self._commit(ready)
+            except Exception as exc:  # never let one group stop the only writer
+                log.exception("group writer failed; answering the group and carrying on")
+                for write in group:
+                    _answer(write, exc)
         # Writes that arrived after the stop marker still get an answer.
         while True:
             try:
@@ -128,7 +141,7 @@ class GroupWriter:
             except queue.Empty:
                 break
             if isinstance(item, PendingWrite):
-                item.future.set_exception(ShuttingDown("the server is shutting down"))
+                _answer(item, ShuttingDown("the server is shutting down"))
 
     def _commit(self, group: list[PendingWrite], block: bool = False) -> None:
         jobs = [_job(write) for write in group]
@@ -146,17 +159,23 @@ class GroupWriter:
             return
         except Exception as exc:
             if len(group) == 1:
-                group[0].future.set_exception(exc)
+                _answer(group[0], exc)
                 return
             log.info("group commit failed; retrying its writes one by one", writes=len(group))
             for write in group:
                 self._commit([write], block)
             return
         for write, outcome in zip(group, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                write.future.set_exception(outcome)
-            else:
-                write.future.set_result(outcome)
+            _answer(write, outcome)
+
+
+def _answer(write: PendingWrite, outcome: WriteOutcome | BaseException) -> None:
+    """Resolve a write's future; one whose caller gave up (cancelled) is left alone."""
+    with contextlib.suppress(InvalidStateError):
+        if isinstance(outcome, BaseException):
+            write.future.set_exception(outcome)
+        else:
+            write.future.set_result(outcome)
 
 
 def _job(write: PendingWrite) -> WriteJob:
@@ -168,8 +187,7 @@ def _prepare(write: PendingWrite) -> int:
     """Decode a write's payload; a failure answers that write alone."""
     try:
         write.data = write.prepare()
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
-            write.future.set_exception(exc)
+    except Exception as exc:
+        _answer(write, exc)
         return 0
     return int(write.data.num_rows)

@@ -1,0 +1,172 @@
+"""Edge cases of the write path: carried-over group members, slots, bombs, shutdown, Flight limits."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+import zstandard
+
+from tests.conftest import ARROW_STREAM, ipc_bytes, query
+from tests.server import ArrowportProcess
+
+
+def rows_in(client: httpx.Client, table: str) -> int:
+    return int(query(client, f"SELECT count(*) AS n FROM {table}").column("n")[0].as_py())
+
+
+def flight_put(
+    client: flight.FlightClient, command: dict[str, Any], table: pa.Table
+) -> dict[str, Any]:
+    descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
+    writer, reader = client.do_put(descriptor, table.schema)
+    writer.write_table(table)
+    writer.done_writing()
+    reply = reader.read()
+    writer.close()
+    assert reply is not None
+    return json.loads(reply.to_pybytes())  # type: ignore[no-any-return]
+
+
+def test_group_members_carried_to_the_next_group_land_whole(tmp_path: Path) -> None:
+    # max_rows 10 with a wait: two concurrent 8-row puts never fit one group, so one is carried.
+    config = {"group_commit": {"max_rows": 10, "max_wait_ms": 100}}
+    with ArrowportProcess(tmp_path, config=config) as server:
+        replies: list[dict[str, Any]] = []
+
+        def put(start: int) -> None:
+            client = flight.connect(server.flight_url)
+            table = pa.table({"id": list(range(start, start + 8))})
+            replies.append(flight_put(client, {"stream_name": "carried"}, table))
+            client.close()
+
+        threads = [threading.Thread(target=put, args=(i * 100,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(r["rows_processed"] for r in replies) == [8, 8, 8, 8]
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert rows_in(client, "carried") == 32
+
+
+def test_refused_large_uploads_do_not_leak_streaming_slots(tmp_path: Path) -> None:
+    config = {"limits": {"max_streaming_writes": 2, "small_body_bytes": 1024}}
+    body = ipc_bytes(pa.table({"id": list(range(5000))}))
+    assert len(body) > 1024
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        headers = {"Content-Type": ARROW_STREAM}
+        for _ in range(5):  # producer_id without sequence: refused after admission
+            bad = client.post("/stream/slots?producer_id=p", content=body, headers=headers)
+            assert bad.status_code == 422, bad.text
+        good = client.post("/stream/slots", content=body, headers=headers)
+        assert good.status_code == 200, good.text
+        assert rows_in(client, "slots") == 5000
+
+
+def test_small_compressed_bomb_is_refused_without_memory_growth(tmp_path: Path) -> None:
+    config = {"limits": {"max_body_bytes": 8 * 1024**2}}
+    table = pa.table({"z": pa.array([0] * 4_000_000, pa.int64())})  # 32 MB of zeros
+    bomb = zstandard.ZstdCompressor(level=19).compress(ipc_bytes(table))
+    assert len(bomb) < 1024**2
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        response = client.post(
+            "/stream/bomb",
+            content=bomb,
+            headers={"Content-Type": ARROW_STREAM, "Content-Encoding": "zstd"},
+        )
+        assert response.status_code == 413, response.text
+        assert response.json()["code"] == "payload_too_large"
+        assert client.get("/tables/bomb").status_code == 404
+        assert server.healthy()
+
+
+def test_sigterm_with_a_stalled_upload_still_exits_cleanly(tmp_path: Path) -> None:
+    config = {"limits": {"shutdown_timeout_seconds": 2, "body_timeout_seconds": 120}}
+    server = ArrowportProcess(tmp_path, config=config).start()
+    try:
+        body = ipc_bytes(pa.table({"id": list(range(300_000))}))
+        head = (
+            f"POST /stream/stalled HTTP/1.1\r\nHost: x\r\nContent-Type: {ARROW_STREAM}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw:
+            raw.sendall(head + body[: len(body) // 2])  # and then nothing more
+            time.sleep(1.0)
+            started = time.monotonic()
+            assert server.stop(timeout=30) == 0
+            assert time.monotonic() - started < 20
+    finally:
+        server.kill()
+
+
+def test_flight_upload_over_the_body_limit_is_refused(tmp_path: Path) -> None:
+    config = {"limits": {"max_body_bytes": 64 * 1024}}
+    with ArrowportProcess(tmp_path, config=config) as server:
+        client = flight.connect(server.flight_url)
+        table = pa.table({"id": list(range(100_000))})
+        with pytest.raises(flight.FlightError) as caught:
+            flight_put(client, {"stream_name": "too_big"}, table)
+        assert "payload_too_large" in str(caught.value)
+        client.close()
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.get("/tables/too_big").status_code == 404
+
+
+def test_flight_idempotency_fingerprint_sees_column_names_and_dictionaries(
+    tmp_path: Path,
+) -> None:
+    with ArrowportProcess(tmp_path) as server:
+        client = flight.connect(server.flight_url)
+        command = {"stream_name": "fp", "idempotency_key": "k"}
+        words = pa.array(["a", "b", "a"]).dictionary_encode()
+        first = flight_put(client, command, pa.table({"w": words}))
+        assert first["duplicate"] is False
+        other_words = pa.DictionaryArray.from_arrays(words.indices, pa.array(["x", "y"]))
+        with pytest.raises(flight.FlightError) as caught:
+            flight_put(client, command, pa.table({"w": other_words}))
+        assert "idempotency_conflict" in str(caught.value)
+        again = flight_put(client, command, pa.table({"w": words}))
+        assert again["duplicate"] is True
+        client.close()
+
+
+def test_config_sections_left_empty_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "empty-sections.yaml"
+    path.write_text("api:\n  # host: 0.0.0.0\nlimits:\n")
+    server = ArrowportProcess(tmp_path / "srv", args=["--config", str(path)])
+    with server, httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get("/health").status_code == 200
+
+
+def test_json_query_answers_do_not_block_health(client: httpx.Client) -> None:
+    answer = client.post(
+        "/query",
+        json={"sql": "SELECT i, i * 2 AS j FROM range(200000) t(i)"},
+        headers={"Accept": "application/json"},
+    )
+    assert answer.status_code == 200
+    assert answer.json()["row_count"] == 200_000
+    assert client.get("/health").status_code == 200
+
+
+def test_port_is_free_after_stop(tmp_path: Path) -> None:
+    with ArrowportProcess(tmp_path) as server:
+        port = server.port
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
