@@ -172,7 +172,10 @@ async def query(request: Request) -> Response:
     media_type = _accepted(request)
     if media_type == ARROW_STREAM:
         codec = service.settings.compression.algorithm
-        return StreamingResponse(_ipc_chunks(result, codec), media_type=ARROW_STREAM)
+        batches = iter(result)
+        first = await run_in_threadpool(_first_batch, batches)
+        chunks = _ipc_chunks(result.schema, first, batches, codec)
+        return StreamingResponse(chunks, media_type=ARROW_STREAM)
     table = await run_in_threadpool(_read_all, result)
     if media_type == "text/csv":
         return Response(await run_in_threadpool(_csv, table), media_type="text/csv")
@@ -189,6 +192,13 @@ def _json_body(table: pa.Table) -> bytes:
     }
     text = json.dumps(_finite(body), default=_json_value, allow_nan=False, separators=(",", ":"))
     return text.encode()
+
+
+def _first_batch(batches: Iterator[pa.RecordBatch]) -> pa.RecordBatch | None:
+    try:
+        return next(batches, None)
+    except (pa.ArrowException, OSError) as exc:
+        raise QueryError(f"query failed: {exc}") from None
 
 
 def _read_all(result: QueryResult) -> pa.Table:
@@ -241,16 +251,24 @@ class _Collector:
         return data
 
 
-def _ipc_chunks(result: QueryResult, codec: str) -> Iterator[bytes]:
-    """Serialize batches as DuckDB produces them; a failure mid-way leaves the stream without
-    its end-of-stream marker, so the client sees a cut stream, never a silently short one."""
+def _ipc_chunks(
+    schema: pa.Schema,
+    first: pa.RecordBatch | None,
+    rest: Iterator[pa.RecordBatch],
+    codec: str,
+) -> Iterator[bytes]:
+    """Serialize batches as DuckDB produces them. The first batch was fetched before the
+    response started (so most failures are still a clean 400); a failure later breaks the
+    response off, so the client sees an error, never a silently short result."""
     collector = _Collector()
     options = pa.ipc.IpcWriteOptions(compression=None if codec == "none" else codec)
-    writer = pa.ipc.new_stream(pa.PythonFile(collector, mode="w"), result.schema, options=options)
-    yield collector.take()
-    for batch in result:
-        writer.write_batch(batch)
+    writer = pa.ipc.new_stream(pa.PythonFile(collector, mode="w"), schema, options=options)
+    if first is not None:
+        writer.write_batch(first)
         yield collector.take()
+        for batch in rest:
+            writer.write_batch(batch)
+            yield collector.take()
     writer.close()
     yield collector.take()
 
