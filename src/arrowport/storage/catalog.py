@@ -28,21 +28,32 @@ def query_columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | 
 
 
 class TableCatalog:
+    """Committed columns per table (keys folded to lower case, as DuckDB compares names).
+
+    A lookup runs outside the lock, so a schema change may commit (and invalidate) while it is
+    under way; its answer may then predate the change. Each invalidation bumps the table's
+    generation, and a lookup stores its answer only if the generation did not move meanwhile.
+    """
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._columns: dict[str, list[Column]] = {}
+        # One counter per table ever invalidated: bounded by the tables this server changed.
+        self._generations: dict[str, int] = {}
 
     def load(self, cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | None:
         """Columns of ``table`` as committed; call outside a transaction (fills the cache)."""
         key = table.lower()
         with self._lock:
             cached = self._columns.get(key)
-        if cached is not None:
-            return cached
+            if cached is not None:
+                return cached
+            generation = self._generations.get(key, 0)
         columns = query_columns(cur, table)
         if columns is not None:
             with self._lock:
-                self._columns[key] = columns
+                if self._generations.get(key, 0) == generation:
+                    self._columns[key] = columns
         return columns
 
     def cached(self, table: str) -> list[Column] | None:
@@ -52,7 +63,9 @@ class TableCatalog:
     def invalidate(self, tables: set[str]) -> None:
         with self._lock:
             for table in tables:
-                self._columns.pop(table.lower(), None)
+                key = table.lower()
+                self._columns.pop(key, None)
+                self._generations[key] = self._generations.get(key, 0) + 1
 
 
 class TransactionCatalog:

@@ -2,13 +2,17 @@
 
 Writers run on worker threads, each on its own cursor. DuckDB lets concurrent transactions append
 to the same table; what it does not allow is two transactions creating or replacing the same table,
-so DDL on a table is serialised by a per-table lock held until the transaction ends.
+so DDL on a table is serialised by a per-table lock held until the transaction ends. Writes of the
+same idempotency key or producer are serialised too, by one of :data:`DELIVERY_STRIPES` locks the
+key hashes to (a lock per key ever seen would grow without bound).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,7 @@ from arrowport.errors import (
     ConstraintViolation,
     InsufficientStorage,
     InvalidValue,
+    SchemaConflict,
     StorageError,
     WriteConflict,
 )
@@ -37,6 +42,13 @@ from arrowport.storage.delivery import (
 from arrowport.storage.identifiers import INTERNAL_SCHEMA, check_table_name, quote
 from arrowport.storage.schema import Column
 from arrowport.storage.table_writer import WritePolicy, write_table
+
+# Delivery keys share this many locks; two keys on one stripe merely wait for each other.
+DELIVERY_STRIPES = 1024
+
+
+def _delivery_lock_name(name: str) -> str:
+    return f"d:{zlib.crc32(name.encode()) % DELIVERY_STRIPES}"
 
 
 class LocksBusy(Exception):
@@ -102,6 +114,7 @@ class Database:
             self._root.execute("SET enable_external_access = false")
         self._locks_guard = threading.Lock()
         self._table_locks: dict[str, threading.Lock] = {}
+        self._delivery_locks = [threading.Lock() for _ in range(DELIVERY_STRIPES)]
         self._closed = False
         self.catalog = TableCatalog()
 
@@ -150,9 +163,13 @@ class Database:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def _lock_for(self, table: str) -> threading.Lock:
+    def _lock_for(self, name: str) -> threading.Lock:
+        """The lock called ``name``: ``t:<table>`` (one per table) or ``d:<stripe>``."""
+        kind, _, rest = name.partition(":")
+        if kind == "d":
+            return self._delivery_locks[int(rest)]
         with self._locks_guard:
-            return self._table_locks.setdefault(table.lower(), threading.Lock())
+            return self._table_locks.setdefault(name.lower(), threading.Lock())
 
     def write_one(self, job: WriteJob, dry_run: bool = False) -> WriteOutcome:
         """Write one job in its own transaction; raises its error. A dry run rolls back."""
@@ -163,10 +180,11 @@ class Database:
 
     @staticmethod
     def lock_names(job: WriteJob) -> set[str]:
-        """Every lock ``job`` may need (its table's DDL lock, its delivery keys)."""
+        """Every lock ``job`` may need (its table's DDL lock, its delivery keys' stripes), named as
+        :class:`LocksBusy` names them."""
         names = {f"t:{job.table.lower()}"}
         if job.delivery is not None:
-            names |= {f"d:{name}" for name in job.delivery.lock_names()}
+            names |= {_delivery_lock_name(name) for name in job.delivery.lock_names()}
         return names
 
     def write(
@@ -183,7 +201,10 @@ class Database:
             check_table_name(job.table)
         with self.cursor() as cur:
             lock_names = {
-                f"d:{name}" for job in jobs if job.delivery for name in job.delivery.lock_names()
+                _delivery_lock_name(name)
+                for job in jobs
+                if job.delivery
+                for name in job.delivery.lock_names()
             }
             # DDL (create, replace, alter) on a table is serialised; plain appends are not.
             ddl_tables = {job.table.lower() for job in jobs if job.mode != "append"}
@@ -215,9 +236,10 @@ class Database:
                 except BaseException as exc:
                     with contextlib.suppress(duckdb.Error):
                         cur.rollback()
-                    if isinstance(exc, duckdb.Error):
-                        raise translate_error(exc) from exc
-                    raise
+                    translated = translate_error(exc)
+                    if translated is exc:
+                        raise
+                    raise translated from exc
                 finally:
                     view.close()
         return outcomes
@@ -299,16 +321,38 @@ def _duplicate_outcome(job: WriteJob, duplicate: Duplicate, ledger: DeliveryLedg
     )
 
 
-def translate_error(exc: duckdb.Error) -> Exception:
-    """Map DuckDB's failures to client-visible errors; unknown ones pass through unchanged."""
-    text = str(exc)
-    if isinstance(exc, ArrowportError):
+# DuckDB's write-write conflicts ("Catalog write-write conflict on create with ...", "Conflict on
+# update!", "Transaction conflict: attempting to insert into table ..."), matched once quoted names
+# are removed so that a table called "conflict" is not mistaken for one.
+_CONFLICT_RE = re.compile(r"\bconflict\b", re.IGNORECASE)
+_QUOTED_RE = re.compile(r'"(?:[^"]|"")*"')
+
+
+def _is_write_conflict(exc: duckdb.TransactionException) -> bool:
+    return bool(_CONFLICT_RE.search(_QUOTED_RE.sub("", str(exc))))
+
+
+def translate_error(exc: BaseException) -> BaseException:
+    """Map DuckDB's failures to client-visible errors, by exception type.
+
+    Only a genuine write-write conflict is a ``write_conflict`` (the one answer that invites a
+    retry). Errors caused by the batch or the table it meets are 4xx; a failure of the database
+    itself is a ``storage_error``; anything else (DuckDB internal errors, a transaction in a state
+    this module never leaves it in, exceptions not from DuckDB) passes through unchanged.
+    """
+    if isinstance(exc, ArrowportError) or not isinstance(exc, duckdb.Error):
         return exc
-    if isinstance(exc, duckdb.TransactionException) or "conflict" in text.lower():
-        return WriteConflict(f"a concurrent write changed the same table; retry: {text}")
+    text = str(exc)
+    if isinstance(exc, duckdb.TransactionException):
+        if _is_write_conflict(exc):
+            return WriteConflict(f"a concurrent write changed the same table; retry: {text}")
+        return exc
     if isinstance(exc, duckdb.ConstraintException):
         return ConstraintViolation(text)
-    if isinstance(exc, duckdb.ConversionException | duckdb.OutOfRangeException):
+    if isinstance(exc, duckdb.DependencyException):
+        return SchemaConflict(f"the table's dependencies do not allow this change: {text}")
+    if isinstance(exc, duckdb.DataError):
+        # Conversion, out of range, type mismatch: a value of the batch does not fit.
         return InvalidValue(text)
     if isinstance(exc, duckdb.IOException):
         if "No space left" in text or "disk full" in text.lower():
@@ -316,7 +360,9 @@ def translate_error(exc: duckdb.Error) -> Exception:
         return StorageError(f"database I/O error: {text}")
     if isinstance(exc, duckdb.OutOfMemoryException):
         return StorageError(f"the database is out of memory: {text}")
-    if isinstance(exc, duckdb.InvalidInputException):
-        # e.g. an Arrow map with a duplicate key: the data, not the server, is at fault.
-        return InvalidValue(f"DuckDB refused a value in the batch: {text}")
+    if isinstance(exc, duckdb.ProgrammingError | duckdb.NotSupportedError):
+        # Binder, catalog, parser, invalid input, not implemented: the statement was built from
+        # the batch's names and types (e.g. a value for a generated column, an Arrow map with a
+        # duplicate key), so the request, not the server, is at fault.
+        return InvalidValue(f"DuckDB refused the batch: {text}")
     return exc

@@ -6,14 +6,15 @@ import re
 
 from arrowport.errors import InvalidName
 
-_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Used with fullmatch: ``$`` would also accept a trailing newline ("foo\n").
+_TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # Internal bookkeeping lives in this schema; clients can neither write nor list it as a table.
 INTERNAL_SCHEMA = "_arrowport"
 
 
 def check_table_name(name: str) -> str:
     """Return ``name`` if it is a plain identifier (letters, digits, underscores; <= 63 chars)."""
-    if not _TABLE_RE.match(name):
+    if not _TABLE_RE.fullmatch(name):
         raise InvalidName(
             f"invalid table name {name!r}: use letters, digits and underscores, "
             "starting with a letter or underscore, at most 63 characters",

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from arrowport.errors import QueryError, ReadOnly, UnknownTable
+from arrowport.errors import InvalidName, QueryError, ReadOnly, UnknownTable
 from arrowport.storage.catalog import query_columns
 from arrowport.storage.database import Database
 from arrowport.storage.identifiers import check_table_name, quote
@@ -104,7 +104,7 @@ def run_query(db: Database, sql: str, params: Sequence[Any] | None = None) -> Qu
     try:
         cursor.execute("BEGIN TRANSACTION READ ONLY")
         cursor.execute(sql, list(params) if params else None)
-        reader = cursor.fetch_record_batch(BATCH_ROWS)
+        reader = cursor.to_arrow_reader(BATCH_ROWS)
     except duckdb.TransactionException as exc:
         cursor.close()
         raise ReadOnly(f"the query tried to write: {exc}") from None
@@ -120,8 +120,40 @@ def run_query(db: Database, sql: str, params: Sequence[Any] | None = None) -> Qu
     return QueryResult(cursor, reader)
 
 
-def list_tables(db: Database) -> list[TableInfo]:
+@contextlib.contextmanager
+def _snapshot(db: Database) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A cursor inside a ``READ ONLY`` transaction: every lookup sees one committed state."""
     with db.cursor() as cur:
+        cur.execute("BEGIN TRANSACTION READ ONLY")
+        try:
+            yield cur
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                cur.execute("ROLLBACK")
+
+
+def _describe(cur: duckdb.DuckDBPyConnection, name: str) -> TableInfo | None:
+    """``name``'s columns and row count (the name as stored), or None if there is no such table."""
+    columns = query_columns(cur, name)
+    if columns is None:
+        return None
+    stored = cur.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND lower(table_name) = lower(?)",
+        [name],
+    ).fetchone()
+    actual = stored[0] if stored else name
+    count = cur.execute(f"SELECT count(*) FROM {quote(actual)}").fetchone()
+    return TableInfo(actual, columns, int(count[0]) if count else 0)
+
+
+def list_tables(db: Database) -> list[TableInfo]:
+    """Every table of the database, as one consistent snapshot.
+
+    Names come from DuckDB's catalog, so they are not held to :func:`check_table_name`: a table
+    created by SQL under any name (``"bad name"``) is listed too.
+    """
+    with _snapshot(db) as cur:
         names = [
             row[0]
             for row in cur.execute(
@@ -129,26 +161,79 @@ def list_tables(db: Database) -> list[TableInfo]:
                 "AND schema_name = 'main' AND NOT internal ORDER BY table_name"
             ).fetchall()
         ]
-    return [describe_table(db, name) for name in names]
+        described = [_describe(cur, name) for name in names]
+    return [info for info in described if info is not None]
+
+
+def _check_name(cur: duckdb.DuckDBPyConnection, name: str) -> None:
+    """400 for a name that is neither a plain identifier nor, exactly, an existing table's.
+
+    Tables created by SQL may have any name; as every name is quoted, such a table can still be
+    described and read (a listing shows it, so Flight's ``list_flights`` describes it too).
+    """
+    try:
+        check_table_name(name)
+    except InvalidName:
+        exists = cur.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND NOT internal AND table_name = ?",
+            [name],
+        ).fetchone()
+        if exists is None:
+            raise
 
 
 def describe_table(db: Database, name: str) -> TableInfo:
-    check_table_name(name)
-    with db.cursor() as cur:
-        columns = query_columns(cur, name)
-        if columns is None:
-            raise UnknownTable(f"table {name!r} does not exist", table=name)
-        stored = cur.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = 'main' AND lower(table_name) = lower(?)",
-            [name],
-        ).fetchone()
-        actual = stored[0] if stored else name
-        count = cur.execute(f"SELECT count(*) FROM {quote(actual)}").fetchone()
-    return TableInfo(actual, columns, int(count[0]) if count else 0)
+    with _snapshot(db) as cur:
+        _check_name(cur, name)
+        info = _describe(cur, name)
+    if info is None:
+        raise UnknownTable(f"table {name!r} does not exist", table=name)
+    return info
 
 
 def read_table(db: Database, name: str) -> QueryResult:
     """Every row of table ``name`` (404 if it does not exist), streamed like a query."""
     info = describe_table(db, name)
     return run_query(db, f"SELECT * FROM {quote(info.name)}")
+
+
+def query_schema(db: Database, sql: str, params: Sequence[Any] | None = None) -> pa.Schema:
+    """The Arrow schema of ``sql``'s result, without computing its rows.
+
+    For Flight's ``get_schema`` / ``get_flight_info``, which must not run a query to describe it::
+
+        query_schema(db, "SELECT * FROM t WHERE id > ?", [10])
+    """
+    check_read_only(sql)
+    with _snapshot(db) as cur:
+        try:
+            if not params:
+                # A relation is planned, not run, until it is fetched; LIMIT 0 fetches nothing.
+                return cur.sql(sql).limit(0).to_arrow_table().schema
+            # Parameters are bound only by execute, so the query is wrapped to return no rows
+            # (its own line, in case it ends with a comment). A query the wrap cannot parse
+            # (a ';' followed by a comment) is run instead. Caveat: a subquery renames
+            # duplicate output names (a, a -> a, a_1).
+            inner = sql.strip().rstrip(";")
+            try:
+                wrapped = cur.execute(f"SELECT * FROM (\n{inner}\n) LIMIT 0", list(params))
+                return wrapped.to_arrow_reader().schema
+            except duckdb.ParserException:
+                pass
+        except duckdb.PermissionException as exc:
+            raise _outside(exc) from None
+        except duckdb.Error as exc:
+            raise QueryError(f"query failed: {exc}") from None
+    result = run_query(db, sql, params)
+    result.close()
+    return result.schema
+
+
+def table_schema(db: Database, name: str) -> pa.Schema:
+    """The Arrow schema of table ``name`` (404 if it does not exist), without reading rows."""
+    with _snapshot(db) as cur:
+        _check_name(cur, name)
+        if query_columns(cur, name) is None:
+            raise UnknownTable(f"table {name!r} does not exist", table=name)
+        return cur.sql(f"SELECT * FROM {quote(name)}").limit(0).to_arrow_table().schema

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from arrowport.config import DuplicateKeys as DuplicateKeysPolicy
 from arrowport.config import SchemaPolicy, WriteMode
@@ -115,6 +116,13 @@ def write_table(
     cur = catalog.cur
     runner = _Runner(cur)
     incoming = arrow_columns(data.schema)
+    last_wins = policy.mode == "upsert" and policy.duplicate_keys == "last_wins"
+    if last_wins and any(c.name.lower() == POSITION_COLUMN for c in incoming):
+        raise InvalidOptions(
+            f"column name {POSITION_COLUMN!r} is reserved for duplicate_keys: last_wins; "
+            "rename it or send each key once",
+            columns=[POSITION_COLUMN],
+        )
     existing = catalog.columns(table)
     if policy.mode == "create" and existing is not None:
         raise TableExists(f"table {table!r} already exists", table=table)
@@ -134,7 +142,7 @@ def write_table(
     guard = ValueGuard(data)
     try:
         if policy.mode == "upsert":
-            cur.register(source, guard.reader)
+            cur.register(source, _with_positions(guard.reader) if last_wins else guard.reader)
             rows = _upsert(runner, table, source, incoming, policy)
         else:
             rows = 0
@@ -156,14 +164,17 @@ def write_table(
 
 # DuckDB keeps the Arrow buffers a statement has scanned alive until the statement ends, so one
 # INSERT of a multi-gigabyte stream would hold all of it in memory. A stream is therefore
-# inserted by several statements of at most this many rows each, inside the same transaction.
+# inserted by several statements of at most this many rows or bytes each (whichever comes first),
+# inside the same transaction: the row cap bounds narrow rows, the byte cap wide ones.
 STATEMENT_ROWS = 1_048_576
+STATEMENT_BYTES = 128 * 1024 * 1024
 
 
 def _statement_parts(
     data: pa.RecordBatchReader | pa.Table,
 ) -> Iterator[pa.RecordBatchReader | pa.Table]:
-    """``data`` as a series of readers of at most :data:`STATEMENT_ROWS` rows (a table: whole)."""
+    """``data`` as a series of readers, each ending with the batch that reaches
+    :data:`STATEMENT_ROWS` rows or :data:`STATEMENT_BYTES` bytes (a table: whole)."""
     if isinstance(data, pa.Table):
         yield data
         return
@@ -173,15 +184,47 @@ def _statement_parts(
     def part() -> Iterator[pa.RecordBatch]:
         nonlocal exhausted
         rows = 0
+        size = 0
         for batch in batches:
             yield batch
             rows += batch.num_rows
-            if rows >= STATEMENT_ROWS:
+            size += batch.nbytes
+            if rows >= STATEMENT_ROWS or size >= STATEMENT_BYTES:
                 return
         exhausted = True
 
     while not exhausted:
         yield pa.RecordBatchReader.from_batches(data.schema, part())
+
+
+# ``duplicate_keys: last_wins`` numbers the rows as they arrive, in this extra column: SQL's
+# ``row_number() OVER ()`` promises no order once DuckDB scans in parallel. A batch may not use it.
+POSITION_COLUMN = "__arrowport_row_position"
+
+
+def _positions(start: int, count: int) -> pa.Array:
+    """``start, start + 1, ..., start + count - 1`` as int64, without a Python loop."""
+    ones = pa.repeat(pa.scalar(1, pa.int64()), count)
+    positions: pa.Array = pc.cumulative_sum(ones, start=start - 1)
+    return positions
+
+
+def _with_positions(data: pa.RecordBatchReader | pa.Table) -> pa.RecordBatchReader | pa.Table:
+    """``data`` with :data:`POSITION_COLUMN` appended: each row's position in the request."""
+    field = pa.field(POSITION_COLUMN, pa.int64(), nullable=False)
+    if isinstance(data, pa.Table):
+        return data.append_column(field, _positions(0, data.num_rows))
+    schema = data.schema.append(field)
+
+    def numbered() -> Iterator[pa.RecordBatch]:
+        start = 0
+        for batch in data:
+            yield pa.RecordBatch.from_arrays(
+                [*batch.columns, _positions(start, batch.num_rows)], schema=schema
+            )
+            start += batch.num_rows
+
+    return pa.RecordBatchReader.from_batches(schema, numbered())
 
 
 def _upsert(
@@ -199,49 +242,50 @@ def _upsert(
     staged = f"_arrowport_stage_{uuid.uuid4().hex}"
     key_list = ", ".join(quote(k) for k in keys)
     if policy.duplicate_keys == "last_wins":
-        # Keep the last row of each key, in the order the batch sent them.
+        # Keep the last row of each key, in the order the request sent them.
+        position = quote(POSITION_COLUMN)
         runner.run(
-            f"CREATE TEMP TABLE {quote(staged)} AS SELECT * EXCLUDE (_arrowport_pos) FROM "
-            f"(SELECT *, row_number() OVER () AS _arrowport_pos FROM {quote(source)}) "
-            f"QUALIFY row_number() OVER (PARTITION BY {key_list} "
-            "ORDER BY _arrowport_pos DESC) = 1",
+            f"CREATE TEMP TABLE {quote(staged)} AS SELECT * EXCLUDE ({position}) "
+            f"FROM {quote(source)} QUALIFY row_number() OVER (PARTITION BY {key_list} "
+            f"ORDER BY {position} DESC) = 1",
             record=False,
         )
     else:
         runner.run(
             f"CREATE TEMP TABLE {quote(staged)} AS SELECT * FROM {quote(source)}", record=False
         )
-    try:
-        null_keys = runner.run(
-            f"SELECT count(*) FROM {quote(staged)} WHERE "
-            + " OR ".join(f"{quote(k)} IS NULL" for k in keys),
-            record=False,
-        ).fetchone()
-        if null_keys and null_keys[0]:
-            raise InvalidValue(f"{null_keys[0]} rows have a NULL upsert key ({', '.join(keys)})")
-        repeated = runner.run(
-            f"SELECT {key_list} FROM {quote(staged)} GROUP BY ALL HAVING count(*) > 1 LIMIT 5",
-            record=False,
-        ).fetchall()
-        if repeated:
-            raise DuplicateKeys(
-                f"the batch repeats upsert keys ({', '.join(keys)}): {repeated}; "
-                "send each key once or set duplicate_keys: last_wins",
-                columns=keys,
-            )
-        on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
-        updates = ", ".join(
-            f"{quote(c.name)} = s.{quote(c.name)}"
-            for c in incoming
-            if c.name.lower() not in {k.lower() for k in keys}
+    null_keys = runner.run(
+        f"SELECT count(*) FROM {quote(staged)} WHERE "
+        + " OR ".join(f"{quote(k)} IS NULL" for k in keys),
+        record=False,
+    ).fetchone()
+    if null_keys and null_keys[0]:
+        raise InvalidValue(f"{null_keys[0]} rows have a NULL upsert key ({', '.join(keys)})")
+    repeated = runner.run(
+        f"SELECT {key_list} FROM {quote(staged)} GROUP BY ALL HAVING count(*) > 1 LIMIT 5",
+        record=False,
+    ).fetchall()
+    if repeated:
+        raise DuplicateKeys(
+            f"the batch repeats upsert keys ({', '.join(keys)}): {repeated}; "
+            "send each key once or set duplicate_keys: last_wins",
+            columns=keys,
         )
-        matched = f"WHEN MATCHED THEN UPDATE SET {updates} " if updates else ""
-        row = runner.run(
-            f"MERGE INTO {quote(table)} AS t USING {quote(staged)} AS s ON ({on}) "
-            f"{matched}WHEN NOT MATCHED THEN INSERT BY NAME",
-            record=False,
-        ).fetchone()
-        runner.actions.append(f"MERGE INTO {quote(table)} ON ({key_list}) (batch rows)")
-        return int(row[0]) if row else 0
-    finally:
-        runner.run(f"DROP TABLE IF EXISTS {quote(staged)}", record=False)
+    on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
+    updates = ", ".join(
+        f"{quote(c.name)} = s.{quote(c.name)}"
+        for c in incoming
+        if c.name.lower() not in {k.lower() for k in keys}
+    )
+    matched = f"WHEN MATCHED THEN UPDATE SET {updates} " if updates else ""
+    row = runner.run(
+        f"MERGE INTO {quote(table)} AS t USING {quote(staged)} AS s ON ({on}) "
+        f"{matched}WHEN NOT MATCHED THEN INSERT BY NAME",
+        record=False,
+    ).fetchone()
+    runner.actions.append(f"MERGE INTO {quote(table)} ON ({key_list}) (batch rows)")
+    # Dropped only on success: after a failed statement DuckDB has aborted the transaction and
+    # refuses every further one (the DROP's error would hide the real one); the caller's rollback
+    # removes the staging table then.
+    runner.run(f"DROP TABLE {quote(staged)}", record=False)
+    return int(row[0]) if row else 0
