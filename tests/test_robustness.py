@@ -170,3 +170,26 @@ def test_port_is_free_after_stop(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize("stream", ["bad stream", "x" * 129, "a%0Ab", "-lead"])
+def test_stream_names_are_bounded(client: httpx.Client, stream: str) -> None:
+    response = client.post(
+        f"/stream/{stream}",
+        params={"table": "named_elsewhere"},
+        content=ipc_bytes(pa.table({"a": [1]})),
+        headers={"Content-Type": ARROW_STREAM},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_name"
+    assert client.get("/tables/named_elsewhere").status_code == 404
+
+
+def test_stream_names_may_carry_dots_and_dashes(client: httpx.Client) -> None:
+    response = client.post(
+        "/stream/events-v2.eu",
+        params={"table": "events_v2_eu"},
+        content=ipc_bytes(pa.table({"a": [1]})),
+        headers={"Content-Type": ARROW_STREAM},
+    )
+    assert response.status_code == 200, response.text

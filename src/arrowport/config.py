@@ -189,7 +189,7 @@ class StreamSettings(_Section):
     @field_validator("table")
     @classmethod
     def _table_name(cls, value: str | None) -> str | None:
-        if value is not None and not _NAME_RE.match(value):
+        if value is not None and not _NAME_RE.fullmatch(value):
             raise ValueError(f"invalid table name {value!r}")
         return value
 
@@ -209,14 +209,14 @@ class TokenSettings(_Section):
     @field_validator("name")
     @classmethod
     def _token_name(cls, value: str) -> str:
-        if not _TOKEN_NAME_RE.match(value):
+        if not _TOKEN_NAME_RE.fullmatch(value):
             raise ValueError("use letters, digits, '_', '-' or '.' (at most 64)")
         return value
 
     @field_validator("secret_hash")
     @classmethod
     def _secret_hash(cls, value: str) -> str:
-        if not _SECRET_HASH_RE.match(value):
+        if not _SECRET_HASH_RE.fullmatch(value):
             raise ValueError(
                 "expected 'sha256:' and 64 hex digits, as printed by `arrowport token create`"
                 " (put the hash here, never the secret)"
@@ -227,7 +227,7 @@ class TokenSettings(_Section):
     @classmethod
     def _stream_names(cls, value: list[str] | None) -> list[str] | None:
         for name in value or ():
-            if not _NAME_RE.match(name):
+            if not _NAME_RE.fullmatch(name):
                 raise ValueError(f"invalid stream name {name!r}")
         return value
 
@@ -313,7 +313,7 @@ class Settings(_Section):
     @classmethod
     def _stream_names(cls, value: dict[str, StreamSettings]) -> dict[str, StreamSettings]:
         for name in value:
-            if not _NAME_RE.match(name):
+            if not _NAME_RE.fullmatch(name):
                 raise ValueError(f"invalid stream name {name!r}")
         return value
 

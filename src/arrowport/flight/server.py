@@ -61,8 +61,10 @@ from arrowport.storage.query import (
     QueryResult,
     describe_table,
     list_tables,
+    query_schema,
     read_table,
     run_query,
+    table_schema,
 )
 
 log = structlog.get_logger("arrowport.flight")
@@ -238,9 +240,12 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         return run_query(db, request.sql, request.params)
 
     def _schema(self, request: ReadRequest) -> pa.Schema:
-        result = self._open(request)
-        result.close()
-        return result.schema
+        # Planned, not run: describing a query must not cost the query.
+        db = self._service.db
+        if request.table is not None:
+            return table_schema(db, request.table)
+        assert request.sql is not None
+        return query_schema(db, request.sql, request.params)
 
     def _info(self, request: ReadRequest) -> flight.FlightInfo:
         records = -1

@@ -50,7 +50,7 @@ from arrowport.metrics import Metrics
 from arrowport.storage.database import Database, WriteJob, WriteOutcome
 from arrowport.storage.delivery import Delivery
 from arrowport.storage.group_writer import GroupWriter, PendingWrite
-from arrowport.storage.identifiers import check_table_name
+from arrowport.storage.identifiers import check_stream_name, check_table_name
 from arrowport.storage.table_writer import WritePolicy
 
 _MODES = ("append", "replace", "create", "upsert")
@@ -165,6 +165,7 @@ class IngestService:
         dry_run: bool = False,
     ) -> IngestOptions:
         """Merge the request's options with the stream's configuration and the defaults."""
+        check_stream_name(stream)
         configured = self.settings.streams.get(stream)
         if configured is None and self.settings.streams_only:
             raise UnknownStream(f"stream {stream!r} is not configured", stream=stream)

@@ -23,6 +23,21 @@ def check_table_name(name: str) -> str:
     return name
 
 
+# Stream names label metrics and delivery records, so they are bounded too (dots and dashes
+# allowed: a stream that names its table explicitly need not be an identifier itself).
+_STREAM_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def check_stream_name(name: str) -> str:
+    if not _STREAM_RE.fullmatch(name):
+        raise InvalidName(
+            f"invalid stream name {name!r}: use letters, digits, '_', '.' and '-', "
+            "at most 128 characters",
+            stream=name,
+        )
+    return name
+
+
 def check_column_name(name: str) -> str:
     """Column names may be any non-empty text without NUL; they are always quoted."""
     if not name or "\x00" in name:
