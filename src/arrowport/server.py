@@ -23,7 +23,7 @@ from arrowport.errors import StorageError
 from arrowport.flight import ArrowportFlightServer, FlightStartError, start_flight_server
 from arrowport.ingest.service import IngestService
 from arrowport.logs import configure_logging
-from arrowport.memory import return_large_blocks_to_the_system
+from arrowport.memory import keep_memory_flat
 from arrowport.metrics import Metrics
 from arrowport.storage.database import Database
 
@@ -96,7 +96,7 @@ def serve(settings: Settings) -> int:
         return 2
     # Over a file-size limit, fail the write (and answer 507) instead of being killed.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    return_large_blocks_to_the_system()
+    keep_memory_flat()
     metrics = Metrics()
     try:
         db = Database(settings.duckdb)

@@ -355,8 +355,8 @@ def translate_error(exc: BaseException) -> BaseException:
         # Conversion, out of range, type mismatch: a value of the batch does not fit.
         return InvalidValue(text)
     if isinstance(exc, duckdb.IOException):
-        if "No space left" in text or "disk full" in text.lower():
-            return InsufficientStorage(f"the database disk is full: {text}")
+        if "No space left" in text or "disk full" in text.lower() or "File too large" in text:
+            return InsufficientStorage(f"no room left to write the database: {text}")
         return StorageError(f"database I/O error: {text}")
     if isinstance(exc, duckdb.OutOfMemoryException):
         return StorageError(f"the database is out of memory: {text}")

@@ -1,0 +1,49 @@
+"""A full disk fails the write cleanly, and the server writes again once there is room.
+
+The disk is "filled" by lowering the server process's file-size limit (RLIMIT_FSIZE, which the
+server turns into write errors instead of being killed), then raising it again.
+"""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+
+from tests.conftest import ARROW_STREAM, ipc_bytes, query
+from tests.server import ArrowportProcess
+
+pytestmark = pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
+
+
+def post(client: httpx.Client, rows: int, start: int) -> httpx.Response:
+    table = pa.table({"id": list(range(start, start + rows)), "pad": ["x" * 64] * rows})
+    return client.post(
+        "/stream/diskfull", content=ipc_bytes(table), headers={"Content-Type": ARROW_STREAM}
+    )
+
+
+def test_disk_full_is_507_and_writes_resume_when_space_is_back(tmp_path: Path) -> None:
+    with (
+        ArrowportProcess(tmp_path) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        assert server.proc is not None
+        assert post(client, 1000, 0).status_code == 200
+        files = [server.db_path, Path(f"{server.db_path}.wal")]
+        size = max(f.stat().st_size for f in files if f.exists())
+        unlimited = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (size, unlimited[1]))
+        try:
+            refused = post(client, 400_000, 1000)
+            assert refused.status_code == 507, refused.text
+            assert refused.json()["code"] == "insufficient_storage"
+            assert client.get("/health").status_code == 200
+        finally:
+            resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, unlimited)
+        again = post(client, 1000, 2_000_000)
+        assert again.status_code == 200, again.text
+        ids = query(client, "SELECT count(*) AS n, min(id) AS lo FROM diskfull").to_pylist()
+        assert ids == [{"n": 2000, "lo": 0}]
