@@ -15,8 +15,6 @@ import pyarrow as pa
 from tests.conftest import ARROW_STREAM, ipc_bytes, query
 from tests.server import ArrowportProcess
 
-pytestmark = pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
-
 
 def post(client: httpx.Client, rows: int, start: int) -> httpx.Response:
     table = pa.table({"id": list(range(start, start + rows)), "pad": ["x" * 64] * rows})
