@@ -90,6 +90,11 @@ class DuckDBSettings(_Section):
         description="DuckDB's buffer memory limit (keeps a server flat during huge ingests; raise "
         "it for heavy queries, which spill to disk above it; unset: 80% of RAM).",
     )
+    checkpoint_wal_bytes: int = Field(
+        64 * 1024**2,
+        ge=1024**2,
+        description="Checkpoint (in the background) once the write-ahead log is this large.",
+    )
     allow_file_access: bool = Field(
         False,
         description="Let SQL reach files, extensions and other databases (read_csv, ATTACH, "

@@ -31,6 +31,7 @@ from arrowport.errors import (
     WriteConflict,
 )
 from arrowport.storage.catalog import TableCatalog, TransactionCatalog
+from arrowport.storage.checkpointer import Checkpointer
 from arrowport.storage.delivery import (
     SCHEMA_SQL,
     Delivery,
@@ -98,6 +99,8 @@ class Database:
             config["threads"] = settings.threads
         if settings.memory_limit:
             config["memory_limit"] = settings.memory_limit
+        # DuckDB's inline checkpoint becomes a backstop; the Checkpointer below does the work.
+        config["checkpoint_threshold"] = f"{max(1024**3, 4 * settings.checkpoint_wal_bytes)}B"
         try:
             self._root = duckdb.connect(self.path, config=config)
         except duckdb.Error as exc:
@@ -117,6 +120,11 @@ class Database:
         self._delivery_locks = [threading.Lock() for _ in range(DELIVERY_STRIPES)]
         self._closed = False
         self.catalog = TableCatalog()
+        self._checkpointer = (
+            None
+            if self.path == ":memory:"
+            else Checkpointer(self.connect, Path(self.path + ".wal"), settings.checkpoint_wal_bytes)
+        )
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -141,6 +149,8 @@ class Database:
 
     def close(self) -> None:
         if not self._closed:
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
             with contextlib.suppress(duckdb.Error):
                 self._root.execute("CHECKPOINT")
             self._root.close()
