@@ -193,3 +193,26 @@ def test_stream_names_may_carry_dots_and_dashes(client: httpx.Client) -> None:
         headers={"Content-Type": ARROW_STREAM},
     )
     assert response.status_code == 200, response.text
+
+
+def test_background_checkpoints_keep_the_wal_small(tmp_path: Path) -> None:
+    config = {"duckdb": {"checkpoint_wal_bytes": 1024**2}}
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        wal = Path(f"{server.db_path}.wal")
+        peak = 0
+        for start in range(0, 60_000, 2_000):
+            batch = pa.table({"id": list(range(start, start + 2_000)), "pad": ["y" * 40] * 2_000})
+            response = client.post(
+                "/stream/walled", content=ipc_bytes(batch), headers={"Content-Type": ARROW_STREAM}
+            )
+            assert response.status_code == 200
+            peak = max(peak, wal.stat().st_size if wal.exists() else 0)
+        deadline = time.monotonic() + 10
+        while wal.exists() and wal.stat().st_size >= 1024**2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert peak > 0
+        assert not wal.exists() or wal.stat().st_size < 1024**2
+        assert rows_in(client, "walled") == 60_000
