@@ -216,3 +216,19 @@ def test_background_checkpoints_keep_the_wal_small(tmp_path: Path) -> None:
         assert peak > 0
         assert not wal.exists() or wal.stat().st_size < 1024**2
         assert rows_in(client, "walled") == 60_000
+
+
+def test_large_json_bodies_with_escaped_slashes_land(client: httpx.Client) -> None:
+    import base64
+
+    table = pa.table({"id": list(range(200_000)), "v": [float(i) for i in range(200_000)]})
+    data = base64.b64encode(ipc_bytes(table)).decode()
+    assert "/" in data
+    escaped = data.replace("/", "\\/")  # JSON allows it; some encoders write it
+    body = '{"config": {"target_table": "escaped_json"}, "batch": {"data": "%s"}}' % escaped
+    assert len(body) > 1024**2
+    response = client.post(
+        "/stream/escaped", content=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    assert rows_in(client, "escaped_json") == 200_000

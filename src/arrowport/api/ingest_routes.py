@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import json
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -220,11 +221,43 @@ async def _ingest_binary(
     return result.to_json()
 
 
-def _decode_json(body: bytes) -> tuple[StreamRequest, bytes, pa.Schema | None]:
+# The key of the (large) base64 payload, as a JSON token: not preceded by a backslash, so it
+# cannot be the inside of another string.
+_DATA_KEY = re.compile(rb'(?<!\\)"data"\s*:\s*"')
+# Only bodies this large are worth the shortcut below.
+_SPLICE_BYTES = 1024**2
+
+
+def _load_document(body: bytes) -> tuple[Any, memoryview | None]:
+    """Parse the JSON body; for a large one, without copying its base64 payload.
+
+    Parsing a 54 MB JSON string costs ~140 ms, most of it copying the base64 text. Base64 has no
+    quote or backslash, so when ``"data": "`` appears once and its value is plain base64 up to
+    the next quote, the value is cut out (left as a view of the body), the rest is parsed as
+    usual, and the result is checked to be the batch's data. Anything unusual falls back to a
+    full parse, so the outcome is always that of ``json.loads``.
+    """
+    if len(body) >= _SPLICE_BYTES:
+        match = _DATA_KEY.search(body)
+        if match is not None and _DATA_KEY.search(body, match.end()) is None:
+            end = body.find(b'"', match.end())
+            # A backslash would be a JSON escape (e.g. "\/"): leave that to the full parser.
+            if end > 0 and body.find(b"\\", match.end(), end) < 0:
+                try:
+                    document = json.loads(body[: match.end()] + body[end:])
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    document = None
+                batch = document.get("batch") if isinstance(document, dict) else None
+                if isinstance(batch, dict) and batch.get("data") == "":
+                    return document, memoryview(body)[match.end() : end]
     try:
-        document = json.loads(body)
+        return json.loads(body), None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"body is not valid JSON: {exc}") from None
+
+
+def _decode_json(body: bytes) -> tuple[StreamRequest, bytes, pa.Schema | None]:
+    document, payload = _load_document(body)
     try:
         parsed = StreamRequest.model_validate(document)
     except ValidationError as exc:
@@ -233,7 +266,7 @@ def _decode_json(body: bytes) -> tuple[StreamRequest, bytes, pa.Schema | None]:
         raise InvalidOptions(f"{where}: {first['msg']}", field=where) from None
     try:
         # pybase64 (SIMD) decodes ~10x faster than the standard library: 54 MB in ~30 ms.
-        data = pybase64.b64decode(parsed.batch.data, validate=True)
+        data = pybase64.b64decode(parsed.batch.data if payload is None else payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidBase64(f"batch.data is not valid base64: {exc}") from None
     schema = None
