@@ -225,7 +225,7 @@ def test_large_json_bodies_with_escaped_slashes_land(client: httpx.Client) -> No
     data = base64.b64encode(ipc_bytes(table)).decode()
     assert "/" in data
     escaped = data.replace("/", "\\/")  # JSON allows it; some encoders write it
-    body = '{"config": {"target_table": "escaped_json"}, "batch": {"data": "%s"}}' % escaped
+    body = '{"config": {"target_table": "escaped_json"}, "batch": {"data": "' + escaped + '"}}'
     assert len(body) > 1024**2
     response = client.post(
         "/stream/escaped", content=body.encode(), headers={"Content-Type": "application/json"}
