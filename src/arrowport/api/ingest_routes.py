@@ -239,17 +239,23 @@ def _load_document(body: bytes) -> tuple[Any, memoryview | None]:
     """
     if len(body) >= _SPLICE_BYTES:
         match = _DATA_KEY.search(body)
-        if match is not None and _DATA_KEY.search(body, match.end()) is None:
-            end = body.find(b'"', match.end())
-            # A backslash would be a JSON escape (e.g. "\/"): leave that to the full parser.
-            if end > 0 and body.find(b"\\", match.end(), end) < 0:
-                try:
-                    document = json.loads(body[: match.end()] + body[end:])
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    document = None
-                batch = document.get("batch") if isinstance(document, dict) else None
-                if isinstance(batch, dict) and batch.get("data") == "":
-                    return document, memoryview(body)[match.end() : end]
+        end = body.find(b'"', match.end()) if match is not None else -1
+        # The key must appear once (base64 has no quote, so only the text after the payload
+        # needs a look) and the payload must hold no backslash, which would be a JSON escape
+        # (e.g. "\\/") for the full parser.
+        if (
+            match is not None
+            and end > 0
+            and _DATA_KEY.search(body, end) is None
+            and body.find(b"\\", match.end(), end) < 0
+        ):
+            try:
+                document = json.loads(body[: match.end()] + body[end:])
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                document = None
+            batch = document.get("batch") if isinstance(document, dict) else None
+            if isinstance(batch, dict) and batch.get("data") == "":
+                return document, memoryview(body)[match.end() : end]
     try:
         return json.loads(body), None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
