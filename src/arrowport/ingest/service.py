@@ -540,25 +540,23 @@ async def _pump(
     """
     received = 0
     failure: BaseException | None = None
-    iterator = aiter(chunks)
+    loop = asyncio.get_running_loop()
     try:
-        while True:
-            try:
-                chunk = await asyncio.wait_for(anext(iterator), timeout)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                failure = RequestTimeout(
-                    f"no body data received for {timeout:g} seconds; giving up"
-                )
-                break
-            received += len(chunk)
-            if received > max_raw_bytes:
-                failure = PayloadTooLarge(
-                    f"body exceeds the limit of {max_raw_bytes} bytes", limit=max_raw_bytes
-                )
-                break
-            await pipe.feed(chunk)
+        # One rescheduled deadline instead of wait_for per chunk (which costs a task each): it
+        # covers waiting for the client's next bytes, never waiting for the writer to catch up.
+        async with asyncio.timeout(loop.time() + timeout) as deadline:
+            async for chunk in chunks:
+                deadline.reschedule(None)
+                received += len(chunk)
+                if received > max_raw_bytes:
+                    failure = PayloadTooLarge(
+                        f"body exceeds the limit of {max_raw_bytes} bytes", limit=max_raw_bytes
+                    )
+                    break
+                await pipe.feed(chunk)
+                deadline.reschedule(loop.time() + timeout)
+    except TimeoutError:
+        failure = RequestTimeout(f"no body data received for {timeout:g} seconds; giving up")
     except PipeClosed:
         pass
     except Exception as exc:  # the client went away mid-body: the write fails with it
