@@ -6,6 +6,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -15,6 +16,13 @@ from arrowport.metrics import Metrics
 log = structlog.get_logger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}
+
+
+def invalid_options(exc: ValidationError | RequestValidationError) -> InvalidOptions:
+    """A request-shape validation failure as a 422 naming the first offending field."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"] if p not in ("query", "path", "header"))
+    return InvalidOptions(f"{where or 'body'}: {first['msg']}", field=where or "body")
 
 
 def error_response(request: Request, error: ArrowportError, metrics: Metrics) -> JSONResponse:
@@ -34,10 +42,7 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"] if p not in ("query", "path", "header"))
-        error = InvalidOptions(f"{where}: {first['msg']}", field=where)
-        return error_response(request, error, metrics)
+        return error_response(request, invalid_options(exc), metrics)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from arrowport.api.errors import invalid_options
 from arrowport.api.models import ErrorResponse, IngestResponse, StreamRequest
 from arrowport.api.security import check_target, require_ingest
 from arrowport.errors import (
@@ -267,9 +268,7 @@ def _decode_json(body: bytes) -> tuple[StreamRequest, bytes, pa.Schema | None]:
     try:
         parsed = StreamRequest.model_validate(document)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidOptions(f"{where}: {first['msg']}", field=where) from None
+        raise invalid_options(exc) from None
     try:
         # pybase64 (SIMD) decodes ~10x faster than the standard library: 54 MB in ~30 ms.
         data = pybase64.b64decode(parsed.batch.data if payload is None else payload, validate=True)

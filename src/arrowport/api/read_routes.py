@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
+from arrowport.api.errors import invalid_options
 from arrowport.api.ingest_routes import ARROW_STREAM
 from arrowport.api.models import (
     ErrorResponse,
@@ -74,7 +75,7 @@ async def streams(request: Request) -> list[dict[str, Any]]:
     return [
         {
             "name": name,
-            "table": stream.table or name,
+            "table": _service(request).stream_table(name),
             "mode": stream.mode,
             "chunk_size": stream.chunk_size or settings.defaults.chunk_size,
             "compression": stream.compression,
@@ -137,9 +138,7 @@ async def _query_request(request: Request) -> QueryRequest:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"body is not valid JSON: {exc}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidOptions(f"{where}: {first['msg']}", field=where) from None
+        raise invalid_options(exc) from None
 
 
 def _accepted(request: Request) -> str:

@@ -75,9 +75,7 @@ def check_target(request: Request, options: IngestOptions) -> None:
     if principal is None:
         return
     service: IngestService = request.app.state.service
-    configured = service.settings.streams.get(options.stream)
-    stream_table = (configured.table if configured else None) or options.stream
-    principal.require_table(options.stream, options.table, stream_table)
+    principal.require_table(options.stream, options.table, service.stream_table(options.stream))
 
 
 def docs_public(settings: Settings) -> bool:

@@ -134,9 +134,9 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
                 dry_run=request.dry_run,
             )
             # Without this, a token limited to one stream could name any target table.
-            configured = self._service.settings.streams.get(options.stream)
-            stream_table = (configured.table if configured else None) or options.stream
-            principal.require_table(options.stream, options.table, stream_table)
+            principal.require_table(
+                options.stream, options.table, self._service.stream_table(options.stream)
+            )
             schema = _upload_schema(reader)
             result = self._service.ingest_batches(
                 options, schema, _incoming(reader, context), request.delivery

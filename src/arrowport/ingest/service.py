@@ -170,7 +170,7 @@ class IngestService:
         if configured is None and self.settings.streams_only:
             raise UnknownStream(f"stream {stream!r} is not configured", stream=stream)
         base = configured or StreamSettings()
-        target = table or base.table or stream
+        target = table or self.stream_table(stream)
         check_table_name(target)
         chosen_mode = _choice("mode", mode or base.mode, _MODES)
         policy = WritePolicy(
@@ -192,6 +192,11 @@ class IngestService:
         if size < 1:
             raise InvalidOptions("chunk_size must be a positive number of rows")
         return IngestOptions(stream, target, policy.mode, size, policy, dry_run)
+
+    def stream_table(self, stream: str) -> str:
+        """The table a stream lands in when a request names none: configured, else its name."""
+        configured = self.settings.streams.get(stream)
+        return (configured.table if configured else None) or stream
 
     # -- admission -----------------------------------------------------------------------------
 
