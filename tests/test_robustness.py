@@ -232,3 +232,21 @@ def test_large_json_bodies_with_escaped_slashes_land(client: httpx.Client) -> No
     )
     assert response.status_code == 200, response.text
     assert rows_in(client, "escaped_json") == 200_000
+
+
+def test_unauthenticated_metrics_port_needs_consent_when_tokens_exist(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    token = {"name": "ops", "secret_hash": "sha256:" + "0" * 64, "scopes": ["read"]}
+    config = {"auth": {"tokens": [token]}, "api": {"metrics_port": 0}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "arrowport", "serve", "--config", str(path)]
+    command += ["--port", "0", "--flight-port", "0", "--db", str(tmp_path / "db.duckdb")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "auth.public_metrics" in done.stderr

@@ -10,7 +10,8 @@
     │   ├── TruncatedStream                 truncated_stream
     │   ├── InvalidCompression              invalid_compression
     │   ├── SchemaMismatch                  schema_mismatch
-    │   └── InvalidName                     invalid_name
+    │   ├── InvalidName                     invalid_name
+    │   └── QueryError                      query_error
     ├── Unauthenticated                 401 unauthenticated (with WWW-Authenticate: Bearer)
     ├── Forbidden                       403 forbidden (ReadOnly: read_only)
     ├── NotFound                        404 (UnknownStream, UnknownTable)
@@ -21,8 +22,8 @@
     ├── PayloadTooLarge                 413 payload_too_large
     ├── UnsupportedMediaType            415 unsupported_media_type
     ├── InvalidOptions                  422 invalid_options, unsupported_type, invalid_value
-    ├── QueryError                      400 query_error
-    ├── Overloaded                      503 overloaded (with Retry-After)
+    ├── Overloaded                      503 overloaded (with Retry-After; ShuttingDown:
+    │                                       shutting_down)
     └── StorageError                    503 storage_error / 507 insufficient_storage
 
 The HTTP layer maps ``status`` to the response; the Flight layer maps ``flight_status``.

@@ -75,10 +75,28 @@ def _tls_problem(tls: TlsSettings) -> str | None:
     return None
 
 
+def _open_metrics_port(settings: Settings) -> str | None:
+    """The extra metrics listener has no authentication: with tokens, say it is meant."""
+    api = settings.api
+    if (
+        api.enable_metrics
+        and api.metrics_port is not None
+        and auth_enabled(settings.auth)
+        and not settings.auth.public_metrics
+    ):
+        return (
+            "api.metrics_port serves metrics without authentication while auth.tokens are "
+            "configured: set auth.public_metrics: true to allow it, or unset api.metrics_port"
+        )
+    return None
+
+
 def _check_access(settings: Settings) -> str | None:
     """One line saying why the server must not start (None: it may), after a loud warning
     when it will serve a non-loopback address without authentication."""
-    problem = exposure_refusal(settings) or _tls_problem(settings.tls)
+    problem = (
+        exposure_refusal(settings) or _tls_problem(settings.tls) or _open_metrics_port(settings)
+    )
     if problem is None and exposed_hosts(settings):
         log.warning(
             "AUTHENTICATION IS OFF on a non-loopback address: anyone who can connect may read "

@@ -170,10 +170,9 @@ async def query(request: Request) -> Response:
     result = await run_in_threadpool(run_query, service.db, parsed.sql, parsed.params)
     media_type = _accepted(request)
     if media_type == ARROW_STREAM:
-        codec = service.settings.compression.algorithm
         batches = iter(result)
         first = await run_in_threadpool(_first_batch, batches)
-        chunks = _ipc_chunks(result.schema, first, batches, codec)
+        chunks = _ipc_chunks(result.schema, first, batches, _write_options(service))
         return StreamingResponse(chunks, media_type=ARROW_STREAM)
     table = await run_in_threadpool(_read_all, result)
     if media_type == "text/csv":
@@ -191,6 +190,15 @@ def _json_body(table: pa.Table) -> bytes:
     }
     text = json.dumps(_finite(body), default=_json_value, allow_nan=False, separators=(",", ":"))
     return text.encode()
+
+
+def _write_options(service: IngestService) -> pa.ipc.IpcWriteOptions:
+    """IPC buffer compression of query results: ``compression.algorithm`` at its ``level``."""
+    settings = service.settings.compression
+    if settings.algorithm == "none":
+        return pa.ipc.IpcWriteOptions()
+    level = settings.level if settings.algorithm == "zstd" else None
+    return pa.ipc.IpcWriteOptions(compression=pa.Codec(settings.algorithm, level))
 
 
 def _first_batch(batches: Iterator[pa.RecordBatch]) -> pa.RecordBatch | None:
@@ -254,13 +262,12 @@ def _ipc_chunks(
     schema: pa.Schema,
     first: pa.RecordBatch | None,
     rest: Iterator[pa.RecordBatch],
-    codec: str,
+    options: pa.ipc.IpcWriteOptions,
 ) -> Iterator[bytes]:
     """Serialize batches as DuckDB produces them. The first batch was fetched before the
     response started (so most failures are still a clean 400); a failure later breaks the
     response off, so the client sees an error, never a silently short result."""
     collector = _Collector()
-    options = pa.ipc.IpcWriteOptions(compression=None if codec == "none" else codec)
     writer = pa.ipc.new_stream(pa.PythonFile(collector, mode="w"), schema, options=options)
     if first is not None:
         writer.write_batch(first)

@@ -36,8 +36,6 @@ class BodyPipe(io.RawIOBase):
         self._wanted = 0
         self._space = asyncio.Event()
         self._space.set()
-        self.position = 0
-        self._tail = b""
         # Set to a hash object to fingerprint the raw body (idempotency keys), off the event loop.
         self.digest: hashlib._Hash | None = None
 
@@ -71,13 +69,6 @@ class BodyPipe(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def tail(self, count: int) -> bytes:
-        """The last ``count`` bytes read (for the end-of-stream check)."""
-        return self._tail[-count:]
 
     def abort(self) -> None:
         """The reader is done (or failed): release the producer and drop what is buffered."""
@@ -121,8 +112,6 @@ class BodyPipe(io.RawIOBase):
         data = b"".join(parts) if len(parts) != 1 else parts[0]
         if self.digest is not None:
             self.digest.update(data)
-        self.position += len(data)
-        self._tail = (self._tail + data[-8:])[-8:]
         return data
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]

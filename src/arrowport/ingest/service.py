@@ -6,8 +6,8 @@ Three ways in, one write path:
   appends go to the group writer; anything larger is written on a worker thread.
 * :meth:`IngestService.ingest_pipe` — a large HTTP body, decoded while it is still arriving; DuckDB
   scans the batches on a worker thread, so memory stays flat whatever the body's size.
-* :meth:`IngestService.ingest_batches` — already-decoded batches (Arrow Flight), written on the
-  caller's thread.
+* :meth:`IngestService.ingest_batches` — already-decoded batches (Arrow Flight): a small upload
+  is group-committed, a larger one written on the caller's thread as it arrives.
 
 Every way is one transaction, with the delivery records (idempotency key, producer offset) in the
 same transaction as the rows; the result is returned only after the commit.

@@ -143,10 +143,6 @@ class Database:
         finally:
             cur.close()
 
-    def checkpoint(self) -> None:
-        with self.cursor() as cur:
-            cur.execute("CHECKPOINT")
-
     def close(self) -> None:
         if not self._closed:
             if self._checkpointer is not None:

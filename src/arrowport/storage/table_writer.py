@@ -6,9 +6,10 @@ so a dry run can roll back and show exactly what would have happened.
 * ``append`` (default) inserts by column name; ``create`` refuses an existing table (409);
   ``replace`` swaps the table's contents in the same transaction (readers see the old rows until
   the commit, never an empty table); ``upsert`` merges on key columns.
-* ``strict`` schema policy: any difference is a 409 naming the columns. ``evolve``: new columns are
-  added as nullable and safe widenings applied (``ALTER`` before any row is written, as DuckDB
-  requires in one transaction); anything unsafe is still a 409.
+* ``strict`` schema policy: unknown columns, types that do not convert losslessly and missing
+  NOT NULL columns are a 409 naming them (a narrower type, or a missing nullable column, fits).
+* ``evolve``: new columns are added as nullable and safe widenings applied (``ALTER`` before any
+  row is written, as DuckDB requires in one transaction); anything unsafe is still a 409.
 """
 
 from __future__ import annotations
