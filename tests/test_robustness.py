@@ -250,3 +250,17 @@ def test_unauthenticated_metrics_port_needs_consent_when_tokens_exist(tmp_path: 
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert "auth.public_metrics" in done.stderr
+
+
+def test_query_results_use_the_configured_ipc_compression(tmp_path: Path) -> None:
+    config = {"compression": {"algorithm": "zstd", "level": 7}}
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        answer = client.post("/query", json={"sql": "SELECT 'x' || i AS s FROM range(50000) t(i)"})
+        assert answer.status_code == 200
+        reader = pa.ipc.open_stream(answer.content)
+        assert reader.read_all().num_rows == 50_000
+        plain = 50_000 * 6
+        assert len(answer.content) < plain  # the buffers really are compressed
