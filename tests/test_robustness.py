@@ -264,3 +264,20 @@ def test_query_results_use_the_configured_ipc_compression(tmp_path: Path) -> Non
         assert reader.read_all().num_rows == 50_000
         plain = 50_000 * 6
         assert len(answer.content) < plain  # the buffers really are compressed
+
+
+def test_runaway_queries_are_stopped_at_the_time_limit(tmp_path: Path) -> None:
+    config = {"limits": {"query_timeout_seconds": 0.5}}
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        slow = "SELECT sum(a.range * b.range) AS s FROM range(200000) a, range(200000) b"
+        for accept in ("application/vnd.apache.arrow.stream", "application/json"):
+            started = time.monotonic()
+            answer = client.post("/query", json={"sql": slow}, headers={"Accept": accept})
+            assert answer.status_code == 408, answer.text
+            assert answer.json()["code"] == "query_timeout"
+            assert time.monotonic() - started < 20
+        assert query(client, "SELECT 42 AS x").to_pylist() == [{"x": 42}]
+        assert server.healthy()

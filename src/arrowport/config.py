@@ -146,6 +146,9 @@ class LimitsSettings(_Section):
     body_timeout_seconds: float = Field(
         60.0, gt=0, description="Longest wait for the next piece of a request body (408 after)."
     )
+    query_timeout_seconds: float | None = Field(
+        300.0, gt=0, description="Longest a query may run before it is interrupted (408)."
+    )
     shutdown_timeout_seconds: float = Field(
         30.0, gt=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )

@@ -18,7 +18,7 @@
     ├── SchemaConflict                  409 schema_conflict, table_exists, duplicate_keys
     ├── WriteConflict                   409 write_conflict, constraint_violation,
     │                                       idempotency_conflict, sequence_gap
-    ├── RequestTimeout                  408 request_timeout
+    ├── RequestTimeout                  408 request_timeout, query_timeout
     ├── PayloadTooLarge                 413 payload_too_large
     ├── UnsupportedMediaType            415 unsupported_media_type
     ├── InvalidOptions                  422 invalid_options, unsupported_type, invalid_value
@@ -186,6 +186,10 @@ class RequestTimeout(ArrowportError):
     status = 408
     code = "request_timeout"
     flight_status: ClassVar[FlightStatus] = "unavailable"
+
+
+class QueryTimeout(RequestTimeout):
+    code = "query_timeout"
 
 
 class PayloadTooLarge(ArrowportError):

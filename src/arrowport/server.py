@@ -117,7 +117,7 @@ def serve(settings: Settings) -> int:
     keep_memory_flat()
     metrics = Metrics()
     try:
-        db = Database(settings.duckdb)
+        db = Database(settings.duckdb, settings.limits.query_timeout_seconds)
     except StorageError as exc:
         print(f"arrowport: {exc.message}", file=sys.stderr)
         return 1

@@ -90,8 +90,9 @@ class WriteOutcome:
 class Database:
     """The process's DuckDB database. Thread-safe: every caller gets its own cursor."""
 
-    def __init__(self, settings: DuckDBSettings) -> None:
+    def __init__(self, settings: DuckDBSettings, query_timeout: float | None = None) -> None:
         self.path = settings.path
+        self.query_timeout = query_timeout
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         config: dict[str, str | bool | int | float | list[str]] = {}

@@ -10,6 +10,7 @@ calling ``read_csv('/etc/passwd')`` gets 403 ``read_only`` too.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from arrowport.errors import InvalidName, QueryError, ReadOnly, UnknownTable
+from arrowport.errors import InvalidName, QueryError, QueryTimeout, ReadOnly, UnknownTable
 from arrowport.storage.catalog import query_columns
 from arrowport.storage.database import Database
 from arrowport.storage.identifiers import check_table_name, quote
@@ -70,10 +71,16 @@ def _outside(exc: duckdb.Error) -> ReadOnly:
 class QueryResult:
     """A running query: its schema now, its batches as they are fetched."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, reader: pa.RecordBatchReader) -> None:
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        reader: pa.RecordBatchReader,
+        deadline: _Deadline,
+    ) -> None:
         self._cursor = cursor
         self.reader = reader
         self.schema: pa.Schema = reader.schema
+        self._deadline = deadline
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         try:
@@ -82,6 +89,7 @@ class QueryResult:
             raise _outside(exc) from None
         except (duckdb.Error, pa.ArrowException, OSError) as exc:
             # DuckDB's errors while rows are fetched reach us through the Arrow reader.
+            self._deadline.check()
             if "Permission Error" in str(exc):
                 raise ReadOnly(f"the query tried to reach outside the database: {exc}") from None
             raise QueryError(f"query failed: {exc}") from None
@@ -92,32 +100,63 @@ class QueryResult:
         return pa.Table.from_batches(list(self), schema=self.schema)
 
     def close(self) -> None:
+        self._deadline.cancel()
         with contextlib.suppress(duckdb.Error):
             self._cursor.execute("ROLLBACK")
         self._cursor.close()
+
+
+class _Deadline:
+    """Interrupts a query's cursor when its time is up (``limits.query_timeout_seconds``)."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, seconds: float | None) -> None:
+        self._seconds = seconds
+        self.expired = False
+        self._timer: threading.Timer | None = None
+        if seconds is not None:
+            self._timer = threading.Timer(seconds, self._expire, args=(cursor,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self.expired = True
+        with contextlib.suppress(duckdb.Error):
+            cursor.interrupt()
+
+    def check(self) -> None:
+        """Raise 408 if the query failed because its time ran out."""
+        if self.expired:
+            raise QueryTimeout(
+                f"the query ran longer than {self._seconds:g} seconds and was stopped "
+                "(limits.query_timeout_seconds)"
+            )
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def run_query(db: Database, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
     """Start a read-only query; the caller iterates (or closes) the result."""
     check_read_only(sql)
     cursor = db.connect()
+    deadline = _Deadline(cursor, db.query_timeout)
     try:
         cursor.execute("BEGIN TRANSACTION READ ONLY")
         cursor.execute(sql, list(params) if params else None)
         reader = cursor.to_arrow_reader(BATCH_ROWS)
-    except duckdb.TransactionException as exc:
+    except BaseException as exc:
+        deadline.cancel()
         cursor.close()
-        raise ReadOnly(f"the query tried to write: {exc}") from None
-    except duckdb.PermissionException as exc:
-        cursor.close()
-        raise _outside(exc) from None
-    except duckdb.Error as exc:
-        cursor.close()
-        raise QueryError(f"query failed: {exc}") from None
-    except BaseException:
-        cursor.close()
+        deadline.check()
+        if isinstance(exc, duckdb.TransactionException):
+            raise ReadOnly(f"the query tried to write: {exc}") from None
+        if isinstance(exc, duckdb.PermissionException):
+            raise _outside(exc) from None
+        if isinstance(exc, duckdb.Error):
+            raise QueryError(f"query failed: {exc}") from None
         raise
-    return QueryResult(cursor, reader)
+    return QueryResult(cursor, reader, deadline)
 
 
 @contextlib.contextmanager
