@@ -212,6 +212,7 @@ async def _ingest_binary(
             f"body of {declared} bytes exceeds the limit of {limits.max_body_bytes}",
             limit=limits.max_body_bytes,
         )
+    # Measured: streaming a large body into DuckDB as it arrives beats receiving it whole first.
     if declared is not None and declared <= limits.small_body_bytes:
         body = await _read_body(request, limits.small_body_bytes, limits.body_timeout_seconds)
         result = await service.ingest_bytes(options, body, codec, delivery=delivery)

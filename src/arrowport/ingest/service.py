@@ -304,7 +304,7 @@ class IngestService:
 
             def write() -> WriteOutcome:
                 try:
-                    return self._write_stream(options, open_payload, bound)
+                    return self._write_stream(options, open_payload, bound, in_memory=codec is None)
                 finally:
                     self._release()
 
@@ -420,9 +420,13 @@ class IngestService:
         options: IngestOptions,
         open_stream: Callable[[], BatchStream],
         delivery: Delivery | None,
+        in_memory: bool = False,
     ) -> WriteOutcome:
         stream = open_stream()
-        job = WriteJob(options.table, options.policy, stream.reader(), delivery)
+        # A payload already in memory is handed over as a table (its batches are zero-copy
+        # slices): DuckDB then scans it in C++, in parallel, without calling back into Python.
+        data = stream.read_all() if in_memory else stream.reader()
+        job = WriteJob(options.table, options.policy, data, delivery)
         try:
             return self.db.write_one(job, dry_run=options.dry_run)
         except Exception:
