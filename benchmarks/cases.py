@@ -16,7 +16,14 @@ from tests.server import ArrowportProcess
 
 from benchmarks import data, inprocess
 from benchmarks.lean_http import Connection
-from benchmarks.monitor import RssSampler, latency_summary, median, peak_rss_mb, tree_rss_mb
+from benchmarks.monitor import (
+    Background,
+    RssSampler,
+    latency_summary,
+    median,
+    peak_rss_mb,
+    tree_rss_mb,
+)
 from benchmarks.servers import Servers, flight_port, row_stats
 
 BINARY_HEADERS = {"Content-Type": data.ARROW_STREAM}
@@ -205,26 +212,17 @@ def flight_sizes(servers: Servers, plan: Plan, tables: dict[int, pa.Table]) -> d
 # -- many clients ------------------------------------------------------------------------------
 
 
-class HealthProbe:
+class HealthProbe(Background):
     """GET /health every ``interval`` seconds on its own connection and thread.
 
     Samples are ``(started, seconds)`` pairs on the ``time.perf_counter`` clock."""
 
     def __init__(self, url: str, interval: float = 0.01) -> None:
+        super().__init__("health-probe")
         self.url = url
         self.interval = interval
         self.samples: list[tuple[float, float]] = []
         self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
-
-    def __enter__(self) -> HealthProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def _run(self) -> None:
         async def loop() -> None:

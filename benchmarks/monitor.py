@@ -6,6 +6,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -44,24 +45,34 @@ def peak_rss_mb(pid: int) -> float:
     return _status_kb(pid, "VmHWM") / 1024
 
 
-class RssSampler:
-    """Samples the resident memory of a process tree every ``interval`` seconds in a thread."""
+class Background:
+    """Runs :meth:`_run` on a daemon thread from ``__enter__`` until ``__exit__`` sets ``_stop``."""
 
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self.pid = pid
-        self.interval = interval
-        self.peak_mb = 0.0
-        self.samples = 0
+    def __init__(self, name: str) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class RssSampler(Background):
+    """Samples the resident memory of a process tree every ``interval`` seconds in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        super().__init__("rss-sampler")
+        self.pid = pid
+        self.interval = interval
+        self.peak_mb = 0.0
+        self.samples = 0
 
     def _run(self) -> None:
         while not self._stop.is_set():
