@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,36 @@ def ipc_bytes(table: pa.Table, batch_rows: int | None = None) -> bytes:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=batch_rows)
     return sink.getvalue().to_pybytes()
+
+
+def post_binary(
+    client: httpx.Client,
+    stream: str,
+    body: bytes | Iterator[bytes],
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST a raw Arrow IPC body to ``/stream/{stream}``."""
+    return client.post(
+        f"/stream/{stream}",
+        content=body,
+        params=params,
+        headers={"Content-Type": ARROW_STREAM} | (headers or {}),
+    )
+
+
+def post_json(
+    client: httpx.Client,
+    stream: str,
+    data: bytes,
+    config: dict[str, object] | None = None,
+    schema: pa.Schema | None = None,
+) -> httpx.Response:
+    """POST an IPC stream in the seed's JSON/base64 format."""
+    batch = {"data": base64.b64encode(data).decode()}
+    if schema is not None:
+        batch["arrow_schema"] = base64.b64encode(schema.serialize().to_pybytes()).decode()
+    return client.post(f"/stream/{stream}", json={"config": config or {}, "batch": batch})
 
 
 def query(client: httpx.Client, sql: str) -> pa.Table:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 import zstandard
 
-from tests.conftest import ARROW_STREAM, ipc_bytes, query
+from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary, post_json, query
 from tests.server import ArrowportProcess
 
 SMALL_LIMIT = 64 * 1024
@@ -71,34 +71,6 @@ def assert_refused(
     assert client.get("/health").status_code == 200
     assert table_state(client, table) == before
     return body
-
-
-def post_binary(
-    client: httpx.Client,
-    stream: str,
-    body: bytes,
-    params: dict[str, str] | None = None,
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    return client.post(
-        f"/stream/{stream}",
-        content=body,
-        params=params,
-        headers={"Content-Type": ARROW_STREAM} | (headers or {}),
-    )
-
-
-def post_json(
-    client: httpx.Client,
-    stream: str,
-    data: bytes,
-    config: dict[str, object] | None = None,
-    schema: pa.Schema | None = None,
-) -> httpx.Response:
-    batch = {"data": base64.b64encode(data).decode()}
-    if schema is not None:
-        batch["arrow_schema"] = base64.b64encode(schema.serialize().to_pybytes()).decode()
-    return client.post(f"/stream/{stream}", json={"config": config or {}, "batch": batch})
 
 
 def large_ipc(rows: int = 200_000) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import gzip
 import threading
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ import pyarrow as pa
 import pytest
 import zstandard
 
-from tests.conftest import ARROW_STREAM, ipc_bytes, query
+from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary, post_json, query
 
 SEED_FIELDS = ["status", "stream", "rows_processed", "message"]
 
@@ -25,30 +24,6 @@ def sample(rows: int = 5, offset: int = 0) -> pa.Table:
             "name": pa.array([f"n{i}" for i in ids], pa.string()),
             "score": pa.array([i / 2 for i in ids], pa.float64()),
         }
-    )
-
-
-def post_binary(
-    client: httpx.Client,
-    stream: str,
-    body: bytes | Iterator[bytes],
-    params: dict[str, str] | None = None,
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    return client.post(
-        f"/stream/{stream}",
-        content=body,
-        params=params,
-        headers={"Content-Type": ARROW_STREAM} | (headers or {}),
-    )
-
-
-def post_json(
-    client: httpx.Client, stream: str, data: bytes, config: dict[str, object] | None = None
-) -> httpx.Response:
-    return client.post(
-        f"/stream/{stream}",
-        json={"config": config or {}, "batch": {"data": base64.b64encode(data).decode()}},
     )
 
 
