@@ -6,10 +6,11 @@ that size come from the heap and freed ones are kept rather than returned: resid
 grows with the upload although nothing is live. Fixing the threshold keeps large blocks in
 mmap, returned to the system the moment they are freed.
 
-Arrow buffers (Flight uploads, realigned columns) come from pyarrow's default pool, mimalloc,
-which keeps freed segments for reuse: over a multi-gigabyte upload that alone adds hundreds of
-MB. The system allocator, with the fixed threshold above, gives them back (measured: 2 GB Flight
-upload, peak RSS 945 MB -> 523 MB, same throughput).
+Arrow buffers (Flight uploads) come from pyarrow's default pool, mimalloc, which keeps freed
+segments for reuse: over a multi-gigabyte upload that alone adds hundreds of MB. The system
+allocator, with the fixed threshold above, gives them back (2 GB Flight upload: peak RSS ~945 MB
+with mimalloc, 520 to 750 MB across runs without it). Realigned Flight columns have a pool of
+their own (see :mod:`arrowport.flight.alignment`).
 """
 
 from __future__ import annotations
