@@ -49,7 +49,7 @@ class Plan:
 
 FULL = Plan(
     sizes=(1_000, 100_000, 1_000_000),
-    repeats={1_000: 50, 100_000: 9, 1_000_000: 5},
+    repeats={1_000: 50, 100_000: 9, 1_000_000: 9},
     clients=16,
     batches_per_client=200,
     batch_rows=1_000,
@@ -184,29 +184,55 @@ def http_sizes(
         return {"sizes": asyncio.run(run())}
 
 
-def flight_sizes(servers: Servers, plan: Plan, tables: dict[int, pa.Table]) -> dict[str, Any]:
-    """``do_put`` of each size, one at a time; paired with in-process inserts like HTTP."""
+def _timed_puts(
+    port: int, plan: Plan, tables: dict[int, pa.Table], limits: Path, prefix: str
+) -> dict[int, dict[str, Any]]:
+    """``do_put`` of each size, one at a time, paired with in-process inserts like HTTP; the
+    first put of each size creates its table ``<prefix>_<size>`` and is not timed."""
     from benchmarks import flight_client
 
+    client = flight_client.connect(port)
+    results: dict[int, dict[str, Any]] = {}
+    for size in plan.sizes:
+        name = f"{prefix}_{size}"
+        flight_client.timed_put(client, name, tables[size])
+        times, limit_times = [], []
+        with inprocess.Limit(tables[size], limits / f"limit_{name}.duckdb") as limit:
+            for _ in range(plan.repeats[size]):
+                limit_times.append(limit.time())
+                times.append(flight_client.timed_put(client, name, tables[size]))
+        results[size] = _throughput(size, times, limit_times)
+    client.close()
+    return results
+
+
+def flight_sizes(servers: Servers, plan: Plan, tables: dict[int, pa.Table]) -> dict[str, Any]:
+    """Arrowport's ``do_put`` of each size (see :func:`_timed_puts`)."""
     with servers.start("flight") as server:
         port = flight_port(server)
         if port is None:
             raise NotAvailable("flight: not available")
-        client = flight_client.connect(port)
-        results: dict[str, Any] = {}
-        for size in plan.sizes:
-            name = f"flight_{size}"
-            flight_client.timed_put(client, name, tables[size])
-            times, limit_times = [], []
-            with inprocess.Limit(tables[size], servers.root / f"limit_{name}.duckdb") as limit:
-                for _ in range(plan.repeats[size]):
-                    limit_times.append(limit.time())
-                    times.append(flight_client.timed_put(client, name, tables[size]))
-            result = _throughput(size, times, limit_times)
-            result["check"] = _verify(server, name, size * (plan.repeats[size] + 1))
-            results[str(size)] = result
-        client.close()
-        return {"sizes": results}
+        results = _timed_puts(port, plan, tables, servers.root, "flight")
+        for size, result in results.items():
+            result["check"] = _verify(server, f"flight_{size}", size * (plan.repeats[size] + 1))
+        return {"sizes": {str(size): result for size, result in results.items()}}
+
+
+def bare_flight_sizes(servers: Servers, plan: Plan, tables: dict[int, pa.Table]) -> dict[str, Any]:
+    """The same puts against :mod:`benchmarks.bare_flight`: the ceiling of any Flight server."""
+    from benchmarks import bare_flight
+
+    workdir = servers.root / "flight-bare"
+    workdir.mkdir(parents=True, exist_ok=True)
+    db_path = workdir / "bare.duckdb"
+    with bare_flight.running(db_path) as port:
+        results = _timed_puts(port, plan, tables, workdir, "bare")
+    for size, result in results.items():
+        stats = bare_flight.landed(db_path, f"bare_{size}")
+        stats["expected_rows"] = size * (plan.repeats[size] + 1)
+        stats["verified"] = stats["rows"] == stats["expected_rows"]
+        result["check"] = stats
+    return {"sizes": {str(size): result for size, result in results.items()}}
 
 
 # -- many clients ------------------------------------------------------------------------------

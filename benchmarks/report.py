@@ -13,6 +13,7 @@ LABELS = {
     "http-binary": "HTTP binary IPC",
     "http-zstd": "HTTP binary IPC + zstd",
     "flight": "Flight do_put",
+    "flight-bare": "bare pyarrow.flight -> DuckDB (ceiling)",
 }
 RSS_LIMIT_MB = 600.0
 
@@ -209,6 +210,14 @@ def _largest(case: dict[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
     return size, case["sizes"][size]
 
 
+def _ceiling_note(bare: dict[str, Any] | None, size: str, note: str) -> str:
+    """``note`` plus the bare Flight server's ratio at ``size`` in this run, when it was measured."""
+    if bare is None or _status(bare) is not None or "ratio" not in bare["sizes"].get(size, {}):
+        return note
+    ceiling = f"bare pyarrow.flight -> DuckDB: {bare['sizes'][size]['ratio']:.2f} x"
+    return f"{note}; {ceiling}" if note else ceiling
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each figure from the issue: what was measured, and PASS / FAIL / n/a."""
     out: list[dict[str, Any]] = []
@@ -237,6 +246,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         size, r = largest
         note = "" if int(size) == 1_000_000 else f"measured at {_rows(int(size))} rows (not 1M)"
+        if key == "flight":
+            note = _ceiling_note(results.get("flight-bare"), size, note)
         add(f"{name}, 1M rows", target, f"{r['ratio']:.2f} x", r["ratio"] >= minimum, note)
 
     conc = results.get("concurrent-http")

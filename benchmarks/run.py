@@ -40,6 +40,7 @@ CASES = (
     "http-binary",
     "http-zstd",
     "flight",
+    "flight-bare",
     "concurrent-http",
     "concurrent-flight",
     "health",
@@ -213,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"- {name} ... flight: not available")
                 continue
             _run_case(name, results, lambda: cases.flight_sizes(servers, plan, tables))
+        elif name == "flight-bare":
+            _run_case(name, results, lambda: cases.bare_flight_sizes(servers, plan, tables))
         elif name in ("concurrent-http", "concurrent-flight"):
             seq = limit["sequential"] if limit else None
             if name == "concurrent-flight" and not flight:
