@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
 import httpx
 import pyarrow as pa
+import pyarrow.flight as flight
 import pytest
 
-from tests.conftest import ARROW_STREAM, ipc_bytes, query
+from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary, post_json, query
 from tests.server import ArrowportProcess
 
 
@@ -189,6 +191,51 @@ def test_stream_config_sets_mode_keys_and_policy(tmp_path: Any) -> None:
             {"id": 1, "name": "a", "email": None},
             {"id": 2, "name": "B", "email": "b@x"},
         ]
+
+
+def flight_put(
+    fc: flight.FlightClient, descriptor: flight.FlightDescriptor, batch: pa.Table
+) -> None:
+    writer, _ = fc.do_put(descriptor, batch.schema)
+    writer.write_table(batch)
+    writer.close()
+
+
+def test_locked_stream_refuses_options_that_differ(tmp_path: Any) -> None:
+    config = {"streams": {"events": {"table": "events", "mode": "append", "locked": True}}}
+    batch = pa.table({"k": [1, 2]})
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        assert post_binary(client, "events", ipc_bytes(batch)).status_code == 200
+        # The configured values themselves (table names in any case) are fine.
+        same = post_binary(
+            client, "events", ipc_bytes(batch), {"table": "EVENTS", "mode": "append"}
+        )
+        assert same.status_code == 200, same.text
+        seed = post_json(client, "events", ipc_bytes(batch), {"target_table": "events"})
+        assert seed.status_code == 200, seed.text
+        for params in ({"mode": "replace"}, {"table": "other"}, {"schema_policy": "evolve"}):
+            refused = post_binary(client, "events", ipc_bytes(batch), params)
+            assert refused.status_code == 403, refused.text
+            body = refused.json()
+            assert body["code"] == "stream_locked"
+            assert next(iter(params)) in body["message"]
+        refused = post_json(client, "events", ipc_bytes(batch), {"target_table": "other"})
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "stream_locked"
+
+        command = json.dumps({"stream_name": "events", "mode": "replace"}).encode()
+        fc = flight.connect(server.flight_url)
+        with pytest.raises(flight.FlightUnauthorizedError, match="stream_locked"):
+            flight_put(fc, flight.FlightDescriptor.for_command(command), batch)
+        fc.close()
+
+        assert query(client, "SELECT count(*) AS n FROM events").to_pylist() == [{"n": 6}]
+        tables = {t["name"] for t in client.get("/tables").json()}
+        assert "other" not in tables
+        assert client.get("/health").status_code == 200
 
 
 @pytest.mark.timeout(120)

@@ -193,6 +193,11 @@ class StreamSettings(_Section):
     duplicate_keys: DuplicateKeys = Field(
         "error", description="Upsert batches with a repeated key: 409, or the last row wins."
     )
+    locked: bool = Field(
+        False,
+        description="Refuse (403) request options that differ from this configuration "
+        "(table, mode, key columns, schema policy, duplicate keys).",
+    )
 
     @field_validator("table")
     @classmethod

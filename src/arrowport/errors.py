@@ -126,6 +126,12 @@ class ReadOnly(Forbidden):
     code = "read_only"
 
 
+class StreamLocked(Forbidden):
+    """A request option differs from a ``locked`` stream's configuration."""
+
+    code = "stream_locked"
+
+
 class NotFound(ArrowportError):
     status = 404
     code = "not_found"

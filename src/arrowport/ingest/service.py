@@ -36,6 +36,7 @@ from arrowport.errors import (
     RequestTimeout,
     SchemaMismatch,
     ShuttingDown,
+    StreamLocked,
     UnknownStream,
 )
 from arrowport.ingest.payload import (
@@ -170,6 +171,21 @@ class IngestService:
         if configured is None and self.settings.streams_only:
             raise UnknownStream(f"stream {stream!r} is not configured", stream=stream)
         base = configured or StreamSettings()
+        if configured is not None and configured.locked:
+            _check_locked(
+                stream,
+                {
+                    # DuckDB's table names are case-insensitive.
+                    "table": (table and table.lower(), self.stream_table(stream).lower()),
+                    "mode": (mode, base.mode),
+                    "key_columns": (
+                        list(key_columns) if key_columns else None,
+                        base.key_columns or [],
+                    ),
+                    "schema_policy": (schema_policy, base.schema_policy),
+                    "duplicate_keys": (duplicate_keys, base.duplicate_keys),
+                },
+            )
         target = table or self.stream_table(stream)
         check_table_name(target)
         chosen_mode = _choice("mode", mode or base.mode, _MODES)
@@ -486,6 +502,20 @@ class IngestService:
             self._idle.wait_for(lambda: self._active == 0, timeout=timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.db.close()
+
+
+def _check_locked(stream: str, options: dict[str, tuple[Any, Any]]) -> None:
+    """Refuse every requested option (first of each pair) that differs from the configured one."""
+    differing = [
+        f"{name}={requested!r} (configured: {configured!r})"
+        for name, (requested, configured) in options.items()
+        if requested is not None and requested != configured
+    ]
+    if differing:
+        raise StreamLocked(
+            f"stream {stream!r} is locked to its configuration; refused: {', '.join(differing)}",
+            stream=stream,
+        )
 
 
 def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
