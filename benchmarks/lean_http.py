@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+# Bodies larger than this are written piece by piece (see Connection.request).
+WRITE_PIECE = 1024 * 1024
+
 
 @dataclass
 class Reply:
@@ -77,12 +80,17 @@ class Connection:
         assert self._writer is not None
         started = time.perf_counter()
         head = self._head(method, path, None if body is None else len(body), headers)
-        if body is not None and len(body) <= 64 * 1024:
+        if body is not None and len(body) <= WRITE_PIECE:
             self._writer.write(head + body)
         else:
             self._writer.write(head)
-            if body is not None:
-                self._writer.write(body)
+            # In pieces: handed a large body at once, asyncio copies whatever the socket does
+            # not take right away (tens of MB, fresh pages) before sending more, and the server
+            # sat idle for ~40 ms in the middle of a 41 MB body waiting for it.
+            view = memoryview(body or b"")
+            for offset in range(0, len(view), WRITE_PIECE):
+                self._writer.write(view[offset : offset + WRITE_PIECE])
+                await self._writer.drain()
         await self._writer.drain()
         status, reply_body, keep_alive = await self._read_response()
         seconds = time.perf_counter() - started
