@@ -25,6 +25,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from benchmarks.servers import row_stats_sql
+
 
 class BareFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     def __init__(self, db_path: str) -> None:
@@ -89,13 +91,13 @@ def running(db_path: Path) -> Iterator[int]:
 
 
 def landed(db_path: Path, table: str) -> dict[str, Any]:
-    """``rows``, ``distinct_ids`` and ``id_sum`` of ``table`` (read after the server stopped)."""
+    """:func:`~benchmarks.servers.row_stats_sql` of ``table``, read after the server stopped."""
     with duckdb.connect(str(db_path), read_only=True) as con:
-        row = con.execute(
-            f'SELECT count(*), count(DISTINCT id), CAST(coalesce(sum(id), 0) AS BIGINT) FROM "{table}"'
-        ).fetchone()
+        cursor = con.execute(row_stats_sql(table))
+        names = [column[0] for column in cursor.description]
+        row = cursor.fetchone()
     assert row is not None
-    return {"rows": row[0], "distinct_ids": row[1], "id_sum": row[2]}
+    return dict(zip(names, row, strict=True))
 
 
 if __name__ == "__main__":

@@ -105,10 +105,12 @@ def _check(reply_status: int, body: Any, rows: int) -> None:
 
 
 def _verify(server: ArrowportProcess, table: str, expected: int) -> dict[str, Any]:
-    stats = row_stats(server, table)
-    stats["expected_rows"] = expected
-    stats["verified"] = stats["rows"] == expected
-    return stats
+    return _checked(row_stats(server, table), expected)
+
+
+def _checked(stats: dict[str, Any], expected: int) -> dict[str, Any]:
+    """``stats`` (see ``row_stats_sql``) with the expected row count and whether it matched."""
+    return stats | {"expected_rows": expected, "verified": stats["rows"] == expected}
 
 
 # -- the limit ---------------------------------------------------------------------------------
@@ -228,10 +230,8 @@ def bare_flight_sizes(servers: Servers, plan: Plan, tables: dict[int, pa.Table])
     with bare_flight.running(db_path) as port:
         results = _timed_puts(port, plan, tables, workdir, "bare")
     for size, result in results.items():
-        stats = bare_flight.landed(db_path, f"bare_{size}")
-        stats["expected_rows"] = size * (plan.repeats[size] + 1)
-        stats["verified"] = stats["rows"] == stats["expected_rows"]
-        result["check"] = stats
+        landed = bare_flight.landed(db_path, f"bare_{size}")
+        result["check"] = _checked(landed, size * (plan.repeats[size] + 1))
     return {"sizes": {str(size): result for size, result in results.items()}}
 
 

@@ -101,12 +101,17 @@ def flight_port(server: ArrowportProcess) -> int | None:
     return int(port) if port else None
 
 
-def row_stats(server: ArrowportProcess, table: str) -> dict[str, Any]:
-    """``rows``, ``distinct_ids`` and ``id_sum`` of a table, read back through ``POST /query``."""
-    sql = (
+def row_stats_sql(table: str) -> str:
+    """The query behind every landed-rows check: ``rows``, ``distinct_ids`` and ``id_sum``."""
+    return (
         "SELECT count(*) AS rows, count(DISTINCT id) AS distinct_ids, "
         f'CAST(coalesce(sum(id), 0) AS BIGINT) AS id_sum FROM "{table}"'
     )
+
+
+def row_stats(server: ArrowportProcess, table: str) -> dict[str, Any]:
+    """:func:`row_stats_sql` of a table, read back through ``POST /query``."""
+    sql = row_stats_sql(table)
     response = httpx.post(
         server.url + "/query",
         json={"sql": sql},
