@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow as pa
@@ -58,6 +59,14 @@ def query(client: httpx.Client, sql: str) -> pa.Table:
     response = client.post("/query", json={"sql": sql})
     assert response.status_code == 200, response.text
     return pa.ipc.open_stream(response.content).read_all()
+
+
+def table_rows(client: httpx.Client, table: str, order: str = "k") -> list[dict[str, Any]]:
+    """Every row of ``table`` through the server, ordered by ``order``."""
+    result: list[dict[str, Any]] = query(
+        client, f'SELECT * FROM "{table}" ORDER BY {order}'
+    ).to_pylist()
+    return result
 
 
 @pytest.fixture(scope="module")

@@ -36,26 +36,14 @@ from arrowport.storage.table_writer import (
     WritePolicy,
     _statement_parts,
 )
-from tests.conftest import ARROW_STREAM, ipc_bytes, query
+from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary, query, table_rows
 from tests.server import ArrowportProcess
 
 
 def post(
     client: httpx.Client, batch: pa.Table, batch_rows: int | None = None, **params: str
 ) -> httpx.Response:
-    return client.post(
-        "/stream/edges",
-        content=ipc_bytes(batch, batch_rows),
-        params=params,
-        headers={"Content-Type": ARROW_STREAM},
-    )
-
-
-def rows(client: httpx.Client, table: str, order: str = "k") -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = query(
-        client, f'SELECT * FROM "{table}" ORDER BY {order}'
-    ).to_pylist()
-    return result
+    return post_binary(client, "edges", ipc_bytes(batch, batch_rows), params)
 
 
 # -- upserts -----------------------------------------------------------------------------------
@@ -75,7 +63,7 @@ def test_upsert_null_into_not_null_column_reports_the_real_error(client: httpx.C
     body = response.json()
     assert body["code"] in ("constraint_violation", "invalid_value"), body
     assert "NOT NULL" in body["message"]
-    assert rows(client, "ups_notnull") == [{"k": 1, "n": 10}]
+    assert table_rows(client, "ups_notnull") == [{"k": 1, "n": 10}]
 
 
 def test_upsert_failing_in_merge_leaves_the_server_usable(client: httpx.Client) -> None:
@@ -91,7 +79,7 @@ def test_upsert_failing_in_merge_leaves_the_server_usable(client: httpx.Client) 
     good = pa.table({"k": [1, 2], "n": [5, 6]}, schema=schema)
     accepted = post(client, good, table="ups_again", mode="upsert", key_columns="k")
     assert accepted.status_code == 200, accepted.text
-    assert rows(client, "ups_again") == [{"k": 1, "n": 5}, {"k": 2, "n": 6}]
+    assert table_rows(client, "ups_again") == [{"k": 1, "n": 5}, {"k": 2, "n": 6}]
 
 
 def test_last_wins_keeps_a_user_column_named_like_a_row_number(client: httpx.Client) -> None:
@@ -105,7 +93,7 @@ def test_last_wins_keeps_a_user_column_named_like_a_row_number(client: httpx.Cli
         duplicate_keys="last_wins",
     )
     assert response.status_code == 200, response.text
-    assert rows(client, "lw_pos") == [
+    assert table_rows(client, "lw_pos") == [
         {"k": 1, "_arrowport_pos": 20, "v": "b"},
         {"k": 2, "_arrowport_pos": 10, "v": "c"},
     ]
@@ -144,7 +132,7 @@ def test_last_wins_follows_stream_order_across_many_batches(client: httpx.Client
         duplicate_keys="last_wins",
     )
     assert response.status_code == 200, response.text
-    landed = rows(client, "lw_order")
+    landed = table_rows(client, "lw_order")
     assert landed == [{"k": k, "v": count - keys + k} for k in range(keys)]
 
 
@@ -158,7 +146,7 @@ def test_not_null_violation_in_a_table_named_conflict_is_not_a_retry(client: htt
     response = post(client, pa.table({"id": pa.array([None], pa.int64())}), table="conflict")
     assert response.status_code == 409, response.text
     assert response.json()["code"] == "constraint_violation"
-    assert rows(client, "conflict", order="id") == [{"id": 1}]
+    assert table_rows(client, "conflict", order="id") == [{"id": 1}]
 
 
 @pytest.mark.parametrize(

@@ -11,24 +11,13 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary, post_json, query
+from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary, post_json, query, table_rows
 from tests.server import ArrowportProcess
 
 
 def post(client: httpx.Client, batch: pa.Table, **params: Any) -> httpx.Response:
-    return client.post(
-        "/stream/modes",
-        content=ipc_bytes(batch),
-        params={k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()},
-        headers={"Content-Type": ARROW_STREAM},
-    )
-
-
-def rows(client: httpx.Client, table: str, order: str = "k") -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = query(
-        client, f"SELECT * FROM {table} ORDER BY {order}"
-    ).to_pylist()
-    return result
+    options = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()}
+    return post_binary(client, "modes", ipc_bytes(batch), options)
 
 
 def columns(client: httpx.Client, table: str) -> dict[str, str]:
@@ -40,7 +29,7 @@ def test_replace_swaps_contents(client: httpx.Client) -> None:
     assert post(client, pa.table({"k": [1, 2, 3]}), table="rep").status_code == 200
     response = post(client, pa.table({"k": [7], "extra": ["x"]}), table="rep", mode="replace")
     assert response.status_code == 200, response.text
-    assert rows(client, "rep") == [{"k": 7, "extra": "x"}]
+    assert table_rows(client, "rep") == [{"k": 7, "extra": "x"}]
 
 
 def test_create_refuses_existing_table(client: httpx.Client) -> None:
@@ -48,7 +37,7 @@ def test_create_refuses_existing_table(client: httpx.Client) -> None:
     again = post(client, pa.table({"k": [2]}), table="cre", mode="create")
     assert again.status_code == 409
     assert again.json()["code"] == "table_exists"
-    assert rows(client, "cre") == [{"k": 1}]
+    assert table_rows(client, "cre") == [{"k": 1}]
 
 
 def test_upsert_replaces_matching_keys(client: httpx.Client) -> None:
@@ -58,7 +47,7 @@ def test_upsert_replaces_matching_keys(client: httpx.Client) -> None:
     response = post(client, second, table="ups", mode="upsert", key_columns="k")
     assert response.status_code == 200, response.text
     assert response.json()["rows_processed"] == 2
-    assert rows(client, "ups") == [
+    assert table_rows(client, "ups") == [
         {"k": 1, "v": "a", "n": 10},
         {"k": 2, "v": "B", "n": 21},
         {"k": 3, "v": "C", "n": 30},
@@ -72,12 +61,16 @@ def test_upsert_duplicate_keys_refused_unless_last_wins(client: httpx.Client) ->
     refused = post(client, repeated, table="dup", mode="upsert", key_columns="k")
     assert refused.status_code == 409
     assert refused.json()["code"] == "duplicate_keys"
-    assert rows(client, "dup") == [{"k": 1, "v": "a"}]
+    assert table_rows(client, "dup") == [{"k": 1, "v": "a"}]
     accepted = post(
         client, repeated, table="dup", mode="upsert", key_columns="k", duplicate_keys="last_wins"
     )
     assert accepted.status_code == 200, accepted.text
-    assert rows(client, "dup") == [{"k": 1, "v": "a"}, {"k": 5, "v": "last"}, {"k": 6, "v": "x"}]
+    assert table_rows(client, "dup") == [
+        {"k": 1, "v": "a"},
+        {"k": 5, "v": "last"},
+        {"k": 6, "v": "x"},
+    ]
 
 
 def test_upsert_needs_keys_and_non_null_keys(client: httpx.Client) -> None:
@@ -95,7 +88,7 @@ def test_upsert_needs_keys_and_non_null_keys(client: httpx.Client) -> None:
     assert null_key.json()["code"] == "invalid_value"
     missing_key = post(client, pa.table({"v": [1]}), table="upk", mode="upsert", key_columns="k")
     assert missing_key.status_code == 409
-    assert rows(client, "upk") == [{"k": 1}]
+    assert table_rows(client, "upk") == [{"k": 1}]
 
 
 def test_strict_policy_names_conflicts(client: httpx.Client) -> None:
@@ -103,7 +96,7 @@ def test_strict_policy_names_conflicts(client: httpx.Client) -> None:
     response = post(client, pa.table({"k": [2], "new_col": ["x"]}), table="strict_t")
     assert response.status_code == 409
     assert "new_col" in response.json()["message"]
-    assert rows(client, "strict_t") == [{"k": 1}]
+    assert table_rows(client, "strict_t") == [{"k": 1}]
 
 
 def test_evolve_adds_columns_and_widens_types(client: httpx.Client) -> None:
@@ -119,7 +112,7 @@ def test_evolve_adds_columns_and_widens_types(client: httpx.Client) -> None:
     response = post(client, second, table="evo", schema_policy="evolve")
     assert response.status_code == 200, response.text
     assert columns(client, "evo") == {"k": "INTEGER", "f": "DOUBLE", "added": "VARCHAR"}
-    assert rows(client, "evo") == [
+    assert table_rows(client, "evo") == [
         {"k": 1, "f": 1.5, "added": None},
         {"k": 300, "f": 2.25, "added": "new"},
     ]
@@ -140,7 +133,7 @@ def test_evolve_refuses_unsafe_changes(client: httpx.Client) -> None:
 def test_missing_nullable_columns_are_filled_with_null(client: httpx.Client) -> None:
     assert post(client, pa.table({"k": [1], "v": ["a"]}), table="fill").status_code == 200
     assert post(client, pa.table({"k": [2]}), table="fill").status_code == 200
-    assert rows(client, "fill") == [{"k": 1, "v": "a"}, {"k": 2, "v": None}]
+    assert table_rows(client, "fill") == [{"k": 1, "v": "a"}, {"k": 2, "v": None}]
 
 
 def test_dry_run_reports_and_writes_nothing(client: httpx.Client) -> None:
@@ -187,7 +180,7 @@ def test_stream_config_sets_mode_keys_and_policy(tmp_path: Any) -> None:
                 "/stream/users", content=ipc_bytes(batch), headers={"Content-Type": ARROW_STREAM}
             )
             assert response.status_code == 200, response.text
-        assert rows(client, "users", order="id") == [
+        assert table_rows(client, "users", order="id") == [
             {"id": 1, "name": "a", "email": None},
             {"id": 2, "name": "B", "email": "b@x"},
         ]
