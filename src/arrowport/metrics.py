@@ -49,6 +49,11 @@ class Metrics:
             "Size of the DuckDB database file and its WAL.",
             registry=self.registry,
         )
+        self.spilled_batches = Counter(
+            "arrowport_flight_spilled_batches",
+            "Batches of Flight uploads that waited on disk because DuckDB was behind the client.",
+            registry=self.registry,
+        )
         self.queued_writes = Gauge(
             "arrowport_queued_writes",
             "Small writes waiting for the group writer.",

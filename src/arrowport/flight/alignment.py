@@ -30,7 +30,8 @@ def _copy_pool() -> pa.MemoryPool:
         return pa.default_memory_pool()
 
 
-_POOL = _copy_pool()
+# Also where spilled batches are read back to (:mod:`arrowport.flight.spool`): same reuse.
+ALIGNED_POOL = _copy_pool()
 
 
 def _misaligned(array: pa.Array) -> bool:
@@ -50,7 +51,7 @@ def aligned(batch: pa.RecordBatch) -> pa.RecordBatch:
             if columns is None:
                 columns = list(batch.columns)
             # A fresh allocation is 64-byte aligned; concatenating one array copies it.
-            columns[index] = pa.concat_arrays([column], memory_pool=_POOL)
+            columns[index] = pa.concat_arrays([column], memory_pool=ALIGNED_POOL)
     if columns is None:
         return batch
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)

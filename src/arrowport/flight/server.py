@@ -1,7 +1,9 @@
 """The Arrow Flight endpoint: a thin adapter over the same ingest service and read path as HTTP.
 
-* ``do_put`` lands an upload in a table, one transaction per put. DuckDB scans the batches as they
-  arrive (never the whole upload in memory); the put's metadata reply is the HTTP success body.
+* ``do_put`` lands an upload in a table, one transaction per put. The handler drains the batches
+  as they arrive while DuckDB writes them on another thread, with at most
+  ``flight.upload_buffer_bytes`` waiting in memory (the rest in a temporary file, see
+  :mod:`arrowport.flight.spool`); the put's metadata reply is the HTTP success body.
 * ``do_get`` streams a table (ticket ``{"table": "t"}`` or just ``t``) or a read-only query
   (``{"sql": "...", "params": [...]}``).
 * ``list_flights`` lists every table; ``get_flight_info`` / ``get_schema`` describe a table
@@ -28,10 +30,13 @@ Example::
 
 from __future__ import annotations
 
+import contextvars
+import itertools
 import json
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import pyarrow as pa
@@ -41,7 +46,7 @@ import structlog
 from arrowport.auth import Principal
 from arrowport.config import Scope, Settings
 from arrowport.errors import InvalidIPC, InvalidOptions, TruncatedStream
-from arrowport.flight.alignment import aligned
+from arrowport.flight.alignment import ALIGNED_POOL, aligned
 from arrowport.flight.errors import Call, flight_errors
 from arrowport.flight.requests import (
     ReadRequest,
@@ -56,7 +61,9 @@ from arrowport.flight.security import (
     HandshakeAuthHandler,
     caller,
 )
-from arrowport.ingest.service import IngestService
+from arrowport.flight.spool import BatchSpool
+from arrowport.ingest.service import DeliveryRequest, IngestOptions, IngestResult, IngestService
+from arrowport.memory import release_free_heap
 from arrowport.storage.query import (
     QueryResult,
     describe_table,
@@ -68,6 +75,9 @@ from arrowport.storage.query import (
 )
 
 log = structlog.get_logger("arrowport.flight")
+
+# Uploaded bytes between two releases of the heap's free pages (see release_free_heap).
+TRIM_EVERY_BYTES = 128 * 1024**2
 
 
 class FlightStartError(Exception):
@@ -137,10 +147,18 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
             principal.require_table(
                 options.stream, options.table, self._service.stream_table(options.stream)
             )
+            self._service.check_accepting()
             schema = _upload_schema(reader)
-            result = self._service.ingest_batches(
-                options, schema, _incoming(reader, context), request.delivery
-            )
+            batches = _incoming(reader, context)
+            head, whole = _head(batches, self._service.settings.limits.small_body_bytes)
+            if whole:  # a small upload, all here: written on this thread (and group-committed)
+                result = self._service.ingest_batches(
+                    options, schema, (aligned(b) for b in head), request.delivery
+                )
+            else:
+                result = self._land(
+                    options, schema, itertools.chain(head, batches), request.delivery
+                )
             reply = result.to_json()
             try:
                 writer.write(pa.py_buffer(json.dumps(reply).encode()))
@@ -154,6 +172,53 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
                 rows=result.rows,
                 batches=result.batches,
             )
+
+    def _land(
+        self,
+        options: IngestOptions,
+        schema: pa.Schema,
+        batches: Iterator[pa.RecordBatch],
+        delivery: DeliveryRequest,
+    ) -> IngestResult:
+        """Drain ``batches`` into a spool on this thread while DuckDB writes them on another (see
+        :mod:`arrowport.flight.spool`). Only this thread reads the upload: it must not be read
+        once the handler has returned."""
+        settings = self._service.settings.flight
+        written: Future[IngestResult] = Future()
+        with BatchSpool(
+            schema, settings.upload_buffer_bytes, settings.spool_dir, aligned, ALIGNED_POOL
+        ) as spool:
+            run = contextvars.copy_context().run
+
+            def write() -> None:
+                try:
+                    written.set_result(
+                        run(self._service.ingest_batches, options, schema, iter(spool), delivery)
+                    )
+                except BaseException as exc:
+                    written.set_exception(exc)
+
+            writer = threading.Thread(target=write, name="arrowport-flight-put", daemon=True)
+            writer.start()
+            drained = 0
+            try:
+                for batch in batches:
+                    if written.done():  # the write failed already: its error is the answer
+                        break
+                    spool.put(batch)
+                    drained += batch.nbytes
+                    if drained >= TRIM_EVERY_BYTES:
+                        release_free_heap()
+                        drained = 0
+            except BaseException as exc:
+                spool.fail(exc)
+                writer.join()
+                raise
+            finally:
+                self._metrics.spilled_batches.inc(spool.spilled_batches)
+            spool.finish()
+            writer.join()
+        return written.result()
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -290,7 +355,7 @@ def _upload_schema(reader: flight.MetadataRecordBatchReader) -> pa.Schema:
 def _incoming(
     reader: flight.MetadataRecordBatchReader, context: flight.ServerCallContext
 ) -> Iterator[pa.RecordBatch]:
-    """The upload's batches as they arrive, realigned where gRPC left them misaligned."""
+    """The upload's batches as they arrive (gRPC may leave their buffers misaligned)."""
     while True:
         try:
             chunk = reader.read_chunk()
@@ -303,10 +368,22 @@ def _incoming(
                 ) from None
             raise InvalidIPC(f"cannot read the uploaded Arrow data: {exc}") from None
         if chunk.data is not None:  # a message may carry only application metadata
-            yield aligned(chunk.data)
+            yield chunk.data
     if context.is_cancelled():
         # A cancelled call can look like a finished upload; never commit half of one.
         raise TruncatedStream("the client cancelled the upload; nothing was written")
+
+
+def _head(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[pa.RecordBatch], bool]:
+    """The first batches, up to the one that passes ``limit`` bytes, and whether that was all."""
+    head: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        head.append(batch)
+        size += batch.nbytes
+        if size > limit:
+            return head, False
+    return head, True
 
 
 def flight_location(host: str, port: int, tls: bool = False) -> str:

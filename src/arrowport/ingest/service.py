@@ -220,6 +220,12 @@ class IngestService:
     def accepting(self) -> bool:
         return self._accepting
 
+    def check_accepting(self) -> None:
+        """503 ``shutting_down`` once the server drains. Checked when an upload arrives: one
+        already running may finish."""
+        if not self._accepting:
+            raise ShuttingDown("the server is shutting down; retry later")
+
     def drain(self) -> None:
         """Refuse new writes (503 ``shutting_down``); running ones carry on."""
         self._accepting = False
@@ -386,10 +392,9 @@ class IngestService:
         batches: Iterator[pa.RecordBatch],
         delivery: DeliveryRequest = NO_DELIVERY,
     ) -> IngestResult:
-        """Write decoded batches on the calling thread (Arrow Flight handlers)."""
+        """Write decoded batches on the calling thread (Arrow Flight handlers, which call
+        :meth:`check_accepting` when the upload arrives)."""
         started = time.perf_counter()
-        if not self._accepting:  # checked on arrival: an upload already running may finish
-            raise ShuttingDown("the server is shutting down; retry later")
         digest = hashlib.sha256()
         if delivery.idempotency_key is not None:
             batches = _hashed(schema, batches, digest)

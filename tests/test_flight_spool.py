@@ -1,0 +1,259 @@
+"""Flight uploads that outrun DuckDB wait on disk: order, content, errors and clean-up.
+
+The spool is exercised on its own (where spilling is exactly controlled) and through a real
+server, where a put is held back behind another put's table lock so that everything it sends
+must wait in the spool.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from arrowport.errors import InsufficientStorage, StorageError, TruncatedStream
+from arrowport.flight.spool import BatchSpool
+from tests.conftest import query
+from tests.server import ArrowportProcess
+
+# -- the spool on its own ----------------------------------------------------------------------
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("label", pa.string()),
+        ("kind", pa.dictionary(pa.int32(), pa.string())),
+    ]
+)
+
+
+def batch(start: int, rows: int, kinds: list[str]) -> pa.RecordBatch:
+    ids = list(range(start, start + rows))
+    kind = pa.DictionaryArray.from_arrays(
+        pa.array([i % len(kinds) for i in ids], pa.int32()), pa.array(kinds)
+    )
+    return pa.record_batch([pa.array(ids), pa.array([f"row {i}" for i in ids]), kind], SCHEMA)
+
+
+def spool_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("arrowport-put-*"))
+
+
+def test_batches_come_out_in_order_across_memory_and_disk(tmp_path: Path) -> None:
+    # Dictionaries change between batches: each spilled one must come back with its own.
+    batches = [batch(i * 100, 100, ["a", "b"] if i % 2 else ["x", "y", "z"]) for i in range(6)]
+    with BatchSpool(SCHEMA, memory_bytes=batches[0].nbytes, directory=str(tmp_path)) as spool:
+        for b in batches:
+            spool.put(b)
+        spool.finish()
+        assert spool.spilled_batches == 5  # the first one stays in memory
+        assert len(spool_files(tmp_path)) == 1
+        out = list(spool)
+    assert [b.to_pylist() for b in out] == [b.to_pylist() for b in batches]
+    assert spool_files(tmp_path) == []
+
+
+def test_consumed_batches_free_room_in_memory(tmp_path: Path) -> None:
+    first, second = batch(0, 100, ["a"]), batch(100, 100, ["a"])
+    with BatchSpool(SCHEMA, memory_bytes=first.nbytes, directory=str(tmp_path)) as spool:
+        consumer = iter(spool)
+        spool.put(first)
+        assert next(consumer).to_pylist() == first.to_pylist()
+        spool.put(second)  # the first one is gone: room for this one
+        spool.finish()
+        assert [b.to_pylist() for b in consumer] == [second.to_pylist()]
+        assert spool.spilled_batches == 0
+    assert spool_files(tmp_path) == []
+
+
+def test_a_waiting_consumer_gets_the_producers_failure(tmp_path: Path) -> None:
+    failure = TruncatedStream("the client cancelled the upload; nothing was written")
+    seen: list[BaseException] = []
+    with BatchSpool(SCHEMA, memory_bytes=0, directory=str(tmp_path)) as spool:
+
+        def consume() -> None:
+            try:
+                for _ in spool:
+                    pass
+            except TruncatedStream as exc:
+                seen.append(exc)
+
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        spool.put(batch(0, 10, ["a"]))
+        spool.put(batch(10, 10, ["a"]))
+        time.sleep(0.1)  # the consumer is now waiting for more
+        spool.fail(failure)
+        consumer.join(timeout=10)
+    assert seen == [failure]
+    assert spool_files(tmp_path) == []
+
+
+def test_a_spool_directory_that_cannot_be_written_is_a_storage_error(tmp_path: Path) -> None:
+    missing = tmp_path / "not-there"
+    with BatchSpool(SCHEMA, memory_bytes=0, directory=str(missing)) as spool:
+        spool.put(batch(0, 10, ["a"]))  # kept in memory
+        with pytest.raises(StorageError, match=r"cannot spool the upload in .*not-there"):
+            spool.put(batch(10, 10, ["a"]))
+
+
+def test_a_full_disk_is_insufficient_storage(tmp_path: Path) -> None:
+    # A file-size limit makes writes fail as on a full disk (SIGXFSZ ignored, as the server does).
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        with BatchSpool(SCHEMA, memory_bytes=0, directory=str(tmp_path)) as spool:
+            spool.put(batch(0, 10, ["a"]))  # kept in memory
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1024, previous_limit[1]))
+            with pytest.raises(InsufficientStorage, match="no room left in"):
+                spool.put(batch(10, 10_000, ["a"]))
+            resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+        assert spool_files(tmp_path) == []
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+        signal.signal(signal.SIGXFSZ, previous_handler)
+
+
+# -- through a real server ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def server(tmp_path: Path, spool_dir: Path) -> Iterator[ArrowportProcess]:
+    config = {"flight": {"upload_buffer_bytes": 0, "spool_dir": str(spool_dir)}}
+    with ArrowportProcess(
+        tmp_path / "server", config=config, args=["--flight-port", "0"]
+    ) as process:
+        yield process
+
+
+@pytest.fixture
+def client(server: ArrowportProcess) -> Iterator[flight.FlightClient]:
+    connection = flight.connect(server.flight_url)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def http(server: ArrowportProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as connection:
+        yield connection
+
+
+def rows_table(start: int, rows: int) -> pa.Table:
+    return pa.Table.from_batches([batch(start, rows, ["red", "green", "blue"])])
+
+
+class HeldPut:
+    """A put to a new table that has sent more than a small body and then waits: its
+    transaction holds the table's lock until :meth:`finish`."""
+
+    def __init__(self, client: flight.FlightClient, table: str, data: pa.Table) -> None:
+        self.writer, self.reader = client.do_put(flight.FlightDescriptor.for_path(table), SCHEMA)
+        self.writer.write_table(data, max_chunksize=10_000)  # ~3 MB: more than a small body
+        time.sleep(1.0)  # the server starts its transaction (and takes the lock) meanwhile
+
+    def finish(self) -> dict[str, object]:
+        self.writer.done_writing()
+        reply = self.reader.read()
+        self.writer.close()
+        assert reply is not None
+        return json.loads(reply.to_pybytes())  # type: ignore[no-any-return]
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def spilled_total(http: httpx.Client) -> float:
+    text = http.get("/metrics").text
+    found = re.search(r"^arrowport_flight_spilled_batches_total (\S+)$", text, re.M)
+    assert found is not None
+    return float(found.group(1))
+
+
+def test_a_put_held_behind_a_lock_waits_on_disk_and_lands_every_row(
+    server: ArrowportProcess, spool_dir: Path, client: flight.FlightClient, http: httpx.Client
+) -> None:
+    first = HeldPut(client, "held", rows_table(0, 100_000))
+    second_data = rows_table(100_000, 200_000)
+    replies: list[dict[str, object]] = []
+
+    def second_put() -> None:
+        other = flight.connect(server.flight_url)
+        writer, reader = other.do_put(flight.FlightDescriptor.for_path("held"), SCHEMA)
+        writer.write_table(second_data, max_chunksize=5_000)
+        writer.done_writing()
+        reply = reader.read()
+        writer.close()
+        assert reply is not None
+        replies.append(json.loads(reply.to_pybytes()))
+        other.close()
+
+    sender = threading.Thread(target=second_put)
+    sender.start()
+    # The second put's writer waits for the table's lock; everything it sends meanwhile spills.
+    wait_for(lambda: spool_files(spool_dir), "the second put to spill")
+    assert first.finish()["rows_processed"] == 100_000
+    sender.join(timeout=60)
+    assert len(replies) == 1
+    assert replies[0]["rows_processed"] == 200_000
+    landed = query(http, "SELECT id, label, kind FROM held ORDER BY id")
+    assert landed.num_rows == 300_000
+    assert landed.column("id").to_pylist() == list(range(300_000))
+    expected = pa.concat_tables([rows_table(0, 100_000), second_data])
+    assert landed.column("label").to_pylist() == expected.column("label").to_pylist()
+    assert landed.column("kind").to_pylist() == expected.column("kind").to_pylist()
+    assert spilled_total(http) > 0
+    assert spool_files(spool_dir) == []
+
+
+def test_a_cancelled_put_that_spilled_writes_nothing_and_leaves_no_file(
+    server: ArrowportProcess, spool_dir: Path, client: flight.FlightClient, http: httpx.Client
+) -> None:
+    first = HeldPut(client, "cancelled", rows_table(0, 100_000))
+    # A second client process sends part of an upload to the locked table and dies.
+    script = (
+        "import os, sys, time, pyarrow as pa, pyarrow.flight as fl\n"
+        "c = fl.connect(sys.argv[1])\n"
+        "t = pa.table({'id': pa.array(range(100_000, 300_000), pa.int64())})\n"
+        "w, r = c.do_put(fl.FlightDescriptor.for_path('cancelled'), t.schema)\n"
+        "w.write_table(t, max_chunksize=5_000)\n"
+        "while not any(p.name.startswith('arrowport-put-') for p in __import__('pathlib')"
+        ".Path(sys.argv[2]).iterdir()):\n"
+        "    time.sleep(0.05)\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, server.flight_url, str(spool_dir)], check=True, timeout=60
+    )
+    assert first.finish()["rows_processed"] == 100_000
+    wait_for(
+        lambda: any('"truncated_stream"' in line for line in server.lines), "the cancelled put"
+    )
+    landed = query(http, "SELECT count(*) AS n, max(id) AS top FROM cancelled").to_pylist()
+    assert landed == [{"n": 100_000, "top": 99_999}]
+    wait_for(lambda: not spool_files(spool_dir), "the spill file to be deleted")
+    assert server.healthy()
