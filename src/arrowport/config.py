@@ -97,7 +97,7 @@ class DuckDBSettings(_Section):
     )
     threads: int | None = Field(None, ge=1, description="DuckDB worker threads (unset: all cores).")
     memory_limit: str | None = Field(
-        "256MB",
+        "192MB",
         description="DuckDB's buffer memory limit (keeps a server flat during huge ingests; raise "
         "it for heavy queries, which spill to disk above it; unset: 80% of RAM).",
     )
