@@ -101,6 +101,18 @@ def test_a_waiting_consumer_gets_the_producers_failure(tmp_path: Path) -> None:
     assert spool_files(tmp_path) == []
 
 
+def test_a_spill_file_that_vanished_is_a_storage_error(tmp_path: Path) -> None:
+    with BatchSpool(SCHEMA, memory_bytes=0, directory=str(tmp_path)) as spool:
+        spool.put(batch(0, 10, ["a"]))
+        spool.put(batch(10, 10, ["a"]))  # spilled
+        spool.finish()
+        spool_files(tmp_path)[0].unlink()  # say, a temporary-file cleaner
+        consumer = iter(spool)
+        next(consumer)
+        with pytest.raises(StorageError, match="cannot read back the spooled upload"):
+            next(consumer)
+
+
 def test_a_spool_directory_that_cannot_be_written_is_a_storage_error(tmp_path: Path) -> None:
     missing = tmp_path / "not-there"
     with BatchSpool(SCHEMA, memory_bytes=0, directory=str(missing)) as spool:
@@ -119,7 +131,7 @@ def test_a_full_disk_is_insufficient_storage(tmp_path: Path) -> None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (1024, previous_limit[1]))
             with pytest.raises(InsufficientStorage, match="no room left in"):
                 spool.put(batch(10, 10_000, ["a"]))
-            resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+        # Closing (with the disk still full) neither raises nor leaves the file behind.
         assert spool_files(tmp_path) == []
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
@@ -212,10 +224,11 @@ def test_a_put_held_behind_a_lock_waits_on_disk_and_lands_every_row(
         replies.append(json.loads(reply.to_pybytes()))
         other.close()
 
+    before = set(spool_files(spool_dir))  # the first put's own, if it spilled
     sender = threading.Thread(target=second_put)
     sender.start()
     # The second put's writer waits for the table's lock; everything it sends meanwhile spills.
-    wait_for(lambda: spool_files(spool_dir), "the second put to spill")
+    wait_for(lambda: set(spool_files(spool_dir)) - before, "the second put to spill")
     assert first.finish()["rows_processed"] == 100_000
     sender.join(timeout=60)
     assert len(replies) == 1
@@ -226,7 +239,8 @@ def test_a_put_held_behind_a_lock_waits_on_disk_and_lands_every_row(
     expected = pa.concat_tables([rows_table(0, 100_000), second_data])
     assert landed.column("label").to_pylist() == expected.column("label").to_pylist()
     assert landed.column("kind").to_pylist() == expected.column("kind").to_pylist()
-    assert spilled_total(http) > 0
+    # Of the second put's 40 batches, all but the ~1 MiB read before the lock waited on disk.
+    assert spilled_total(http) >= 20
     assert spool_files(spool_dir) == []
 
 
@@ -234,24 +248,32 @@ def test_a_cancelled_put_that_spilled_writes_nothing_and_leaves_no_file(
     server: ArrowportProcess, spool_dir: Path, client: flight.FlightClient, http: httpx.Client
 ) -> None:
     first = HeldPut(client, "cancelled", rows_table(0, 100_000))
-    # A second client process sends part of an upload to the locked table and dies.
+    before = ",".join(p.name for p in spool_files(spool_dir))
+    # A second client process sends an upload to the locked table, and dies once it spilled.
     script = (
-        "import os, sys, time, pyarrow as pa, pyarrow.flight as fl\n"
+        "import os, sys, time, pathlib, pyarrow as pa, pyarrow.flight as fl\n"
         "c = fl.connect(sys.argv[1])\n"
         "t = pa.table({'id': pa.array(range(100_000, 300_000), pa.int64())})\n"
         "w, r = c.do_put(fl.FlightDescriptor.for_path('cancelled'), t.schema)\n"
         "w.write_table(t, max_chunksize=5_000)\n"
-        "while not any(p.name.startswith('arrowport-put-') for p in __import__('pathlib')"
-        ".Path(sys.argv[2]).iterdir()):\n"
+        "before = set(sys.argv[3].split(','))\n"
+        "while not {p.name for p in pathlib.Path(sys.argv[2]).iterdir()} - before:\n"
         "    time.sleep(0.05)\n"
+        "time.sleep(0.5)\n"
         "os._exit(0)\n"
     )
     subprocess.run(
-        [sys.executable, "-c", script, server.flight_url, str(spool_dir)], check=True, timeout=60
+        [sys.executable, "-c", script, server.flight_url, str(spool_dir), before],
+        check=True,
+        timeout=60,
     )
     assert first.finish()["rows_processed"] == 100_000
+    # Cut mid-stream: truncated_stream, or invalid_ipc when gRPC reports the read first.
     wait_for(
-        lambda: any('"truncated_stream"' in line for line in server.lines), "the cancelled put"
+        lambda: any(
+            '"truncated_stream"' in line or '"invalid_ipc"' in line for line in server.lines
+        ),
+        "the cancelled put to fail",
     )
     landed = query(http, "SELECT count(*) AS n, max(id) AS top FROM cancelled").to_pylist()
     assert landed == [{"n": 100_000, "top": 99_999}]

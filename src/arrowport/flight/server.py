@@ -62,7 +62,13 @@ from arrowport.flight.security import (
     caller,
 )
 from arrowport.flight.spool import BatchSpool
-from arrowport.ingest.service import DeliveryRequest, IngestOptions, IngestResult, IngestService
+from arrowport.ingest.service import (
+    DeliveryRequest,
+    IngestOptions,
+    IngestResult,
+    IngestService,
+    measured,
+)
 from arrowport.memory import release_free_heap
 from arrowport.storage.query import (
     QueryResult,
@@ -149,7 +155,9 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
             )
             self._service.check_accepting()
             schema = _upload_schema(reader)
-            batches = _incoming(reader, context)
+            # Checked as the batches arrive: a put waiting on DuckDB must not fill the spool's disk.
+            limit = self._service.settings.limits.max_body_bytes
+            batches = measured(_incoming(reader, context), [0], limit)
             head, whole = _head(batches, self._service.settings.limits.small_body_bytes)
             if whole:  # a small upload, all here: written on this thread (and group-committed)
                 result = self._service.ingest_batches(
@@ -203,7 +211,7 @@ class ArrowportFlightServer(flight.FlightServerBase):  # type: ignore[misc]
             drained = 0
             try:
                 for batch in batches:
-                    if written.done():  # the write failed already: its error is the answer
+                    if written.done():  # failed, or a duplicate delivery: its answer stands
                         break
                     spool.put(batch)
                     drained += batch.nbytes

@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -133,24 +134,35 @@ class BatchSpool:
             yield self._read_spilled() if batch is None else batch
 
     def _read_spilled(self) -> pa.RecordBatch:
-        if self._reader is None:
-            assert self._path is not None
-            self._source = pa.OSFile(self._path, "rb", memory_pool=self._pool)
-            self._reader = pa.ipc.open_stream(self._source)
-        batch: pa.RecordBatch = self._reader.read_next_batch()
+        try:
+            if self._reader is None:
+                assert self._path is not None
+                self._source = pa.OSFile(self._path, "rb", memory_pool=self._pool)
+                self._reader = pa.ipc.open_stream(self._source)
+            batch: pa.RecordBatch = self._reader.read_next_batch()
+        except (OSError, pa.ArrowException, StopIteration) as exc:
+            raise StorageError(f"cannot read back the spooled upload: {exc}") from exc
         return batch
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close and delete the spill file. Call once both threads are done with the spool."""
-        for handle in (self._writer, self._sink, self._source):
-            if handle is not None:
-                handle.close()
-        self._writer = self._sink = self._source = self._reader = None
-        if self._path is not None:
-            Path(self._path).unlink(missing_ok=True)
-            self._path = None
+        """Delete the spill file. Call once both threads are done with the spool; never raises
+        (the upload's own outcome, success or error, is what the client must hear)."""
+        # The writer is dropped, not closed: closing it would write the end-of-stream marker,
+        # which nothing reads, and fails on a full disk.
+        self._writer = self._reader = None
+        try:
+            for handle in (self._sink, self._source):
+                if handle is not None:
+                    with contextlib.suppress(OSError, pa.ArrowException):
+                        handle.close()
+        finally:
+            self._sink = self._source = None
+            if self._path is not None:
+                with contextlib.suppress(OSError):
+                    Path(self._path).unlink(missing_ok=True)
+                self._path = None
 
     def __enter__(self) -> BatchSpool:
         return self

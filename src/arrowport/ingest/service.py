@@ -399,7 +399,7 @@ class IngestService:
         if delivery.idempotency_key is not None:
             batches = _hashed(schema, batches, digest)
         received = [0]
-        batches = _measured(batches, received, self.settings.limits.max_body_bytes)
+        batches = measured(batches, received, self.settings.limits.max_body_bytes)
         limits = self.settings.limits
         # A small upload (the whole of it within small_body_bytes) is group-committed like a
         # small HTTP body; anything larger streams into DuckDB on this thread.
@@ -535,10 +535,11 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _measured(
+def measured(
     batches: Iterator[pa.RecordBatch], total: list[int], limit: int
 ) -> Iterator[pa.RecordBatch]:
-    """Counts the Arrow bytes of batches as they pass (Flight has no body size to check)."""
+    """Counts the Arrow bytes of batches as they pass into ``total[0]``; 413 past ``limit``
+    (Flight has no body size to check in advance)."""
     for batch in batches:
         total[0] += batch.nbytes
         if total[0] > limit:
