@@ -31,6 +31,7 @@ The HTTP layer maps ``status`` to the response; the Flight layer maps ``flight_s
 
 from __future__ import annotations
 
+import errno
 from typing import Any, ClassVar, Literal
 
 FlightStatus = Literal[
@@ -247,3 +248,14 @@ class StorageError(ArrowportError):
 class InsufficientStorage(StorageError):
     status = 507
     code = "insufficient_storage"
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_FULL_MESSAGES = ("no space left", "disk full", "disk quota exceeded", "file too large")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a write failed for lack of room (a full disk, a quota, a file-size limit).
+    DuckDB's and Arrow's I/O errors carry no errno, only the system's message."""
+    text = str(exc).lower()
+    return getattr(exc, "errno", None) in _FULL_ERRNOS or any(m in text for m in _FULL_MESSAGES)

@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import tempfile
 import threading
@@ -30,10 +29,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from arrowport.errors import InsufficientStorage, StorageError
-
-_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-_FULL_MESSAGES = ("No space left", "Disk quota exceeded", "File too large")
+from arrowport.errors import InsufficientStorage, StorageError, is_disk_full
 
 
 class BatchSpool:
@@ -99,9 +95,7 @@ class BatchSpool:
             self._write(batch)
         except (OSError, pa.ArrowException) as exc:
             where = self._directory or tempfile.gettempdir()
-            # Arrow's own I/O errors carry no errno, only the system's message.
-            text = str(exc)
-            if getattr(exc, "errno", None) in _FULL or any(m in text for m in _FULL_MESSAGES):
+            if is_disk_full(exc):
                 raise InsufficientStorage(f"no room left in {where} to spool the upload") from exc
             raise StorageError(f"cannot spool the upload in {where}: {exc}") from exc
         self.spilled_batches += 1

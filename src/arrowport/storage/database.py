@@ -29,6 +29,7 @@ from arrowport.errors import (
     SchemaConflict,
     StorageError,
     WriteConflict,
+    is_disk_full,
 )
 from arrowport.storage.catalog import TableCatalog, TransactionCatalog
 from arrowport.storage.checkpointer import Checkpointer
@@ -364,7 +365,7 @@ def translate_error(exc: BaseException) -> BaseException:
         # Conversion, out of range, type mismatch: a value of the batch does not fit.
         return InvalidValue(text)
     if isinstance(exc, duckdb.IOException):
-        if "No space left" in text or "disk full" in text.lower() or "File too large" in text:
+        if is_disk_full(exc):
             return InsufficientStorage(f"no room left to write the database: {text}")
         return StorageError(f"database I/O error: {text}")
     if isinstance(exc, duckdb.OutOfMemoryException):
