@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint unit bench docs clean
+.PHONY: install serve test lint unit bench docs proto clean
 
 install: $(STAMP)
 
@@ -22,8 +22,9 @@ lint: install
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 
+# The tests get a real PostgreSQL and S3 server (ARROWPORT_TEST_* variables), stopped afterwards.
 unit: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python scripts/test_services.py run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint unit
 
@@ -33,5 +34,11 @@ bench: install
 docs: install
 	$(BIN)/python scripts/sync_readme.py
 
+# The Flight protocol's Python messages, generated from the .proto files beside them.
+PROTO_DIR := src/arrowport/flight/protocol
+proto: install
+	cd $(PROTO_DIR) && ../../../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. *.proto
+
 clean:
+	$(PYTHON) scripts/test_services.py stop
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,40 @@ def table_rows(client: httpx.Client, table: str, order: str = "k") -> list[dict[
         client, f'SELECT * FROM "{table}" ORDER BY {order}'
     ).to_pylist()
     return result
+
+
+_STATUS = re.compile(r"^(?:Unknown: )?(?:Flight|gRPC) returned (.+?) error, with message: ", re.S)
+_DEBUG_CONTEXT = re.compile(r"\. gRPC client debug context: ([A-Z_]+):")
+# pyarrow's words for the gRPC status codes, where it puts them in the message instead.
+_STATUS_WORDS = {
+    "invalid argument": "INVALID_ARGUMENT",
+    "not found": "NOT_FOUND",
+    "already exists": "ALREADY_EXISTS",
+    "resource exhausted": "RESOURCE_EXHAUSTED",
+    "precondition failed": "FAILED_PRECONDITION",
+    "aborted": "ABORTED",
+    "timeout": "DEADLINE_EXCEEDED",
+    "unavailable": "UNAVAILABLE",
+    "unauthenticated": "UNAUTHENTICATED",
+    "unauthorized": "PERMISSION_DENIED",
+    "internal": "INTERNAL",
+    "unimplemented": "UNIMPLEMENTED",
+    "cancelled": "CANCELLED",
+}
+
+
+def grpc_error(error: BaseException) -> tuple[str, str]:
+    """The gRPC status code (``INVALID_ARGUMENT``) and the server's message of an error raised
+    by a pyarrow Flight client (whose exception classes lump several codes together)."""
+    text = str(error)
+    debug = _DEBUG_CONTEXT.search(text)
+    if debug is not None:
+        text, code = text[: debug.start()], debug[1]
+    status = _STATUS.match(text)
+    if status is not None:
+        return _STATUS_WORDS[status[1]], text[status.end() :]
+    assert debug is not None, f"no gRPC status in {str(error)!r}"
+    return code, text
 
 
 @pytest.fixture(scope="module")

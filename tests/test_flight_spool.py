@@ -8,6 +8,7 @@ must wait in the spool.
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import signal
@@ -24,8 +25,10 @@ import pyarrow.flight as flight
 import pytest
 
 from arrowport.errors import InsufficientStorage, StorageError, TruncatedStream
-from arrowport.flight.spool import BatchSpool
-from tests.conftest import query
+from arrowport.flight.spool import MessageSpool, remove_orphans
+from arrowport.ingest.ipc_messages import Message, PayloadLimits, ViewReader, stream_messages
+from arrowport.ingest.payload import IpcPayload
+from tests.conftest import ipc_bytes, query
 from tests.server import ArrowportProcess
 
 # -- the spool on its own ----------------------------------------------------------------------
@@ -37,6 +40,7 @@ SCHEMA = pa.schema(
         ("kind", pa.dictionary(pa.int32(), pa.string())),
     ]
 )
+LIMITS = PayloadLimits(2**40, 2**30, 1000)
 
 
 def batch(start: int, rows: int, kinds: list[str]) -> pa.RecordBatch:
@@ -47,41 +51,58 @@ def batch(start: int, rows: int, kinds: list[str]) -> pa.RecordBatch:
     return pa.record_batch([pa.array(ids), pa.array([f"row {i}" for i in ids]), kind], SCHEMA)
 
 
+def messages(batches: list[pa.RecordBatch]) -> list[Message]:
+    """The IPC messages of a stream of ``batches`` (schema, dictionaries, batches)."""
+    data = ipc_bytes(pa.Table.from_batches(batches, SCHEMA))
+    return list(stream_messages(ViewReader(data), LIMITS))
+
+
+def decoded(received: list[Message]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = (
+        IpcPayload(iter(received), LIMITS, 1_000_000).stream.read_all().to_pylist()
+    )
+    return rows
+
+
 def spool_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("arrowport-put-*"))
 
 
-def test_batches_come_out_in_order_across_memory_and_disk(tmp_path: Path) -> None:
+def test_messages_come_out_in_order_across_memory_and_disk(tmp_path: Path) -> None:
     # Dictionaries change between batches: each spilled one must come back with its own.
     batches = [batch(i * 100, 100, ["a", "b"] if i % 2 else ["x", "y", "z"]) for i in range(6)]
-    with BatchSpool(SCHEMA, memory_bytes=batches[0].nbytes, directory=str(tmp_path)) as spool:
-        for b in batches:
-            spool.put(b)
+    sent = messages(batches)
+    first = len(sent[0].metadata) + sent[0].body_length
+    with MessageSpool(memory_bytes=first, directory=str(tmp_path)) as spool:
+        for message in sent:
+            spool.put(message)
         spool.finish()
-        assert spool.spilled_batches == 5  # the first one stays in memory
+        assert spool.spilled_messages == len(sent) - 1  # the first one stays in memory
         assert len(spool_files(tmp_path)) == 1
-        out = list(spool)
-    assert [b.to_pylist() for b in out] == [b.to_pylist() for b in batches]
+        received = list(spool)
+    assert decoded(received) == pa.Table.from_batches(batches).to_pylist()
     assert spool_files(tmp_path) == []
 
 
-def test_consumed_batches_free_room_in_memory(tmp_path: Path) -> None:
-    first, second = batch(0, 100, ["a"]), batch(100, 100, ["a"])
-    with BatchSpool(SCHEMA, memory_bytes=first.nbytes, directory=str(tmp_path)) as spool:
+def test_consumed_messages_free_room_in_memory(tmp_path: Path) -> None:
+    sent = messages([batch(0, 100, ["a"])])
+    largest = max(len(m.metadata) + m.body_length for m in sent)
+    with MessageSpool(memory_bytes=largest, directory=str(tmp_path)) as spool:
         consumer = iter(spool)
-        spool.put(first)
-        assert next(consumer).to_pylist() == first.to_pylist()
-        spool.put(second)  # the first one is gone: room for this one
+        for message in sent:
+            spool.put(message)
+            assert next(consumer) is message  # taken at once: room for the next one
         spool.finish()
-        assert [b.to_pylist() for b in consumer] == [second.to_pylist()]
-        assert spool.spilled_batches == 0
+        assert list(consumer) == []
+        assert spool.spilled_messages == 0
     assert spool_files(tmp_path) == []
 
 
 def test_a_waiting_consumer_gets_the_producers_failure(tmp_path: Path) -> None:
     failure = TruncatedStream("the client cancelled the upload; nothing was written")
     seen: list[BaseException] = []
-    with BatchSpool(SCHEMA, memory_bytes=0, directory=str(tmp_path)) as spool:
+    sent = messages([batch(0, 10, ["a"]), batch(10, 10, ["a"])])
+    with MessageSpool(memory_bytes=0, directory=str(tmp_path)) as spool:
 
         def consume() -> None:
             try:
@@ -92,8 +113,8 @@ def test_a_waiting_consumer_gets_the_producers_failure(tmp_path: Path) -> None:
 
         consumer = threading.Thread(target=consume)
         consumer.start()
-        spool.put(batch(0, 10, ["a"]))
-        spool.put(batch(10, 10, ["a"]))
+        for message in sent[:3]:
+            spool.put(message)
         time.sleep(0.1)  # the consumer is now waiting for more
         spool.fail(failure)
         consumer.join(timeout=10)
@@ -102,9 +123,10 @@ def test_a_waiting_consumer_gets_the_producers_failure(tmp_path: Path) -> None:
 
 
 def test_a_spill_file_that_vanished_is_a_storage_error(tmp_path: Path) -> None:
-    with BatchSpool(SCHEMA, memory_bytes=0, directory=str(tmp_path)) as spool:
-        spool.put(batch(0, 10, ["a"]))
-        spool.put(batch(10, 10, ["a"]))  # spilled
+    sent = messages([batch(0, 10, ["a"])])
+    with MessageSpool(memory_bytes=0, directory=str(tmp_path)) as spool:
+        spool.put(sent[0])
+        spool.put(sent[1])  # spilled
         spool.finish()
         spool_files(tmp_path)[0].unlink()  # say, a temporary-file cleaner
         consumer = iter(spool)
@@ -115,27 +137,47 @@ def test_a_spill_file_that_vanished_is_a_storage_error(tmp_path: Path) -> None:
 
 def test_a_spool_directory_that_cannot_be_written_is_a_storage_error(tmp_path: Path) -> None:
     missing = tmp_path / "not-there"
-    with BatchSpool(SCHEMA, memory_bytes=0, directory=str(missing)) as spool:
-        spool.put(batch(0, 10, ["a"]))  # kept in memory
+    sent = messages([batch(0, 10, ["a"])])
+    with MessageSpool(memory_bytes=0, directory=str(missing)) as spool:
+        spool.put(sent[0])  # kept in memory
         with pytest.raises(StorageError, match=r"cannot spool the upload in .*not-there"):
-            spool.put(batch(10, 10, ["a"]))
+            spool.put(sent[1])
 
 
 def test_a_full_disk_is_insufficient_storage(tmp_path: Path) -> None:
     # A file-size limit makes writes fail as on a full disk (SIGXFSZ ignored, as the server does).
     previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    sent = messages([batch(0, 10_000, ["a"])])
     try:
-        with BatchSpool(SCHEMA, memory_bytes=0, directory=str(tmp_path)) as spool:
-            spool.put(batch(0, 10, ["a"]))  # kept in memory
+        with MessageSpool(memory_bytes=0, directory=str(tmp_path)) as spool:
+            spool.put(sent[0])  # kept in memory
             resource.setrlimit(resource.RLIMIT_FSIZE, (1024, previous_limit[1]))
+            spool.put(sent[1])  # the dictionary: small enough to fit
             with pytest.raises(InsufficientStorage, match="no room left in"):
-                spool.put(batch(10, 10_000, ["a"]))
+                spool.put(sent[2])
         # Closing (with the disk still full) neither raises nor leaves the file behind.
         assert spool_files(tmp_path) == []
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
         signal.signal(signal.SIGXFSZ, previous_handler)
+
+
+def test_spill_files_of_dead_servers_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    orphan = tmp_path / f"arrowport-put-{dead.stdout.strip()}-abc123.arrows"
+    legacy = tmp_path / "arrowport-put-k2j4h5.arrows"
+    alive = tmp_path / f"arrowport-put-{os.getppid()}-def456.arrows"
+    unrelated = tmp_path / "someone-else.arrows"
+    for path in (orphan, legacy, alive, unrelated):
+        path.write_bytes(b"x")
+    assert remove_orphans(str(tmp_path)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, unrelated.name])
 
 
 # -- through a real server ---------------------------------------------------------------------

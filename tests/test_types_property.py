@@ -367,7 +367,9 @@ def same(a: Any, b: Any) -> bool:
 
 
 def server_zone(client: httpx.Client) -> str:
-    return str(query(client, "SELECT current_setting('TimeZone') AS tz").column(0)[0].as_py())
+    """The time zone the server's TIMESTAMPTZ values read back in (as Arrow labels them)."""
+    answer = query(client, "SELECT TIMESTAMPTZ '2024-01-01 00:00:00+00' AS t")
+    return str(answer.schema.field("t").type.tz)
 
 
 def send(client: httpx.Client, table: pa.Table, name: str) -> httpx.Response:

@@ -29,16 +29,19 @@ from pydantic import (
     model_validator,
 )
 
+from arrowport.options import (
+    DuplicateKeysPolicy,
+    SchemaPolicy,
+    WriteMode,
+    is_stream_name,
+    is_table_name,
+)
+
 ENV_PREFIX = "ARROWPORT_"
 ENV_CONFIG_FILE = "ARROWPORT_CONFIG"
 
-WriteMode = Literal["append", "replace", "create", "upsert"]
-SchemaPolicy = Literal["strict", "evolve"]
-DuplicateKeys = Literal["error", "last_wins"]
-Codec = Literal["none", "zstd", "lz4"]
+ResultCodec = Literal["none", "zstd", "lz4"]
 Scope = Literal["ingest", "read", "admin"]
-
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 class ConfigError(Exception):
@@ -62,7 +65,23 @@ class ApiSettings(_Section):
         "variable; empty: no CORS headers at all).",
     )
 
-    @field_validator("cors_origins", mode="before")
+    allowed_hosts: list[str] = Field(
+        [],
+        description="Host names clients may use to reach the API (comma-separated in the "
+        "variable; '*.example.com' matches subdomains, '*' any). Empty: with authentication, "
+        "any; without it, only loopback names and the bound address, against DNS rebinding.",
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest a client may take to send a request's headers."
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Open HTTP connections; beyond it the one idle longest before sending its "
+        "request is closed first.",
+    )
+
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if value is None:
@@ -83,6 +102,9 @@ class FlightSettings(_Section):
         ge=0,
         description="Bytes of a put's batches held in memory ahead of DuckDB; the rest of a fast "
         "upload waits in a temporary file (see spool_dir).",
+    )
+    max_concurrent_calls: int = Field(
+        64, ge=1, description="Flight calls served at once (RESOURCE_EXHAUSTED beyond)."
     )
     spool_dir: str | None = Field(
         None,
@@ -106,6 +128,11 @@ class DuckDBSettings(_Section):
         ge=1024**2,
         description="Checkpoint (in the background) once the write-ahead log is this large.",
     )
+    max_temp_directory_size: str = Field(
+        "2GB",
+        description="Most disk DuckDB may use for spilling large queries and inserts (an error "
+        "above it, not a full disk).",
+    )
     allow_file_access: bool = Field(
         False,
         description="Let SQL reach files, extensions and other databases (read_csv, ATTACH, "
@@ -114,7 +141,7 @@ class DuckDBSettings(_Section):
 
 
 class CompressionSettings(_Section):
-    algorithm: Codec = Field(
+    algorithm: ResultCodec = Field(
         "none", description="IPC buffer compression of Arrow query results: none, zstd or lz4."
     )
     level: int | None = Field(3, description="Compression level for zstd.")
@@ -135,6 +162,15 @@ class LimitsSettings(_Section):
         ge=1,
         description="Largest JSON/base64 body; JSON is parsed in memory (413 above).",
     )
+    max_message_bytes: int = Field(
+        256 * 1024**2,
+        ge=1024,
+        description="Largest Arrow IPC message (one record batch), after decompression (413 "
+        "above: send smaller batches); a request's memory is about two of them.",
+    )
+    max_columns: int = Field(
+        10_000, ge=1, description="Most columns in an uploaded schema, nested fields included."
+    )
     max_rows_per_request: int | None = Field(
         None, ge=1, description="Most rows one request may carry (413 above; unset: no limit)."
     )
@@ -146,20 +182,47 @@ class LimitsSettings(_Section):
     max_streaming_writes: int = Field(
         8, ge=1, description="Concurrent large (streaming) writes; more are refused with 503."
     )
+    max_streaming_writes_per_client: int = Field(
+        4,
+        ge=1,
+        description="Concurrent streaming writes of one token; more get 503.",
+    )
     max_queued_writes: int = Field(
         4096, ge=1, description="Small writes waiting for the group writer; more get 503."
     )
     max_inflight_bytes: int = Field(
-        8 * 1024**3,
+        1024**3,
         ge=1,
-        description="Declared body bytes of all requests being received at once; more get 503.",
+        description="Request bodies held in memory at once (buffered small and JSON bodies; a "
+        "streamed body counts its 16 MiB buffer); more get 503.",
     )
     body_timeout_seconds: float = Field(
         60.0, gt=0, description="Longest wait for the next piece of a request body (408 after)."
     )
-    query_timeout_seconds: float | None = Field(
-        300.0, gt=0, description="Longest a query may run before it is interrupted (408)."
+    min_body_bytes_per_second: int = Field(
+        1024,
+        ge=0,
+        description="Slowest a body may arrive, averaged over each body_timeout_seconds (408 "
+        "below; 0: no minimum).",
     )
+    query_timeout_seconds: float | None = Field(
+        300.0,
+        gt=0,
+        description="Longest a query may run, its answer's rendering included, before it is "
+        "interrupted (408).",
+    )
+    max_query_body_bytes: int = Field(
+        1024**2, ge=1, description="Largest /query request body (413 above)."
+    )
+    max_result_bytes: int = Field(
+        1024**3,
+        ge=1,
+        description="Largest query answer in any format (413 result_too_large above).",
+    )
+    max_concurrent_queries: int = Field(
+        4, ge=1, description="Queries run at once; more wait (see max_queued_queries)."
+    )
+    max_queued_queries: int = Field(32, ge=0, description="Queries waiting to run; more get 503.")
     shutdown_timeout_seconds: float = Field(
         30.0, gt=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )
@@ -171,6 +234,11 @@ class GroupCommitSettings(_Section):
     )
     max_rows: int = Field(
         500_000, ge=1, description="Most rows merged into one group-commit transaction."
+    )
+    max_bytes: int = Field(
+        64 * 1024**2,
+        ge=1,
+        description="Most decoded bytes merged into one group-commit transaction.",
     )
     max_wait_ms: float = Field(
         0.0,
@@ -198,10 +266,12 @@ class StreamSettings(_Section):
     table: str | None = Field(None, description="Target table (default: the stream's name).")
     mode: WriteMode = "append"
     chunk_size: int | None = Field(None, ge=1)
-    compression: Codec | None = None
+    compression: ResultCodec | None = Field(
+        None, description="Accepted for the seed's layout; senders choose their own compression."
+    )
     key_columns: list[str] | None = Field(None, description="Key columns for mode upsert.")
     schema_policy: SchemaPolicy = "strict"
-    duplicate_keys: DuplicateKeys = Field(
+    duplicate_keys: DuplicateKeysPolicy = Field(
         "error", description="Upsert batches with a repeated key: 409, or the last row wins."
     )
     locked: bool = Field(
@@ -213,7 +283,7 @@ class StreamSettings(_Section):
     @field_validator("table")
     @classmethod
     def _table_name(cls, value: str | None) -> str | None:
-        if value is not None and not _NAME_RE.fullmatch(value):
+        if value is not None and not is_table_name(value):
             raise ValueError(f"invalid table name {value!r}")
         return value
 
@@ -251,7 +321,7 @@ class TokenSettings(_Section):
     @classmethod
     def _stream_names(cls, value: list[str] | None) -> list[str] | None:
         for name in value or ():
-            if not _NAME_RE.fullmatch(name):
+            if not is_stream_name(name):
                 raise ValueError(f"invalid stream name {name!r}")
         return value
 
@@ -337,7 +407,7 @@ class Settings(_Section):
     @classmethod
     def _stream_names(cls, value: dict[str, StreamSettings]) -> dict[str, StreamSettings]:
         for name in value:
-            if not _NAME_RE.fullmatch(name):
+            if not is_stream_name(name):
                 raise ValueError(f"invalid stream name {name!r}")
         return value
 

@@ -2,8 +2,8 @@
 
 ::
 
-    ArrowportError                      (500 internal_error)
-    ├── BadRequest                      400
+    ArrowportError                      500 internal_error                      INTERNAL
+    ├── BadRequest                      400                                     INVALID_ARGUMENT
     │   ├── InvalidJSON                     invalid_json
     │   ├── InvalidBase64                   invalid_base64
     │   ├── InvalidIPC                      invalid_ipc
@@ -12,21 +12,32 @@
     │   ├── SchemaMismatch                  schema_mismatch
     │   ├── InvalidName                     invalid_name
     │   └── QueryError                      query_error
-    ├── Unauthenticated                 401 unauthenticated (with WWW-Authenticate: Bearer)
-    ├── Forbidden                       403 forbidden (ReadOnly: read_only)
-    ├── NotFound                        404 (UnknownStream, UnknownTable)
-    ├── SchemaConflict                  409 schema_conflict, table_exists, duplicate_keys
-    ├── WriteConflict                   409 write_conflict, constraint_violation,
-    │                                       idempotency_conflict, sequence_gap
-    ├── RequestTimeout                  408 request_timeout, query_timeout
-    ├── PayloadTooLarge                 413 payload_too_large
-    ├── UnsupportedMediaType            415 unsupported_media_type
-    ├── InvalidOptions                  422 invalid_options, unsupported_type, invalid_value
-    ├── Overloaded                      503 overloaded (with Retry-After; ShuttingDown:
-    │                                       shutting_down)
-    └── StorageError                    503 storage_error / 507 insufficient_storage
+    ├── Unauthenticated                 401 unauthenticated (WWW-Authenticate)  UNAUTHENTICATED
+    ├── Forbidden                       403 forbidden                           PERMISSION_DENIED
+    │   ├── ReadOnly                        read_only
+    │   ├── StreamLocked                    stream_locked
+    │   └── ForbiddenOrigin                 forbidden_origin, forbidden_host
+    ├── NotFound                        404 unknown_stream, unknown_table       NOT_FOUND
+    ├── SchemaConflict                  409 schema_conflict, duplicate_keys     INVALID_ARGUMENT
+    │   └── TableExists                     table_exists                        ALREADY_EXISTS
+    ├── WriteConflict                   409 write_conflict                      ABORTED
+    │   ├── ConstraintViolation             constraint_violation                INVALID_ARGUMENT
+    │   ├── IdempotencyConflict             idempotency_conflict                ALREADY_EXISTS
+    │   └── SequenceGap                     sequence_gap                        FAILED_PRECONDITION
+    ├── RequestTimeout                  408 request_timeout, query_timeout      DEADLINE_EXCEEDED
+    ├── PayloadTooLarge                 413 payload_too_large                   RESOURCE_EXHAUSTED
+    │   └──                                 too_many_columns, result_too_large
+    ├── UnsupportedMediaType            415 unsupported_media_type              INVALID_ARGUMENT
+    ├── InvalidOptions                  422 invalid_options, unsupported_type,  INVALID_ARGUMENT
+    │                                       invalid_value
+    ├── NotImplementedFeature           501 not_implemented                     UNIMPLEMENTED
+    ├── Overloaded                      503 overloaded, shutting_down           UNAVAILABLE
+    │                                       (with Retry-After)
+    └── StorageError                    503 storage_error                       UNAVAILABLE
+        └── InsufficientStorage         507 insufficient_storage                RESOURCE_EXHAUSTED
 
-The HTTP layer maps ``status`` to the response; the Flight layer maps ``flight_status``.
+The HTTP layer answers with ``status``; the Flight layer with the gRPC status ``grpc_code``
+(its canonical name, lower case), the message starting with ``code``.
 """
 
 from __future__ import annotations
@@ -34,13 +45,18 @@ from __future__ import annotations
 import errno
 from typing import Any, ClassVar, Literal
 
-FlightStatus = Literal[
+GrpcCode = Literal[
     "invalid_argument",
     "not_found",
     "already_exists",
+    "permission_denied",
     "unauthenticated",
-    "unauthorized",
+    "resource_exhausted",
+    "failed_precondition",
+    "aborted",
+    "deadline_exceeded",
     "unavailable",
+    "unimplemented",
     "internal",
 ]
 
@@ -50,7 +66,7 @@ class ArrowportError(Exception):
 
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
-    flight_status: ClassVar[FlightStatus] = "internal"
+    grpc_code: ClassVar[GrpcCode] = "internal"
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -72,7 +88,7 @@ class ArrowportError(Exception):
 class BadRequest(ArrowportError):
     status = 400
     code = "bad_request"
-    flight_status: ClassVar[FlightStatus] = "invalid_argument"
+    grpc_code: ClassVar[GrpcCode] = "invalid_argument"
 
 
 class InvalidJSON(BadRequest):
@@ -112,7 +128,7 @@ class Unauthenticated(ArrowportError):
 
     status = 401
     code = "unauthenticated"
-    flight_status: ClassVar[FlightStatus] = "unauthenticated"
+    grpc_code: ClassVar[GrpcCode] = "unauthenticated"
 
 
 class Forbidden(ArrowportError):
@@ -120,7 +136,7 @@ class Forbidden(ArrowportError):
 
     status = 403
     code = "forbidden"
-    flight_status: ClassVar[FlightStatus] = "unauthorized"
+    grpc_code: ClassVar[GrpcCode] = "permission_denied"
 
 
 class ReadOnly(Forbidden):
@@ -133,10 +149,21 @@ class StreamLocked(Forbidden):
     code = "stream_locked"
 
 
+class ForbiddenOrigin(Forbidden):
+    """A browser request from a foreign origin, or for a host name this server does not serve
+    (cross-site requests and DNS rebinding)."""
+
+    code = "forbidden_origin"
+
+
+class ForbiddenHost(ForbiddenOrigin):
+    code = "forbidden_host"
+
+
 class NotFound(ArrowportError):
     status = 404
     code = "not_found"
-    flight_status: ClassVar[FlightStatus] = "not_found"
+    grpc_code: ClassVar[GrpcCode] = "not_found"
 
 
 class UnknownStream(NotFound):
@@ -150,12 +177,12 @@ class UnknownTable(NotFound):
 class SchemaConflict(ArrowportError):
     status = 409
     code = "schema_conflict"
-    flight_status: ClassVar[FlightStatus] = "invalid_argument"
+    grpc_code: ClassVar[GrpcCode] = "invalid_argument"
 
 
 class TableExists(SchemaConflict):
     code = "table_exists"
-    flight_status: ClassVar[FlightStatus] = "already_exists"
+    grpc_code: ClassVar[GrpcCode] = "already_exists"
 
 
 class DuplicateKeys(SchemaConflict):
@@ -169,22 +196,22 @@ class WriteConflict(ArrowportError):
 
     status = 409
     code = "write_conflict"
-    flight_status: ClassVar[FlightStatus] = "already_exists"
+    grpc_code: ClassVar[GrpcCode] = "aborted"
 
 
 class ConstraintViolation(WriteConflict):
     code = "constraint_violation"
-    flight_status: ClassVar[FlightStatus] = "invalid_argument"
+    grpc_code: ClassVar[GrpcCode] = "invalid_argument"
 
 
 class IdempotencyConflict(WriteConflict):
     code = "idempotency_conflict"
-    flight_status: ClassVar[FlightStatus] = "already_exists"
+    grpc_code: ClassVar[GrpcCode] = "already_exists"
 
 
 class SequenceGap(WriteConflict):
     code = "sequence_gap"
-    flight_status: ClassVar[FlightStatus] = "invalid_argument"
+    grpc_code: ClassVar[GrpcCode] = "failed_precondition"
 
 
 class RequestTimeout(ArrowportError):
@@ -192,7 +219,7 @@ class RequestTimeout(ArrowportError):
 
     status = 408
     code = "request_timeout"
-    flight_status: ClassVar[FlightStatus] = "unavailable"
+    grpc_code: ClassVar[GrpcCode] = "deadline_exceeded"
 
 
 class QueryTimeout(RequestTimeout):
@@ -202,19 +229,29 @@ class QueryTimeout(RequestTimeout):
 class PayloadTooLarge(ArrowportError):
     status = 413
     code = "payload_too_large"
-    flight_status: ClassVar[FlightStatus] = "invalid_argument"
+    grpc_code: ClassVar[GrpcCode] = "resource_exhausted"
+
+
+class TooManyColumns(PayloadTooLarge):
+    code = "too_many_columns"
+
+
+class ResultTooLarge(PayloadTooLarge):
+    """A query's answer would exceed ``limits.max_result_bytes``."""
+
+    code = "result_too_large"
 
 
 class UnsupportedMediaType(ArrowportError):
     status = 415
     code = "unsupported_media_type"
-    flight_status: ClassVar[FlightStatus] = "invalid_argument"
+    grpc_code: ClassVar[GrpcCode] = "invalid_argument"
 
 
 class InvalidOptions(ArrowportError):
     status = 422
     code = "invalid_options"
-    flight_status: ClassVar[FlightStatus] = "invalid_argument"
+    grpc_code: ClassVar[GrpcCode] = "invalid_argument"
 
 
 class UnsupportedType(InvalidOptions):
@@ -225,10 +262,18 @@ class InvalidValue(InvalidOptions):
     code = "invalid_value"
 
 
+class NotImplementedFeature(ArrowportError):
+    """A well-formed request for something this server does not do."""
+
+    status = 501
+    code = "not_implemented"
+    grpc_code: ClassVar[GrpcCode] = "unimplemented"
+
+
 class Overloaded(ArrowportError):
     status = 503
     code = "overloaded"
-    flight_status: ClassVar[FlightStatus] = "unavailable"
+    grpc_code: ClassVar[GrpcCode] = "unavailable"
 
     def __init__(self, message: str, retry_after: int = 1, **details: Any) -> None:
         super().__init__(message, **details)
@@ -242,12 +287,13 @@ class ShuttingDown(Overloaded):
 class StorageError(ArrowportError):
     status = 503
     code = "storage_error"
-    flight_status: ClassVar[FlightStatus] = "unavailable"
+    grpc_code: ClassVar[GrpcCode] = "unavailable"
 
 
 class InsufficientStorage(StorageError):
     status = 507
     code = "insufficient_storage"
+    grpc_code: ClassVar[GrpcCode] = "resource_exhausted"
 
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

@@ -17,14 +17,15 @@ import uvicorn
 from prometheus_client import start_http_server
 
 from arrowport.api.app import create_app
+from arrowport.api.connections import protocol_class, raise_file_limit
 from arrowport.auth import auth_enabled, exposed_hosts, exposure_refusal
 from arrowport.config import Settings, TlsSettings
 from arrowport.errors import StorageError
 from arrowport.flight import ArrowportFlightServer, FlightStartError, start_flight_server
-from arrowport.ingest.service import IngestService
 from arrowport.logs import configure_logging
 from arrowport.memory import keep_memory_flat
 from arrowport.metrics import Metrics
+from arrowport.services import Services
 from arrowport.storage.database import Database
 
 log = structlog.get_logger("arrowport")
@@ -117,13 +118,17 @@ def serve(settings: Settings) -> int:
     keep_memory_flat()
     metrics = Metrics()
     try:
-        db = Database(settings.duckdb, settings.limits.query_timeout_seconds)
+        db = Database(
+            settings.duckdb,
+            settings.limits.query_timeout_seconds,
+            settings.delivery.idempotency_window_hours,
+        )
     except StorageError as exc:
         print(f"arrowport: {exc.message}", file=sys.stderr)
         return 1
-    service = IngestService(settings, db, metrics)
-    metrics.watch(db.size_bytes, lambda: service.queued_writes)
-    app = create_app(service)
+    services = Services.open(settings, db, metrics)
+    metrics.watch(db.size_bytes, lambda: services.ingest.queued_writes)
+    app = create_app(services)
     announce: dict[str, Any] = {
         "database": settings.duckdb.path,
         "tls": settings.tls.enabled,
@@ -138,18 +143,20 @@ def serve(settings: Settings) -> int:
     flight_server = None
     if settings.flight.enabled:
         try:
-            flight_server = start_flight_server(settings, service)
+            flight_server = start_flight_server(services)
         except FlightStartError as exc:
             print(f"arrowport: {exc}", file=sys.stderr)
-            service.close()
+            services.close()
             return 1
         announce["flight_port"] = flight_server.port
+    # Room for every allowed connection, Flight's, the database's files and some to spare.
+    raise_file_limit(api.max_connections + settings.flight.max_concurrent_calls + 256)
     config = uvicorn.Config(
         app,
         host=api.host,
         port=api.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(api.header_timeout_seconds, api.max_connections),
         lifespan="on",
         log_config=None,
         access_log=False,
@@ -157,7 +164,7 @@ def serve(settings: Settings) -> int:
         ssl_certfile=settings.tls.cert_file,
         ssl_keyfile=settings.tls.key_file,
     )
-    server = _Server(config, announce, service.drain)
+    server = _Server(config, announce, services.ingest.admission.drain)
     server.flight = flight_server
     # uvicorn re-raises the stop signal after its graceful shutdown; a handler of our own makes
     # that a no-op, so a SIGTERM-ed server exits 0 once everything is committed.
@@ -169,7 +176,7 @@ def serve(settings: Settings) -> int:
         if flight_server is not None:
             flight_server.close()
     if not server.started:
-        service.close()
+        services.close()
         return 1
     log.info("arrowport stopped")
     return 0

@@ -14,12 +14,14 @@ from arrowport import __version__
 from arrowport.api import ingest_routes, read_routes
 from arrowport.api.errors import install_error_handlers
 from arrowport.api.middleware import RequestContext
+from arrowport.api.origins import OriginGuard
 from arrowport.api.security import docs_urls, install_security, require_metrics
-from arrowport.ingest.service import IngestService
+from arrowport.services import Services
 
 
-def create_app(service: IngestService) -> FastAPI:
-    """Build the HTTP app around a running ingest service (which the app closes on shutdown)."""
+def create_app(services: Services) -> FastAPI:
+    """Build the HTTP app around running services (which the app closes on shutdown)."""
+    settings = services.settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -27,27 +29,30 @@ def create_app(service: IngestService) -> FastAPI:
         app.state.draining = True
         # Off the event loop: closing waits for running writes, which may still need the loop
         # (a streamed body is fed by it).
-        await asyncio.to_thread(service.close)
+        await asyncio.to_thread(services.close)
 
     app = FastAPI(
         title="Arrowport",
         version=__version__,
         summary="Land Apache Arrow data in DuckDB.",
         lifespan=lifespan,
-        **docs_urls(service.settings),
+        **docs_urls(settings),
     )
-    app.state.service = service
+    app.state.services = services
     app.state.draining = False
-    install_error_handlers(app, service.metrics)
-    install_security(app, service.settings)
+    install_error_handlers(app, services.metrics)
+    install_security(app, settings)
     app.include_router(ingest_routes.router)
     app.include_router(read_routes.router)
-    if service.settings.api.enable_metrics:
-        registry = service.metrics.registry
+    if settings.api.enable_metrics:
+        registry = services.metrics.registry
 
         @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics)])
         async def metrics() -> Response:
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(RequestContext, metrics=service.metrics)
+    # Browsers from foreign origins are refused before routing; the request context (added
+    # last, so outermost) still logs and measures those refusals.
+    app.add_middleware(OriginGuard, settings=settings, metrics=services.metrics)
+    app.add_middleware(RequestContext, metrics=services.metrics)
     return app

@@ -6,28 +6,40 @@ import asyncio
 import binascii
 import json
 import re
-from typing import Any
+from dataclasses import replace
+from typing import Annotated, Any
 
 import pyarrow as pa
 import pybase64
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from arrowport.api.errors import invalid_options
 from arrowport.api.models import ErrorResponse, IngestResponse, StreamRequest
-from arrowport.api.security import check_target, require_ingest
+from arrowport.api.security import client_id, require_ingest, services
+from arrowport.auth import Principal
 from arrowport.errors import (
     InvalidBase64,
     InvalidIPC,
     InvalidJSON,
     InvalidOptions,
     PayloadTooLarge,
-    RequestTimeout,
     UnsupportedMediaType,
 )
 from arrowport.ingest.payload import content_encoding_codec, sniff_codec
-from arrowport.ingest.service import DeliveryRequest, IngestOptions, IngestService
+from arrowport.ingest.pipe import read_body
+from arrowport.ingest.service import IngestService
+from arrowport.options import (
+    DUPLICATE_KEYS_POLICIES,
+    MAX_KEY_LENGTH,
+    SCHEMA_POLICIES,
+    STREAM_NAME_PATTERN,
+    TABLE_NAME_PATTERN,
+    WRITE_MODES,
+    IngestReply,
+    IngestRequest,
+)
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 JSON = "application/json"
@@ -60,9 +72,28 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _service(request: Request) -> IngestService:
-    service: IngestService = request.app.state.service
-    return service
+# Header spellings of the options (query parameters carry them by their own names).
+_HEADERS = {
+    "table": "x-arrowport-table",
+    "mode": "x-arrowport-mode",
+    "chunk_size": "x-arrowport-chunk-size",
+    "producer_id": "x-arrowport-producer-id",
+    "sequence": "x-arrowport-sequence",
+    "idempotency_key": "idempotency-key",
+}
+_ONLY_IN_HEADERS = ("idempotency_key",)
+
+
+def _request_options(request: Request, stream: str) -> IngestRequest:
+    """The options of a binary request: query parameters, or their header mirrors."""
+
+    def lookup(name: str) -> str | None:
+        value = None if name in _ONLY_IN_HEADERS else request.query_params.get(name)
+        if value is None and name in _HEADERS:
+            value = request.headers.get(_HEADERS[name])
+        return value
+
+    return IngestRequest.from_text(stream, lookup)
 
 
 # Options are parsed by hand rather than declared as FastAPI parameters: this route carries the
@@ -71,50 +102,63 @@ def _service(request: Request) -> IngestService:
 _PARAMETERS: list[dict[str, Any]] = [
     {"name": name, "in": where, "required": False, "schema": schema, "description": text}
     for name, where, schema, text in (
-        ("table", "query", {"type": "string"}, "Target table (binary body)."),
-        ("mode", "query", {"type": "string"}, "append, replace, create or upsert."),
+        (
+            "table",
+            "query",
+            {"type": "string", "pattern": f"^{TABLE_NAME_PATTERN}$"},
+            "Target table.",
+        ),
+        (
+            "mode",
+            "query",
+            {"type": "string", "enum": list(WRITE_MODES)},
+            "How rows meet the table.",
+        ),
         ("chunk_size", "query", {"type": "integer", "minimum": 1}, "Rows per DuckDB chunk."),
         ("key_columns", "query", {"type": "string"}, "Comma-separated upsert key columns."),
-        ("schema_policy", "query", {"type": "string"}, "strict or evolve."),
-        ("duplicate_keys", "query", {"type": "string"}, "Upsert: error or last_wins."),
+        (
+            "schema_policy",
+            "query",
+            {"type": "string", "enum": list(SCHEMA_POLICIES)},
+            "strict or evolve.",
+        ),
+        (
+            "duplicate_keys",
+            "query",
+            {"type": "string", "enum": list(DUPLICATE_KEYS_POLICIES)},
+            "Upsert: error or last_wins.",
+        ),
         ("dry_run", "query", {"type": "boolean"}, "Validate and report; write nothing."),
-        ("producer_id", "query", {"type": "string"}, "Producer offset: who sends."),
+        (
+            "producer_id",
+            "query",
+            {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+            "Producer offset: who sends.",
+        ),
         ("sequence", "query", {"type": "integer", "minimum": 0}, "Producer offset: batch number."),
-        ("Idempotency-Key", "header", {"type": "string"}, "Retries with one key land once."),
-        ("X-Arrowport-Table", "header", {"type": "string"}, "Same as ?table=."),
-        ("X-Arrowport-Mode", "header", {"type": "string"}, "Same as ?mode=."),
+        (
+            "Idempotency-Key",
+            "header",
+            {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+            "Retries with one key land once.",
+        ),
+        (
+            "X-Arrowport-Table",
+            "header",
+            {"type": "string", "pattern": f"^{TABLE_NAME_PATTERN}$"},
+            "Same as ?table=.",
+        ),
+        ("X-Arrowport-Mode", "header", {"type": "string", "enum": list(WRITE_MODES)}, "?mode="),
         ("X-Arrowport-Chunk-Size", "header", {"type": "integer", "minimum": 1}, "?chunk_size="),
-        ("X-Arrowport-Producer-Id", "header", {"type": "string"}, "Same as ?producer_id=."),
+        (
+            "X-Arrowport-Producer-Id",
+            "header",
+            {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+            "Same as ?producer_id=.",
+        ),
         ("X-Arrowport-Sequence", "header", {"type": "integer", "minimum": 0}, "?sequence="),
     )
 ]
-
-
-def _text(request: Request, query: str, header: str | None = None) -> str | None:
-    value = request.query_params.get(query)
-    if value is None and header is not None:
-        value = request.headers.get(header)
-    return value
-
-
-def _number(request: Request, query: str, header: str | None, minimum: int) -> int | None:
-    raw = _text(request, query, header)
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise InvalidOptions(f"{query} must be an integer >= {minimum}, not {raw!r}", field=query)
-    return value
-
-
-def _flag(request: Request, query: str) -> bool:
-    raw = (request.query_params.get(query) or "false").lower()
-    if raw not in ("true", "1", "yes", "false", "0", "no"):
-        raise InvalidOptions(f"{query} must be true or false, not {raw!r}", field=query)
-    return raw in ("true", "1", "yes")
 
 
 @router.post(
@@ -123,38 +167,26 @@ def _flag(request: Request, query: str) -> bool:
     responses=_ERRORS,
     openapi_extra=_OPENAPI_BODY | {"parameters": _PARAMETERS},
     summary="Land an Arrow IPC stream in a DuckDB table (one transaction)",
-    dependencies=[Depends(require_ingest)],
 )
-async def ingest_stream(stream_name: str, request: Request) -> Response:
-    service = _service(request)
+async def ingest_stream(
+    # Documented, not validated here: a bad name gets the contract's 400 invalid_name.
+    stream_name: Annotated[str, Path(json_schema_extra={"pattern": f"^{STREAM_NAME_PATTERN}$"})],
+    request: Request,
+    principal: Annotated[Principal, Depends(require_ingest)],
+) -> Response:
+    ingest = services(request).ingest
+    # Whether the server still takes writes is decided now: one already running may finish.
+    ingest.admission.check_accepting()
     media_type = _media_type(request)
-    delivery = DeliveryRequest(
-        idempotency_key=request.headers.get("idempotency-key"),
-        producer_id=_text(request, "producer_id", "x-arrowport-producer-id"),
-        sequence=_number(request, "sequence", "x-arrowport-sequence", 0),
-    )
     if media_type not in (JSON, ARROW_STREAM):
         _unsupported(media_type)
-    declared = _declared_length(request) or 0
-    service.reserve_bytes(declared)
-    try:
-        if media_type == JSON:
-            return JSONResponse(await _ingest_json(service, stream_name, request, delivery))
-        key_columns = _text(request, "key_columns")
-        options = service.resolve(
-            stream_name,
-            table=_text(request, "table", "x-arrowport-table"),
-            mode=_text(request, "mode", "x-arrowport-mode"),
-            chunk_size=_number(request, "chunk_size", "x-arrowport-chunk-size", 1),
-            key_columns=[k.strip() for k in key_columns.split(",")] if key_columns else None,
-            schema_policy=_text(request, "schema_policy"),
-            duplicate_keys=_text(request, "duplicate_keys"),
-            dry_run=_flag(request, "dry_run"),
-        )
-        check_target(request, options)
-        return JSONResponse(await _ingest_binary(service, options, request, delivery))
-    finally:
-        service.release_bytes(declared)
+    asked = _request_options(request, stream_name)
+    client = client_id(principal)
+    if media_type == JSON:
+        reply = await _ingest_json(ingest, asked, request, principal, client)
+    else:
+        reply = await _ingest_binary(ingest, asked, request, principal, client)
+    return JSONResponse(reply.to_json())
 
 
 def _unsupported(media_type: str) -> None:
@@ -175,36 +207,15 @@ def _declared_length(request: Request) -> int | None:
         raise InvalidOptions("Content-Length is not a number") from None
 
 
-async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
-    declared = _declared_length(request)
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}", limit=limit)
-    parts = []
-    size = 0
-    chunks = aiter(request.stream())
-    while True:
-        try:
-            chunk = await asyncio.wait_for(anext(chunks), timeout)
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            raise RequestTimeout(
-                f"no body data received for {timeout:g} seconds; giving up"
-            ) from None
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
-        parts.append(chunk)
-    return b"".join(parts)
-
-
 async def _ingest_binary(
-    service: IngestService,
-    options: IngestOptions,
+    ingest: IngestService,
+    asked: IngestRequest,
     request: Request,
-    delivery: DeliveryRequest,
-) -> dict[str, Any]:
-    limits = service.settings.limits
+    principal: Principal,
+    client: str | None,
+) -> IngestReply:
+    limits = ingest.settings.limits
+    options = ingest.streams.resolve(asked, principal)
     codec = content_encoding_codec(request.headers.get("content-encoding"))
     declared = _declared_length(request)
     if declared is not None and declared > limits.max_body_bytes:
@@ -214,13 +225,12 @@ async def _ingest_binary(
         )
     # Measured: streaming a large body into DuckDB as it arrives beats receiving it whole first.
     if declared is not None and declared <= limits.small_body_bytes:
-        body = await _read_body(request, limits.small_body_bytes, limits.body_timeout_seconds)
-        result = await service.ingest_bytes(options, body, codec, delivery=delivery)
-    else:
-        result = await service.ingest_pipe(
-            options, request.stream(), codec, limits.max_body_bytes, delivery
-        )
-    return result.to_json()
+        with ingest.admission.holding(declared):
+            body = await read_body(
+                request.stream(), ingest.pace(), limits.small_body_bytes, declared
+            )
+            return await ingest.ingest_bytes(options, body, codec, client)
+    return await ingest.ingest_pipe(options, request.stream(), codec, client)
 
 
 # The key of the (large) base64 payload, as a JSON token: not preceded by a backslash, so it
@@ -230,7 +240,7 @@ _DATA_KEY = re.compile(rb'(?<!\\)"data"\s*:\s*"')
 _SPLICE_BYTES = 1024**2
 
 
-def _load_document(body: bytes) -> tuple[Any, memoryview | None]:
+def _load_document(body: bytes | bytearray) -> tuple[Any, memoryview | None]:
     """Parse the JSON body; for a large one, without copying its base64 payload.
 
     Parsing a 54 MB JSON string costs ~140 ms, most of it copying the base64 text. Base64 has no
@@ -253,18 +263,25 @@ def _load_document(body: bytes) -> tuple[Any, memoryview | None]:
         ):
             try:
                 document = json.loads(body[: match.end()] + body[end:])
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 document = None
             batch = document.get("batch") if isinstance(document, dict) else None
             if isinstance(batch, dict) and batch.get("data") == "":
                 return document, memoryview(body)[match.end() : end]
+    return parse_json(body), None
+
+
+def parse_json(body: bytes | bytearray) -> Any:
+    """A JSON document; 400 ``invalid_json`` for anything else (too deeply nested included)."""
     try:
-        return json.loads(body), None
+        return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJSON("body is not acceptable JSON: it nests too deeply") from None
 
 
-def _decode_json(body: bytes) -> tuple[StreamRequest, bytes, pa.Schema | None]:
+def _decode_json(body: bytes | bytearray) -> tuple[StreamRequest, bytes, pa.Schema | None]:
     document, payload = _load_document(body)
     try:
         parsed = StreamRequest.model_validate(document)
@@ -291,29 +308,35 @@ def _decode_json(body: bytes) -> tuple[StreamRequest, bytes, pa.Schema | None]:
 
 
 async def _ingest_json(
-    service: IngestService, stream: str, request: Request, delivery: DeliveryRequest
-) -> dict[str, Any]:
-    limits = service.settings.limits
-    body = await _read_body(request, limits.max_json_body_bytes, limits.body_timeout_seconds)
-    if len(body) <= _INLINE_JSON_BYTES:
-        parsed, data, schema = _decode_json(body)
-    else:
-        parsed, data, schema = await asyncio.to_thread(_decode_json, body)
-    del body
-    config = parsed.config
-    options = service.resolve(
-        stream,
-        table=config.target_table,
-        mode=config.mode,
-        chunk_size=config.chunk_size,
-        key_columns=config.key_columns,
-        schema_policy=config.schema_policy,
-        duplicate_keys=config.duplicate_keys,
-        dry_run=config.dry_run,
-    )
-    check_target(request, options)
-    codec = sniff_codec(data[:4])
-    result = await service.ingest_bytes(
-        options, data, codec, expected_schema=schema, delivery=delivery
-    )
-    return result.to_json()
+    ingest: IngestService,
+    asked: IngestRequest,
+    request: Request,
+    principal: Principal,
+    client: str | None,
+) -> IngestReply:
+    limits = ingest.settings.limits
+    declared = _declared_length(request)
+    with ingest.admission.holding(declared or limits.small_body_bytes):
+        body = await read_body(
+            request.stream(), ingest.pace(), limits.max_json_body_bytes, declared
+        )
+        if len(body) <= _INLINE_JSON_BYTES:
+            parsed, data, schema = _decode_json(body)
+        else:
+            parsed, data, schema = await asyncio.to_thread(_decode_json, body)
+        del body
+        config = parsed.config
+        # The JSON body's config wins over the query parameters; delivery options stay there.
+        asked = replace(
+            asked,
+            table=config.target_table or asked.table,
+            mode=config.mode or asked.mode,
+            chunk_size=config.chunk_size or asked.chunk_size,
+            key_columns=tuple(config.key_columns) if config.key_columns else asked.key_columns,
+            schema_policy=config.schema_policy or asked.schema_policy,
+            duplicate_keys=config.duplicate_keys or asked.duplicate_keys,
+            dry_run=config.dry_run or asked.dry_run,
+        )
+        options = ingest.streams.resolve(asked, principal)
+        codec = sniff_codec(data[:4])
+        return await ingest.ingest_bytes(options, data, codec, client, expected_schema=schema)

@@ -71,6 +71,19 @@ class QueryRequest(BaseModel):
     params: list[Any] | None = Field(None, description="Values for the placeholders.")
 
 
+class ResultColumn(BaseModel):
+    name: str
+    type: str = Field(description="The Arrow type.")
+
+
+class QueryAnswer(BaseModel):
+    """A query's answer as JSON (``Accept: application/json``)."""
+
+    columns: list[ResultColumn]
+    rows: list[dict[str, Any]]
+    row_count: int
+
+
 class ColumnInfo(BaseModel):
     name: str
     type: str

@@ -22,14 +22,18 @@ from arrowport.api.errors import error_response
 from arrowport.auth import Principal, auth_enabled, authenticate
 from arrowport.config import AuthSettings, Settings
 from arrowport.errors import Unauthenticated
-from arrowport.ingest.service import IngestOptions, IngestService
+from arrowport.services import Services
 
 _CHALLENGE = 'Bearer realm="arrowport"'
 
 
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
 def _auth(request: Request) -> AuthSettings:
-    service: IngestService = request.app.state.service
-    return service.settings.auth
+    return services(request).settings.auth
 
 
 async def authenticated(request: Request) -> Principal:
@@ -69,13 +73,10 @@ async def require_metrics(request: Request) -> None:
         await authenticated(request)
 
 
-def check_target(request: Request, options: IngestOptions) -> None:
-    """After options are resolved: a stream-limited token writes only to its stream's table."""
-    principal: Principal | None = getattr(request.state, "principal", None)
-    if principal is None:
-        return
-    service: IngestService = request.app.state.service
-    principal.require_table(options.stream, options.table, service.stream_table(options.stream))
+def client_id(principal: Principal) -> str | None:
+    """Who counts as one client for per-client limits: the token (none without
+    authentication, where every caller is the same anonymous one)."""
+    return None if principal.anonymous else principal.name
 
 
 def docs_public(settings: Settings) -> bool:
@@ -96,7 +97,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
 
     async def on_unauthenticated(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Unauthenticated)
-        response = error_response(request, exc, app.state.service.metrics)
+        response = error_response(request, exc, services(request).metrics)
         response.headers["WWW-Authenticate"] = _CHALLENGE
         return response
 

@@ -1,4 +1,4 @@
-"""Arrow Flight (gRPC) endpoint: ``do_put`` ingest, ``do_get`` / ``list_flights`` reads."""
+"""Arrow Flight (gRPC) endpoint: ``DoPut`` ingest, ``DoGet`` / ``ListFlights`` reads."""
 
 from arrowport.flight.server import (
     ArrowportFlightServer,

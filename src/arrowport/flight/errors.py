@@ -1,16 +1,11 @@
-"""One place that turns failures into Flight errors, the way ``api/errors.py`` does for HTTP.
+"""One place that turns failures into gRPC statuses, the way ``api/errors.py`` does for HTTP.
 
-Every error a client sees has a message that starts with the stable code shared with HTTP
-(``schema_conflict: batch does not fit table 't': ...``). ``extra_info`` stays empty on purpose:
-gRPC sends it as ``grpc-status-details-bin``, which grpc-go (and so the Go-based ADBC Flight SQL
-driver) decodes as a ``google.rpc.Status`` protobuf; anything else there makes those clients
-replace our message with a generic "malformed" INTERNAL error.
-
-pyarrow sends a Python exception that is not a ``FlightError`` to the client *with its traceback*,
-so handlers only ever raise ``FlightError`` subclasses. Flight's own status codes have no
-"invalid argument", "not found" or "already exists" (the Python exceptions that map to those gRPC
-codes, ``ArrowInvalid`` and ``ArrowKeyError``, leak the traceback), so those three are sent as
-``FlightServerError`` and told apart by the code at the start of the message.
+Every error a client sees carries the gRPC status code of its class (``grpc_code`` in
+:mod:`arrowport.errors`: INVALID_ARGUMENT for a bad payload, NOT_FOUND, ALREADY_EXISTS,
+RESOURCE_EXHAUSTED for a limit, UNAVAILABLE for overload, …) and a message that starts with the
+stable code shared with HTTP (``schema_conflict: batch does not fit table 't': …``). Nothing else
+is sent: no traceback, and no ``grpc-status-details-bin`` (grpc-go, and so the Go-based ADBC
+Flight SQL driver, turns anything there that is not a ``google.rpc.Status`` into INTERNAL).
 """
 
 from __future__ import annotations
@@ -18,39 +13,28 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NoReturn
 
-import pyarrow.flight as flight
+import grpc
 import structlog
 
-from arrowport.errors import ArrowportError, FlightStatus, Overloaded
+from arrowport.errors import ArrowportError, Overloaded
 from arrowport.metrics import Metrics
 
 log = structlog.get_logger("arrowport.flight")
 
-_ERROR_TYPES: dict[FlightStatus, type[flight.FlightError]] = {
-    "invalid_argument": flight.FlightServerError,
-    "not_found": flight.FlightServerError,
-    "already_exists": flight.FlightServerError,
-    "unauthenticated": flight.FlightUnauthenticatedError,
-    "unauthorized": flight.FlightUnauthorizedError,
-    "unavailable": flight.FlightUnavailableError,
-    "internal": flight.FlightInternalError,
-}
 
-
-def to_flight_error(error: ArrowportError) -> flight.FlightError:
-    """The Flight error a client receives for ``error``."""
-    error_type = _ERROR_TYPES.get(error.flight_status, flight.FlightInternalError)
+def status_message(error: ArrowportError) -> str:
     message = f"{error.code}: {error.message}"
     if isinstance(error, Overloaded):
         message += f" (retry after {error.retry_after} s)"
-    return error_type(message)
+    return message
 
 
-def internal_error() -> flight.FlightError:
-    return flight.FlightInternalError(
-        "internal_error: internal error; the server log has the details"
-    )
+def abort(context: grpc.ServicerContext, error: ArrowportError) -> NoReturn:
+    """End the call with ``error``'s status (raises, as ``context.abort`` does)."""
+    context.abort(grpc.StatusCode[error.grpc_code.upper()], status_message(error))
+    raise AssertionError("unreachable")  # context.abort raises
 
 
 @dataclass
@@ -63,8 +47,8 @@ class Call:
 
 
 @contextlib.contextmanager
-def flight_errors(metrics: Metrics, method: str) -> Iterator[Call]:
-    """Run a handler's body; whatever it raises leaves as a ``FlightError`` without traceback."""
+def flight_errors(metrics: Metrics, method: str, context: grpc.ServicerContext) -> Iterator[Call]:
+    """Run a handler's body; whatever it raises ends the call with a clean status."""
     call = Call(method)
     try:
         yield call
@@ -78,12 +62,13 @@ def flight_errors(metrics: Metrics, method: str) -> Iterator[Call]:
             code=exc.code,
             reason=exc.message,
         )
-        raise to_flight_error(exc) from None
-    except flight.FlightError:
-        raise
+        abort(context, exc)
     except Exception as exc:
         metrics.errors.labels("internal_error", "flight").inc()
         log.exception(
             "unexpected error", method=method, stream=call.stream, token=call.token, exc_info=exc
         )
-        raise internal_error() from None
+        context.abort(
+            grpc.StatusCode.INTERNAL,
+            "internal_error: internal error; the server log has the details",
+        )

@@ -14,41 +14,15 @@ A read ticket (or a ``get_flight_info`` / ``get_schema`` command) names a table,
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import pyarrow.flight as flight
-
 from arrowport.errors import InvalidJSON, InvalidName, InvalidOptions
-from arrowport.ingest.service import DeliveryRequest
+from arrowport.flight.protocol import flight_pb2
+from arrowport.options import IngestRequest, checked_json
 
-_PUT_KEYS = (
-    "stream_name",
-    "target_table",
-    "table",
-    "mode",
-    "chunk_size",
-    "key_columns",
-    "schema_policy",
-    "duplicate_keys",
-    "dry_run",
-    "idempotency_key",
-    "producer_id",
-    "sequence",
-)
-
-
-@dataclass(frozen=True)
-class PutRequest:
-    stream: str
-    table: str | None = None
-    mode: str | None = None
-    chunk_size: int | None = None
-    key_columns: list[str] | None = None
-    schema_policy: str | None = None
-    duplicate_keys: str | None = None
-    dry_run: bool = False
-    delivery: DeliveryRequest = field(default_factory=DeliveryRequest)
+PATH = flight_pb2.FlightDescriptor.PATH
+CMD = flight_pb2.FlightDescriptor.CMD
 
 
 @dataclass(frozen=True)
@@ -59,13 +33,13 @@ class ReadRequest:
     sql: str | None = None
     params: list[Any] | None = None
 
-    def ticket(self) -> flight.Ticket:
+    def ticket(self) -> bytes:
         if self.table is not None:
-            return flight.Ticket(json.dumps({"table": self.table}).encode())
+            return json.dumps({"table": self.table}).encode()
         body: dict[str, Any] = {"sql": self.sql}
         if self.params:
             body["params"] = self.params
-        return flight.Ticket(json.dumps(body).encode())
+        return json.dumps(body).encode()
 
 
 def _text(raw: bytes, what: str) -> str:
@@ -85,68 +59,35 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     return document
 
 
-_KIND_NAMES = {int: "number", str: "string", bool: "true or false", list: "list of strings"}
-
-
 def _optional(document: dict[str, Any], key: str, kind: type, what: str) -> Any:
-    value = document.get(key)
-    if value is None:
-        return None
-    # bool is an int in Python; a JSON true is not a row count.
-    wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
-    if kind is list and not wrong:
-        wrong = not all(isinstance(item, str) for item in value)
-    if wrong:
-        raise InvalidOptions(f"{what}: {key} must be a {_KIND_NAMES[kind]}", field=key)
-    return value
+    return checked_json(key, document.get(key), kind, what)
 
 
-def put_request(descriptor: flight.FlightDescriptor) -> PutRequest:
+def put_request(descriptor: flight_pb2.FlightDescriptor) -> IngestRequest:
     """The stream and options a ``do_put`` descriptor names."""
-    if descriptor.descriptor_type == flight.DescriptorType.PATH:
-        path = descriptor.path or []
-        if len(path) != 1:
+    if descriptor.type == PATH:
+        if len(descriptor.path) != 1:
             raise InvalidOptions(
-                f"a put descriptor path has exactly one element, the stream name (got {len(path)})"
+                "a put descriptor path has exactly one element, the stream name "
+                f"(got {len(descriptor.path)})"
             )
-        stream = _text(path[0], "the stream name")
+        stream = _text(descriptor.path[0], "the stream name")
         if not stream:
             raise InvalidOptions("the stream name is empty")
-        return PutRequest(stream)
+        return IngestRequest(stream)
+    if descriptor.type != CMD:
+        raise InvalidOptions("a put descriptor is a path or a command")
     what = "the put command"
-    document = _json_object(descriptor.command, what)
-    unknown = sorted(set(document) - set(_PUT_KEYS))
-    if unknown:
-        raise InvalidOptions(
-            f"{what}: unknown keys {', '.join(unknown)}; use {', '.join(_PUT_KEYS)}",
-            field=unknown[0],
-        )
-    stream = _optional(document, "stream_name", str, what)
-    if not stream:
+    document = _json_object(descriptor.cmd, what)
+    stream = document.pop("stream_name", None)
+    if not isinstance(stream, str) or not stream:
         raise InvalidOptions(f"{what}: stream_name is required", field="stream_name")
-    table = _optional(document, "target_table", str, what)
-    alias = _optional(document, "table", str, what)
-    if table is not None and alias is not None and table != alias:
-        raise InvalidOptions(f"{what}: target_table and table disagree", field="table")
-    chunk_size = _optional(document, "chunk_size", int, what)
-    if chunk_size is not None and chunk_size < 1:
-        raise InvalidOptions(f"{what}: chunk_size must be a positive number of rows")
-    delivery = DeliveryRequest(
-        idempotency_key=_optional(document, "idempotency_key", str, what),
-        producer_id=_optional(document, "producer_id", str, what),
-        sequence=_optional(document, "sequence", int, what),
-    )
-    return PutRequest(
-        stream,
-        table=table or alias,
-        mode=_optional(document, "mode", str, what),
-        chunk_size=chunk_size,
-        key_columns=_optional(document, "key_columns", list, what),
-        schema_policy=_optional(document, "schema_policy", str, what),
-        duplicate_keys=_optional(document, "duplicate_keys", str, what),
-        dry_run=bool(_optional(document, "dry_run", bool, what)),
-        delivery=delivery,
-    )
+    target = document.pop("target_table", None)
+    if target is not None:
+        if document.get("table") not in (None, target):
+            raise InvalidOptions(f"{what}: target_table and table disagree", field="table")
+        document["table"] = target
+    return IngestRequest.from_json(stream, document, what)
 
 
 def read_request(raw: bytes, what: str = "the ticket") -> ReadRequest:
@@ -177,16 +118,18 @@ def read_request(raw: bytes, what: str = "the ticket") -> ReadRequest:
     return ReadRequest(sql=sql, params=params)
 
 
-def descriptor_request(descriptor: flight.FlightDescriptor) -> ReadRequest:
+def descriptor_request(descriptor: flight_pb2.FlightDescriptor) -> ReadRequest:
     """What ``get_flight_info`` / ``get_schema`` describe: path ``[table]`` or a command."""
-    if descriptor.descriptor_type == flight.DescriptorType.PATH:
-        path = descriptor.path or []
-        if len(path) != 1:
+    if descriptor.type == PATH:
+        if len(descriptor.path) != 1:
             raise InvalidOptions(
-                f"a descriptor path has exactly one element, the table name (got {len(path)})"
+                "a descriptor path has exactly one element, the table name "
+                f"(got {len(descriptor.path)})"
             )
-        return ReadRequest(table=_text(path[0], "the table name"))
-    return read_request(descriptor.command, "the descriptor command")
+        return ReadRequest(table=_text(descriptor.path[0], "the table name"))
+    if descriptor.type != CMD:
+        raise InvalidOptions("a descriptor is a path or a command")
+    return read_request(descriptor.cmd, "the descriptor command")
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,19 @@
 """Turning request bytes into checked Arrow record batches.
 
-An :class:`IpcPayload` reads an Arrow IPC stream batch by batch and refuses to pretend a cut
-stream is whole: the stream must end with its end-of-stream marker (a producer that died between
-batches otherwise looks exactly like one that finished). It also slices batches to ``chunk_size``
-rows, enforces the row limit and keeps the first error it raised, because DuckDB wraps errors
-raised inside its Arrow scan into its own exception.
+An :class:`IpcPayload` reads an Arrow IPC stream batch by batch, each message checked against the
+request's limits before pyarrow decodes it (:mod:`arrowport.ingest.ipc_messages`), and refuses to
+pretend a cut stream is whole: the stream must end with its end-of-stream marker (a producer that
+died between batches otherwise looks exactly like one that finished). Its :class:`BatchStream`
+validates every batch, slices batches to ``chunk_size`` rows, enforces the row limit and keeps the
+first error it raised, because DuckDB wraps errors raised inside its Arrow scan into its own
+exception.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import IO, Literal
 
 import pyarrow as pa
@@ -23,16 +24,20 @@ from arrowport.errors import (
     InvalidCompression,
     InvalidIPC,
     PayloadTooLarge,
-    TruncatedStream,
     UnsupportedMediaType,
+)
+from arrowport.ingest.ipc_messages import (
+    CheckedStream,
+    Message,
+    PayloadBudget,
+    PayloadLimits,
+    Readable,
+    ViewReader,
+    stream_messages,
 )
 
 Codec = Literal["zstd", "gzip", "lz4"]
 
-_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
-_LEGACY_EOS = b"\x00\x00\x00\x00"
-# Every IPC message written since Arrow 0.15 (2019) starts with this continuation marker.
-_CONTINUATION = b"\xff\xff\xff\xff"
 _MAGIC: dict[bytes, Codec] = {
     b"\x28\xb5\x2f\xfd": "zstd",
     b"\x04\x22\x4d\x18": "lz4",
@@ -69,78 +74,15 @@ def decompressing_reader(raw: IO[bytes], codec: Codec) -> IO[bytes]:
     return pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "lz4")  # type: ignore[no-any-return]
 
 
-class LimitedReader(io.RawIOBase):
-    """Counts bytes read from ``raw``; past ``limit`` the request is too large."""
-
-    def __init__(self, raw: IO[bytes], limit: int) -> None:
-        super().__init__()
-        self._raw = raw
-        self._limit = limit
-        self.position = 0
-        self._head = b""
-        self._tail = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def head(self) -> bytes:
-        """The first bytes read (up to 4)."""
-        return self._head
-
-    def tail(self, count: int) -> bytes:
-        return self._tail[-count:]
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is not None and size > self._limit - self.position + 8:
-            # A declared message length beyond what the body may hold: corrupt or hostile.
-            raise PayloadTooLarge(
-                f"an IPC message of {size} bytes does not fit the body limit of {self._limit}",
-                limit=self._limit,
-            )
-        data = _read_exact(self._raw, size)
-        self.position += len(data)
-        if self.position > self._limit:
-            raise PayloadTooLarge(
-                f"payload exceeds the limit of {self._limit} bytes", limit=self._limit
-            )
-        if len(self._head) < 4:
-            self._head = (self._head + data[:4])[:4]
-        self._tail = (self._tail + data[-8:])[-8:]
-        return data
-
-
-def _read_exact(raw: IO[bytes], size: int | None) -> bytes:
-    if size is None or size < 0:
-        return raw.read()
-    parts = []
-    got = 0
-    while got < size:
-        chunk = raw.read(size - got)
-        if not chunk:
-            break
-        parts.append(bytes(chunk))
-        got += len(chunk)
-    return b"".join(parts)
-
-
-def _ipc_error(exc: BaseException, head: bytes | None = None) -> ArrowportError:
-    """Map a decoding failure to its client error. ``head`` (the first bytes of the payload) is
-    given while the schema is read: a body that does not start like an IPC message is not an
-    IPC stream at all, so it is ``invalid_ipc``, not a cut stream."""
+def _ipc_error(exc: BaseException) -> ArrowportError:
+    """Map a decoding failure raised by pyarrow (or a decompressor) to its client error."""
     if isinstance(exc, ArrowportError):
         return exc
     text = str(exc)
     if isinstance(exc, zstandard.ZstdError | zlib.error | EOFError | gzip.BadGzipFile):
         return InvalidCompression(f"body is not valid compressed data: {text}")
-    if head is not None and not head.startswith(_CONTINUATION[: len(head)]):
-        return InvalidIPC(
-            "body is not an Arrow IPC stream (it does not start with an IPC message): " + text
-        )
-    if "Expected to be able to read" in text or "Expected to read" in text:
-        return TruncatedStream(f"Arrow IPC stream is cut short: {text}")
+    if isinstance(exc, RecursionError):
+        return InvalidIPC("the Arrow IPC data nests too deeply")
     return InvalidIPC(f"not a valid Arrow IPC stream: {text}")
 
 
@@ -187,8 +129,9 @@ class BatchStream:
         try:
             for batch in self._batches:
                 self.batches += 1
-                self.rows += batch.num_rows
+                # First: nothing may read a batch (not even its size) before it is validated.
                 _validate(batch, self.batches)
+                self.rows += batch.num_rows
                 if self._max_rows is not None and self.rows > self._max_rows:
                     raise PayloadTooLarge(
                         f"request carries more than {self._max_rows} rows", limit=self._max_rows
@@ -215,85 +158,60 @@ class BatchStream:
         return pa.Table.from_batches(list(self), schema=self.schema)
 
 
-class IpcPayload:
-    """Batches of one Arrow IPC stream, checked as they are read.
+_DECODING_ERRORS = (
+    pa.ArrowException,
+    OSError,
+    ValueError,
+    zstandard.ZstdError,
+    EOFError,
+    RecursionError,
+)
 
-    ``source`` is a pyarrow file; ``position`` and ``tail`` report how far it has been read and
-    the last bytes read, so the end-of-stream marker can be verified without buffering.
-    """
+
+class IpcPayload:
+    """The batches of one Arrow IPC stream, each message checked before pyarrow decodes it (see
+    :mod:`arrowport.ingest.ipc_messages`) and each batch validated before anything reads it."""
 
     def __init__(
         self,
-        source: pa.NativeFile,
-        position: Callable[[], int],
-        tail: Callable[[int], bytes],
-        at_end: Callable[[], bool],
+        messages: Iterator[Message],
+        limits: PayloadLimits,
         chunk_size: int,
         max_rows: int | None = None,
-        head: Callable[[], bytes] | None = None,
+        budget: PayloadBudget | None = None,
     ) -> None:
-        self._position = position
-        self._tail = tail
-        self._at_end = at_end
+        self.budget = budget if budget is not None else PayloadBudget(limits)
+        checked = CheckedStream(messages, self.budget)
         try:
-            self._reader = pa.ipc.open_stream(source)
-        except (pa.ArrowException, OSError, ValueError, zstandard.ZstdError, EOFError) as exc:
-            raise _ipc_error(exc, head() if head is not None else None) from None
-        self.stream = BatchStream(self._reader.schema, self._messages(), chunk_size, max_rows)
+            self._reader = pa.ipc.open_stream(pa.PythonFile(checked, mode="r"))
+        except _DECODING_ERRORS as exc:
+            raise _ipc_error(exc) from None
+        self.stream = BatchStream(self._reader.schema, self._batches(), chunk_size, max_rows)
 
     @classmethod
     def from_bytes(
-        cls, data: bytes | pa.Buffer, chunk_size: int, max_rows: int | None = None
+        cls,
+        data: bytes | bytearray | memoryview,
+        limits: PayloadLimits,
+        chunk_size: int,
+        max_rows: int | None = None,
     ) -> IpcPayload:
-        buffer = pa.py_buffer(data) if isinstance(data, bytes) else data
-        source = pa.BufferReader(buffer)
-        return cls(
-            source,
-            position=source.tell,
-            tail=lambda n: buffer.slice(
-                max(source.tell() - n, 0), min(n, source.tell())
-            ).to_pybytes(),
-            at_end=lambda: source.tell() == buffer.size,
-            chunk_size=chunk_size,
-            max_rows=max_rows,
-            head=lambda: buffer.slice(0, min(4, buffer.size)).to_pybytes(),
-        )
+        """A payload already in memory; its batches point into ``data``."""
+        return cls(stream_messages(ViewReader(data), limits), limits, chunk_size, max_rows)
 
     @classmethod
     def from_file(
-        cls, raw: LimitedReader, chunk_size: int, max_rows: int | None = None
+        cls, raw: Readable, limits: PayloadLimits, chunk_size: int, max_rows: int | None = None
     ) -> IpcPayload:
-        """Stream from a Python file object (an HTTP body pipe, possibly decompressed)."""
-        return cls(
-            pa.PythonFile(raw, mode="r"),
-            position=raw.tell,
-            tail=raw.tail,
-            at_end=lambda: raw.read(1) == b"",
-            chunk_size=chunk_size,
-            max_rows=max_rows,
-            head=raw.head,
-        )
+        """Stream from a file object (an HTTP body pipe, possibly decompressing)."""
+        return cls(stream_messages(raw, limits), limits, chunk_size, max_rows)
 
-    def _messages(self) -> Iterator[pa.RecordBatch]:
-        after_last = self._position()
+    def _batches(self) -> Iterator[pa.RecordBatch]:
         while True:
             try:
                 batch = self._reader.read_next_batch()
             except StopIteration:
-                break
-            except (pa.ArrowException, OSError, ValueError, zstandard.ZstdError, EOFError) as exc:
+                return
+            except _DECODING_ERRORS as exc:
                 raise _ipc_error(exc) from None
-            after_last = self._position()
             yield batch
-        consumed = self._position() - after_last
-        ended = (consumed >= 8 and self._tail(8) == _EOS) or (
-            consumed >= 4 and self._tail(4) == _LEGACY_EOS
-        )
-        if not ended:
-            raise TruncatedStream(
-                "Arrow IPC stream ended without its end-of-stream marker: the producer may have "
-                f"stopped early (after {self.stream.batches} batches, {self.stream.rows} rows); "
-                "nothing was written. Close the IPC writer before sending."
-            )
-        if not self._at_end():
-            raise InvalidIPC("unexpected bytes after the Arrow IPC end-of-stream marker")

@@ -1,6 +1,6 @@
 """A byte pipe from the event loop (HTTP body chunks) to a worker thread (the Arrow IPC reader).
 
-The event loop :meth:`BodyPipe.feed`\\ s chunks as they arrive and is paused while more than
+The event loop :func:`pump`\\ s chunks in as they arrive and is paused while more than
 ``high_water`` bytes wait unread, so a large upload never sits in memory; the worker thread reads
 with blocking, exact-size :meth:`BodyPipe.read` calls, which is what ``pyarrow.PythonFile`` wants.
 """
@@ -12,8 +12,9 @@ import hashlib
 import io
 import threading
 from collections import deque
+from collections.abc import AsyncIterator
 
-from arrowport.errors import ArrowportError
+from arrowport.errors import ArrowportError, PayloadTooLarge, RequestTimeout, ShuttingDown
 
 
 class PipeClosed(Exception):
@@ -24,7 +25,7 @@ class BodyPipe(io.RawIOBase):
     def __init__(self, loop: asyncio.AbstractEventLoop, high_water: int = 16 * 1024**2) -> None:
         super().__init__()
         self._loop = loop
-        self._high_water = high_water
+        self.high_water = high_water
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._cond = threading.Condition()
@@ -55,7 +56,7 @@ class BodyPipe(io.RawIOBase):
             self._buffered += len(chunk)
             if self._buffered >= self._need:
                 self._cond.notify()
-            must_wait = self._buffered > max(self._high_water, self._wanted)
+            must_wait = self._buffered > max(self.high_water, self._wanted)
             if must_wait:
                 self._space.clear()
         if must_wait:
@@ -108,12 +109,12 @@ class BodyPipe(io.RawIOBase):
                             else OSError(str(failure))
                         )
                     break
-                self._wanted = wanted if wanted is not None else self._high_water
+                self._wanted = wanted if wanted is not None else self.high_water
                 self._need = self._wanted - got
                 self._loop.call_soon_threadsafe(self._space.set)
                 self._cond.wait()
                 self._wanted = self._need = 0
-            if self._buffered <= self._high_water // 2:
+            if self._buffered <= self.high_water // 2:
                 self._loop.call_soon_threadsafe(self._space.set)
         data = b"".join(parts) if len(parts) != 1 else parts[0]
         if self.digest is not None:
@@ -124,3 +125,109 @@ class BodyPipe(io.RawIOBase):
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+class BodyPace:
+    """How fast a body must arrive: its next bytes within ``timeout`` seconds, and at least
+    ``min_rate`` bytes a second over every ``timeout`` seconds, so a client trickling a byte now
+    and then cannot hold a writer (or memory) for ever. Time spent waiting for the server (a
+    full pipe) is not the client's and does not count."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, min_rate: int) -> None:
+        self._loop = loop
+        self.timeout = timeout
+        self._min_rate = min_rate
+        self._window_start = loop.time()
+        self._window_bytes = 0
+
+    def arrived(self, size: int) -> None:
+        self._window_bytes += size
+        elapsed = self._loop.time() - self._window_start
+        if elapsed < self.timeout:
+            return
+        if self._window_bytes < self._min_rate * elapsed:
+            raise RequestTimeout(
+                f"the body arrives slower than {self._min_rate} bytes a second; giving up"
+            )
+        self._window_start = self._loop.time()
+        self._window_bytes = 0
+
+    def waited(self, seconds: float) -> None:
+        self._window_start += seconds
+
+    def stalled(self) -> RequestTimeout:
+        return RequestTimeout(f"no body data received for {self.timeout:g} seconds; giving up")
+
+
+async def receive(chunks: AsyncIterator[bytes], pace: BodyPace) -> AsyncIterator[bytes]:
+    """``chunks`` as they arrive, within ``pace``."""
+    loop = asyncio.get_running_loop()
+    # One rescheduled deadline instead of wait_for per chunk (which costs a task each).
+    try:
+        async with asyncio.timeout(loop.time() + pace.timeout) as deadline:
+            async for chunk in chunks:
+                deadline.reschedule(None)
+                pace.arrived(len(chunk))
+                paused = loop.time()
+                yield chunk
+                pace.waited(loop.time() - paused)
+                deadline.reschedule(loop.time() + pace.timeout)
+    except TimeoutError:
+        raise pace.stalled() from None
+
+
+async def read_body(
+    chunks: AsyncIterator[bytes], pace: BodyPace, limit: int, size_hint: int | None = None
+) -> bytes | bytearray:
+    """A whole body of at most ``limit`` bytes (413 beyond), read within ``pace``; with its
+    declared size known, straight into one buffer of that size (no second copy of a large
+    body)."""
+    if size_hint is not None and size_hint > limit:
+        raise PayloadTooLarge(
+            f"body of {size_hint} bytes exceeds the limit of {limit}", limit=limit
+        )
+    buffer = bytearray(size_hint or 0)
+    parts: list[bytes] = []
+    received = 0
+    async for chunk in receive(chunks, pace):
+        end = received + len(chunk)
+        if end > limit:
+            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
+        if end <= len(buffer):
+            buffer[received:end] = chunk
+        else:
+            parts.append(chunk)
+        received = end
+    if not parts:
+        del buffer[received:]
+        return buffer
+    return bytes(buffer[: received - sum(map(len, parts))]) + b"".join(parts)
+
+
+async def pump(chunks: AsyncIterator[bytes], pipe: BodyPipe, pace: BodyPace, limit: int) -> int:
+    """Feed body chunks into the pipe; returns the bytes received (413 past ``limit``: the
+    decoder counts what the body decodes to, this stops a body that is too large as sent before
+    it is all read).
+
+    Whatever happens — the end of the body, a stalled or vanished client, or this task being
+    cancelled at shutdown — the pipe is finished, so the reading thread never waits forever.
+    """
+    received = 0
+    failure: BaseException | None = None
+    try:
+        async for chunk in receive(chunks, pace):
+            received += len(chunk)
+            if received > limit:
+                failure = PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
+                break
+            await pipe.feed(chunk)
+    except PipeClosed:
+        pass
+    except Exception as exc:  # too slow, or the client went away mid-body: the write fails
+        failure = exc
+    except BaseException:  # cancelled (shutdown): the write must not wait for more bytes
+        failure = ShuttingDown("the server is stopping")
+        raise
+    finally:
+        pipe.finish(failure)
+    return received

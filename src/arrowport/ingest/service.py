@@ -1,16 +1,19 @@
-"""The one ingest service both protocols call.
+"""The one ingest service every protocol calls.
 
 Three ways in, one write path:
 
-* :meth:`IngestService.ingest_bytes` — a whole payload in memory (small binary bodies, JSON). Small
-  appends go to the group writer; anything larger is written on a worker thread.
-* :meth:`IngestService.ingest_pipe` — a large HTTP body, decoded while it is still arriving; DuckDB
-  scans the batches on a worker thread, so memory stays flat whatever the body's size.
-* :meth:`IngestService.ingest_batches` — already-decoded batches (Arrow Flight): a small upload
-  is group-committed, a larger one written on the caller's thread as it arrives.
+* :meth:`IngestService.ingest_bytes` — a whole payload in memory (small binary bodies, JSON,
+  small Flight puts). Small appends go to the group writer; anything larger is written on a
+  worker thread.
+* :meth:`IngestService.ingest_pipe` — a large HTTP body, decoded while it is still arriving;
+  DuckDB scans the batches on a worker thread, so memory stays flat whatever the body's size.
+* :meth:`IngestService.write_stream` — IPC messages already arriving on a thread of the
+  caller's (a Flight put), written on the calling thread.
 
 Every way is one transaction, with the delivery records (idempotency key, producer offset) in the
-same transaction as the rows; the result is returned only after the commit.
+same transaction as the rows; the result is returned only after the commit. Every payload is
+read through :class:`~arrowport.ingest.payload.IpcPayload`: checked message by message against
+the limits, validated batch by batch.
 """
 
 from __future__ import annotations
@@ -18,118 +21,43 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import itertools
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 
-from arrowport.config import Settings, StreamSettings, WriteMode
-from arrowport.errors import (
-    InvalidOptions,
-    Overloaded,
-    PayloadTooLarge,
-    RequestTimeout,
-    SchemaMismatch,
-    ShuttingDown,
-    StreamLocked,
-    UnknownStream,
-)
-from arrowport.ingest.payload import (
-    BatchStream,
-    Codec,
-    IpcPayload,
-    LimitedReader,
-    decompressing_reader,
-)
-from arrowport.ingest.pipe import BodyPipe, PipeClosed
+from arrowport.config import Settings
+from arrowport.errors import SchemaMismatch, ShuttingDown
+from arrowport.ingest.admission import Admission
+from arrowport.ingest.ipc_messages import Message, PayloadLimits
+from arrowport.ingest.payload import BatchStream, Codec, IpcPayload, decompressing_reader
+from arrowport.ingest.pipe import BodyPace, BodyPipe, pump
+from arrowport.ingest.streams import IngestOptions, Streams
 from arrowport.metrics import Metrics
+from arrowport.options import IngestReply
 from arrowport.storage.database import Database, WriteJob, WriteOutcome
 from arrowport.storage.delivery import Delivery
 from arrowport.storage.group_writer import GroupWriter, PendingWrite
-from arrowport.storage.identifiers import check_stream_name, check_table_name
-from arrowport.storage.table_writer import WritePolicy
-
-_MODES = ("append", "replace", "create", "upsert")
-_POLICIES = ("strict", "evolve")
-_DUPLICATE_KEYS = ("error", "last_wins")
 
 
-@dataclass(frozen=True)
-class IngestOptions:
-    stream: str
-    table: str
-    mode: WriteMode
-    chunk_size: int
-    policy: WritePolicy = field(default_factory=WritePolicy)
-    dry_run: bool = False
+def payload_limits(settings: Settings) -> PayloadLimits:
+    limits = settings.limits
+    return PayloadLimits(limits.max_body_bytes, limits.max_message_bytes, limits.max_columns)
 
 
-@dataclass(frozen=True)
-class DeliveryRequest:
-    """Exactly-once options a client sent (``Idempotency-Key``, producer id and sequence)."""
-
-    idempotency_key: str | None = None
-    producer_id: str | None = None
-    sequence: int | None = None
-
-    def bind(self, options: IngestOptions, fingerprint: Callable[[], str]) -> Delivery | None:
-        if self.idempotency_key is None and self.producer_id is None and self.sequence is None:
-            return None
-        return Delivery(
-            options.stream, self.idempotency_key, self.producer_id, self.sequence, fingerprint
-        )
-
-
-NO_DELIVERY = DeliveryRequest()
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    stream: str
-    table: str
-    rows: int
-    batches: int
-    bytes: int
-    seconds: float
-    created: bool
-    duplicate: bool = False
-    producer_id: str | None = None
-    sequence: int | None = None
-    dry_run_actions: list[str] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "status": "success",
-            "stream": self.stream,
-            "rows_processed": self.rows,
-            "message": (
-                "Already committed; nothing written"
-                if self.duplicate
-                else "Data processed successfully"
-            ),
-            "table": self.table,
-            "batches": self.batches,
-            "bytes": self.bytes,
-            "duration_ms": round(self.seconds * 1000, 3),
-            "table_created": self.created,
-            "duplicate": self.duplicate,
-        }
-        if self.producer_id is not None:
-            body |= {"producer_id": self.producer_id, "sequence": self.sequence}
-        if self.dry_run_actions is not None:
-            body["message"] = "Dry run: nothing was written"
-            body |= {"dry_run": True, "actions": self.dry_run_actions}
-        return body
-
-
-def _fingerprint(options: IngestOptions, digest: Callable[[], str]) -> Callable[[], str]:
-    """A payload's identity for idempotency: where it goes and what it holds."""
-    return lambda: f"{options.table.lower()}|{options.mode}|{digest()}"
+def _delivery(options: IngestOptions, digest: Callable[[], str]) -> Delivery | None:
+    """The request's exactly-once bookkeeping; its fingerprint says where the payload goes and
+    what it holds (known once the payload has been read)."""
+    if options.idempotency_key is None and options.producer_id is None:
+        return None
+    return Delivery(
+        options.stream,
+        options.idempotency_key,
+        options.producer_id,
+        options.sequence,
+        lambda: f"{options.table.lower()}|{options.mode}|{digest()}",
+    )
 
 
 class IngestService:
@@ -137,317 +65,192 @@ class IngestService:
         self.settings = settings
         self.db = db
         self.metrics = metrics
+        self.streams = Streams(settings)
+        self.admission = Admission(settings.limits)
+        self.limits = payload_limits(settings)
         limits = settings.limits
         self._writer = GroupWriter(db, settings.group_commit, limits.max_queued_writes)
         self._pool = ThreadPoolExecutor(limits.max_streaming_writes, "arrowport-writer")
-        self._slots = threading.BoundedSemaphore(limits.max_streaming_writes)
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._active = 0
-        self._inflight_bytes = 0
-        self._accepting = True
-        self._stop_expiry = threading.Event()
-        self._expiry = threading.Thread(
-            target=self._expire_keys, name="arrowport-key-expiry", daemon=True
-        )
-        self._expiry.start()
-
-    # -- options -------------------------------------------------------------------------------
-
-    def resolve(
-        self,
-        stream: str,
-        table: str | None = None,
-        mode: str | None = None,
-        chunk_size: int | None = None,
-        key_columns: Sequence[str] | None = None,
-        schema_policy: str | None = None,
-        duplicate_keys: str | None = None,
-        dry_run: bool = False,
-    ) -> IngestOptions:
-        """Merge the request's options with the stream's configuration and the defaults."""
-        check_stream_name(stream)
-        configured = self.settings.streams.get(stream)
-        if configured is None and self.settings.streams_only:
-            raise UnknownStream(f"stream {stream!r} is not configured", stream=stream)
-        base = configured or StreamSettings()
-        if configured is not None and configured.locked:
-            _check_locked(
-                stream,
-                {
-                    # DuckDB's table names are case-insensitive.
-                    "table": (table and table.lower(), self.stream_table(stream).lower()),
-                    "mode": (mode, base.mode),
-                    "key_columns": (
-                        list(key_columns) if key_columns else None,
-                        base.key_columns or [],
-                    ),
-                    "schema_policy": (schema_policy, base.schema_policy),
-                    "duplicate_keys": (duplicate_keys, base.duplicate_keys),
-                },
-            )
-        target = table or self.stream_table(stream)
-        check_table_name(target)
-        chosen_mode = _choice("mode", mode or base.mode, _MODES)
-        policy = WritePolicy(
-            mode=chosen_mode,  # type: ignore[arg-type]
-            key_columns=tuple(key_columns or base.key_columns or ()),
-            schema_policy=_choice(  # type: ignore[arg-type]
-                "schema_policy", schema_policy or base.schema_policy, _POLICIES
-            ),
-            duplicate_keys=_choice(  # type: ignore[arg-type]
-                "duplicate_keys", duplicate_keys or base.duplicate_keys, _DUPLICATE_KEYS
-            ),
-        )
-        if policy.mode == "upsert" and not policy.key_columns:
-            raise InvalidOptions(
-                "mode upsert needs key columns: configure the stream's key_columns "
-                "or send ?key_columns=a,b"
-            )
-        size = chunk_size or base.chunk_size or self.settings.defaults.chunk_size
-        if size < 1:
-            raise InvalidOptions("chunk_size must be a positive number of rows")
-        return IngestOptions(stream, target, policy.mode, size, policy, dry_run)
-
-    def stream_table(self, stream: str) -> str:
-        """The table a stream lands in when a request names none: configured, else its name."""
-        configured = self.settings.streams.get(stream)
-        return (configured.table if configured else None) or stream
-
-    # -- admission -----------------------------------------------------------------------------
-
-    @property
-    def accepting(self) -> bool:
-        return self._accepting
-
-    def check_accepting(self) -> None:
-        """503 ``shutting_down`` once the server drains. Checked when an upload arrives: one
-        already running may finish."""
-        if not self._accepting:
-            raise ShuttingDown("the server is shutting down; retry later")
-
-    def drain(self) -> None:
-        """Refuse new writes (503 ``shutting_down``); running ones carry on."""
-        self._accepting = False
-
-    def reserve_bytes(self, size: int) -> None:
-        """Count a declared body against ``max_inflight_bytes`` before reading any of it."""
-        limit = self.settings.limits.max_inflight_bytes
-        with self._lock:
-            if not self._accepting:
-                raise ShuttingDown("the server is shutting down; retry later")
-            if self._inflight_bytes + size > limit and self._inflight_bytes > 0:
-                raise Overloaded(
-                    "too many bytes are being received right now; retry shortly",
-                    retry_after=1,
-                    limit=limit,
-                )
-            self._inflight_bytes += size
-
-    def release_bytes(self, size: int) -> None:
-        with self._lock:
-            self._inflight_bytes -= size
-
-    def _admit(self) -> None:
-        """Take a streaming-writer slot. Whether the server still accepts work was decided when
-        the request arrived (a request already running when a drain begins may finish)."""
-        if not self._slots.acquire(blocking=False):
-            raise Overloaded(
-                "all streaming writers are busy; retry shortly",
-                retry_after=1,
-                limit=self.settings.limits.max_streaming_writes,
-            )
-        with self._lock:
-            self._active += 1
-
-    def _release(self) -> None:
-        self._slots.release()
-        with self._lock:
-            self._active -= 1
-            self._idle.notify_all()
-
-    def _run_admitted(
-        self, loop: asyncio.AbstractEventLoop, write: Callable[[], WriteOutcome]
-    ) -> asyncio.Future[WriteOutcome]:
-        """Run an admitted write on the pool; ``write`` releases its slot when it ends."""
-        try:
-            return loop.run_in_executor(self._pool, write)
-        except RuntimeError:  # the pool is shut down: the server is stopping
-            self._release()
-            raise ShuttingDown("the server is shutting down; retry later") from None
 
     # -- ways in -------------------------------------------------------------------------------
 
     async def ingest_bytes(
         self,
         options: IngestOptions,
-        data: bytes,
+        data: bytes | bytearray | memoryview,
         codec: Codec | None,
+        client: str | None,
         expected_schema: pa.Schema | None = None,
-        delivery: DeliveryRequest = NO_DELIVERY,
-    ) -> IngestResult:
+    ) -> IngestReply:
         """Write a whole payload; ``expected_schema`` is the schema the sender declared."""
         started = time.perf_counter()
-        limits = self.settings.limits
-        stats: list[BatchStream] = []
 
-        def open_payload() -> BatchStream:
+        def open_payload() -> IpcPayload:
             if codec is None:
                 payload = IpcPayload.from_bytes(
-                    data, options.chunk_size, limits.max_rows_per_request
+                    data, self.limits, options.chunk_size, self._max_rows
                 )
             else:
                 # Decompressed as it is read: a small compressed body may expand enormously.
                 source = decompressing_reader(io.BytesIO(data), codec)
                 payload = IpcPayload.from_file(
-                    LimitedReader(source, limits.max_body_bytes),
-                    options.chunk_size,
-                    limits.max_rows_per_request,
+                    source, self.limits, options.chunk_size, self._max_rows
                 )
             if expected_schema is not None and not payload.stream.schema.equals(expected_schema):
                 raise SchemaMismatch(
                     "batch.arrow_schema does not match the schema inside batch.data: "
                     f"declared {expected_schema.names}, sent {payload.stream.schema.names}"
                 )
-            stats.append(payload.stream)
-            return payload.stream
+            return payload
 
-        bound = delivery.bind(options, _fingerprint(options, lambda: _sha256(data)))
-        # Compressed bodies stream too: their size after decompression is unknown up front.
-        groupable = options.mode == "append" and not options.dry_run and codec is None
-        if len(data) <= limits.small_body_bytes and groupable:
-            # Admission was decided when the request arrived (reserve_bytes); it may finish.
-            pending = PendingWrite(
-                options.table, options.policy, lambda: open_payload().read_all(), bound
-            )
-            outcome = await asyncio.wrap_future(self._writer.submit(pending))
+        payload = _Opened(open_payload)
+        delivery = _delivery(options, lambda: hashlib.sha256(data).hexdigest())
+        # Compressed bodies stream too: their size once decompressed is unknown up front.
+        if len(data) <= self.settings.limits.small_body_bytes and options.groupable and not codec:
+            outcome = await asyncio.wrap_future(self.submit_small(options, payload.open, delivery))
         else:
-            self._admit()
-
-            def write() -> WriteOutcome:
-                try:
-                    return self._write_stream(options, open_payload, bound, in_memory=codec is None)
-                finally:
-                    self._release()
-
-            outcome = await self._run_admitted(asyncio.get_running_loop(), write)
-        batches = stats[0].batches if stats else 0
-        return self._finish(options, outcome, batches, len(data), started, delivery)
+            outcome = await self._start_streaming(
+                client,
+                lambda: self._write(options, payload.open, delivery, in_memory=codec is None),
+            )
+        return self.finish(options, outcome, payload.batches, len(data), started)
 
     async def ingest_pipe(
         self,
         options: IngestOptions,
         chunks: AsyncIterator[bytes],
         codec: Codec | None,
-        max_raw_bytes: int,
-        delivery: DeliveryRequest = NO_DELIVERY,
-    ) -> IngestResult:
+        client: str | None,
+    ) -> IngestReply:
         """Write an HTTP body while it arrives."""
         started = time.perf_counter()
-        limits = self.settings.limits
-        loop = asyncio.get_running_loop()
-        pipe = BodyPipe(loop)
-        stats: list[BatchStream] = []
-
-        def open_payload() -> BatchStream:
-            source: Any = pipe if codec is None else decompressing_reader(pipe, codec)  # type: ignore[arg-type]
-            limited = LimitedReader(source, limits.max_body_bytes)
-            stream = IpcPayload.from_file(
-                limited, options.chunk_size, limits.max_rows_per_request
-            ).stream
-            stats.append(stream)
-            return stream
-
-        def digest() -> str:
-            # The body must be read to its end before its fingerprint is known.
-            for stream in stats:
-                stream.drain()
-            assert pipe.digest is not None
-            return pipe.digest.hexdigest()
-
-        if delivery.idempotency_key is not None:
+        pipe = BodyPipe(asyncio.get_running_loop())
+        source = pipe if codec is None else decompressing_reader(pipe, codec)  # type: ignore[arg-type]
+        payload = _Opened(
+            lambda: IpcPayload.from_file(source, self.limits, options.chunk_size, self._max_rows)
+        )
+        if options.idempotency_key is not None:
             pipe.digest = hashlib.sha256()
-        bound = delivery.bind(options, _fingerprint(options, digest))
-        self._admit()  # after everything that can refuse the request: the slot is released below
+        digest = payload.after(lambda: pipe.digest.hexdigest() if pipe.digest else "")
+        delivery = _delivery(options, digest)
 
         def write() -> WriteOutcome:
-            # The slot is released by the thread that used it, even if the request task is
-            # cancelled meanwhile: shutdown waits for every write that actually runs.
             try:
-                return self._write_stream(options, open_payload, bound)
+                return self._write(options, payload.open, delivery)
             finally:
                 pipe.abort()
-                self._release()
 
-        future = self._run_admitted(loop, write)
-        received = await _pump(chunks, pipe, max_raw_bytes, limits.body_timeout_seconds)
-        outcome = await future
-        batches = stats[0].batches if stats else 0
-        return self._finish(options, outcome, batches, received, started, delivery)
+        with self.admission.holding(pipe.high_water):
+            written = self._start_streaming(client, write)
+            received = await pump(chunks, pipe, self.pace(), self.settings.limits.max_body_bytes)
+            outcome = await written
+        return self.finish(options, outcome, payload.batches, received, started)
 
-    def ingest_batches(
+    def write_stream(
         self,
         options: IngestOptions,
-        schema: pa.Schema,
-        batches: Iterator[pa.RecordBatch],
-        delivery: DeliveryRequest = NO_DELIVERY,
-    ) -> IngestResult:
-        """Write decoded batches on the calling thread (Arrow Flight handlers, which call
-        :meth:`check_accepting` when the upload arrives)."""
-        started = time.perf_counter()
-        digest = hashlib.sha256()
-        if delivery.idempotency_key is not None:
-            batches = _hashed(schema, batches, digest)
-        received = [0]
-        batches = measured(batches, received, self.settings.limits.max_body_bytes)
-        limits = self.settings.limits
-        # A small upload (the whole of it within small_body_bytes) is group-committed like a
-        # small HTTP body; anything larger streams into DuckDB on this thread.
-        head: list[pa.RecordBatch] = []
-        small = options.mode == "append" and not options.dry_run
-        while small:
-            batch = next(batches, None)
-            if batch is None:
-                break
-            head.append(batch)
-            small = received[0] <= limits.small_body_bytes
-        stream = BatchStream(
-            schema,
-            iter(head) if small else itertools.chain(head, batches),
-            options.chunk_size,
-            limits.max_rows_per_request,
+        messages: Iterator[Message],
+        digest: Callable[[], str],
+        abandoned: Callable[[], bool],
+    ) -> tuple[WriteOutcome, int]:
+        """Write IPC messages as they arrive, on the calling thread (a Flight put's writer, which
+        holds a streaming slot: see :meth:`streaming_slot`); returns the outcome and the number
+        of record batches. ``digest`` fingerprints the messages once all have arrived; nothing
+        commits once ``abandoned()`` says the client gave up."""
+        payload = _Opened(
+            lambda: IpcPayload(messages, self.limits, options.chunk_size, self._max_rows)
         )
+        delivery = _delivery(options, payload.after(digest))
+        outcome = self._write(options, payload.open, delivery, abandoned=abandoned)
+        return outcome, payload.batches
 
-        def fingerprint() -> str:
-            stream.drain()
-            return digest.hexdigest()
-
-        bound = delivery.bind(options, _fingerprint(options, fingerprint))
-        if small:
-            pending = PendingWrite(options.table, options.policy, stream.read_all, bound)
-            outcome = self._writer.submit(pending).result()
+    def write_small(
+        self,
+        options: IngestOptions,
+        messages: list[Message],
+        digest: Callable[[], str],
+        abandoned: Callable[[], bool],
+    ) -> tuple[WriteOutcome, int]:
+        """A small Flight put, all arrived: group-committed (when it may be), on the calling
+        thread; returns the outcome and the number of record batches."""
+        payload = _Opened(
+            lambda: IpcPayload(iter(messages), self.limits, options.chunk_size, self._max_rows)
+        )
+        delivery = _delivery(options, digest)
+        if options.groupable:
+            outcome = self.submit_small(options, payload.open, delivery, abandoned).result()
         else:
-            self._admit()
+            outcome = self._write(options, payload.open, delivery, True, abandoned)
+        return outcome, payload.batches
+
+    def submit_small(
+        self,
+        options: IngestOptions,
+        open_payload: Callable[[], BatchStream],
+        delivery: Delivery | None,
+        abandoned: Callable[[], bool] | None = None,
+    ) -> Future[WriteOutcome]:
+        """Queue a small append for the group writer; the future resolves after its commit."""
+        pending = PendingWrite(
+            options.table, options.policy, lambda: open_payload().read_all(), delivery, abandoned
+        )
+        return self._writer.submit(pending)
+
+    # -- streaming slots -----------------------------------------------------------------------
+
+    def streaming_slot(self, client: str | None) -> _Slot:
+        """Hold one of ``client``'s streaming-writer slots while the block runs (503 if none)."""
+        return _Slot(self.admission, client)
+
+    def _start_streaming(
+        self, client: str | None, write: Callable[[], WriteOutcome]
+    ) -> asyncio.Future[WriteOutcome]:
+        """Run ``write`` on the writer pool with a slot of ``client``'s; the slot is given back
+        by the thread that used it, even if the request task is cancelled meanwhile: shutdown
+        waits for every write that actually runs."""
+        self.admission.take_stream(client)
+
+        def run() -> WriteOutcome:
             try:
-                outcome = self._write_stream(options, lambda: stream, bound)
+                return write()
             finally:
-                self._release()
-        return self._finish(options, outcome, stream.batches, received[0], started, delivery)
+                self.admission.give_stream(client)
+
+        try:
+            return asyncio.get_running_loop().run_in_executor(self._pool, run)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self.admission.give_stream(client)
+            raise ShuttingDown("the server is shutting down; retry later") from None
 
     # -- shared --------------------------------------------------------------------------------
 
-    def _write_stream(
+    def pace(self) -> BodyPace:
+        """How fast an HTTP body must arrive (``limits.body_timeout_seconds``,
+        ``limits.min_body_bytes_per_second``)."""
+        limits = self.settings.limits
+        return BodyPace(
+            asyncio.get_running_loop(),
+            limits.body_timeout_seconds,
+            limits.min_body_bytes_per_second,
+        )
+
+    @property
+    def _max_rows(self) -> int | None:
+        return self.settings.limits.max_rows_per_request
+
+    def _write(
         self,
         options: IngestOptions,
         open_stream: Callable[[], BatchStream],
         delivery: Delivery | None,
         in_memory: bool = False,
+        abandoned: Callable[[], bool] | None = None,
     ) -> WriteOutcome:
         stream = open_stream()
         # A payload already in memory is handed over as a table (its batches are zero-copy
         # slices): DuckDB then scans it in C++, in parallel, without calling back into Python.
         data = stream.read_all() if in_memory else stream.reader()
-        job = WriteJob(options.table, options.policy, data, delivery)
+        job = WriteJob(options.table, options.policy, data, delivery, abandoned)
         try:
             return self.db.write_one(job, dry_run=options.dry_run)
         except Exception:
@@ -455,42 +258,35 @@ class IngestService:
                 raise stream.error from None
             raise
 
-    def _finish(
+    def finish(
         self,
         options: IngestOptions,
         outcome: WriteOutcome,
         batches: int,
         size: int,
         started: float,
-        delivery: DeliveryRequest,
-    ) -> IngestResult:
-        result = IngestResult(
+    ) -> IngestReply:
+        """The reply to a write that ended, counted in the metrics when it wrote."""
+        reply = IngestReply(
             stream=options.stream,
+            rows_processed=outcome.rows,
             table=outcome.table,
-            rows=outcome.rows,
             batches=batches,
             bytes=size,
-            seconds=time.perf_counter() - started,
-            created=outcome.created,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            table_created=outcome.created,
             duplicate=outcome.duplicate,
-            producer_id=delivery.producer_id,
-            sequence=delivery.sequence,
-            dry_run_actions=list(outcome.actions) if options.dry_run else None,
+            producer_id=options.producer_id,
+            sequence=options.sequence,
+            dry_run=options.dry_run,
+            actions=tuple(outcome.actions) if options.dry_run else None,
         )
         if not outcome.duplicate and not options.dry_run:
-            self.metrics.record_ingest(options.stream, result.rows, result.batches, result.bytes)
-        return result
+            self.metrics.record_ingest(options.stream, outcome.rows, batches, size)
+        return reply
 
     def last_sequence(self, stream: str, producer_id: str) -> int | None:
         return self.db.last_sequence(stream, producer_id)
-
-    def _expire_keys(self) -> None:
-        window = self.settings.delivery.idempotency_window_hours
-        while not self._stop_expiry.wait(60.0):
-            try:
-                self.db.expire_idempotency_keys(window)
-            except Exception:  # never let housekeeping kill the thread; retried next minute
-                continue
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -500,115 +296,47 @@ class IngestService:
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking writes, let the running ones commit, then checkpoint and close."""
-        self._accepting = False
-        self._stop_expiry.set()
+        self.admission.drain()
         self._writer.stop()
-        with self._lock:
-            self._idle.wait_for(lambda: self._active == 0, timeout=timeout)
+        self.admission.wait_idle(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.db.close()
 
 
-def _check_locked(stream: str, options: dict[str, tuple[Any, Any]]) -> None:
-    """Refuse every requested option (first of each pair) that differs from the configured one."""
-    differing = [
-        f"{name}={requested!r} (configured: {configured!r})"
-        for name, (requested, configured) in options.items()
-        if requested is not None and requested != configured
-    ]
-    if differing:
-        raise StreamLocked(
-            f"stream {stream!r} is locked to its configuration; refused: {', '.join(differing)}",
-            stream=stream,
-        )
+class _Slot:
+    def __init__(self, admission: Admission, client: str | None) -> None:
+        self._admission = admission
+        self._client = client
+
+    def __enter__(self) -> None:
+        self._admission.take_stream(self._client)
+
+    def __exit__(self, *exc: object) -> None:
+        self._admission.give_stream(self._client)
 
 
-def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise InvalidOptions(
-            f"invalid {name} {value!r}: use one of {', '.join(allowed)}", **{name: value}
-        )
-    return value
+class _Opened:
+    """A payload opened on the writer's thread, remembered so that its batch count is known
+    afterwards and its fingerprint can wait for its last byte."""
 
+    def __init__(self, factory: Callable[[], IpcPayload]) -> None:
+        self._factory = factory
+        self._stream: BatchStream | None = None
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    def open(self) -> BatchStream:
+        self._stream = self._factory().stream
+        return self._stream
 
+    @property
+    def batches(self) -> int:
+        return self._stream.batches if self._stream is not None else 0
 
-def measured(
-    batches: Iterator[pa.RecordBatch], total: list[int], limit: int
-) -> Iterator[pa.RecordBatch]:
-    """Counts the Arrow bytes of batches as they pass into ``total[0]``; 413 past ``limit``
-    (Flight has no body size to check in advance)."""
-    for batch in batches:
-        total[0] += batch.nbytes
-        if total[0] > limit:
-            raise PayloadTooLarge(f"upload exceeds the limit of {limit} bytes", limit=limit)
-        yield batch
+    def after(self, digest: Callable[[], str]) -> Callable[[], str]:
+        """``digest``, called once the payload has been read to its end."""
 
+        def complete() -> str:
+            if self._stream is not None:
+                self._stream.drain()
+            return digest()
 
-class _DigestSink:
-    """A write-only file that feeds a hash."""
-
-    closed = False
-
-    def __init__(self, digest: Any) -> None:
-        self._digest = digest
-
-    def write(self, data: bytes) -> int:
-        self._digest.update(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
-def _hashed(
-    schema: pa.Schema, batches: Iterator[pa.RecordBatch], digest: Any
-) -> Iterator[pa.RecordBatch]:
-    """Fingerprint batches by their IPC serialisation: column names, types, dictionaries and
-    values count; how the sender sliced or aligned its buffers does not."""
-    writer = pa.ipc.new_stream(pa.PythonFile(_DigestSink(digest), mode="w"), schema)
-    for batch in batches:
-        writer.write_batch(batch)
-        yield batch
-    writer.close()
-
-
-async def _pump(
-    chunks: AsyncIterator[bytes], pipe: BodyPipe, max_raw_bytes: int, timeout: float
-) -> int:
-    """Feed body chunks into the pipe; returns the bytes received.
-
-    Whatever happens — the end of the body, a limit, a stalled or vanished client, or this task
-    being cancelled at shutdown — the pipe is finished, so the reading thread never waits forever.
-    """
-    received = 0
-    failure: BaseException | None = None
-    loop = asyncio.get_running_loop()
-    try:
-        # One rescheduled deadline instead of wait_for per chunk (which costs a task each): it
-        # covers waiting for the client's next bytes, never waiting for the writer to catch up.
-        async with asyncio.timeout(loop.time() + timeout) as deadline:
-            async for chunk in chunks:
-                deadline.reschedule(None)
-                received += len(chunk)
-                if received > max_raw_bytes:
-                    failure = PayloadTooLarge(
-                        f"body exceeds the limit of {max_raw_bytes} bytes", limit=max_raw_bytes
-                    )
-                    break
-                await pipe.feed(chunk)
-                deadline.reschedule(loop.time() + timeout)
-    except TimeoutError:
-        failure = RequestTimeout(f"no body data received for {timeout:g} seconds; giving up")
-    except PipeClosed:
-        pass
-    except Exception as exc:  # the client went away mid-body: the write fails with it
-        failure = exc
-    except BaseException:  # cancelled (shutdown): the write must not wait for more bytes
-        failure = ShuttingDown("the server is stopping")
-        raise
-    finally:
-        pipe.finish(failure)
-    return received
+        return complete

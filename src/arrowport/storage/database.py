@@ -10,17 +10,19 @@ key hashes to (a lock per key ever seen would grow without bound).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import tempfile
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from arrowport.config import DuckDBSettings, WriteMode
+from arrowport.config import DuckDBSettings
 from arrowport.errors import (
     ArrowportError,
     ConstraintViolation,
@@ -28,11 +30,13 @@ from arrowport.errors import (
     InvalidValue,
     SchemaConflict,
     StorageError,
+    TruncatedStream,
     WriteConflict,
     is_disk_full,
 )
+from arrowport.options import WriteMode
+from arrowport.storage.background import Checkpointer, Periodic
 from arrowport.storage.catalog import TableCatalog, TransactionCatalog
-from arrowport.storage.checkpointer import Checkpointer
 from arrowport.storage.delivery import (
     SCHEMA_SQL,
     Delivery,
@@ -43,6 +47,7 @@ from arrowport.storage.delivery import (
 )
 from arrowport.storage.identifiers import INTERNAL_SCHEMA, check_table_name, quote
 from arrowport.storage.schema import Column
+from arrowport.storage.sql_guard import ReadGuard
 from arrowport.storage.table_writer import WritePolicy, write_table
 
 # Delivery keys share this many locks; two keys on one stripe merely wait for each other.
@@ -69,6 +74,8 @@ class WriteJob:
     policy: WritePolicy
     data: pa.RecordBatchReader | pa.Table
     delivery: Delivery | None = None
+    # True once the client has given up (a cancelled upload): its rows must not commit.
+    abandoned: Callable[[], bool] | None = None
 
     @property
     def mode(self) -> WriteMode:
@@ -91,7 +98,12 @@ class WriteOutcome:
 class Database:
     """The process's DuckDB database. Thread-safe: every caller gets its own cursor."""
 
-    def __init__(self, settings: DuckDBSettings, query_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: DuckDBSettings,
+        query_timeout: float | None = None,
+        idempotency_window_hours: float = 24.0,
+    ) -> None:
         self.path = settings.path
         self.query_timeout = query_timeout
         if self.path != ":memory:":
@@ -101,6 +113,10 @@ class Database:
             config["threads"] = settings.threads
         if settings.memory_limit:
             config["memory_limit"] = settings.memory_limit
+        config["max_temp_directory_size"] = settings.max_temp_directory_size
+        # Nothing is ever downloaded or loaded behind the server's back.
+        config["autoinstall_known_extensions"] = False
+        config["autoload_known_extensions"] = False
         # DuckDB's inline checkpoint becomes a backstop; the Checkpointer below does the work.
         config["checkpoint_threshold"] = f"{max(1024**3, 4 * settings.checkpoint_wal_bytes)}B"
         try:
@@ -117,6 +133,25 @@ class Database:
             # COPY ... TO, LOAD. DuckDB refuses to turn this back on while the database is open,
             # and registered Arrow data still scans (replacement scans of Python variables do not).
             self._root.execute("SET enable_external_access = false")
+        self.guard = ReadGuard(settings.allow_file_access, self._own_files())
+        home = os.path.expanduser("~")
+        data_dir = os.path.dirname(os.path.realpath(self.path)) if self.path != ":memory:" else ""
+        # Longest first, so that a path is never half replaced by a shorter one it contains.
+        self._paths = sorted(
+            [
+                (p, label)
+                for p, label in (
+                    (os.path.realpath(self.path), "<database>"),
+                    (self.path, "<database>"),
+                    (data_dir, "<data directory>"),
+                    (os.path.realpath(home), "~"),
+                    (home, "~"),
+                    (os.path.realpath(tempfile.gettempdir()), "<temp>"),
+                )
+                if len(p) > 1
+            ],
+            key=lambda pair: -len(pair[0]),
+        )
         self._locks_guard = threading.Lock()
         self._table_locks: dict[str, threading.Lock] = {}
         self._delivery_locks = [threading.Lock() for _ in range(DELIVERY_STRIPES)]
@@ -127,6 +162,26 @@ class Database:
             if self.path == ":memory:"
             else Checkpointer(self.connect, Path(self.path + ".wal"), settings.checkpoint_wal_bytes)
         )
+        self._key_expiry = Periodic(
+            "arrowport-key-expiry",
+            60.0,
+            lambda: self.expire_idempotency_keys(idempotency_window_hours),
+        )
+
+    def _own_files(self) -> list[str]:
+        """The database's files (data, write-ahead log, spill directory): no query reads them."""
+        if self.path == ":memory:":
+            return []
+        with self._root.cursor() as cur:
+            rows = cur.execute("SELECT current_setting('temp_directory')").fetchall()
+        temp = str(rows[0][0]) if rows and rows[0][0] else self.path + ".tmp"
+        return [self.path, self.path + ".wal", temp]
+
+    def scrub(self, text: str) -> str:
+        """``text`` (a DuckDB error message) without the server's own paths in it."""
+        for path, label in self._paths:
+            text = text.replace(path, label)
+        return text
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -147,6 +202,7 @@ class Database:
 
     def close(self) -> None:
         if not self._closed:
+            self._key_expiry.stop()
             if self._checkpointer is not None:
                 self._checkpointer.stop()
             with contextlib.suppress(duckdb.Error):
@@ -237,6 +293,10 @@ class Database:
                 view = TransactionCatalog(self.catalog, cur)
                 try:
                     outcomes = self._write_jobs(view, jobs)
+                    if any(job.abandoned is not None and job.abandoned() for job in jobs):
+                        raise TruncatedStream(
+                            "the client cancelled the upload before its commit; nothing was written"
+                        )
                     if dry_run:
                         cur.rollback()
                     else:

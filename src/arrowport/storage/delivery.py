@@ -21,12 +21,11 @@ from typing import Any
 
 import duckdb
 
-from arrowport.errors import IdempotencyConflict, InvalidOptions, SequenceGap
+from arrowport.errors import IdempotencyConflict, SequenceGap
 from arrowport.storage.identifiers import INTERNAL_SCHEMA, quote
 
 _IDEMPOTENCY = f"{quote(INTERNAL_SCHEMA)}.idempotency_keys"
 _PRODUCERS = f"{quote(INTERNAL_SCHEMA)}.producer_offsets"
-MAX_KEY_LENGTH = 256
 
 SCHEMA_SQL = (
     f"CREATE TABLE IF NOT EXISTS {_IDEMPOTENCY} ("
@@ -41,26 +40,15 @@ SCHEMA_SQL = (
 
 @dataclass(frozen=True)
 class Delivery:
-    """What a request asks of delivery. ``fingerprint`` is called only when a key is checked or
-    recorded (for a streamed body it is known once the body has been read)."""
+    """What a request asks of delivery (checked by :class:`~arrowport.options.IngestRequest`).
+    ``fingerprint`` is called only when a key is checked or recorded (for a streamed body it is
+    known once the body has been read)."""
 
     stream: str
     idempotency_key: str | None = None
     producer_id: str | None = None
     sequence: int | None = None
     fingerprint: Callable[[], str] | None = None
-
-    def __post_init__(self) -> None:
-        for label, value in (
-            ("idempotency key", self.idempotency_key),
-            ("producer id", self.producer_id),
-        ):
-            if value is not None and not (0 < len(value) <= MAX_KEY_LENGTH):
-                raise InvalidOptions(f"{label} must be 1 to {MAX_KEY_LENGTH} characters")
-        if (self.producer_id is None) != (self.sequence is None):
-            raise InvalidOptions("producer_id and sequence go together: send both or neither")
-        if self.sequence is not None and self.sequence < 0:
-            raise InvalidOptions("sequence must be a non-negative integer")
 
     def lock_names(self) -> list[str]:
         names = []

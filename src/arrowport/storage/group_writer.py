@@ -2,7 +2,7 @@
 
 A commit costs DuckDB milliseconds whatever its size, so one transaction per small request caps
 throughput. Callers :meth:`GroupWriter.submit` a job and get a future; the writer takes everything
-queued (up to ``max_requests`` / ``max_rows``), prepares each job (decoding happens here, off the
+queued (up to ``max_requests`` / ``max_rows`` / ``max_bytes``), prepares each job (decoding happens here, off the
 event loop) and writes them all in one transaction (the database merges appends of one table and
 schema into one insert).
 Every future is resolved only after the commit that contains its rows.
@@ -41,6 +41,7 @@ class PendingWrite:
     policy: WritePolicy
     prepare: Callable[[], pa.Table]
     delivery: Delivery | None = None
+    abandoned: Callable[[], bool] | None = None
     future: Future[WriteOutcome] = field(default_factory=Future)
     data: pa.Table | None = None
 
@@ -99,7 +100,9 @@ class GroupWriter:
         deadline = time.monotonic() + self._settings.max_wait_ms / 1000
         # A write carried over from the last group was prepared already: its payload may be a
         # one-shot stream, so never decode it twice.
-        rows = first.data.num_rows if first.data is not None else _prepare(first)
+        if first.data is None:
+            _prepare(first)
+        rows, size = _size(first)
         while len(group) < self._settings.max_requests:
             try:
                 remaining = deadline - time.monotonic()
@@ -113,12 +116,17 @@ class GroupWriter:
             if item is _STOP:
                 return group, True
             assert isinstance(item, PendingWrite)
-            item_rows = _prepare(item)
-            if group and rows + item_rows > self._settings.max_rows:
+            _prepare(item)
+            item_rows, item_size = _size(item)
+            if (
+                rows + item_rows > self._settings.max_rows
+                or size + item_size > self._settings.max_bytes
+            ):
                 self._carry = item
                 break
             group.append(item)
             rows += item_rows
+            size += item_size
         return group, False
 
     def _run(self) -> None:
@@ -180,14 +188,20 @@ def _answer(write: PendingWrite, outcome: WriteOutcome | BaseException) -> None:
 
 def _job(write: PendingWrite) -> WriteJob:
     assert write.data is not None
-    return WriteJob(write.table, write.policy, write.data, write.delivery)
+    return WriteJob(write.table, write.policy, write.data, write.delivery, write.abandoned)
 
 
-def _prepare(write: PendingWrite) -> int:
+def _prepare(write: PendingWrite) -> None:
     """Decode a write's payload; a failure answers that write alone."""
     try:
         write.data = write.prepare()
     except Exception as exc:
         _answer(write, exc)
-        return 0
-    return int(write.data.num_rows)
+
+
+def _size(write: PendingWrite) -> tuple[int, int]:
+    """Rows and bytes of a prepared write (a failed one: none). Not ``nbytes``: pyarrow 26
+    crashes computing it for a list of unions with null entries."""
+    if write.data is None:
+        return 0, 0
+    return int(write.data.num_rows), int(write.data.get_total_buffer_size())

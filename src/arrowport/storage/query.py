@@ -1,17 +1,17 @@
 """The read path: table listings and read-only SQL, streamed as Arrow record batches.
 
 A query must be exactly one ``SELECT`` statement (``WITH``, ``FROM t``, ``VALUES``, ``DESCRIBE``
-and ``SUMMARIZE`` included); it runs inside a ``READ ONLY`` transaction on its own cursor, so even a
-statement that slipped past the type check could not change data. Unless ``duckdb.allow_file_access``
-is set, the database refuses every file, extension and ``ATTACH`` (see ``Database``): a SELECT
-calling ``read_csv('/etc/passwd')`` gets 403 ``read_only`` too.
+and ``SUMMARIZE`` included) that passes the read guard (:mod:`arrowport.storage.sql_guard`): only
+the database's own tables, only functions known to be harmless. It runs inside a ``READ ONLY``
+transaction on its own cursor, on a database sealed from the file system unless
+``duckdb.allow_file_access`` is set, and its error messages never show the server's paths.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,6 @@ from arrowport.storage.database import Database
 from arrowport.storage.identifiers import check_table_name, quote
 from arrowport.storage.schema import Column
 
-_ALLOWED = {duckdb.StatementType.SELECT}
 BATCH_ROWS = 122_880
 
 
@@ -42,30 +41,29 @@ class TableInfo:
         }
 
 
-def check_read_only(sql: str) -> None:
-    """Refuse anything but a single SELECT statement (403 ``read_only``)."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise QueryError(f"cannot parse the query: {exc}") from None
-    if len(statements) != 1:
-        raise ReadOnly(
-            f"send exactly one statement per query (got {len(statements)})",
-            statements=len(statements),
-        )
-    kind = statements[0].type
-    if kind not in _ALLOWED:
-        raise ReadOnly(
-            f"only read-only SELECT queries are allowed here; this is a {kind.name} statement",
-            statement_type=kind.name,
-        )
-
-
-def _outside(exc: duckdb.Error) -> ReadOnly:
+def _outside(exc: duckdb.Error, db: Database) -> ReadOnly:
     return ReadOnly(
         "queries may read only this database's tables; files, extensions and other databases "
-        f"are off (duckdb.allow_file_access): {exc}"
+        f"are off (duckdb.allow_file_access): {db.scrub(str(exc))}"
     )
+
+
+def _failed(exc: duckdb.Error, db: Database) -> QueryError:
+    return QueryError(f"query failed: {db.scrub(str(exc))}")
+
+
+def _user_tables(cur: duckdb.DuckDBPyConnection) -> set[str]:
+    """The database's own tables, by the names a query may use for them."""
+    rows = cur.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND NOT internal"
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _check(db: Database, cur: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """The read guard (:mod:`arrowport.storage.sql_guard`), against the tables ``cur`` sees."""
+    db.guard.check(sql, _user_tables(cur))
 
 
 class QueryResult:
@@ -76,23 +74,42 @@ class QueryResult:
         cursor: duckdb.DuckDBPyConnection,
         reader: pa.RecordBatchReader,
         deadline: _Deadline,
+        db: Database,
     ) -> None:
+        self._db = db
         self._cursor = cursor
         self.reader = reader
         self.schema: pa.Schema = reader.schema
         self._deadline = deadline
+        self._closed = False
+        self._on_close: list[Callable[[], None]] = []
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when the result is closed (read to its end, or abandoned)."""
+        self._on_close.append(callback)
+
+    def check_deadline(self) -> None:
+        """408 once the query's time is up: rendering its answer counts too."""
+        self._deadline.check()
+
+    def __enter__(self) -> QueryResult:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         try:
             yield from self.reader
         except duckdb.PermissionException as exc:
-            raise _outside(exc) from None
+            raise _outside(exc, self._db) from None
         except (duckdb.Error, pa.ArrowException, OSError) as exc:
             # DuckDB's errors while rows are fetched reach us through the Arrow reader.
             self._deadline.check()
-            if "Permission Error" in str(exc):
-                raise ReadOnly(f"the query tried to reach outside the database: {exc}") from None
-            raise QueryError(f"query failed: {exc}") from None
+            text = self._db.scrub(str(exc))
+            if "Permission Error" in text:
+                raise ReadOnly(f"the query tried to reach outside the database: {text}") from None
+            raise QueryError(f"query failed: {text}") from None
         finally:
             self.close()
 
@@ -100,10 +117,17 @@ class QueryResult:
         return pa.Table.from_batches(list(self), schema=self.schema)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._deadline.cancel()
-        with contextlib.suppress(duckdb.Error):
-            self._cursor.execute("ROLLBACK")
-        self._cursor.close()
+        try:
+            with contextlib.suppress(duckdb.Error):
+                self._cursor.execute("ROLLBACK")
+            self._cursor.close()
+        finally:
+            for callback in self._on_close:
+                callback()
 
 
 class _Deadline:
@@ -124,7 +148,7 @@ class _Deadline:
             cursor.interrupt()
 
     def check(self) -> None:
-        """Raise 408 if the query failed because its time ran out."""
+        """Raise 408 if the query's time ran out."""
         if self.expired:
             raise QueryTimeout(
                 f"the query ran longer than {self._seconds:g} seconds and was stopped "
@@ -138,11 +162,11 @@ class _Deadline:
 
 def run_query(db: Database, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
     """Start a read-only query; the caller iterates (or closes) the result."""
-    check_read_only(sql)
     cursor = db.connect()
     deadline = _Deadline(cursor, db.query_timeout)
     try:
         cursor.execute("BEGIN TRANSACTION READ ONLY")
+        _check(db, cursor, sql)
         cursor.execute(sql, list(params) if params else None)
         reader = cursor.to_arrow_reader(BATCH_ROWS)
     except BaseException as exc:
@@ -150,13 +174,13 @@ def run_query(db: Database, sql: str, params: Sequence[Any] | None = None) -> Qu
         cursor.close()
         deadline.check()
         if isinstance(exc, duckdb.TransactionException):
-            raise ReadOnly(f"the query tried to write: {exc}") from None
+            raise ReadOnly(f"the query tried to write: {db.scrub(str(exc))}") from None
         if isinstance(exc, duckdb.PermissionException):
-            raise _outside(exc) from None
+            raise _outside(exc, db) from None
         if isinstance(exc, duckdb.Error):
-            raise QueryError(f"query failed: {exc}") from None
+            raise _failed(exc, db) from None
         raise
-    return QueryResult(cursor, reader, deadline)
+    return QueryResult(cursor, reader, deadline, db)
 
 
 @contextlib.contextmanager
@@ -244,8 +268,8 @@ def query_schema(db: Database, sql: str, params: Sequence[Any] | None = None) ->
 
         query_schema(db, "SELECT * FROM t WHERE id > ?", [10])
     """
-    check_read_only(sql)
     with _snapshot(db) as cur:
+        _check(db, cur, sql)
         try:
             if not params:
                 # A relation is planned, not run, until it is fetched; LIMIT 0 fetches nothing.
@@ -261,9 +285,9 @@ def query_schema(db: Database, sql: str, params: Sequence[Any] | None = None) ->
             except duckdb.ParserException:
                 pass
         except duckdb.PermissionException as exc:
-            raise _outside(exc) from None
+            raise _outside(exc, db) from None
         except duckdb.Error as exc:
-            raise QueryError(f"query failed: {exc}") from None
+            raise _failed(exc, db) from None
     result = run_query(db, sql, params)
     result.close()
     return result.schema

@@ -22,8 +22,6 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from arrowport.config import DuplicateKeys as DuplicateKeysPolicy
-from arrowport.config import SchemaPolicy, WriteMode
 from arrowport.errors import (
     DuplicateKeys,
     InvalidOptions,
@@ -31,6 +29,7 @@ from arrowport.errors import (
     SchemaConflict,
     TableExists,
 )
+from arrowport.options import DuplicateKeysPolicy, SchemaPolicy, WriteMode
 from arrowport.storage.catalog import TransactionCatalog
 from arrowport.storage.identifiers import quote
 from arrowport.storage.schema import (
@@ -191,7 +190,7 @@ def _statement_parts(
         for batch in batches:
             yield batch
             rows += batch.num_rows
-            size += batch.nbytes
+            size += batch.get_total_buffer_size()
             if rows >= STATEMENT_ROWS or size >= STATEMENT_BYTES:
                 return
         exhausted = True

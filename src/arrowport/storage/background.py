@@ -1,4 +1,4 @@
-"""Checkpoints in the background, so no write pays for one.
+"""The database's background work: checkpoints, so no write pays for one, and housekeeping.
 
 DuckDB checkpoints automatically when its write-ahead log passes a threshold, inside the commit
 that crossed it: with many small writes, that one commit (and every write group-committed with
@@ -57,6 +57,29 @@ class Checkpointer:
             finally:
                 with contextlib.suppress(duckdb.Error):
                     cur.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Periodic:
+    """Runs ``task`` every ``interval`` seconds on a thread of its own until stopped; a failure
+    is logged and the task runs again next time (housekeeping must never stop for good)."""
+
+    def __init__(self, name: str, interval: float, task: Callable[[], object]) -> None:
+        self._interval = interval
+        self._task = task
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._task()
+            except Exception as exc:
+                log.info("housekeeping skipped", task=self._thread.name, reason=str(exc))
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,0 +1,1 @@
+"""Flight's protobuf messages, generated from ``flight.proto`` (``make proto``)."""

@@ -1,0 +1,404 @@
+"""The Arrow Flight service: a thin adapter over the same ingest service and read path as HTTP.
+
+* ``DoPut`` lands an upload in a table, one transaction per put. The frames' IPC messages are
+  checked as they arrive and go through the same decoder as an HTTP body; a small put (all of it
+  within ``limits.small_body_bytes``) is group-committed, a larger one is drained into a spool
+  (see :mod:`arrowport.flight.spool`) while DuckDB writes it on another thread. The reply
+  (``PutResult.app_metadata``) is the HTTP success body.
+* ``DoGet`` streams a table (ticket ``{"table": "t"}`` or just ``t``) or a read-only query
+  (``{"sql": "...", "params": [...]}``).
+* ``ListFlights`` lists every table; ``GetFlightInfo`` / ``GetSchema`` describe a table
+  (descriptor path ``[table]``) or a query (descriptor command, same JSON as a ticket).
+* ``DoAction`` ``producer_offset``: the last committed sequence of a producer.
+* With tokens configured every call needs ``authorization: Bearer <token>`` (or a Handshake with
+  Basic credentials first) and the scope HTTP asks for the same thing: ``ingest`` (for the
+  stream) to put, ``read`` to read.
+
+Example::
+
+    client = pyarrow.flight.connect("grpc://127.0.0.1:8815")
+    writer, reader = client.do_put(
+        pyarrow.flight.FlightDescriptor.for_path("events"), table.schema
+    )
+    writer.write_table(table)
+    writer.done_writing()
+    reply = json.loads(reader.read().to_pybytes())  # {"status": "success", "rows_processed": ...}
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import grpc
+import pyarrow as pa
+import structlog
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
+
+from arrowport.auth import Principal
+from arrowport.config import Scope
+from arrowport.errors import InvalidOptions, TruncatedStream
+from arrowport.flight.errors import Call, flight_errors
+from arrowport.flight.frames import Frame, encode_stream, frame_messages, parse_frame
+from arrowport.flight.protocol import flight_pb2
+from arrowport.flight.requests import (
+    ReadRequest,
+    descriptor_request,
+    producer_request,
+    put_request,
+    read_request,
+)
+from arrowport.flight.security import caller, handshake
+from arrowport.flight.spool import MessageSpool
+from arrowport.ingest.ipc_messages import Message, PayloadBudget
+from arrowport.ingest.streams import IngestOptions
+from arrowport.memory import release_free_heap
+from arrowport.reads import limited, result_write_options
+from arrowport.services import Services
+from arrowport.storage.database import WriteOutcome
+from arrowport.storage.query import QueryResult
+
+log = structlog.get_logger("arrowport.flight")
+
+SERVICE_NAME = "arrow.flight.protocol.FlightService"
+# Uploaded bytes between two releases of the heap's free pages (see release_free_heap).
+TRIM_EVERY_BYTES = 128 * 1024**2
+_ACTIONS = {
+    "producer_offset": 'Last committed sequence of a producer: body {"stream", "producer_id"}',
+}
+
+P = TypeVar("P", bound=ProtoMessage)
+
+
+def parse(kind: type[P], raw: bytes, what: str) -> P:
+    """A request message (INVALID_ARGUMENT if the bytes are not one)."""
+    try:
+        return kind.FromString(raw)
+    except (DecodeError, ValueError):
+        raise InvalidOptions(f"{what} is not a valid protobuf message") from None
+
+
+def client_of(principal: Principal) -> str | None:
+    """Who counts as one client for per-client limits: the token (none without
+    authentication, where every caller is the same anonymous one)."""
+    return None if principal.anonymous else principal.name
+
+
+class FlightService:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._ingest = services.ingest
+        self._reads = services.reads
+        self._settings = services.settings
+        self._metrics = services.metrics
+
+    def handlers(self) -> grpc.GenericRpcHandler:
+        def same(data: bytes) -> bytes:
+            return data
+
+        def unary_stream(method: Callable[..., Any]) -> grpc.RpcMethodHandler[bytes, bytes]:
+            return grpc.unary_stream_rpc_method_handler(
+                method, request_deserializer=same, response_serializer=same
+            )
+
+        def stream_stream(method: Callable[..., Any]) -> grpc.RpcMethodHandler[bytes, bytes]:
+            return grpc.stream_stream_rpc_method_handler(
+                method, request_deserializer=same, response_serializer=same
+            )
+
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "Handshake": stream_stream(self.handshake),
+                "ListFlights": unary_stream(self.list_flights),
+                "GetFlightInfo": grpc.unary_unary_rpc_method_handler(
+                    self.get_flight_info, request_deserializer=same, response_serializer=same
+                ),
+                "GetSchema": grpc.unary_unary_rpc_method_handler(
+                    self.get_schema, request_deserializer=same, response_serializer=same
+                ),
+                "DoGet": unary_stream(self.do_get),
+                "DoPut": stream_stream(self.do_put),
+                "DoAction": unary_stream(self.do_action),
+                "ListActions": unary_stream(self.list_actions),
+            },
+        )
+
+    def _caller(
+        self, context: grpc.ServicerContext, call: Call, scope: Scope | None = None
+    ) -> Principal:
+        """The authenticated caller, checked for ``scope`` (``None``: any valid token)."""
+        principal = caller(context, self._settings.auth)
+        if not principal.anonymous:
+            call.token = principal.name
+        if scope is not None:
+            principal.require(scope)
+        return principal
+
+    # -- handshake -----------------------------------------------------------------------------
+
+    def handshake(
+        self, requests: Iterator[bytes], context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
+        with flight_errors(self._metrics, "handshake", context):
+            handshake(requests, context, self._settings.auth)
+        return iter(())
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def do_put(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        with flight_errors(self._metrics, "do_put", context) as call:
+            started = time.perf_counter()
+            principal = self._caller(context, call)
+            frames = _frames(requests, context)
+            first = next(frames, None)
+            if first is None or first.descriptor is None:
+                raise InvalidOptions("a put's first frame must carry its flight descriptor")
+            request = put_request(first.descriptor)
+            call.stream = request.stream
+            options = self._ingest.streams.resolve(request, principal)
+            self._ingest.admission.check_accepting()
+            upload = _Upload(self._ingest.limits, options.idempotency_key is not None)
+            messages = upload.admitted(frame_messages(itertools.chain([first], frames)))
+            head, whole = upload.head(messages, self._settings.limits.small_body_bytes)
+            if whole:  # a small upload, all here: group-committed like a small HTTP body
+                with self._ingest.admission.holding(upload.received):
+                    outcome, batches = self._ingest.write_small(
+                        options, head, upload.digest, _gone(context)
+                    )
+            else:
+                outcome, batches = self._land(
+                    options,
+                    itertools.chain(head, messages),
+                    upload.digest,
+                    client_of(principal),
+                    _gone(context),
+                )
+            reply = self._ingest.finish(options, outcome, batches, upload.received, started)
+            log.debug("flight put committed", stream=request.stream, rows=reply.rows_processed)
+            body = json.dumps(reply.to_json()).encode()
+            yield flight_pb2.PutResult(app_metadata=body).SerializeToString()
+
+    def _land(
+        self,
+        options: IngestOptions,
+        messages: Iterator[Message],
+        digest: Callable[[], str],
+        client: str | None,
+        abandoned: Callable[[], bool],
+    ) -> tuple[WriteOutcome, int]:
+        """Drain ``messages`` into a spool on this thread while DuckDB writes them on another.
+        Only this thread reads the upload: it must not be read once the handler has returned."""
+        settings = self._settings.flight
+        written: Future[tuple[WriteOutcome, int]] = Future()
+        with (
+            self._ingest.streaming_slot(client),
+            MessageSpool(settings.upload_buffer_bytes, settings.spool_dir) as spool,
+        ):
+            run = contextvars.copy_context().run
+
+            def write() -> None:
+                try:
+                    written.set_result(
+                        run(self._ingest.write_stream, options, iter(spool), digest, abandoned)
+                    )
+                except BaseException as exc:
+                    written.set_exception(exc)
+
+            writer = threading.Thread(target=write, name="arrowport-flight-put", daemon=True)
+            writer.start()
+            drained = 0
+            try:
+                for message in messages:
+                    if written.done():  # failed, or a duplicate delivery: its answer stands
+                        break
+                    spool.put(message)
+                    drained += message.body_length
+                    if drained >= TRIM_EVERY_BYTES:
+                        release_free_heap()
+                        drained = 0
+            except BaseException as exc:
+                spool.fail(exc)
+                writer.join()
+                raise
+            finally:
+                self._metrics.spilled_batches.inc(spool.spilled_messages)
+            spool.finish()
+            writer.join()
+        return written.result()
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def list_actions(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        with flight_errors(self._metrics, "list_actions", context) as call:
+            self._caller(context, call)
+            for name, description in _ACTIONS.items():
+                yield flight_pb2.ActionType(type=name, description=description).SerializeToString()
+
+    def do_action(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        with flight_errors(self._metrics, "do_action", context) as call:
+            principal = self._caller(context, call)
+            action = parse(flight_pb2.Action, request, "the action")
+            kind = action.type.decode("utf-8", errors="replace")
+            if kind not in _ACTIONS:
+                raise InvalidOptions(f"unknown action {kind!r}; list_actions tells the known ones")
+            asked = producer_request(action.body)
+            call.stream = asked.stream
+            # A stream's delivery state: its producers may see it, and so may readers (as HTTP).
+            if not principal.allows("ingest", stream=asked.stream):
+                principal.require("read")
+            last = self._ingest.last_sequence(asked.stream, asked.producer_id)
+            answer = {
+                "stream": asked.stream,
+                "producer_id": asked.producer_id,
+                "last_sequence": last,
+                "next_sequence": None if last is None else last + 1,
+            }
+            yield flight_pb2.Result(body=json.dumps(answer).encode()).SerializeToString()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def do_get(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        with flight_errors(self._metrics, "do_get", context) as call:
+            self._caller(context, call, "read")
+            ticket = parse(flight_pb2.Ticket, request, "the ticket")
+            result = self._open(read_request(ticket.ticket))
+            with result:
+                yield from self.stream_result(result)
+
+    def stream_result(self, result: QueryResult) -> Iterator[bytes]:
+        """A query's answer as DoGet frames, counted against ``limits.max_result_bytes``."""
+        batches = limited(iter(result), self._reads.budget())
+        yield from encode_stream(
+            result.schema, batches, result_write_options(self._settings.compression)
+        )
+
+    def list_flights(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        with flight_errors(self._metrics, "list_flights", context) as call:
+            self._caller(context, call, "read")
+            for table in self._reads.tables():
+                yield self._info(ReadRequest(table=table.name)).SerializeToString()
+
+    def get_flight_info(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        with flight_errors(self._metrics, "get_flight_info", context) as call:
+            self._caller(context, call, "read")
+            descriptor = parse(flight_pb2.FlightDescriptor, request, "the flight descriptor")
+            return self._info(descriptor_request(descriptor)).SerializeToString()
+        raise AssertionError("unreachable")  # flight_errors ends the call on any error
+
+    def get_schema(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        with flight_errors(self._metrics, "get_schema", context) as call:
+            self._caller(context, call, "read")
+            descriptor = parse(flight_pb2.FlightDescriptor, request, "the flight descriptor")
+            schema = self._schema(descriptor_request(descriptor))
+            return flight_pb2.SchemaResult(
+                schema=schema.serialize().to_pybytes()
+            ).SerializeToString()
+        raise AssertionError("unreachable")
+
+    def _open(self, request: ReadRequest) -> QueryResult:
+        if request.table is not None:
+            return self._reads.read_table(request.table)
+        assert request.sql is not None
+        return self._reads.query(request.sql, request.params)
+
+    def _schema(self, request: ReadRequest) -> pa.Schema:
+        # Planned, not run: describing a query must not cost the query.
+        if request.table is not None:
+            return self._reads.table_schema(request.table)
+        assert request.sql is not None
+        return self._reads.query_schema(request.sql, request.params)
+
+    def _info(self, request: ReadRequest) -> flight_pb2.FlightInfo:
+        records = -1
+        if request.table is not None:
+            info = self._reads.table(request.table)
+            request = ReadRequest(table=info.name)
+            records = info.row_count
+            descriptor = flight_pb2.FlightDescriptor(
+                type=flight_pb2.FlightDescriptor.PATH, path=[info.name.encode()]
+            )
+        else:
+            descriptor = flight_pb2.FlightDescriptor(
+                type=flight_pb2.FlightDescriptor.CMD, cmd=request.ticket()
+            )
+        # No locations: the data is fetched from this same server.
+        endpoint = flight_pb2.FlightEndpoint(ticket=flight_pb2.Ticket(ticket=request.ticket()))
+        return flight_pb2.FlightInfo(
+            schema=self._schema(request).serialize().to_pybytes(),
+            flight_descriptor=descriptor,
+            endpoint=[endpoint],
+            total_records=records,
+            total_bytes=-1,
+        )
+
+
+def _gone(context: grpc.ServicerContext) -> Callable[[], bool]:
+    """Whether the client has given up on the call (checked once more before the commit)."""
+    return lambda: not context.is_active()
+
+
+# A client that dies mid-put ends its request stream just like one that finished, and grpc
+# learns that the call was cancelled a moment later (0.2-3 ms here): the put looks once more
+# after a short wait, and again just before its commit.
+_CANCEL_GRACE_SECONDS = 0.002
+
+
+def _frames(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Frame]:
+    """The upload's frames as they arrive; a cancelled call never looks like a finished one."""
+    while True:
+        try:
+            raw = next(requests)
+        except StopIteration:
+            break
+        except Exception:  # grpc.RpcError: the client cancelled or the connection broke
+            raise TruncatedStream("the client cancelled the upload; nothing was written") from None
+        yield parse_frame(raw)
+    deadline = time.monotonic() + _CANCEL_GRACE_SECONDS
+    while context.is_active() and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    if not context.is_active():
+        raise TruncatedStream("the client cancelled the upload; nothing was written")
+
+
+class _Upload:
+    """A put's messages as they arrive: checked against the request's limits (before anything
+    decodes them), counted, and fingerprinted for idempotency keys."""
+
+    def __init__(self, limits: Any, fingerprint: bool) -> None:
+        self._budget = PayloadBudget(limits)
+        self._digest = hashlib.sha256() if fingerprint else None
+        self.received = 0
+        self.messages = 0
+
+    def admitted(self, messages: Iterable[Message]) -> Iterator[Message]:
+        for message in messages:
+            self._budget.admit(message)
+            self.messages += 1
+            self.received += len(message.metadata) + message.body_length
+            if self._digest is not None:
+                self._digest.update(message.metadata)
+                self._digest.update(message.body)
+            yield message
+
+    def head(self, messages: Iterator[Message], limit: int) -> tuple[list[Message], bool]:
+        """The first messages, up to the one that passes ``limit`` bytes, and whether that was
+        all of the upload."""
+        head: list[Message] = []
+        for message in messages:
+            head.append(message)
+            if self.received > limit:
+                return head, False
+        return head, True
+
+    def digest(self) -> str:
+        assert self._digest is not None
+        return self._digest.hexdigest()

@@ -1,0 +1,464 @@
+"""Arrow IPC messages, read one by one and checked before pyarrow decodes any of them.
+
+pyarrow decodes a record batch as soon as it has read its message, decompressing every buffer
+(an IPC stream may compress its buffers with zstd or LZ4): 99 KB of zstd can decode to 3 GB, and a
+schema of 100,000 columns costs seconds to build. So every message's metadata (a flatbuffer) is
+read here first and checked against :class:`PayloadLimits` — columns and nesting of the schema,
+field names that are valid UTF-8, the size every buffer will have once decompressed, counted
+against the request's budget as it grows — and only then handed on. A message that breaks a
+limit is refused before pyarrow allocates anything for it.
+
+Messages come from a byte stream (an HTTP body) or from Flight's frames (:class:`Message` s built
+by the Flight adapter); :class:`CheckedStream` serves them to ``pa.ipc.open_stream`` as a file,
+each message's body as the very buffer it arrived in (no copy).
+
+The flatbuffer layouts read here are Arrow's ``Message.fbs`` and ``Schema.fbs``; only the fields
+the checks need are read, and every offset is bounds-checked (the input is hostile).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from arrowport.errors import (
+    InvalidIPC,
+    InvalidName,
+    PayloadTooLarge,
+    TooManyColumns,
+    TruncatedStream,
+)
+
+CONTINUATION = b"\xff\xff\xff\xff"
+END_OF_STREAM = CONTINUATION + b"\x00\x00\x00\x00"
+_LEGACY_END = b"\x00\x00\x00\x00"
+
+# MessageHeader union members (Message.fbs).
+SCHEMA = 1
+DICTIONARY_BATCH = 2
+RECORD_BATCH = 3
+_KINDS = {SCHEMA: "schema", DICTIONARY_BATCH: "dictionary batch", RECORD_BATCH: "record batch"}
+
+# Deeper nesting than this is no real schema, and recursion over it would be a risk of its own.
+MAX_NESTING = 64
+
+
+@dataclass(frozen=True)
+class PayloadLimits:
+    """What one request's Arrow data may amount to, decoded."""
+
+    max_body_bytes: int
+    max_message_bytes: int
+    max_columns: int
+
+    def __post_init__(self) -> None:
+        if min(self.max_body_bytes, self.max_message_bytes, self.max_columns) < 1:
+            raise ValueError("limits must be positive")
+
+
+class Readable(Protocol):
+    """Anything with a ``read(size)`` (a file, a pipe, a decompressor)."""
+
+    def read(self, size: int = ..., /) -> bytes | memoryview | None: ...
+
+
+class _Corrupt(Exception):
+    """An offset or length in a flatbuffer points outside it."""
+
+
+class _Table:
+    """One flatbuffer table: its fields by index, every position checked against the buffer."""
+
+    __slots__ = ("_buf", "_pos", "_vsize", "_vtable")
+
+    def __init__(self, buf: bytes | memoryview, pos: int) -> None:
+        self._buf = buf
+        self._pos = pos
+        vtable = pos - self._int(pos, "<i")
+        vsize = self._int(vtable, "<H")
+        if vsize < 4 or vsize % 2:
+            raise _Corrupt
+        self._int(vtable + vsize - 2, "<H")  # the whole vtable lies inside the buffer
+        self._vtable = vtable
+        self._vsize = vsize
+
+    def _int(self, pos: int, fmt: str) -> int:
+        if pos < 0:
+            raise _Corrupt
+        try:
+            value: int = struct.unpack_from(fmt, self._buf, pos)[0]
+        except struct.error:
+            raise _Corrupt from None
+        return value
+
+    def _field(self, index: int) -> int | None:
+        entry = 4 + 2 * index
+        if entry >= self._vsize:
+            return None
+        offset = self._int(self._vtable + entry, "<H")
+        return self._pos + offset if offset else None
+
+    def scalar(self, index: int, fmt: str, default: int = 0) -> int:
+        pos = self._field(index)
+        return default if pos is None else self._int(pos, fmt)
+
+    def _target(self, index: int) -> int | None:
+        pos = self._field(index)
+        return None if pos is None else pos + self._int(pos, "<I")
+
+    def table(self, index: int) -> _Table | None:
+        target = self._target(index)
+        return None if target is None else _Table(self._buf, target)
+
+    def vector(self, index: int, element_size: int) -> tuple[int, int] | None:
+        """(position of the first element, element count) of a vector field."""
+        target = self._target(index)
+        if target is None:
+            return None
+        count = self._int(target, "<I")
+        start = target + 4
+        if count and start + count * element_size > len(self._buf):
+            raise _Corrupt
+        return start, count
+
+    def tables(self, index: int) -> Iterator[_Table]:
+        found = self.vector(index, 4)
+        if found is None:
+            return
+        start, count = found
+        for i in range(count):
+            pos = start + 4 * i
+            yield _Table(self._buf, pos + self._int(pos, "<I"))
+
+    def string(self, index: int) -> bytes | None:
+        found = self.vector(index, 1)
+        if found is None:
+            return None
+        start, count = found
+        return bytes(self._buf[start : start + count])
+
+    def structs(self, index: int, fmt: str) -> Iterator[tuple[int, ...]]:
+        """The fixed-size struct elements of a vector field, unpacked with ``fmt``."""
+        size = struct.calcsize(fmt)
+        found = self.vector(index, size)
+        if found is None:
+            return
+        start, count = found
+        for i in range(count):
+            yield struct.unpack_from(fmt, self._buf, start + i * size)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One IPC message: its metadata flatbuffer and its body, as received."""
+
+    metadata: bytes | memoryview
+    body: bytes | memoryview
+    kind: int
+    body_length: int
+
+    @classmethod
+    def parse(cls, metadata: bytes | memoryview, body: bytes | memoryview | None = None) -> Message:
+        """Read a message's metadata; ``body`` (when already at hand) must have its length."""
+        try:
+            root = _Table(metadata, struct.unpack_from("<I", metadata, 0)[0])
+            kind = root.scalar(1, "<B")
+            body_length = root.scalar(3, "<q")
+        except (_Corrupt, struct.error):
+            raise InvalidIPC("an Arrow IPC message's metadata is corrupt") from None
+        if kind not in _KINDS:
+            raise InvalidIPC(
+                f"unsupported Arrow IPC message type {kind}: send a stream of record batches"
+            )
+        if body_length < 0:
+            raise InvalidIPC("an Arrow IPC message declares a negative body length")
+        if body is not None and len(body) != body_length:
+            raise InvalidIPC(
+                f"an Arrow IPC message's body has {len(body)} bytes; its metadata says {body_length}"
+            )
+        return cls(metadata, body if body is not None else b"", kind, body_length)
+
+    def with_body(self, body: bytes | memoryview) -> Message:
+        return Message(self.metadata, body, self.kind, self.body_length)
+
+    def _header(self) -> _Table:
+        root = _Table(self.metadata, struct.unpack_from("<I", self.metadata, 0)[0])
+        header = root.table(2)
+        if header is None:
+            raise _Corrupt
+        return header
+
+    def count_columns(self, limit: int) -> int:
+        """The fields of a schema message, nested ones included (stops counting past ``limit``);
+        400 for a field name that is not UTF-8, 413 past ``limit`` or :data:`MAX_NESTING`."""
+        counted = 0
+        try:
+            stack = [self._header().tables(1)]
+            while stack:
+                field = next(stack[-1], None)
+                if field is None:
+                    stack.pop()
+                    continue
+                counted += 1
+                if counted > limit:
+                    raise TooManyColumns(
+                        f"the schema has more than {limit} columns (nested fields included; "
+                        "limits.max_columns)",
+                        limit=limit,
+                    )
+                if len(stack) > MAX_NESTING:
+                    raise TooManyColumns(f"the schema nests deeper than {MAX_NESTING} levels")
+                name = field.string(0) or b""
+                try:
+                    name.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidName(
+                        f"a field name is not UTF-8 text: {name[:64]!r}", column=repr(name[:64])
+                    ) from None
+                stack.append(field.tables(5))
+        except (_Corrupt, struct.error):
+            raise InvalidIPC("the Arrow IPC schema message is corrupt") from None
+        return counted
+
+    def decoded_body_bytes(self) -> int:
+        """What the body will take once pyarrow has decompressed its buffers."""
+        if self.kind == SCHEMA:
+            return 0
+        try:
+            batch = self._header()
+            if self.kind == DICTIONARY_BATCH:
+                inner = batch.table(1)
+                if inner is None:
+                    raise _Corrupt
+                batch = inner
+            buffers = list(batch.structs(2, "<qq"))
+            compressed = batch.table(3) is not None
+        except (_Corrupt, struct.error):
+            raise InvalidIPC("an Arrow IPC record batch message is corrupt") from None
+        body = self.body
+        total = 0
+        for offset, length in buffers:
+            if offset < 0 or length < 0 or offset + length > len(body):
+                raise InvalidIPC("an Arrow IPC buffer lies outside its message body")
+            if not compressed:
+                total += length
+            elif length:
+                # A compressed buffer starts with its length once decompressed (-1: stored as is).
+                if length < 8:
+                    raise InvalidIPC("a compressed Arrow IPC buffer is shorter than its header")
+                size = struct.unpack_from("<q", body, offset)[0]
+                if size < -1:
+                    raise InvalidIPC("a compressed Arrow IPC buffer declares a negative size")
+                total += length - 8 if size == -1 else size
+        return total
+
+
+class PayloadBudget:
+    """Counts a request's decoded bytes against its limits as its messages arrive."""
+
+    def __init__(self, limits: PayloadLimits) -> None:
+        self.limits = limits
+        self.decoded = 0
+        self.messages = 0
+
+    def admit(self, message: Message) -> None:
+        limits = self.limits
+        self.messages += 1
+        if self.messages == 1:
+            if message.kind != SCHEMA:
+                raise InvalidIPC("an Arrow IPC stream must start with its schema")
+            message.count_columns(limits.max_columns)
+        elif message.kind == SCHEMA:
+            raise InvalidIPC("an Arrow IPC stream carries a second schema")
+        size = len(message.metadata) + message.decoded_body_bytes()
+        if size > limits.max_message_bytes:
+            raise PayloadTooLarge(
+                f"an Arrow IPC message decodes to {size} bytes, above the limit of "
+                f"{limits.max_message_bytes} (limits.max_message_bytes): send smaller batches",
+                limit=limits.max_message_bytes,
+            )
+        self.decoded += size
+        if self.decoded > limits.max_body_bytes:
+            raise PayloadTooLarge(
+                f"the payload decodes to more than {limits.max_body_bytes} bytes "
+                "(limits.max_body_bytes)",
+                limit=limits.max_body_bytes,
+            )
+
+
+def read_exact(raw: Readable, size: int) -> bytes | memoryview:
+    """``size`` bytes from ``raw`` (fewer only at its end), as one buffer."""
+    first = raw.read(size) or b""
+    if len(first) == size or not first:
+        return first
+    buffer = bytearray(size)
+    buffer[: len(first)] = first
+    got = len(first)
+    while got < size:
+        chunk = raw.read(size - got)
+        if not chunk:
+            return memoryview(buffer)[:got]
+        buffer[got : got + len(chunk)] = chunk
+        got += len(chunk)
+    return memoryview(buffer)
+
+
+def stream_messages(
+    raw: Readable, limits: PayloadLimits, require_end: bool = True
+) -> Iterator[Message]:
+    """The messages of an Arrow IPC stream read from ``raw``, up to its end-of-stream marker.
+
+    The stream must end with that marker, and nothing may follow it: a producer that died
+    between two batches otherwise looks exactly like one that finished. (``require_end=False``
+    reads messages this process wrote, up to the end of ``raw``.)
+    """
+    count = 0
+    while True:
+        prefix = read_exact(raw, 8)
+        if not prefix and not require_end:
+            return
+        if count == 0 and bytes(prefix[:4]) != CONTINUATION[: len(prefix[:4])]:
+            raise InvalidIPC(
+                "the body is not an Arrow IPC stream (it does not start with an IPC message)"
+            )
+        if len(prefix) == 4 and bytes(prefix) == _LEGACY_END:
+            break
+        if len(prefix) < 8:
+            raise TruncatedStream(
+                "the Arrow IPC stream ended without its end-of-stream marker: the producer may "
+                f"have stopped early (after {max(count - 1, 0)} messages); nothing was written. "
+                "Close the IPC writer before sending."
+            )
+        if bytes(prefix[:4]) != CONTINUATION:
+            raise InvalidIPC("an Arrow IPC message does not start with the continuation marker")
+        length = struct.unpack_from("<i", prefix, 4)[0]
+        if length == 0:
+            break
+        if length < 0 or length > limits.max_message_bytes:
+            raise PayloadTooLarge(
+                f"an Arrow IPC message's metadata declares {length} bytes",
+                limit=limits.max_message_bytes,
+            )
+        metadata = read_exact(raw, length)
+        if len(metadata) < length:
+            raise TruncatedStream("the Arrow IPC stream is cut short inside a message")
+        message = Message.parse(metadata)
+        if message.body_length > limits.max_message_bytes:
+            raise PayloadTooLarge(
+                f"an Arrow IPC message has a body of {message.body_length} bytes, above the "
+                f"limit of {limits.max_message_bytes} (limits.max_message_bytes): send smaller "
+                "batches",
+                limit=limits.max_message_bytes,
+            )
+        body = read_exact(raw, message.body_length) if message.body_length else b""
+        if len(body) < message.body_length:
+            raise TruncatedStream("the Arrow IPC stream is cut short inside a message body")
+        count += 1
+        yield message.with_body(body)
+    if raw.read(1):
+        raise InvalidIPC("unexpected bytes after the Arrow IPC end-of-stream marker")
+
+
+class ViewReader(io.RawIOBase):
+    """Reads a buffer in memory as views of it (no copies)."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        super().__init__()
+        self._view = memoryview(data)
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> memoryview:
+        end = len(self._view) if size is None or size < 0 else self._position + size
+        piece = self._view[self._position : end]
+        self._position += len(piece)
+        return piece
+
+
+class ByteCollector:
+    """A write-only file for pyarrow's IPC writer that hands back what was written since the
+    last :meth:`take`."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+class CheckedStream(io.RawIOBase):
+    """A read-only file of an Arrow IPC stream, for ``pa.ipc.open_stream``: the messages of
+    ``messages``, each admitted by ``budget`` before any of its bytes is served, then the
+    end-of-stream marker. A body is served as the buffer it came in, so pyarrow's batches
+    point into it instead of into a copy."""
+
+    def __init__(self, messages: Iterator[Message], budget: PayloadBudget) -> None:
+        super().__init__()
+        self._messages = messages
+        self._budget = budget
+        self._pieces: list[bytes | memoryview] = []
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _refill(self) -> bool:
+        if self._ended:
+            return False
+        message = next(self._messages, None)
+        if message is None:
+            self._ended = True
+            self._pieces = [END_OF_STREAM]
+            return True
+        self._budget.admit(message)
+        metadata = message.metadata
+        padding = -len(metadata) % 8
+        if padding:
+            metadata = bytes(metadata) + b"\x00" * padding
+        self._pieces = [CONTINUATION + struct.pack("<i", len(metadata)), metadata]
+        if message.body_length:
+            self._pieces.append(message.body)
+        return True
+
+    def read(self, size: int | None = -1) -> bytes | memoryview:
+        if size is None or size < 0:
+            raise io.UnsupportedOperation("read a checked IPC stream in pieces")
+        parts: list[bytes | memoryview] = []
+        wanted = size
+        while wanted > 0:
+            if not self._pieces and not self._refill():
+                break
+            piece = self._pieces[0]
+            if len(piece) <= wanted:
+                self._pieces.pop(0)
+                parts.append(piece)
+                wanted -= len(piece)
+            else:
+                view = memoryview(piece)
+                parts.append(view[:wanted])
+                self._pieces[0] = view[wanted:]
+                wanted = 0
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)

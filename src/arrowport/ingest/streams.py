@@ -1,0 +1,114 @@
+"""How a request meets the configured streams: its options resolved, its caller authorised.
+
+Every adapter hands over an :class:`~arrowport.options.IngestRequest` and the authenticated
+:class:`~arrowport.auth.Principal`; :meth:`Streams.resolve` is the one place that merges the
+request with the stream's configuration and the defaults, refuses what a ``locked`` stream or
+``streams_only`` forbids, and checks that the principal may write there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from arrowport.auth import Principal
+from arrowport.config import Settings, StreamSettings
+from arrowport.errors import InvalidOptions, StreamLocked, UnknownStream
+from arrowport.options import IngestRequest, WriteMode, check_table_name
+from arrowport.storage.table_writer import WritePolicy
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """A request's options once resolved: what will be written, where and how."""
+
+    stream: str
+    table: str
+    mode: WriteMode
+    chunk_size: int
+    policy: WritePolicy
+    dry_run: bool = False
+    idempotency_key: str | None = None
+    producer_id: str | None = None
+    sequence: int | None = None
+
+    @property
+    def groupable(self) -> bool:
+        """Small appends may share a transaction with others (group commit)."""
+        return self.mode == "append" and not self.dry_run
+
+
+class Streams:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def table_for(self, stream: str) -> str:
+        """The table a stream lands in when a request names none: configured, else its name."""
+        configured = self._settings.streams.get(stream)
+        return (configured.table if configured else None) or stream
+
+    def resolve(self, request: IngestRequest, principal: Principal) -> IngestOptions:
+        """Merge the request with its stream's configuration; check the principal may write it."""
+        stream = request.stream
+        principal.require("ingest", stream=stream)
+        configured = self._settings.streams.get(stream)
+        if configured is None and self._settings.streams_only:
+            raise UnknownStream(f"stream {stream!r} is not configured", stream=stream)
+        base = configured or StreamSettings()
+        if configured is not None and configured.locked:
+            _check_locked(stream, request, base, self.table_for(stream))
+        table = request.table or self.table_for(stream)
+        check_table_name(table)
+        policy = WritePolicy(
+            mode=request.mode or base.mode,
+            key_columns=tuple(request.key_columns or base.key_columns or ()),
+            schema_policy=request.schema_policy or base.schema_policy,
+            duplicate_keys=request.duplicate_keys or base.duplicate_keys,
+        )
+        if policy.mode == "upsert" and not policy.key_columns:
+            raise InvalidOptions(
+                "mode upsert needs key columns: configure the stream's key_columns "
+                "or send ?key_columns=a,b"
+            )
+        # A stream-limited token writes only to its stream's own table: without this it could
+        # name any target table in the request.
+        principal.require_table(stream, table, self.table_for(stream))
+        chunk_size = request.chunk_size or base.chunk_size or self._settings.defaults.chunk_size
+        return IngestOptions(
+            stream=stream,
+            table=table,
+            mode=policy.mode,
+            chunk_size=chunk_size,
+            policy=policy,
+            dry_run=request.dry_run,
+            idempotency_key=request.idempotency_key,
+            producer_id=request.producer_id,
+            sequence=request.sequence,
+        )
+
+
+def _check_locked(
+    stream: str, request: IngestRequest, configured: StreamSettings, table: str
+) -> None:
+    """Refuse every option the request sets that differs from the locked configuration."""
+    pairs: dict[str, tuple[Any, Any]] = {
+        # DuckDB's table names are case-insensitive.
+        "table": (request.table and request.table.lower(), table.lower()),
+        "mode": (request.mode, configured.mode),
+        "key_columns": (
+            list(request.key_columns) if request.key_columns else None,
+            configured.key_columns or [],
+        ),
+        "schema_policy": (request.schema_policy, configured.schema_policy),
+        "duplicate_keys": (request.duplicate_keys, configured.duplicate_keys),
+    }
+    differing = [
+        f"{name}={requested!r} (configured: {wanted!r})"
+        for name, (requested, wanted) in pairs.items()
+        if requested is not None and requested != wanted
+    ]
+    if differing:
+        raise StreamLocked(
+            f"stream {stream!r} is locked to its configuration; refused: {', '.join(differing)}",
+            stream=stream,
+        )

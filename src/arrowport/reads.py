@@ -1,0 +1,160 @@
+"""The read path every protocol shares: listings, table reads and read-only queries, admitted.
+
+At most ``limits.max_concurrent_queries`` queries run at once and ``limits.max_queued_queries``
+wait for a turn (more get 503), so long queries cannot take every thread and every core; listings
+and descriptions skip the queue (they are quick), which keeps ``/tables`` and Flight's metadata
+calls fast while long queries run. A query holds its turn until its answer has been read to the
+end (or abandoned); what the answer may amount to is counted by whoever renders it, against
+``limits.max_result_bytes`` (see :class:`ResultBudget`).
+
+Example::
+
+    with reads.query("SELECT * FROM t WHERE id > ?", [10]) as result:
+        for batch in result: ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import pyarrow as pa
+
+from arrowport.config import CompressionSettings, Settings
+from arrowport.errors import Overloaded, ResultTooLarge
+from arrowport.storage.database import Database
+from arrowport.storage.query import (
+    QueryResult,
+    TableInfo,
+    describe_table,
+    list_tables,
+    query_schema,
+    read_table,
+    run_query,
+    table_schema,
+)
+
+T = TypeVar("T")
+
+
+class ResultBudget:
+    """Counts the bytes of one answer as it is rendered; 413 ``result_too_large`` past the
+    limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def add(self, size: int) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise ResultTooLarge(
+                f"the answer is larger than {self.limit} bytes (limits.max_result_bytes): "
+                "select fewer rows or columns, or use LIMIT",
+                limit=self.limit,
+            )
+
+
+class _Turns:
+    """Queries admitted (running or waiting) and the turns to run; both are given back when the
+    query's result is closed."""
+
+    def __init__(self, running: int, waiting: int) -> None:
+        self._slots = threading.BoundedSemaphore(running)
+        self.capacity = running + waiting
+        self._lock = threading.Lock()
+        self._admitted = 0
+
+    def _refusal(self) -> Overloaded:
+        return Overloaded("too many queries are running or waiting; retry shortly")
+
+    def check(self) -> None:
+        """503 now if no query could be admitted (a quick refusal before any thread is used)."""
+        if self._admitted >= self.capacity:
+            raise self._refusal()
+
+    def enter(self) -> None:
+        """Count a query in (503 when as many run and wait as may), then wait for a turn."""
+        with self._lock:
+            if self._admitted >= self.capacity:
+                raise self._refusal()
+            self._admitted += 1
+        self._slots.acquire()
+
+    def leave(self) -> None:
+        self._slots.release()
+        with self._lock:
+            self._admitted -= 1
+
+
+class ReadService:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        limits = settings.limits
+        self._turns = _Turns(limits.max_concurrent_queries, limits.max_queued_queries)
+        # One thread per admitted query: waiting ones block here, not in the event loop's pool.
+        self._pool = ThreadPoolExecutor(self._turns.capacity, "arrowport-query")
+
+    def budget(self) -> ResultBudget:
+        return ResultBudget(self.settings.limits.max_result_bytes)
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (which starts a query) on the query threads; 503 at once when as many
+        queries run and wait as may."""
+        self._turns.check()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    # -- queries (admitted) --------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
+        """Start a read-only query (blocks while it waits for a turn); iterate or close it."""
+        return self._admitted(lambda: run_query(self.db, sql, params))
+
+    def read_table(self, name: str) -> QueryResult:
+        return self._admitted(lambda: read_table(self.db, name))
+
+    def _admitted(self, start: Callable[[], QueryResult]) -> QueryResult:
+        self._turns.enter()
+        try:
+            result = start()
+        except BaseException:
+            self._turns.leave()
+            raise
+        result.on_close(self._turns.leave)
+        return result
+
+    # -- metadata (not queued) -----------------------------------------------------------------
+
+    def tables(self) -> list[TableInfo]:
+        return list_tables(self.db)
+
+    def table(self, name: str) -> TableInfo:
+        return describe_table(self.db, name)
+
+    def query_schema(self, sql: str, params: Sequence[Any] | None = None) -> pa.Schema:
+        return query_schema(self.db, sql, params)
+
+    def table_schema(self, name: str) -> pa.Schema:
+        return table_schema(self.db, name)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def limited(batches: Iterator[pa.RecordBatch], budget: ResultBudget) -> Iterator[pa.RecordBatch]:
+    """``batches``, counted against ``budget`` by their Arrow size as they pass."""
+    for batch in batches:
+        budget.add(batch.get_total_buffer_size())
+        yield batch
+
+
+def result_write_options(settings: CompressionSettings) -> pa.ipc.IpcWriteOptions:
+    """IPC buffer compression of query answers: ``compression.algorithm`` at its ``level``."""
+    if settings.algorithm == "none":
+        return pa.ipc.IpcWriteOptions()
+    level = settings.level if settings.algorithm == "zstd" else None
+    return pa.ipc.IpcWriteOptions(compression=pa.Codec(settings.algorithm, level))

@@ -1,0 +1,275 @@
+"""What a read-only query may do, decided from DuckDB's own parse of it.
+
+DuckDB calls ``SELECT * FROM enable_logging(...)`` a SELECT, so a statement-type check lets
+through table functions that change global state, read the database's raw files or abort the
+process. So a query is parsed with DuckDB's ``json_serialize_sql`` (which refuses anything but a
+SELECT) and every part of the tree is checked against what is known to be harmless:
+
+* every function (scalar, aggregate, window, macro) and every table function must be on the
+  reviewed allow-list in ``read_functions.json`` (everything else, including all that DuckDB adds
+  in a later version or through an extension, is refused: 403 ``read_only`` naming it);
+* a table must be one of the database's own tables or a CTE of the query, or one of the
+  harmless catalog views (``information_schema.tables``, ``duckdb_columns``...): never another
+  view, a catalog view that reveals settings or paths, the internal ``_arrowport`` schema or
+  another database;
+* no cast to ``VARIANT``, and ``lag``/``lead`` only with a small literal offset (both crash
+  DuckDB 1.5.5 on crafted input);
+* with ``duckdb.allow_file_access``, the file readers too, but only with literal paths that are
+  none of the database's own files.
+
+Example::
+
+    guard = ReadGuard(file_access=False, protected=["/data/db.duckdb"])
+    guard.check("SELECT id, upper(name) FROM events", tables={"events"})
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import threading
+from collections.abc import Collection, Iterator
+from importlib import resources
+from typing import Any
+
+import duckdb
+
+from arrowport.errors import QueryError, ReadOnly
+from arrowport.storage.identifiers import INTERNAL_SCHEMA
+
+_CATALOGUE = json.loads(
+    resources.files("arrowport.storage").joinpath("read_functions.json").read_text("utf-8")
+)
+# Names the parser emits for constructs that are not functions in duckdb_functions().
+_PARSER_NAMES = frozenset({"unnest", "unlist"})
+EXPRESSION_FUNCTIONS = frozenset(_CATALOGUE["expression_functions"]) | _PARSER_NAMES
+TABLE_FUNCTIONS = frozenset(_CATALOGUE["table_functions"])
+# Catalog views over those table functions (``information_schema.tables``...), by schema.name.
+SYSTEM_VIEWS = frozenset(_CATALOGUE["system_views"])
+# Read files; allowed only with duckdb.allow_file_access, and only with literal paths.
+FILE_READERS = frozenset(
+    {
+        "read_csv",
+        "read_csv_auto",
+        "read_parquet",
+        "parquet_scan",
+        "read_json",
+        "read_json_auto",
+        "read_ndjson",
+        "read_ndjson_auto",
+        "read_json_objects",
+        "read_json_objects_auto",
+        "read_ndjson_objects",
+        "read_text",
+        "read_blob",
+        "parquet_metadata",
+        "parquet_schema",
+        "glob",
+    }
+)
+# lag(x, -9223372036854775808) crashes DuckDB 1.5.5 (any offset not a plain small literal).
+_OFFSET_WINDOWS = frozenset({"lag", "lead"})
+_MAX_OFFSET = 2**31
+# Table references that only combine or contain other parts of the tree.
+_COMPOSITE_REFS = frozenset({"JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST", "PIVOT", "DELIM_GET"})
+_DEFAULT_SCHEMAS = frozenset({"", "main"})
+
+_PARSER = duckdb.connect(":memory:")
+_PARSER_LOCK = threading.Lock()
+# Every view DuckDB itself defines (duckdb_databases, pg_settings...): naming one is an attempt
+# to read the catalog, not a typo for a table.
+_SYSTEM_VIEWS = frozenset(
+    row[0] for row in _PARSER.execute("SELECT lower(view_name) FROM duckdb_views()").fetchall()
+)
+
+
+def _refuse(message: str, **details: Any) -> ReadOnly:
+    return ReadOnly(
+        f"{message} (read-only queries read this database's own tables, with functions known "
+        "to be harmless)",
+        **details,
+    )
+
+
+def parse(sql: str) -> dict[str, Any]:
+    """DuckDB's parse tree of ``sql``: exactly one SELECT, or 400 / 403."""
+    try:
+        with _PARSER_LOCK:
+            statements = duckdb.extract_statements(sql)
+            if len(statements) != 1:
+                raise ReadOnly(
+                    f"send exactly one statement per query (got {len(statements)})",
+                    statements=len(statements),
+                )
+            kind = statements[0].type
+            if kind != duckdb.StatementType.SELECT:
+                raise ReadOnly(
+                    "only read-only SELECT queries are allowed here; this is a "
+                    f"{kind.name} statement",
+                    statement_type=kind.name,
+                )
+            row = _PARSER.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    except duckdb.Error as exc:
+        raise QueryError(f"cannot parse the query: {exc}") from None
+    try:
+        tree: dict[str, Any] = json.loads(row[0] if row else "{}")
+    except RecursionError:
+        raise QueryError("the query nests too deeply") from None
+    if tree.get("error"):
+        raise _refuse(str(tree.get("error_message", "not a SELECT statement")))
+    return tree
+
+
+def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
+    """Every object in the parse tree (iteratively: the tree may be deep)."""
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _has_variant(dtype: Any) -> bool:
+    return any(node.get("id") == "VARIANT" for node in _nodes(dtype))
+
+
+def _cte_names(tree: Any) -> set[str]:
+    names: set[str] = set()
+    for node in _nodes(tree):
+        cte_map = node.get("cte_map")
+        if isinstance(cte_map, dict):
+            for entry in cte_map.get("map") or ():
+                if isinstance(entry, dict) and isinstance(entry.get("key"), str):
+                    names.add(entry["key"].lower())
+    return names
+
+
+def _literal_path(node: Any) -> list[str] | None:
+    """The path(s) a file reader's first argument names, if it is a literal."""
+    if not isinstance(node, dict):
+        return None
+    if node.get("class") == "CONSTANT":
+        value = node.get("value", {})
+        if value.get("type", {}).get("id") == "VARCHAR" and isinstance(value.get("value"), str):
+            return [value["value"]]
+        return None
+    if node.get("class") == "FUNCTION" and node.get("function_name") == "list_value":
+        paths: list[str] = []
+        for child in node.get("children") or ():
+            found = _literal_path(child)
+            if found is None:
+                return None
+            paths += found
+        return paths
+    return None
+
+
+class ReadGuard:
+    """Checks read-only queries; ``protected`` are files no query may read (the database's own,
+    its write-ahead log, its spill directory), which matters once file access is on."""
+
+    def __init__(self, file_access: bool, protected: Collection[str] = ()) -> None:
+        self.file_access = file_access
+        self._protected = [os.path.realpath(path) for path in protected]
+
+    def check(self, sql: str, tables: Collection[str]) -> None:
+        """403 ``read_only`` unless ``sql`` only reads ``tables`` (lower-case names of the
+        database's own tables) with allowed functions; 400 if it does not parse."""
+        tree = parse(sql)
+        known = {name.lower() for name in tables} | _cte_names(tree)
+        # A table function's own call node is checked as a table function, not as an
+        # expression (its arguments are expressions all the same).
+        table_calls: set[int] = set()
+        for node in _nodes(tree):
+            kind = node.get("class")
+            if kind is not None:
+                if kind == "FUNCTION" and id(node) not in table_calls:
+                    self._function(node)
+                elif kind == "WINDOW":
+                    self._window(node)
+                elif kind == "CAST" and _has_variant(node.get("cast_type")):
+                    raise _refuse("casts to VARIANT are not allowed")
+            elif "sample" in node and "modifiers" not in node:  # a table reference
+                ref = node.get("type")
+                if ref == "TABLE_FUNCTION":
+                    function = node.get("function") or {}
+                    table_calls.add(id(function))
+                    self._table_function(function)
+                elif ref == "BASE_TABLE":
+                    self._table(node, known)
+                elif ref == "SHOW_REF":
+                    if node.get("query") is None:
+                        raise _refuse("SHOW of the catalog is not allowed; use GET /tables")
+                elif ref not in _COMPOSITE_REFS:
+                    raise _refuse(f"a {ref} table reference is not allowed")
+
+    def _function(self, node: dict[str, Any]) -> None:
+        name = str(node.get("function_name", "")).lower()
+        if name not in EXPRESSION_FUNCTIONS:
+            raise _refuse(f"the function {name}() is not allowed", function=name)
+
+    def _window(self, node: dict[str, Any]) -> None:
+        name = str(node.get("function_name", "")).lower()
+        if name in _OFFSET_WINDOWS:
+            offset = node.get("offset_expr")
+            if offset is not None and not _small_literal(offset):
+                raise _refuse(
+                    f"{name}() takes only a literal offset from 0 to {_MAX_OFFSET}", function=name
+                )
+            return
+        if name not in EXPRESSION_FUNCTIONS:
+            raise _refuse(f"the window function {name}() is not allowed", function=name)
+
+    def _table_function(self, function: dict[str, Any]) -> None:
+        name = str(function.get("function_name", "")).lower()
+        if name in TABLE_FUNCTIONS:
+            return
+        if self.file_access and name in FILE_READERS:
+            children = function.get("children") or [None]
+            paths = _literal_path(children[0])
+            if paths is None:
+                raise _refuse(f"{name}() needs a literal file path", function=name)
+            for path in paths:
+                self._readable(path)
+            return
+        raise _refuse(f"the table function {name}() is not allowed", function=name)
+
+    def _table(self, node: dict[str, Any], known: set[str]) -> None:
+        catalog = str(node.get("catalog_name", "")).lower()
+        schema = str(node.get("schema_name", "")).lower()
+        name = str(node.get("table_name", ""))
+        if schema == INTERNAL_SCHEMA:
+            raise _refuse("Arrowport's internal tables are not readable")
+        if not catalog and schema in _DEFAULT_SCHEMAS and name.lower() in known:
+            return
+        if not catalog and f"{schema or 'main'}.{name.lower()}" in SYSTEM_VIEWS:
+            return
+        if self.file_access and not catalog and not schema and ("/" in name or "." in name):
+            self._readable(name)  # a file read by DuckDB's replacement scan
+            return
+        where = ".".join(part for part in (catalog, schema, name) if part)
+        if catalog or schema or name.lower() in _SYSTEM_VIEWS or "/" in name or "." in name:
+            raise _refuse(f"{where!r} is not one of this database's tables", table=where)
+        raise QueryError(f"table {name!r} does not exist", table=name)
+
+    def _readable(self, pattern: str) -> None:
+        """Refuse a literal path (or glob) that could name one of the protected files."""
+        if "://" in pattern and not pattern.startswith("file://"):
+            raise _refuse("only local files are readable")
+        local = os.path.realpath(os.path.expanduser(pattern.removeprefix("file://")))
+        for protected in self._protected:
+            # fnmatch lets '*' cross directories: it matches more than DuckDB's glob, never less.
+            if fnmatch.fnmatch(protected, local) or protected.startswith(local.rstrip("/") + "/"):
+                raise _refuse("the database's own files are never readable")
+
+
+def _small_literal(node: dict[str, Any]) -> bool:
+    if node.get("class") != "CONSTANT":
+        return False
+    value = node.get("value", {})
+    number = value.get("value")
+    return isinstance(number, int) and not isinstance(number, bool) and 0 <= number <= _MAX_OFFSET
