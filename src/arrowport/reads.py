@@ -50,7 +50,11 @@ class ResultBudget:
 
     def add(self, size: int) -> None:
         self.used += size
-        if self.used > self.limit:
+        self.check(0)
+
+    def check(self, size: int) -> None:
+        """413 if ``size`` more bytes would not fit (counts nothing)."""
+        if self.used + size > self.limit:
             raise ResultTooLarge(
                 f"the answer is larger than {self.limit} bytes (limits.max_result_bytes): "
                 "select fewer rows or columns, or use LIMIT",

@@ -27,7 +27,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from arrowport.errors import InvalidOptions
+from arrowport.errors import InvalidOptions, ResultTooLarge
 from arrowport.reads import ResultBudget
 from arrowport.storage.query import QueryResult
 
@@ -36,6 +36,11 @@ JSON = "application/json"
 CSV = "text/csv"
 SPOOL_MEMORY_BYTES = 4 * 1024**2
 SEND_CHUNK_BYTES = 1024**2
+# JSON and CSV are rendered this many Arrow bytes at a time: Python's objects for a slice take
+# several times its size, so slices keep rendering's memory small whatever the batch size.
+RENDER_SLICE_BYTES = 1024**2
+# One row larger than this is not rendered as text at all (Arrow sends it as it is).
+MAX_TEXT_ROW_BYTES = 64 * 1024**2
 
 
 class _Counted:
@@ -69,7 +74,7 @@ def render(
     sink = _Counted(spool, budget)
     try:
         with result:
-            batches = _checked(result)
+            batches = _checked(result, budget)
             if media_type == ARROW_STREAM:
                 _arrow(result.schema, batches, sink, options)
             elif media_type == CSV:
@@ -99,10 +104,31 @@ def size(spool: IO[bytes]) -> int:
     return end
 
 
-def _checked(result: QueryResult) -> Iterator[pa.RecordBatch]:
+def _checked(result: QueryResult, budget: ResultBudget) -> Iterator[pa.RecordBatch]:
+    """The result's batches; one that cannot fit the answer's budget even as Arrow is refused
+    before it is rendered (JSON of a 1 GB value would take several GB to build)."""
     for batch in result:
+        budget.check(batch.get_total_buffer_size())
         yield batch
         result.check_deadline()
+
+
+def _slices(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Each batch in row slices of about :data:`RENDER_SLICE_BYTES`."""
+    for batch in batches:
+        size = batch.get_total_buffer_size()
+        if size <= RENDER_SLICE_BYTES:
+            yield batch
+            continue
+        rows = max(1, batch.num_rows * RENDER_SLICE_BYTES // size)
+        for offset in range(0, batch.num_rows, rows):
+            piece = batch.slice(offset, rows)
+            if rows == 1 and piece.get_total_buffer_size() > MAX_TEXT_ROW_BYTES:
+                raise ResultTooLarge(
+                    f"a row of the answer is larger than {MAX_TEXT_ROW_BYTES} bytes: too large "
+                    "to render as JSON or CSV; ask for Arrow (the default)"
+                )
+            yield piece
 
 
 def _arrow(
@@ -119,7 +145,7 @@ def _arrow(
 def _csv(schema: pa.Schema, batches: Iterator[pa.RecordBatch], sink: _Counted) -> None:
     try:
         with pa_csv.CSVWriter(pa.PythonFile(sink, mode="w"), schema) as writer:
-            for batch in batches:
+            for batch in _slices(batches):
                 writer.write_batch(batch)
     except pa.ArrowNotImplementedError as exc:
         raise InvalidOptions(f"this result cannot be written as CSV: {exc}") from None
@@ -129,7 +155,7 @@ def _json(schema: pa.Schema, batches: Iterator[pa.RecordBatch], sink: _Counted) 
     columns = [{"name": f.name, "type": str(f.type)} for f in schema]
     sink.write(b'{"columns":' + _dumps(columns) + b',"rows":[')
     count = 0
-    for batch in batches:
+    for batch in _slices(batches):
         if not batch.num_rows:
             continue
         names = batch.schema.names
@@ -149,12 +175,39 @@ def _dumps(value: Any) -> bytes:
 
 def _column_values(column: pa.Array) -> list[Any]:
     """A column as JSON-ready Python values; temporal values beyond Python's calendar (DuckDB's
-    ``infinity``, year 290309) are written as Arrow formats them instead of failing."""
+    ``infinity``, year 290309) are written as Arrow formats them instead of failing, and struct
+    fields that repeat a name (``row(1, 'x')``) get a suffix (``v``, ``v_2``)."""
     try:
         values: list[Any] = column.to_pylist()
     except (OverflowError, ValueError):
-        values = column.cast(_as_text(column.type)).to_pylist()
+        renamed = column.view(_unique_names(column.type))
+        try:
+            values = renamed.to_pylist()
+        except (OverflowError, ValueError):
+            values = renamed.cast(_as_text(renamed.type)).to_pylist()
     return values
+
+
+def _unique_names(dtype: pa.DataType) -> pa.DataType:
+    """``dtype`` with repeated struct field names (nested ones too) made unique."""
+    if pa.types.is_struct(dtype):
+        seen: dict[str, int] = {}
+        fields = []
+        for field in dtype:
+            count = seen[field.name] = seen.get(field.name, 0) + 1
+            name = field.name if count == 1 else f"{field.name}_{count}"
+            fields.append(field.with_name(name).with_type(_unique_names(field.type)))
+        return pa.struct(fields)
+    if pa.types.is_list(dtype):
+        return pa.list_(dtype.value_field.with_type(_unique_names(dtype.value_type)))
+    if pa.types.is_large_list(dtype):
+        return pa.large_list(dtype.value_field.with_type(_unique_names(dtype.value_type)))
+    if pa.types.is_fixed_size_list(dtype):
+        field = dtype.value_field.with_type(_unique_names(dtype.value_type))
+        return pa.list_(field, dtype.list_size)
+    if pa.types.is_map(dtype):
+        return pa.map_(dtype.key_field, dtype.item_field.with_type(_unique_names(dtype.item_type)))
+    return dtype
 
 
 def _as_text(dtype: pa.DataType) -> pa.DataType:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import threading
 from collections.abc import Collection, Iterator
 from importlib import resources
@@ -43,8 +44,11 @@ _CATALOGUE = json.loads(
 )
 # Names the parser emits for constructs that are not functions in duckdb_functions().
 _PARSER_NAMES = frozenset({"unnest", "unlist"})
-EXPRESSION_FUNCTIONS = frozenset(_CATALOGUE["expression_functions"]) | _PARSER_NAMES
-TABLE_FUNCTIONS = frozenset(_CATALOGUE["table_functions"])
+# DuckDB's function names are case-insensitive (formatReadableSize); compared in lower case.
+EXPRESSION_FUNCTIONS = frozenset(n.lower() for n in _CATALOGUE["expression_functions"]) | (
+    _PARSER_NAMES
+)
+TABLE_FUNCTIONS = frozenset(n.lower() for n in _CATALOGUE["table_functions"])
 # Catalog views over those table functions (``information_schema.tables``...), by schema.name.
 SYSTEM_VIEWS = frozenset(_CATALOGUE["system_views"])
 # Read files; allowed only with duckdb.allow_file_access, and only with literal paths.
@@ -71,11 +75,38 @@ FILE_READERS = frozenset(
 # lag(x, -9223372036854775808) crashes DuckDB 1.5.5 (any offset not a plain small literal).
 _OFFSET_WINDOWS = frozenset({"lag", "lead"})
 _MAX_OFFSET = 2**31
+# Functions whose result grows with an argument, allocated outside DuckDB's memory_limit:
+# repeat('x', 1000000000) takes 3 GB. Those arguments (by position) must be literals up to
+# _MAX_SIZE: a value per row of 10,000 bytes or elements is 20-160 MB for a vector of rows.
+_SIZED_ARGUMENTS = {
+    "repeat": (1,),
+    "lpad": (1,),
+    "rpad": (1,),
+    "list_resize": (1,),
+    "array_resize": (1,),
+    "bitstring": (1,),
+    "bar": (3,),
+    "to_base": (2,),
+    "range": (0, 1, 2),
+    "generate_series": (0, 1, 2),
+}
+_FORMATTERS = frozenset({"printf", "format"})
+_MAX_SIZE = 10_000
+_NUMBER_RE = re.compile(r"\d+")
 # Table references that only combine or contain other parts of the tree.
 _COMPOSITE_REFS = frozenset({"JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST", "PIVOT", "DELIM_GET"})
 _DEFAULT_SCHEMAS = frozenset({"", "main"})
 
-_PARSER = duckdb.connect(":memory:")
+# Parses only (json_serialize_sql), sealed all the same.
+_PARSER = duckdb.connect(
+    ":memory:",
+    config={
+        "enable_external_access": False,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "lock_configuration": True,
+    },
+)
 _PARSER_LOCK = threading.Lock()
 # Every view DuckDB itself defines (duckdb_databases, pg_settings...): naming one is an attempt
 # to read the catalog, not a typo for a table.
@@ -93,22 +124,13 @@ def _refuse(message: str, **details: Any) -> ReadOnly:
 
 
 def parse(sql: str) -> dict[str, Any]:
-    """DuckDB's parse tree of ``sql``: exactly one SELECT, or 400 / 403."""
+    """DuckDB's parse tree of ``sql``: exactly one SELECT, or 400 / 403.
+
+    Only the parser runs: ``duckdb.extract_statements`` would expand a ``PRAGMA`` and evaluate
+    its arguments (``PRAGMA table_info(sleep_ms(9000)::VARCHAR)``) before anything is checked.
+    """
     try:
         with _PARSER_LOCK:
-            statements = duckdb.extract_statements(sql)
-            if len(statements) != 1:
-                raise ReadOnly(
-                    f"send exactly one statement per query (got {len(statements)})",
-                    statements=len(statements),
-                )
-            kind = statements[0].type
-            if kind != duckdb.StatementType.SELECT:
-                raise ReadOnly(
-                    "only read-only SELECT queries are allowed here; this is a "
-                    f"{kind.name} statement",
-                    statement_type=kind.name,
-                )
             row = _PARSER.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     except duckdb.Error as exc:
         raise QueryError(f"cannot parse the query: {exc}") from None
@@ -117,7 +139,15 @@ def parse(sql: str) -> dict[str, Any]:
     except RecursionError:
         raise QueryError("the query nests too deeply") from None
     if tree.get("error"):
-        raise _refuse(str(tree.get("error_message", "not a SELECT statement")))
+        if tree.get("error_type") == "parser":
+            raise QueryError(f"cannot parse the query: {tree.get('error_message')}")
+        raise ReadOnly("only read-only SELECT queries are allowed here")
+    statements = tree.get("statements") or []
+    if len(statements) != 1:
+        raise ReadOnly(
+            f"send exactly one statement per query (got {len(statements)})",
+            statements=len(statements),
+        )
     return tree
 
 
@@ -211,14 +241,33 @@ class ReadGuard:
         name = str(node.get("function_name", "")).lower()
         if name not in EXPRESSION_FUNCTIONS:
             raise _refuse(f"the function {name}() is not allowed", function=name)
+        children = node.get("children") or []
+        for position in _SIZED_ARGUMENTS.get(name, ()):
+            if position < len(children) and not _small_literal(children[position], _MAX_SIZE):
+                raise _refuse(
+                    f"{name}() takes only a literal size from 0 to {_MAX_SIZE}",
+                    function=name,
+                    rule="literal_size",
+                )
+        if name in _FORMATTERS:
+            pattern = _literal_path(children[0]) if children else None
+            widths = _NUMBER_RE.findall(pattern[0]) if pattern else None
+            if widths is None or any(int(width) > _MAX_SIZE for width in widths):
+                raise _refuse(
+                    f"{name}() takes only a literal format with widths up to {_MAX_SIZE}",
+                    function=name,
+                    rule="literal_size",
+                )
 
     def _window(self, node: dict[str, Any]) -> None:
         name = str(node.get("function_name", "")).lower()
         if name in _OFFSET_WINDOWS:
             offset = node.get("offset_expr")
-            if offset is not None and not _small_literal(offset):
+            if offset is not None and not _small_literal(offset, _MAX_OFFSET):
                 raise _refuse(
-                    f"{name}() takes only a literal offset from 0 to {_MAX_OFFSET}", function=name
+                    f"{name}() takes only a literal offset from 0 to {_MAX_OFFSET}",
+                    function=name,
+                    rule="literal_offset",
                 )
             return
         if name not in EXPRESSION_FUNCTIONS:
@@ -267,9 +316,12 @@ class ReadGuard:
                 raise _refuse("the database's own files are never readable")
 
 
-def _small_literal(node: dict[str, Any]) -> bool:
-    if node.get("class") != "CONSTANT":
+def _small_literal(node: Any, limit: int) -> bool:
+    """Whether ``node`` is an integer literal from 0 to ``limit`` (a negative literal parses as
+    a function ``-`` of a positive one: refused, as nothing needs it here)."""
+    if isinstance(node, dict) and node.get("class") == "CAST":
+        node = node.get("child")  # CAST(3 AS INTEGER) is as literal as 3
+    if not isinstance(node, dict) or node.get("class") != "CONSTANT":
         return False
-    value = node.get("value", {})
-    number = value.get("value")
-    return isinstance(number, int) and not isinstance(number, bool) and 0 <= number <= _MAX_OFFSET
+    number = node.get("value", {}).get("value")
+    return isinstance(number, int) and not isinstance(number, bool) and 0 <= number <= limit
