@@ -113,7 +113,6 @@ class Database:
             config["threads"] = settings.threads
         if settings.memory_limit:
             config["memory_limit"] = settings.memory_limit
-        config["max_temp_directory_size"] = settings.max_temp_directory_size
         # Nothing is ever downloaded or loaded behind the server's back.
         config["autoinstall_known_extensions"] = False
         config["autoload_known_extensions"] = False
@@ -125,6 +124,11 @@ class Database:
             raise StorageError(f"cannot open database {self.path}: {exc}") from exc
         # Time zone columns read back in UTC whatever the machine's local zone is.
         self._root.execute("SET GLOBAL TimeZone = 'UTC'")
+        # Set on the open database: DuckDB 1.5 ignores this setting when it is given at connect
+        # time and spills up to 90% of the disk instead.
+        self._root.execute(
+            "SET GLOBAL max_temp_directory_size = ?", [settings.max_temp_directory_size]
+        )
         self._root.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(INTERNAL_SCHEMA)}")
         for statement in SCHEMA_SQL:
             self._root.execute(statement)

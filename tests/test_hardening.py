@@ -1,0 +1,466 @@
+"""One request must never take the server down, starve others or leak what it should not.
+
+Each test is an attack that once worked (a browser's cross-site request, a compression bomb, a
+huge answer, a trickling upload, half-sent headers, long queries, deep JSON, a schema of 100,000
+columns), sent to a real server: the attacker gets a clear 4xx, the server stays up and keeps
+answering others, and where the attack was about memory its peak stays bounded (generous bounds,
+no timings).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pytest
+import zstandard
+
+from arrowport.auth import hash_secret, new_token
+from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary
+from tests.server import ArrowportProcess
+
+MiB = 1024**2
+
+
+def peak_rss(server: ArrowportProcess) -> int:
+    """The server's peak resident memory so far, in bytes (Linux's VmHWM)."""
+    assert server.proc is not None
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def zero_ints(rows: int) -> pa.Table:
+    return pa.table({"z": pa.repeat(pa.scalar(0, pa.int64()), rows)})
+
+
+def compressed_ipc(table: pa.Table, codec: str, batch_rows: int | None = None) -> bytes:
+    """An IPC stream whose buffers are compressed with ``codec`` (zstd or lz4)."""
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=codec)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table, max_chunksize=batch_rows)
+    return sink.getvalue().to_pybytes()
+
+
+def open_socket(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=30)
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes ``sock`` within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+# -- browsers ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
+    config = {"api": {"cors_origins": ["https://dashboard.example"]}}
+    with ArrowportProcess(tmp_path_factory.mktemp("browser"), config=config) as server:
+        yield server
+
+
+def test_a_cross_site_text_plain_query_is_refused(open_server: ArrowportProcess) -> None:
+    # A simple request from any web page: no CORS preflight, no token on a loopback server.
+    sql = "SELECT * FROM enable_logging(storage := 'file', storage_path := '/tmp/x.csv')"
+    for origin in ("http://attacker.example", "null"):
+        response = httpx.post(
+            open_server.url + "/query",
+            content=sql,
+            headers={"Content-Type": "text/plain", "Origin": origin},
+        )
+        assert response.status_code == 403, response.text
+        assert response.json()["code"] == "forbidden_origin"
+    # A page of a site that is not this one, without an Origin header (a no-cors GET).
+    response = httpx.get(open_server.url + "/tables", headers={"Sec-Fetch-Site": "cross-site"})
+    assert response.status_code == 403
+    assert open_server.healthy()
+
+
+def test_same_origin_and_configured_origins_may_call(open_server: ArrowportProcess) -> None:
+    own = f"http://127.0.0.1:{open_server.port}"  # the /docs page served by this server
+    for origin in (own, "https://dashboard.example"):
+        response = httpx.post(
+            open_server.url + "/query",
+            json={"sql": "SELECT 42 AS answer"},
+            headers={"Origin": origin, "Accept": "application/json"},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["rows"] == [{"answer": 42}]
+
+
+def test_a_rebound_host_name_is_refused_without_authentication(
+    open_server: ArrowportProcess,
+) -> None:
+    # DNS rebinding: a page at attacker.example, resolved to 127.0.0.1, talks to the server.
+    response = httpx.get(open_server.url + "/tables", headers={"Host": "attacker.example"})
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden_host"
+    for host in ("localhost", f"127.0.0.1:{open_server.port}", "[::1]"):
+        assert httpx.get(open_server.url + "/tables", headers={"Host": host}).status_code == 200
+
+
+def test_allowed_hosts_name_the_hosts_a_server_answers_to(tmp_path: Path) -> None:
+    config = {"api": {"allowed_hosts": ["*.example.com", "arrowport.internal"]}}
+    with ArrowportProcess(tmp_path, config=config) as server:
+        for host, status in (
+            ("api.example.com", 200),
+            ("arrowport.internal:8000", 200),
+            ("example.com.evil", 403),
+            ("127.0.0.1", 403),
+        ):
+            response = httpx.get(server.url + "/health", headers={"Host": host})
+            assert response.status_code == status, (host, response.text)
+
+
+def test_with_tokens_any_host_name_is_answered(tmp_path: Path) -> None:
+    secret = new_token("ops")
+    tokens = [{"name": "ops", "secret_hash": hash_secret(secret), "scopes": ["read"]}]
+    with ArrowportProcess(tmp_path, config={"auth": {"tokens": tokens}}) as server:
+        response = httpx.get(
+            server.url + "/tables",
+            headers={"Host": "arrowport.example.net", "Authorization": f"Bearer {secret}"},
+        )
+        assert response.status_code == 200, response.text
+
+
+# -- limits on what a request decodes to -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_limits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
+    config = {
+        "limits": {
+            "max_body_bytes": 64 * MiB,
+            "max_message_bytes": 16 * MiB,
+            "max_result_bytes": 8 * MiB,
+            "max_columns": 1000,
+        }
+    }
+    with ArrowportProcess(tmp_path_factory.mktemp("limits"), config=config) as server:
+        yield server
+
+
+def refused(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code, body
+    return body
+
+
+def test_ipc_buffer_compression_bombs_are_413_in_bounded_memory(
+    small_limits: ArrowportProcess,
+) -> None:
+    before = peak_rss(small_limits)
+    with httpx.Client(base_url=small_limits.url, timeout=120) as http:
+        # One message that decompresses to 400 MB: refused before anything is allocated for it.
+        one = compressed_ipc(zero_ints(50_000_000), "zstd")
+        assert len(one) < MiB  # a small body: the group-commit path decodes it whole
+        body = refused(post_binary(http, "bomb_one", one), 413, "payload_too_large")
+        assert "max_message_bytes" in body["message"]
+        # Many messages of 12 MB each, allowed one by one, 144 MB together: stopped at 64 MB.
+        many = compressed_ipc(zero_ints(18_000_000), "lz4", batch_rows=1_500_000)
+        body = refused(post_binary(http, "bomb_many", many), 413, "payload_too_large")
+        assert "max_body_bytes" in body["message"]
+        for table in ("bomb_one", "bomb_many"):
+            assert http.get(f"/tables/{table}").status_code == 404
+    assert small_limits.healthy()
+    assert peak_rss(small_limits) - before < 200 * MiB
+
+
+def test_content_encoding_bombs_are_413_in_bounded_memory(small_limits: ArrowportProcess) -> None:
+    plain = ipc_bytes(zero_ints(25_000_000), batch_rows=1_000_000)  # 200 MB of 8 MB messages
+    bodies = {
+        "zstd": zstandard.ZstdCompressor(level=3).compress(plain),
+        "gzip": gzip.compress(plain, compresslevel=1),
+    }
+    del plain
+    before = peak_rss(small_limits)
+    answers: list[httpx.Response] = []
+
+    def send(encoding: str, body: bytes) -> None:
+        with httpx.Client(base_url=small_limits.url, timeout=120) as http:
+            answers.append(
+                post_binary(http, f"enc_{encoding}", body, headers={"Content-Encoding": encoding})
+            )
+
+    senders = [
+        threading.Thread(target=send, args=(encoding, body))
+        for encoding, body in bodies.items()
+        for _ in range(2)  # four at once
+    ]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(120)
+    assert len(answers) == 4
+    for answer in answers:
+        refused(answer, 413, "payload_too_large")
+    assert small_limits.healthy()
+    assert peak_rss(small_limits) - before < 300 * MiB
+
+
+def test_a_hundred_thousand_columns_are_refused_at_once(small_limits: ArrowportProcess) -> None:
+    wide = pa.table({f"c{i}": pa.array([1], pa.int8()) for i in range(100_000)})
+    with httpx.Client(base_url=small_limits.url, timeout=120) as http:
+        body = refused(post_binary(http, "wide", ipc_bytes(wide)), 413, "too_many_columns")
+        assert "limits.max_columns" in body["message"]
+    assert small_limits.healthy()
+
+
+def test_a_list_of_unions_is_refused_without_crashing(small_limits: ArrowportProcess) -> None:
+    # pyarrow itself crashes measuring such a batch (nbytes); it must never be asked to.
+    union = pa.sparse_union([pa.field("a", pa.int32()), pa.field("b", pa.string())])
+    table = pa.table({"u": pa.nulls(3, pa.list_(union))})
+    with httpx.Client(base_url=small_limits.url, timeout=60) as http:
+        refused(post_binary(http, "unions", ipc_bytes(table)), 422, "unsupported_type")
+    assert small_limits.healthy()
+
+
+# -- answers -------------------------------------------------------------------------------------
+
+
+def test_large_answers_are_413_in_every_format_in_bounded_memory(
+    small_limits: ArrowportProcess,
+) -> None:
+    before = peak_rss(small_limits)
+    sql = {"sql": "SELECT * FROM range(10000000)"}
+    with httpx.Client(base_url=small_limits.url, timeout=120) as http:
+        for accept in (ARROW_STREAM, "application/json", "text/csv"):
+            response = http.post("/query", json=sql, headers={"Accept": accept})
+            body = refused(response, 413, "result_too_large")
+            assert "limits.max_result_bytes" in body["message"]
+        # A single huge value is refused before DuckDB builds it.
+        huge = http.post("/query", json={"sql": "SELECT repeat('x', 1000000000)"})
+        refused(huge, 403, "read_only")
+    assert small_limits.healthy()
+    assert peak_rss(small_limits) - before < 300 * MiB
+
+
+def test_a_query_body_over_its_limit_is_413_before_it_is_read(
+    small_limits: ArrowportProcess,
+) -> None:
+    with open_socket(small_limits.port) as sock:
+        sock.sendall(
+            b"POST /query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 300000000\r\n\r\nSELECT "
+        )
+        answer = sock.recv(65536).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert "payload_too_large" in answer
+
+
+def test_deeply_nested_json_is_a_400(small_limits: ArrowportProcess) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    with httpx.Client(base_url=small_limits.url, timeout=60) as http:
+        for path in ("/query", "/stream/deep"):
+            response = http.post(path, content=deep, headers={"Content-Type": "application/json"})
+            refused(response, 400, "invalid_json")
+    assert small_limits.healthy()
+
+
+def test_every_duckdb_type_renders_as_json(small_limits: ArrowportProcess) -> None:
+    # Dates beyond Python's calendar (DuckDB's -infinity ... year 294247), huge decimals, unions.
+    with httpx.Client(base_url=small_limits.url, timeout=60) as http:
+        response = http.post(
+            "/query",
+            json={"sql": "SELECT * FROM test_all_types()"},
+            headers={"Accept": "application/json"},
+        )
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["row_count"] == 3
+        assert len(answer["rows"]) == 3
+
+
+# -- slow clients --------------------------------------------------------------------------------
+
+
+def test_trickling_uploads_time_out_and_others_still_land(tmp_path: Path) -> None:
+    config = {"limits": {"body_timeout_seconds": 2, "min_body_bytes_per_second": 1024}}
+    with ArrowportProcess(tmp_path, config=config) as server:
+        head = (
+            b"POST /stream/trickle HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: " + ARROW_STREAM.encode() + b"\r\n"
+            b"Content-Length: 4294967296\r\n\r\n"
+        )
+        tricklers = [open_socket(server.port) for _ in range(2)]
+        for sock in tricklers:
+            sock.sendall(head)
+        answers: list[str] = []
+
+        def trickle(sock: socket.socket) -> None:
+            try:
+                for _ in range(20):
+                    sock.sendall(b"\xff")
+                    time.sleep(1)
+            except OSError:
+                pass  # the server gave up on us
+            sock.settimeout(10)
+            try:
+                answers.append(sock.recv(65536).decode("latin-1"))
+            except OSError:
+                answers.append("")
+
+        threads = [threading.Thread(target=trickle, args=(s,)) for s in tricklers]
+        for thread in threads:
+            thread.start()
+        # Meanwhile everyone else's writes land, small and streamed.
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for rows in (10, 300_000, 10, 300_000):
+                response = post_binary(http, "others", ipc_bytes(zero_ints(rows)))
+                assert response.status_code == 200, response.text
+        for thread in threads:
+            thread.join(60)
+        for sock in tricklers:
+            sock.close()
+        assert len(answers) == 2
+        for answer in answers:
+            assert answer.startswith("HTTP/1.1 408"), answer
+            assert "request_timeout" in answer
+        assert server.healthy()
+
+
+def test_one_token_cannot_take_every_streaming_writer(tmp_path: Path) -> None:
+    secret = new_token("loader")
+    tokens = [{"name": "loader", "secret_hash": hash_secret(secret), "scopes": ["ingest"]}]
+    config = {"auth": {"tokens": tokens}, "limits": {"max_streaming_writes_per_client": 2}}
+    with ArrowportProcess(tmp_path, config=config) as server:
+        head = (
+            b"POST /stream/held HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + secret.encode() + b"\r\n"
+            b"Content-Type: " + ARROW_STREAM.encode() + b"\r\n"
+            b"Content-Length: 100000000\r\n\r\n"
+        )
+        body = ipc_bytes(zero_ints(1000))
+        held = []
+        for _ in range(2):
+            sock = open_socket(server.port)
+            sock.sendall(head + body[:100])  # a streaming write that has begun
+            held.append(sock)
+        time.sleep(1)  # both writers have started
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            third = post_binary(
+                http,
+                "held",
+                iter([ipc_bytes(zero_ints(300_000))]),
+                headers={"Authorization": f"Bearer {secret}"},
+            )
+        refused(third, 503, "overloaded")
+        assert third.headers["retry-after"] == "1"
+        for sock in held:
+            sock.close()
+
+
+def test_half_sent_headers_are_cut_off_and_health_still_answers(tmp_path: Path) -> None:
+    config = {"api": {"header_timeout_seconds": 2, "max_connections": 32}}
+    with ArrowportProcess(tmp_path, config=config) as server:
+        idle = []
+        for _ in range(200):  # far more than the server keeps open
+            sock = open_socket(server.port)
+            sock.sendall(b"POST /stream/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+            idle.append(sock)
+        # The longest-waiting half-sent requests make room for a real one.
+        assert httpx.get(server.url + "/health", timeout=30).status_code == 200
+        assert closed_by_server(idle[0], 10)
+        assert closed_by_server(idle[-1], 10)  # the header deadline
+        for sock in idle:
+            sock.close()
+        assert server.healthy()
+
+
+def test_by_default_a_half_sent_request_head_is_cut_off(tmp_path: Path) -> None:
+    with ArrowportProcess(tmp_path) as server, open_socket(server.port) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        assert closed_by_server(sock, 30)  # api.header_timeout_seconds: 10 by default
+
+
+# -- long queries --------------------------------------------------------------------------------
+
+
+def test_long_queries_queue_then_get_503_and_listings_stay_available(tmp_path: Path) -> None:
+    config = {
+        "limits": {
+            "max_concurrent_queries": 1,
+            "max_queued_queries": 1,
+            "query_timeout_seconds": 4,
+        }
+    }
+    slow = {"sql": "SELECT count(*) FROM range(100000000000)"}
+    with ArrowportProcess(tmp_path, config=config) as server:
+        answers: list[httpx.Response] = []
+
+        def run() -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as http:
+                answers.append(http.post("/query", json=slow))
+
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1)
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.get("/tables").status_code == 200
+            assert http.get("/health").status_code == 200
+        running = sum(thread.is_alive() for thread in threads)
+        for thread in threads:
+            thread.join(60)
+        assert running >= 1  # the listing was answered while a long query still ran
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses.count(503) >= 2, [a.text for a in answers]
+        assert set(statuses) <= {408, 503}
+        for answer in answers:
+            code = json.loads(answer.text)["code"]
+            assert code in ("query_timeout", "overloaded")
+
+
+def test_a_query_that_would_spill_past_its_cap_fails_cleanly(tmp_path: Path) -> None:
+    config = {
+        "duckdb": {"memory_limit": "64MB", "max_temp_directory_size": "16MB"},
+        "limits": {"query_timeout_seconds": 60},
+    }
+    sql = {
+        "sql": "SELECT max(x) FROM (SELECT row_number() OVER (ORDER BY random()) AS x "
+        "FROM range(20000000))"
+    }
+    with ArrowportProcess(tmp_path, config=config) as server:
+        with httpx.Client(base_url=server.url, timeout=120) as http:
+            response = http.post("/query", json=sql)
+        assert response.status_code == 400, response.text
+        assert "max_temp_directory_size" in response.json()["message"]
+        assert server.healthy()
+
+
+def test_error_messages_do_not_show_server_paths(tmp_path: Path) -> None:
+    config = {"duckdb": {"allow_file_access": True}}
+    with ArrowportProcess(tmp_path, config=config) as server:
+        missing = server.db_path.parent / "missing.csv"
+        response = httpx.post(
+            server.url + "/query", json={"sql": f"SELECT * FROM read_csv('{missing}')"}
+        )
+        assert response.status_code in (400, 403), response.text
+        assert str(server.db_path.parent) not in response.text
+        # The database's own files stay unreadable even with file access on.
+        for path in (server.db_path, Path(f"{server.db_path}.wal")):
+            leak = httpx.post(
+                server.url + "/query", json={"sql": f"SELECT * FROM read_text('{path}')"}
+            )
+            refused(leak, 403, "read_only")
