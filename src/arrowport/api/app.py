@@ -14,6 +14,7 @@ from arrowport import __version__
 from arrowport.api import ingest_routes, read_routes
 from arrowport.api.errors import install_error_handlers
 from arrowport.api.middleware import RequestContext
+from arrowport.api.openapi import install_openapi
 from arrowport.api.origins import OriginGuard
 from arrowport.api.security import docs_urls, install_security, require_metrics
 from arrowport.services import Services
@@ -44,6 +45,7 @@ def create_app(services: Services) -> FastAPI:
     install_security(app, settings)
     app.include_router(ingest_routes.router)
     app.include_router(read_routes.router)
+    install_openapi(app)
     if settings.api.enable_metrics:
         registry = services.metrics.registry
 

@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from arrowport.api.errors import invalid_options
-from arrowport.api.models import ErrorResponse, IngestResponse, StreamRequest
+from arrowport.api.models import IngestResponse, StreamRequest
+from arrowport.api.openapi import error_responses
 from arrowport.api.security import client_id, require_ingest, services
 from arrowport.auth import Principal
 from arrowport.errors import (
@@ -48,20 +49,13 @@ _INLINE_JSON_BYTES = 256 * 1024
 
 router = APIRouter()
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse}
-    for status in (400, 401, 403, 404, 409, 413, 415, 422, 503, 507)
-}
+_ERRORS = error_responses(400, 401, 404, 408, 409, 413, 415, 422, 503, 507)
 
 _OPENAPI_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            JSON: {
-                "schema": StreamRequest.model_json_schema(
-                    ref_template="#/components/schemas/{model}"
-                )
-            },
+            JSON: {"schema": {"$ref": "#/components/schemas/StreamRequest"}},
             ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
         },
     }

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from arrowport.options import TABLE_NAME_PATTERN
+
 
 class CompressionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -17,7 +19,11 @@ class CompressionSpec(BaseModel):
 
 class StreamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    target_table: str | None = Field(None, description="Table to land in (default: stream's).")
+    target_table: str | None = Field(
+        None,
+        description="Table to land in (default: stream's).",
+        json_schema_extra={"pattern": f"^{TABLE_NAME_PATTERN}$"},
+    )
     chunk_size: int | None = Field(None, ge=1, description="Rows handed to DuckDB at a time.")
     compression: CompressionSpec | None = None
     mode: Literal["append", "replace", "create", "upsert"] | None = None

@@ -11,14 +11,8 @@ from pydantic import ValidationError
 
 from arrowport.api.errors import invalid_options
 from arrowport.api.ingest_routes import parse_json
-from arrowport.api.models import (
-    ErrorResponse,
-    ProducerResponse,
-    QueryAnswer,
-    QueryRequest,
-    StreamInfo,
-    TableResponse,
-)
+from arrowport.api.models import ProducerResponse, QueryRequest, StreamInfo, TableResponse
+from arrowport.api.openapi import error_responses
 from arrowport.api.results import ARROW_STREAM, CSV, JSON, chunks, render, size
 from arrowport.api.security import require_ingest_or_read, require_read, services
 from arrowport.errors import InvalidOptions, ShuttingDown, UnsupportedMediaType
@@ -27,19 +21,21 @@ from arrowport.reads import result_write_options
 
 router = APIRouter()
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 408, 413, 415, 422, 503)
-}
+
 # /health and /ready stay open; everything else needs a token once tokens are configured.
 _READ = [Depends(require_read)]
 
 
-@router.get("/health", summary="Liveness: the process answers")
+@router.get("/health", summary="Liveness: the process answers", responses=error_responses())
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Readiness: the database is open and writes are accepted")
+@router.get(
+    "/ready",
+    summary="Readiness: the database is open and writes are accepted",
+    responses=error_responses(503),
+)
 async def ready(request: Request) -> dict[str, str]:
     if (
         getattr(request.app.state, "draining", False)
@@ -52,6 +48,7 @@ async def ready(request: Request) -> dict[str, str]:
 @router.get(
     "/streams",
     response_model=list[StreamInfo],
+    responses=error_responses(401),
     summary="Configured streams",
     dependencies=_READ,
 )
@@ -73,7 +70,7 @@ async def streams(request: Request) -> list[dict[str, Any]]:
 @router.get(
     "/streams/{stream_name}/producers/{producer_id}",
     response_model=ProducerResponse,
-    responses=_ERRORS,
+    responses=error_responses(400, 401, 503),
     summary="The last sequence committed for a producer (where a restarted producer resumes)",
     dependencies=[Depends(require_ingest_or_read)],
 )
@@ -90,6 +87,7 @@ async def producer(stream_name: str, producer_id: str, request: Request) -> dict
 @router.get(
     "/tables",
     response_model=list[TableResponse],
+    responses=error_responses(401, 503),
     summary="Tables with their columns",
     dependencies=_READ,
 )
@@ -101,7 +99,7 @@ async def tables(request: Request) -> list[dict[str, Any]]:
 @router.get(
     "/tables/{name}",
     response_model=TableResponse,
-    responses=_ERRORS,
+    responses=error_responses(400, 401, 404, 503),
     summary="One table",
     dependencies=_READ,
 )
@@ -142,13 +140,13 @@ def _accepted(request: Request) -> str:
 
 @router.post(
     "/query",
-    responses=_ERRORS
+    responses=error_responses(400, 401, 408, 413, 415, 422, 503)
     | {
         200: {
             "description": "The answer, rendered whole before it is sent.",
             "content": {
                 ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
-                JSON: {"schema": QueryAnswer.model_json_schema()},
+                JSON: {"schema": {"$ref": "#/components/schemas/QueryAnswer"}},
                 CSV: {"schema": {"type": "string"}},
             },
         }
