@@ -135,8 +135,8 @@ class DuckDBSettings(_Section):
     )
     allow_file_access: bool = Field(
         False,
-        description="Let SQL reach files, extensions and other databases (read_csv, ATTACH, "
-        "COPY, LOAD); off, queries see only this database.",
+        description="Let queries read files named by a literal path (read_csv('...'), "
+        "read_parquet...; never the database's own files); off, queries see only this database.",
     )
 
 
