@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+from google.protobuf.message import DecodeError
 
 from arrowport.errors import InvalidIPC
 from arrowport.flight.protocol import flight_pb2
@@ -72,6 +73,8 @@ def parse_frame(raw: bytes) -> Frame:
         while pos < len(data):
             tag, pos = _varint(data, pos)
             number, wire = tag >> 3, tag & 7
+            if number == 0:
+                raise _Corrupt
             if wire == 2:
                 length, pos = _varint(data, pos)
                 if pos + length > len(data):
@@ -82,12 +85,14 @@ def parse_frame(raw: bytes) -> Frame:
                 _, pos = _varint(data, pos)
             elif wire in (1, 5):
                 pos += 8 if wire == 1 else 4
+                if pos > len(data):
+                    raise _Corrupt
             else:
                 raise _Corrupt
         descriptor = None
         if _DESCRIPTOR in fields:
             descriptor = flight_pb2.FlightDescriptor.FromString(bytes(fields[_DESCRIPTOR]))
-    except (_Corrupt, ValueError):  # protobuf's DecodeError is a ValueError
+    except (_Corrupt, DecodeError, ValueError):
         raise InvalidIPC("a FlightData frame is not a valid protobuf message") from None
     empty = memoryview(b"")
     return Frame(
