@@ -25,17 +25,8 @@ import pyarrow as pa
 
 from arrowport.config import CompressionSettings, Settings
 from arrowport.errors import Overloaded, ResultTooLarge
-from arrowport.storage.database import Database
-from arrowport.storage.query import (
-    QueryResult,
-    TableInfo,
-    describe_table,
-    list_tables,
-    query_schema,
-    read_table,
-    run_query,
-    table_schema,
-)
+from arrowport.storage.interface import Storage
+from arrowport.storage.query import QueryResult, TableInfo
 
 T = TypeVar("T")
 
@@ -95,7 +86,7 @@ class _Turns:
 
 
 class ReadService:
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: Settings, db: Storage) -> None:
         self.settings = settings
         self.db = db
         limits = settings.limits
@@ -116,10 +107,10 @@ class ReadService:
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
         """Start a read-only query (blocks while it waits for a turn); iterate or close it."""
-        return self._admitted(lambda: run_query(self.db, sql, params))
+        return self._admitted(lambda: self.db.query(sql, params))
 
     def read_table(self, name: str) -> QueryResult:
-        return self._admitted(lambda: read_table(self.db, name))
+        return self._admitted(lambda: self.db.read_table(name))
 
     def _admitted(self, start: Callable[[], QueryResult]) -> QueryResult:
         self._turns.enter()
@@ -134,16 +125,16 @@ class ReadService:
     # -- metadata (not queued) -----------------------------------------------------------------
 
     def tables(self) -> list[TableInfo]:
-        return list_tables(self.db)
+        return self.db.tables()
 
     def table(self, name: str) -> TableInfo:
-        return describe_table(self.db, name)
+        return self.db.table(name)
 
     def query_schema(self, sql: str, params: Sequence[Any] | None = None) -> pa.Schema:
-        return query_schema(self.db, sql, params)
+        return self.db.query_schema(sql, params)
 
     def table_schema(self, name: str) -> pa.Schema:
-        return table_schema(self.db, name)
+        return self.db.table_schema(name)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -9,21 +9,21 @@ from arrowport.config import Settings
 from arrowport.ingest.service import IngestService
 from arrowport.metrics import Metrics
 from arrowport.reads import ReadService
-from arrowport.storage.database import Database
+from arrowport.storage.interface import Storage
 
 
 @dataclass
 class Services:
     settings: Settings
     metrics: Metrics
+    storage: Storage
     ingest: IngestService
     reads: ReadService
 
     @classmethod
-    def open(cls, settings: Settings, db: Database, metrics: Metrics) -> Services:
-        return cls(
-            settings, metrics, IngestService(settings, db, metrics), ReadService(settings, db)
-        )
+    def open(cls, settings: Settings, storage: Storage, metrics: Metrics) -> Services:
+        ingest = IngestService(settings, storage, metrics)
+        return cls(settings, metrics, storage, ingest, ReadService(settings, storage))
 
     def close(self, timeout: float = 30.0) -> None:
         """Let running writes commit, then close the database."""

@@ -15,7 +15,7 @@ from arrowport.api.models import ProducerResponse, QueryRequest, StreamInfo, Tab
 from arrowport.api.openapi import error_responses
 from arrowport.api.results import ARROW_STREAM, CSV, JSON, chunks, render, size
 from arrowport.api.security import require_ingest_or_read, require_read, services
-from arrowport.errors import InvalidOptions, ShuttingDown, UnsupportedMediaType
+from arrowport.errors import InvalidOptions, ShuttingDown, StorageError, UnsupportedMediaType
 from arrowport.ingest.pipe import read_body
 from arrowport.reads import result_write_options
 
@@ -37,11 +37,12 @@ async def health() -> dict[str, str]:
     responses=error_responses(503),
 )
 async def ready(request: Request) -> dict[str, str]:
-    if (
-        getattr(request.app.state, "draining", False)
-        or not services(request).ingest.admission.accepting
-    ):
+    found = services(request)
+    if getattr(request.app.state, "draining", False) or not found.ingest.admission.accepting:
         raise ShuttingDown("the server is shutting down")
+    problem = await run_in_threadpool(found.storage.ready)
+    if problem is not None:
+        raise StorageError(f"not ready: {problem}")
     return {"status": "ready"}
 
 

@@ -36,9 +36,10 @@ from arrowport.ingest.pipe import BodyPace, BodyPipe, pump
 from arrowport.ingest.streams import IngestOptions, Streams
 from arrowport.metrics import Metrics
 from arrowport.options import IngestReply
-from arrowport.storage.database import Database, WriteJob, WriteOutcome
 from arrowport.storage.delivery import Delivery
 from arrowport.storage.group_writer import GroupWriter, PendingWrite
+from arrowport.storage.interface import Storage
+from arrowport.storage.writes import WriteJob, WriteOutcome
 
 
 def payload_limits(settings: Settings) -> PayloadLimits:
@@ -61,7 +62,7 @@ def _delivery(options: IngestOptions, digest: Callable[[], str]) -> Delivery | N
 
 
 class IngestService:
-    def __init__(self, settings: Settings, db: Database, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, db: Storage, metrics: Metrics) -> None:
         self.settings = settings
         self.db = db
         self.metrics = metrics

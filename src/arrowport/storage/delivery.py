@@ -69,7 +69,8 @@ class Duplicate:
 
 
 class DeliveryLedger:
-    """Checks and records deliveries inside one transaction.
+    """Checks and records deliveries inside one transaction (the DuckDB file's ledger: a primary
+    key on each table, and the server's locks, keep a key or an offset from being taken twice).
 
     Several requests can share a transaction (group commit), so what they will record is tracked
     here too: the second of two writes with the same key in one group is a duplicate of the first.
@@ -87,7 +88,7 @@ class DeliveryLedger:
             producer = (delivery.stream, delivery.producer_id)
             last = self._offsets.get(producer)
             if last is None:
-                last = last_sequence(self._cur, *producer)
+                last = self.last_sequence(*producer)
             if last is not None and delivery.sequence <= last:
                 return Duplicate({"last_sequence": last})
             if last is not None and delivery.sequence != last + 1:
@@ -134,6 +135,24 @@ class DeliveryLedger:
     def recorded(self, index: int) -> dict[str, Any]:
         return self._records[index]
 
+    def finish(self) -> None:
+        """Every job of the transaction is recorded (the commit follows)."""
+
+    def last_sequence(self, stream: str, producer_id: str) -> int | None:
+        row = self._cur.execute(
+            f"SELECT sequence FROM {_PRODUCERS} WHERE stream = ? AND producer_id = ?",
+            [stream, producer_id],
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def expire(self, older_than_hours: float) -> int:
+        """Forget idempotency keys older than ``older_than_hours``; returns how many went."""
+        row = self._cur.execute(
+            f"DELETE FROM {_IDEMPOTENCY} WHERE created_at < now() - to_microseconds(?::BIGINT)",
+            [int(older_than_hours * 3600 * 1_000_000)],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def record(self, delivery: Delivery, result: dict[str, Any], index: int) -> None:
         """Store the delivery state of job ``index`` after its rows were inserted."""
         self._records[index] = result
@@ -155,19 +174,3 @@ class DeliveryLedger:
                 "SET sequence = excluded.sequence, updated_at = now()",
                 [delivery.stream, delivery.producer_id, delivery.sequence],
             )
-
-
-def last_sequence(cur: duckdb.DuckDBPyConnection, stream: str, producer_id: str) -> int | None:
-    row = cur.execute(
-        f"SELECT sequence FROM {_PRODUCERS} WHERE stream = ? AND producer_id = ?",
-        [stream, producer_id],
-    ).fetchone()
-    return None if row is None else int(row[0])
-
-
-def expire_keys(cur: duckdb.DuckDBPyConnection, older_than_hours: float) -> int:
-    row = cur.execute(
-        f"DELETE FROM {_IDEMPOTENCY} WHERE created_at < now() - to_microseconds(?::BIGINT)",
-        [int(older_than_hours * 3600 * 1_000_000)],
-    ).fetchone()
-    return int(row[0]) if row else 0

@@ -26,9 +26,10 @@ import structlog
 
 from arrowport.config import GroupCommitSettings
 from arrowport.errors import Overloaded, ShuttingDown
-from arrowport.storage.database import Database, LocksBusy, WriteJob, WriteOutcome
 from arrowport.storage.delivery import Delivery
+from arrowport.storage.interface import Storage
 from arrowport.storage.table_writer import WritePolicy
+from arrowport.storage.writes import LocksBusy, WriteJob, WriteOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +51,7 @@ _STOP = object()
 
 
 class GroupWriter:
-    def __init__(self, db: Database, settings: GroupCommitSettings, max_queued: int) -> None:
+    def __init__(self, db: Storage, settings: GroupCommitSettings, max_queued: int) -> None:
         self._db = db
         self._settings = settings
         self._queue: queue.Queue[PendingWrite | object] = queue.Queue(maxsize=max_queued)
@@ -158,7 +159,7 @@ class GroupWriter:
         except LocksBusy as busy:
             # Another write (say, a large upload still arriving) is creating or changing a
             # table of this group: its writes wait on a thread of their own, the rest go on.
-            waiting = [w for w in group if Database.lock_names(_job(w)) & busy.names]
+            waiting = [w for w in group if self._db.lock_names(_job(w)) & busy.names]
             for write in waiting:
                 self._waiters.submit(self._commit, [write], True)
             ready = [w for w in group if w not in waiting]

@@ -13,16 +13,18 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
 from arrowport.errors import InvalidName, QueryError, QueryTimeout, ReadOnly, UnknownTable
 from arrowport.storage.catalog import query_columns
-from arrowport.storage.database import Database
 from arrowport.storage.identifiers import check_table_name, quote
 from arrowport.storage.schema import Column
+
+if TYPE_CHECKING:
+    from arrowport.storage.engine import Engine as Database
 
 BATCH_ROWS = 122_880
 

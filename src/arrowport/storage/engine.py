@@ -1,0 +1,318 @@
+"""What every storage target shares: one DuckDB connection, its transactions, and the write of
+Arrow data with its delivery records.
+
+Writers run on worker threads, each on its own cursor. DuckDB lets concurrent transactions append
+to the same table; what it does not allow is two transactions creating or replacing the same table,
+so DDL on a table is serialised by a per-table lock held until the transaction ends. Writes of the
+same idempotency key or producer are serialised too, by one of :data:`DELIVERY_STRIPES` locks the
+key hashes to (a lock per key ever seen would grow without bound).
+
+A target (the DuckDB file, a DuckLake) opens the connection and says what is particular to it:
+how a cursor reaches its tables, how delivery state is kept, whether the table catalog may be
+cached, and what closing it involves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from arrowport.errors import ArrowportError, StorageError, TruncatedStream
+from arrowport.storage.catalog import TableCatalog, TransactionCatalog
+from arrowport.storage.delivery import DeliveryLedger, Duplicate
+from arrowport.storage.identifiers import check_table_name
+from arrowport.storage.query import (
+    QueryResult,
+    TableInfo,
+    describe_table,
+    list_tables,
+    query_schema,
+    read_table,
+    run_query,
+    table_schema,
+)
+from arrowport.storage.schema import Column
+from arrowport.storage.sql_guard import ReadGuard
+from arrowport.storage.table_writer import write_table
+from arrowport.storage.writes import (
+    LocksBusy,
+    WriteJob,
+    WriteOutcome,
+    concat,
+    merge_appends,
+    translate_error,
+)
+
+# Delivery keys share this many locks; two keys on one stripe merely wait for each other.
+DELIVERY_STRIPES = 1024
+
+
+def _delivery_lock_name(name: str) -> str:
+    return f"d:{zlib.crc32(name.encode()) % DELIVERY_STRIPES}"
+
+
+class Engine:
+    """A storage target over one DuckDB connection. Thread-safe: every caller gets its own
+    cursor. Subclasses open the connection and set :attr:`guard` before serving."""
+
+    target = "duckdb"
+
+    def __init__(self, root: duckdb.DuckDBPyConnection, query_timeout: float | None) -> None:
+        self._root = root
+        self.query_timeout = query_timeout
+        self.guard = ReadGuard(False)
+        self._paths: list[tuple[str, str]] = []
+        self._locks_guard = threading.Lock()
+        self._table_locks: dict[str, threading.Lock] = {}
+        self._delivery_locks = [threading.Lock() for _ in range(DELIVERY_STRIPES)]
+        self._closed = False
+        self.catalog = TableCatalog()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the database; the caller closes it."""
+        if self._closed:
+            raise StorageError("the database is closed")
+        return self._root.cursor()
+
+    @contextlib.contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection of its own for the calling thread, closed on exit."""
+        cur = self.connect()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    def hide_paths(self, *paths: tuple[str, str]) -> None:
+        """Paths (with their stand-ins) that error messages must not show."""
+        home = os.path.expanduser("~")
+        known = [
+            *paths,
+            (os.path.realpath(home), "~"),
+            (home, "~"),
+            (os.path.realpath(tempfile.gettempdir()), "<temp>"),
+        ]
+        # Longest first, so that a path is never half replaced by a shorter one it contains.
+        self._paths = sorted(
+            [(p, label) for p, label in known if len(p) > 1], key=lambda pair: -len(pair[0])
+        )
+
+    def scrub(self, text: str) -> str:
+        """``text`` (a DuckDB error message) without the server's own paths in it."""
+        for path, label in self._paths:
+            text = text.replace(path, label)
+        return text
+
+    def close(self) -> None:
+        if not self._closed:
+            self._before_close()
+            self._root.close()
+            self._closed = True
+
+    def _before_close(self) -> None:
+        """Work of the target's own before the connection closes (a last checkpoint...)."""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def ready(self) -> str | None:
+        """Why the storage cannot take writes now (None: it can)."""
+        return "the database is closed" if self._closed else None
+
+    def size_bytes(self) -> int:
+        return 0
+
+    # -- catalog -------------------------------------------------------------------------------
+
+    def table_columns(self, cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | None:
+        """Committed columns of ``table`` (None if it does not exist); cached."""
+        return self.catalog.load(cur, table)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
+        """Start a read-only query; the caller iterates (or closes) the result."""
+        return run_query(self, sql, params)
+
+    def read_table(self, name: str) -> QueryResult:
+        return read_table(self, name)
+
+    def tables(self) -> list[TableInfo]:
+        return list_tables(self)
+
+    def table(self, name: str) -> TableInfo:
+        return describe_table(self, name)
+
+    def query_schema(self, sql: str, params: Sequence[Any] | None = None) -> pa.Schema:
+        return query_schema(self, sql, params)
+
+    def table_schema(self, name: str) -> pa.Schema:
+        return table_schema(self, name)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def ledger(self, cur: duckdb.DuckDBPyConnection) -> DeliveryLedger:
+        """The delivery ledger of one transaction on ``cur``."""
+        return DeliveryLedger(cur)
+
+    def _lock_for(self, name: str) -> threading.Lock:
+        """The lock called ``name``: ``t:<table>`` (one per table) or ``d:<stripe>``."""
+        kind, _, rest = name.partition(":")
+        if kind == "d":
+            return self._delivery_locks[int(rest)]
+        with self._locks_guard:
+            return self._table_locks.setdefault(name.lower(), threading.Lock())
+
+    def write_one(self, job: WriteJob, dry_run: bool = False) -> WriteOutcome:
+        """Write one job in its own transaction; raises its error. A dry run rolls back."""
+        outcome = self.write([job], dry_run)[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    @staticmethod
+    def lock_names(job: WriteJob) -> set[str]:
+        """Every lock ``job`` may need (its table's DDL lock, its delivery keys' stripes), named as
+        :class:`LocksBusy` names them."""
+        names = {f"t:{job.table.lower()}"}
+        if job.delivery is not None:
+            names |= {_delivery_lock_name(name) for name in job.delivery.lock_names()}
+        return names
+
+    def write(
+        self, jobs: Sequence[WriteJob], dry_run: bool = False, block: bool = True
+    ) -> list[WriteOutcome | ArrowportError]:
+        """Write jobs in one transaction: every written row lands, or none does.
+
+        A job refused by its delivery check (duplicate, gap, key conflict) gets its answer in its
+        slot without failing the others; any other failure aborts the whole transaction and is
+        raised. Appends of the same table and schema are merged into one insert. With
+        ``block=False``, a lock held by another write raises :class:`LocksBusy` at once.
+        """
+        for job in jobs:
+            check_table_name(job.table)
+        with self.cursor() as cur:
+            lock_names = {
+                _delivery_lock_name(name)
+                for job in jobs
+                if job.delivery
+                for name in job.delivery.lock_names()
+            }
+            # DDL (create, replace, alter) on a table is serialised; plain appends are not.
+            ddl_tables = {job.table.lower() for job in jobs if job.mode != "append"}
+            for table in {job.table.lower() for job in jobs} - ddl_tables:
+                if self.table_columns(cur, table) is None:
+                    ddl_tables.add(table)
+            ddl_tables |= {
+                job.table.lower() for job in jobs if job.policy.schema_policy == "evolve"
+            }
+            lock_names |= {f"t:{table}" for table in ddl_tables}
+            with contextlib.ExitStack() as held:
+                busy = set()
+                for name in sorted(lock_names):
+                    lock = self._lock_for(name)
+                    if lock.acquire(blocking=block):
+                        held.callback(lock.release)
+                    else:
+                        busy.add(name)
+                if busy:
+                    raise LocksBusy(busy)
+                return self._transaction(cur, jobs, dry_run)
+
+    def _transaction(
+        self, cur: duckdb.DuckDBPyConnection, jobs: Sequence[WriteJob], dry_run: bool
+    ) -> list[WriteOutcome | ArrowportError]:
+        cur.begin()
+        view = TransactionCatalog(self.catalog, cur)
+        try:
+            outcomes = self._write_jobs(view, jobs)
+            if any(job.abandoned is not None and job.abandoned() for job in jobs):
+                raise TruncatedStream(
+                    "the client cancelled the upload before its commit; nothing was written"
+                )
+            if dry_run:
+                cur.rollback()
+            else:
+                cur.commit()
+        except BaseException as exc:
+            with contextlib.suppress(duckdb.Error):
+                cur.rollback()
+            translated = translate_error(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+        finally:
+            view.close()
+        return outcomes
+
+    def _write_jobs(
+        self, catalog: TransactionCatalog, jobs: Sequence[WriteJob]
+    ) -> list[WriteOutcome | ArrowportError]:
+        ledger = self.ledger(catalog.cur)
+        answers: list[WriteOutcome | ArrowportError | Duplicate | None] = []
+        for job in jobs:
+            verdict: WriteOutcome | ArrowportError | Duplicate | None = None
+            if job.delivery is not None:
+                try:
+                    verdict = ledger.check(job.delivery)
+                except ArrowportError as exc:
+                    verdict = exc
+                if verdict is None:
+                    # Claim the key/offset now so a later job of this group sees it.
+                    ledger.claim(job.delivery, len(answers))
+            answers.append(verdict)
+        to_write = [i for i, verdict in enumerate(answers) if verdict is None]
+        for members in merge_appends([jobs[i] for i in to_write], to_write):
+            first = jobs[members[0]]
+            data = concat([jobs[i].data for i in members])
+            merged = write_table(catalog, first.table, data, first.policy)
+            for i in members:
+                job = jobs[i]
+                rows = job.data.num_rows if isinstance(job.data, pa.Table) else merged.rows
+                outcome = WriteOutcome(
+                    merged.table, rows, merged.created, actions=tuple(merged.actions)
+                )
+                answers[i] = outcome
+                if job.delivery is not None:
+                    ledger.record(job.delivery, outcome.to_record(), i)
+        ledger.finish()
+        results: list[WriteOutcome | ArrowportError] = []
+        for job, answer in zip(jobs, answers, strict=True):
+            if isinstance(answer, Duplicate):
+                results.append(_duplicate_outcome(job, answer, ledger))
+            else:
+                assert answer is not None
+                results.append(answer)
+        return results
+
+    # -- delivery state ------------------------------------------------------------------------
+
+    def last_sequence(self, stream: str, producer_id: str) -> int | None:
+        with self.cursor() as cur:
+            return self.ledger(cur).last_sequence(stream, producer_id)
+
+    def expire_idempotency_keys(self, older_than_hours: float) -> int:
+        with self.cursor() as cur:
+            return self.ledger(cur).expire(older_than_hours)
+
+
+def _duplicate_outcome(job: WriteJob, duplicate: Duplicate, ledger: DeliveryLedger) -> WriteOutcome:
+    record = duplicate.result
+    if duplicate.owner is not None:
+        record = ledger.recorded(duplicate.owner)
+    return WriteOutcome(
+        str(record.get("table", job.table)),
+        int(record.get("rows", 0)),
+        created=False,
+        duplicate=True,
+        last_sequence=record.get("last_sequence"),
+    )
