@@ -284,7 +284,7 @@ def test_readme_configuration_table_matches_settings() -> None:
     documented = [
         [cell.strip() for cell in line.strip().strip("|").split("|")]
         for line in readme.splitlines()
-        if re.match(r"^\|\s*`[a-z_]+(\.[a-z_]+)?`\s*\|\s*`?ARROWPORT_", line)
+        if re.match(r"^\|\s*`[a-z0-9_]+(\.[a-z0-9_]+)?`\s*\|\s*`?ARROWPORT_", line)
     ]
     assert documented, "README.md has no configuration table"
     assert documented == settings_rows()

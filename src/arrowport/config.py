@@ -140,6 +140,76 @@ class DuckDBSettings(_Section):
     )
 
 
+class StorageSettings(_Section):
+    target: Literal["duckdb", "ducklake"] = Field(
+        "duckdb",
+        description="Where data lands: a DuckDB file (duckdb.path; one process) or a DuckLake "
+        "shared by many nodes (ducklake.*).",
+    )
+
+
+class DuckLakeSettings(_Section):
+    catalog: str | None = Field(
+        None,
+        description="The lake's catalog: 'postgres:dbname=… host=… user=…' (many nodes), "
+        "'sqlite:/path/lake.sqlite' (processes of one machine) or a DuckDB file path (one "
+        "process).",
+    )
+    catalog_password: str | None = Field(
+        None, description="Password of a PostgreSQL catalog (never logged; or the file below)."
+    )
+    catalog_password_file: str | None = Field(
+        None, description="File holding the PostgreSQL catalog's password."
+    )
+    metadata_schema: str | None = Field(
+        None, description="PostgreSQL schema of the catalog's tables (unset: DuckLake's default)."
+    )
+    data_path: str | None = Field(
+        None,
+        description="Where the lake's Parquet files live: a local directory or "
+        "'s3://bucket/prefix/' (any S3-compatible store).",
+    )
+    s3_endpoint: str | None = Field(
+        None, description="host:port of an S3-compatible store (unset: AWS)."
+    )
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_key_id: str | None = Field(None, description="S3 access key id.")
+    s3_secret: str | None = Field(
+        None, description="S3 secret access key (never logged; or the file below)."
+    )
+    s3_secret_file: str | None = Field(None, description="File holding the S3 secret access key.")
+    s3_url_style: Literal["vhost", "path"] = Field(
+        "vhost", description="S3 addressing: vhost (AWS) or path (most self-hosted stores)."
+    )
+    s3_use_ssl: bool = Field(True, description="Reach the S3 store over HTTPS.")
+    data_inlining_row_limit: int | None = Field(
+        None,
+        ge=0,
+        description="Inserts of at most this many rows are kept in the catalog until maintenance "
+        "writes them to Parquet (unset: DuckLake's default).",
+    )
+    max_retries: int = Field(
+        8,
+        ge=0,
+        description="Retries of a commit the lake refused (a concurrent commit, a catalog blip), "
+        "with backoff and jitter, before a retryable 503.",
+    )
+    maintenance_interval_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Run lake maintenance this often (one node at a time; unset: only by "
+        "`arrowport lake maintain`).",
+    )
+    expire_snapshots_after: str = Field(
+        "7 days", description="Maintenance expires snapshots older than this (an INTERVAL)."
+    )
+    delete_files_after: str = Field(
+        "1 day",
+        description="Maintenance deletes files no snapshot needs once they are this old (an "
+        "INTERVAL; younger ones may still be read by a running query).",
+    )
+
+
 class CompressionSettings(_Section):
     algorithm: ResultCodec = Field(
         "none", description="IPC buffer compression of Arrow query results: none, zstd or lz4."
@@ -389,6 +459,8 @@ class TlsSettings(_Section):
 class Settings(_Section):
     api: ApiSettings = ApiSettings()
     duckdb: DuckDBSettings = DuckDBSettings()
+    storage: StorageSettings = StorageSettings()
+    ducklake: DuckLakeSettings = DuckLakeSettings()
     compression: CompressionSettings = CompressionSettings()
     defaults: DefaultsSettings = DefaultsSettings()
     limits: LimitsSettings = LimitsSettings()
@@ -402,6 +474,14 @@ class Settings(_Section):
     streams_only: bool = Field(
         False, description="Refuse (404) stream names that are not configured under streams:."
     )
+
+    @model_validator(mode="after")
+    def _lake_is_located(self) -> Settings:
+        if self.storage.target == "ducklake":
+            for key in ("catalog", "data_path"):
+                if getattr(self.ducklake, key) is None:
+                    raise ValueError(f"storage.target ducklake needs ducklake.{key}")
+        return self
 
     @field_validator("streams")
     @classmethod
@@ -417,6 +497,8 @@ ENV_ALIASES: dict[str, str] = {"ARROWPORT_ENABLE_METRICS": "api.enable_metrics"}
 _SCALAR_SECTIONS = (
     "api",
     "duckdb",
+    "storage",
+    "ducklake",
     "compression",
     "defaults",
     "limits",
@@ -518,7 +600,7 @@ def _explain(exc: ValidationError, origin: Mapping[str, str], source: str) -> st
         message = "unknown key"
     value = error.get("input")
     shown = "" if error["type"] == "extra_forbidden" or isinstance(value, dict) else f" {value!r}"
-    if "secret" in key or key.startswith("auth.tokens"):
+    if "secret" in key or "password" in key or key.startswith("auth.tokens"):
         shown = ""  # never echo what might be a secret
     return f"invalid configuration: {key}:{shown} {message} (from {where})"
 

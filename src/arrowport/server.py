@@ -26,7 +26,7 @@ from arrowport.logs import configure_logging
 from arrowport.memory import keep_memory_flat
 from arrowport.metrics import Metrics
 from arrowport.services import Services
-from arrowport.storage.database import Database
+from arrowport.storage.open import open_storage
 
 log = structlog.get_logger("arrowport")
 
@@ -118,19 +118,16 @@ def serve(settings: Settings) -> int:
     keep_memory_flat()
     metrics = Metrics()
     try:
-        db = Database(
-            settings.duckdb,
-            settings.limits.query_timeout_seconds,
-            settings.delivery.idempotency_window_hours,
-        )
+        storage = open_storage(settings)
     except StorageError as exc:
         print(f"arrowport: {exc.message}", file=sys.stderr)
         return 1
-    services = Services.open(settings, db, metrics)
-    metrics.watch(db.size_bytes, lambda: services.ingest.queued_writes)
+    services = Services.open(settings, storage, metrics)
+    metrics.watch(storage.size_bytes, lambda: services.ingest.queued_writes)
     app = create_app(services)
     announce: dict[str, Any] = {
-        "database": settings.duckdb.path,
+        "storage": storage.target,
+        "database": settings.duckdb.path if storage.target == "duckdb" else "lake",
         "tls": settings.tls.enabled,
         "auth": auth_enabled(settings.auth),
     }

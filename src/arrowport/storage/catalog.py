@@ -1,9 +1,10 @@
 """Table columns, cached between the server's own schema changes.
 
 Looking a table up in DuckDB's catalog costs about as much as a small insert, and a busy stream
-looks up the same table for every request. This process is the database's only writer, and every
-schema change it makes goes through :class:`TransactionCatalog`, so the cache is invalidated
-exactly when a table changes: when the transaction that changed it ends.
+looks up the same table for every request. On a DuckDB file this process is the only writer, and
+every schema change it makes goes through :class:`TransactionCatalog`, so the cache is invalidated
+exactly when a table changes: when the transaction that changed it ends. A lake is changed by
+other nodes too: there the catalog is not cached.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ class TableCatalog:
     generation, and a lookup stores its answer only if the generation did not move meanwhile.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cached: bool = True) -> None:
+        # Off where other processes change the tables too (a lake shared by many nodes).
+        self._cached = cached
         self._lock = threading.Lock()
         self._columns: dict[str, list[Column]] = {}
         # One counter per table ever invalidated: bounded by the tables this server changed.
@@ -50,7 +53,7 @@ class TableCatalog:
                 return cached
             generation = self._generations.get(key, 0)
         columns = query_columns(cur, table)
-        if columns is not None:
+        if columns is not None and self._cached:
             with self._lock:
                 if self._generations.get(key, 0) == generation:
                     self._columns[key] = columns

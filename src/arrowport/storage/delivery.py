@@ -24,8 +24,10 @@ import duckdb
 from arrowport.errors import IdempotencyConflict, SequenceGap
 from arrowport.storage.identifiers import INTERNAL_SCHEMA, quote
 
-_IDEMPOTENCY = f"{quote(INTERNAL_SCHEMA)}.idempotency_keys"
-_PRODUCERS = f"{quote(INTERNAL_SCHEMA)}.producer_offsets"
+IDEMPOTENCY_TABLE = f"{quote(INTERNAL_SCHEMA)}.idempotency_keys"
+PRODUCERS_TABLE = f"{quote(INTERNAL_SCHEMA)}.producer_offsets"
+_IDEMPOTENCY = IDEMPOTENCY_TABLE
+_PRODUCERS = PRODUCERS_TABLE
 
 SCHEMA_SQL = (
     f"CREATE TABLE IF NOT EXISTS {_IDEMPOTENCY} ("
@@ -107,7 +109,8 @@ class DeliveryLedger:
                 duplicate = self._compare(delivery, owner.fingerprint(), {})
                 return Duplicate(duplicate.result, owner=index)
             row = self._cur.execute(
-                f"SELECT fingerprint, result FROM {_IDEMPOTENCY} WHERE stream = ? AND key = ?",
+                f"SELECT fingerprint, result FROM {_IDEMPOTENCY} WHERE stream = ? AND key = ? "
+                "ORDER BY created_at LIMIT 1",
                 list(key),
             ).fetchone()
             if row is not None:
@@ -140,10 +143,10 @@ class DeliveryLedger:
 
     def last_sequence(self, stream: str, producer_id: str) -> int | None:
         row = self._cur.execute(
-            f"SELECT sequence FROM {_PRODUCERS} WHERE stream = ? AND producer_id = ?",
+            f"SELECT max(sequence) FROM {_PRODUCERS} WHERE stream = ? AND producer_id = ?",
             [stream, producer_id],
         ).fetchone()
-        return None if row is None else int(row[0])
+        return None if row is None or row[0] is None else int(row[0])
 
     def expire(self, older_than_hours: float) -> int:
         """Forget idempotency keys older than ``older_than_hours``; returns how many went."""

@@ -160,6 +160,13 @@ class Engine:
 
     # -- writes --------------------------------------------------------------------------------
 
+    def before_commit(self, cur: duckdb.DuckDBPyConnection, jobs: Sequence[WriteJob]) -> None:
+        """The target's last statements in a write transaction (none here)."""
+
+    def translate(self, exc: BaseException) -> BaseException:
+        """A failure of a write transaction as the client should hear it."""
+        return translate_error(exc)
+
     def ledger(self, cur: duckdb.DuckDBPyConnection) -> DeliveryLedger:
         """The delivery ledger of one transaction on ``cur``."""
         return DeliveryLedger(cur)
@@ -235,6 +242,7 @@ class Engine:
         view = TransactionCatalog(self.catalog, cur)
         try:
             outcomes = self._write_jobs(view, jobs)
+            self.before_commit(cur, jobs)
             if any(job.abandoned is not None and job.abandoned() for job in jobs):
                 raise TruncatedStream(
                     "the client cancelled the upload before its commit; nothing was written"
@@ -246,7 +254,7 @@ class Engine:
         except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
                 cur.rollback()
-            translated = translate_error(exc)
+            translated = self.translate(exc)
             if translated is exc:
                 raise
             raise translated from exc

@@ -1,0 +1,313 @@
+"""The DuckLake target: a lakehouse shared by many Arrowport nodes — its catalog in PostgreSQL
+(or, for one machine, SQLite or a DuckDB file), its data as Parquet in a directory or any
+S3-compatible store — written through the same DuckDB SQL as the file target.
+
+What differs from the file (:mod:`arrowport.storage.database`):
+
+* the extensions come from their pinned PyPI packages (``duckdb-extension-*``), loaded with
+  autoinstall off: nothing is ever downloaded;
+* other nodes change the lake too, so table columns are never cached, and a commit the lake
+  refuses (another node's commit got there first, a catalog blip) is retried with backoff and
+  jitter when the write can be replayed (group-committed requests), or answered with a
+  retryable 503 when it cannot (a stream already read);
+* delivery records are plain rows, made unique across nodes by claims the catalog checks in the
+  commit itself (:mod:`arrowport.storage.lake_catalog`, docs/exactly-once.md);
+* upserts on the lake take turns cluster-wide (DuckLake 1.5.5 lets two transactions insert the
+  same new key: each upsert also updates a guard row, and two such commits conflict);
+* types the lake cannot store (ENUM, UNION, fixed-size lists, BIT, BIGNUM, TIME_NS) are a 422
+  naming the column before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import structlog
+
+from arrowport.config import DuckDBSettings, DuckLakeSettings
+from arrowport.errors import ArrowportError, Overloaded, StorageError, UnsupportedType
+from arrowport.storage.catalog import TableCatalog
+from arrowport.storage.database import open_connection
+from arrowport.storage.delivery import Delivery, DeliveryLedger, Duplicate
+from arrowport.storage.engine import Engine
+from arrowport.storage.identifiers import INTERNAL_SCHEMA, quote
+from arrowport.storage.lake_catalog import CLAIM_TAKEN, CatalogLocation, install_claims
+from arrowport.storage.lake_ledger import SCHEMA_SQL, LakeLedger
+from arrowport.storage.schema import arrow_columns
+from arrowport.storage.sql_guard import ReadGuard
+from arrowport.storage.writes import WriteJob, WriteOutcome
+
+log = structlog.get_logger(__name__)
+
+LAKE = "lake"
+_UPSERT_GUARD = f"{quote(INTERNAL_SCHEMA)}.upsert_turn"
+# DuckDB type names a DuckLake table cannot hold (DuckLake 1.0 with DuckDB 1.5.5).
+_UNSUPPORTED = re.compile(r"\b(ENUM|UNION|BIT|BIGNUM|VARINT|TIME_NS)\b|\[\d+\]")
+
+
+class ClaimTaken(Exception):
+    """Another commit claimed a delivery of this one first (the catalog refused the commit)."""
+
+
+class LakeBusy(Exception):
+    """The lake refused the commit for now: a concurrent commit, or the catalog or the store
+    could not be reached."""
+
+
+def _read_secret(value: str | None, path: str | None, what: str) -> str | None:
+    if value is not None or path is None:
+        return value
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise StorageError(f"cannot read {what} from {path}: {exc.strerror}") from None
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class Lake(Engine):
+    """A DuckLake as this node's storage. Thread-safe: every caller gets its own cursor."""
+
+    target = "ducklake"
+
+    def __init__(
+        self,
+        duck: DuckDBSettings,
+        lake: DuckLakeSettings,
+        query_timeout: float | None = None,
+        idempotency_window_hours: float = 24.0,
+    ) -> None:
+        if lake.catalog is None or lake.data_path is None:
+            raise StorageError("a DuckLake needs ducklake.catalog and ducklake.data_path")
+        password = _read_secret(
+            lake.catalog_password, lake.catalog_password_file, "ducklake.catalog_password"
+        )
+        self.location = CatalogLocation.parse(lake.catalog, password)
+        self.settings = lake
+        self.data_path = lake.data_path
+        self.idempotency_window_hours = idempotency_window_hours
+        extensions = Path(tempfile.gettempdir()) / f"arrowport-extensions-{os.getuid()}"
+        root = open_connection(duck, ":memory:", {"extension_directory": str(extensions)})
+        super().__init__(root, query_timeout)
+        self.catalog = TableCatalog(cached=False)  # other nodes change tables too
+        secrets = [
+            s
+            for s in (password, _read_secret(lake.s3_secret, lake.s3_secret_file, "s3 secret"))
+            if s
+        ]
+        self.hide_paths(*((s, "***") for s in secrets), (self.location.target, "<catalog>"))
+        try:
+            self._load_extensions(root)
+            self._attach(root, lake)
+        except duckdb.Error as exc:
+            root.close()
+            raise StorageError(f"cannot open the lake: {self.scrub(str(exc))}") from None
+        install_claims(self.location, lake.metadata_schema)
+        self._prepare(root)
+        if not duck.allow_file_access:
+            # Queries see only the lake; the lake itself still reads and writes its data path.
+            root.execute("SET allowed_directories = [?]", [self._data_dir()])
+            root.execute("SET enable_external_access = false")
+        self.guard = ReadGuard(duck.allow_file_access, [self._data_dir()])
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _load_extensions(self, root: duckdb.DuckDBPyConnection) -> None:
+        import duckdb_extensions
+
+        wanted = ["ducklake"]
+        if self.location.kind in ("postgres", "sqlite"):
+            wanted.append(self.location.kind)
+        if self.data_path.startswith("s3://"):
+            wanted.append("httpfs")
+        for name in wanted:
+            duckdb_extensions.import_extension(name, con=root)
+            root.execute(f"LOAD {name}")
+
+    def _attach(self, root: duckdb.DuckDBPyConnection, lake: DuckLakeSettings) -> None:
+        if self.data_path.startswith("s3://"):
+            secret = _read_secret(lake.s3_secret, lake.s3_secret_file, "ducklake.s3_secret")
+            parts = [
+                "TYPE s3",
+                f"REGION {_literal(lake.s3_region)}",
+                f"URL_STYLE {_literal(lake.s3_url_style)}",
+                f"USE_SSL {'true' if lake.s3_use_ssl else 'false'}",
+            ]
+            if lake.s3_endpoint:
+                parts.append(f"ENDPOINT {_literal(lake.s3_endpoint)}")
+            if lake.s3_key_id:
+                parts.append(f"KEY_ID {_literal(lake.s3_key_id)}")
+            if secret:
+                parts.append(f"SECRET {_literal(secret)}")
+            root.execute(f"CREATE SECRET arrowport_s3 ({', '.join(parts)})")
+        else:
+            Path(self.data_path).mkdir(parents=True, exist_ok=True)
+        options = [f"DATA_PATH {_literal(self.data_path)}"]
+        if lake.metadata_schema:
+            options.append(f"METADATA_SCHEMA {_literal(lake.metadata_schema)}")
+        if lake.data_inlining_row_limit is not None:
+            options.append(f"DATA_INLINING_ROW_LIMIT {int(lake.data_inlining_row_limit)}")
+        path = _literal(f"ducklake:{self.location.attach_path}")
+        root.execute(f"ATTACH {path} AS {LAKE} ({', '.join(options)})")
+        root.execute(f"USE {LAKE}")
+
+    def _prepare(self, root: duckdb.DuckDBPyConnection) -> None:
+        """The internal schema, the delivery tables and the upsert guard row (nodes starting
+        together may race to create them: a refused commit is tried again)."""
+        statements = [
+            f"CREATE SCHEMA IF NOT EXISTS {quote(INTERNAL_SCHEMA)}",
+            *SCHEMA_SQL,
+            f"CREATE TABLE IF NOT EXISTS {_UPSERT_GUARD} (turn BIGINT NOT NULL)",
+            f"INSERT INTO {_UPSERT_GUARD} SELECT 0 WHERE NOT EXISTS (FROM {_UPSERT_GUARD})",
+        ]
+        for statement in statements:
+            for attempt in range(20):
+                try:
+                    root.execute(statement)
+                    break
+                except duckdb.TransactionException:
+                    time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+            else:
+                raise StorageError("cannot prepare the lake: its catalog keeps refusing commits")
+
+    def _data_dir(self) -> str:
+        if self.data_path.startswith("s3://"):
+            return self.data_path if self.data_path.endswith("/") else self.data_path + "/"
+        return os.path.realpath(self.data_path)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        cur = super().connect()
+        cur.execute(f"USE {LAKE}")
+        return cur
+
+    def ready(self) -> str | None:
+        problem = super().ready()
+        if problem is not None:
+            return problem
+        try:
+            with self.cursor() as cur:
+                cur.execute(f"SELECT count(*) FROM {LAKE}.snapshots() LIMIT 1").fetchall()
+        except duckdb.Error as exc:
+            return f"the lake's catalog cannot be reached: {self.scrub(str(exc)).splitlines()[0]}"
+        return None
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def ledger(self, cur: duckdb.DuckDBPyConnection) -> DeliveryLedger:
+        return LakeLedger(cur, LAKE)
+
+    def write(
+        self, jobs: Sequence[WriteJob], dry_run: bool = False, block: bool = True
+    ) -> list[WriteOutcome | ArrowportError]:
+        """As :meth:`Engine.write`, retrying what the lake refused for now."""
+        for job in jobs:
+            self._check_types(job.data.schema)
+        replayable = all(isinstance(job.data, pa.Table) for job in jobs)
+        for attempt in range(self.settings.max_retries + 1):
+            try:
+                return super().write(jobs, dry_run, block)
+            except ClaimTaken:
+                if not replayable:
+                    return self._after_claim(jobs)
+            except LakeBusy as exc:
+                if not replayable or attempt == self.settings.max_retries:
+                    raise Overloaded(
+                        f"the lake did not take this commit: {exc}; retry shortly",
+                        retry_after=1,
+                    ) from None
+            # Another node got there first: a moment's pause (exponential, with jitter), then
+            # again — a delivery it committed is now a duplicate, seen by the ledger.
+            time.sleep(random.uniform(0.5, 1.0) * min(2.0, 0.05 * 2**attempt))
+        raise Overloaded("the lake keeps refusing this commit; retry shortly", retry_after=1)
+
+    def _after_claim(self, jobs: Sequence[WriteJob]) -> list[WriteOutcome | ArrowportError]:
+        """A stream already read cannot be written again: its delivery was committed by another
+        node meanwhile, so answer as its duplicate."""
+        answers: list[WriteOutcome | ArrowportError] = []
+        with self.cursor() as cur:
+            ledger = self.ledger(cur)
+            for job in jobs:
+                verdict = ledger.check(job.delivery) if job.delivery is not None else None
+                if not isinstance(verdict, Duplicate):
+                    raise Overloaded(
+                        "another node was committing this delivery; retry shortly", retry_after=1
+                    )
+                record = verdict.result
+                answers.append(
+                    WriteOutcome(
+                        str(record.get("table", job.table)),
+                        int(record.get("rows", 0)),
+                        created=False,
+                        duplicate=True,
+                        last_sequence=record.get("last_sequence"),
+                    )
+                )
+        return answers
+
+    def _check_types(self, schema: pa.Schema) -> None:
+        refused = [
+            f"column {column.name!r} ({column.type})"
+            for column in arrow_columns(schema)
+            if _UNSUPPORTED.search(column.type)
+        ]
+        if refused:
+            raise UnsupportedType(
+                "a DuckLake cannot store the type of " + ", ".join(refused) + " (ENUM, UNION, "
+                "fixed-size lists, BIT, BIGNUM and TIME_NS are not DuckLake types): cast them "
+                "(e.g. to VARCHAR, a list, TIME) before sending",
+                columns=[c.split("'")[1] for c in refused],
+            )
+
+    def before_commit(self, cur: duckdb.DuckDBPyConnection, jobs: Sequence[WriteJob]) -> None:
+        if any(job.mode == "upsert" for job in jobs):
+            # Upserts take turns: two commits that both update this row conflict.
+            cur.execute(f"UPDATE {_UPSERT_GUARD} SET turn = turn + 1")
+
+    def translate(self, exc: BaseException) -> BaseException:
+        text = str(exc)
+        if isinstance(exc, duckdb.Error) and CLAIM_TAKEN in text:
+            return ClaimTaken(text)
+        if isinstance(exc, duckdb.TransactionException) and "conflict" in text.lower():
+            return LakeBusy("a concurrent commit changed the same table")
+        if isinstance(exc, duckdb.IOException):
+            return LakeBusy(f"the lake could not be reached ({self.scrub(text).splitlines()[0]})")
+        return super().translate(exc)
+
+    def size_bytes(self) -> int:
+        with contextlib.suppress(duckdb.Error), self.cursor() as cur:
+            row = cur.execute(
+                f"SELECT sum(file_size_bytes + delete_file_size_bytes) "
+                f"FROM ducklake_table_info('{LAKE}')"
+            ).fetchone()
+            return int(row[0]) if row and row[0] is not None else 0
+        return 0
+
+    def _before_close(self) -> None:
+        with contextlib.suppress(duckdb.Error):
+            self._root.execute("USE memory")
+            self._root.execute(f"DETACH {LAKE}")
+
+
+def expire_keys(lake: Lake) -> int:
+    """Forget idempotency keys older than the window, in the lake and in its claims."""
+    from arrowport.storage.lake_catalog import expire_claims
+
+    forgotten = lake.expire_idempotency_keys(lake.idempotency_window_hours)
+    expire_claims(lake.location, lake.settings.metadata_schema, lake.idempotency_window_hours)
+    return forgotten
+
+
+__all__ = ["ClaimTaken", "Delivery", "Lake", "LakeBusy", "expire_keys"]
