@@ -3,6 +3,8 @@
     python scripts/test_services.py start          # start (or reuse) both; writes .services/env
     python scripts/test_services.py stop           # stop both and remove the state
     python scripts/test_services.py run -- CMD...  # start, run CMD with the variables, stop
+    python scripts/test_services.py pause-postgres # stop PostgreSQL only (a catalog outage)
+    python scripts/test_services.py resume-postgres # and start it again, same port and data
 
 `.services/env` is a shell file of ARROWPORT_TEST_* variables: `set -a; . .services/env; set +a`.
 Both servers listen on free loopback ports with throwaway credentials; nothing survives `stop`.
@@ -266,6 +268,23 @@ def stop() -> None:
     shutil.rmtree(STATE, ignore_errors=True)
 
 
+def pg_ctl(action: list[str]) -> None:
+    """Run pg_ctl on the running services' PostgreSQL (for tests of a catalog outage)."""
+    state = load_state()
+    if not state.get("pg_data"):
+        raise ServiceError("the test services are not running")
+    data = Path(state["pg_data"])
+    cmd = [Path(state["pg_bin"]) / "pg_ctl", "-D", data / "pgdata", "-w", "-t", str(START_TIMEOUT)]
+    subprocess.run(
+        [*cmd, "-l", data / "postgres.log", *action],
+        check=True,
+        capture_output=True,
+        timeout=START_TIMEOUT + 5,
+        start_new_session=True,
+        **as_pg_owner(),
+    )
+
+
 def run(cmd: list[str]) -> int:
     """Run ``cmd`` with the services' variables; stop the services afterwards if started here."""
     # SIGTERM (e.g. from CI) must still reach the `finally` that stops the services.
@@ -288,6 +307,10 @@ def main(argv: list[str]) -> int:
             stop()
         case ["run", "--", *cmd] if cmd:
             return run(cmd)
+        case ["pause-postgres"]:
+            pg_ctl(["-m", "fast", "stop"])
+        case ["resume-postgres"]:
+            pg_ctl(["start"])
         case _:
             print(__doc__, file=sys.stderr)
             return 2

@@ -12,6 +12,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
+from tests.lake import lake_config
 from tests.server import ArrowportProcess
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -104,9 +105,22 @@ def grpc_error(error: BaseException) -> tuple[str, str]:
     return code, text
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules that set ``ON_LAKE = True`` run their ``server`` tests on both storage targets."""
+    if "target" in metafunc.fixturenames and getattr(metafunc.module, "ON_LAKE", False):
+        metafunc.parametrize("target", ["duckdb", "ducklake"], indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
-    with ArrowportProcess(tmp_path_factory.mktemp("server")) as process:
+def target(request: pytest.FixtureRequest) -> str:
+    """The storage target of the module's ``server``: the DuckDB file unless parametrized."""
+    return str(getattr(request, "param", "duckdb"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, target: str) -> Iterator[ArrowportProcess]:
+    config = lake_config() if target == "ducklake" else None
+    with ArrowportProcess(tmp_path_factory.mktemp("server"), config=config) as process:
         yield process
 
 

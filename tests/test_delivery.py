@@ -21,6 +21,8 @@ import pytest
 from tests.conftest import ARROW_STREAM, ipc_bytes, query
 from tests.server import ArrowportProcess
 
+ON_LAKE = True  # every test on the module's server runs on the DuckDB file and on a DuckLake
+
 LARGE_ROWS = 500_000  # about 8 MB of IPC: well above small_body_bytes, so the body streams
 
 

@@ -15,6 +15,8 @@ import zstandard
 from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary, post_json, query
 from tests.server import ArrowportProcess
 
+ON_LAKE = True  # every test on the module's server runs on the DuckDB file and on a DuckLake
+
 SMALL_LIMIT = 64 * 1024
 
 

@@ -13,6 +13,8 @@ import zstandard
 
 from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary, post_json, query
 
+ON_LAKE = True  # every test on the module's server runs on the DuckDB file and on a DuckLake
+
 SEED_FIELDS = ["status", "stream", "rows_processed", "message"]
 
 

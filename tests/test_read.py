@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import ARROW_STREAM, ipc_bytes, query
 from tests.server import ArrowportProcess
 
+ON_LAKE = True  # every test on the module's server runs on the DuckDB file and on a DuckLake
+
 
 def land(client: httpx.Client, stream: str, table: pa.Table, **params: str) -> None:
     response = client.post(

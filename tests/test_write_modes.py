@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary, post_json, query, table_rows
 from tests.server import ArrowportProcess
 
+ON_LAKE = True  # every test on the module's server runs on the DuckDB file and on a DuckLake
+
 
 def post(client: httpx.Client, batch: pa.Table, **params: Any) -> httpx.Response:
     options = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()}

@@ -71,6 +71,12 @@ class ApiSettings(_Section):
         "variable; '*.example.com' matches subdomains, '*' any). Empty: with authentication, "
         "any; without it, only loopback names and the bound address, against DNS rebinding.",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Server processes sharing the HTTP and Flight ports (a lake target only; "
+        "also --workers).",
+    )
     header_timeout_seconds: float = Field(
         10.0, gt=0, description="Longest a client may take to send a request's headers."
     )

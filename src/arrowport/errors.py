@@ -31,8 +31,8 @@
     ├── InvalidOptions                  422 invalid_options, unsupported_type,  INVALID_ARGUMENT
     │                                       invalid_value
     ├── NotImplementedFeature           501 not_implemented                     UNIMPLEMENTED
-    ├── Overloaded                      503 overloaded, shutting_down           UNAVAILABLE
-    │                                       (with Retry-After)
+    ├── Overloaded                      503 overloaded, shutting_down,          UNAVAILABLE
+    │                                       storage_unavailable (with Retry-After)
     └── StorageError                    503 storage_error                       UNAVAILABLE
         └── InsufficientStorage         507 insufficient_storage                RESOURCE_EXHAUSTED
 
@@ -282,6 +282,12 @@ class Overloaded(ArrowportError):
 
 class ShuttingDown(Overloaded):
     code = "shutting_down"
+
+
+class StorageUnavailable(Overloaded):
+    """The lake's catalog or object store cannot be reached now; nothing was written."""
+
+    code = "storage_unavailable"
 
 
 class StorageError(ArrowportError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -65,7 +67,36 @@ class Metrics:
         self.batches.labels(stream).inc(batches)
         self.bytes.labels(stream).inc(size)
 
-    def watch(self, database_size: Callable[[], float], queued: Callable[[], float]) -> None:
-        """Read these gauges when scraped, not on every write."""
+    def watch(
+        self,
+        database_size: Callable[[], float],
+        queued: Callable[[], float],
+        storage_stats: Callable[[], dict[str, float]] | None = None,
+    ) -> None:
+        """Read these gauges when scraped, not on every write; ``storage_stats`` adds the
+        storage target's own figures (a lake's files, snapshots and maintenance runs)."""
         self.database_size.set_function(database_size)
         self.queued_writes.set_function(queued)
+        if storage_stats is not None:
+            self.registry.register(_StorageStats(storage_stats))
+
+
+class _StorageStats(Collector):
+    """``arrowport_<name>`` for each figure the storage reports (``*_total``: a counter)."""
+
+    def __init__(self, stats: Callable[[], dict[str, float]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> list[Metric]:
+        metrics: list[Metric] = []
+        for name, value in sorted(self._stats().items()):
+            help_text = "Reported by the storage target: " + name.replace("_", " ")
+            if name.endswith("_total"):
+                metrics.append(
+                    CounterMetricFamily(
+                        f"arrowport_{name.removesuffix('_total')}", help_text, value
+                    )
+                )
+            else:
+                metrics.append(GaugeMetricFamily(f"arrowport_{name}", help_text, value))
+        return metrics

@@ -16,6 +16,7 @@ import structlog
 import uvicorn
 from prometheus_client import start_http_server
 
+from arrowport import workers
 from arrowport.api.app import create_app
 from arrowport.api.connections import protocol_class, raise_file_limit
 from arrowport.auth import auth_enabled, exposed_hosts, exposure_refusal
@@ -35,11 +36,16 @@ class _Server(uvicorn.Server):
     """Announces the bound port once listening (``--port 0`` picks a free one)."""
 
     def __init__(
-        self, config: uvicorn.Config, announce: dict[str, Any], on_exit: Callable[[], None]
+        self,
+        config: uvicorn.Config,
+        announce: dict[str, Any],
+        on_exit: Callable[[], None],
+        worker: int | None = None,
     ) -> None:
         super().__init__(config)
         self._announce = announce
         self._on_exit = on_exit
+        self._worker = worker
 
     flight: ArrowportFlightServer | None = None
 
@@ -60,7 +66,12 @@ class _Server(uvicorn.Server):
         if self.should_exit:
             return
         port = self.servers[0].sockets[0].getsockname()[1] if self.servers else None
-        log.info("arrowport ready", http_port=port, **self._announce)
+        if self._worker is None:
+            log.info("arrowport ready", http_port=port, **self._announce)
+        else:
+            # The supervisor says "ready" once every worker is.
+            log.info("arrowport worker ready", worker=self._worker, http_port=port)
+            workers.report_ready(self._worker)
 
 
 def _tls_problem(tls: TlsSettings) -> str | None:
@@ -107,12 +118,29 @@ def _check_access(settings: Settings) -> str | None:
     return problem
 
 
+def _shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket other workers bind too (the kernel spreads connections)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
 def serve(settings: Settings) -> int:
     configure_logging(settings.logging)
-    problem = _check_access(settings)
+    problem = _check_access(settings) or workers.refusal(settings)
     if problem is not None:
         print(f"arrowport: {problem}", file=sys.stderr)
         return 2
+    if settings.api.workers > 1:
+        return workers.supervise(settings)
+    worker = workers.worker_index()
+    shared = worker is not None
+    index = worker or 0
     # Over a file-size limit, fail the write (and answer 507) instead of being killed.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     keep_memory_flat()
@@ -123,7 +151,7 @@ def serve(settings: Settings) -> int:
         print(f"arrowport: {exc.message}", file=sys.stderr)
         return 1
     services = Services.open(settings, storage, metrics)
-    metrics.watch(storage.size_bytes, lambda: services.ingest.queued_writes)
+    metrics.watch(storage.size_bytes, lambda: services.ingest.queued_writes, storage.stats)
     app = create_app(services)
     announce: dict[str, Any] = {
         "storage": storage.target,
@@ -134,13 +162,15 @@ def serve(settings: Settings) -> int:
     api = settings.api
     if api.enable_metrics and api.metrics_port is not None:
         metrics_server, _ = start_http_server(
-            api.metrics_port, addr=api.host, registry=metrics.registry
+            api.metrics_port + index if api.metrics_port else 0,
+            addr=api.host,
+            registry=metrics.registry,
         )
         announce["metrics_port"] = metrics_server.server_port
     flight_server = None
     if settings.flight.enabled:
         try:
-            flight_server = start_flight_server(services)
+            flight_server = start_flight_server(services, shared_port=shared)
         except FlightStartError as exc:
             print(f"arrowport: {exc}", file=sys.stderr)
             services.close()
@@ -161,14 +191,14 @@ def serve(settings: Settings) -> int:
         ssl_certfile=settings.tls.cert_file,
         ssl_keyfile=settings.tls.key_file,
     )
-    server = _Server(config, announce, services.ingest.admission.drain)
+    server = _Server(config, announce, services.ingest.admission.drain, worker)
     server.flight = flight_server
     # uvicorn re-raises the stop signal after its graceful shutdown; a handler of our own makes
     # that a no-op, so a SIGTERM-ed server exits 0 once everything is committed.
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, lambda *_: None)
     try:
-        server.run()
+        server.run(sockets=[_shared_socket(api.host, api.port)] if shared else None)
     finally:
         if flight_server is not None:
             flight_server.close()

@@ -101,10 +101,11 @@ def _bind_problem(host: str, port: int) -> str | None:
     return None
 
 
-def start_flight_server(services: Services) -> ArrowportFlightServer:
+def start_flight_server(services: Services, shared_port: bool = False) -> ArrowportFlightServer:
     """Listen on ``flight.host`` (default: ``api.host``) and ``flight.port``; serving starts now.
 
-    With ``tls`` configured the endpoint is ``grpc+tls://`` with the HTTP side's certificate.
+    With ``tls`` configured the endpoint is ``grpc+tls://`` with the HTTP side's certificate;
+    with ``shared_port`` other workers listen on the same port.
     """
     settings = services.settings
     host = settings.flight.host or settings.api.host
@@ -116,7 +117,7 @@ def start_flight_server(services: Services) -> ArrowportFlightServer:
         ("grpc.max_receive_message_length", settings.limits.max_message_bytes + _FRAME_HEADROOM),
         ("grpc.max_send_message_length", -1),
         # Without this, a port another process already serves would be shared silently.
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if shared_port else 0),
     ]
     server = grpc.server(
         ThreadPoolExecutor(calls, "arrowport-flight"),

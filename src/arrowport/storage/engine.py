@@ -19,7 +19,7 @@ import os
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import duckdb
@@ -74,6 +74,7 @@ class Engine:
         self._table_locks: dict[str, threading.Lock] = {}
         self._delivery_locks = [threading.Lock() for _ in range(DELIVERY_STRIPES)]
         self._closed = False
+        self._closers: list[Callable[[], object]] = []
         self.catalog = TableCatalog()
 
     # -- connections ---------------------------------------------------------------------------
@@ -113,8 +114,14 @@ class Engine:
             text = text.replace(path, label)
         return text
 
+    def on_close(self, closer: Callable[[], object]) -> None:
+        """Run ``closer`` (a background thread's stop, say) when the storage closes."""
+        self._closers.append(closer)
+
     def close(self) -> None:
         if not self._closed:
+            for closer in self._closers:
+                closer()
             self._before_close()
             self._root.close()
             self._closed = True
@@ -130,6 +137,10 @@ class Engine:
 
     def size_bytes(self) -> int:
         return 0
+
+    def stats(self) -> dict[str, float]:
+        """Figures of the target's own for the metrics, by name (``*_total``: counters)."""
+        return {}
 
     # -- catalog -------------------------------------------------------------------------------
 

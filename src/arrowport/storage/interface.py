@@ -57,4 +57,7 @@ class Storage(Protocol):
 
     def size_bytes(self) -> int: ...
 
+    def stats(self) -> dict[str, float]:
+        """Figures of the target's own for the metrics, by name (``*_total``: counters)."""
+
     def close(self) -> None: ...

@@ -34,7 +34,13 @@ import pyarrow as pa
 import structlog
 
 from arrowport.config import DuckDBSettings, DuckLakeSettings
-from arrowport.errors import ArrowportError, Overloaded, StorageError, UnsupportedType
+from arrowport.errors import (
+    ArrowportError,
+    Overloaded,
+    StorageError,
+    StorageUnavailable,
+    UnsupportedType,
+)
 from arrowport.storage.catalog import TableCatalog
 from arrowport.storage.database import open_connection
 from arrowport.storage.delivery import Delivery, DeliveryLedger, Duplicate
@@ -59,8 +65,12 @@ class ClaimTaken(Exception):
 
 
 class LakeBusy(Exception):
-    """The lake refused the commit for now: a concurrent commit, or the catalog or the store
-    could not be reached."""
+    """The lake refused the commit for now: a concurrent commit, or (``unreachable``) the
+    catalog or the store could not be reached."""
+
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 def _read_secret(value: str | None, path: str | None, what: str) -> str | None:
@@ -74,6 +84,18 @@ def _read_secret(value: str | None, path: str | None, what: str) -> str | None:
 
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+class MaintenanceRecorder:
+    """Counts maintenance runs for the metrics (storage does not know the registry)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, int] = {"ok": 0, "failed": 0}
+        self.last_seconds = 0.0
+
+    def ran(self, outcome: str, seconds: float) -> None:
+        self.runs[outcome] = self.runs.get(outcome, 0) + 1
+        self.last_seconds = seconds
 
 
 class Lake(Engine):
@@ -103,7 +125,10 @@ class Lake(Engine):
         self.catalog = TableCatalog(cached=False)  # other nodes change tables too
         secrets = [
             s
-            for s in (password, _read_secret(lake.s3_secret, lake.s3_secret_file, "s3 secret"))
+            for s in (
+                self.location.password,
+                _read_secret(lake.s3_secret, lake.s3_secret_file, "s3 secret"),
+            )
             if s
         ]
         self.hide_paths(*((s, "***") for s in secrets), (self.location.target, "<catalog>"))
@@ -113,6 +138,7 @@ class Lake(Engine):
         except duckdb.Error as exc:
             root.close()
             raise StorageError(f"cannot open the lake: {self.scrub(str(exc))}") from None
+        self._probe_store(root)
         install_claims(self.location, lake.metadata_schema)
         self._prepare(root)
         if not duck.allow_file_access:
@@ -120,6 +146,7 @@ class Lake(Engine):
             root.execute("SET allowed_directories = [?]", [self._data_dir()])
             root.execute("SET enable_external_access = false")
         self.guard = ReadGuard(duck.allow_file_access, [self._data_dir()])
+        self.maintenance = MaintenanceRecorder()
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -162,6 +189,17 @@ class Lake(Engine):
         root.execute(f"ATTACH {path} AS {LAKE} ({', '.join(options)})")
         root.execute(f"USE {LAKE}")
 
+    def _probe_store(self, root: duckdb.DuckDBPyConnection) -> None:
+        """Fail at start, not at the first write, when the data path cannot be written (a wrong
+        endpoint, bucket or key). Every node overwrites the same small object."""
+        probe = os.path.join(self._data_dir(), "_arrowport_probe.csv")
+        try:
+            root.execute(f"COPY (SELECT 1 AS ok) TO {_literal(probe)} (FORMAT csv)")
+        except duckdb.Error as exc:
+            root.close()
+            reason = self.scrub(str(exc)).splitlines()[0]
+            raise StorageError(f"cannot write to the lake's data path: {reason}") from None
+
     def _prepare(self, root: duckdb.DuckDBPyConnection) -> None:
         """The internal schema, the delivery tables and the upsert guard row (nodes starting
         together may race to create them: a refused commit is tried again)."""
@@ -190,8 +228,16 @@ class Lake(Engine):
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         cur = super().connect()
-        cur.execute(f"USE {LAKE}")
+        try:
+            cur.execute(f"USE {LAKE}")  # reads the catalog's latest snapshot
+        except duckdb.Error as exc:
+            cur.close()
+            raise self._unreachable(exc) from None
         return cur
+
+    def _unreachable(self, exc: duckdb.Error) -> StorageUnavailable:
+        reason = self.scrub(str(exc)).splitlines()[0]
+        return StorageUnavailable(f"the lake cannot be reached now ({reason}); retry shortly")
 
     def ready(self) -> str | None:
         problem = super().ready()
@@ -224,6 +270,10 @@ class Lake(Engine):
                     return self._after_claim(jobs)
             except LakeBusy as exc:
                 if not replayable or attempt == self.settings.max_retries:
+                    if exc.unreachable:
+                        raise StorageUnavailable(
+                            f"the lake could not take this commit: {exc}; retry shortly"
+                        ) from None
                     raise Overloaded(
                         f"the lake did not take this commit: {exc}; retry shortly",
                         retry_after=1,
@@ -282,8 +332,14 @@ class Lake(Engine):
             return ClaimTaken(text)
         if isinstance(exc, duckdb.TransactionException) and "conflict" in text.lower():
             return LakeBusy("a concurrent commit changed the same table")
+        if isinstance(exc, duckdb.TransactionException) and "Failed to commit DuckLake" in text:
+            # DuckLake 1.5.5 sometimes fails a CREATE OR REPLACE TABLE committed while the table
+            # is being read ("schema not found in metadata catalog"); nothing was committed,
+            # and the same commit goes through when tried again.
+            return LakeBusy("the lake failed this commit")
         if isinstance(exc, duckdb.IOException):
-            return LakeBusy(f"the lake could not be reached ({self.scrub(text).splitlines()[0]})")
+            reason = self.scrub(text).splitlines()[0]
+            return LakeBusy(f"the lake could not be reached ({reason})", unreachable=True)
         return super().translate(exc)
 
     def size_bytes(self) -> int:
@@ -294,6 +350,18 @@ class Lake(Engine):
             ).fetchone()
             return int(row[0]) if row and row[0] is not None else 0
         return 0
+
+    def stats(self) -> dict[str, float]:
+        from arrowport.storage.maintenance import lake_counts
+
+        figures: dict[str, float] = {
+            f"lake_maintenance_runs_{outcome}_total": runs
+            for outcome, runs in self.maintenance.runs.items()
+        }
+        figures["lake_maintenance_last_seconds"] = self.maintenance.last_seconds
+        with contextlib.suppress(duckdb.Error), self.cursor() as cur:
+            figures["lake_data_files"], figures["lake_snapshots"] = lake_counts(cur)
+        return figures
 
     def _before_close(self) -> None:
         with contextlib.suppress(duckdb.Error):

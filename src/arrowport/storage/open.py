@@ -12,9 +12,20 @@ def open_storage(settings: Settings) -> Storage:
     window = settings.delivery.idempotency_window_hours
     timeout = settings.limits.query_timeout_seconds
     if settings.storage.target == "ducklake":
+        from arrowport.storage.background import Periodic
         from arrowport.storage.lake import Lake
+        from arrowport.storage.maintenance import scheduled_maintenance
 
-        return Lake(settings.duckdb, settings.ducklake, timeout, window)
+        lake = Lake(settings.duckdb, settings.ducklake, timeout, window)
+        interval = settings.ducklake.maintenance_interval_seconds
+        if interval is not None:
+            schedule = Periodic(
+                "arrowport-lake-maintenance",
+                interval,
+                lambda: scheduled_maintenance(lake, lake.maintenance),
+            )
+            lake.on_close(schedule.stop)
+        return lake
     from arrowport.storage.database import Database
 
     return Database(settings.duckdb, timeout, window)

@@ -1,0 +1,154 @@
+"""Lake maintenance: fewer, larger files and a bounded history, safe while other nodes write.
+
+In order, as DuckLake's own ``CHECKPOINT`` would: rows inlined in the catalog are written to
+Parquet, adjacent small files merged, snapshots older than ``ducklake.expire_snapshots_after``
+expired, then files no snapshot needs any more deleted once older than
+``ducklake.delete_files_after`` (younger ones may still be read by a running query), and
+orphaned files likewise. Flushing and merging do not conflict with concurrent inserts; a step the
+lake refuses for now is tried again. Idempotency keys past their window are forgotten too.
+
+One node at a time: :func:`maintenance_turn` holds a lock in the catalog's own database for the
+run (an advisory lock in PostgreSQL, a file lock beside a SQLite catalog).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import duckdb
+import structlog
+
+from arrowport.storage.lake import LAKE, Lake, MaintenanceRecorder, expire_keys
+
+log = structlog.get_logger(__name__)
+
+_ATTEMPTS = 10
+_LOCK_KEY = 8301548
+
+
+@dataclass
+class MaintenanceReport:
+    files_before: int = 0
+    files_after: int = 0
+    snapshots_before: int = 0
+    snapshots_after: int = 0
+    keys_expired: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "files_before": self.files_before,
+            "files_after": self.files_after,
+            "snapshots_before": self.snapshots_before,
+            "snapshots_after": self.snapshots_after,
+            "keys_expired": self.keys_expired,
+            "seconds": {step: round(s, 3) for step, s in self.seconds.items()},
+        }
+
+
+def lake_counts(cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(data files, snapshots) of the lake."""
+    files = cur.execute(f"SELECT sum(file_count) FROM ducklake_table_info('{LAKE}')").fetchone()
+    snapshots = cur.execute(f"SELECT count(*) FROM {LAKE}.snapshots()").fetchone()
+    return (
+        int(files[0]) if files and files[0] is not None else 0,
+        int(snapshots[0]) if snapshots else 0,
+    )
+
+
+def _step(cur: duckdb.DuckDBPyConnection, sql: str, parameters: list[str] | None = None) -> None:
+    for attempt in range(_ATTEMPTS):
+        try:
+            cur.execute(sql, parameters).fetchall()
+            return
+        except duckdb.TransactionException:
+            if attempt == _ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.5, 1.0) * min(2.0, 0.1 * 2**attempt))
+
+
+def maintain(lake: Lake) -> MaintenanceReport:
+    """Run every maintenance step once (see the module's description)."""
+    settings = lake.settings
+    report = MaintenanceReport()
+    steps = [
+        ("flush_inlined_data", f"CALL ducklake_flush_inlined_data('{LAKE}')", None),
+        ("merge_adjacent_files", f"CALL ducklake_merge_adjacent_files('{LAKE}')", None),
+        (
+            "expire_snapshots",
+            f"CALL ducklake_expire_snapshots('{LAKE}', older_than => now() - ?::INTERVAL)",
+            [settings.expire_snapshots_after],
+        ),
+        (
+            "cleanup_old_files",
+            f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => now() - ?::INTERVAL)",
+            [settings.delete_files_after],
+        ),
+        (
+            "delete_orphaned_files",
+            f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => now() - ?::INTERVAL)",
+            [settings.delete_files_after],
+        ),
+    ]
+    with lake.cursor() as cur:
+        report.files_before, report.snapshots_before = lake_counts(cur)
+        for name, sql, parameters in steps:
+            started = time.perf_counter()
+            _step(cur, sql, parameters)
+            report.seconds[name] = time.perf_counter() - started
+        started = time.perf_counter()
+        report.keys_expired = expire_keys(lake)
+        report.seconds["expire_idempotency_keys"] = time.perf_counter() - started
+        report.files_after, report.snapshots_after = lake_counts(cur)
+    return report
+
+
+@contextlib.contextmanager
+def maintenance_turn(lake: Lake) -> Iterator[bool]:
+    """Whether this node may maintain the lake now (True while it holds the turn)."""
+    location = lake.location
+    if location.kind == "postgres":
+        import psycopg
+
+        with psycopg.connect(location.target, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", [_LOCK_KEY]).fetchone()
+            got = bool(row and row[0])
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+    elif location.kind == "sqlite":
+        with open(location.target + ".arrowport-maintenance", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    else:
+        yield True  # a DuckDB-file catalog has one process
+
+
+def scheduled_maintenance(lake: Lake, record: MaintenanceRecorder) -> None:
+    """One scheduled run: maintain if no other node is at it."""
+    with maintenance_turn(lake) as mine:
+        if not mine:
+            return
+        started = time.perf_counter()
+        try:
+            report = maintain(lake)
+        except Exception as exc:
+            record.ran("failed", time.perf_counter() - started)
+            log.warning("lake maintenance failed; tried again next time", reason=str(exc))
+            return
+        record.ran("ok", time.perf_counter() - started)
+        log.info("lake maintained", **report.to_json())

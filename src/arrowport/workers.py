@@ -1,0 +1,167 @@
+"""Several server processes on one machine (``arrowport serve --workers N``), for a lake only.
+
+A DuckDB file has one writer process; a DuckLake with a PostgreSQL or SQLite catalog takes
+many, so on a big machine N processes use N times the cores one Python process can. This
+process supervises: it settles the ports (a free one where 0 was asked for), starts N workers
+with the same settings that all listen on those ports (``SO_REUSEPORT``: the kernel spreads
+connections across them), restarts a worker that dies, and on SIGTERM or Ctrl-C passes the
+signal on and waits for every worker to finish its writes. Worker ``i`` serves its metrics on
+``api.metrics_port + i`` when a metrics port is set (each process counts its own).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+import structlog
+import yaml
+
+from arrowport.config import Settings
+from arrowport.storage.lake_catalog import CatalogLocation
+
+log = structlog.get_logger("arrowport")
+
+# Set for a worker by its supervisor: which worker it is (it listens with SO_REUSEPORT), and
+# the directory where it leaves a file named after its index once it serves.
+WORKER_INDEX = "ARROWPORT_WORKER_INDEX"
+WORKER_READY = "ARROWPORT_WORKER_READY"
+_RESTART_DELAY = 1.0
+
+
+def worker_index() -> int | None:
+    """This process's index among its supervisor's workers (None: not a worker)."""
+    index = os.environ.get(WORKER_INDEX)
+    return int(index) if index is not None else None
+
+
+def report_ready(index: int) -> None:
+    """Tell the supervisor that this worker serves."""
+    directory = os.environ.get(WORKER_READY)
+    if directory:
+        (Path(directory) / str(index)).touch()
+
+
+def refusal(settings: Settings) -> str | None:
+    """Why these settings cannot run several workers (None: they can)."""
+    if settings.api.workers <= 1:
+        return None
+    if settings.storage.target != "ducklake":
+        return (
+            "--workers needs storage.target: ducklake; a DuckDB file has one writer process "
+            "(run one process, or move to a DuckLake)"
+        )
+    catalog = settings.ducklake.catalog or ""
+    if not CatalogLocation.parse(catalog).many_processes:
+        return (
+            "--workers needs a lake catalog several processes can share (PostgreSQL or SQLite); "
+            "a DuckDB-file catalog has one process"
+        )
+    return None
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host.strip("[]"), 0))
+        return int(probe.getsockname()[1])
+
+
+def supervise(settings: Settings) -> int:
+    host = settings.api.host
+    worker_settings = settings.model_copy(deep=True)
+    worker_settings.api.workers = 1
+    if worker_settings.api.port == 0:
+        worker_settings.api.port = _free_port(host)
+    if worker_settings.flight.enabled and worker_settings.flight.port == 0:
+        worker_settings.flight.port = _free_port(worker_settings.flight.host or host)
+    with tempfile.TemporaryDirectory(prefix="arrowport-workers-") as directory:
+        config = Path(directory) / "config.yaml"
+        config.touch(mode=0o600)  # the settings may hold secrets
+        config.write_text(yaml.safe_dump(worker_settings.model_dump(mode="json")))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ARROWPORT_")}
+        command = [sys.executable, "-m", "arrowport", "serve", "--config", str(config)]
+        ready = Path(directory) / "ready"
+        ready.mkdir()
+        announce: dict[str, object] = {
+            "http_port": worker_settings.api.port,
+            "workers": settings.api.workers,
+            "storage": settings.storage.target,
+            "database": "lake",
+        }
+        if worker_settings.flight.enabled:
+            announce["flight_port"] = worker_settings.flight.port
+        return _Supervisor(command, env, settings.api.workers, ready, announce).run()
+
+
+class _Supervisor:
+    def __init__(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        count: int,
+        ready: Path,
+        announce: dict[str, object],
+    ) -> None:
+        self._command = command
+        self._env = env | {WORKER_READY: str(ready)}
+        self._workers: list[subprocess.Popen[bytes] | None] = [None] * count
+        self._ready = ready
+        self._announce = announce
+        self._stopping = False
+
+    def _start(self, index: int) -> None:
+        (self._ready / str(index)).unlink(missing_ok=True)
+        env = self._env | {WORKER_INDEX: str(index)}
+        self._workers[index] = subprocess.Popen(self._command, env=env)
+
+    def _starting(self) -> bool | None:
+        """While the first start is under way: True; once every worker serves: False; None
+        when a worker exited before it served (the settings, or the lake, are at fault)."""
+        for worker in self._workers:
+            if worker is not None and worker.poll() is not None:
+                return None
+        return len(list(self._ready.iterdir())) < len(self._workers)
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+        for worker in self._workers:
+            if worker is not None and worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for index in range(len(self._workers)):
+            self._start(index)
+        starting: bool | None = True
+        while not self._stopping and (starting := self._starting()):
+            time.sleep(0.05)
+        if not self._stopping and starting is None:
+            log.error("a worker could not start; stopping the others")
+            self._stop(signal.SIGTERM, None)
+            for worker in self._workers:
+                if worker is not None:
+                    worker.wait()
+            return 1
+        if not self._stopping:
+            log.info("arrowport ready", **self._announce)
+        while any(w is not None and w.poll() is None for w in self._workers) or (
+            not self._stopping
+        ):
+            time.sleep(0.2)
+            for index, worker in enumerate(self._workers):
+                if worker is None or worker.poll() is None or self._stopping:
+                    continue
+                log.warning("a worker stopped; starting it again", worker=index, code=worker.poll())
+                time.sleep(_RESTART_DELAY)
+                if not self._stopping:
+                    self._start(index)
+        codes = [w.returncode for w in self._workers if w is not None]
+        return 0 if all(code == 0 for code in codes) else 1

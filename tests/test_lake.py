@@ -1,0 +1,197 @@
+"""What is particular to the DuckLake target, on two real nodes sharing one lake.
+
+The behaviour both targets share (ingest, write modes, delivery, reads, errors) is tested on
+each by the modules that set ``ON_LAKE``; here: types a lake cannot hold, Flight on a lake, what
+one node sees of another's writes, and what the lake's secrets and catalog look like from outside.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from tests.conftest import grpc_error, ipc_bytes, post_binary, query
+from tests.lake import lake_config, new_lake_name, services
+from tests.server import ArrowportProcess
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ArrowportProcess]]:
+    config = lake_config(new_lake_name("pair"))
+    first = ArrowportProcess(tmp_path_factory.mktemp("a"), config=config).start(timeout=60)
+    second = ArrowportProcess(tmp_path_factory.mktemp("b"), config=config).start(timeout=60)
+    try:
+        yield [first, second]
+    finally:
+        second.stop(60)
+        first.stop(60)
+
+
+@pytest.fixture
+def a(nodes: list[ArrowportProcess]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=nodes[0].url, timeout=60) as http:
+        yield http
+
+
+@pytest.fixture
+def b(nodes: list[ArrowportProcess]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=nodes[1].url, timeout=60) as http:
+        yield http
+
+
+def table_names(client: httpx.Client) -> set[str]:
+    response = client.get("/tables")
+    assert response.status_code == 200, response.text
+    return {table["name"] for table in response.json()}
+
+
+UNSUPPORTED = {
+    "time_ns": pa.array([datetime.time(1, 2, 3)], pa.time64("ns")),
+    "fixed_list": pa.array([[1, 2]], pa.list_(pa.int32(), 2)),
+    "dense_union": pa.UnionArray.from_dense(
+        pa.array([0], pa.int8()), pa.array([0], pa.int32()), [pa.array([1])]
+    ),
+}
+
+
+@pytest.mark.parametrize("column", sorted(UNSUPPORTED))
+def test_a_type_the_lake_cannot_hold_is_refused_before_anything_lands(
+    a: httpx.Client, column: str
+) -> None:
+    table = pa.table({"id": pa.array([1], pa.int64()), column: UNSUPPORTED[column]})
+    stream = f"refused_{column}"
+    response = post_binary(a, stream, ipc_bytes(table))
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["code"] == "unsupported_type"
+    assert column in body["message"]
+    assert stream not in table_names(a)
+
+
+def test_a_refused_type_in_a_later_batch_leaves_the_table_as_it_was(a: httpx.Client) -> None:
+    good = pa.table({"id": pa.array([1, 2], pa.int64())})
+    assert post_binary(a, "later_refusal", ipc_bytes(good)).status_code == 200
+    bad = pa.table({"id": pa.array([3], pa.int64()), "t": UNSUPPORTED["time_ns"]})
+    response = post_binary(
+        a, "later_refusal", ipc_bytes(bad), params={"schema_policy": "add_columns"}
+    )
+    assert response.status_code == 422, response.text
+    assert query(a, "SELECT * FROM later_refusal ORDER BY id").to_pylist() == [
+        {"id": 1},
+        {"id": 2},
+    ]
+
+
+def test_a_write_on_one_node_is_read_on_the_other(a: httpx.Client, b: httpx.Client) -> None:
+    rows = pa.table({"id": pa.array(range(1000), pa.int64()), "v": pa.array(["x"] * 1000)})
+    answer = post_binary(a, "shared_reads", ipc_bytes(rows, batch_rows=100))
+    assert answer.status_code == 200, answer.text
+    assert query(b, "SELECT count(*) AS n, sum(id) AS s FROM shared_reads").to_pylist() == [
+        {"n": 1000, "s": sum(range(1000))}
+    ]
+    assert "shared_reads" in table_names(b)
+
+
+def test_an_upsert_on_one_node_updates_rows_written_by_the_other(
+    a: httpx.Client, b: httpx.Client
+) -> None:
+    first = pa.table({"k": pa.array([1, 2], pa.int64()), "v": pa.array(["a", "b"])})
+    second = pa.table({"k": pa.array([2, 3], pa.int64()), "v": pa.array(["B", "c"])})
+    keyed = {"mode": "upsert", "key_columns": "k"}
+    assert post_binary(a, "keyed", ipc_bytes(first), params=keyed).status_code == 200
+    answer = post_binary(b, "keyed", ipc_bytes(second), params=keyed)
+    assert answer.status_code == 200, answer.text
+    assert query(a, "SELECT k, v FROM keyed ORDER BY k").to_pylist() == [
+        {"k": 1, "v": "a"},
+        {"k": 2, "v": "B"},
+        {"k": 3, "v": "c"},
+    ]
+
+
+def test_flight_put_on_one_node_and_get_on_the_other(nodes: list[ArrowportProcess]) -> None:
+    rows = pa.table({"id": pa.array(range(50), pa.int64())})
+    with flight.connect(nodes[0].flight_url) as put_client:
+        descriptor = flight.FlightDescriptor.for_path("flight_lake")
+        writer, reader = put_client.do_put(descriptor, rows.schema)
+        writer.write_table(rows, max_chunksize=10)
+        writer.done_writing()
+        ack = json.loads(reader.read().to_pybytes())
+        writer.close()
+    assert ack["rows_processed"] == 50
+    with flight.connect(nodes[1].flight_url) as get_client:
+        ticket = flight.Ticket(json.dumps({"sql": "SELECT sum(id) AS s FROM flight_lake"}))
+        assert get_client.do_get(ticket).read_all().to_pylist() == [{"s": sum(range(50))}]
+
+
+def test_flight_refuses_a_type_the_lake_cannot_hold(nodes: list[ArrowportProcess]) -> None:
+    rows = pa.table({"t": UNSUPPORTED["time_ns"]})
+
+    def put() -> None:
+        descriptor = flight.FlightDescriptor.for_path("flight_refused")
+        with flight.connect(nodes[0].flight_url) as client:
+            writer, reader = client.do_put(descriptor, rows.schema)
+            writer.write_table(rows)
+            writer.done_writing()
+            reader.read()
+            writer.close()
+
+    with pytest.raises(pa.ArrowException) as raised:
+        put()
+    code, message = grpc_error(raised.value)
+    assert code == "INVALID_ARGUMENT"
+    assert message.startswith("unsupported_type")
+
+
+def test_the_catalog_and_its_credentials_stay_out_of_reach(a: httpx.Client) -> None:
+    env = services()
+    password = env["ARROWPORT_TEST_PG_DSN"].split("password=")[1].split()[0]
+    probes = [
+        "SELECT * FROM duckdb_databases()",
+        "SELECT * FROM duckdb_secrets()",
+        "SELECT * FROM duckdb_settings()",
+        "SELECT * FROM postgres_query('__ducklake_metadata_lake', 'SELECT 1')",
+        "SELECT * FROM __ducklake_metadata_lake.ducklake_snapshot",
+        "ATTACH 'postgres:dbname=postgres' AS other",
+        "SELECT * FROM read_parquet('s3://" + env["ARROWPORT_TEST_S3_BUCKET"] + "/*/*.parquet')",
+        "SELECT current_setting('s3_secret_access_key')",
+    ]
+    for sql in probes:
+        response = a.post("/query", json={"sql": sql}, headers={"Accept": "application/json"})
+        assert response.status_code in (400, 403), f"{sql}: {response.text}"
+        assert password not in response.text
+        assert env["ARROWPORT_TEST_S3_SECRET"] not in response.text
+    for path in ("/metrics", "/ready", "/health", "/tables", "/openapi.json"):
+        text = a.get(path).text
+        assert password not in text, path
+        assert env["ARROWPORT_TEST_S3_SECRET"] not in text, path
+
+
+def test_the_lake_reports_its_files_and_snapshots_as_metrics(a: httpx.Client) -> None:
+    assert post_binary(a, "counted", ipc_bytes(pa.table({"x": [1, 2, 3]}))).status_code == 200
+    metrics = a.get("/metrics").text
+    figures = {
+        line.split()[0]: float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("arrowport_lake_")
+    }
+    assert figures["arrowport_lake_snapshots"] >= 1
+    assert "arrowport_lake_data_files" in figures
+    assert figures["arrowport_lake_maintenance_runs_failed_total"] == 0
+
+
+def test_a_node_with_a_store_it_cannot_reach_refuses_to_start(tmp_path: Path) -> None:
+    config = lake_config()
+    config["ducklake"]["s3_endpoint"] = "127.0.0.1:1"
+    node = ArrowportProcess(tmp_path / "node", config=config)
+    with pytest.raises(RuntimeError, match="exited during start-up"):
+        node.start(timeout=120)
+    log = "\n".join(node.lines)
+    assert "data path" in log
+    assert services()["ARROWPORT_TEST_S3_SECRET"] not in log
