@@ -46,7 +46,12 @@ from arrowport.storage.database import open_connection
 from arrowport.storage.delivery import Delivery, DeliveryLedger, Duplicate
 from arrowport.storage.engine import Engine
 from arrowport.storage.identifiers import INTERNAL_SCHEMA, quote
-from arrowport.storage.lake_catalog import CLAIM_TAKEN, CatalogLocation, install_claims
+from arrowport.storage.lake_catalog import (
+    CLAIM_TAKEN,
+    CatalogLocation,
+    catalog_lock,
+    install_claims,
+)
 from arrowport.storage.lake_ledger import SCHEMA_SQL, LakeLedger
 from arrowport.storage.schema import arrow_columns
 from arrowport.storage.sql_guard import ReadGuard
@@ -56,6 +61,7 @@ log = structlog.get_logger(__name__)
 
 LAKE = "lake"
 _UPSERT_GUARD = f"{quote(INTERNAL_SCHEMA)}.upsert_turn"
+_STARTUP_LOCK_KEY = 8301546
 # DuckDB type names a DuckLake table cannot hold (DuckLake 1.0 with DuckDB 1.5.5).
 _UNSUPPORTED = re.compile(r"\b(ENUM|UNION|BIT|BIGNUM|VARINT|TIME_NS)\b|\[\d+\]")
 
@@ -133,14 +139,12 @@ class Lake(Engine):
         ]
         self.hide_paths(*((s, "***") for s in secrets), (self.location.target, "<catalog>"))
         try:
-            self._load_extensions(root)
-            self._attach(root, lake)
-        except duckdb.Error as exc:
+            # Nodes starting together on a new lake take turns to create its catalog tables.
+            with catalog_lock(self.location, _STARTUP_LOCK_KEY):
+                self._open(root, lake)
+        except StorageError as exc:
             root.close()
-            raise StorageError(f"cannot open the lake: {self.scrub(str(exc))}") from None
-        self._probe_store(root)
-        install_claims(self.location, lake.metadata_schema)
-        self._prepare(root)
+            raise StorageError(f"cannot open the lake: {self.scrub(exc.message)}") from None
         if not duck.allow_file_access:
             # Queries see only the lake; the lake itself still reads and writes its data path.
             root.execute("SET allowed_directories = [?]", [self._data_dir()])
@@ -149,6 +153,16 @@ class Lake(Engine):
         self.maintenance = MaintenanceRecorder()
 
     # -- opening -------------------------------------------------------------------------------
+
+    def _open(self, root: duckdb.DuckDBPyConnection, lake: DuckLakeSettings) -> None:
+        try:
+            self._load_extensions(root)
+            self._attach(root, lake)
+        except duckdb.Error as exc:
+            raise StorageError(self.scrub(str(exc))) from None
+        self._probe_store(root)
+        install_claims(self.location, lake.metadata_schema)
+        self._prepare(root)
 
     def _load_extensions(self, root: duckdb.DuckDBPyConnection) -> None:
         import duckdb_extensions
@@ -196,7 +210,6 @@ class Lake(Engine):
         try:
             root.execute(f"COPY (SELECT 1 AS ok) TO {_literal(probe)} (FORMAT csv)")
         except duckdb.Error as exc:
-            root.close()
             reason = self.scrub(str(exc)).splitlines()[0]
             raise StorageError(f"cannot write to the lake's data path: {reason}") from None
 

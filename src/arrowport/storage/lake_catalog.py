@@ -18,8 +18,10 @@ The trigger's error says ``arrowport-claim-taken``: DuckLake retries commits who
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import re
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -78,6 +80,46 @@ class CatalogLocation:
 
 def _quote_libpq(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@contextlib.contextmanager
+def catalog_lock(location: CatalogLocation, key: int, wait: bool = True) -> Iterator[bool]:
+    """Hold lock ``key`` of the catalog's own database (one holder across every node: an
+    advisory lock in PostgreSQL, a file lock beside a SQLite catalog) while the block runs.
+    Yields whether it is held: with ``wait=False``, False when another node holds it."""
+    if location.kind == "postgres":
+        import psycopg
+
+        try:
+            conn = psycopg.connect(location.target, autocommit=True)
+        except psycopg.Error as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StorageError(f"the lake's catalog cannot be reached: {reason}") from None
+        with conn:
+            if wait:
+                conn.execute("SELECT pg_advisory_lock(%s)", [key])
+                held = True
+            else:
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+                held = bool(row and row[0])
+            try:
+                yield held
+            finally:
+                if held:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+    elif location.kind == "sqlite":
+        with open(f"{location.target}.arrowport-lock-{key}", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    else:
+        yield True  # a DuckDB-file catalog has one process
 
 
 def install_claims(location: CatalogLocation, metadata_schema: str | None) -> None:

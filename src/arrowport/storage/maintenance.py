@@ -8,13 +8,12 @@ orphaned files likewise. Flushing and merging do not conflict with concurrent in
 lake refuses for now is tried again. Idempotency keys past their window are forgotten too.
 
 One node at a time: :func:`maintenance_turn` holds a lock in the catalog's own database for the
-run (an advisory lock in PostgreSQL, a file lock beside a SQLite catalog).
+run (:func:`~arrowport.storage.lake_catalog.catalog_lock`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import random
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import duckdb
 import structlog
 
 from arrowport.storage.lake import LAKE, Lake, MaintenanceRecorder, expire_keys
+from arrowport.storage.lake_catalog import catalog_lock
 
 log = structlog.get_logger(__name__)
 
@@ -111,31 +111,8 @@ def maintain(lake: Lake) -> MaintenanceReport:
 @contextlib.contextmanager
 def maintenance_turn(lake: Lake) -> Iterator[bool]:
     """Whether this node may maintain the lake now (True while it holds the turn)."""
-    location = lake.location
-    if location.kind == "postgres":
-        import psycopg
-
-        with psycopg.connect(location.target, autocommit=True) as conn:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", [_LOCK_KEY]).fetchone()
-            got = bool(row and row[0])
-            try:
-                yield got
-            finally:
-                if got:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
-    elif location.kind == "sqlite":
-        with open(location.target + ".arrowport-maintenance", "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-    else:
-        yield True  # a DuckDB-file catalog has one process
+    with catalog_lock(lake.location, _LOCK_KEY, wait=False) as mine:
+        yield mine
 
 
 def scheduled_maintenance(lake: Lake, record: MaintenanceRecorder) -> None:

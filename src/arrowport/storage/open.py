@@ -6,9 +6,10 @@ from arrowport.config import Settings
 from arrowport.storage.interface import Storage
 
 
-def open_storage(settings: Settings) -> Storage:
+def open_storage(settings: Settings, scheduled: bool = True) -> Storage:
     """The DuckDB file (``storage.target: duckdb``) or the DuckLake (``ducklake``); raises
-    :class:`~arrowport.errors.StorageError` with one line saying why it cannot be opened."""
+    :class:`~arrowport.errors.StorageError` with one line saying why it cannot be opened.
+    ``scheduled``: with the lake's periodic maintenance (a server), or without (a command)."""
     window = settings.delivery.idempotency_window_hours
     timeout = settings.limits.query_timeout_seconds
     if settings.storage.target == "ducklake":
@@ -18,7 +19,7 @@ def open_storage(settings: Settings) -> Storage:
 
         lake = Lake(settings.duckdb, settings.ducklake, timeout, window)
         interval = settings.ducklake.maintenance_interval_seconds
-        if interval is not None:
+        if scheduled and interval is not None:
             schedule = Periodic(
                 "arrowport-lake-maintenance",
                 interval,
