@@ -220,6 +220,38 @@ def flight_sizes(servers: Servers, plan: Plan, tables: dict[int, pa.Table]) -> d
         return {"sizes": {str(size): result for size, result in results.items()}}
 
 
+def adbc_sizes(servers: Servers, plan: Plan, tables: dict[int, pa.Table]) -> dict[str, Any]:
+    """Flight SQL ``adbc_ingest`` of each size through the real ADBC driver, one at a time,
+    paired with in-process inserts like the other per-size cases: the first ingest of each size
+    creates ``adbc_<size>`` (mode ``create``) and is not timed; the timed ones append."""
+    try:
+        from benchmarks import adbc_client
+    except ImportError as exc:  # the dev extras bring the ADBC driver
+        raise NotAvailable(f"adbc: {exc}") from None
+
+    with servers.start("adbc-ingest") as server:
+        port = flight_port(server)
+        if port is None:
+            raise NotAvailable("flight: not available")
+        conn = adbc_client.connect(port)
+        results: dict[str, Any] = {}
+        try:
+            for size in plan.sizes:
+                name = f"adbc_{size}"
+                adbc_client.timed_ingest(conn, name, tables[size], "create")
+                times, limit_times = [], []
+                with inprocess.Limit(tables[size], servers.root / f"limit_{name}.duckdb") as limit:
+                    for _ in range(plan.repeats[size]):
+                        limit_times.append(limit.time())
+                        times.append(adbc_client.timed_ingest(conn, name, tables[size], "append"))
+                result = _throughput(size, times, limit_times)
+                result["check"] = _verify(server, name, size * (plan.repeats[size] + 1))
+                results[str(size)] = result
+        finally:
+            conn.close()
+        return {"sizes": results}
+
+
 def bare_flight_sizes(servers: Servers, plan: Plan, tables: dict[int, pa.Table]) -> dict[str, Any]:
     """The same puts against :mod:`benchmarks.bare_flight`: the ceiling of any Flight server."""
     from benchmarks import bare_flight

@@ -14,6 +14,7 @@ LABELS = {
     "http-zstd": "HTTP binary IPC + zstd",
     "flight": "Flight do_put",
     "flight-bare": "bare pyarrow.flight -> DuckDB (ceiling)",
+    "adbc-ingest": "Flight SQL adbc_ingest (ADBC driver)",
 }
 RSS_LIMIT_MB = 600.0
 

@@ -41,6 +41,7 @@ CASES = (
     "http-zstd",
     "flight",
     "flight-bare",
+    "adbc-ingest",
     "concurrent-http",
     "concurrent-flight",
     "health",
@@ -216,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
             _run_case(name, results, lambda: cases.flight_sizes(servers, plan, tables))
         elif name == "flight-bare":
             _run_case(name, results, lambda: cases.bare_flight_sizes(servers, plan, tables))
+        elif name == "adbc-ingest":
+            if not flight:
+                results[name] = {"unavailable": "flight: not available"}
+                print(f"- {name} ... flight: not available")
+                continue
+            _run_case(name, results, lambda: cases.adbc_sizes(servers, plan, tables))
         elif name in ("concurrent-http", "concurrent-flight"):
             seq = limit["sequential"] if limit else None
             if name == "concurrent-flight" and not flight:

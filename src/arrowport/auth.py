@@ -159,9 +159,12 @@ def authenticate_basic(auth: AuthSettings, name: str, secret: str) -> Principal:
 
 
 def parse_basic(credentials: str) -> tuple[str, str]:
-    """``base64(name:secret)`` (the part after ``Basic``) -> (name, secret)."""
+    """``base64(name:secret)`` (the part after ``Basic``) -> (name, secret). The ``=`` padding
+    may be left out (the ADBC Flight SQL driver sends none)."""
+    encoded = credentials.strip()
+    encoded += "=" * (-len(encoded) % 4)
     try:
-        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
         raise Unauthenticated("malformed Basic credentials") from None
     name, colon, secret = decoded.partition(":")

@@ -18,8 +18,10 @@
     │   ├── StreamLocked                    stream_locked
     │   └── ForbiddenOrigin                 forbidden_origin, forbidden_host
     ├── NotFound                        404 unknown_stream, unknown_table       NOT_FOUND
+    │                                       unknown_handle
     ├── SchemaConflict                  409 schema_conflict, duplicate_keys     INVALID_ARGUMENT
     │   └── TableExists                     table_exists                        ALREADY_EXISTS
+    ├── TransactionAborted              409 transaction_aborted                 FAILED_PRECONDITION
     ├── WriteConflict                   409 write_conflict                      ABORTED
     │   ├── ConstraintViolation             constraint_violation                INVALID_ARGUMENT
     │   ├── IdempotencyConflict             idempotency_conflict                ALREADY_EXISTS
@@ -172,6 +174,21 @@ class UnknownStream(NotFound):
 
 class UnknownTable(NotFound):
     code = "unknown_table"
+
+
+class UnknownHandle(NotFound):
+    """A Flight SQL prepared statement, transaction or ticket this server does not hold."""
+
+    code = "unknown_handle"
+
+
+class TransactionAborted(ArrowportError):
+    """A query in a held (Flight SQL) transaction that a failed query or its expiry ended;
+    the client rolls it back to start another."""
+
+    status = 409
+    code = "transaction_aborted"
+    grpc_code: ClassVar[GrpcCode] = "failed_precondition"
 
 
 class SchemaConflict(ArrowportError):

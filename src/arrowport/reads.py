@@ -122,6 +122,15 @@ class ReadService:
         result.on_close(self._turns.leave)
         return result
 
+    def with_turn(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (a query read whole where it runs, e.g. in a held transaction) as an
+        admitted query: it waits for a turn, or 503 when as many run and wait as may."""
+        self._turns.enter()
+        try:
+            return work()
+        finally:
+            self._turns.leave()
+
     # -- metadata (not queued) -----------------------------------------------------------------
 
     def tables(self) -> list[TableInfo]:

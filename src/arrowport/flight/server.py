@@ -36,9 +36,10 @@ class FlightStartError(Exception):
 class ArrowportFlightServer:
     """A serving Flight endpoint; :meth:`close` stops it after running calls finish."""
 
-    def __init__(self, server: grpc.Server, port: int) -> None:
+    def __init__(self, server: grpc.Server, port: int, service: FlightService) -> None:
         self._server = server
         self.port = port
+        self._service = service
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -54,6 +55,7 @@ class ArrowportFlightServer:
         stopped = self._server.stop(grace=timeout).wait(timeout + 1)
         if not stopped:
             log.warning("flight calls still running at shutdown", timeout_s=timeout)
+        self._service.close()
         return bool(stopped)
 
 
@@ -119,9 +121,10 @@ def start_flight_server(services: Services, shared_port: bool = False) -> Arrowp
         # Without this, a port another process already serves would be shared silently.
         ("grpc.so_reuseport", 1 if shared_port else 0),
     ]
+    service = FlightService(services)
     server = grpc.server(
         ThreadPoolExecutor(calls, "arrowport-flight"),
-        handlers=[FlightService(services).handlers()],
+        handlers=[service.handlers()],
         options=options,
         maximum_concurrent_rpcs=calls,
     )
@@ -134,10 +137,11 @@ def start_flight_server(services: Services, shared_port: bool = False) -> Arrowp
     except RuntimeError:
         bound = 0
     if not bound:
+        service.close()
         reason = _bind_problem(host, port) or "gRPC could not listen there"
         raise FlightStartError(
             f"cannot serve Arrow Flight on {host}:{port}: {reason} "
             "(set flight.port / --flight-port, or flight.enabled: false)"
         )
     server.start()
-    return ArrowportFlightServer(server, bound)
+    return ArrowportFlightServer(server, bound, service)

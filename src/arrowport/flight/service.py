@@ -3,13 +3,16 @@
 * ``DoPut`` lands an upload in a table, one transaction per put. The frames' IPC messages are
   checked as they arrive and go through the same decoder as an HTTP body; a small put (all of it
   within ``limits.small_body_bytes``) is group-committed, a larger one is drained into a spool
-  (see :mod:`arrowport.flight.spool`) while DuckDB writes it on another thread. The reply
+  (see :mod:`arrowport.flight.puts`) while DuckDB writes it on another thread. The reply
   (``PutResult.app_metadata``) is the HTTP success body.
 * ``DoGet`` streams a table (ticket ``{"table": "t"}`` or just ``t``) or a read-only query
   (``{"sql": "...", "params": [...]}``).
 * ``ListFlights`` lists every table; ``GetFlightInfo`` / ``GetSchema`` describe a table
   (descriptor path ``[table]``) or a query (descriptor command, same JSON as a ticket).
 * ``DoAction`` ``producer_offset``: the last committed sequence of a producer.
+* Flight SQL (the ADBC drivers' protocol) on the same calls: a descriptor command, ticket or
+  action that is Flight SQL's (a ``google.protobuf.Any`` of one of its messages) goes to
+  :mod:`arrowport.flight.sql`; a put there lands through the same put flow as these.
 * With tokens configured every call needs ``authorization: Bearer <token>`` (or a Handshake with
   Basic credentials first) and the scope HTTP asks for the same thing: ``ingest`` (for the
   stream) to put, ``read`` to read.
@@ -27,14 +30,10 @@ Example::
 
 from __future__ import annotations
 
-import contextvars
-import hashlib
 import itertools
 import json
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -45,10 +44,11 @@ from google.protobuf.message import Message as ProtoMessage
 
 from arrowport.auth import Principal
 from arrowport.config import Scope
-from arrowport.errors import InvalidOptions, TruncatedStream
+from arrowport.errors import InvalidOptions
 from arrowport.flight.errors import Call, flight_errors
-from arrowport.flight.frames import Frame, encode_stream, frame_messages, parse_frame
+from arrowport.flight.frames import Frame, encode_stream
 from arrowport.flight.protocol import flight_pb2
+from arrowport.flight.puts import PutLanding, put_frames
 from arrowport.flight.requests import (
     ReadRequest,
     descriptor_request,
@@ -57,22 +57,19 @@ from arrowport.flight.requests import (
     read_request,
 )
 from arrowport.flight.security import caller, handshake
-from arrowport.flight.spool import MessageSpool
-from arrowport.ingest.ipc_messages import Message, PayloadBudget
+from arrowport.flight.sql import ACTIONS, UNSERVED_ACTIONS, FlightSql, is_wrapped
 from arrowport.ingest.streams import IngestOptions
-from arrowport.memory import release_free_heap
+from arrowport.options import IngestReply
 from arrowport.reads import limited, result_write_options
 from arrowport.services import Services
-from arrowport.storage.database import WriteOutcome
 from arrowport.storage.query import QueryResult
 
 log = structlog.get_logger("arrowport.flight")
 
 SERVICE_NAME = "arrow.flight.protocol.FlightService"
-# Uploaded bytes between two releases of the heap's free pages (see release_free_heap).
-TRIM_EVERY_BYTES = 128 * 1024**2
 _ACTIONS = {
     "producer_offset": 'Last committed sequence of a producer: body {"stream", "producer_id"}',
+    **ACTIONS,
 }
 
 P = TypeVar("P", bound=ProtoMessage)
@@ -99,6 +96,12 @@ class FlightService:
         self._reads = services.reads
         self._settings = services.settings
         self._metrics = services.metrics
+        self._sql = FlightSql(services)
+        self._puts = PutLanding(services)
+
+    def close(self) -> None:
+        """Give back what Flight SQL clients hold (transactions, statements, answers)."""
+        self._sql.close()
 
     def handlers(self) -> grpc.GenericRpcHandler:
         def same(data: bytes) -> bytes:
@@ -158,82 +161,26 @@ class FlightService:
         with flight_errors(self._metrics, "do_put", context) as call:
             started = time.perf_counter()
             principal = self._caller(context, call)
-            frames = _frames(requests, context)
+            frames = put_frames(requests, context)
             first = next(frames, None)
             if first is None or first.descriptor is None:
                 raise InvalidOptions("a put's first frame must carry its flight descriptor")
+
+            def put(options: IngestOptions, everything: Iterator[Frame]) -> IngestReply:
+                call.stream = options.stream
+                gone = _gone(context)
+                return self._puts.land(options, everything, client_of(principal), gone, started)
+
+            if _is_sql(first.descriptor):
+                headers = _text_metadata(context)
+                yield from self._sql.do_put(first, frames, principal, headers, put)
+                return
             request = put_request(first.descriptor)
             call.stream = request.stream
             options = self._ingest.streams.resolve(request, principal)
-            self._ingest.admission.check_accepting()
-            upload = _Upload(self._ingest.limits, options.idempotency_key is not None)
-            messages = upload.admitted(frame_messages(itertools.chain([first], frames)))
-            head, whole = upload.head(messages, self._settings.limits.small_body_bytes)
-            if whole:  # a small upload, all here: group-committed like a small HTTP body
-                with self._ingest.admission.holding(upload.received):
-                    outcome, batches = self._ingest.write_small(
-                        options, head, upload.digest, _gone(context)
-                    )
-            else:
-                outcome, batches = self._land(
-                    options,
-                    itertools.chain(head, messages),
-                    upload.digest,
-                    client_of(principal),
-                    _gone(context),
-                )
-            reply = self._ingest.finish(options, outcome, batches, upload.received, started)
-            log.debug("flight put committed", stream=request.stream, rows=reply.rows_processed)
+            reply = put(options, itertools.chain([first], frames))
             body = json.dumps(reply.to_json()).encode()
             yield flight_pb2.PutResult(app_metadata=body).SerializeToString()
-
-    def _land(
-        self,
-        options: IngestOptions,
-        messages: Iterator[Message],
-        digest: Callable[[], str],
-        client: str | None,
-        abandoned: Callable[[], bool],
-    ) -> tuple[WriteOutcome, int]:
-        """Drain ``messages`` into a spool on this thread while DuckDB writes them on another.
-        Only this thread reads the upload: it must not be read once the handler has returned."""
-        settings = self._settings.flight
-        written: Future[tuple[WriteOutcome, int]] = Future()
-        with (
-            self._ingest.streaming_slot(client),
-            MessageSpool(settings.upload_buffer_bytes, settings.spool_dir) as spool,
-        ):
-            run = contextvars.copy_context().run
-
-            def write() -> None:
-                try:
-                    written.set_result(
-                        run(self._ingest.write_stream, options, iter(spool), digest, abandoned)
-                    )
-                except BaseException as exc:
-                    written.set_exception(exc)
-
-            writer = threading.Thread(target=write, name="arrowport-flight-put", daemon=True)
-            writer.start()
-            drained = 0
-            try:
-                for message in messages:
-                    if written.done():  # failed, or a duplicate delivery: its answer stands
-                        break
-                    spool.put(message)
-                    drained += message.body_length
-                    if drained >= TRIM_EVERY_BYTES:
-                        release_free_heap()
-                        drained = 0
-            except BaseException as exc:
-                spool.fail(exc)
-                writer.join()
-                raise
-            finally:
-                self._metrics.spilled_batches.inc(spool.spilled_messages)
-            spool.finish()
-            writer.join()
-        return written.result()
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -248,6 +195,9 @@ class FlightService:
             principal = self._caller(context, call)
             action = parse(flight_pb2.Action, request, "the action")
             kind = action.type.decode("utf-8", errors="replace")
+            if kind in ACTIONS or kind in UNSERVED_ACTIONS:
+                yield from self._sql.do_action(kind, action.body, principal)
+                return
             if kind not in _ACTIONS:
                 raise InvalidOptions(f"unknown action {kind!r}; list_actions tells the known ones")
             asked = producer_request(action.body)
@@ -268,8 +218,13 @@ class FlightService:
 
     def do_get(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         with flight_errors(self._metrics, "do_get", context) as call:
-            self._caller(context, call, "read")
+            # Flight SQL checks scopes itself: any valid token may ask what the server supports.
+            principal = self._caller(context, call)
             ticket = parse(flight_pb2.Ticket, request, "the ticket")
+            if is_wrapped(ticket.ticket):
+                yield from self._sql.do_get(ticket.ticket, principal)
+                return
+            principal.require("read")
             result = self._open(read_request(ticket.ticket))
             with result:
                 yield from self.stream_result(result)
@@ -289,16 +244,23 @@ class FlightService:
 
     def get_flight_info(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         with flight_errors(self._metrics, "get_flight_info", context) as call:
-            self._caller(context, call, "read")
+            principal = self._caller(context, call)
             descriptor = parse(flight_pb2.FlightDescriptor, request, "the flight descriptor")
+            if _is_sql(descriptor):
+                return self._sql.flight_info(descriptor, principal).SerializeToString()
+            principal.require("read")
             return self._info(descriptor_request(descriptor)).SerializeToString()
         raise AssertionError("unreachable")  # flight_errors ends the call on any error
 
     def get_schema(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         with flight_errors(self._metrics, "get_schema", context) as call:
-            self._caller(context, call, "read")
+            principal = self._caller(context, call)
             descriptor = parse(flight_pb2.FlightDescriptor, request, "the flight descriptor")
-            schema = self._schema(descriptor_request(descriptor))
+            if _is_sql(descriptor):
+                schema = self._sql.schema(descriptor, principal)
+            else:
+                principal.require("read")
+                schema = self._schema(descriptor_request(descriptor))
             return flight_pb2.SchemaResult(
                 schema=schema.serialize().to_pybytes()
             ).SerializeToString()
@@ -341,64 +303,18 @@ class FlightService:
         )
 
 
+def _is_sql(descriptor: flight_pb2.FlightDescriptor) -> bool:
+    """Whether a descriptor carries a Flight SQL command (rather than a path or JSON)."""
+    return descriptor.type == flight_pb2.FlightDescriptor.CMD and is_wrapped(descriptor.cmd)
+
+
+def _text_metadata(context: grpc.ServicerContext) -> list[tuple[str, str]]:
+    """The call's text headers (gRPC lower-cases their names)."""
+    return [
+        (key, value) for key, value in context.invocation_metadata() or () if isinstance(value, str)
+    ]
+
+
 def _gone(context: grpc.ServicerContext) -> Callable[[], bool]:
     """Whether the client has given up on the call (checked once more before the commit)."""
     return lambda: not context.is_active()
-
-
-# A client that dies mid-put ends its request stream just like one that finished, and grpc
-# learns that the call was cancelled a moment later (0.2-3 ms here): the put looks once more
-# after a short wait, and again just before its commit.
-_CANCEL_GRACE_SECONDS = 0.002
-
-
-def _frames(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Frame]:
-    """The upload's frames as they arrive; a cancelled call never looks like a finished one."""
-    while True:
-        try:
-            raw = next(requests)
-        except StopIteration:
-            break
-        except Exception:  # grpc.RpcError: the client cancelled or the connection broke
-            raise TruncatedStream("the client cancelled the upload; nothing was written") from None
-        yield parse_frame(raw)
-    deadline = time.monotonic() + _CANCEL_GRACE_SECONDS
-    while context.is_active() and time.monotonic() < deadline:
-        time.sleep(0.0005)
-    if not context.is_active():
-        raise TruncatedStream("the client cancelled the upload; nothing was written")
-
-
-class _Upload:
-    """A put's messages as they arrive: checked against the request's limits (before anything
-    decodes them), counted, and fingerprinted for idempotency keys."""
-
-    def __init__(self, limits: Any, fingerprint: bool) -> None:
-        self._budget = PayloadBudget(limits)
-        self._digest = hashlib.sha256() if fingerprint else None
-        self.received = 0
-        self.messages = 0
-
-    def admitted(self, messages: Iterable[Message]) -> Iterator[Message]:
-        for message in messages:
-            self._budget.admit(message)
-            self.messages += 1
-            self.received += len(message.metadata) + message.body_length
-            if self._digest is not None:
-                self._digest.update(message.metadata)
-                self._digest.update(message.body)
-            yield message
-
-    def head(self, messages: Iterator[Message], limit: int) -> tuple[list[Message], bool]:
-        """The first messages, up to the one that passes ``limit`` bytes, and whether that was
-        all of the upload."""
-        head: list[Message] = []
-        for message in messages:
-            head.append(message)
-            if self.received > limit:
-                return head, False
-        return head, True
-
-    def digest(self) -> str:
-        assert self._digest is not None
-        return self._digest.hexdigest()

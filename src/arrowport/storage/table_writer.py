@@ -28,6 +28,7 @@ from arrowport.errors import (
     InvalidValue,
     SchemaConflict,
     TableExists,
+    UnknownTable,
 )
 from arrowport.options import DuplicateKeysPolicy, SchemaPolicy, WriteMode
 from arrowport.storage.catalog import TransactionCatalog
@@ -48,6 +49,8 @@ class WritePolicy:
     key_columns: tuple[str, ...] = ()
     schema_policy: SchemaPolicy = "strict"
     duplicate_keys: DuplicateKeysPolicy = "error"
+    # False: a missing table is a 404 instead of being created (Flight SQL's ingest "append").
+    create_missing: bool = True
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,8 @@ def write_table(
     existing = catalog.columns(table)
     if policy.mode == "create" and existing is not None:
         raise TableExists(f"table {table!r} already exists", table=table)
+    if existing is None and not policy.create_missing:
+        raise UnknownTable(f"table {table!r} does not exist", table=table)
     created = False
     if policy.mode == "replace" or existing is None:
         catalog.mark_changed(table)

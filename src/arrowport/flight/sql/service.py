@@ -1,0 +1,404 @@
+"""Flight SQL on Arrowport's Flight endpoint: what the ADBC drivers (and any Flight SQL client)
+send, answered by the same ingest service and read path as HTTP.
+
+:class:`~arrowport.flight.service.FlightService` hands over every descriptor, ticket and action
+that is Flight SQL's (see :mod:`arrowport.flight.sql.envelope`):
+
+* ``GetFlightInfo``: a query (``CommandStatementQuery``, or a prepared statement) runs at once,
+  read-only like ``POST /query`` (same guard, time limit, admission and result limit); its answer
+  waits for ``DoGet`` under a one-time ticket. Catalog commands (SqlInfo, catalogs, schemas,
+  tables, table types, keys) answer from the catalog when fetched: their ticket is the command.
+* ``GetSchema``: the schema of any of those, planned without running the query.
+* ``DoPut``: bulk ingestion (``CommandStatementIngest``, see :mod:`arrowport.flight.sql.ingest`)
+  through the same put flow as Arrowport's own Flight puts; parameters for a prepared statement;
+  statements that change data are refused (403 ``read_only``): data arrives by ingestion.
+* ``DoAction``: ``CreatePreparedStatement``, ``ClosePreparedStatement``, ``BeginTransaction``,
+  ``EndTransaction``.
+
+Scopes as for the rest of Flight: ``ingest`` (for the stream) to ingest, ``read`` for queries and
+catalog commands; beginning and ending a transaction needs only a valid token (an ingest-only
+client's DB-API connection begins one when it connects).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+
+import pyarrow as pa
+from google.protobuf.message import Message as ProtoMessage
+
+from arrowport.auth import Principal
+from arrowport.errors import InvalidOptions, NotImplementedFeature, PayloadTooLarge, ReadOnly
+from arrowport.flight.frames import Frame, encode_stream, frame_messages
+from arrowport.flight.protocol import flight_pb2
+from arrowport.flight.protocol import flight_sql_pb2 as sql
+from arrowport.flight.sql import catalog, info
+from arrowport.flight.sql.answers import Answer, Spooled, Streaming, answers
+from arrowport.flight.sql.envelope import M, decode, pack, text, unpack, unserved, wrap
+from arrowport.flight.sql.handles import issued
+from arrowport.flight.sql.ingest import ingest_options
+from arrowport.flight.sql.statements import STATEMENT_IDLE_SECONDS, PreparedStatement, statements
+from arrowport.flight.sql.transactions import SNAPSHOT_IDLE_SECONDS, Transactions
+from arrowport.ingest.ipc_messages import PayloadLimits
+from arrowport.ingest.payload import IpcPayload
+from arrowport.ingest.streams import IngestOptions
+from arrowport.options import IngestReply
+from arrowport.reads import result_write_options
+from arrowport.services import Services
+from arrowport.storage import metadata
+from arrowport.storage.background import Periodic
+from arrowport.storage.engine import Engine
+from arrowport.storage.snapshot import Snapshot
+
+ACTIONS = {
+    "CreatePreparedStatement": "Flight SQL: prepare a read-only query",
+    "ClosePreparedStatement": "Flight SQL: close a prepared statement",
+    "BeginTransaction": "Flight SQL: begin a transaction (one snapshot for its queries)",
+    "EndTransaction": "Flight SQL: end a transaction (commit or rollback)",
+}
+# Actions of Flight and Flight SQL that this server does not serve (UNIMPLEMENTED).
+UNSERVED_ACTIONS = frozenset(
+    {
+        "CreatePreparedSubstraitPlan",
+        "BeginSavepoint",
+        "EndSavepoint",
+        "CancelQuery",
+        "CancelFlightInfo",
+        "RenewFlightEndpoint",
+        "SetSessionOptions",
+        "GetSessionOptions",
+        "CloseSession",
+    }
+)
+_METADATA = frozenset(
+    {
+        "CommandGetSqlInfo",
+        "CommandGetCatalogs",
+        "CommandGetDbSchemas",
+        "CommandGetTables",
+        "CommandGetTableTypes",
+        *catalog.KEY_COMMANDS,
+    }
+)
+SWEEP_SECONDS = 5.0
+
+Put = Callable[[IngestOptions, Iterator[Frame]], IngestReply]
+
+
+class FlightSql:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._reads = services.reads
+        self._settings = services.settings
+        storage = services.storage
+        self._engine = storage if isinstance(storage, Engine) else None
+        self._catalog: str | None = None
+        self._statements = statements()
+        self._answers = answers()
+        self._transactions = Transactions(lambda: Snapshot(self._db()))
+        self._info = info.values(
+            int(STATEMENT_IDLE_SECONDS * 1000), int(SNAPSHOT_IDLE_SECONDS * 1000)
+        )
+        self._sweeper = Periodic("arrowport-flight-sql", SWEEP_SECONDS, self.sweep)
+
+    def _db(self) -> Engine:
+        if self._engine is None:
+            raise NotImplementedFeature("Flight SQL is not available on this storage target")
+        return self._engine
+
+    def _catalog_name(self) -> str:
+        if self._catalog is None:
+            self._catalog = metadata.catalog_name(self._db())
+        return self._catalog
+
+    # -- GetFlightInfo, GetSchema, DoGet ---------------------------------------------------------
+
+    def flight_info(
+        self, descriptor: flight_pb2.FlightDescriptor, principal: Principal
+    ) -> flight_pb2.FlightInfo:
+        name, body = unpack(descriptor.cmd, "the command")
+        if name == "CommandStatementQuery":
+            cmd = decode(sql.CommandStatementQuery, body, "the command")
+            transaction = cmd.transaction_id if cmd.HasField("transaction_id") else None
+            answer = self._run(self._query_text(cmd.query), None, transaction, principal, True)
+            return self._answer_info(descriptor, answer, principal)
+        if name == "CommandPreparedStatementQuery":
+            statement = self._statement(body, principal)
+            answer = self._run(
+                statement.sql, statement.params, statement.transaction, principal, False
+            )
+            return self._answer_info(descriptor, answer, principal)
+        schema = self._metadata_schema(name, body, principal)
+        return _info(descriptor, schema, wrap(name, body), -1)
+
+    def schema(self, descriptor: flight_pb2.FlightDescriptor, principal: Principal) -> pa.Schema:
+        name, body = unpack(descriptor.cmd, "the command")
+        if name == "CommandStatementQuery":
+            principal.require("read")
+            cmd = decode(sql.CommandStatementQuery, body, "the command")
+            return self._reads.query_schema(self._query_text(cmd.query))
+        if name == "CommandPreparedStatementQuery":
+            principal.require("read")
+            statement = self._statement(body, principal)
+            if statement.shape.schema is not None:
+                return statement.shape.schema
+            return self._reads.query_schema(statement.sql, statement.params)
+        return self._metadata_schema(name, body, principal)
+
+    def do_get(self, ticket: bytes, principal: Principal) -> Iterator[bytes]:
+        name, body = unpack(ticket, "the ticket")
+        options = result_write_options(self._settings.compression)
+        if name == "TicketStatementQuery":
+            principal.require("read")
+            handle = decode(sql.TicketStatementQuery, body, "the ticket").statement_handle
+            answer = self._answers.pop(handle, principal.name)
+            if answer is None:
+                raise self._answers.unknown(handle)
+            yield from encode_stream(answer.schema, answer.batches(self._reads.budget()), options)
+            return
+        table = self._metadata(name, body, principal)
+        yield from encode_stream(table.schema, catalog.batches(table), options)
+
+    def _answer_info(
+        self, descriptor: flight_pb2.FlightDescriptor, answer: Answer, principal: Principal
+    ) -> flight_pb2.FlightInfo:
+        schema, rows = answer.schema, answer.rows
+        handle = self._answers.add(principal.name, answer)
+        ticket = pack(sql.TicketStatementQuery(statement_handle=handle))
+        return _info(descriptor, schema, ticket, rows)
+
+    def _run(
+        self,
+        query: str,
+        params: list[object] | None,
+        transaction: bytes | None,
+        principal: Principal,
+        strict: bool,
+    ) -> Answer:
+        """Run a query, in ``transaction`` when given (a prepared statement's, not ``strict``:
+        run on its own once that transaction has ended)."""
+        principal.require("read")
+        txn = None
+        if transaction is not None and (
+            strict or self._transactions.held(transaction, principal.name)
+        ):
+            txn = self._transactions.get(transaction, principal.name)
+        if txn is None:
+            return Streaming(self._reads.query(query, params))
+        budget = self._reads.budget()
+        directory = self._settings.flight.spool_dir
+
+        def spool() -> Answer:
+            with self._transactions.query(txn, query, params) as rows:
+                return Spooled(rows, budget, directory)
+
+        return self._reads.with_turn(spool)
+
+    def _query_text(self, raw: bytes) -> str:
+        limit = self._settings.limits.max_query_body_bytes
+        if len(raw) > limit:
+            raise PayloadTooLarge(
+                f"the query is longer than {limit} bytes (limits.max_query_body_bytes)",
+                limit=limit,
+            )
+        query = text(raw, "the SQL text")
+        if not query.strip():
+            raise InvalidOptions("the query is empty")
+        return query
+
+    def _statement(self, body: bytes, principal: Principal) -> PreparedStatement:
+        cmd = decode(sql.CommandPreparedStatementQuery, body, "the command")
+        return self._statements.get(cmd.prepared_statement_handle, principal.name)
+
+    # -- catalog commands ------------------------------------------------------------------------
+
+    def _metadata_schema(self, name: str, body: bytes, principal: Principal) -> pa.Schema:
+        """The schema of a catalog command's answer (the command is checked, not run)."""
+        what = "the command"
+        _require_read(name, principal)
+        if name == "CommandGetSqlInfo":
+            decode(sql.CommandGetSqlInfo, body, what)
+            return info.SCHEMA
+        if name == "CommandGetCatalogs":
+            decode(sql.CommandGetCatalogs, body, what)
+            return catalog.CATALOGS
+        if name == "CommandGetDbSchemas":
+            decode(sql.CommandGetDbSchemas, body, what)
+            return catalog.DB_SCHEMAS
+        if name == "CommandGetTables":
+            return catalog.tables_schema(decode(sql.CommandGetTables, body, what))
+        if name == "CommandGetTableTypes":
+            decode(sql.CommandGetTableTypes, body, what)
+            return catalog.TABLE_TYPES
+        if name in catalog.KEY_COMMANDS:
+            return catalog.KEY_COMMANDS[name]
+        raise unserved(name, what)
+
+    def _metadata(self, name: str, body: bytes, principal: Principal) -> pa.Table:
+        """The answer to a catalog command (its ticket is the command itself)."""
+        what = "the ticket"
+        _require_read(name, principal)
+        if name == "CommandGetSqlInfo":
+            return info.sql_info(self._info, decode(sql.CommandGetSqlInfo, body, what).info)
+        if name == "CommandGetCatalogs":
+            return catalog.catalogs(self._db())
+        if name == "CommandGetDbSchemas":
+            return catalog.db_schemas(self._db(), decode(sql.CommandGetDbSchemas, body, what))
+        if name == "CommandGetTables":
+            return catalog.tables(self._db(), decode(sql.CommandGetTables, body, what))
+        if name == "CommandGetTableTypes":
+            return catalog.table_types()
+        if name in catalog.KEY_COMMANDS:
+            return catalog.no_keys(name)
+        raise unserved(name, what)
+
+    # -- DoPut -----------------------------------------------------------------------------------
+
+    def do_put(
+        self,
+        first: Frame,
+        frames: Iterator[Frame],
+        principal: Principal,
+        headers: Iterable[tuple[str, str]],
+        put: Put,
+    ) -> Iterator[bytes]:
+        """Answer a put whose descriptor is a Flight SQL command; ``put`` lands an ingest."""
+        assert first.descriptor is not None
+        name, body = unpack(first.descriptor.cmd, "the put command")
+        everything = itertools.chain([first], frames)
+        result: ProtoMessage
+        if name == "CommandStatementIngest":
+            ingest = decode(sql.CommandStatementIngest, body, "the put command")
+            options = ingest_options(
+                ingest, headers, self._catalog_name(), self._services.ingest.streams, principal
+            )
+            reply = put(options, everything)
+            result = sql.DoPutUpdateResult(record_count=reply.rows_processed)
+        elif name == "CommandPreparedStatementQuery":
+            principal.require("read")
+            cmd = decode(sql.CommandPreparedStatementQuery, body, "the put command")
+            handle = cmd.prepared_statement_handle
+            statement = self._statements.get(handle, principal.name)
+            values = self._parameters(everything)
+            statement.bind(values)
+            self._statements.resize(handle, principal.name, len(statement.sql) + values.nbytes)
+            result = sql.DoPutPreparedStatementResult(prepared_statement_handle=handle)
+        elif name in ("CommandStatementUpdate", "CommandPreparedStatementUpdate"):
+            raise ReadOnly(
+                "statements that change data are not accepted: SQL here is read-only; "
+                "load data with bulk ingestion (adbc_ingest, CommandStatementIngest)"
+            )
+        else:
+            raise unserved(name, "the put command")
+        # The reply is the raw message (not wrapped in an Any), as clients read it.
+        yield flight_pb2.PutResult(app_metadata=result.SerializeToString()).SerializeToString()
+
+    def _parameters(self, frames: Iterator[Frame]) -> pa.Table:
+        """One batch of bound parameters, held to the size of a query."""
+        limits = self._settings.limits
+        size = limits.max_query_body_bytes
+        bounds = PayloadLimits(size, size, limits.max_columns)
+        payload = IpcPayload(frame_messages(frames), bounds, 2**31, max_rows=1_000)
+        return payload.stream.read_all()
+
+    # -- DoAction --------------------------------------------------------------------------------
+
+    def do_action(self, kind: str, body: bytes, principal: Principal) -> Iterator[bytes]:
+        if kind in UNSERVED_ACTIONS:
+            raise NotImplementedFeature(f"action {kind!r} is not supported by this server")
+        if kind == "CreatePreparedStatement":
+            request = self._action(body, sql.ActionCreatePreparedStatementRequest)
+            yield _result(self._prepare(request, principal))
+        elif kind == "ClosePreparedStatement":
+            handle = self._action(
+                body, sql.ActionClosePreparedStatementRequest
+            ).prepared_statement_handle
+            closed = self._statements.pop(handle, principal.name)
+            if closed is None and not issued(self._statements.kind, handle):
+                raise self._statements.unknown(handle)
+        elif kind == "BeginTransaction":
+            self._action(body, sql.ActionBeginTransactionRequest)
+            transaction = self._transactions.begin(principal.name)
+            yield _result(sql.ActionBeginTransactionResult(transaction_id=transaction))
+        elif kind == "EndTransaction":
+            ending = self._action(body, sql.ActionEndTransactionRequest)
+            if ending.action not in (
+                sql.ActionEndTransactionRequest.END_TRANSACTION_COMMIT,
+                sql.ActionEndTransactionRequest.END_TRANSACTION_ROLLBACK,
+            ):
+                raise InvalidOptions("EndTransaction needs action COMMIT or ROLLBACK")
+            self._transactions.end(ending.transaction_id, principal.name)
+        else:
+            raise AssertionError(f"not a Flight SQL action: {kind}")
+
+    @staticmethod
+    def _action(body: bytes, kind: type[M]) -> M:
+        """An action's request: an ``Any`` of ``kind`` (INVALID_ARGUMENT otherwise)."""
+        what = "the action body"
+        name, value = unpack(body, what)
+        if name != kind.DESCRIPTOR.name:
+            raise InvalidOptions(f"{what} is a {name[:100]}, not a {kind.DESCRIPTOR.name}")
+        return decode(kind, value, what)
+
+    def _prepare(
+        self, request: sql.ActionCreatePreparedStatementRequest, principal: Principal
+    ) -> sql.ActionCreatePreparedStatementResult:
+        principal.require("read")
+        query = self._query_text(request.query)
+        transaction = None
+        if request.HasField("transaction_id"):
+            transaction = request.transaction_id
+            self._transactions.get(transaction, principal.name)  # 404 unless held
+        shape = metadata.describe_query(self._db(), query)
+        statement = PreparedStatement(query, shape, transaction)
+        handle = self._statements.add(principal.name, statement, size=len(query))
+        return sql.ActionCreatePreparedStatementResult(
+            prepared_statement_handle=handle,
+            dataset_schema=_ipc(shape.schema) if shape.schema is not None else b"",
+            parameter_schema=_ipc(statement.parameter_schema()),
+            is_update=False,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """Drop what clients left behind: idle statements, unfetched answers, idle snapshots."""
+        self._statements.sweep()
+        self._answers.sweep()
+        self._transactions.sweep()
+
+    def close(self) -> None:
+        self._sweeper.stop()
+        self._answers.close()
+        self._transactions.close()
+        self._statements.close()
+
+
+def _require_read(command: str, principal: Principal) -> None:
+    """Catalog commands need the ``read`` scope; what the server supports (SqlInfo, which
+    clients ask as they connect) only a valid token."""
+    if command != "CommandGetSqlInfo":
+        principal.require("read")
+
+
+def _info(
+    descriptor: flight_pb2.FlightDescriptor, schema: pa.Schema, ticket: bytes, rows: int
+) -> flight_pb2.FlightInfo:
+    # No locations: the answer is fetched from this same server.
+    endpoint = flight_pb2.FlightEndpoint(ticket=flight_pb2.Ticket(ticket=ticket))
+    return flight_pb2.FlightInfo(
+        schema=_ipc(schema),
+        flight_descriptor=descriptor,
+        endpoint=[endpoint],
+        total_records=rows,
+        total_bytes=-1,
+    )
+
+
+def _ipc(schema: pa.Schema) -> bytes:
+    return bytes(schema.serialize().to_pybytes())
+
+
+def _result(message: ProtoMessage) -> bytes:
+    return flight_pb2.Result(body=pack(message)).SerializeToString()

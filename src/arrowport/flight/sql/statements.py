@@ -1,0 +1,73 @@
+"""Prepared statements: a read-only query kept by the server between calls, with the parameters
+last bound to it.
+
+``CreatePreparedStatement`` checks the query with the read guard at once (a statement that would
+write is refused there, 403 ``read_only``) and answers with its parameters' schema (fields named
+``1``, ``2``... of the null type: DuckDB's placeholders are untyped) and, for a query that takes
+no parameters, its answer's schema. ``DoPut`` binds one row of parameters (the columns in
+placeholder order; none: no parameters); ``GetFlightInfo`` runs it. A statement prepared in a
+transaction runs in it while that transaction lasts, then on its own.
+
+Open statements are bounded in number and bytes and dropped after
+:data:`STATEMENT_IDLE_SECONDS` unused (see :class:`~arrowport.flight.sql.handles.Registry`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from arrowport.errors import InvalidOptions
+from arrowport.flight.sql.handles import Registry
+from arrowport.storage.metadata import QueryShape
+
+STATEMENT_CAPACITY = 1024
+STATEMENT_IDLE_SECONDS = 600.0
+# The SQL text and bound parameters of every open statement together.
+STATEMENT_BYTES = 128 * 1024**2
+
+
+@dataclass
+class PreparedStatement:
+    sql: str
+    shape: QueryShape
+    transaction: bytes | None = None
+    params: list[Any] | None = field(default=None)
+
+    def parameter_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(name, pa.null()) for name in self.shape.parameters])
+
+    def bind(self, values: pa.Table) -> None:
+        """Bind a batch of parameters: one row (its columns in placeholder order), or none."""
+        if values.num_rows == 0:
+            self.params = None
+            return
+        if values.num_rows > 1:
+            raise InvalidOptions(
+                f"a query runs with one row of parameters; {values.num_rows} rows were bound"
+            )
+        named = [name for name in self.shape.parameters if not name.isdigit()]
+        if named:
+            raise InvalidOptions(
+                f"named parameters ({', '.join('$' + n for n in named)}) cannot be bound over "
+                "Flight SQL: use ? or $1 placeholders"
+            )
+        row = [column[0].as_py() for column in values.columns]
+        if len(row) != len(self.shape.parameters):
+            raise InvalidOptions(
+                f"the query takes {len(self.shape.parameters)} parameters; {len(row)} were bound"
+            )
+        self.params = row
+
+
+def statements() -> Registry[PreparedStatement]:
+    return Registry(
+        "prepared statement",
+        "statement",
+        STATEMENT_CAPACITY,
+        STATEMENT_IDLE_SECONDS,
+        close=lambda statement: None,
+        max_bytes=STATEMENT_BYTES,
+    )

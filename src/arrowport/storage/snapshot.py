@@ -1,0 +1,140 @@
+"""A ``READ ONLY`` transaction held open across calls: every query run in it sees one committed
+state of the database (Flight SQL's transactions, which clients keep between calls).
+
+A snapshot runs one query at a time (others wait for it), each checked by the same read guard,
+with the same time limit and the same errors as any query (:mod:`arrowport.storage.query`). A
+query that fails while it runs leaves DuckDB's transaction aborted, as SQL databases do: from
+then on the snapshot refuses queries (409 ``transaction_aborted``) until it is ended.
+
+Example::
+
+    snapshot = Snapshot(db)
+    with snapshot.query("SELECT count(*) FROM events", None) as rows:
+        table = pa.Table.from_batches(rows.batches, schema=rows.schema)
+    snapshot.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+
+from arrowport.errors import (
+    ArrowportError,
+    QueryError,
+    ReadOnly,
+    StorageError,
+    TransactionAborted,
+)
+from arrowport.storage.query import BATCH_ROWS, _check, _Deadline, _outside
+
+if TYPE_CHECKING:
+    from arrowport.storage.engine import Engine as Database
+
+Parameters = Sequence[Any] | Mapping[str, Any] | None
+
+
+@dataclass
+class Rows:
+    """A running query's schema and its batches (read them before the block ends)."""
+
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+
+
+class Snapshot:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self._closed = False
+        self.aborted: str | None = None
+        self._cursor = db.connect()
+        try:
+            self._cursor.execute("BEGIN TRANSACTION READ ONLY")
+        except duckdb.Error as exc:
+            self._cursor.close()
+            raise StorageError(f"cannot start a transaction: {db.scrub(str(exc))}") from None
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    @contextlib.contextmanager
+    def query(self, sql: str, params: Parameters) -> Iterator[Rows]:
+        """Run ``sql`` in this snapshot; the block reads its rows (other queries wait)."""
+        with self._lock:
+            if self._closed:
+                raise TransactionAborted("the transaction has ended")
+            if self.aborted is not None:
+                raise TransactionAborted(
+                    f"the transaction was aborted ({self.aborted}): roll it back (or commit) "
+                    "to start a new one"
+                )
+            deadline = _Deadline(self._cursor, self._db.query_timeout)
+            try:
+                _check(self._db, self._cursor, sql)
+                try:
+                    self._cursor.execute(sql, params if params else None)
+                    reader = self._cursor.to_arrow_reader(BATCH_ROWS)
+                except BaseException as exc:
+                    raise self._failure(exc, deadline) from None
+                yield Rows(reader.schema, self._batches(reader, deadline))
+            finally:
+                deadline.cancel()
+
+    def _batches(
+        self, reader: pa.RecordBatchReader, deadline: _Deadline
+    ) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        except (duckdb.Error, pa.ArrowException, OSError) as exc:
+            raise self._failure(exc, deadline) from None
+
+    def _failure(self, exc: BaseException, deadline: _Deadline) -> BaseException:
+        """The client's error for ``exc``; notes whether it left the transaction aborted."""
+        if not isinstance(exc, duckdb.Error | pa.ArrowException | OSError):
+            return exc
+        if self._is_aborted():
+            self.aborted = "a query in it failed"
+        try:
+            deadline.check()
+        except ArrowportError as timeout:
+            self.aborted = "a query in it ran out of time"
+            return timeout
+        text = self._db.scrub(str(exc))
+        if isinstance(exc, duckdb.PermissionException):
+            return _outside(exc, self._db)
+        if "Permission Error" in text:
+            return ReadOnly(f"the query tried to reach outside the database: {text}")
+        return QueryError(f"query failed: {text}")
+
+    def _is_aborted(self) -> bool:
+        try:
+            self._cursor.execute("SELECT 1").fetchall()
+        except duckdb.Error:
+            return True
+        return False
+
+    def close(self) -> None:
+        """End the transaction (nothing to keep: it only read); waits for a running query."""
+        self.interrupt()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(duckdb.Error):
+                self._cursor.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):
+                self._cursor.close()
+
+    def interrupt(self) -> None:
+        """Stop a running query at once (a snapshot being closed from another thread)."""
+        if self.busy:
+            with contextlib.suppress(duckdb.Error):
+                self._cursor.interrupt()

@@ -1,0 +1,649 @@
+"""Flight SQL with the real ADBC driver (adbc-driver-flightsql, Go core) and polars against real
+servers: bulk ingestion in every mode, queries, prepared statements, metadata, transactions,
+auth, delivery options and errors; plus the pieces underneath, in process."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import adbc_driver_flightsql.dbapi as dbapi
+import httpx
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.flight as flight
+import pytest
+from adbc_driver_manager import AdbcStatusCode
+
+from arrowport.auth import hash_secret, new_token
+from arrowport.config import DuckDBSettings
+from arrowport.errors import (
+    Overloaded,
+    QueryError,
+    TransactionAborted,
+    UnknownHandle,
+    UnknownTable,
+)
+from arrowport.flight.protocol import flight_sql_pb2 as sql
+from arrowport.flight.sql import transactions
+from arrowport.flight.sql.envelope import pack, wrap
+from arrowport.flight.sql.handles import Registry
+from arrowport.storage import metadata
+from arrowport.storage.database import Database
+from arrowport.storage.snapshot import Snapshot
+from arrowport.storage.table_writer import WritePolicy
+from arrowport.storage.writes import WriteJob
+from tests.conftest import grpc_error, query
+from tests.server import ArrowportProcess
+
+HEADER = "adbc.flight.sql.rpc.call_header."
+SECRETS = {name: new_token(name) for name in ("reader", "loader", "root")}
+SECURED: dict[str, Any] = {
+    "auth": {
+        "tokens": [
+            {"name": "reader", "secret_hash": hash_secret(SECRETS["reader"]), "scopes": ["read"]},
+            {"name": "loader", "secret_hash": hash_secret(SECRETS["loader"]), "scopes": ["ingest"]},
+            {"name": "root", "secret_hash": hash_secret(SECRETS["root"]), "scopes": ["admin"]},
+        ]
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
+    with ArrowportProcess(tmp_path_factory.mktemp("flight_sql")) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
+    with ArrowportProcess(tmp_path_factory.mktemp("flight_sql_auth"), config=SECURED) as process:
+        yield process
+
+
+@pytest.fixture
+def http(server: ArrowportProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def conn(server: ArrowportProcess) -> Iterator[dbapi.Connection]:
+    connection = dbapi.connect(server.flight_url)
+    yield connection
+    connection.close()
+
+
+def count(http: httpx.Client, table: str) -> int:
+    return int(query(http, f"SELECT count(*) AS n FROM {table}").column("n")[0].as_py())
+
+
+def rows(n: int, start: int = 0) -> pa.Table:
+    """``n`` rows in batches of 122,880 (the ADBC driver sends no message over 16 MiB)."""
+    ids = pa.array(np.arange(start, start + n, dtype=np.int64))
+    value = pc.divide(pc.cast(ids, pa.float64()), 2)
+    table = pa.table({"id": ids, "value": value, "name": pc.cast(ids, pa.string())})
+    return pa.Table.from_batches(table.to_batches(max_chunksize=122_880))
+
+
+def adbc_error(call: Callable[[], object]) -> tuple[AdbcStatusCode, str]:
+    """The ADBC status and message of the error ``call()`` raises."""
+    with pytest.raises(dbapi.Error) as raised:
+        call()
+    assert "Traceback" not in str(raised.value)
+    return raised.value.status_code, str(raised.value)
+
+
+def ingest(
+    connection: dbapi.Connection, table: str, data: pa.Table, mode: str, **options: str
+) -> int:
+    with connection.cursor() as cur:
+        headers = {HEADER + name: value for name, value in options.items()}
+        if headers:
+            cur.adbc_statement.set_options(**headers)
+        return int(cur.adbc_ingest(table, data, mode=mode))
+
+
+def fetch(connection: dbapi.Connection, sql_text: str, params: Any = None) -> pa.Table:
+    with connection.cursor() as cur:
+        cur.execute(sql_text, params)
+        return cur.fetch_arrow_table()
+
+
+# -- bulk ingestion --------------------------------------------------------------------------------
+
+
+def test_adbc_ingest_a_million_rows_in_every_mode(
+    conn: dbapi.Connection, http: httpx.Client
+) -> None:
+    data = rows(1_000_000)
+    assert ingest(conn, "sq_modes", data, "create") == 1_000_000
+    assert count(http, "sq_modes") == 1_000_000
+    assert ingest(conn, "sq_modes", data, "append") == 1_000_000
+    assert count(http, "sq_modes") == 2_000_000
+    assert ingest(conn, "sq_modes_ca", data, "create_append") == 1_000_000
+    assert ingest(conn, "sq_modes_ca", data, "create_append") == 1_000_000
+    assert count(http, "sq_modes_ca") == 2_000_000
+    assert ingest(conn, "sq_modes", rows(1_000_000, 5), "replace") == 1_000_000
+    assert count(http, "sq_modes") == 1_000_000
+    first = query(http, "SELECT min(id) AS lo, max(id) AS hi FROM sq_modes").to_pylist()
+    assert first == [{"lo": 5, "hi": 1_000_004}]
+    conn.commit()  # a fresh snapshot for the queries below
+    landed = fetch(conn, "SELECT count(*) AS n, sum(id) AS s FROM sq_modes_ca").to_pylist()
+    assert landed == [{"n": 2_000_000, "s": 2 * sum(range(1_000_000))}]
+
+
+def test_create_on_an_existing_table_and_append_to_a_missing_one_are_refused(
+    conn: dbapi.Connection, http: httpx.Client
+) -> None:
+    ingest(conn, "sq_exists", rows(3), "create")
+    status, message = adbc_error(lambda: ingest(conn, "sq_exists", rows(3), "create"))
+    assert status == AdbcStatusCode.ALREADY_EXISTS
+    assert "table_exists: table 'sq_exists' already exists" in message
+    status, message = adbc_error(lambda: ingest(conn, "sq_missing", rows(3), "append"))
+    assert status == AdbcStatusCode.NOT_FOUND
+    assert "unknown_table: table 'sq_missing' does not exist" in message
+    assert count(http, "sq_exists") == 3
+    assert "sq_missing" not in {t["name"] for t in http.get("/tables").json()}
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"db_schema_name": "analytics"}, "only the main schema is supported"),
+        ({"catalog_name": "elsewhere"}, "unknown catalog 'elsewhere'"),
+        ({"temporary": True}, "temporary tables are not supported"),
+    ],
+)
+def test_ingest_targets_other_than_the_main_schema_are_invalid(
+    conn: dbapi.Connection, options: dict[str, Any], expected: str
+) -> None:
+    with conn.cursor() as cur:
+        status, message = adbc_error(
+            lambda: cur.adbc_ingest("sq_target", rows(2), mode="create", **options)
+        )
+    assert status == AdbcStatusCode.INVALID_ARGUMENT
+    assert expected in message
+    with conn.cursor() as cur:  # the database's own catalog and main schema, named, are fine
+        catalog = conn.adbc_get_objects(depth="catalogs").read_all()["catalog_name"][0].as_py()
+        added = cur.adbc_ingest(
+            "sq_target", rows(2), mode="create_append", catalog_name=catalog, db_schema_name="main"
+        )
+        assert added == 2
+
+
+def test_delivery_options_travel_as_headers_and_land_once(
+    conn: dbapi.Connection, http: httpx.Client
+) -> None:
+    data = rows(50)
+    key = {"arrowport.idempotency_key": "sq-batch-1", "arrowport.stream": "sq_delivery_stream"}
+    assert ingest(conn, "sq_delivery", data, "create_append", **key) == 50
+    assert ingest(conn, "sq_delivery", data, "create_append", **key) == 50  # a retry
+    assert count(http, "sq_delivery") == 50
+    status, message = adbc_error(
+        lambda: ingest(conn, "sq_delivery", rows(5), "create_append", **key)
+    )
+    assert status == AdbcStatusCode.ALREADY_EXISTS
+    assert "idempotency_conflict" in message
+    # A key belongs to its stream: on the table's own stream (the default) it is another one.
+    own_stream = {"arrowport.idempotency_key": "sq-batch-1"}
+    assert ingest(conn, "sq_delivery", data, "append", **own_stream) == 50
+    assert count(http, "sq_delivery") == 100
+    producer = {"arrowport.producer_id": "p1", "arrowport.sequence": "0"}
+    assert ingest(conn, "sq_delivery", rows(7), "append", **producer) == 7
+    # As over HTTP: a sequence already committed writes nothing (its count is not kept).
+    assert ingest(conn, "sq_delivery", rows(7), "append", **producer) == 0
+    assert count(http, "sq_delivery") == 107
+    assert http.get("/streams/sq_delivery/producers/p1").json()["last_sequence"] == 0
+    dry = {"arrowport.dry_run": "true"}
+    assert ingest(conn, "sq_delivery", rows(9), "append", **dry) == 9
+    assert count(http, "sq_delivery") == 107
+    status, message = adbc_error(
+        lambda: ingest(conn, "sq_delivery", rows(1), "append", **{"arrowport.nope": "1"})
+    )
+    assert status == AdbcStatusCode.INVALID_ARGUMENT
+    assert "unknown ingest option 'arrowport.nope'" in message
+
+
+def test_an_append_becomes_an_upsert_with_arrowport_mode(
+    conn: dbapi.Connection, http: httpx.Client
+) -> None:
+    ingest(conn, "sq_upsert", rows(10), "create")
+    upsert = {"arrowport.mode": "upsert", "arrowport.key_columns": "id"}
+    assert ingest(conn, "sq_upsert", rows(10, 5), "append", **upsert) == 10
+    assert count(http, "sq_upsert") == 15
+    status, message = adbc_error(lambda: ingest(conn, "sq_upsert", rows(1), "replace", **upsert))
+    assert status == AdbcStatusCode.INVALID_ARGUMENT
+    assert "upsert goes with the append modes" in message
+
+
+def flight_error(call: Callable[[], object]) -> tuple[str, str]:
+    """The gRPC code and message of the error a pyarrow Flight call raises."""
+    with pytest.raises(pa.ArrowException) as raised:
+        call()
+    code, message = grpc_error(raised.value)
+    assert "Traceback" not in message
+    return code, message
+
+
+def put_ingest(
+    client: flight.FlightClient, cmd: sql.CommandStatementIngest, data: pa.Table
+) -> sql.DoPutUpdateResult:
+    descriptor = flight.FlightDescriptor.for_command(pack(cmd))
+    writer, reader = client.do_put(descriptor, data.schema)
+    writer.write_table(data)
+    writer.done_writing()
+    reply = reader.read()
+    writer.close()
+    assert reply is not None
+    return sql.DoPutUpdateResult.FromString(reply.to_pybytes())
+
+
+def test_the_options_map_carries_delivery_options_and_the_reply_is_a_raw_update_result(
+    server: ArrowportProcess, http: httpx.Client
+) -> None:
+    definition = sql.CommandStatementIngest.TableDefinitionOptions(
+        if_not_exist=sql.CommandStatementIngest.TableDefinitionOptions.TABLE_NOT_EXIST_OPTION_CREATE,
+        if_exists=sql.CommandStatementIngest.TableDefinitionOptions.TABLE_EXISTS_OPTION_APPEND,
+    )
+    cmd = sql.CommandStatementIngest(table_definition_options=definition, table=b"sq_map")
+    for key, value in [
+        ("arrowport.producer_id", "m"),
+        ("arrowport.sequence", "3"),
+        ("adbc.x", "y"),
+    ]:
+        cmd.options.add(key=key.encode(), value=value.encode())
+    with flight.connect(server.flight_url) as client:
+        assert put_ingest(client, cmd, rows(11)).record_count == 11
+        assert put_ingest(client, cmd, rows(11)).record_count == 0  # sequence 3 again
+        cmd.options.add(key=b"arrowport.schema", value=b"x")
+        assert flight_error(lambda: put_ingest(client, cmd, rows(1)))[0] == "INVALID_ARGUMENT"
+    assert count(http, "sq_map") == 11
+    assert http.get("/streams/sq_map/producers/m").json()["last_sequence"] == 3
+
+
+# -- queries -----------------------------------------------------------------------------------------
+
+
+def test_queries_and_parameterised_queries(conn: dbapi.Connection) -> None:
+    ingest(conn, "sq_query", rows(1000), "create")
+    conn.commit()
+    table = fetch(conn, "SELECT id, name FROM sq_query WHERE id < 3 ORDER BY id")
+    assert table.to_pylist() == [{"id": i, "name": str(i)} for i in range(3)]
+    picked = fetch(conn, "SELECT id FROM sq_query WHERE id BETWEEN ? AND ? ORDER BY id", [10, 12])
+    assert picked.column("id").to_pylist() == [10, 11, 12]
+    assert fetch(conn, "SELECT ? IS NULL AS missing", [None]).to_pylist() == [{"missing": True}]
+    with conn.cursor() as cur:  # the same prepared statement, parameters bound again
+        for low in (1, 990):
+            cur.execute("SELECT count(*) AS n FROM sq_query WHERE id >= ?", [low])
+            assert cur.fetchone() == (1000 - low,)
+    big = fetch(conn, "SELECT * FROM sq_query, range(300) AS r(k)")
+    assert big.num_rows == 300_000
+
+
+def test_statements_that_would_write_are_read_only(
+    conn: dbapi.Connection, server: ArrowportProcess
+) -> None:
+    ingest(conn, "sq_ro", rows(3), "create")
+    for statement in (
+        "INSERT INTO sq_ro (id) VALUES (9)",
+        "CREATE TABLE sq_x AS SELECT 1",
+        "DROP TABLE sq_ro",
+    ):
+        status, message = adbc_error(lambda s=statement: fetch(conn, s))  # type: ignore[misc]
+        assert status == AdbcStatusCode.UNAUTHORIZED
+        assert "read_only" in message
+    with conn.cursor() as cur:
+        status, message = adbc_error(lambda: cur.executescript("DELETE FROM sq_ro"))
+    assert status == AdbcStatusCode.UNAUTHORIZED
+    assert "read_only" in message
+    with flight.connect(server.flight_url) as client:
+        descriptor = flight.FlightDescriptor.for_command(
+            pack(sql.CommandStatementQuery(query=b"DELETE FROM sq_ro"))
+        )
+        code, message = flight_error(lambda: client.get_flight_info(descriptor))
+        assert code == "PERMISSION_DENIED", message
+    conn.commit()
+    assert fetch(conn, "SELECT count(*) AS n FROM sq_ro").to_pylist() == [{"n": 3}]
+
+
+def test_a_failed_query_aborts_its_transaction_until_rollback(conn: dbapi.Connection) -> None:
+    ingest(conn, "sq_abort", rows(4), "create")
+    status, message = adbc_error(lambda: fetch(conn, "SELECT 'x'::INTEGER FROM sq_abort"))
+    assert status == AdbcStatusCode.INVALID_ARGUMENT
+    assert "query_error" in message
+    status, message = adbc_error(lambda: fetch(conn, "SELECT count(*) FROM sq_abort"))
+    assert "transaction_aborted" in message
+    conn.rollback()
+    assert fetch(conn, "SELECT count(*) AS n FROM sq_abort").to_pylist() == [{"n": 4}]
+
+
+# -- metadata ----------------------------------------------------------------------------------------
+
+
+def test_get_info_objects_and_table_schema(conn: dbapi.Connection) -> None:
+    ingest(conn, "sq_meta_one", rows(2), "create")
+    ingest(
+        conn,
+        "sq_meta_two",
+        pa.table({"flag": [True], "when": pa.array([1], pa.date32())}),
+        "create",
+    )
+    info = conn.adbc_get_info()
+    assert info["vendor_name"] == "Arrowport"
+    assert info["vendor_arrow_version"] == pa.__version__
+    objects = conn.adbc_get_objects(table_name_filter="sq_meta%").read_all().to_pylist()
+    assert len(objects) == 1
+    catalog = objects[0]
+    assert catalog["catalog_name"]
+    (schema,) = catalog["catalog_db_schemas"]
+    assert schema["db_schema_name"] == "main"
+    tables = {t["table_name"]: t for t in schema["db_schema_tables"]}
+    assert sorted(tables) == ["sq_meta_one", "sq_meta_two"]
+    assert [c["column_name"] for c in tables["sq_meta_two"]["table_columns"]] == ["flag", "when"]
+    assert conn.adbc_get_table_schema("sq_meta_one").names == ["id", "value", "name"]
+    assert conn.adbc_get_table_schema("sq_meta_two").field("when").type == pa.date32()
+    status, _ = adbc_error(lambda: conn.adbc_get_table_schema("sq_meta_none"))
+    assert status == AdbcStatusCode.NOT_FOUND
+    assert conn.adbc_get_table_types() == ["TABLE"]
+    views = conn.adbc_get_objects(table_types_filter=["VIEW"]).read_all().to_pylist()
+    assert views[0]["catalog_db_schemas"][0]["db_schema_tables"] == []
+    others = conn.adbc_get_objects(db_schema_filter="_arrowport%").read_all().to_pylist()
+    assert all(not c["catalog_db_schemas"] for c in others)
+
+
+# -- transactions --------------------------------------------------------------------------------------
+
+
+def test_a_transaction_reads_one_snapshot_until_commit_or_rollback(
+    server: ArrowportProcess,
+) -> None:
+    with (
+        dbapi.connect(server.flight_url) as reader,
+        dbapi.connect(server.flight_url, autocommit=True) as writer,
+    ):
+        ingest(writer, "sq_snap", rows(10), "create")
+        total = "SELECT count(*) AS n FROM sq_snap"
+        assert fetch(reader, total).to_pylist() == [{"n": 10}]
+        ingest(writer, "sq_snap", rows(5), "append")
+        assert fetch(reader, total).to_pylist() == [{"n": 10}]
+        assert fetch(writer, total).to_pylist() == [{"n": 15}]
+        reader.commit()
+        assert fetch(reader, total).to_pylist() == [{"n": 15}]
+        ingest(writer, "sq_snap", rows(1), "append")
+        assert fetch(reader, total, None).to_pylist() == [{"n": 15}]
+        reader.rollback()
+        assert fetch(reader, total).to_pylist() == [{"n": 16}]
+
+
+# -- auth -----------------------------------------------------------------------------------------------
+
+
+def test_basic_and_bearer_auth_with_scopes(secured: ArrowportProcess) -> None:
+    url = secured.flight_url
+    basic = {"username": "loader", "password": SECRETS["loader"]}
+    with dbapi.connect(url, db_kwargs=basic) as loader:
+        assert ingest(loader, "sq_auth", rows(6), "create") == 6
+        status, message = adbc_error(lambda: fetch(loader, "SELECT count(*) FROM sq_auth"))
+        assert status == AdbcStatusCode.UNAUTHORIZED
+        assert "forbidden: token 'loader' lacks the 'read' scope" in message
+    # The driver sends Basic credentials without base64 padding ("root:..." needs some).
+    with dbapi.connect(url, db_kwargs={"username": "root", "password": SECRETS["root"]}) as root:
+        assert fetch(root, "SELECT count(*) AS n FROM sq_auth").to_pylist() == [{"n": 6}]
+    bearer = {"adbc.flight.sql.authorization_header": f"Bearer {SECRETS['reader']}"}
+    with dbapi.connect(url, db_kwargs=bearer) as reader:
+        assert fetch(reader, "SELECT count(*) AS n FROM sq_auth").to_pylist() == [{"n": 6}]
+        assert reader.adbc_get_table_schema("sq_auth").names == ["id", "value", "name"]
+        status, message = adbc_error(lambda: ingest(reader, "sq_auth", rows(1), "append"))
+        assert status == AdbcStatusCode.UNAUTHORIZED
+        assert "forbidden" in message
+    status, _ = adbc_error(
+        lambda: dbapi.connect(url, db_kwargs={"username": "loader", "password": "wrong"})
+    )
+    assert status == AdbcStatusCode.UNAUTHENTICATED
+    with dbapi.connect(url, autocommit=True) as anonymous:
+        status, message = adbc_error(lambda: fetch(anonymous, "SELECT 1"))
+        assert status == AdbcStatusCode.UNAUTHENTICATED
+        assert "unauthenticated: " in message
+
+
+# -- malformed requests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (b"\x0a\xff", "INVALID_ARGUMENT"),  # not a protobuf message
+        (b"\x0a\x03abc", "INVALID_ARGUMENT"),  # an Any of no known type
+        (wrap("CommandGetTables", b"\xff\xff"), "INVALID_ARGUMENT"),  # a bad body
+        (wrap("CommandStatementQuery", b"\x0a\x02\xff\xfe"), "INVALID_ARGUMENT"),  # not UTF-8
+        (wrap("CommandGetXdbcTypeInfo", b""), "UNIMPLEMENTED"),
+        (wrap("CommandNoSuchThing", b""), "UNIMPLEMENTED"),
+    ],
+)
+def test_malformed_commands_are_invalid_arguments(
+    server: ArrowportProcess, command: bytes, code: str
+) -> None:
+    descriptor = flight.FlightDescriptor.for_command(command)
+    with flight.connect(server.flight_url) as client:
+        got, message = flight_error(lambda: client.get_flight_info(descriptor))
+    assert got == code, message
+
+
+def test_unknown_handles_and_unserved_actions(server: ArrowportProcess) -> None:
+    close = pack(sql.ActionClosePreparedStatementRequest(prepared_statement_handle=b"nope"))
+    cases = [
+        (flight.Action("ClosePreparedStatement", close), "NOT_FOUND"),
+        (flight.Action("CloseSession", b""), "UNIMPLEMENTED"),
+        (flight.Action("BeginTransaction", b"junk"), "INVALID_ARGUMENT"),
+    ]
+    with flight.connect(server.flight_url) as client:
+        for action, code in cases:
+            assert flight_error(lambda a=action: list(client.do_action(a)))[0] == code  # type: ignore[misc]
+        ticket = flight.Ticket(pack(sql.TicketStatementQuery(statement_handle=b"x" * 32)))
+        assert flight_error(lambda: client.do_get(ticket).read_all())[0] == "NOT_FOUND"
+        types = {a.type for a in client.list_actions()}
+        assert {"producer_offset", "CreatePreparedStatement", "BeginTransaction"} <= types
+
+
+STATUS_MESSAGE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*: \S")
+CLIENT_CODES = {
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+    "UNIMPLEMENTED",
+    "PERMISSION_DENIED",
+    "FAILED_PRECONDITION",
+    "ALREADY_EXISTS",
+    "RESOURCE_EXHAUSTED",
+}
+NAMES = [
+    "CommandGetSqlInfo",
+    "CommandGetCatalogs",
+    "CommandGetDbSchemas",
+    "CommandGetTables",
+    "CommandGetTableTypes",
+    "CommandGetPrimaryKeys",
+    "CommandStatementQuery",
+    "CommandPreparedStatementQuery",
+    "CommandStatementUpdate",
+    "CommandStatementIngest",
+    "TicketStatementQuery",
+    "ActionCreatePreparedStatementRequest",
+    "ActionEndTransactionRequest",
+]
+
+
+def random_command(rng: random.Random) -> bytes:
+    body = rng.randbytes(rng.randrange(0, 24))
+    if rng.random() < 0.3:
+        return b"\x0a" + body
+    return wrap(rng.choice(NAMES), body)
+
+
+def test_random_flight_sql_requests_get_client_errors_and_the_server_stays_up(
+    server: ArrowportProcess, http: httpx.Client
+) -> None:
+    rng = random.Random(7)
+    actions = ["CreatePreparedStatement", "ClosePreparedStatement", "EndTransaction"]
+    with flight.connect(server.flight_url) as client:
+        calls: list[Callable[[], object]] = []
+        for _ in range(60):
+            command = random_command(rng)
+            descriptor = flight.FlightDescriptor.for_command(command)
+            calls += [
+                lambda d=descriptor: client.get_flight_info(d),  # type: ignore[misc]
+                lambda d=descriptor: client.get_schema(d),  # type: ignore[misc]
+                lambda c=command: client.do_get(flight.Ticket(c)).read_all(),  # type: ignore[misc]
+                lambda c=command: list(  # type: ignore[misc]
+                    client.do_action(flight.Action(rng.choice(actions), c))
+                ),
+                lambda d=descriptor: put_any(client, d),  # type: ignore[misc]
+            ]
+        for call in calls:
+            try:
+                call()
+            except pa.ArrowException as exc:
+                code, message = grpc_error(exc)
+                assert code in CLIENT_CODES, (code, message)
+                assert STATUS_MESSAGE.match(message), message
+    assert http.get("/health").status_code == 200
+    alarms = [line for line in server.lines if "unexpected error" in line or "Traceback" in line]
+    assert alarms == []
+
+
+def put_any(client: flight.FlightClient, descriptor: flight.FlightDescriptor) -> None:
+    writer, reader = client.do_put(descriptor, rows(3).schema)
+    writer.write_table(rows(3))
+    writer.done_writing()
+    reader.read()
+    writer.close()
+
+
+# -- polars ----------------------------------------------------------------------------------------------
+
+
+def test_polars_writes_and_reads_through_adbc(conn: dbapi.Connection, http: httpx.Client) -> None:
+    frame = pl.DataFrame({"id": [1, 2, 3], "name": ["a", "b", None], "score": [0.5, 1.5, 2.5]})
+    assert frame.write_database("sq_polars", connection=conn, engine="adbc") == 3
+    frame.write_database("sq_polars", connection=conn, engine="adbc", if_table_exists="append")
+    assert count(http, "sq_polars") == 6
+    back = pl.read_database("SELECT * FROM sq_polars ORDER BY id, name LIMIT 3", connection=conn)
+    assert back["id"].to_list() == [1, 1, 2]
+    assert back["name"].to_list() == ["a", "a", "b"]
+
+
+# -- in process: storage and registries ------------------------------------------------------------------
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(DuckDBSettings(path=str(tmp_path / "unit.duckdb")))
+    yield database
+    database.close()
+
+
+def test_write_table_never_creates_when_told_not_to(db: Database) -> None:
+    data = pa.table({"k": [1, 2]})
+    append_only = WritePolicy(create_missing=False)
+    with pytest.raises(UnknownTable):
+        db.write_one(WriteJob("unit", append_only, data))
+    with pytest.raises(UnknownTable):
+        db.write_one(WriteJob("unit", WritePolicy(mode="replace", create_missing=False), data))
+    assert db.write_one(WriteJob("unit", WritePolicy(), data)).created
+    assert db.write_one(WriteJob("unit", append_only, data)).rows == 2
+    assert db.table("unit").row_count == 4
+
+
+def test_metadata_lists_main_tables_with_like_patterns(db: Database) -> None:
+    for name in ("ab_c", "abxc", "other"):
+        db.write_one(WriteJob(name, WritePolicy(), pa.table({"k": [1]})))
+    assert [t.name for t in metadata.tables(db)] == ["ab_c", "abxc", "other"]
+    assert [t.name for t in metadata.tables(db, table_pattern="ab_c")] == ["ab_c", "abxc"]
+    assert [t.name for t in metadata.tables(db, table_pattern="ab\\_c")] == ["ab_c"]
+    assert metadata.tables(db, schema_pattern="_arrowport") == []
+    found = metadata.tables(db, table_pattern="oth%", with_schemas=True)
+    assert found[0].arrow_schema is not None
+    assert found[0].arrow_schema.names == ["k"]
+    assert [s.schema for s in metadata.db_schemas(db, "m%")] == ["main"]
+    assert metadata.db_schemas(db, "x%") == []
+    assert metadata.describe_query(db, "SELECT k FROM other WHERE k > ? AND k < $2").parameters == (
+        "1",
+        "2",
+    )
+
+
+def test_a_snapshot_keeps_its_view_and_refuses_queries_once_aborted(db: Database) -> None:
+    db.write_one(WriteJob("snap", WritePolicy(), pa.table({"k": [1]})))
+    snapshot = Snapshot(db)
+
+    def total() -> int:
+        with snapshot.query("SELECT count(*) AS n FROM snap", None) as found:
+            return int(pa.Table.from_batches(list(found.batches), found.schema)["n"][0].as_py())
+
+    assert total() == 1
+    db.write_one(WriteJob("snap", WritePolicy(), pa.table({"k": [2]})))
+    assert total() == 1
+    with (
+        pytest.raises(QueryError, match=r"query failed: Conversion Error"),
+        snapshot.query("SELECT 'x'::INTEGER", None) as failing,
+    ):
+        list(failing.batches)
+    with pytest.raises(TransactionAborted):
+        total()
+    snapshot.close()
+
+
+def test_transactions_take_snapshots_lazily_and_give_up_the_least_recently_used(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transactions, "MAX_SNAPSHOTS", 1)
+    db.write_one(WriteJob("txn", WritePolicy(), pa.table({"k": [1]})))
+    held = transactions.Transactions(lambda: Snapshot(db))
+
+    def read(txn: transactions.Transaction) -> int:
+        with held.query(txn, "SELECT count(*) AS n FROM txn", None) as found:
+            return len(list(found.batches))
+
+    first, second = held.begin("alice"), held.begin("alice")
+    assert held.get(first, "alice").snapshot is None  # nothing held before the first query
+    assert read(held.get(first, "alice")) == 1
+    assert read(held.get(second, "alice")) == 1  # takes the one snapshot from the first
+    with pytest.raises(TransactionAborted, match="given up"):
+        read(held.get(first, "alice"))
+    held.end(first, "alice")
+    held.end(first, "alice")  # ending what the server no longer holds: nothing to do
+    with pytest.raises(UnknownHandle):
+        held.end(b"never issued", "alice")
+    with pytest.raises(UnknownHandle):
+        held.get(second, "bob")
+    held.close()
+
+
+def test_registry_bounds_expires_and_tells_expired_from_unknown() -> None:
+    closed: list[str] = []
+    registry = Registry[str]("thing", "thing", capacity=2, idle_seconds=60, close=closed.append)
+    first = registry.add("alice", "one")
+    registry.add("alice", "two")
+    with pytest.raises(Overloaded):
+        registry.add("alice", "three")
+    assert closed == ["three"]
+    assert registry.get(first, "alice") == "one"
+    with pytest.raises(UnknownHandle):
+        registry.get(first, "bob")
+    with pytest.raises(UnknownHandle, match="unknown thing handle"):
+        registry.get(b"x" * 32, "alice")
+    registry.sweep(now=time.monotonic() + 61)
+    assert sorted(closed) == ["one", "three", "two"]
+    with pytest.raises(UnknownHandle, match="no longer open"):
+        registry.get(first, "alice")
+    evicting = Registry[str]("thing", "thing", 1, 60, close=closed.append, evict=True)
+    evicting.add("alice", "old")
+    evicting.add("alice", "new")
+    assert closed[-1] == "old"
+    assert len(evicting) == 1
