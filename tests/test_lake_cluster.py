@@ -6,6 +6,7 @@ PostgreSQL and its data in their S3 server. What landed is counted from the lake
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pytest
+import yaml
 
 from tests.conftest import ARROW_STREAM, ipc_bytes
 from tests.lake import lake_config, new_lake_name
@@ -294,9 +296,8 @@ def test_maintenance_while_nodes_write_keeps_every_row_with_fewer_files(tmp_path
 
 
 def test_workers_share_one_port_on_a_lake_and_are_refused_on_a_file(tmp_path: Path) -> None:
-    config = lake_config()
-    config["api"] = {"workers": 3}
-    node = ArrowportProcess(tmp_path / "workers", config=config).start(timeout=90)
+    node = ArrowportProcess(tmp_path / "workers", config=lake_config(), args=["--workers", "3"])
+    node.start(timeout=90)
     try:
         with httpx.Client(base_url=node.url, timeout=60) as http:
             for i in range(12):
@@ -312,7 +313,50 @@ def test_workers_share_one_port_on_a_lake_and_are_refused_on_a_file(tmp_path: Pa
         assert node.stop(60) == 0
     finally:
         node.kill()
-    file_node = ArrowportProcess(tmp_path / "file", config={"api": {"workers": 2}})
+    file_node = ArrowportProcess(tmp_path / "file", args=["--workers", "2"])
     with pytest.raises(RuntimeError, match="exited during start-up"):
         file_node.start()
     assert any("--workers needs storage.target: ducklake" in line for line in file_node.lines)
+
+
+def lake_command(config: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "maintain.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [sys.executable, "-m", "arrowport", "lake", "maintain", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_lake_maintain_merges_files_beside_a_running_node_and_keeps_every_row(
+    tmp_path: Path,
+) -> None:
+    config = lake_config(data_inlining_row_limit=0, delete_files_after="0 seconds")
+    node = ArrowportProcess(tmp_path / "node", config=config).start(timeout=60)
+    try:
+        with httpx.Client(base_url=node.url, timeout=60) as http:
+            for sequence in range(12):
+                answer = http.post(
+                    "/stream/by_hand",
+                    content=batch(3, sequence, 50),
+                    headers={"Content-Type": ARROW_STREAM},
+                )
+                assert answer.status_code == 200, answer.text
+        done = lake_command(config, tmp_path)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["files_before"] >= 12
+        assert report["files_after"] < report["files_before"]
+        assert set(report["seconds"]) >= {"merge_adjacent_files", "expire_snapshots"}
+        assert count_by_batch(node.url, "by_hand") == {(3, s): 50 for s in range(12)}
+    finally:
+        node.stop(60)
+
+
+def test_lake_maintain_refuses_a_file_target(tmp_path: Path) -> None:
+    done = lake_command({"duckdb": {"path": str(tmp_path / "x.duckdb")}}, tmp_path)
+    assert done.returncode == 2
+    assert "needs storage.target: ducklake" in done.stderr

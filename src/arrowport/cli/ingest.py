@@ -1,0 +1,147 @@
+"""``arrowport ingest PATH... --stream S``: land files in a table, exactly once, resumably.
+
+Each file is read in file order and cut into requests of ``--batch-rows`` rows, sent as its own
+producer: an id derived from the stream, the table, the file's absolute path, size and
+modification time, its format, the rows per request and ``--run-id``. Interrupted (Ctrl-C, a
+server restart, a network cut), the same command run again asks the server which of each file's
+requests are committed and sends only the rest, so every row lands exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import TYPE_CHECKING
+
+from arrowport.cli._connect import (
+    CommandError,
+    add_connection_options,
+    client_command,
+    connect,
+)
+from arrowport.cli._types import Commands
+
+if TYPE_CHECKING:
+    from arrowport.cli._progress import Tally
+
+FORMAT_CHOICES = ("parquet", "ipc", "arrows", "csv", "ndjson")
+DEFAULT_BATCH_ROWS = 100_000
+
+
+def register(commands: Commands) -> None:
+    ingest = commands.add_parser(
+        "ingest",
+        help="land Parquet, Arrow IPC, CSV or NDJSON files in a table, resumably",
+        description="Land files in the stream's table, exactly once. Rerun the same command "
+        "after an interruption: what already landed is skipped. Formats by file name (.parquet, "
+        ".arrow/.feather/.ipc: Arrow IPC file, or stream when the file says so; .arrows: IPC "
+        "stream; .csv; .ndjson/.jsonl/.json; CSV and NDJSON may end in .gz, .bz2, .zst) or "
+        "--format.",
+    )
+    ingest.add_argument(
+        "paths", nargs="+", metavar="PATH", help="files, directories or glob patterns ('**' too)"
+    )
+    ingest.add_argument("--stream", required=True, help="the stream to send to")
+    ingest.add_argument("--table", help="target table (default: the stream's)")
+    ingest.add_argument(
+        "--mode",
+        choices=["append", "replace", "create", "upsert"],
+        help="append, replace, create or upsert (default: the stream's); replace and create "
+        "apply to the first request, the rest append",
+    )
+    ingest.add_argument("--key-columns", help="upsert key columns, comma-separated")
+    ingest.add_argument(
+        "--schema-policy", choices=["strict", "evolve"], help="strict or evolve (stream's)"
+    )
+    ingest.add_argument("--format", choices=FORMAT_CHOICES, help="read every file as this format")
+    ingest.add_argument(
+        "--batch-rows",
+        type=int,
+        default=DEFAULT_BATCH_ROWS,
+        metavar="N",
+        help=f"rows per request (default: {DEFAULT_BATCH_ROWS:,}); a rerun must use the same "
+        "number to resume",
+    )
+    ingest.add_argument(
+        "--run-id",
+        default="",
+        help="a label that makes this a new load of the same files (to land them again); "
+        "rerun with the same label to resume it",
+    )
+    add_connection_options(ingest)
+    ingest.set_defaults(run=run)
+
+
+@client_command
+def run(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
+    from arrowport.cli._files import find_files, inspect, read_batches
+    from arrowport.cli._progress import Display, Tally
+
+    if args.batch_rows < 1:
+        raise CommandError("--batch-rows must be at least 1")
+    key_columns = None
+    if args.key_columns:
+        key_columns = [c.strip() for c in args.key_columns.split(",") if c.strip()]
+    files = find_files(args.paths, args.format)
+    try:
+        inspect(files)
+    except (pa.ArrowException, OSError) as exc:
+        raise CommandError(f"cannot read the files: {exc}") from None
+    known = [f.rows for f in files]
+    total = None if any(r is None for r in known) else sum(r or 0 for r in known)
+    tally = Tally(total_rows=total, files=len(files))
+    table = args.table
+    with connect(args) as client, Display.choose(tally) as display:
+        try:
+            for index, item in enumerate(files):
+                display.file_started(item, index)
+                mode = args.mode
+                if index > 0 and mode in ("replace", "create"):
+                    mode = "append"  # the first file replaced or created the table
+                try:
+                    summary = client.ingest(
+                        args.stream,
+                        read_batches(item, args.batch_rows),
+                        table=args.table,
+                        mode=mode,
+                        key_columns=key_columns,
+                        schema_policy=args.schema_policy,
+                        producer_id=item.producer_id(
+                            args.stream, args.table, args.batch_rows, args.run_id
+                        ),
+                        resume=True,
+                        request_rows=args.batch_rows,
+                        progress=functools.partial(display.advanced, item),
+                    )
+                except pa.ArrowCancelled:  # Ctrl-C while pyarrow was reading
+                    raise KeyboardInterrupt from None
+                except (pa.ArrowException, OSError) as exc:
+                    raise CommandError(f"{item.path}: cannot read it: {exc}") from None
+                table = summary.table or table
+                display.file_done(item, summary)
+        except KeyboardInterrupt:
+            display.close()
+            print(
+                f"arrowport: interrupted after {tally.rows_landed():,} rows; run the same "
+                "command again to land the rest",
+                file=sys.stderr,
+            )
+            return 130
+    print(_summary(tally, len(files), f"table {table}" if table else f"stream {args.stream}"))
+    return 0
+
+
+def _summary(tally: Tally, files: int, target: str) -> str:
+    seconds = tally.seconds()
+    of_files = f"{files} file{'s' if files != 1 else ''}"
+    if tally.landed == 0 and tally.skipped:
+        return f"nothing to send: all {tally.skipped:,} rows of the {of_files} had landed before"
+    rate = tally.landed / seconds if seconds > 0 else 0.0
+    already = f"; {tally.skipped:,} rows had landed before" if tally.skipped else ""
+    return (
+        f"landed {tally.landed:,} rows from {of_files} in {target} in {seconds:.1f} s "
+        f"({rate:,.0f} rows/s){already}"
+    )

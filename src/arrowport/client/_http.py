@@ -1,0 +1,239 @@
+"""HTTP plumbing shared by the two clients: connection options, calls, answers turned into
+errors, and the retry loop (a blocking and an ``asyncio`` copy of the same few lines)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from arrowport import __version__
+from arrowport.client._errors import (
+    ArrowportClientError,
+    ConnectionFailed,
+    RequestError,
+    TransientError,
+)
+from arrowport.client._retry import RetryPolicy
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+log = logging.getLogger("arrowport.client")
+
+Verify = bool | str | os.PathLike[str] | ssl.SSLContext
+Cert = str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]]
+
+# Statuses a later attempt may get past; 501 (not implemented), 505 and 507 (disk full) need a
+# person, and 408 only when the server gave up waiting for a slow body (not a slow query).
+_NEVER_RETRIED = (501, 505, 507)
+_RETRIED = (429, 502, 503, 504)
+
+
+def connection_options(
+    url: str,
+    *,
+    token: str | None,
+    verify: Verify,
+    cert: Cert | None,
+    timeout: float | None,
+    connect_timeout: float | None,
+    headers: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``httpx.Client`` / ``httpx.AsyncClient``."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"url must start with http:// or https://, not {url!r}")
+    sent = {"User-Agent": f"arrowport-client/{__version__}"}
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    sent |= dict(headers or {})
+    return {
+        "base_url": url,
+        "headers": sent,
+        "verify": ssl_context(verify, cert),
+        "timeout": httpx.Timeout(timeout, connect=connect_timeout),
+        "follow_redirects": False,
+    }
+
+
+def ssl_context(verify: Verify, cert: Cert | None) -> ssl.SSLContext | bool:
+    """What httpx needs for ``verify`` (True, False, a CA bundle's path, or a context) and an
+    optional client certificate (a PEM file holding both, or ``(certificate, key)``)."""
+    if verify is True and cert is None:
+        return True
+    if isinstance(verify, ssl.SSLContext):
+        context = verify
+    elif verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif verify is True:
+        import certifi  # httpx's own CA bundle
+
+        context = ssl.create_default_context(cafile=certifi.where())
+    else:
+        context = ssl.create_default_context(cafile=os.fspath(verify))
+    if cert is not None:
+        if isinstance(cert, tuple):
+            context.load_cert_chain(os.fspath(cert[0]), os.fspath(cert[1]))
+        else:
+            context.load_cert_chain(os.fspath(cert))
+    return context
+
+
+def path_part(value: str) -> str:
+    """``value`` quoted for one segment of a URL path."""
+    return quote(value, safe="")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request, enough to send it again byte for byte."""
+
+    method: str
+    path: str
+    what: str = ""
+    params: Mapping[str, str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+    json: Any = None
+
+    def describe(self) -> str:
+        return self.what or f"{self.method} {self.path}"
+
+
+def response_failure(response: httpx.Response) -> ArrowportClientError:
+    """The error an unsuccessful answer stands for."""
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        code = body["code"]
+        message = str(body.get("message", ""))
+        details = {k: v for k, v in body.items() if k not in ("status", "code", "message")}
+    else:
+        code = "http_error"
+        text = " ".join(response.text.split())[:200]
+        message = response.reason_phrase + (f": {text}" if text else "")
+        details = {}
+    retry_after = _retry_after(response.headers.get("retry-after"))
+    transient = status in _RETRIED or (status >= 500 and status not in _NEVER_RETRIED)
+    transient = transient or (status == 408 and code == "request_timeout")
+    kind = TransientError if transient else RequestError
+    return kind(code, status, message, details, retry_after=retry_after)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def transport_failure(exc: httpx.HTTPError, url: httpx.URL) -> ArrowportClientError:
+    """The error a request that got no answer stands for."""
+    reason = str(exc) or type(exc).__name__
+    if _tls_problem(exc):
+        return RequestError("tls_error", None, f"TLS with {url} failed: {reason}")
+    if isinstance(exc, httpx.TimeoutException):
+        return ConnectionFailed("timeout", None, f"{url} did not answer in time ({reason})")
+    if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
+        return ConnectionFailed("connection_error", None, f"cannot reach {url}: {reason}")
+    return RequestError("http_error", None, f"request to {url} failed: {reason}")
+
+
+def _tls_problem(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _wait(call: Call, error: ArrowportClientError, retry: int, policy: RetryPolicy) -> float:
+    """Seconds to wait before sending ``call`` again; raises ``error`` when it is not retried."""
+    if not error.retryable or retry >= policy.max_retries:
+        raise error
+    wait = policy.delay(retry, error.retry_after)
+    log.warning(
+        "%s failed (%s); retry %d of %d in %.1f s",
+        call.describe(),
+        error,
+        retry + 1,
+        policy.max_retries,
+        wait,
+    )
+    return wait
+
+
+def _arguments(call: Call) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"params": call.params, "headers": call.headers}
+    if call.content is not None:
+        arguments["content"] = call.content
+    if call.json is not None:
+        arguments["json"] = call.json
+    return arguments
+
+
+def send(http: httpx.Client, call: Call, policy: RetryPolicy) -> tuple[httpx.Response, int]:
+    """Send ``call``, retrying transient failures; the answer and how many retries it took."""
+    retry = 0
+    while True:
+        try:
+            response = http.request(call.method, call.path, **_arguments(call))
+        except httpx.HTTPError as exc:
+            error = transport_failure(exc, http.base_url)
+        else:
+            if response.is_success:
+                return response, retry
+            error = response_failure(response)
+        time.sleep(_wait(call, error, retry, policy))
+        retry += 1
+
+
+async def send_async(
+    http: httpx.AsyncClient, call: Call, policy: RetryPolicy
+) -> tuple[httpx.Response, int]:
+    """:func:`send` for ``asyncio``."""
+    retry = 0
+    while True:
+        try:
+            response = await http.request(call.method, call.path, **_arguments(call))
+        except httpx.HTTPError as exc:
+            error = transport_failure(exc, http.base_url)
+        else:
+            if response.is_success:
+                return response, retry
+            error = response_failure(response)
+        await asyncio.sleep(_wait(call, error, retry, policy))
+        retry += 1
+
+
+def json_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise RequestError(
+            "http_error",
+            response.status_code,
+            f"expected a JSON answer from {response.request.url}, got {response.text[:100]!r}",
+        ) from None
