@@ -579,9 +579,12 @@ def test_tls_and_token(tmp_path: Path) -> None:
 # -- importing -----------------------------------------------------------------------------------
 
 
-def test_importing_the_client_loads_no_server() -> None:
+@pytest.mark.parametrize(
+    "statement", ["import arrowport.client", "from arrowport import Client, AsyncClient"]
+)
+def test_importing_the_client_loads_no_server(statement: str) -> None:
     code = (
-        "import sys, arrowport.client\n"
+        f"import sys\n{statement}\n"
         "heavy = ('duckdb', 'fastapi', 'uvicorn', 'grpc', 'starlette', 'pydantic', 'structlog',"
         " 'prometheus_client', 'yaml')\n"
         "own = ('arrowport.server', 'arrowport.api', 'arrowport.storage', 'arrowport.ingest',"
@@ -604,3 +607,7 @@ def test_the_public_names() -> None:
     }
     assert public == set(package.__all__)
     assert {"Client", "AsyncClient", "ArrowportClientError", "IngestSummary"} <= public
+    import arrowport
+
+    assert arrowport.Client is package.Client
+    assert arrowport.AsyncClient is package.AsyncClient

@@ -195,3 +195,29 @@ def test_a_node_with_a_store_it_cannot_reach_refuses_to_start(tmp_path: Path) ->
     log = "\n".join(node.lines)
     assert "data path" in log
     assert services()["ARROWPORT_TEST_S3_SECRET"] not in log
+
+
+def test_one_machine_lake_with_a_sqlite_catalog_and_two_workers(tmp_path: Path) -> None:
+    config = {
+        "storage": {"target": "ducklake"},
+        "ducklake": {
+            "catalog": f"sqlite:{tmp_path / 'catalog.sqlite'}",
+            "data_path": str(tmp_path / "data"),
+        },
+    }
+    node = ArrowportProcess(tmp_path / "node", config=config, args=["--workers", "2"])
+    node.start(timeout=90)
+    try:
+        rows = ipc_bytes(pa.table({"id": pa.array(range(100), pa.int64())}))
+        answers = []
+        for _ in range(4):  # new connections: the kernel spreads them over the workers
+            with httpx.Client(base_url=node.url, timeout=60) as http:
+                answers.append(
+                    post_binary(http, "local", rows, headers={"Idempotency-Key": "once"}).json()
+                )
+        assert [answer["duplicate"] for answer in answers] == [False, True, True, True]
+        with httpx.Client(base_url=node.url, timeout=60) as http:
+            assert query(http, "SELECT count(*) AS n FROM local").to_pylist() == [{"n": 100}]
+        assert list((tmp_path / "data").rglob("*.parquet"))
+    finally:
+        node.stop(60)
