@@ -294,3 +294,28 @@ def test_every_metric_and_label_the_dashboard_queries_is_exported(exposition: Ex
             for label in sorted(query.labels.get(metric, set()) - exported):
                 problems.append(f"{where}: {metric} has no label {label!r}")
     assert not problems, "\n".join(problems)
+
+
+def test_flight_calls_are_timed_and_counted_by_method_and_status(tmp_path: Path) -> None:
+    import pyarrow.flight as flight
+
+    table = pa.table({"k": pa.array([1, 2, 3], pa.int64())})
+    with ArrowportProcess(tmp_path / "flight") as server:
+        with flight.connect(server.flight_url) as client:
+            writer, reader = client.do_put(flight.FlightDescriptor.for_path("timed"), table.schema)
+            writer.write_table(table)
+            writer.done_writing()
+            reader.read()
+            writer.close()
+            with pytest.raises(pa.ArrowKeyError):  # pyarrow's class for NOT_FOUND
+                client.do_get(flight.Ticket(b'{"table": "no_such_table"}')).read_all()
+        text = httpx.get(server.url + "/metrics", timeout=60).text
+    counts = {
+        (sample.labels["route"], sample.labels["status"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "arrowport_request_duration_seconds_count"
+        and sample.labels.get("method") == "GRPC"
+    }
+    assert counts[("flight/do_put", "OK")] == 1
+    assert counts[("flight/do_get", "NOT_FOUND")] == 1

@@ -11,6 +11,7 @@ Flight SQL driver, turns anything there that is not a ``google.rpc.Status`` into
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NoReturn
@@ -48,11 +49,19 @@ class Call:
 
 @contextlib.contextmanager
 def flight_errors(metrics: Metrics, method: str, context: grpc.ServicerContext) -> Iterator[Call]:
-    """Run a handler's body; whatever it raises ends the call with a clean status."""
+    """Run a handler's body; whatever it raises ends the call with a clean status. The call's
+    duration (streaming included) and status go to the latency metric, route ``flight/<method>``."""
     call = Call(method)
+    status = "OK"
+    started = time.perf_counter()
+    metrics.in_flight.inc()
     try:
         yield call
+    except GeneratorExit:  # the client went away while a streaming answer was being sent
+        status = "CANCELLED"
+        raise
     except ArrowportError as exc:
+        status = exc.grpc_code.upper()
         metrics.errors.labels(exc.code, "flight").inc()
         log.info(
             "flight request refused",
@@ -64,6 +73,7 @@ def flight_errors(metrics: Metrics, method: str, context: grpc.ServicerContext) 
         )
         abort(context, exc)
     except Exception as exc:
+        status = "INTERNAL"
         metrics.errors.labels("internal_error", "flight").inc()
         log.exception(
             "unexpected error", method=method, stream=call.stream, token=call.token, exc_info=exc
@@ -72,3 +82,7 @@ def flight_errors(metrics: Metrics, method: str, context: grpc.ServicerContext) 
             grpc.StatusCode.INTERNAL,
             "internal_error: internal error; the server log has the details",
         )
+    finally:
+        metrics.in_flight.dec()
+        elapsed = time.perf_counter() - started
+        metrics.latency.labels("GRPC", f"flight/{method}", status).observe(elapsed)
