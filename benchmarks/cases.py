@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ class Plan:
     health_ingests: int
     big_bytes: int | None
     big_batch_rows: int
+    big_json_bytes: int | None
 
 
 FULL = Plan(
@@ -58,6 +61,8 @@ FULL = Plan(
     health_ingests=3,
     big_bytes=2 * 1024**3,
     big_batch_rows=100_000,
+    # Under the server's default limits.max_json_body_bytes (512 MiB).
+    big_json_bytes=500 * 10**6,
 )
 QUICK = Plan(
     sizes=(1_000, 100_000),
@@ -70,6 +75,7 @@ QUICK = Plan(
     health_ingests=5,
     big_bytes=None,
     big_batch_rows=100_000,
+    big_json_bytes=None,
 )
 
 
@@ -117,12 +123,22 @@ def _checked(stats: dict[str, Any], expected: int) -> dict[str, Any]:
 
 
 def in_process(plan: Plan, tables: dict[int, pa.Table], workdir: Path) -> dict[str, Any]:
+    """The limit at each size (row-group-sized batches), and the same rows inserted as the
+    producers' smaller batches, interleaved with it (``producer_batches``: ratio to the limit)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    sizes = {}
+    sizes: dict[str, Any] = {}
+    producer: dict[str, dict[str, Any]] = {str(rows): {} for rows in data.PRODUCER_BATCHES}
     for size in plan.sizes:
-        path = workdir / f"inproc_{size}.duckdb"
-        times = inprocess.insert_times(tables[size], path, plan.repeats[size])
-        sizes[str(size)] = _throughput(size, times, None)
+        layouts = {"row_group": tables[size]} | {
+            str(rows): data.rebatched(tables[size], rows)
+            for rows in data.PRODUCER_BATCHES
+            if size > rows
+        }
+        times = inprocess.interleaved_times(layouts, workdir, plan.repeats[size])
+        limit_times = times.pop("row_group")
+        sizes[str(size)] = _throughput(size, limit_times, None)
+        for rows, layout_times in times.items():
+            producer[rows][str(size)] = _throughput(size, layout_times, limit_times)
     small = data.make_table(plan.batch_rows * plan.sequential_inserts, seed=7)
     batches = [
         small.slice(i * plan.batch_rows, plan.batch_rows) for i in range(plan.sequential_inserts)
@@ -136,15 +152,37 @@ def in_process(plan: Plan, tables: dict[int, pa.Table], workdir: Path) -> dict[s
     }
     for path in workdir.glob("inproc_*"):
         path.unlink(missing_ok=True)
-    return {"sizes": sizes, "sequential": sequential}
+    return {
+        "sizes": sizes,
+        "producer_batches": {rows: found for rows, found in producer.items() if found},
+        "sequential": sequential,
+    }
 
 
 # -- one client, one request at a time ---------------------------------------------------------
 
 
+# Server cases whose producer sends small record batches; their paired limit stays the
+# row-group-sized insert, so their ratio shows what not coalescing costs.
+PRODUCER_CASES = {"http-binary-10k", "flight-10k"}
+
+
+def _sizes(kind: str, plan: Plan) -> tuple[int, ...]:
+    """The sizes a case runs: all of the plan's, or for a producer-batch case those that hold
+    more than one batch (at or below one batch the payload is the same as the plain case's)."""
+    if kind not in PRODUCER_CASES:
+        return plan.sizes
+    sizes = tuple(s for s in plan.sizes if s > data.PRODUCER_BATCH_ROWS)
+    if not sizes:
+        raise NotAvailable(f"needs a size above {data.PRODUCER_BATCH_ROWS:,} rows (--sizes)")
+    return sizes
+
+
 def _http_payload(kind: str, table: pa.Table, name: str) -> tuple[str, bytes, dict[str, str]]:
     if kind == "http-json":
         return f"/stream/{name}", data.seed_json(table, name), JSON_HEADERS
+    if kind == "http-binary-10k":
+        table = data.rebatched(table, data.PRODUCER_BATCH_ROWS)
     ipc = data.ipc_stream(table)
     if kind == "http-zstd":
         return f"/stream/{name}", data.zstd(ipc), ZSTD_HEADERS
@@ -158,12 +196,13 @@ def http_sizes(
 
     The first request of each size creates the table and is not timed. Before each timed
     request, the same rows are inserted in-process once (the paired limit)."""
+    sizes = _sizes(kind, plan)
     with servers.start(kind) as server:
 
         async def run() -> dict[str, Any]:
             results: dict[str, Any] = {}
             async with Connection(server.url) as conn:
-                for size in plan.sizes:
+                for size in sizes:
                     name = f"{kind.replace('-', '_')}_{size}"
                     path, body, headers = _http_payload(kind, tables[size], name)
                     reply = await conn.post(path, body, headers)
@@ -187,36 +226,50 @@ def http_sizes(
 
 
 def _timed_puts(
-    port: int, plan: Plan, tables: dict[int, pa.Table], limits: Path, prefix: str
+    port: int,
+    plan: Plan,
+    tables: dict[int, pa.Table],
+    limits: Path,
+    prefix: str,
+    sizes: tuple[int, ...] | None = None,
+    batch_rows: int | None = None,
 ) -> dict[int, dict[str, Any]]:
     """``do_put`` of each size, one at a time, paired with in-process inserts like HTTP; the
-    first put of each size creates its table ``<prefix>_<size>`` and is not timed."""
+    first put of each size creates its table ``<prefix>_<size>`` and is not timed. With
+    ``batch_rows`` the put sends batches of that many rows; the paired limit is unchanged."""
     from benchmarks import flight_client
 
     client = flight_client.connect(port)
     results: dict[int, dict[str, Any]] = {}
-    for size in plan.sizes:
+    for size in sizes or plan.sizes:
         name = f"{prefix}_{size}"
-        flight_client.timed_put(client, name, tables[size])
+        payload = tables[size] if batch_rows is None else data.rebatched(tables[size], batch_rows)
+        flight_client.timed_put(client, name, payload)
         times, limit_times = [], []
         with inprocess.Limit(tables[size], limits / f"limit_{name}.duckdb") as limit:
             for _ in range(plan.repeats[size]):
                 limit_times.append(limit.time())
-                times.append(flight_client.timed_put(client, name, tables[size]))
+                times.append(flight_client.timed_put(client, name, payload))
         results[size] = _throughput(size, times, limit_times)
     client.close()
     return results
 
 
-def flight_sizes(servers: Servers, plan: Plan, tables: dict[int, pa.Table]) -> dict[str, Any]:
-    """Arrowport's ``do_put`` of each size (see :func:`_timed_puts`)."""
-    with servers.start("flight") as server:
+def flight_sizes(
+    servers: Servers, plan: Plan, tables: dict[int, pa.Table], kind: str = "flight"
+) -> dict[str, Any]:
+    """Arrowport's ``do_put`` of each size (see :func:`_timed_puts`); ``flight-10k`` sends the
+    producer's 10,000-row batches."""
+    sizes = _sizes(kind, plan)
+    batch_rows = data.PRODUCER_BATCH_ROWS if kind in PRODUCER_CASES else None
+    prefix = kind.replace("-", "_")
+    with servers.start(kind) as server:
         port = flight_port(server)
         if port is None:
             raise NotAvailable("flight: not available")
-        results = _timed_puts(port, plan, tables, servers.root, "flight")
+        results = _timed_puts(port, plan, tables, servers.root, prefix, sizes, batch_rows)
         for size, result in results.items():
-            result["check"] = _verify(server, f"flight_{size}", size * (plan.repeats[size] + 1))
+            result["check"] = _verify(server, f"{prefix}_{size}", size * (plan.repeats[size] + 1))
         return {"sizes": {str(size): result for size, result in results.items()}}
 
 
@@ -316,10 +369,11 @@ def _concurrent_result(
     plan: Plan,
     seconds: float,
     latencies: list[float],
-    probe: HealthProbe,
-    started: float,
+    health: list[float] | None,
     seq_limit: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    """Aggregate figures of a many-clients run; ``health`` is the ``/health`` latencies sampled
+    during it (None for a server without one)."""
     rows = plan.clients * plan.batches_per_client * plan.batch_rows
     result: dict[str, Any] = {
         "clients": plan.clients,
@@ -329,8 +383,9 @@ def _concurrent_result(
         "seconds": seconds,
         "rows_per_s": rows / seconds,
         "latency": latency_summary(latencies),
-        "health_under_load": latency_summary(probe.between(started, started + seconds)),
     }
+    if health is not None:
+        result["health_under_load"] = latency_summary(health)
     if seq_limit is not None:
         result["ratio_to_sequential"] = result["rows_per_s"] / seq_limit["rows_per_s"]
     return result
@@ -373,7 +428,8 @@ def concurrent_http(
         with HealthProbe(server.url, interval=0.02) as probe:
             started = asyncio.run(run())
             seconds = time.perf_counter() - started
-        result = _concurrent_result(plan, seconds, latencies, probe, started, seq_limit)
+        health = probe.between(started, started + seconds)
+        result = _concurrent_result(plan, seconds, latencies, health, seq_limit)
         result["retries"] = retries
         result["check"] = _verify(server, name, result["rows"] + plan.batch_rows)
         return result
@@ -419,10 +475,97 @@ def concurrent_flight(
                 for future in [pool.submit(one_client, own) for own in batches]:
                     future.result()
             seconds = time.perf_counter() - started
-        result = _concurrent_result(plan, seconds, latencies, probe, started, seq_limit)
+        health = probe.between(started, started + seconds)
+        result = _concurrent_result(plan, seconds, latencies, health, seq_limit)
         result["retries"] = sum(retried)
         result["check"] = _verify(server, name, result["rows"] + plan.batch_rows)
         return result
+
+
+# -- the peer: DuckDB's own remote protocol ----------------------------------------------------
+
+
+def quack_case(
+    servers: Servers, plan: Plan, tables: dict[int, pa.Table], seq_limit: dict[str, Any] | None
+) -> dict[str, Any]:
+    """DuckDB's Quack protocol (:mod:`benchmarks.quack`), each part against a fresh Quack server
+    on a fresh file: bulk inserts of each size over one connection, paired with in-process
+    inserts like the other per-size cases, then the many-clients load of the concurrent cases."""
+    from benchmarks import quack
+
+    reason = quack.unavailable()
+    if reason is not None:
+        raise NotAvailable(reason)
+    workdir = servers.root / "quack"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    return {
+        "sizes": _quack_sizes(plan, tables, workdir),
+        "concurrent": _quack_concurrent(plan, workdir, seq_limit),
+    }
+
+
+def _quack_sizes(plan: Plan, tables: dict[int, pa.Table], workdir: Path) -> dict[str, Any]:
+    from benchmarks import quack
+    from benchmarks.bare_flight import landed
+
+    db_path = workdir / "bulk.duckdb"
+    results: dict[str, Any] = {}
+    with quack.running(db_path) as port, quack.Client(port) as client:
+        for size in plan.sizes:
+            name = f"quack_{size}"
+            client.create(name, tables[size])
+            client.insert(name, tables[size])  # untimed, like every case's first request
+            times, limit_times = [], []
+            with inprocess.Limit(tables[size], workdir / f"limit_{name}.duckdb") as limit:
+                for _ in range(plan.repeats[size]):
+                    limit_times.append(limit.time())
+                    times.append(client.insert(name, tables[size]))
+            results[str(size)] = _throughput(size, times, limit_times)
+    # Read back from the file once the server has stopped: independent of the protocol.
+    for key, result in results.items():
+        expected = int(key) * (plan.repeats[int(key)] + 1)
+        result["check"] = _checked(landed(db_path, f"quack_{key}"), expected)
+    return results
+
+
+def _quack_concurrent(
+    plan: Plan, workdir: Path, seq_limit: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``plan.clients`` threads, each its own DuckDB instance and Quack connection (opened before
+    the clock starts), one ``INSERT`` per small batch."""
+    from benchmarks import quack
+    from benchmarks.bare_flight import landed
+
+    batches = _small_batches(plan)
+    db_path = workdir / "concurrent.duckdb"
+    name = "quack_concurrent"
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def one_client(client: quack.Client, own: list[pa.Table]) -> None:
+        mine = [client.insert(name, table) for table in own]
+        with lock:
+            latencies.extend(mine)
+
+    with quack.running(db_path) as port, ExitStack() as stack:
+        first = stack.enter_context(quack.Client(port, threads=1))
+        first.create(name, batches[0][0])
+        first.insert(name, batches[0][0])  # untimed, like the other concurrent cases
+        # The others attach after the table exists: a client reads the remote catalog when it
+        # attaches. One thread each, like the other load generators' one thread or task each.
+        clients = [first] + [
+            stack.enter_context(quack.Client(port, threads=1)) for _ in batches[1:]
+        ]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(plan.clients) as pool:
+            pairs = zip(clients, batches, strict=True)
+            for future in [pool.submit(one_client, *pair) for pair in pairs]:
+                future.result()
+        seconds = time.perf_counter() - started
+    result = _concurrent_result(plan, seconds, latencies, None, seq_limit)
+    result["check"] = _checked(landed(db_path, name), result["rows"] + plan.batch_rows)
+    return result
 
 
 # -- /health while a large ingest runs ---------------------------------------------------------
@@ -475,6 +618,7 @@ def _rss_result(
     assert server.proc is not None
     rows = batches * pieces.rows_per_batch
     return {
+        "body_bytes": pieces.size(batches),
         "stream_bytes": pieces.size(batches),
         "rows": rows,
         "seconds": seconds,
@@ -532,3 +676,29 @@ def big_flight(servers: Servers, plan: Plan) -> dict[str, Any]:
             seconds = time.perf_counter() - started
         client.close()
         return _rss_result(server, name, sampler, idle_mb, pieces, batches, seconds)
+
+
+def big_json(servers: Servers, plan: Plan) -> dict[str, Any]:
+    """A seed-format JSON/base64 body of ``plan.big_json_bytes``, sent chunked from a generator
+    that base64-encodes a replayed IPC stream as it goes, so the client never holds it."""
+    assert plan.big_json_bytes is not None
+    batch = data.make_table(plan.big_batch_rows, seed=5).to_batches()[0]
+    name = "big_json"
+    body = data.SeedJsonStream.of_size(batch, plan.big_json_bytes, name)
+    with servers.start("rss-json") as server:
+        assert server.proc is not None
+        idle_mb = tree_rss_mb(server.proc.pid)
+        with RssSampler(server.proc.pid) as sampler:
+            started = time.perf_counter()
+            response = httpx.post(
+                f"{server.url}/stream/{name}",
+                content=body.chunks(),
+                headers=JSON_HEADERS,
+                timeout=None,
+            )
+            seconds = time.perf_counter() - started
+        _check(response.status_code, response.json(), body.rows)
+        result = _rss_result(server, name, sampler, idle_mb, body.pieces, body.batches, seconds)
+        result["body_bytes"] = body.size()
+        result["mb_per_s"] = body.size() / seconds / 1e6
+        return result

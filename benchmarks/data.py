@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pybase64
 import zstandard
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -32,6 +33,11 @@ _EPOCH_US = 1_700_000_000_000_000
 # Producers send record batches of a bounded size; this is also DuckDB's row group size and the
 # server's default chunk_size. A table made here is chunked this way, and so are its payloads.
 BATCH_ROWS = 122_880
+# What producers often send instead: batches well below a row group. DuckDB parallelises an
+# insert only across row-group-sized batches, so these show what a server that hands them on
+# as they arrive leaves unused.
+PRODUCER_BATCH_ROWS = 10_000
+PRODUCER_BATCHES = (PRODUCER_BATCH_ROWS, 65_536)
 
 
 def make_table(rows: int, start_id: int = 0, seed: int = 0) -> pa.Table:
@@ -52,6 +58,12 @@ def make_table(rows: int, start_id: int = 0, seed: int = 0) -> pa.Table:
     return pa.Table.from_batches(table.to_batches(max_chunksize=BATCH_ROWS), schema=SCHEMA)
 
 
+def rebatched(table: pa.Table, batch_rows: int) -> pa.Table:
+    """The same rows as ``batch_rows``-row record batches (the last one shorter)."""
+    batches = table.combine_chunks().to_batches(max_chunksize=batch_rows)
+    return pa.Table.from_batches(batches, schema=table.schema)
+
+
 def ipc_stream(table: pa.Table, batch_rows: int | None = None) -> bytes:
     """A complete Arrow IPC stream (schema, batches, end-of-stream marker)."""
     sink = pa.BufferOutputStream()
@@ -65,17 +77,36 @@ def zstd(data: bytes, level: int = 3) -> bytes:
     return zstandard.ZstdCompressor(level=level).compress(data)
 
 
-def seed_json(table: pa.Table, target_table: str) -> bytes:
-    """The seed spec's JSON body: base64 schema and base64 IPC stream."""
-    schema = table.schema.serialize().to_pybytes()
+def _seed_frame(schema: pa.Schema, target_table: str) -> tuple[bytes, bytes]:
+    """The seed spec's JSON body before and after the base64 of ``batch.data``."""
     document = {
-        "config": {"target_table": target_table, "chunk_size": 122_880},
+        "config": {"target_table": target_table, "chunk_size": BATCH_ROWS},
         "batch": {
-            "arrow_schema": base64.b64encode(schema).decode(),
-            "data": base64.b64encode(ipc_stream(table)).decode(),
+            "arrow_schema": base64.b64encode(schema.serialize().to_pybytes()).decode(),
+            "data": "",
         },
     }
-    return json.dumps(document).encode()
+    text = json.dumps(document).encode()
+    cut = text.index(b'"data": "') + len(b'"data": "')
+    return text[:cut], text[cut:]
+
+
+def seed_json(table: pa.Table, target_table: str) -> bytes:
+    """The seed spec's JSON body: base64 schema and base64 IPC stream."""
+    head, tail = _seed_frame(table.schema, target_table)
+    return head + base64.b64encode(ipc_stream(table)) + tail
+
+
+def base64_pieces(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The base64 of the concatenated ``chunks``, one piece per chunk (whole 3-byte groups; the
+    few bytes left over go with the next chunk)."""
+    carry = b""
+    for chunk in chunks:
+        joined = carry + chunk
+        cut = len(joined) - len(joined) % 3
+        carry = joined[cut:]
+        yield pybase64.b64encode(joined[:cut])
+    yield pybase64.b64encode(carry)
 
 
 class StreamPieces:
@@ -105,3 +136,34 @@ class StreamPieces:
         for _ in range(batches):
             yield self.batch
         yield self.end
+
+
+class SeedJsonStream:
+    """A seed-format JSON body around ``batches`` replays of one batch, base64-encoded as it is
+    sent, so a client can send a body of any size without holding it (or its IPC stream)."""
+
+    def __init__(self, pieces: StreamPieces, batches: int, target_table: str, schema: pa.Schema):
+        self.pieces = pieces
+        self.batches = batches
+        self.head, self.tail = _seed_frame(schema, target_table)
+
+    @classmethod
+    def of_size(cls, batch: pa.RecordBatch, body_bytes: int, target_table: str) -> SeedJsonStream:
+        """The replayed stream whose JSON body is about ``body_bytes`` long."""
+        pieces = StreamPieces(batch)
+        stream = cls(pieces, 1, target_table, batch.schema)
+        base64_bytes = body_bytes - len(stream.head) - len(stream.tail)
+        stream.batches = pieces.batches_for(base64_bytes * 3 // 4)
+        return stream
+
+    @property
+    def rows(self) -> int:
+        return self.batches * int(self.pieces.rows_per_batch)
+
+    def size(self) -> int:
+        return len(self.head) + 4 * -(-self.pieces.size(self.batches) // 3) + len(self.tail)
+
+    def chunks(self) -> Iterator[bytes]:
+        yield self.head
+        yield from base64_pieces(self.pieces.chunks(self.batches))
+        yield self.tail

@@ -8,6 +8,7 @@ The table is created the way the server creates it (DuckDB's own Arrow type mapp
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import duckdb
@@ -72,6 +73,24 @@ def insert_times(table: pa.Table, db_path: Path, repeats: int) -> list[float]:
     """Seconds per one-transaction insert of ``table``; one warm-up insert is not counted."""
     with Limit(table, db_path) as limit:
         return [limit.time() for _ in range(repeats)]
+
+
+def interleaved_times(
+    tables: dict[str, pa.Table], workdir: Path, repeats: int
+) -> dict[str, list[float]]:
+    """Seconds per one-transaction insert of each table (its own fresh database file), one insert
+    of each per round so that a busy moment on the machine hits them alike; one warm-up insert
+    each is not counted."""
+    with ExitStack() as stack:
+        limits = {
+            key: stack.enter_context(Limit(table, workdir / f"inproc_{key}.duckdb"))
+            for key, table in tables.items()
+        }
+        times: dict[str, list[float]] = {key: [] for key in limits}
+        for _ in range(repeats):
+            for key, limit in limits.items():
+                times[key].append(limit.time())
+    return times
 
 
 def sequential_small(batches: list[pa.Table], db_path: Path) -> list[float]:

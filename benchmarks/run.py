@@ -38,19 +38,25 @@ CASES = (
     "inprocess",
     "http-json",
     "http-binary",
+    "http-binary-10k",
     "http-zstd",
     "flight",
+    "flight-10k",
     "flight-bare",
     "adbc-ingest",
+    "quack",
     "concurrent-http",
     "concurrent-flight",
     "health",
     "rss-http",
     "rss-flight",
+    "rss-json",
 )
 # Cases judged against the in-process sequential small-insert rate: selecting one runs it too.
 # (The per-size cases measure their own in-process limit, interleaved with their requests.)
 _NEEDS_LIMIT = {"http-binary", "concurrent-http", "concurrent-flight"}
+# Cases that need Arrowport's Flight port.
+_FLIGHT = {"flight", "flight-10k", "adbc-ingest", "concurrent-flight", "rss-flight"}
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
@@ -76,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, help="timed repeats per size (median reported)")
     parser.add_argument(
         "--big-gb", type=float, help="size of the memory cases' stream in GiB (default 2)"
+    )
+    parser.add_argument(
+        "--json-mb", type=float, help="size of rss-json's JSON body in MB (default 500)"
     )
     parser.add_argument(
         "--output",
@@ -120,6 +129,8 @@ def _plan(args: argparse.Namespace) -> cases.Plan:
         plan = dataclasses.replace(plan, repeats={s: args.repeats for s in plan.sizes})
     if args.big_gb:
         plan = dataclasses.replace(plan, big_bytes=int(args.big_gb * 1024**3))
+    if args.json_mb:
+        plan = dataclasses.replace(plan, big_json_bytes=int(args.json_mb * 10**6))
     return plan
 
 
@@ -145,6 +156,7 @@ def _meta(args: argparse.Namespace, plan: cases.Plan, flight: bool) -> dict[str,
         ),
         "commit": _git_commit(),
         "cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
         "load_average": os.getloadavg(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -169,25 +181,97 @@ def _run_case(name: str, results: dict[str, Any], work: Callable[[], dict[str, A
     print(f"{status} ({time.perf_counter() - started:.1f} s)", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    selected = _selected(args.only)
-    plan = _plan(args)
+def _cases(
+    plan: cases.Plan,
+    tables: dict[int, pa.Table],
+    servers: Servers,
+    results: dict[str, Any],
+) -> dict[str, Callable[[], dict[str, Any]]]:
+    """Each case's measurement, to be called in ``CASES`` order (the concurrent ones read the
+    in-process sequential limit from ``results`` when they run)."""
+
+    def seq() -> dict[str, Any] | None:
+        limit = results.get("inprocess")
+        return limit["sequential"] if limit and report._status(limit) is None else None
+
+    def sizes(kind: str) -> Callable[[], dict[str, Any]]:
+        return lambda: cases.http_sizes(kind, servers, plan, tables)
+
+    def flight(kind: str) -> Callable[[], dict[str, Any]]:
+        return lambda: cases.flight_sizes(servers, plan, tables, kind)
+
+    return {
+        "inprocess": lambda: cases.in_process(plan, tables, servers.root / "inprocess"),
+        "http-json": sizes("http-json"),
+        "http-binary": sizes("http-binary"),
+        "http-binary-10k": sizes("http-binary-10k"),
+        "http-zstd": sizes("http-zstd"),
+        "flight": flight("flight"),
+        "flight-10k": flight("flight-10k"),
+        "flight-bare": lambda: cases.bare_flight_sizes(servers, plan, tables),
+        "adbc-ingest": lambda: cases.adbc_sizes(servers, plan, tables),
+        "quack": lambda: cases.quack_case(servers, plan, tables, seq()),
+        "concurrent-http": lambda: cases.concurrent_http(servers, plan, seq()),
+        "concurrent-flight": lambda: cases.concurrent_flight(servers, plan, seq()),
+        "health": lambda: cases.health_during_ingest(servers, plan, tables[plan.health_rows]),
+        "rss-http": lambda: cases.big_http(servers, plan),
+        "rss-flight": lambda: cases.big_flight(servers, plan),
+        "rss-json": lambda: cases.big_json(servers, plan),
+    }
+
+
+def _runnable(selected: list[str], plan: cases.Plan) -> list[str]:
+    """``selected`` without the memory cases the plan leaves out, with the limit they need."""
+    skipped = set()
     if plan.big_bytes is None:
-        selected = [c for c in selected if not c.startswith("rss-")]
+        skipped |= {"rss-http", "rss-flight"}
+    if plan.big_json_bytes is None:
+        skipped.add("rss-json")
+    selected = [c for c in selected if c not in skipped]
     if _NEEDS_LIMIT & set(selected) and "inprocess" not in selected:
         selected.insert(0, "inprocess")
+    return selected
 
-    flight = flight_flag_supported()
-    meta = _meta(args, plan, flight)
+
+def _print_header(meta: dict[str, Any], selected: list[str], flight: bool) -> None:
     print(
-        f"Arrowport benchmark — {meta['cpus']} CPUs, DuckDB {meta['duckdb']}, "
+        f"Arrowport benchmark — {report.cores(meta)}, DuckDB {meta['duckdb']}, "
         f"pyarrow {meta['pyarrow']}, commit {meta['commit'] or '?'}, "
         f"load average {meta['load_average'][0]:.2f}"
     )
-    if meta["load_average"][0] > 0.5 * (meta["cpus"] or 1):
+    if meta["load_average"][0] > 0.5 * (meta["usable_cpus"] or 1):
         print("note: the machine is busy; other work on these cores skews every figure")
     print(f"cases: {', '.join(selected)}" + ("" if flight else "  (flight: not available)"))
+
+
+def _print_tables(meta: dict[str, Any], results: dict[str, Any], verdicts: list[Any]) -> None:
+    sections = [
+        (
+            "Throughput, one client, one request at a time (median of repeats)",
+            report.throughput_table(results),
+        ),
+        ("Concurrent small batches", report.concurrent_table(results)),
+        ("Arrowport against DuckDB's Quack protocol, same run", report.quack_table(results)),
+        ("/health latency during large ingests", report.health_table(results)),
+        ("Peak server memory while a large body lands", report.memory_table(results)),
+        ("Figures the product must reach", report.targets_table(verdicts)),
+    ]
+    print()
+    for title, text in sections:
+        if text:
+            print(f"{title} [{report.cores(meta)}]\n{text}\n")
+    end = meta["load_average_end"]
+    print(f"load average at the end: {end[0]:.2f} {end[1]:.2f} {end[2]:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    plan = _plan(args)
+    selected = _runnable(_selected(args.only), plan)
+
+    flight = flight_flag_supported()
+    meta = _meta(args, plan, flight)
+    _print_header(meta, selected, flight)
     print("generating data ...", flush=True)
     tables = {size: data.make_table(size) for size in plan.sizes}
     if "health" in selected and plan.health_rows not in tables:
@@ -198,75 +282,22 @@ def main(argv: list[str] | None = None) -> int:
     profiler = Profiler(args.profile, args.profile_format, args.native) if args.profile else None
     servers = Servers(root, flight, profiler, args.keep)
     results: dict[str, Any] = {}
-    limit = None
-
+    work = _cases(plan, tables, servers, results)
     for name in selected:
-        if name == "inprocess":
-            _run_case(name, results, lambda: cases.in_process(plan, tables, root / "inprocess"))
-            if report._status(results[name]) is None:
-                limit = results[name]
-        elif name in ("http-json", "http-binary", "http-zstd"):
-            _run_case(
-                name, results, lambda name=name: cases.http_sizes(name, servers, plan, tables)
-            )
-        elif name == "flight":
-            if not flight:
-                results[name] = {"unavailable": "flight: not available"}
-                print(f"- {name} ... flight: not available")
-                continue
-            _run_case(name, results, lambda: cases.flight_sizes(servers, plan, tables))
-        elif name == "flight-bare":
-            _run_case(name, results, lambda: cases.bare_flight_sizes(servers, plan, tables))
-        elif name == "adbc-ingest":
-            if not flight:
-                results[name] = {"unavailable": "flight: not available"}
-                print(f"- {name} ... flight: not available")
-                continue
-            _run_case(name, results, lambda: cases.adbc_sizes(servers, plan, tables))
-        elif name in ("concurrent-http", "concurrent-flight"):
-            seq = limit["sequential"] if limit else None
-            if name == "concurrent-flight" and not flight:
-                results[name] = {"unavailable": "flight: not available"}
-                print(f"- {name} ... flight: not available")
-                continue
-            work = cases.concurrent_http if name == "concurrent-http" else cases.concurrent_flight
-            _run_case(name, results, lambda work=work, seq=seq: work(servers, plan, seq))
-        elif name == "health":
-            _run_case(
-                name,
-                results,
-                lambda: cases.health_during_ingest(servers, plan, tables[plan.health_rows]),
-            )
-        elif name == "rss-http":
-            _run_case(name, results, lambda: cases.big_http(servers, plan))
-        elif name == "rss-flight":
-            if not flight:
-                results[name] = {"unavailable": "flight: not available"}
-                print(f"- {name} ... flight: not available")
-                continue
-            _run_case(name, results, lambda: cases.big_flight(servers, plan))
+        if name in _FLIGHT and not flight:
+            results[name] = {"unavailable": "flight: not available"}
+            print(f"- {name} ... flight: not available")
+            continue
+        _run_case(name, results, work[name])
 
     if not args.keep and args.workdir is None:
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
 
+    meta["load_average_end"] = os.getloadavg()
     verdicts = report.targets(results)
-    sections = [
-        (
-            "Throughput, one client, one request at a time (median of repeats)",
-            report.throughput_table(results),
-        ),
-        ("Concurrent small batches", report.concurrent_table(results)),
-        ("/health latency during large ingests", report.health_table(results)),
-        ("Peak server memory while a large stream lands", report.memory_table(results)),
-        ("Figures the product must reach", report.targets_table(verdicts)),
-    ]
-    print()
-    for title, text in sections:
-        if text:
-            print(f"{title}\n{text}\n")
-
+    _print_tables(meta, results, verdicts)
     out = args.output or RESULTS_DIR / f"{dt.datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "results": results, "targets": verdicts}, indent=2))
