@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
@@ -221,3 +223,30 @@ def test_one_machine_lake_with_a_sqlite_catalog_and_two_workers(tmp_path: Path) 
         assert list((tmp_path / "data").rglob("*.parquet"))
     finally:
         node.stop(60)
+
+
+def test_concurrent_bulk_writes_to_one_lake_node_all_land(nodes: list[ArrowportProcess]) -> None:
+    # Each 1M-row write holds Parquet row groups in DuckDB's buffer pool until its commit.
+    rows = 1_000_000
+    noise = np.random.default_rng(0)  # values that do not compress: full-size row groups
+    table = pa.table(
+        {"id": pa.array(range(rows), pa.int64())}
+        | {f"v{i}": pa.array(noise.random(rows)) for i in range(4)}
+    )
+    body = ipc_bytes(table, batch_rows=122_880)
+    answers: list[httpx.Response] = []
+
+    def send() -> None:
+        with httpx.Client(base_url=nodes[0].url, timeout=300) as http:
+            answers.append(post_binary(http, "bulk", body))
+
+    senders = [threading.Thread(target=send) for _ in range(3)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(300)
+    assert [answer.status_code for answer in answers] == [200, 200, 200], [
+        answer.text for answer in answers
+    ]
+    with httpx.Client(base_url=nodes[1].url, timeout=60) as http:
+        assert query(http, "SELECT count(*) AS n FROM bulk").to_pylist() == [{"n": 3 * rows}]

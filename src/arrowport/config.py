@@ -127,7 +127,8 @@ class DuckDBSettings(_Section):
     memory_limit: str | None = Field(
         "192MB",
         description="DuckDB's buffer memory limit (keeps a server flat during huge ingests; raise "
-        "it for heavy queries, which spill to disk above it; unset: 80% of RAM).",
+        "it for heavy queries, which spill to disk above it; unset: 80% of RAM). A DuckLake "
+        "node defaults to 1GB: its Parquet writers buffer whole row groups.",
     )
     checkpoint_wal_bytes: int = Field(
         64 * 1024**2,

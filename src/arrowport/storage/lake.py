@@ -62,6 +62,7 @@ log = structlog.get_logger(__name__)
 LAKE = "lake"
 _UPSERT_GUARD = f"{quote(INTERNAL_SCHEMA)}.upsert_turn"
 _STARTUP_LOCK_KEY = 8301546
+LAKE_MEMORY_LIMIT = "1GB"
 # DuckDB type names a DuckLake table cannot hold (DuckLake 1.0 with DuckDB 1.5.5).
 _UNSUPPORTED = re.compile(r"\b(ENUM|UNION|BIT|BIGNUM|VARINT|TIME_NS)\b|\[\d+\]")
 
@@ -126,6 +127,10 @@ class Lake(Engine):
         self.data_path = lake.data_path
         self.idempotency_window_hours = idempotency_window_hours
         extensions = Path(tempfile.gettempdir()) / f"arrowport-extensions-{os.getuid()}"
+        if "memory_limit" not in duck.model_fields_set:
+            # Parquet writers buffer whole row groups: concurrent bulk writes to a lake need
+            # more than the file target's default.
+            duck = duck.model_copy(update={"memory_limit": LAKE_MEMORY_LIMIT})
         root = open_connection(duck, ":memory:", {"extension_directory": str(extensions)})
         super().__init__(root, query_timeout)
         self.catalog = TableCatalog(cached=False)  # other nodes change tables too
@@ -245,7 +250,9 @@ class Lake(Engine):
             cur.execute(f"USE {LAKE}")  # reads the catalog's latest snapshot
         except duckdb.Error as exc:
             cur.close()
-            raise self._unreachable(exc) from None
+            if isinstance(exc, duckdb.IOException | duckdb.ConnectionException):
+                raise self._unreachable(exc) from None
+            raise self.translate(exc) from None
         return cur
 
     def _unreachable(self, exc: duckdb.Error) -> StorageUnavailable:
