@@ -32,7 +32,7 @@ from arrowport.errors import (
 )
 from arrowport.flight.protocol import flight_sql_pb2 as sql
 from arrowport.flight.sql import transactions
-from arrowport.flight.sql.envelope import pack, wrap
+from arrowport.flight.sql.envelope import pack, unpack, wrap
 from arrowport.flight.sql.handles import Registry
 from arrowport.storage import metadata
 from arrowport.storage.database import Database
@@ -285,6 +285,35 @@ def test_queries_and_parameterised_queries(conn: dbapi.Connection) -> None:
             assert cur.fetchone() == (1000 - low,)
     big = fetch(conn, "SELECT * FROM sq_query, range(300) AS r(k)")
     assert big.num_rows == 300_000
+
+
+def test_parameters_that_would_blow_up_when_bound_are_refused(server: ArrowportProcess) -> None:
+    # 20 million nulls in one list: a few hundred bytes of Arrow, 160 MB as Python values.
+    nulls = pa.ListArray.from_arrays(pa.array([0, 20_000_000], pa.int32()), pa.nulls(20_000_000))
+    bomb = pa.table({"p": nulls})
+    request = sql.ActionCreatePreparedStatementRequest(query=b"SELECT len(?) AS n")
+    with flight.connect(server.flight_url) as client:
+        action = flight.Action("CreatePreparedStatement", pack(request))
+        [answer] = list(client.do_action(action))
+        _, body = unpack(answer.body.to_pybytes(), "the answer")
+        created = sql.ActionCreatePreparedStatementResult.FromString(body)
+        cmd = sql.CommandPreparedStatementQuery(
+            prepared_statement_handle=created.prepared_statement_handle
+        )
+
+        def bind(table: pa.Table) -> None:
+            descriptor = flight.FlightDescriptor.for_command(pack(cmd))
+            writer, reader = client.do_put(descriptor, table.schema)
+            writer.write_table(table)
+            writer.done_writing()
+            reader.read()
+            writer.close()
+
+        code, message = flight_error(lambda: bind(bomb))
+        assert code == "INVALID_ARGUMENT"
+        assert "20,000,001 values" in message  # the list and its elements
+        bind(pa.table({"p": pa.array([[1, 2, 3]])}))  # the statement still takes sane ones
+    assert server.healthy()
 
 
 def test_statements_that_would_write_are_read_only(

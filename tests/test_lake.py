@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -75,6 +78,17 @@ def test_a_type_the_lake_cannot_hold_is_refused_before_anything_lands(
     assert body["code"] == "unsupported_type"
     assert column in body["message"]
     assert stream not in table_names(a)
+
+
+def test_field_names_that_spell_a_refused_type_are_only_names(a: httpx.Client) -> None:
+    fields = [
+        pa.field("UNION", pa.int32()),
+        pa.field("BIT", pa.int32()),
+        pa.field("a[3]", pa.int32()),
+    ]
+    value = pa.array([{"UNION": 1, "BIT": 2, "a[3]": 3}], pa.struct(fields))
+    response = post_binary(a, "named_like_types", ipc_bytes(pa.table({"s": value})))
+    assert response.status_code == 200, response.text
 
 
 def test_a_refused_type_in_a_later_batch_leaves_the_table_as_it_was(a: httpx.Client) -> None:
@@ -250,3 +264,74 @@ def test_concurrent_bulk_writes_to_one_lake_node_all_land(nodes: list[ArrowportP
     ]
     with httpx.Client(base_url=nodes[1].url, timeout=60) as http:
         assert query(http, "SELECT count(*) AS n FROM bulk").to_pylist() == [{"n": 3 * rows}]
+
+
+def test_with_file_access_on_the_lake_own_files_stay_unreadable(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.sqlite"
+    data = tmp_path / "data"
+    config = {
+        "storage": {"target": "ducklake"},
+        "duckdb": {"allow_file_access": True},
+        "ducklake": {"catalog": f"sqlite:{catalog}", "data_path": str(data)},
+    }
+    outside = tmp_path / "mine.csv"
+    outside.write_text("a\n1\n")
+    with (
+        ArrowportProcess(tmp_path / "node", config=config) as node,
+        httpx.Client(base_url=node.url, timeout=60) as http,
+    ):
+        keyed = ipc_bytes(pa.table({"id": pa.array([1], pa.int64())}))
+        answer = post_binary(http, "own", keyed, headers={"Idempotency-Key": "k"})
+        assert answer.status_code == 200, answer.text
+        for sql in (
+            f"SELECT * FROM read_parquet('{data}/**/*.parquet')",
+            f"SELECT * FROM read_parquet('{data}/_arrowport/idempotency_keys/*.parquet')",
+            f"SELECT * FROM read_blob('{catalog}')",
+            f"SELECT * FROM read_blob('{data}/*')",
+        ):
+            refused = http.post("/query", json={"sql": sql})
+            assert refused.status_code == 403, f"{sql}: {refused.text}"
+            assert refused.json()["code"] == "read_only"
+        assert query(http, f"SELECT a FROM read_csv('{outside}')").to_pylist() == [{"a": 1}]
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(child) for child in (task / "children").read_text().split()}
+    return found
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def test_a_killed_worker_is_replaced_and_workers_die_with_their_supervisor(
+    tmp_path: Path,
+) -> None:
+    config = {
+        "storage": {"target": "ducklake"},
+        "ducklake": {"catalog": f"sqlite:{tmp_path / 'c.sqlite'}", "data_path": str(tmp_path)},
+    }
+    node = ArrowportProcess(tmp_path / "node", config=config, args=["--workers", "2"])
+    node.start(timeout=90)
+    assert node.proc is not None
+    supervisor = node.proc.pid
+    try:
+        first = children(supervisor)
+        assert len(first) == 2
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(lambda: len(children(supervisor) - {victim}) == 2)
+        for _ in range(4):
+            with httpx.Client(base_url=node.url, timeout=60) as http:
+                assert http.get("/health").status_code == 200
+        workers = children(supervisor)
+    finally:
+        node.kill()  # SIGKILL: the supervisor cannot pass anything on
+    assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))

@@ -4,13 +4,17 @@ A DuckDB file has one writer process; a DuckLake with a PostgreSQL or SQLite cat
 many, so on a big machine N processes use N times the cores one Python process can. This
 process supervises: it settles the ports (a free one where 0 was asked for), starts N workers
 with the same settings that all listen on those ports (``SO_REUSEPORT``: the kernel spreads
-connections across them), restarts a worker that dies, and on SIGTERM or Ctrl-C passes the
-signal on and waits for every worker to finish its writes. Worker ``i`` serves its metrics on
+connections across them), restarts a worker that dies (backing off one that keeps dying), and
+on SIGTERM or Ctrl-C passes the signal on and waits for every worker to finish its writes (one
+still running past the shutdown timeout is killed). Workers get SIGTERM if the supervisor
+itself dies, so none is left unsupervised. Worker ``i`` serves its metrics on
 ``api.metrics_port + i`` when a metrics port is set (each process counts its own).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -34,6 +38,9 @@ log = structlog.get_logger("arrowport")
 WORKER_INDEX = "ARROWPORT_WORKER_INDEX"
 WORKER_READY = "ARROWPORT_WORKER_READY"
 _RESTART_DELAY = 1.0
+_MAX_RESTART_DELAY = 60.0
+_STABLE_SECONDS = 60.0  # a worker that ran this long was not crash-looping
+_PR_SET_PDEATHSIG = 1
 
 
 def worker_index() -> int | None:
@@ -97,7 +104,15 @@ def supervise(settings: Settings) -> int:
         }
         if worker_settings.flight.enabled:
             announce["flight_port"] = worker_settings.flight.port
-        return _Supervisor(command, env, settings.api.workers, ready, announce).run()
+        grace = settings.limits.shutdown_timeout_seconds + 15.0
+        return _Supervisor(command, env, settings.api.workers, ready, announce, grace).run()
+
+
+def _die_with_supervisor() -> None:
+    """In a worker, before it runs: be sent SIGTERM when the supervisor dies (even by SIGKILL),
+    so no worker outlives it unsupervised."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class _Supervisor:
@@ -108,18 +123,25 @@ class _Supervisor:
         count: int,
         ready: Path,
         announce: dict[str, object],
+        grace: float,
     ) -> None:
         self._command = command
         self._env = env | {WORKER_READY: str(ready)}
         self._workers: list[subprocess.Popen[bytes] | None] = [None] * count
+        self._started = [0.0] * count
+        self._restarts = [0] * count
         self._ready = ready
         self._announce = announce
+        self._grace = grace  # how long workers may take to finish their writes when stopped
         self._stopping = False
 
     def _start(self, index: int) -> None:
         (self._ready / str(index)).unlink(missing_ok=True)
         env = self._env | {WORKER_INDEX: str(index)}
-        self._workers[index] = subprocess.Popen(self._command, env=env)
+        self._workers[index] = subprocess.Popen(
+            self._command, env=env, preexec_fn=_die_with_supervisor
+        )
+        self._started[index] = time.monotonic()
 
     def _starting(self) -> bool | None:
         """While the first start is under way: True; once every worker serves: False; None
@@ -135,6 +157,27 @@ class _Supervisor:
             if worker is not None and worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
 
+    def _wait_all(self) -> None:
+        """Wait for every worker to finish; one still running past the grace is killed."""
+        deadline = time.monotonic() + self._grace
+        for worker in self._workers:
+            if worker is None:
+                continue
+            try:
+                worker.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("a worker did not stop in time; killing it", pid=worker.pid)
+                worker.kill()
+                worker.wait()
+
+    def _restart_delay(self, index: int) -> float:
+        """Back off a worker that keeps dying (1 s, doubling to a minute); one that ran for a
+        while starts again at once."""
+        if time.monotonic() - self._started[index] > _STABLE_SECONDS:
+            self._restarts[index] = 0
+        self._restarts[index] += 1
+        return float(min(_MAX_RESTART_DELAY, _RESTART_DELAY * 2 ** (self._restarts[index] - 1)))
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
@@ -146,22 +189,28 @@ class _Supervisor:
         if not self._stopping and starting is None:
             log.error("a worker could not start; stopping the others")
             self._stop(signal.SIGTERM, None)
-            for worker in self._workers:
-                if worker is not None:
-                    worker.wait()
+            self._wait_all()
             return 1
         if not self._stopping:
             log.info("arrowport ready", **self._announce)
-        while any(w is not None and w.poll() is None for w in self._workers) or (
-            not self._stopping
-        ):
+        due: dict[int, float] = {}  # workers to start again, and when
+        while not self._stopping:
             time.sleep(0.2)
+            now = time.monotonic()
             for index, worker in enumerate(self._workers):
-                if worker is None or worker.poll() is None or self._stopping:
-                    continue
-                log.warning("a worker stopped; starting it again", worker=index, code=worker.poll())
-                time.sleep(_RESTART_DELAY)
-                if not self._stopping:
-                    self._start(index)
+                if index in due:
+                    if now >= due[index] and not self._stopping:
+                        del due[index]
+                        self._start(index)
+                elif worker is not None and worker.poll() is not None:
+                    delay = self._restart_delay(index)
+                    log.warning(
+                        "a worker stopped; starting it again",
+                        worker=index,
+                        code=worker.returncode,
+                        in_seconds=delay,
+                    )
+                    due[index] = now + delay
+        self._wait_all()
         codes = [w.returncode for w in self._workers if w is not None]
         return 0 if all(code == 0 for code in codes) else 1

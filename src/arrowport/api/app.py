@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from arrowport import __version__
@@ -51,7 +52,9 @@ def create_app(services: Services) -> FastAPI:
 
         @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics)])
         async def metrics() -> Response:
-            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+            # Collectors may do work (the storage's figures): off the event loop.
+            body = await run_in_threadpool(generate_latest, registry)
+            return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     # Browsers from foreign origins are refused before routing; the request context (added
     # last, so outermost) still logs and measures those refusals.

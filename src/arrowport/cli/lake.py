@@ -58,7 +58,7 @@ def run_maintain(args: argparse.Namespace) -> int:
                 return BUSY
             report = maintain(storage)
     except Exception as exc:  # a failed step: say which, and exit non-zero for cron
-        print(f"arrowport: lake maintenance failed: {exc}", file=sys.stderr)
+        print(f"arrowport: lake maintenance failed: {storage.scrub(str(exc))}", file=sys.stderr)
         return 1
     finally:
         storage.close()

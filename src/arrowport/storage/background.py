@@ -65,11 +65,19 @@ class Checkpointer:
 
 class Periodic:
     """Runs ``task`` every ``interval`` seconds on a thread of its own until stopped; a failure
-    is logged and the task runs again next time (housekeeping must never stop for good)."""
+    is logged (through ``scrub``) and the task runs again next time (housekeeping must never
+    stop for good)."""
 
-    def __init__(self, name: str, interval: float, task: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        task: Callable[[], object],
+        scrub: Callable[[str], str] = str,
+    ) -> None:
         self._interval = interval
         self._task = task
+        self._scrub = scrub  # what a failure's text must not show (paths, credentials)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -79,7 +87,8 @@ class Periodic:
             try:
                 self._task()
             except Exception as exc:
-                log.info("housekeeping skipped", task=self._thread.name, reason=str(exc))
+                reason = self._scrub(str(exc))
+                log.info("housekeeping skipped", task=self._thread.name, reason=reason)
 
     def stop(self) -> None:
         self._stop.set()

@@ -175,8 +175,13 @@ class Engine:
         """The target's last statements in a write transaction (none here)."""
 
     def translate(self, exc: BaseException) -> BaseException:
-        """A failure of a write transaction as the client should hear it."""
-        return translate_error(exc)
+        """A failure of a write transaction as the client should hear it (without the server's
+        paths or secrets in its message)."""
+        translated = translate_error(exc)
+        if isinstance(translated, ArrowportError) and translated is not exc:
+            translated.message = self.scrub(translated.message)
+            translated.args = (translated.message,)
+        return translated
 
     def ledger(self, cur: duckdb.DuckDBPyConnection) -> DeliveryLedger:
         """The delivery ledger of one transaction on ``cur``."""

@@ -25,7 +25,9 @@ import os
 import random
 import re
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,7 +43,8 @@ from arrowport.errors import (
     StorageUnavailable,
     UnsupportedType,
 )
-from arrowport.storage.catalog import TableCatalog
+from arrowport.storage.background import Periodic
+from arrowport.storage.catalog import TableCatalog, TransactionCatalog
 from arrowport.storage.database import open_connection
 from arrowport.storage.delivery import Delivery, DeliveryLedger, Duplicate
 from arrowport.storage.engine import Engine
@@ -50,9 +53,10 @@ from arrowport.storage.lake_catalog import (
     CLAIM_TAKEN,
     CatalogLocation,
     catalog_lock,
+    claim_taken,
     install_claims,
 )
-from arrowport.storage.lake_ledger import SCHEMA_SQL, LakeLedger
+from arrowport.storage.lake_ledger import SCHEMA_SQL, LakeLedger, commit_claim
 from arrowport.storage.schema import arrow_columns
 from arrowport.storage.sql_guard import ReadGuard
 from arrowport.storage.writes import WriteJob, WriteOutcome
@@ -63,12 +67,25 @@ LAKE = "lake"
 _UPSERT_GUARD = f"{quote(INTERNAL_SCHEMA)}.upsert_turn"
 _STARTUP_LOCK_KEY = 8301546
 LAKE_MEMORY_LIMIT = "1GB"
+FIGURES_SECONDS = 10.0
 # DuckDB type names a DuckLake table cannot hold (DuckLake 1.0 with DuckDB 1.5.5).
 _UNSUPPORTED = re.compile(r"\b(ENUM|UNION|BIT|BIGNUM|VARINT|TIME_NS)\b|\[\d+\]")
+# Field names inside a type (STRUCT("UNION" INTEGER)) are quoted: not types.
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
 
 
 class ClaimTaken(Exception):
     """Another commit claimed a delivery of this one first (the catalog refused the commit)."""
+
+
+def lake_counts(cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(data files, snapshots) of the lake."""
+    files = cur.execute(f"SELECT sum(file_count) FROM ducklake_table_info('{LAKE}')").fetchone()
+    snapshots = cur.execute(f"SELECT count(*) FROM {LAKE}.snapshots()").fetchone()
+    return (
+        int(files[0]) if files and files[0] is not None else 0,
+        int(snapshots[0]) if snapshots else 0,
+    )
 
 
 class LakeBusy(Exception):
@@ -134,6 +151,7 @@ class Lake(Engine):
         root = open_connection(duck, ":memory:", {"extension_directory": str(extensions)})
         super().__init__(root, query_timeout)
         self.catalog = TableCatalog(cached=False)  # other nodes change tables too
+        self._attempt = threading.local()  # the write this thread is committing
         secrets = [
             s
             for s in (
@@ -154,8 +172,14 @@ class Lake(Engine):
             # Queries see only the lake; the lake itself still reads and writes its data path.
             root.execute("SET allowed_directories = [?]", [self._data_dir()])
             root.execute("SET enable_external_access = false")
-        self.guard = ReadGuard(duck.allow_file_access, [self._data_dir()])
+        self.guard = ReadGuard(duck.allow_file_access, self._own_files())
         self.maintenance = MaintenanceRecorder()
+        self._figures: dict[str, float] = {}
+        with contextlib.suppress(ArrowportError, duckdb.Error):
+            self.measure()
+        self.on_close(
+            Periodic("arrowport-lake-figures", FIGURES_SECONDS, self.measure, self.scrub).stop
+        )
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -207,6 +231,15 @@ class Lake(Engine):
         path = _literal(f"ducklake:{self.location.attach_path}")
         root.execute(f"ATTACH {path} AS {LAKE} ({', '.join(options)})")
         root.execute(f"USE {LAKE}")
+
+    def _own_files(self) -> list[str]:
+        """What no query may read even with file access on: the data directory (everything in
+        it) and a catalog kept in a local file, with its journals."""
+        own = [] if self.data_path.startswith("s3://") else [self._data_dir()]
+        if self.location.kind != "postgres":
+            catalog = self.location.target
+            own += [catalog, *(catalog + end for end in ("-wal", "-shm", "-journal", ".wal"))]
+        return own
 
     def _probe_store(self, root: duckdb.DuckDBPyConnection) -> None:
         """Fail at start, not at the first write, when the data path cannot be written (a wrong
@@ -264,31 +297,60 @@ class Lake(Engine):
         if problem is not None:
             return problem
         try:
-            with self.cursor() as cur:
-                cur.execute(f"SELECT count(*) FROM {LAKE}.snapshots() LIMIT 1").fetchall()
-        except duckdb.Error as exc:
-            return f"the lake's catalog cannot be reached: {self.scrub(str(exc)).splitlines()[0]}"
+            with self.cursor():  # opening one reads the catalog's latest snapshot
+                pass
+        except ArrowportError as exc:
+            return exc.message
         return None
 
     # -- writes --------------------------------------------------------------------------------
 
     def ledger(self, cur: duckdb.DuckDBPyConnection) -> DeliveryLedger:
-        return LakeLedger(cur, LAKE)
+        return LakeLedger(cur, LAKE, getattr(self._attempt, "token", None))
+
+    def _write_jobs(
+        self, catalog: TransactionCatalog, jobs: Sequence[WriteJob]
+    ) -> list[WriteOutcome | ArrowportError]:
+        outcomes = super()._write_jobs(catalog, jobs)
+        self._attempt.outcomes = outcomes  # the answers, should its commit land unseen
+        return outcomes
 
     def write(
         self, jobs: Sequence[WriteJob], dry_run: bool = False, block: bool = True
     ) -> list[WriteOutcome | ArrowportError]:
-        """As :meth:`Engine.write`, retrying what the lake refused for now."""
+        """As :meth:`Engine.write`, retrying what the lake refused for now.
+
+        Every attempt's commit carries the same write claim. A commit whose answer was lost
+        (the catalog committed, the reply never came) is therefore found, not repeated: its
+        claim is in the catalog, and a replay of it is refused by that claim.
+        """
         for job in jobs:
             self._check_types(job.data.schema)
         replayable = all(isinstance(job.data, pa.Table) for job in jobs)
+        self._attempt.token = uuid.uuid4().hex
+        try:
+            return self._attempts(jobs, dry_run, block, replayable)
+        finally:
+            self._attempt.token = self._attempt.outcomes = None
+
+    def _attempts(
+        self, jobs: Sequence[WriteJob], dry_run: bool, block: bool, replayable: bool
+    ) -> list[WriteOutcome | ArrowportError]:
+        unsure: list[WriteOutcome | ArrowportError] | None = None
         for attempt in range(self.settings.max_retries + 1):
+            self._attempt.outcomes = None
             try:
                 return super().write(jobs, dry_run, block)
             except ClaimTaken:
+                if unsure is not None and self._landed():
+                    return unsure
                 if not replayable:
                     return self._after_claim(jobs)
             except LakeBusy as exc:
+                if self._attempt.outcomes is not None and not dry_run:
+                    unsure = self._attempt.outcomes  # its commit may have landed
+                    if self._landed():
+                        return unsure
                 if not replayable or attempt == self.settings.max_retries:
                     if exc.unreachable:
                         raise StorageUnavailable(
@@ -302,6 +364,22 @@ class Lake(Engine):
             # again — a delivery it committed is now a duplicate, seen by the ledger.
             time.sleep(random.uniform(0.5, 1.0) * min(2.0, 0.05 * 2**attempt))
         raise Overloaded("the lake keeps refusing this commit; retry shortly", retry_after=1)
+
+    def _landed(self) -> bool:
+        """Whether a commit of the current write is in the catalog. A catalog that cannot be
+        asked leaves it unknown: then nothing is claimed either way."""
+        claim = commit_claim(self._attempt.token)
+        for attempt in range(5):
+            try:
+                return claim_taken(self.location, self.settings.metadata_schema, claim)
+            except Exception as exc:  # psycopg or sqlite3: the catalog is unreachable
+                reason = self.scrub(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+        raise StorageUnavailable(
+            f"the lake's catalog could not be reached to learn whether this write was "
+            f"committed ({reason}); it may have been: retry with the same idempotency key or "
+            "producer sequence, which lands it at most once"
+        )
 
     def _after_claim(self, jobs: Sequence[WriteJob]) -> list[WriteOutcome | ArrowportError]:
         """A stream already read cannot be written again: its delivery was committed by another
@@ -331,7 +409,7 @@ class Lake(Engine):
         refused = [
             f"column {column.name!r} ({column.type})"
             for column in arrow_columns(schema)
-            if _UNSUPPORTED.search(column.type)
+            if _UNSUPPORTED.search(_QUOTED.sub("", column.type))
         ]
         if refused:
             raise UnsupportedType(
@@ -363,25 +441,32 @@ class Lake(Engine):
         return super().translate(exc)
 
     def size_bytes(self) -> int:
-        with contextlib.suppress(duckdb.Error), self.cursor() as cur:
-            row = cur.execute(
-                f"SELECT sum(file_size_bytes + delete_file_size_bytes) "
-                f"FROM ducklake_table_info('{LAKE}')"
-            ).fetchone()
-            return int(row[0]) if row and row[0] is not None else 0
-        return 0
+        return int(self._figures.get("size_bytes", 0))
 
     def stats(self) -> dict[str, float]:
-        from arrowport.storage.maintenance import lake_counts
-
         figures: dict[str, float] = {
             f"lake_maintenance_runs_{outcome}_total": runs
             for outcome, runs in self.maintenance.runs.items()
         }
         figures["lake_maintenance_last_seconds"] = self.maintenance.last_seconds
-        with contextlib.suppress(duckdb.Error), self.cursor() as cur:
-            figures["lake_data_files"], figures["lake_snapshots"] = lake_counts(cur)
+        figures |= {name: value for name, value in self._figures.items() if name != "size_bytes"}
         return figures
+
+    def measure(self) -> None:
+        """Read the lake's size, data files and snapshots for the metrics. Done in the
+        background (and after maintenance): a scrape never waits on the catalog."""
+        with self.cursor() as cur:
+            row = cur.execute(
+                f"SELECT sum(file_size_bytes + delete_file_size_bytes) "
+                f"FROM ducklake_table_info('{LAKE}')"
+            ).fetchone()
+            files, snapshots = lake_counts(cur)
+        size = float(row[0]) if row and row[0] is not None else 0.0
+        self._figures = {
+            "size_bytes": size,
+            "lake_data_files": files,
+            "lake_snapshots": snapshots,
+        }
 
     def _before_close(self) -> None:
         with contextlib.suppress(duckdb.Error):
@@ -389,13 +474,4 @@ class Lake(Engine):
             self._root.execute(f"DETACH {LAKE}")
 
 
-def expire_keys(lake: Lake) -> int:
-    """Forget idempotency keys older than the window, in the lake and in its claims."""
-    from arrowport.storage.lake_catalog import expire_claims
-
-    forgotten = lake.expire_idempotency_keys(lake.idempotency_window_hours)
-    expire_claims(lake.location, lake.settings.metadata_schema, lake.idempotency_window_hours)
-    return forgotten
-
-
-__all__ = ["ClaimTaken", "Delivery", "Lake", "LakeBusy", "expire_keys"]
+__all__ = ["ClaimTaken", "Delivery", "Lake", "LakeBusy"]

@@ -106,7 +106,9 @@ def catalog_lock(location: CatalogLocation, key: int, wait: bool = True) -> Iter
                 yield held
             finally:
                 if held:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+                    # A connection that broke took its session's locks with it.
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("SELECT pg_advisory_unlock(%s)", [key])
     elif location.kind == "sqlite":
         with open(f"{location.target}.arrowport-lock-{key}", "a") as lock:
             try:
@@ -126,16 +128,23 @@ def install_claims(location: CatalogLocation, metadata_schema: str | None) -> No
     """Create the claims table and the trigger in the catalog database (idempotent; several
     nodes may run it at once)."""
     if location.kind == "postgres":
-        _install_postgres(location.target, metadata_schema or "public")
+        _install_postgres(location.target, metadata_schema)
     elif location.kind == "sqlite":
         _install_sqlite(location.target)
 
 
-def _install_postgres(dsn: str, schema: str) -> None:
-    import psycopg  # only a PostgreSQL catalog needs it
-
+def _schema(metadata_schema: str | None) -> str:
+    """The catalog's PostgreSQL schema, quoted as DuckLake quotes it (case kept)."""
+    schema = metadata_schema or "public"
     if not _IDENTIFIER.fullmatch(schema):
         raise StorageError(f"ducklake.metadata_schema {schema!r} is not a plain identifier")
+    return f'"{schema}"'
+
+
+def _install_postgres(dsn: str, metadata_schema: str | None) -> None:
+    import psycopg  # only a PostgreSQL catalog needs it
+
+    schema = _schema(metadata_schema)
     statements = [
         # Nodes starting together must not interleave these statements.
         "SELECT pg_advisory_xact_lock(8301547)",
@@ -202,26 +211,48 @@ def _install_sqlite(path: str) -> None:
         ) from None
 
 
-def expire_claims(location: CatalogLocation, metadata_schema: str | None, hours: float) -> int:
-    """Forget idempotency-key claims older than ``hours`` (the keys' own window); producer
-    claims are kept (a producer's sequence never goes back)."""
+def claim_taken(location: CatalogLocation, metadata_schema: str | None, claim: str) -> bool:
+    """Whether a committed lake commit holds ``claim`` (it lives and dies with its commit)."""
     if location.kind == "postgres":
         import psycopg
 
-        schema = metadata_schema or "public"
+        with psycopg.connect(location.target) as conn:
+            row = conn.execute(
+                f"SELECT 1 FROM {_schema(metadata_schema)}.arrowport_claims WHERE claim = %s",
+                [claim],
+            ).fetchone()
+            return row is not None
+    if location.kind == "sqlite":
+        with contextlib.closing(sqlite3.connect(location.target, timeout=30)) as lite:
+            found = lite.execute("SELECT 1 FROM arrowport_claims WHERE claim = ?", [claim])
+            return found.fetchone() is not None
+    return False  # a DuckDB-file catalog commits in this process: a failed commit is none
+
+
+def expire_claims(
+    location: CatalogLocation, metadata_schema: str | None, hours: float, commit_hours: float
+) -> int:
+    """Forget delivery claims (``k``, ``p``) older than ``hours`` — by then the lake's own
+    records answer for them: a key past its window is forgotten, a sequence at or below the
+    producer's last is a duplicate — and commit claims (``w``) older than ``commit_hours``."""
+    if location.kind == "postgres":
+        import psycopg
+
         with psycopg.connect(location.target) as conn:
             cursor = conn.execute(
-                f"DELETE FROM {schema}.arrowport_claims WHERE claim LIKE 'k%%' "
-                "AND claimed_at < now() - make_interval(secs => %s)",
-                [hours * 3600],
+                f"DELETE FROM {_schema(metadata_schema)}.arrowport_claims "
+                "WHERE (claim LIKE 'w%%' AND claimed_at < now() - make_interval(secs => %s)) "
+                "OR (claim NOT LIKE 'w%%' AND claimed_at < now() - make_interval(secs => %s))",
+                [commit_hours * 3600, hours * 3600],
             )
             return cursor.rowcount
     if location.kind == "sqlite" and Path(location.target).exists():
         with contextlib.closing(sqlite3.connect(location.target, timeout=30)) as lite, lite:
             removed = lite.execute(
-                "DELETE FROM arrowport_claims WHERE claim LIKE 'k%' "
-                "AND claimed_at < datetime('now', ?)",
-                [f"-{int(hours * 3600)} seconds"],
+                "DELETE FROM arrowport_claims "
+                "WHERE (claim LIKE 'w%' AND claimed_at < datetime('now', ?)) "
+                "OR (claim NOT LIKE 'w%' AND claimed_at < datetime('now', ?))",
+                [f"-{int(commit_hours * 3600)} seconds", f"-{int(hours * 3600)} seconds"],
             )
             return removed.rowcount
     return 0

@@ -36,6 +36,12 @@ SCHEMA_SQL = (
 _SEP = "\x1f"
 
 
+def commit_claim(token: str) -> str:
+    """The claim every commit of one write carries, however often it is tried: a second commit
+    of the same write is refused, and whether the first landed can be looked up."""
+    return f"w{_SEP}{token}"
+
+
 def claims_of(delivery: Delivery) -> list[str]:
     claims = []
     if delivery.idempotency_key is not None:
@@ -48,10 +54,12 @@ def claims_of(delivery: Delivery) -> list[str]:
 
 
 class LakeLedger(DeliveryLedger):
-    def __init__(self, cur: duckdb.DuckDBPyConnection, catalog: str) -> None:
+    def __init__(
+        self, cur: duckdb.DuckDBPyConnection, catalog: str, write_token: str | None = None
+    ) -> None:
         super().__init__(cur)
         self._catalog = catalog
-        self._claims: list[str] = []
+        self._claims: list[str] = [commit_claim(write_token)] if write_token else []
 
     def record(self, delivery: Delivery, result: dict[str, Any], index: int) -> None:
         self._records[index] = result
@@ -73,8 +81,18 @@ class LakeLedger(DeliveryLedger):
             )
         self._claims += claims_of(delivery)
 
+    def compact(self) -> int:
+        """Keep only each producer's last sequence (the only one the ledger reads)."""
+        row = self._cur.execute(
+            f"DELETE FROM {PRODUCERS_TABLE} AS old WHERE sequence < (SELECT max(sequence) "
+            f"FROM {PRODUCERS_TABLE} AS last WHERE last.stream = old.stream "
+            "AND last.producer_id = old.producer_id)"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def finish(self) -> None:
-        """List this transaction's deliveries in its commit, for the catalog to claim."""
+        """List this transaction's claims (its write's, its deliveries') in its commit, for the
+        catalog to claim."""
         if not self._claims:
             return
         extra = json.dumps({CLAIMS_KEY: self._claims})

@@ -16,19 +16,25 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import duckdb
 import structlog
 
-from arrowport.storage.lake import LAKE, Lake, MaintenanceRecorder, expire_keys
-from arrowport.storage.lake_catalog import catalog_lock
+from arrowport.storage.lake import LAKE, Lake, MaintenanceRecorder, lake_counts
+from arrowport.storage.lake_catalog import catalog_lock, expire_claims
+from arrowport.storage.lake_ledger import LakeLedger
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 _ATTEMPTS = 10
 _LOCK_KEY = 8301548
+_EXPIRY_LOCK_KEY = 8301549
+# Commit claims only need to outlive the retries of their own write.
+COMMIT_CLAIM_HOURS = 1.0
 
 
 @dataclass
@@ -51,25 +57,32 @@ class MaintenanceReport:
         }
 
 
-def lake_counts(cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
-    """(data files, snapshots) of the lake."""
-    files = cur.execute(f"SELECT sum(file_count) FROM ducklake_table_info('{LAKE}')").fetchone()
-    snapshots = cur.execute(f"SELECT count(*) FROM {LAKE}.snapshots()").fetchone()
-    return (
-        int(files[0]) if files and files[0] is not None else 0,
-        int(snapshots[0]) if snapshots else 0,
-    )
-
-
-def _step(cur: duckdb.DuckDBPyConnection, sql: str, parameters: list[str] | None = None) -> None:
+def _retried(work: Callable[[], T]) -> T:
+    """``work`` again while the lake refuses it for a concurrent commit (ingest goes on)."""
     for attempt in range(_ATTEMPTS):
         try:
-            cur.execute(sql, parameters).fetchall()
-            return
+            return work()
         except duckdb.TransactionException:
             if attempt == _ATTEMPTS - 1:
                 raise
             time.sleep(random.uniform(0.5, 1.0) * min(2.0, 0.1 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def _step(cur: duckdb.DuckDBPyConnection, sql: str, parameters: list[str] | None = None) -> None:
+    _retried(lambda: cur.execute(sql, parameters).fetchall())
+
+
+def expire_delivery_state(lake: Lake) -> int:
+    """Forget idempotency keys past their window, keep each producer's last sequence only, and
+    forget the claims the lake's records now answer for; returns the keys forgotten."""
+    hours = lake.idempotency_window_hours
+    with lake.cursor() as cur:
+        ledger = LakeLedger(cur, LAKE)
+        forgotten = _retried(lambda: ledger.expire(hours))
+        _retried(ledger.compact)
+    expire_claims(lake.location, lake.settings.metadata_schema, hours, COMMIT_CLAIM_HOURS)
+    return forgotten
 
 
 def maintain(lake: Lake) -> MaintenanceReport:
@@ -102,9 +115,11 @@ def maintain(lake: Lake) -> MaintenanceReport:
             _step(cur, sql, parameters)
             report.seconds[name] = time.perf_counter() - started
         started = time.perf_counter()
-        report.keys_expired = expire_keys(lake)
+        report.keys_expired = expire_delivery_state(lake)
         report.seconds["expire_idempotency_keys"] = time.perf_counter() - started
         report.files_after, report.snapshots_after = lake_counts(cur)
+    with contextlib.suppress(Exception):  # the figures are refreshed on their own schedule too
+        lake.measure()
     return report
 
 
@@ -113,6 +128,13 @@ def maintenance_turn(lake: Lake) -> Iterator[bool]:
     """Whether this node may maintain the lake now (True while it holds the turn)."""
     with catalog_lock(lake.location, _LOCK_KEY, wait=False) as mine:
         yield mine
+
+
+def scheduled_expiry(lake: Lake) -> None:
+    """Delivery state's periodic expiry (every node schedules it; one runs it at a time)."""
+    with catalog_lock(lake.location, _EXPIRY_LOCK_KEY, wait=False) as mine:
+        if mine:
+            expire_delivery_state(lake)
 
 
 def scheduled_maintenance(lake: Lake, record: MaintenanceRecorder) -> None:
@@ -125,7 +147,8 @@ def scheduled_maintenance(lake: Lake, record: MaintenanceRecorder) -> None:
             report = maintain(lake)
         except Exception as exc:
             record.ran("failed", time.perf_counter() - started)
-            log.warning("lake maintenance failed; tried again next time", reason=str(exc))
+            reason = lake.scrub(str(exc))
+            log.warning("lake maintenance failed; tried again next time", reason=reason)
             return
         record.ran("ok", time.perf_counter() - started)
         log.info("lake maintained", **report.to_json())

@@ -5,6 +5,9 @@ from __future__ import annotations
 from arrowport.config import Settings
 from arrowport.storage.interface import Storage
 
+# How often a lake's delivery state is expired (one node at a time), maintenance or not.
+EXPIRY_SECONDS = 600.0
+
 
 def open_storage(settings: Settings, scheduled: bool = True) -> Storage:
     """The DuckDB file (``storage.target: duckdb``) or the DuckLake (``ducklake``); raises
@@ -15,17 +18,22 @@ def open_storage(settings: Settings, scheduled: bool = True) -> Storage:
     if settings.storage.target == "ducklake":
         from arrowport.storage.background import Periodic
         from arrowport.storage.lake import Lake
-        from arrowport.storage.maintenance import scheduled_maintenance
+        from arrowport.storage.maintenance import scheduled_expiry, scheduled_maintenance
 
         lake = Lake(settings.duckdb, settings.ducklake, timeout, window)
-        interval = settings.ducklake.maintenance_interval_seconds
-        if scheduled and interval is not None:
-            schedule = Periodic(
-                "arrowport-lake-maintenance",
-                interval,
-                lambda: scheduled_maintenance(lake, lake.maintenance),
-            )
-            lake.on_close(schedule.stop)
+        if scheduled:
+            tasks = [("arrowport-lake-expiry", EXPIRY_SECONDS, lambda: scheduled_expiry(lake))]
+            interval = settings.ducklake.maintenance_interval_seconds
+            if interval is not None:
+                tasks.append(
+                    (
+                        "arrowport-lake-maintenance",
+                        interval,
+                        lambda: scheduled_maintenance(lake, lake.maintenance),
+                    )
+                )
+            for name, every, task in tasks:
+                lake.on_close(Periodic(name, every, task, lake.scrub).stop)
         return lake
     from arrowport.storage.database import Database
 

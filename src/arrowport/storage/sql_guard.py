@@ -199,8 +199,9 @@ def _literal_path(node: Any) -> list[str] | None:
 
 
 class ReadGuard:
-    """Checks read-only queries; ``protected`` are files no query may read (the database's own,
-    its write-ahead log, its spill directory), which matters once file access is on."""
+    """Checks read-only queries; ``protected`` are files and directories no query may read, or
+    read inside (the database's own, its write-ahead log, its spill directory; a lake's data
+    directory and catalog file), which matters once file access is on."""
 
     def __init__(self, file_access: bool, protected: Collection[str] = ()) -> None:
         self.file_access = file_access
@@ -312,7 +313,11 @@ class ReadGuard:
         local = os.path.realpath(os.path.expanduser(pattern.removeprefix("file://")))
         for protected in self._protected:
             # fnmatch lets '*' cross directories: it matches more than DuckDB's glob, never less.
-            if fnmatch.fnmatch(protected, local) or protected.startswith(local.rstrip("/") + "/"):
+            if (
+                fnmatch.fnmatch(protected, local)
+                or protected.startswith(local.rstrip("/") + "/")  # a directory above it
+                or local.startswith(protected.rstrip("/") + "/")  # a file inside it
+            ):
                 raise _refuse("the database's own files are never readable")
 
 

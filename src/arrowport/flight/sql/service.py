@@ -38,7 +38,12 @@ from arrowport.flight.sql.answers import Answer, Spooled, Streaming, answers
 from arrowport.flight.sql.envelope import M, decode, pack, text, unpack, unserved, wrap
 from arrowport.flight.sql.handles import issued
 from arrowport.flight.sql.ingest import ingest_options
-from arrowport.flight.sql.statements import STATEMENT_IDLE_SECONDS, PreparedStatement, statements
+from arrowport.flight.sql.statements import (
+    STATEMENT_IDLE_SECONDS,
+    PreparedStatement,
+    parameters_size,
+    statements,
+)
 from arrowport.flight.sql.transactions import SNAPSHOT_IDLE_SECONDS, Transactions
 from arrowport.ingest.ipc_messages import PayloadLimits
 from arrowport.ingest.payload import IpcPayload
@@ -281,8 +286,14 @@ class FlightSql:
             handle = cmd.prepared_statement_handle
             statement = self._statements.get(handle, principal.name)
             values = self._parameters(everything)
-            statement.bind(values)
-            self._statements.resize(handle, principal.name, len(statement.sql) + values.nbytes)
+            # Counted (and refused when over the bounds) before anything is converted.
+            size = parameters_size(statement.sql, values)
+            self._statements.resize(handle, principal.name, size)
+            try:
+                statement.bind(values)
+            except BaseException:
+                self._statements.resize(handle, principal.name, len(statement.sql))
+                raise
             result = sql.DoPutPreparedStatementResult(prepared_statement_handle=handle)
         elif name in ("CommandStatementUpdate", "CommandPreparedStatementUpdate"):
             raise ReadOnly(

@@ -27,6 +27,37 @@ STATEMENT_CAPACITY = 1024
 STATEMENT_IDLE_SECONDS = 600.0
 # The SQL text and bound parameters of every open statement together.
 STATEMENT_BYTES = 128 * 1024**2
+# Values in one statement's parameters, nested ones included (a list of 20M nulls is 336 bytes of
+# Arrow but 160 MB of Python objects), and what each is counted as once bound.
+MAX_PARAMETER_VALUES = 100_000
+BYTES_PER_VALUE = 64
+
+
+def value_count(array: pa.Array) -> int:
+    """Values in ``array``, counting every element of nested lists, maps and structs."""
+    kind = array.type
+    if pa.types.is_struct(kind):
+        return len(array) + sum(value_count(array.field(i)) for i in range(kind.num_fields))
+    if (
+        pa.types.is_list(kind)
+        or pa.types.is_large_list(kind)
+        or pa.types.is_fixed_size_list(kind)
+        or pa.types.is_map(kind)
+    ):
+        return len(array) + value_count(array.flatten())
+    return len(array)
+
+
+def parameters_size(sql: str, values: pa.Table) -> int:
+    """What a statement with ``values`` bound holds in memory, as the registry counts it; a 422
+    for more values than a statement may bind."""
+    count = sum(value_count(chunk) for column in values.columns for chunk in column.chunks)
+    if count > MAX_PARAMETER_VALUES:
+        raise InvalidOptions(
+            f"the parameters hold {count:,} values (nested ones included); at most "
+            f"{MAX_PARAMETER_VALUES:,} can be bound"
+        )
+    return len(sql) + int(values.get_total_buffer_size()) + BYTES_PER_VALUE * count
 
 
 @dataclass
