@@ -19,7 +19,7 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     found: list[int] = []
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
@@ -31,13 +31,13 @@ def _children(pid: int) -> list[int]:
         except (OSError, ValueError):
             continue
     for child in list(found):
-        found += _children(child)
+        found += descendants(child)
     return found
 
 
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of ``pid`` and all its descendants, in MB."""
-    return sum(_status_kb(p, "VmRSS") for p in [pid, *_children(pid)]) / 1024
+    return sum(_status_kb(p, "VmRSS") for p in [pid, *descendants(pid)]) / 1024
 
 
 def peak_rss_mb(pid: int) -> float:

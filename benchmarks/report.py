@@ -29,7 +29,7 @@ def cores(meta: dict[str, Any]) -> str:
     return f"os.cpu_count() {meta['cpus']}, sched_getaffinity {meta['usable_cpus']}"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: bool = True) -> str:
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: bool = True) -> str:
     """Columns padded to width; every column but the first right-aligned when ``numeric``."""
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
     right = [numeric and i > 0 for i in range(len(headers))]
@@ -45,17 +45,17 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: bool 
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
-def _num(value: float | None, digits: int = 0) -> str:
+def number(value: float | None, digits: int = 0) -> str:
     if value is None or value != value:
         return "-"
     return f"{value:,.{digits}f}"
 
 
-def _rows(n: int) -> str:
+def rows_label(n: int) -> str:
     return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1_000}k" if n >= 1_000 else str(n)
 
 
-def _status(case: dict[str, Any] | None) -> str | None:
+def case_status(case: dict[str, Any] | None) -> str | None:
     """A case's one-line reason when it has no numbers, else None."""
     if case is None:
         return "not run"
@@ -75,12 +75,12 @@ def _size_rows(label: str, sizes: dict[str, Any]) -> list[list[str]]:
         rows.append(
             [
                 label,
-                _rows(int(size)),
-                _num(r["median_s"], 4),
-                _num(r["rows_per_s"]),
-                _num(r.get("limit_rows_per_s", r["rows_per_s"])),
-                _num(r.get("ratio"), 2) if "ratio" in r else "1.00",
-                _num(r["latency"]["p50_ms"], 2),
+                rows_label(int(size)),
+                number(r["median_s"], 4),
+                number(r["rows_per_s"]),
+                number(r.get("limit_rows_per_s", r["rows_per_s"])),
+                number(r.get("ratio"), 2) if "ratio" in r else "1.00",
+                number(r["latency"]["p50_ms"], 2),
                 landed,
             ]
         )
@@ -90,12 +90,12 @@ def _size_rows(label: str, sizes: dict[str, Any]) -> list[list[str]]:
 def _sequential_row(seq: dict[str, Any]) -> list[str]:
     return [
         f"in-process {seq['batch_rows']:,}-row insert+commit, sequential",
-        f"{seq['inserts']}x{_rows(seq['batch_rows'])}",
+        f"{seq['inserts']}x{rows_label(seq['batch_rows'])}",
         "-",
-        _num(seq["rows_per_s"]),
-        _num(seq["rows_per_s"]),
+        number(seq["rows_per_s"]),
+        number(seq["rows_per_s"]),
         "1.00",
-        _num(seq["latency"]["p50_ms"], 2),
+        number(seq["latency"]["p50_ms"], 2),
         "-",
     ]
 
@@ -117,7 +117,7 @@ def throughput_table(results: dict[str, Any]) -> str:
         case = results.get(key)
         if case is None:
             continue
-        reason = _status(case)
+        reason = case_status(case)
         if reason is not None:
             rows.append([label, "-", "-", reason, "-", "-", "-", "-"])
             continue
@@ -125,23 +125,23 @@ def throughput_table(results: dict[str, Any]) -> str:
         for batch_rows, sizes in case.get("producer_batches", {}).items():
             rows += _size_rows(f"in-process, {int(batch_rows):,}-row batches", sizes)
     limit = results.get("inprocess")
-    if limit is not None and _status(limit) is None:
+    if limit is not None and case_status(limit) is None:
         rows.append(_sequential_row(limit["sequential"]))
-    return _table(headers, rows)
+    return text_table(headers, rows)
 
 
 def _concurrent_row(label: str, case: dict[str, Any]) -> list[str]:
     lat, health = case["latency"], case.get("health_under_load")
     return [
         f"{label}, {case['clients']} clients x {case['batches_per_client']} x "
-        f"{_rows(case['batch_rows'])}",
-        _num(case["rows"]),
-        _num(case["rows_per_s"]),
-        _num(case.get("ratio_to_sequential"), 2),
-        _num(lat["p50_ms"], 1),
-        _num(lat["p99_ms"], 1),
-        _num(lat["max_ms"], 1),
-        "-" if health is None else f"{_num(health['p50_ms'], 1)} / {_num(health['p99_ms'], 1)}",
+        f"{rows_label(case['batch_rows'])}",
+        number(case["rows"]),
+        number(case["rows_per_s"]),
+        number(case.get("ratio_to_sequential"), 2),
+        number(lat["p50_ms"], 1),
+        number(lat["p99_ms"], 1),
+        number(lat["max_ms"], 1),
+        "-" if health is None else f"{number(health['p50_ms'], 1)} / {number(health['p99_ms'], 1)}",
         str(case.get("retries", "-")),
         "yes" if case["check"]["verified"] else "NO",
     ]
@@ -155,7 +155,7 @@ def _concurrent_cases(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]
     ]
     quack = results.get("quack")
     if quack is not None:
-        found.append(("Quack INSERT", quack if _status(quack) else quack["concurrent"]))
+        found.append(("Quack INSERT", quack if case_status(quack) else quack["concurrent"]))
     return [(label, case) for label, case in found if case is not None]
 
 
@@ -175,17 +175,17 @@ def concurrent_table(results: dict[str, Any]) -> str:
     rows = []
     for label, case in _concurrent_cases(results):
         assert case is not None
-        reason = _status(case)
+        reason = case_status(case)
         if reason is not None:
             rows.append([label, "-", reason, "-", "-", "-", "-", "-", "-", "-"])
             continue
         rows.append(_concurrent_row(label, case))
-    return _table(headers, rows) if rows else ""
+    return text_table(headers, rows) if rows else ""
 
 
 def _measured(results: dict[str, Any], key: str) -> dict[str, Any] | None:
     case = results.get(key)
-    return case if case is not None and _status(case) is None else None
+    return case if case is not None and case_status(case) is None else None
 
 
 def _quack_row(
@@ -193,13 +193,16 @@ def _quack_row(
 ) -> list[str]:
     """Quack's rows/s, then each Arrowport peer's and its ratio to Quack's (dashes when the peer
     was not measured); with ``p99``, the three p99 latencies."""
-    cells = [label, _num(quack["rows_per_s"])]
+    cells = [label, number(quack["rows_per_s"])]
     for peer in peers:
         if peer is None:
             cells += ["-", "-"]
         else:
-            cells += [_num(peer["rows_per_s"]), f"{peer['rows_per_s'] / quack['rows_per_s']:.2f} x"]
-    latencies = (_num(f["latency"]["p99_ms"], 1) if f else "-" for f in [quack, *peers])
+            cells += [
+                number(peer["rows_per_s"]),
+                f"{peer['rows_per_s'] / quack['rows_per_s']:.2f} x",
+            ]
+    latencies = (number(f["latency"]["p99_ms"], 1) if f else "-" for f in [quack, *peers])
     return [*cells, " / ".join(latencies) if p99 else "-"]
 
 
@@ -209,7 +212,7 @@ def quack_table(results: dict[str, Any]) -> str:
     quack = results.get("quack")
     if quack is None:
         return ""
-    reason = _status(quack)
+    reason = case_status(quack)
     if reason is not None:
         return reason if reason.startswith("quack") else f"quack: {reason}"
     headers = ["case", "Quack rows/s", "HTTP rows/s", "HTTP / Quack", "Flight rows/s"]
@@ -217,7 +220,7 @@ def quack_table(results: dict[str, Any]) -> str:
     bulk = [_measured(results, "http-binary"), _measured(results, "flight")]
     rows = [
         _quack_row(
-            f"{_rows(int(size))} rows, one client",
+            f"{rows_label(int(size))} rows, one client",
             figures,
             [case["sizes"].get(size) if case else None for case in bulk],
             p99=False,
@@ -225,38 +228,39 @@ def quack_table(results: dict[str, Any]) -> str:
         for size, figures in quack["sizes"].items()
     ]
     conc = quack["concurrent"]
-    label = (
-        f"{conc['clients']} clients x {conc['batches_per_client']} x {_rows(conc['batch_rows'])}"
-    )
+    label = f"{conc['clients']} clients x {conc['batches_per_client']} x {rows_label(conc['batch_rows'])}"
     peers = [_measured(results, "concurrent-http"), _measured(results, "concurrent-flight")]
     rows.append(_quack_row(label, conc, peers, p99=True))
-    return _table(headers, rows)
+    return text_table(headers, rows)
 
 
 def health_table(results: dict[str, Any]) -> str:
     case = results.get("health")
     if case is None:
         return ""
-    reason = _status(case)
+    reason = case_status(case)
     if reason is not None:
         return f"/health during ingest: {reason}"
     headers = ["GET /health", "samples", "p50 ms", "p99 ms", "max ms"]
     rows = []
     for key, label in (
         ("health_idle", "idle server"),
-        ("health_during_ingest", f"during {_rows(case['ingest_rows'])}-row HTTP binary ingests"),
+        (
+            "health_during_ingest",
+            f"during {rows_label(case['ingest_rows'])}-row HTTP binary ingests",
+        ),
     ):
         s = case[key]
         rows.append(
             [
                 label,
                 str(s["count"]),
-                _num(s["p50_ms"], 2),
-                _num(s["p99_ms"], 2),
-                _num(s["max_ms"], 2),
+                number(s["p50_ms"], 2),
+                number(s["p99_ms"], 2),
+                number(s["max_ms"], 2),
             ]
         )
-    return _table(headers, rows)
+    return text_table(headers, rows)
 
 
 def memory_table(results: dict[str, Any]) -> str:
@@ -270,23 +274,23 @@ def memory_table(results: dict[str, Any]) -> str:
         case = results.get(key)
         if case is None:
             continue
-        reason = _status(case)
+        reason = case_status(case)
         if reason is not None:
             rows.append([label, "-", "-", "-", reason, "-", "-", "-"])
             continue
         rows.append(
             [
                 label,
-                _num(case.get("body_bytes", case["stream_bytes"]) / 1024**3, 2),
-                _num(case["rows"]),
-                _num(case["seconds"], 1),
-                _num(case["rows_per_s"]),
-                _num(case["idle_rss_mb"]),
-                _num(case["peak_rss_mb"]),
+                number(case.get("body_bytes", case["stream_bytes"]) / 1024**3, 2),
+                number(case["rows"]),
+                number(case["seconds"], 1),
+                number(case["rows_per_s"]),
+                number(case["idle_rss_mb"]),
+                number(case["peak_rss_mb"]),
                 "yes" if case["check"]["verified"] else "NO",
             ]
         )
-    return _table(headers, rows) if rows else ""
+    return text_table(headers, rows) if rows else ""
 
 
 # -- targets -----------------------------------------------------------------------------------
@@ -318,7 +322,7 @@ class _Verdicts:
 
 def _at_1m(case: dict[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
     """The 1M-row figures, or the largest size measured when 1M was not."""
-    if case is None or _status(case) is not None or not case["sizes"]:
+    if case is None or case_status(case) is not None or not case["sizes"]:
         return None
     size = "1000000" if "1000000" in case["sizes"] else max(case["sizes"], key=int)
     return size, case["sizes"][size]
@@ -326,7 +330,7 @@ def _at_1m(case: dict[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
 
 def _ceiling_note(bare: dict[str, Any] | None, size: str, note: str) -> str:
     """``note`` plus the bare Flight server's ratio at ``size`` in this run, when it was measured."""
-    if bare is None or _status(bare) is not None or "ratio" not in bare["sizes"].get(size, {}):
+    if bare is None or case_status(bare) is not None or "ratio" not in bare["sizes"].get(size, {}):
         return note
     ceiling = f"bare pyarrow.flight -> DuckDB: {bare['sizes'][size]['ratio']:.2f} x"
     return f"{note}; {ceiling}" if note else ceiling
@@ -337,10 +341,12 @@ def _ratio_targets(results: dict[str, Any], out: _Verdicts) -> None:
         target = f">= {minimum:.2f} x in-process, row-group batches"
         found = _at_1m(results.get(key))
         if found is None or "ratio" not in found[1]:
-            out.add(figure, target, _status(results.get(key)) or "no baseline", None)
+            out.add(figure, target, case_status(results.get(key)) or "no baseline", None)
             continue
         size, r = found
-        note = "" if int(size) == 1_000_000 else f"measured at {_rows(int(size))} rows (not 1M)"
+        note = (
+            "" if int(size) == 1_000_000 else f"measured at {rows_label(int(size))} rows (not 1M)"
+        )
         if key == "flight":
             note = _ceiling_note(results.get("flight-bare"), size, note)
         verified = r.get("check", {}).get("verified", True)
@@ -349,18 +355,18 @@ def _ratio_targets(results: dict[str, Any], out: _Verdicts) -> None:
 
 def _quack_concurrent(results: dict[str, Any]) -> dict[str, Any] | None:
     quack = results.get("quack")
-    return quack["concurrent"] if quack is not None and _status(quack) is None else None
+    return quack["concurrent"] if quack is not None and case_status(quack) is None else None
 
 
 def _concurrent_targets(results: dict[str, Any], out: _Verdicts) -> None:
     """HTTP against the sequential in-process rate (the earlier figure), both transports
     against Quack under the same load, and both transports' p99."""
     limit = results.get("inprocess")
-    seq = limit["sequential"] if limit is not None and _status(limit) is None else None
+    seq = limit["sequential"] if limit is not None and case_status(limit) is None else None
     quack = _quack_concurrent(results)
     for key, name in (("concurrent-http", "HTTP binary"), ("concurrent-flight", "Flight do_put")):
         case = results.get(key)
-        reason = _status(case)
+        reason = case_status(case)
         figure = f"{CONCURRENT}, {name}"
         if key == "concurrent-http":
             target = ">= 2 x sequential in-process rows/s"
@@ -384,8 +390,8 @@ def _versus_target(
     missing: str,
 ) -> None:
     """``case`` at least twice the ``baseline``'s rows/s, with its rows landed."""
-    if case is None or _status(case) is not None or baseline is None:
-        out.add(figure, target, _status(case) or missing, None)
+    if case is None or case_status(case) is not None or baseline is None:
+        out.add(figure, target, case_status(case) or missing, None)
         return
     ratio = case["rows_per_s"] / baseline["rows_per_s"]
     measured = f"{ratio:.2f} x ({case['rows_per_s']:,.0f} vs {baseline['rows_per_s']:,.0f} rows/s)"
@@ -394,9 +400,9 @@ def _versus_target(
 
 def _latency_target(results: dict[str, Any], out: _Verdicts) -> None:
     binary = results.get("http-binary")
-    one_k = binary["sizes"].get("1000") if binary and _status(binary) is None else None
+    one_k = binary["sizes"].get("1000") if binary and case_status(binary) is None else None
     limit = results.get("inprocess")
-    seq = limit["sequential"] if limit is not None and _status(limit) is None else None
+    seq = limit["sequential"] if limit is not None and case_status(limit) is None else None
     # The paired in-process inserts (interleaved with the requests) are the fairer yardstick.
     limit_ms = None
     if one_k is not None and one_k.get("limit_times_s"):
@@ -416,16 +422,16 @@ def _memory_targets(results: dict[str, Any], out: _Verdicts) -> None:
     for key, name in (("rss-http", "HTTP"), ("rss-flight", "Flight")):
         case = results.get(key)
         target = f"peak RSS <= {RSS_LIMIT_MB:.0f} MB"
-        if case is None or _status(case) is not None:
-            out.add(f"2 GB ingest, {name}", target, _status(case) or "not run", None)
+        if case is None or case_status(case) is not None:
+            out.add(f"2 GB ingest, {name}", target, case_status(case) or "not run", None)
             continue
         ok = case["peak_rss_mb"] <= RSS_LIMIT_MB and case["check"]["verified"]
         out.add(f"2 GB ingest, {name}", target, f"{case['peak_rss_mb']:.0f} MB", ok)
     case = results.get("rss-json")
     figure = "500 MB JSON request"
     target = f"peak RSS <= body + {JSON_RSS_HEADROOM_MB:.0f} MB"
-    if case is None or _status(case) is not None:
-        out.add(figure, target, _status(case) or "not run", None)
+    if case is None or case_status(case) is not None:
+        out.add(figure, target, case_status(case) or "not run", None)
         return
     body_mb = case["body_bytes"] / 1024**2
     limit_mb = body_mb + JSON_RSS_HEADROOM_MB
@@ -437,12 +443,12 @@ def _memory_targets(results: dict[str, Any], out: _Verdicts) -> None:
 def _health_target(results: dict[str, Any], out: _Verdicts) -> None:
     case = results.get("health")
     figure = "/health during a 1M-row ingest"
-    if case is None or _status(case) is not None:
-        out.add(figure, "p99 <= 50 ms", _status(case) or "", None)
+    if case is None or case_status(case) is not None:
+        out.add(figure, "p99 <= 50 ms", case_status(case) or "", None)
         return
     s = case["health_during_ingest"]
     rows = case["ingest_rows"]
-    note = "" if rows == 1_000_000 else f"during {_rows(rows)}-row ingests (not 1M)"
+    note = "" if rows == 1_000_000 else f"during {rows_label(rows)}-row ingests (not 1M)"
     measured = f"{s['p99_ms']:.1f} ms ({s['count']} samples)"
     out.add(figure, "p99 <= 50 ms", measured, s["count"] > 0 and s["p99_ms"] <= 50, note)
 
@@ -461,4 +467,4 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 def targets_table(rows: list[dict[str, Any]]) -> str:
     headers = ["figure", "target", "measured", "result", "note"]
     table = [[r["figure"], r["target"], r["measured"], r["result"], r["note"]] for r in rows]
-    return _table(headers, table, numeric=False)
+    return text_table(headers, table, numeric=False)

@@ -177,7 +177,7 @@ def _run_case(name: str, results: dict[str, Any], work: Callable[[], dict[str, A
     except Exception as exc:
         traceback.print_exc()
         results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-    status = report._status(results[name]) or "done"
+    status = report.case_status(results[name]) or "done"
     print(f"{status} ({time.perf_counter() - started:.1f} s)", flush=True)
 
 
@@ -192,7 +192,7 @@ def _cases(
 
     def seq() -> dict[str, Any] | None:
         limit = results.get("inprocess")
-        return limit["sequential"] if limit and report._status(limit) is None else None
+        return limit["sequential"] if limit and report.case_status(limit) is None else None
 
     def sizes(kind: str) -> Callable[[], dict[str, Any]]:
         return lambda: cases.http_sizes(kind, servers, plan, tables)

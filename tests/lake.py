@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-_VARIABLES = (
+SERVICE_VARIABLES = (
     "ARROWPORT_TEST_PG_DSN",
     "ARROWPORT_TEST_S3_ENDPOINT",
     "ARROWPORT_TEST_S3_BUCKET",
@@ -24,13 +24,13 @@ _VARIABLES = (
 
 
 def services() -> dict[str, str]:
-    missing = [name for name in _VARIABLES if not os.environ.get(name)]
+    missing = [name for name in SERVICE_VARIABLES if not os.environ.get(name)]
     if missing:
         pytest.fail(
             f"the test services are not running ({', '.join(missing)} unset): run the tests "
             "with `make test`, or `python scripts/test_services.py run -- pytest ...`"
         )
-    return {name: os.environ[name] for name in _VARIABLES}
+    return {name: os.environ[name] for name in SERVICE_VARIABLES}
 
 
 def new_lake_name(label: str = "lake") -> str:
