@@ -26,6 +26,60 @@ def ipc_bytes(table: pa.Table, batch_rows: int | None = None) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def mixed_batches(count: int, rows: int) -> list[pa.RecordBatch]:
+    """``count`` batches of ``rows`` rows each: ``k`` numbers the rows in order, ``d`` is
+    dictionary-encoded with a dictionary of its own in every batch, and ``l``, ``s`` and ``m``
+    are a list, a struct and a map."""
+    batches = []
+    for number in range(count):
+        keys = pa.array(range(number * rows, (number + 1) * rows), pa.int64())
+        words = pa.array([f"w{number}_{i}" for i in range(3)])
+        positions = pa.array([i % 3 for i in range(rows)], pa.int32())
+        batches.append(
+            pa.record_batch(
+                {
+                    "k": keys,
+                    "d": pa.DictionaryArray.from_arrays(positions, words),
+                    "l": pa.array([[i, number] for i in range(rows)], pa.list_(pa.int32())),
+                    "s": pa.array(
+                        [{"x": number, "y": f"r{i}"} for i in range(rows)],
+                        pa.struct([("x", pa.int32()), ("y", pa.string())]),
+                    ),
+                    "m": pa.array(
+                        [[(f"b{number}", i)] for i in range(rows)],
+                        pa.map_(pa.string(), pa.int64()),
+                    ),
+                }
+            )
+        )
+    return batches
+
+
+def batches_ipc(batches: list[pa.RecordBatch]) -> bytes:
+    """An IPC stream of ``batches`` as they are (a dictionary that changes is replaced)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batches[0].schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def stored_order(target: str, key: str = "k") -> str:
+    """How to read rows back in the order they were stored: a DuckDB file keeps a request's rows
+    in order (``rowid``); a lake numbers them by data file, which parallel writers finish in any
+    order, so there the rows are sorted by ``key`` instead."""
+    return "rowid" if target == "duckdb" else key
+
+
+def stored_rows(client: httpx.Client, table: str, target: str = "duckdb") -> list[dict[str, Any]]:
+    """Every row of ``table`` in the order it was stored (see :func:`stored_order`)."""
+    order = stored_order(target)
+    result: list[dict[str, Any]] = query(
+        client, f'SELECT * FROM "{table}" ORDER BY {order}'
+    ).to_pylist()
+    return result
+
+
 def post_binary(
     client: httpx.Client,
     stream: str,

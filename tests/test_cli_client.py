@@ -217,6 +217,8 @@ class SlowLink:
                 client, _ = self.listener.accept()
             except TimeoutError:
                 continue
+            except OSError:  # closed under us by close()
+                return
             upstream = socket.create_connection(("127.0.0.1", self.target))
             threading.Thread(
                 target=self._pump, args=(client, upstream, self.delay), daemon=True

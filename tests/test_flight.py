@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from tests.conftest import ARROW_STREAM, grpc_error, ipc_bytes, query
+from tests.conftest import ARROW_STREAM, grpc_error, ipc_bytes, mixed_batches, query, stored_rows
 from tests.server import ArrowportProcess
 
 FLIGHT_ARGS = ["--flight-port", "0"]
@@ -224,6 +224,34 @@ def test_many_small_batches_do_not_flood_stderr_with_alignment_warnings(
     assert count(http, "aligned") == 20_000
     time.sleep(0.2)  # let the stderr reader catch up with anything printed during the put
     assert not [line for line in flight_server.lines if "poorly aligned" in line]
+
+
+@pytest.mark.parametrize("count", [40, 3_000], ids=["group_committed", "spooled"])
+def test_tiny_batches_with_changing_dictionaries_land_in_order(
+    fc: flight.FlightClient, http: httpx.Client, count: int
+) -> None:
+    # Batches of 7 rows, each with a dictionary of its own and nested columns: joined into row
+    # groups server-side, every row kept, in order, with its type.
+    batches = mixed_batches(count, 7)
+    table = f"tiny_flight_{count}"
+    writer, reader = fc.do_put(path(table), batches[0].schema)
+    for batch in batches:
+        writer.write_batch(batch)
+    writer.done_writing()
+    reply = reader.read()
+    writer.close()
+    assert reply is not None
+    answer = json.loads(reply.to_pybytes())
+    assert (answer["rows_processed"], answer["batches"]) == (count * 7, count)
+    assert stored_rows(http, table) == pa.Table.from_batches(batches).to_pylist()
+    columns = http.get(f"/tables/{table}").json()["columns"]
+    assert [c["type"] for c in columns] == [
+        "BIGINT",
+        "VARCHAR",
+        "INTEGER[]",
+        "STRUCT(x INTEGER, y VARCHAR)",
+        "MAP(VARCHAR, BIGINT)",
+    ]
 
 
 # -- errors --------------------------------------------------------------------------------------

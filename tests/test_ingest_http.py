@@ -11,7 +11,17 @@ import pyarrow as pa
 import pytest
 import zstandard
 
-from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary, post_json, query
+from tests.conftest import (
+    ARROW_STREAM,
+    batches_ipc,
+    ipc_bytes,
+    mixed_batches,
+    post_binary,
+    post_json,
+    query,
+    stored_order,
+    stored_rows,
+)
 
 ON_LAKE = True  # every test on the module's server runs on the DuckDB file and on a DuckLake
 
@@ -349,6 +359,85 @@ def test_types_keep_their_meaning(client: httpx.Client) -> None:
     assert types["kind"] in ("VARCHAR", "ENUM('red')")
     row = query(client, "SELECT tags, point, kind FROM typed").to_pylist()
     assert row == [{"tags": ["a", "b"], "point": {"x": 1, "y": 2}, "kind": "red"}]
+
+
+# -- batches joined into row groups for DuckDB -----------------------------------------------------
+
+MIXED_TYPES = {
+    "k": "BIGINT",
+    "d": "VARCHAR",
+    "l": "INTEGER[]",
+    "s": "STRUCT(x INTEGER, y VARCHAR)",
+    "m": "MAP(VARCHAR, BIGINT)",
+}
+
+
+def post_as(client: httpx.Client, body_format: str, stream: str, data: bytes) -> httpx.Response:
+    if body_format == "binary":
+        return post_binary(client, stream, data)
+    return post_json(client, stream, data)
+
+
+@pytest.mark.parametrize("body_format", ["binary", "json"])
+@pytest.mark.parametrize("count", [40, 5_000], ids=["group_committed", "streamed"])
+def test_tiny_batches_land_every_row_in_order_with_their_types(
+    client: httpx.Client, target: str, body_format: str, count: int
+) -> None:
+    # Batches of 7 rows, each with a dictionary of its own: joined into row groups server-side.
+    batches = mixed_batches(count, 7)
+    stream = f"tiny_{body_format}_{count}"
+    body = assert_success(
+        post_as(client, body_format, stream, batches_ipc(batches)), stream, count * 7
+    )
+    assert body["batches"] == count
+    assert stored_rows(client, stream, target) == pa.Table.from_batches(batches).to_pylist()
+    columns = client.get(f"/tables/{stream}").json()["columns"]
+    assert {c["name"]: c["type"] for c in columns} == MIXED_TYPES
+
+
+@pytest.mark.parametrize("body_format", ["binary", "json"])
+def test_one_huge_batch_is_sliced_and_lands_in_order(
+    client: httpx.Client, target: str, body_format: str
+) -> None:
+    (batch,) = mixed_batches(1, 300_000)
+    stream = f"huge_batch_{body_format}"
+    body = assert_success(
+        post_as(client, body_format, stream, batches_ipc([batch])), stream, 300_000
+    )
+    assert body["batches"] == 1
+    back = query(client, f'SELECT * FROM "{stream}" ORDER BY {stored_order(target)}')
+    assert back.column("k").to_pylist() == list(range(300_000))
+    for start in (0, 122_879, 245_759, 299_997):  # across every slice boundary
+        assert back.slice(start, 3).to_pylist() == batch.slice(start, 3).to_pylist()
+
+
+def test_dictionaries_too_many_to_join_land_as_sent(client: httpx.Client, target: str) -> None:
+    # int8 indices cannot address the union of these dictionaries (300 values): the batches are
+    # handed to DuckDB as they came.
+    batches = [
+        pa.record_batch(
+            {
+                "k": pa.array(range(n * 100, (n + 1) * 100), pa.int64()),
+                "d": pa.DictionaryArray.from_arrays(
+                    pa.array(range(100), pa.int8()), pa.array([f"v{n}_{i}" for i in range(100)])
+                ),
+            }
+        )
+        for n in range(3)
+    ]
+    assert_success(post_binary(client, "dict_int8", batches_ipc(batches)), "dict_int8", 300)
+    assert stored_rows(client, "dict_int8", target) == pa.Table.from_batches(batches).to_pylist()
+
+
+def test_chunk_size_below_the_row_group_joins_and_slices_to_it(
+    client: httpx.Client, target: str
+) -> None:
+    batches = mixed_batches(30, 1_000)
+    response = post_binary(
+        client, "chunk_joined", batches_ipc(batches), params={"chunk_size": "2500"}
+    )
+    assert_success(response, "chunk_joined", 30_000)
+    assert stored_rows(client, "chunk_joined", target) == pa.Table.from_batches(batches).to_pylist()
 
 
 def test_identifiers_are_quoted(client: httpx.Client) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
@@ -232,6 +235,184 @@ def test_large_json_bodies_with_escaped_slashes_land(client: httpx.Client) -> No
     )
     assert response.status_code == 200, response.text
     assert rows_in(client, "escaped_json") == 200_000
+
+
+# -- large JSON/base64 bodies: decoded as they are read ------------------------------------------
+
+MiB = 1024**2
+
+
+def json_body(data: str, table: str, schema: pa.Schema | None = None) -> bytes:
+    batch = {"data": data}
+    if schema is not None:
+        batch["arrow_schema"] = base64.b64encode(schema.serialize().to_pybytes()).decode()
+    return json.dumps({"config": {"target_table": table}, "batch": batch}).encode()
+
+
+def post_json_body(client: httpx.Client, body: bytes, **headers: str) -> httpx.Response:
+    return client.post(
+        "/stream/big_json", content=body, headers={"Content-Type": "application/json", **headers}
+    )
+
+
+def peak_rss(pid: int) -> int:
+    """A process's peak resident memory so far, in bytes (Linux's VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_large_json_body_is_read_in_flat_memory(tmp_path: Path) -> None:
+    rows = 4_000_000  # ~160 MB of IPC, a ~210 MB body
+    table = pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "v": pa.array(np.random.default_rng(0).random(rows)),
+            "c": pa.array(np.arange(rows) % 7),
+            "t": pa.array(np.arange(rows) * 1_000, pa.int64()),
+            "w": pa.array(np.random.default_rng(1).random(rows)),
+        }
+    )
+    data = ipc_bytes(table, batch_rows=10_000)
+    del table
+    body = json_body(base64.b64encode(data).decode(), "big_json")
+    del data
+    assert len(body) > 200_000_000
+    with (
+        ArrowportProcess(tmp_path) as server,
+        httpx.Client(base_url=server.url, timeout=300) as http,
+    ):
+        assert server.proc is not None
+        before = peak_rss(server.proc.pid)
+        response = post_json_body(http, body)
+        assert response.status_code == 200, response.text
+        assert response.json()["rows_processed"] == rows
+        grown = peak_rss(server.proc.pid) - before
+        assert rows_in(http, "big_json") == rows
+    # Read as it arrives: neither the body nor its decoded payload is ever held whole.
+    assert grown < 300 * MiB, f"peak RSS grew {grown / MiB:.0f} MiB for {len(body) / MiB:.0f} MiB"
+
+
+def large_ipc(rows: int = 200_000) -> bytes:
+    rng = np.random.default_rng(2)
+    table = pa.table({"id": pa.array(range(rows), pa.int64()), "v": pa.array(rng.random(rows))})
+    return ipc_bytes(table, batch_rows=10_000)
+
+
+def test_invalid_base64_deep_in_a_large_json_body_writes_nothing(client: httpx.Client) -> None:
+    encoded = base64.b64encode(large_ipc()).decode()
+    assert len(encoded) > 2 * MiB
+    cut = len(encoded) - 4_000
+    bad_character = encoded[:cut] + "!" + encoded[cut + 1 :]
+    # Two base64 texts glued together: padding in the middle, valid piece by piece.
+    padded = base64.b64encode(large_ipc()[:-1]).decode()
+    assert padded.endswith("=")
+    bad_padding = padded + encoded
+    for name, text in (("b64_char", bad_character), ("b64_padding", bad_padding)):
+        response = post_json_body(client, json_body(text, name))
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "invalid_base64"
+        assert client.get(f"/tables/{name}").status_code == 404
+    response = post_json_body(client, json_body(encoded[:-2], "b64_length"))
+    assert response.json()["code"] == "invalid_base64"
+
+
+def test_a_large_json_body_keeps_its_checks(client: httpx.Client) -> None:
+    data = large_ipc()
+    encoded = base64.b64encode(data).decode()
+    declared = pa.schema([("other", pa.int64())])
+    mismatch = post_json_body(client, json_body(encoded, "big_mismatch", declared))
+    assert mismatch.status_code == 400, mismatch.text
+    assert mismatch.json()["code"] == "schema_mismatch"
+    cut = base64.b64encode(data[:-8]).decode()  # no end-of-stream marker
+    truncated = post_json_body(client, json_body(cut, "big_cut"))
+    assert truncated.json()["code"] == "truncated_stream"
+    frame = base64.b64encode(zstandard.compress(data)).decode()
+    assert len(frame) > 2 * MiB
+    response = post_json_body(client, json_body(frame, "big_zstd"))
+    assert response.status_code == 200, response.text
+    assert rows_in(client, "big_zstd") == 200_000
+    for table in ("big_mismatch", "big_cut"):
+        assert client.get(f"/tables/{table}").status_code == 404
+
+
+def test_a_large_json_body_and_its_binary_twin_share_an_idempotency_key(
+    client: httpx.Client,
+) -> None:
+    data = large_ipc()
+    body = json_body(base64.b64encode(data).decode(), "big_once")
+    first = post_json_body(client, body, **{"Idempotency-Key": "big-json-1"})
+    assert first.status_code == 200, first.text
+    assert first.json()["duplicate"] is False
+    again = post_json_body(client, body, **{"Idempotency-Key": "big-json-1"})
+    assert again.json()["duplicate"] is True
+    binary = client.post(
+        "/stream/big_json?table=big_once",
+        content=data,
+        headers={"Content-Type": ARROW_STREAM, "Idempotency-Key": "big-json-1"},
+    )
+    assert binary.json()["duplicate"] is True
+    other = json_body(base64.b64encode(large_ipc(100)).decode(), "big_once")
+    conflict = post_json_body(client, other, **{"Idempotency-Key": "big-json-1"})
+    assert conflict.json()["code"] == "idempotency_conflict"
+    assert rows_in(client, "big_once") == 200_000
+
+
+def test_a_large_json_body_in_an_unusual_order_still_lands(client: httpx.Client) -> None:
+    data = large_ipc()
+    encoded = base64.b64encode(data).decode()
+    schema = base64.b64encode(pa.ipc.read_schema(pa.py_buffer(data)).serialize()).decode()
+    # config after batch: read whole; arrow_schema after data: checked at the end.
+    for name, text in (
+        (
+            "late_config",
+            f'{{"batch": {{"data": "{encoded}"}}, "config": {{"target_table": "late_config"}}}}',
+        ),
+        (
+            "late_schema",
+            f'{{"config": {{"target_table": "late_schema"}}, "batch": {{"data": "{encoded}", "arrow_schema": "{schema}"}}}}',
+        ),
+    ):
+        response = post_json_body(client, text.encode())
+        assert response.status_code == 200, response.text
+        assert rows_in(client, name) == 200_000
+
+
+def test_a_large_json_body_is_refused_whole_for_what_follows_its_data(
+    client: httpx.Client,
+) -> None:
+    encoded = base64.b64encode(large_ipc()).decode()
+    other = base64.b64encode(pa.schema([("x", pa.int8())]).serialize()).decode()
+    head = '{"config": {"target_table": "%s"}, "batch": {"data": "' + encoded + '"'
+    cases = {
+        "tail_broken": (head + "}", "invalid_json"),
+        "tail_schema": (head + ', "arrow_schema": "' + other + '"}}', "schema_mismatch"),
+        "tail_config": (head + '}, "config": {"target_table": "elsewhere"}}', "invalid_options"),
+        "tail_unknown": (head + '}, "extra": 1}', "invalid_options"),
+    }
+    for table, (text, code) in cases.items():
+        response = post_json_body(client, (text % table).encode())
+        assert response.status_code in (400, 422), response.text
+        assert response.json()["code"] == code, response.text
+        assert client.get(f"/tables/{table}").status_code == 404
+    assert client.get("/tables/elsewhere").status_code == 404
+
+
+@pytest.mark.parametrize("rows", [10, 200_000])
+def test_a_json_body_sent_without_content_length_lands(client: httpx.Client, rows: int) -> None:
+    body = json_body(base64.b64encode(large_ipc(rows)).decode(), f"chunked_json_{rows}")
+
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(body), 100_000):
+            yield body[start : start + 100_000]
+
+    response = client.post(
+        "/stream/big_json", content=pieces(), headers={"Content-Type": "application/json"}
+    )
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 200, response.text
+    assert rows_in(client, f"chunked_json_{rows}") == rows
 
 
 def test_unauthenticated_metrics_port_needs_consent_when_tokens_exist(tmp_path: Path) -> None:

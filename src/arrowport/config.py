@@ -226,7 +226,15 @@ class CompressionSettings(_Section):
 
 class DefaultsSettings(_Section):
     chunk_size: int = Field(
-        122_880, ge=1, description="Rows handed to DuckDB at a time (larger batches are sliced)."
+        122_880,
+        ge=1,
+        description="Most rows handed to DuckDB in one batch (larger batches are sliced).",
+    )
+    coalesce_rows: int = Field(
+        122_880,
+        ge=1,
+        description="A request's consecutive batches are joined into batches of this many rows "
+        "(at most chunk_size): DuckDB inserts in parallel only from whole row groups (122,880).",
     )
 
 
@@ -237,7 +245,8 @@ class LimitsSettings(_Section):
     max_json_body_bytes: int = Field(
         512 * 1024**2,
         ge=1,
-        description="Largest JSON/base64 body; JSON is parsed in memory (413 above).",
+        description="Largest JSON/base64 body (413 above); one whose config follows "
+        "batch.data is held in memory whole.",
     )
     max_message_bytes: int = Field(
         256 * 1024**2,

@@ -10,13 +10,13 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
 from arrowport.api.errors import invalid_options
-from arrowport.api.ingest_routes import parse_json
 from arrowport.api.models import ProducerResponse, QueryRequest, StreamInfo, TableResponse
 from arrowport.api.openapi import error_responses
 from arrowport.api.results import ARROW_STREAM, CSV, JSON, chunks, render, size
 from arrowport.api.security import require_ingest_or_read, require_read, services
 from arrowport.errors import InvalidOptions, ShuttingDown, StorageError, UnsupportedMediaType
 from arrowport.ingest.pipe import read_body
+from arrowport.ingest.seed_json import parse_json
 from arrowport.reads import result_write_options
 
 router = APIRouter()

@@ -24,6 +24,7 @@ from arrowport.errors import (
     InvalidCompression,
     InvalidIPC,
     PayloadTooLarge,
+    SchemaMismatch,
     UnsupportedMediaType,
 )
 from arrowport.ingest.ipc_messages import (
@@ -187,6 +188,16 @@ class IpcPayload:
         except _DECODING_ERRORS as exc:
             raise _ipc_error(exc) from None
         self.stream = BatchStream(self._reader.schema, self._batches(), chunk_size, max_rows)
+
+    def expecting(self, schema: pa.Schema | None) -> IpcPayload:
+        """This payload, once its schema is checked to be ``schema`` (the one its sender
+        declared beside it, if any)."""
+        if schema is not None and not self.stream.schema.equals(schema):
+            raise SchemaMismatch(
+                "batch.arrow_schema does not match the schema inside batch.data: "
+                f"declared {schema.names}, sent {self.stream.schema.names}"
+            )
+        return self
 
     @classmethod
     def from_bytes(

@@ -178,30 +178,24 @@ async def receive(chunks: AsyncIterator[bytes], pace: BodyPace) -> AsyncIterator
 
 async def read_body(
     chunks: AsyncIterator[bytes], pace: BodyPace, limit: int, size_hint: int | None = None
-) -> bytes | bytearray:
-    """A whole body of at most ``limit`` bytes (413 beyond), read within ``pace``; with its
-    declared size known, straight into one buffer of that size (no second copy of a large
-    body)."""
+) -> bytearray:
+    """A whole body of at most ``limit`` bytes (413 beyond), read within ``pace``, into one
+    buffer: of its declared size when known, else grown as it arrives (never a second copy of
+    a large body)."""
     if size_hint is not None and size_hint > limit:
         raise PayloadTooLarge(
             f"body of {size_hint} bytes exceeds the limit of {limit}", limit=limit
         )
     buffer = bytearray(size_hint or 0)
-    parts: list[bytes] = []
     received = 0
     async for chunk in receive(chunks, pace):
         end = received + len(chunk)
         if end > limit:
             raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
-        if end <= len(buffer):
-            buffer[received:end] = chunk
-        else:
-            parts.append(chunk)
+        buffer[received:end] = chunk  # past the declared size, this extends the buffer
         received = end
-    if not parts:
-        del buffer[received:]
-        return buffer
-    return bytes(buffer[: received - sum(map(len, parts))]) + b"".join(parts)
+    del buffer[received:]
+    return buffer
 
 
 async def pump(chunks: AsyncIterator[bytes], pipe: BodyPipe, pace: BodyPace, limit: int) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,8 +27,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pyarrow as pa
 
 from arrowport.config import Settings
-from arrowport.errors import SchemaMismatch, ShuttingDown
+from arrowport.errors import ShuttingDown
 from arrowport.ingest.admission import Admission
+from arrowport.ingest.bodies import Body
 from arrowport.ingest.ipc_messages import Message, PayloadLimits
 from arrowport.ingest.payload import BatchStream, Codec, IpcPayload, decompressing_reader
 from arrowport.ingest.pipe import BodyPace, BodyPipe, pump
@@ -78,43 +78,28 @@ class IngestService:
     async def ingest_bytes(
         self,
         options: IngestOptions,
-        data: bytes | bytearray | memoryview,
-        codec: Codec | None,
+        body: Body,
         client: str | None,
         expected_schema: pa.Schema | None = None,
     ) -> IngestReply:
         """Write a whole payload; ``expected_schema`` is the schema the sender declared."""
         started = time.perf_counter()
 
-        def open_payload() -> IpcPayload:
-            if codec is None:
-                payload = IpcPayload.from_bytes(
-                    data, self.limits, options.chunk_size, self._max_rows
-                )
-            else:
-                # Decompressed as it is read: a small compressed body may expand enormously.
-                source = decompressing_reader(io.BytesIO(data), codec)
-                payload = IpcPayload.from_file(
-                    source, self.limits, options.chunk_size, self._max_rows
-                )
-            if expected_schema is not None and not payload.stream.schema.equals(expected_schema):
-                raise SchemaMismatch(
-                    "batch.arrow_schema does not match the schema inside batch.data: "
-                    f"declared {expected_schema.names}, sent {payload.stream.schema.names}"
-                )
-            return payload
-
-        payload = _Opened(open_payload)
-        delivery = _delivery(options, lambda: hashlib.sha256(data).hexdigest())
+        payload = _Opened(
+            lambda: body.payload(self.limits, options.chunk_size, self._max_rows).expecting(
+                expected_schema
+            )
+        )
+        delivery = _delivery(options, body.digest)
         # Compressed bodies stream too: their size once decompressed is unknown up front.
-        if len(data) <= self.settings.limits.small_body_bytes and options.groupable and not codec:
+        small = len(body) <= self.settings.limits.small_body_bytes and not body.codec
+        if small and options.groupable:
             outcome = await asyncio.wrap_future(self.submit_small(options, payload.open, delivery))
         else:
             outcome = await self._start_streaming(
-                client,
-                lambda: self._write(options, payload.open, delivery, in_memory=codec is None),
+                client, lambda: self._write(options, payload.open, delivery, body.in_memory)
             )
-        return self.finish(options, outcome, payload.batches, len(data), started)
+        return self.finish(options, outcome, payload.batches, len(body), started)
 
     async def ingest_pipe(
         self,
@@ -122,13 +107,16 @@ class IngestService:
         chunks: AsyncIterator[bytes],
         codec: Codec | None,
         client: str | None,
+        expected_schema: pa.Schema | None = None,
     ) -> IngestReply:
-        """Write an HTTP body while it arrives."""
+        """Write an HTTP body (or a JSON body's payload) while it arrives."""
         started = time.perf_counter()
         pipe = BodyPipe(asyncio.get_running_loop())
         source = pipe if codec is None else decompressing_reader(pipe, codec)  # type: ignore[arg-type]
         payload = _Opened(
-            lambda: IpcPayload.from_file(source, self.limits, options.chunk_size, self._max_rows)
+            lambda: IpcPayload.from_file(
+                source, self.limits, options.chunk_size, self._max_rows
+            ).expecting(expected_schema)
         )
         if options.idempotency_key is not None:
             pipe.digest = hashlib.sha256()

@@ -59,11 +59,13 @@ class Streams:
             _check_locked(stream, request, base, self.table_for(stream))
         table = request.table or self.table_for(stream)
         check_table_name(table)
+        chunk_size = request.chunk_size or base.chunk_size or self._settings.defaults.chunk_size
         policy = WritePolicy(
             mode=request.mode or base.mode,
             key_columns=tuple(request.key_columns or base.key_columns or ()),
             schema_policy=request.schema_policy or base.schema_policy,
             duplicate_keys=request.duplicate_keys or base.duplicate_keys,
+            batch_rows=min(chunk_size, self._settings.defaults.coalesce_rows),
         )
         if policy.mode == "upsert" and not policy.key_columns:
             raise InvalidOptions(
@@ -73,7 +75,6 @@ class Streams:
         # A stream-limited token writes only to its stream's own table: without this it could
         # name any target table in the request.
         principal.require_table(stream, table, self.table_for(stream))
-        chunk_size = request.chunk_size or base.chunk_size or self._settings.defaults.chunk_size
         return IngestOptions(
             stream=stream,
             table=table,

@@ -32,6 +32,7 @@ from arrowport.errors import (
 )
 from arrowport.options import DuplicateKeysPolicy, SchemaPolicy, WriteMode
 from arrowport.storage.catalog import TransactionCatalog
+from arrowport.storage.coalesce import ROW_GROUP_ROWS, coalesced
 from arrowport.storage.identifiers import quote
 from arrowport.storage.schema import (
     Column,
@@ -51,6 +52,8 @@ class WritePolicy:
     duplicate_keys: DuplicateKeysPolicy = "error"
     # False: a missing table is a 404 instead of being created (Flight SQL's ingest "append").
     create_missing: bool = True
+    # Rows of each batch DuckDB is handed: the request's batches are joined or sliced to it.
+    batch_rows: int = ROW_GROUP_ROWS
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ def write_table(
         check_compatible(table, incoming, existing)
     source = f"_arrowport_src_{uuid.uuid4().hex}"
     # Values DuckDB would silently change (sub-microsecond time zones, ...) are refused.
-    guard = ValueGuard(data)
+    guard = ValueGuard(coalesced(data, policy.batch_rows))
     try:
         if policy.mode == "upsert":
             cur.register(source, _with_positions(guard.reader) if last_wins else guard.reader)
