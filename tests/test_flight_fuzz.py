@@ -47,13 +47,8 @@ from google.protobuf.message import DecodeError
 
 from arrowport import errors
 from arrowport.flight.protocol import flight_pb2
-from arrowport.ingest.ipc_messages import (
-    DICTIONARY_BATCH,
-    Message,
-    PayloadLimits,
-    ViewReader,
-    stream_messages,
-)
+from arrowport.ingest.ipc_messages import DICTIONARY_BATCH, Message, PayloadLimits
+from arrowport.ingest.ipc_stream import ViewReader, stream_messages
 from tests.conftest import query
 from tests.server import ArrowportProcess
 

@@ -26,7 +26,8 @@ import pytest
 
 from arrowport.errors import InsufficientStorage, StorageError, TruncatedStream
 from arrowport.flight.spool import MessageSpool, remove_orphans
-from arrowport.ingest.ipc_messages import Message, PayloadLimits, ViewReader, stream_messages
+from arrowport.ingest.ipc_messages import Message, PayloadLimits
+from arrowport.ingest.ipc_stream import ViewReader, stream_messages
 from arrowport.ingest.payload import IpcPayload
 from tests.conftest import ipc_bytes, query
 from tests.server import ArrowportProcess

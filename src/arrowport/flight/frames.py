@@ -20,13 +20,8 @@ from google.protobuf.message import DecodeError
 
 from arrowport.errors import InvalidIPC
 from arrowport.flight.protocol import flight_pb2
-from arrowport.ingest.ipc_messages import (
-    ByteCollector,
-    Message,
-    PayloadLimits,
-    ViewReader,
-    stream_messages,
-)
+from arrowport.ingest.ipc_messages import Message, PayloadLimits
+from arrowport.ingest.ipc_stream import ByteCollector, ViewReader, stream_messages
 
 _DESCRIPTOR = 1
 _HEADER = 2

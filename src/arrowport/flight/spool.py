@@ -35,7 +35,8 @@ from typing import IO
 import structlog
 
 from arrowport.errors import InsufficientStorage, StorageError, is_disk_full
-from arrowport.ingest.ipc_messages import CONTINUATION, Message, PayloadLimits, stream_messages
+from arrowport.ingest.ipc_messages import CONTINUATION, Message, PayloadLimits
+from arrowport.ingest.ipc_stream import stream_messages
 
 log = structlog.get_logger(__name__)
 

@@ -27,15 +27,8 @@ from arrowport.errors import (
     SchemaMismatch,
     UnsupportedMediaType,
 )
-from arrowport.ingest.ipc_messages import (
-    CheckedStream,
-    Message,
-    PayloadBudget,
-    PayloadLimits,
-    Readable,
-    ViewReader,
-    stream_messages,
-)
+from arrowport.ingest.ipc_messages import Message, PayloadBudget, PayloadLimits
+from arrowport.ingest.ipc_stream import CheckedStream, Readable, ViewReader, stream_messages
 
 Codec = Literal["zstd", "gzip", "lz4"]
 

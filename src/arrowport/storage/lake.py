@@ -48,7 +48,6 @@ from arrowport.storage.catalog import TableCatalog, TransactionCatalog
 from arrowport.storage.database import open_connection
 from arrowport.storage.delivery import Delivery, DeliveryLedger, Duplicate
 from arrowport.storage.engine import Engine
-from arrowport.storage.identifiers import INTERNAL_SCHEMA, quote
 from arrowport.storage.lake_catalog import (
     CLAIM_TAKEN,
     CatalogLocation,
@@ -56,15 +55,22 @@ from arrowport.storage.lake_catalog import (
     claim_taken,
     install_claims,
 )
-from arrowport.storage.lake_ledger import SCHEMA_SQL, LakeLedger, commit_claim
+from arrowport.storage.lake_ledger import LakeLedger, commit_claim
+from arrowport.storage.lake_open import (
+    LAKE,
+    UPSERT_GUARD,
+    attach,
+    load_extensions,
+    prepare,
+    probe_store,
+    read_secret,
+)
 from arrowport.storage.schema import arrow_columns
 from arrowport.storage.sql_guard import ReadGuard
 from arrowport.storage.writes import WriteJob, WriteOutcome
 
 log = structlog.get_logger(__name__)
 
-LAKE = "lake"
-_UPSERT_GUARD = f"{quote(INTERNAL_SCHEMA)}.upsert_turn"
 _STARTUP_LOCK_KEY = 8301546
 LAKE_MEMORY_LIMIT = "1GB"
 FIGURES_SECONDS = 10.0
@@ -97,19 +103,6 @@ class LakeBusy(Exception):
         self.unreachable = unreachable
 
 
-def _read_secret(value: str | None, path: str | None, what: str) -> str | None:
-    if value is not None or path is None:
-        return value
-    try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise StorageError(f"cannot read {what} from {path}: {exc.strerror}") from None
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 class MaintenanceRecorder:
     """Counts maintenance runs for the metrics (storage does not know the registry)."""
 
@@ -136,7 +129,7 @@ class Lake(Engine):
     ) -> None:
         if lake.catalog is None or lake.data_path is None:
             raise StorageError("a DuckLake needs ducklake.catalog and ducklake.data_path")
-        password = _read_secret(
+        password = read_secret(
             lake.catalog_password, lake.catalog_password_file, "ducklake.catalog_password"
         )
         self.location = CatalogLocation.parse(lake.catalog, password)
@@ -156,7 +149,7 @@ class Lake(Engine):
             s
             for s in (
                 self.location.password,
-                _read_secret(lake.s3_secret, lake.s3_secret_file, "s3 secret"),
+                read_secret(lake.s3_secret, lake.s3_secret_file, "s3 secret"),
             )
             if s
         ]
@@ -185,52 +178,13 @@ class Lake(Engine):
 
     def _open(self, root: duckdb.DuckDBPyConnection, lake: DuckLakeSettings) -> None:
         try:
-            self._load_extensions(root)
-            self._attach(root, lake)
+            load_extensions(root, self.location, self.data_path)
+            attach(root, self.location, lake)
         except duckdb.Error as exc:
             raise StorageError(self.scrub(str(exc))) from None
-        self._probe_store(root)
+        probe_store(root, self._data_dir(), self.scrub)
         install_claims(self.location, lake.metadata_schema)
-        self._prepare(root)
-
-    def _load_extensions(self, root: duckdb.DuckDBPyConnection) -> None:
-        import duckdb_extensions
-
-        wanted = ["ducklake"]
-        if self.location.kind in ("postgres", "sqlite"):
-            wanted.append(self.location.kind)
-        if self.data_path.startswith("s3://"):
-            wanted.append("httpfs")
-        for name in wanted:
-            duckdb_extensions.import_extension(name, con=root)
-            root.execute(f"LOAD {name}")
-
-    def _attach(self, root: duckdb.DuckDBPyConnection, lake: DuckLakeSettings) -> None:
-        if self.data_path.startswith("s3://"):
-            secret = _read_secret(lake.s3_secret, lake.s3_secret_file, "ducklake.s3_secret")
-            parts = [
-                "TYPE s3",
-                f"REGION {_literal(lake.s3_region)}",
-                f"URL_STYLE {_literal(lake.s3_url_style)}",
-                f"USE_SSL {'true' if lake.s3_use_ssl else 'false'}",
-            ]
-            if lake.s3_endpoint:
-                parts.append(f"ENDPOINT {_literal(lake.s3_endpoint)}")
-            if lake.s3_key_id:
-                parts.append(f"KEY_ID {_literal(lake.s3_key_id)}")
-            if secret:
-                parts.append(f"SECRET {_literal(secret)}")
-            root.execute(f"CREATE SECRET arrowport_s3 ({', '.join(parts)})")
-        else:
-            Path(self.data_path).mkdir(parents=True, exist_ok=True)
-        options = [f"DATA_PATH {_literal(self.data_path)}"]
-        if lake.metadata_schema:
-            options.append(f"METADATA_SCHEMA {_literal(lake.metadata_schema)}")
-        if lake.data_inlining_row_limit is not None:
-            options.append(f"DATA_INLINING_ROW_LIMIT {int(lake.data_inlining_row_limit)}")
-        path = _literal(f"ducklake:{self.location.attach_path}")
-        root.execute(f"ATTACH {path} AS {LAKE} ({', '.join(options)})")
-        root.execute(f"USE {LAKE}")
+        prepare(root)
 
     def _own_files(self) -> list[str]:
         """What no query may read even with file access on: the data directory (everything in
@@ -240,35 +194,6 @@ class Lake(Engine):
             catalog = self.location.target
             own += [catalog, *(catalog + end for end in ("-wal", "-shm", "-journal", ".wal"))]
         return own
-
-    def _probe_store(self, root: duckdb.DuckDBPyConnection) -> None:
-        """Fail at start, not at the first write, when the data path cannot be written (a wrong
-        endpoint, bucket or key). Every node overwrites the same small object."""
-        probe = os.path.join(self._data_dir(), "_arrowport_probe.csv")
-        try:
-            root.execute(f"COPY (SELECT 1 AS ok) TO {_literal(probe)} (FORMAT csv)")
-        except duckdb.Error as exc:
-            reason = self.scrub(str(exc)).splitlines()[0]
-            raise StorageError(f"cannot write to the lake's data path: {reason}") from None
-
-    def _prepare(self, root: duckdb.DuckDBPyConnection) -> None:
-        """The internal schema, the delivery tables and the upsert guard row (nodes starting
-        together may race to create them: a refused commit is tried again)."""
-        statements = [
-            f"CREATE SCHEMA IF NOT EXISTS {quote(INTERNAL_SCHEMA)}",
-            *SCHEMA_SQL,
-            f"CREATE TABLE IF NOT EXISTS {_UPSERT_GUARD} (turn BIGINT NOT NULL)",
-            f"INSERT INTO {_UPSERT_GUARD} SELECT 0 WHERE NOT EXISTS (FROM {_UPSERT_GUARD})",
-        ]
-        for statement in statements:
-            for attempt in range(20):
-                try:
-                    root.execute(statement)
-                    break
-                except duckdb.TransactionException:
-                    time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
-            else:
-                raise StorageError("cannot prepare the lake: its catalog keeps refusing commits")
 
     def _data_dir(self) -> str:
         if self.data_path.startswith("s3://"):
@@ -422,7 +347,7 @@ class Lake(Engine):
     def before_commit(self, cur: duckdb.DuckDBPyConnection, jobs: Sequence[WriteJob]) -> None:
         if any(job.mode == "upsert" for job in jobs):
             # Upserts take turns: two commits that both update this row conflict.
-            cur.execute(f"UPDATE {_UPSERT_GUARD} SET turn = turn + 1")
+            cur.execute(f"UPDATE {UPSERT_GUARD} SET turn = turn + 1")
 
     def translate(self, exc: BaseException) -> BaseException:
         text = str(exc)

@@ -23,9 +23,10 @@ from typing import TypeVar
 import duckdb
 import structlog
 
-from arrowport.storage.lake import LAKE, Lake, MaintenanceRecorder, lake_counts
+from arrowport.storage.lake import Lake, MaintenanceRecorder, lake_counts
 from arrowport.storage.lake_catalog import catalog_lock, expire_claims
 from arrowport.storage.lake_ledger import LakeLedger
+from arrowport.storage.lake_open import LAKE
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

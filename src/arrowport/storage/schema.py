@@ -9,11 +9,7 @@ Where that mapping would fail or silently change data, Arrowport refuses instead
 - by type, before DuckDB sees it (:func:`unsupported_reason`): float16, decimal256, decimals with a
   negative scale or a scale above the precision, unions, structs with no fields, an empty or
   duplicate (case-insensitive) field name, fixed-size lists of size 0 or above DuckDB's 100,000;
-- by value, batch by batch (:func:`check_values`, :class:`ValueGuard`): DuckDB keeps microseconds in
-  ``TIMESTAMP WITH TIME ZONE`` and ``INTERVAL``, so a nanosecond timestamp with a time zone, a
-  nanosecond duration or an interval with a sub-microsecond part is refused rather than truncated,
-  and so is a duration too long to read back as Arrow's ``month_day_nano_interval`` (about 292 years)
-  or a timestamp with a time zone outside DuckDB's range.
+- by value, batch by batch: see :mod:`arrowport.storage.values`.
 """
 
 from __future__ import annotations
@@ -21,14 +17,12 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from arrowport.errors import InvalidName, InvalidValue, SchemaConflict, UnsupportedType
+from arrowport.errors import InvalidName, SchemaConflict, UnsupportedType
 from arrowport.storage.identifiers import check_column_name, quote
 
 
@@ -54,7 +48,7 @@ def _describe(cursor: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[tupl
 MAX_ARRAY_SIZE = 100_000
 
 
-def _children(dtype: pa.DataType) -> list[pa.DataType]:
+def child_types(dtype: pa.DataType) -> list[pa.DataType]:
     if isinstance(dtype, pa.DictionaryType | pa.RunEndEncodedType):
         return [dtype.value_type]
     if isinstance(dtype, pa.BaseExtensionType):
@@ -92,7 +86,7 @@ def unsupported_reason(dtype: pa.DataType) -> str | None:
             f"fixed_size_list of size {dtype.list_size}: DuckDB arrays hold 1 to "
             f"{MAX_ARRAY_SIZE:,} elements"
         )
-    for child in _children(dtype):
+    for child in child_types(dtype):
         reason = unsupported_reason(child)
         if reason is not None:
             return reason
@@ -171,157 +165,6 @@ def _map_schema(schema: pa.Schema) -> list[Column]:
 
 
 # -- values DuckDB would change silently -------------------------------------------------------
-
-_INT64_MAX = 2**63 - 1
-_NANOS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
-_MICROS_PER = {"s": 1_000_000, "ms": 1_000}
-
-
-def _checked(dtype: pa.DataType) -> bool:
-    """True when values of ``dtype`` (or nested in it) need :func:`check_values`."""
-    if pa.types.is_timestamp(dtype):
-        return dtype.tz is not None
-    if pa.types.is_duration(dtype) or pa.types.is_interval(dtype):
-        return True
-    return any(_checked(child) for child in _children(dtype))
-
-
-def needs_value_check(schema: pa.Schema) -> bool:
-    """True when some column's values must pass :func:`check_values` before DuckDB scans them."""
-    return any(_checked(field.type) for field in schema)
-
-
-def _sub_micro(ints: pa.Array) -> bool:
-    whole = pc.multiply(pc.divide(ints, 1000), 1000)
-    return bool(pc.any(pc.not_equal(ints, whole)).as_py())
-
-
-def _beyond(ints: pa.Array, limit: int) -> bool:
-    return bool(pc.any(pc.greater(pc.abs(ints), limit)).as_py())
-
-
-def _interval_nanos(array: pa.Array) -> pa.Array:
-    # month_day_nano values are (int32 months, int32 days, int64 nanoseconds): read the
-    # nanoseconds in place as the second int64 of each 16-byte value.
-    pairs = pa.Array.from_buffers(
-        pa.int64(), 2 * (array.offset + len(array)), [None, array.buffers()[1]]
-    )
-    as_lists = pa.Array.from_buffers(
-        pa.list_(pa.int64(), 2),
-        len(array),
-        [array.buffers()[0]],
-        offset=array.offset,
-        children=[pairs],
-    )
-    return pc.list_element(as_lists, 1)
-
-
-def _value_problem(array: pa.Array) -> str | None:
-    dtype = array.type
-    if not _checked(dtype) or len(array) == 0:
-        return None
-    if pa.types.is_timestamp(dtype):
-        ints = array.cast(pa.int64())
-        if dtype.unit == "ns" and _sub_micro(ints):
-            return (
-                "has a timestamp with nanoseconds; DuckDB's TIMESTAMP WITH TIME ZONE keeps "
-                "microseconds: round it to microseconds, or send it without a time zone"
-            )
-        if dtype.unit in _MICROS_PER and _beyond(ints, _INT64_MAX // _MICROS_PER[dtype.unit]):
-            return "has a timestamp outside DuckDB's TIMESTAMP WITH TIME ZONE range"
-        return None
-    if pa.types.is_duration(dtype):
-        ints = array.cast(pa.int64())
-        if dtype.unit == "ns" and _sub_micro(ints):
-            return (
-                "has a duration with nanoseconds; DuckDB's INTERVAL keeps microseconds: "
-                "round it to microseconds"
-            )
-        if dtype.unit != "ns" and _beyond(ints, _INT64_MAX // _NANOS[dtype.unit]):
-            return "has a duration longer than about 292 years, which cannot be read back"
-        return None
-    if pa.types.is_interval(dtype):
-        if _sub_micro(_interval_nanos(array)):
-            return (
-                "has an interval with a sub-microsecond part; DuckDB's INTERVAL keeps "
-                "microseconds: round it to microseconds"
-            )
-        return None
-    if isinstance(array, pa.DictionaryArray):
-        return _value_problem(array.dictionary)
-    if isinstance(array, pa.RunEndEncodedArray):
-        return _value_problem(array.values)
-    if isinstance(array, pa.ExtensionArray):
-        return _value_problem(array.storage)
-    if isinstance(array, pa.MapArray):
-        # list_flatten has no kernel for maps: view the entries as a list of structs.
-        entries = pa.ListArray.from_arrays(array.offsets, array.values, mask=array.is_null())
-        return _value_problem(entries.flatten())
-    if isinstance(array, pa.StructArray):
-        for child in array.flatten():
-            problem = _value_problem(child)
-            if problem is not None:
-                return problem
-        return None
-    if isinstance(
-        array,
-        pa.ListArray
-        | pa.LargeListArray
-        | pa.FixedSizeListArray
-        | pa.ListViewArray
-        | pa.LargeListViewArray,
-    ):
-        return _value_problem(array.flatten())
-    return None
-
-
-def check_values(batch: pa.RecordBatch) -> None:
-    """422 ``invalid_value`` naming the first column whose values DuckDB would change silently."""
-    for field, column in zip(batch.schema, batch.columns, strict=True):
-        problem = _value_problem(column)
-        if problem is not None:
-            raise InvalidValue(f"column {field.name!r} {problem}", column=field.name)
-
-
-class ValueGuard:
-    """Wraps Arrow data so every batch passes :func:`check_values` as DuckDB scans it.
-
-    DuckDB reports an exception raised inside the scan as its own error, so the caller re-raises
-    :attr:`error` when the scan fails::
-
-        guard = ValueGuard(data)
-        cur.register(source, guard.reader)
-        try:
-            cur.execute(insert_sql)
-        except duckdb.Error:
-            guard.raise_error()
-            raise
-    """
-
-    def __init__(self, data: pa.RecordBatchReader | pa.Table) -> None:
-        self.error: InvalidValue | None = None
-        self.reader: pa.RecordBatchReader | pa.Table = data
-        if not needs_value_check(data.schema):
-            return
-        if isinstance(data, pa.Table):
-            # In memory already: check it all now, and keep a table (it may be scanned twice).
-            for batch in data.to_batches():
-                check_values(batch)
-        else:
-            self.reader = pa.RecordBatchReader.from_batches(data.schema, self._checked(data))
-
-    def _checked(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            try:
-                check_values(batch)
-            except InvalidValue as exc:
-                self.error = exc
-                raise
-            yield batch
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
 
 
 def create_table_sql(table: str, columns: list[Column], replace: bool = False) -> str:

@@ -36,12 +36,12 @@ from arrowport.storage.coalesce import ROW_GROUP_ROWS, coalesced
 from arrowport.storage.identifiers import quote
 from arrowport.storage.schema import (
     Column,
-    ValueGuard,
     arrow_columns,
     check_compatible,
     create_table_sql,
     is_safe_cast,
 )
+from arrowport.storage.values import ValueGuard
 
 
 @dataclass(frozen=True)
