@@ -39,7 +39,7 @@ from arrowport.storage.database import Database
 from arrowport.storage.snapshot import Snapshot
 from arrowport.storage.table_writer import WritePolicy
 from arrowport.storage.writes import WriteJob
-from tests.conftest import grpc_error, query
+from tests.conftest import ARROW_STREAM, grpc_error, ipc_bytes, query
 from tests.server import ArrowportProcess
 
 HEADER = "adbc.flight.sql.rpc.call_header."
@@ -156,12 +156,13 @@ def test_create_on_an_existing_table_and_append_to_a_missing_one_are_refused(
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ({"db_schema_name": "analytics"}, "only the main schema is supported"),
+        ({"db_schema_name": "_arrowport"}, "invalid table name '_arrowport.sq_target'"),
+        ({"db_schema_name": "bad-schema"}, "invalid table name 'bad-schema.sq_target'"),
         ({"catalog_name": "elsewhere"}, "unknown catalog 'elsewhere'"),
         ({"temporary": True}, "temporary tables are not supported"),
     ],
 )
-def test_ingest_targets_other_than_the_main_schema_are_invalid(
+def test_ingest_targets_outside_the_database_are_invalid(
     conn: dbapi.Connection, options: dict[str, Any], expected: str
 ) -> None:
     with conn.cursor() as cur:
@@ -353,6 +354,43 @@ def test_a_failed_query_aborts_its_transaction_until_rollback(conn: dbapi.Connec
     assert fetch(conn, "SELECT count(*) AS n FROM sq_abort").to_pylist() == [{"n": 4}]
 
 
+def test_a_schema_is_created_on_demand_and_is_the_same_table_everywhere(
+    conn: dbapi.Connection, http: httpx.Client
+) -> None:
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest("sq_events", rows(5), mode="create", db_schema_name="sq_an") == 5
+        status, message = adbc_error(
+            lambda: cur.adbc_ingest("sq_events", rows(1), mode="create", db_schema_name="sq_an")
+        )
+        assert status == AdbcStatusCode.ALREADY_EXISTS
+        assert "'sq_an.sq_events' already exists" in message
+    # The same table by its qualified name over HTTP and in SQL; main's namesake is another.
+    ingest(conn, "sq_events", rows(2), "create")
+    appended = http.post(
+        "/stream/sq_events",
+        params={"table": "sq_an.sq_events"},
+        content=ipc_bytes(rows(3, start=5)),
+        headers={"Content-Type": ARROW_STREAM},
+    )
+    assert appended.status_code == 200, appended.text
+    assert count(http, "sq_an.sq_events") == 8
+    assert count(http, "sq_events") == 2
+    assert fetch(conn, "SELECT max(id) AS m FROM sq_an.sq_events")["m"][0].as_py() == 7
+    assert http.get("/tables/sq_an.sq_events").json()["row_count"] == 8
+    assert "sq_an.sq_events" in {t["name"] for t in http.get("/tables").json()}
+    # Listed as a schema of its own, with its table and schema.
+    objects = conn.adbc_get_objects(db_schema_filter="sq_an").read_all().to_pylist()
+    (schema,) = objects[0]["catalog_db_schemas"]
+    assert schema["db_schema_name"] == "sq_an"
+    assert [t["table_name"] for t in schema["db_schema_tables"]] == ["sq_events"]
+    described = conn.adbc_get_table_schema("sq_events", db_schema_filter="sq_an")
+    assert described.names == ["id", "value", "name"]
+    # "main" named is the default schema.
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest("sq_events", rows(1), mode="append", db_schema_name="main") == 1
+    assert count(http, "sq_events") == 3
+
+
 # -- metadata ----------------------------------------------------------------------------------------
 
 
@@ -371,9 +409,10 @@ def test_get_info_objects_and_table_schema(conn: dbapi.Connection) -> None:
     assert len(objects) == 1
     catalog = objects[0]
     assert catalog["catalog_name"]
-    (schema,) = catalog["catalog_db_schemas"]
-    assert schema["db_schema_name"] == "main"
-    tables = {t["table_name"]: t for t in schema["db_schema_tables"]}
+    schemas = {s["db_schema_name"]: s for s in catalog["catalog_db_schemas"]}
+    assert "main" in schemas
+    assert "_arrowport" not in schemas
+    tables = {t["table_name"]: t for t in schemas["main"]["db_schema_tables"]}
     assert sorted(tables) == ["sq_meta_one", "sq_meta_two"]
     assert [c["column_name"] for c in tables["sq_meta_two"]["table_columns"]] == ["flag", "when"]
     assert conn.adbc_get_table_schema("sq_meta_one").names == ["id", "value", "name"]

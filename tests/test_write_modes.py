@@ -256,3 +256,62 @@ def test_replace_is_atomic_for_readers(client: httpx.Client) -> None:
         thread.join()
     assert seen, "the reader never got an answer"
     assert set(seen) == {size}
+
+
+def test_a_table_of_another_schema_in_every_mode(
+    client: httpx.Client, server: ArrowportProcess
+) -> None:
+    created = post(client, pa.table({"k": [1, 2], "v": ["a", "b"]}), table="mo_sales.orders")
+    assert created.status_code == 200, created.text
+    upsert = post(
+        client,
+        pa.table({"k": [2, 3], "v": ["B", "c"], "n": [20, 30]}),
+        table="mo_sales.orders",
+        mode="upsert",
+        key_columns="k",
+        schema_policy="evolve",
+    )
+    assert upsert.status_code == 200, upsert.text
+    rows = query(client, "SELECT k, v, n FROM mo_sales.orders ORDER BY k").to_pylist()
+    assert rows == [
+        {"k": 1, "v": "a", "n": None},
+        {"k": 2, "v": "B", "n": 20},
+        {"k": 3, "v": "c", "n": 30},
+    ]
+    described = client.get("/tables/mo_sales.orders").json()
+    assert described["name"] == "mo_sales.orders"
+    assert described["row_count"] == 3
+    assert "mo_sales.orders" in {t["name"] for t in client.get("/tables").json()}
+    with flight.connect(server.flight_url) as fc:
+        assert fc.do_get(flight.Ticket(b"mo_sales.orders")).read_all().num_rows == 3
+    replaced = post(client, pa.table({"k": [9]}), table="mo_sales.orders", mode="replace")
+    assert replaced.status_code == 200, replaced.text
+    assert query(client, "SELECT k FROM mo_sales.orders").to_pylist() == [{"k": 9}]
+    # A namesake in main is another table; "main." names main's.
+    assert post(client, pa.table({"k": [5]}), table="main.orders").status_code == 200
+    assert query(client, "SELECT k FROM orders").to_pylist() == [{"k": 5}]
+    assert client.get("/tables/orders").json()["row_count"] == 1
+
+
+@pytest.mark.parametrize(
+    "table", ["_arrowport.x", "information_schema.x", "system.x", "lake.x", "a.b.c", "1s.x"]
+)
+def test_reserved_or_malformed_schemas_are_refused(client: httpx.Client, table: str) -> None:
+    response = post(client, pa.table({"k": [1]}), table=table)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_name"
+
+
+def test_a_schema_named_like_the_database_and_a_dotted_stream_are_refused(
+    client: httpx.Client,
+) -> None:
+    (database,) = query(client, "SELECT current_database() AS d").column("d").to_pylist()
+    clash = post(client, pa.table({"k": [1]}), table=f"{database}.x")
+    assert clash.status_code == 400, clash.text
+    assert clash.json()["code"] == "invalid_name"
+    if database != "lake":  # a lake's catalog name is reserved outright
+        assert "has the name of a database" in clash.json()["message"]
+    dotted = post_binary(client, "app.v1", ipc_bytes(pa.table({"k": [1]})))
+    assert dotted.status_code == 400, dotted.text
+    assert dotted.json()["code"] == "invalid_name"
+    assert "app" not in {t["name"].split(".")[0] for t in client.get("/tables").json()}

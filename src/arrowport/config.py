@@ -349,7 +349,9 @@ class LoggingSettings(_Section):
 class StreamSettings(_Section):
     """A configured stream (YAML ``streams:`` only)."""
 
-    table: str | None = Field(None, description="Target table (default: the stream's name).")
+    table: str | None = Field(
+        None, description="Target table, `schema.table` outside main (default: the stream's name)."
+    )
     mode: WriteMode = "append"
     chunk_size: int | None = Field(None, ge=1)
     compression: ResultCodec | None = Field(

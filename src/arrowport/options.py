@@ -28,18 +28,35 @@ WRITE_MODES: tuple[str, ...] = get_args(WriteMode)
 SCHEMA_POLICIES: tuple[str, ...] = get_args(SchemaPolicy)
 DUPLICATE_KEYS_POLICIES: tuple[str, ...] = get_args(DuplicateKeysPolicy)
 
-# A table is a plain identifier (every name is quoted in SQL all the same). A stream labels
-# metrics and delivery records: letters, digits, '_', '.', '-'; a stream whose name is no table
-# name must name its table.
-TABLE_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
+# A table is a plain identifier, optionally after a schema's (``analytics.events``; every name
+# is quoted in SQL all the same). A stream labels metrics and delivery records: letters, digits,
+# '_', '.', '-'; a stream whose name is no table name must name its table.
+IDENTIFIER_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
+TABLE_NAME_PATTERN = rf"(?:{IDENTIFIER_PATTERN}\.)?{IDENTIFIER_PATTERN}"
 STREAM_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _TABLE_RE = re.compile(TABLE_NAME_PATTERN)
+# Schemas a table may not be written to: DuckDB's own, Arrowport's internal one, and the names
+# DuckDB gives catalogs (a schema named like a catalog makes every reference to it ambiguous).
+RESERVED_SCHEMAS = frozenset(
+    {"_arrowport", "information_schema", "pg_catalog", "system", "temp", "memory", "lake"}
+)
+DEFAULT_SCHEMA = "main"
 _STREAM_RE = re.compile(STREAM_NAME_PATTERN)
 MAX_KEY_LENGTH = 256
 
 
 def is_table_name(name: str) -> bool:
-    return _TABLE_RE.fullmatch(name) is not None
+    """True for ``table`` or ``schema.table`` (a schema that is not reserved)."""
+    if _TABLE_RE.fullmatch(name) is None:
+        return False
+    schema, _, _ = name.rpartition(".")
+    return schema.lower() not in RESERVED_SCHEMAS
+
+
+def canonical_table(name: str) -> str:
+    """``name`` without a ``main.`` prefix: the default schema's tables go by their own name."""
+    schema, _, table = name.rpartition(".")
+    return table if schema.lower() == DEFAULT_SCHEMA else name
 
 
 def is_stream_name(name: str) -> bool:
@@ -51,7 +68,10 @@ def check_table_name(name: str) -> str:
     if not is_table_name(name):
         raise InvalidName(
             f"invalid table name {name!r}: use letters, digits and underscores, "
-            "starting with a letter or underscore, at most 63 characters",
+            "starting with a letter or underscore, at most 63 characters, optionally after a "
+            "schema's name and a dot (schema.table; not "
+            + ", ".join(sorted(RESERVED_SCHEMAS))
+            + ")",
             table=name,
         )
     return name

@@ -13,8 +13,8 @@ from typing import Any
 
 from arrowport.auth import Principal
 from arrowport.config import Settings, StreamSettings
-from arrowport.errors import InvalidOptions, StreamLocked, UnknownStream
-from arrowport.options import IngestRequest, WriteMode, check_table_name
+from arrowport.errors import InvalidName, InvalidOptions, StreamLocked, UnknownStream
+from arrowport.options import IngestRequest, WriteMode, canonical_table, check_table_name
 from arrowport.storage.table_writer import WritePolicy
 
 
@@ -43,9 +43,10 @@ class Streams:
         self._settings = settings
 
     def table_for(self, stream: str) -> str:
-        """The table a stream lands in when a request names none: configured, else its name."""
+        """The table a stream lands in when a request names none: configured, else its name
+        (``main.t`` is ``t``)."""
         configured = self._settings.streams.get(stream)
-        return (configured.table if configured else None) or stream
+        return canonical_table((configured.table if configured else None) or stream)
 
     def resolve(self, request: IngestRequest, principal: Principal) -> IngestOptions:
         """Merge the request with its stream's configuration; check the principal may write it."""
@@ -57,8 +58,14 @@ class Streams:
         base = configured or StreamSettings()
         if configured is not None and configured.locked:
             _check_locked(stream, request, base, self.table_for(stream))
-        table = request.table or self.table_for(stream)
-        check_table_name(table)
+        if request.table is None and base.table is None and "." in stream:
+            # A dot in a stream's name does not pick a schema: the table must be named.
+            raise InvalidName(
+                f"stream {stream!r} is not a table name: name the table it lands in "
+                "(the request's table option, or the stream's configured table)",
+                stream=stream,
+            )
+        table = canonical_table(check_table_name(request.table or self.table_for(stream)))
         chunk_size = request.chunk_size or base.chunk_size or self._settings.defaults.chunk_size
         policy = WritePolicy(
             mode=request.mode or base.mode,
@@ -94,7 +101,7 @@ def _check_locked(
     """Refuse every option the request sets that differs from the locked configuration."""
     pairs: dict[str, tuple[Any, Any]] = {
         # DuckDB's table names are case-insensitive.
-        "table": (request.table and request.table.lower(), table.lower()),
+        "table": (request.table and canonical_table(request.table).lower(), table.lower()),
         "mode": (request.mode, configured.mode),
         "key_columns": (
             list(request.key_columns) if request.key_columns else None,

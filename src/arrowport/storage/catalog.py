@@ -13,15 +13,17 @@ import threading
 
 import duckdb
 
+from arrowport.storage.identifiers import split_table
 from arrowport.storage.schema import Column
 
 
 def query_columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | None:
+    schema, name = split_table(table)
     rows = cur.execute(
         "SELECT column_name, data_type, is_nullable FROM duckdb_columns() "
-        "WHERE database_name = current_database() AND schema_name = 'main' "
+        "WHERE database_name = current_database() AND lower(schema_name) = lower(?) "
         "AND lower(table_name) = lower(?) ORDER BY column_index",
-        [table],
+        [schema, name],
     ).fetchall()
     if not rows:
         return None

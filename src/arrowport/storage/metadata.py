@@ -1,8 +1,9 @@
 """What a database client asks about the catalog: its name, its schemas, its tables with their
 Arrow schemas, and what a query takes and returns (Flight SQL's metadata commands).
 
-Only the database's own catalog and its ``main`` schema are shown: Arrowport's internal
-``_arrowport`` schema, temporary objects and attached databases never are. Filter patterns have
+Only the database's own catalog is shown, with its ``main`` schema and the schemas tables were
+written to (``analytics`` for ``analytics.events``): Arrowport's internal ``_arrowport`` schema,
+temporary objects and attached databases never are. Filter patterns have
 SQL ``LIKE`` semantics (``%`` any run of characters, ``_`` one character, ``\\`` escapes either).
 Every listing reads one consistent snapshot.
 
@@ -20,14 +21,17 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
-from arrowport.storage.identifiers import quote
+from arrowport.storage.identifiers import (
+    DEFAULT_SCHEMA,
+    INTERNAL_SCHEMA,
+    USER_SCHEMAS_SQL,
+    quote,
+)
 from arrowport.storage.query import _check, _failed, _snapshot, query_schema
 
 if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
 
-# The one schema tables live in (the storage has no other yet).
-MAIN_SCHEMA = "main"
 TABLE_TYPE = "TABLE"
 
 
@@ -55,21 +59,22 @@ def catalog_name(db: Database) -> str:
     return str(row[0]) if row else ""
 
 
-def _like(cur: duckdb.DuckDBPyConnection, value: str, pattern: str | None) -> bool:
-    if pattern is None:
-        return True
-    row = cur.execute("SELECT ? LIKE ? ESCAPE '\\'", [value, pattern]).fetchone()
-    return bool(row and row[0])
-
-
 def db_schemas(db: Database, pattern: str | None) -> list[TableEntry]:
     """The schemas (as entries without a table name) whose name matches ``pattern``."""
     with _snapshot(db) as cur:
         row = cur.execute("SELECT current_database()").fetchone()
         catalog = str(row[0]) if row else ""
-        if not _like(cur, MAIN_SCHEMA, pattern):
-            return []
-    return [TableEntry(catalog, MAIN_SCHEMA, "")]
+        sql = (
+            "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database() "
+            f"AND (schema_name = '{DEFAULT_SCHEMA}' OR NOT internal) "
+            f"AND schema_name <> '{INTERNAL_SCHEMA}'"
+        )
+        params: list[str] = []
+        if pattern is not None:
+            sql += " AND schema_name LIKE ? ESCAPE '\\'"
+            params.append(pattern)
+        rows = cur.execute(sql + " ORDER BY schema_name", params).fetchall()
+    return [TableEntry(catalog, schema, "") for (schema,) in rows]
 
 
 def tables(
@@ -83,24 +88,20 @@ def tables(
     with _snapshot(db) as cur:
         row = cur.execute("SELECT current_database()").fetchone()
         catalog = str(row[0]) if row else ""
-        if not _like(cur, MAIN_SCHEMA, schema_pattern):
-            return []
-        sql = (
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = 'main' AND NOT internal AND NOT temporary"
-        )
+        sql = f"SELECT schema_name, table_name FROM duckdb_tables() WHERE {USER_SCHEMAS_SQL}"
         params: list[str] = []
-        if table_pattern is not None:
-            sql += " AND table_name LIKE ? ESCAPE '\\'"
-            params.append(table_pattern)
-        names = [r[0] for r in cur.execute(sql + " ORDER BY table_name", params).fetchall()]
+        for column, pattern in (("schema_name", schema_pattern), ("table_name", table_pattern)):
+            if pattern is not None:
+                sql += f" AND {column} LIKE ? ESCAPE '\\'"
+                params.append(pattern)
+        rows = cur.execute(sql + " ORDER BY schema_name, table_name", params).fetchall()
         found = []
-        for name in names:
-            schema = None
+        for schema, name in rows:
+            arrow_schema = None
             if with_schemas:
-                relation = cur.sql(f"SELECT * FROM {quote(name)}")
-                schema = relation.limit(0).to_arrow_table().schema
-            found.append(TableEntry(catalog, MAIN_SCHEMA, name, schema))
+                relation = cur.sql(f"SELECT * FROM {quote(schema)}.{quote(name)}")
+                arrow_schema = relation.limit(0).to_arrow_table().schema
+            found.append(TableEntry(catalog, schema, name, arrow_schema))
     return found
 
 

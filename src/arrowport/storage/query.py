@@ -20,7 +20,13 @@ import pyarrow as pa
 
 from arrowport.errors import InvalidName, QueryError, QueryTimeout, ReadOnly, UnknownTable
 from arrowport.storage.catalog import query_columns
-from arrowport.storage.identifiers import check_table_name, quote
+from arrowport.storage.identifiers import (
+    USER_SCHEMAS_SQL,
+    check_table_name,
+    quote_table,
+    split_table,
+    table_name,
+)
 from arrowport.storage.schema import Column
 
 if TYPE_CHECKING:
@@ -55,12 +61,17 @@ def _failed(exc: duckdb.Error, db: Database) -> QueryError:
 
 
 def _user_tables(cur: duckdb.DuckDBPyConnection) -> set[str]:
-    """The database's own tables, by the names a query may use for them."""
+    """The database's own tables, by the names a query may use for them (``schema.table``
+    outside the default schema)."""
+    return set(_table_names(cur))
+
+
+def _table_names(cur: duckdb.DuckDBPyConnection) -> list[str]:
     rows = cur.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND NOT internal"
+        f"SELECT schema_name, table_name FROM duckdb_tables() WHERE {USER_SCHEMAS_SQL} "
+        "ORDER BY schema_name <> 'main', schema_name, table_name"
     ).fetchall()
-    return {row[0] for row in rows}
+    return [table_name(schema, table) for schema, table in rows]
 
 
 def _check(db: Database, cur: duckdb.DuckDBPyConnection, sql: str) -> None:
@@ -203,12 +214,12 @@ def _describe(cur: duckdb.DuckDBPyConnection, name: str) -> TableInfo | None:
     if columns is None:
         return None
     stored = cur.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND lower(table_name) = lower(?)",
-        [name],
+        f"SELECT schema_name, table_name FROM duckdb_tables() WHERE {USER_SCHEMAS_SQL} "
+        "AND lower(schema_name) = lower(?) AND lower(table_name) = lower(?)",
+        list(split_table(name)),
     ).fetchone()
-    actual = stored[0] if stored else name
-    count = cur.execute(f"SELECT count(*) FROM {quote(actual)}").fetchone()
+    actual = table_name(*stored) if stored else name
+    count = cur.execute(f"SELECT count(*) FROM {quote_table(actual)}").fetchone()
     return TableInfo(actual, columns, int(count[0]) if count else 0)
 
 
@@ -219,13 +230,7 @@ def list_tables(db: Database) -> list[TableInfo]:
     created by SQL under any name (``"bad name"``) is listed too.
     """
     with _snapshot(db) as cur:
-        names = [
-            row[0]
-            for row in cur.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-                "AND schema_name = 'main' AND NOT internal ORDER BY table_name"
-            ).fetchall()
-        ]
+        names = _table_names(cur)
         described = [_describe(cur, name) for name in names]
     return [info for info in described if info is not None]
 
@@ -239,12 +244,7 @@ def _check_name(cur: duckdb.DuckDBPyConnection, name: str) -> None:
     try:
         check_table_name(name)
     except InvalidName:
-        exists = cur.execute(
-            "SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = 'main' AND NOT internal AND table_name = ?",
-            [name],
-        ).fetchone()
-        if exists is None:
+        if name not in _table_names(cur):
             raise
 
 
@@ -260,7 +260,7 @@ def describe_table(db: Database, name: str) -> TableInfo:
 def read_table(db: Database, name: str) -> QueryResult:
     """Every row of table ``name`` (404 if it does not exist), streamed like a query."""
     info = describe_table(db, name)
-    return run_query(db, f"SELECT * FROM {quote(info.name)}")
+    return run_query(db, f"SELECT * FROM {quote_table(info.name)}")
 
 
 def query_schema(db: Database, sql: str, params: Sequence[Any] | None = None) -> pa.Schema:
@@ -301,4 +301,4 @@ def table_schema(db: Database, name: str) -> pa.Schema:
         _check_name(cur, name)
         if query_columns(cur, name) is None:
             raise UnknownTable(f"table {name!r} does not exist", table=name)
-        return cur.sql(f"SELECT * FROM {quote(name)}").limit(0).to_arrow_table().schema
+        return cur.sql(f"SELECT * FROM {quote_table(name)}").limit(0).to_arrow_table().schema

@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from arrowport.errors import InvalidName, SchemaConflict, UnsupportedType
-from arrowport.storage.identifiers import check_column_name, quote
+from arrowport.storage.identifiers import check_column_name, quote, quote_table
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def create_table_sql(table: str, columns: list[Column], replace: bool = False) -
         f"{quote(c.name)} {c.type}{'' if c.nullable or c.all_null else ' NOT NULL'}"
         for c in columns
     ]
-    return f"{verb} {quote(table)} ({', '.join(parts)})"
+    return f"{verb} {quote_table(table)} ({', '.join(parts)})"
 
 
 _SIGNED = ["TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT"]

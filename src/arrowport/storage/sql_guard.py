@@ -208,8 +208,9 @@ class ReadGuard:
         self._protected = [os.path.realpath(path) for path in protected]
 
     def check(self, sql: str, tables: Collection[str]) -> None:
-        """403 ``read_only`` unless ``sql`` only reads ``tables`` (lower-case names of the
-        database's own tables) with allowed functions; 400 if it does not parse."""
+        """403 ``read_only`` unless ``sql`` only reads ``tables`` (names of the database's own
+        tables, ``schema.table`` outside the default schema) with allowed functions; 400 if it
+        does not parse."""
         tree = parse(sql)
         known = {name.lower() for name in tables} | _cte_names(tree)
         # A table function's own call node is checked as a table function, not as an
@@ -296,6 +297,8 @@ class ReadGuard:
             raise _refuse("Arrowport's internal tables are not readable")
         if not catalog and schema in _DEFAULT_SCHEMAS and name.lower() in known:
             return
+        if not catalog and f"{schema}.{name.lower()}" in known:
+            return  # a table of another schema (known by its qualified name)
         if not catalog and f"{schema or 'main'}.{name.lower()}" in SYSTEM_VIEWS:
             return
         if self.file_access and not catalog and not schema and ("/" in name or "." in name):

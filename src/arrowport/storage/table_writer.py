@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from arrowport.errors import (
     DuplicateKeys,
+    InvalidName,
     InvalidOptions,
     InvalidValue,
     SchemaConflict,
@@ -33,7 +34,7 @@ from arrowport.errors import (
 from arrowport.options import DuplicateKeysPolicy, SchemaPolicy, WriteMode
 from arrowport.storage.catalog import TransactionCatalog
 from arrowport.storage.coalesce import ROW_GROUP_ROWS, coalesced
-from arrowport.storage.identifiers import quote
+from arrowport.storage.identifiers import DEFAULT_SCHEMA, quote, quote_table, split_table
 from arrowport.storage.schema import (
     Column,
     arrow_columns,
@@ -73,13 +74,13 @@ def _evolve(table: str, incoming: list[Column], existing: list[Column]) -> list[
         target = by_name.get(column.name.lower())
         if target is None:
             statements.append(
-                f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column.name)} {column.type}"
+                f"ALTER TABLE {quote_table(table)} ADD COLUMN {quote(column.name)} {column.type}"
             )
         elif column.all_null or is_safe_cast(column.type, target.type):
             continue
         elif is_safe_cast(target.type, column.type):
             statements.append(
-                f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(target.name)} "
+                f"ALTER TABLE {quote_table(table)} ALTER COLUMN {quote(target.name)} "
                 f"SET DATA TYPE {column.type}"
             )
         else:
@@ -113,6 +114,25 @@ class _Runner:
         return self.cur.execute(sql)
 
 
+def _create_schema(runner: _Runner, table: str) -> None:
+    """Creates the schema of a ``schema.table`` name on demand. A schema named like one of the
+    attached databases (``db`` for ``db.duckdb``) would make ``db.t`` ambiguous: refused."""
+    schema, _ = split_table(table)
+    if schema == DEFAULT_SCHEMA:
+        return
+    clash = runner.cur.execute(
+        "SELECT database_name FROM duckdb_databases() WHERE lower(database_name) = lower(?)",
+        [schema],
+    ).fetchone()
+    if clash is not None:
+        raise InvalidName(
+            f"schema {schema!r} has the name of a database this server has attached "
+            f"({clash[0]!r}): choose another schema name",
+            table=table,
+        )
+    runner.run(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+
+
 def write_table(
     catalog: TransactionCatalog,
     table: str,
@@ -137,6 +157,7 @@ def write_table(
     created = False
     if policy.mode == "replace" or existing is None:
         catalog.mark_changed(table)
+        _create_schema(runner, table)
         runner.run(create_table_sql(table, incoming, replace=policy.mode == "replace"))
         created = True
     elif policy.schema_policy == "evolve":
@@ -157,11 +178,11 @@ def write_table(
             for part in _statement_parts(guard.reader):
                 cur.register(source, part)
                 row = runner.run(
-                    f"INSERT INTO {quote(table)} BY NAME SELECT * FROM {quote(source)}",
+                    f"INSERT INTO {quote_table(table)} BY NAME SELECT * FROM {quote(source)}",
                     record=False,
                 ).fetchone()
                 rows += int(row[0]) if row else 0
-            runner.actions.append(f"INSERT INTO {quote(table)} BY NAME (batch rows)")
+            runner.actions.append(f"INSERT INTO {quote_table(table)} BY NAME (batch rows)")
     except duckdb.Error:
         guard.raise_error()  # DuckDB wraps errors raised inside its scan; answer with ours
         raise
@@ -289,11 +310,11 @@ def _upsert(
     )
     matched = f"WHEN MATCHED THEN UPDATE SET {updates} " if updates else ""
     row = runner.run(
-        f"MERGE INTO {quote(table)} AS t USING {quote(staged)} AS s ON ({on}) "
+        f"MERGE INTO {quote_table(table)} AS t USING {quote(staged)} AS s ON ({on}) "
         f"{matched}WHEN NOT MATCHED THEN INSERT BY NAME",
         record=False,
     ).fetchone()
-    runner.actions.append(f"MERGE INTO {quote(table)} ON ({key_list}) (batch rows)")
+    runner.actions.append(f"MERGE INTO {quote_table(table)} ON ({key_list}) (batch rows)")
     # Dropped only on success: after a failed statement DuckDB has aborted the transaction and
     # refuses every further one (the DROP's error would hide the real one); the caller's rollback
     # removes the staging table then.

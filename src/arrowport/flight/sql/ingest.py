@@ -20,9 +20,10 @@ them: ``adbc.flight.sql.rpc.call_header.arrowport.idempotency_key``), under the 
 (only ``upsert``, with ``key_columns`` and ``duplicate_keys``, in place of an append). Other
 ``arrowport.*`` keys are refused; keys outside it (a driver's own) are ignored.
 
-The table lives in the database's own catalog and its ``main`` schema; a temporary table, another
-catalog or schema, or a transaction (ingestion is always a transaction of its own) is
-INVALID_ARGUMENT.
+The table lives in the database's own catalog, in the command's ``schema`` (``main`` when unset;
+created on demand, named like a table: ``schema.table`` everywhere else); a temporary table,
+another catalog, a reserved schema, or a transaction (ingestion is always a transaction of its
+own) is INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from arrowport.errors import InvalidOptions
 from arrowport.flight.protocol import flight_sql_pb2 as sql
 from arrowport.flight.sql.envelope import text
 from arrowport.ingest.streams import IngestOptions, Streams
-from arrowport.options import IngestRequest, WriteMode
+from arrowport.options import IngestRequest, WriteMode, canonical_table, check_table_name
 
 PREFIX = "arrowport."
 OPTIONS = (
@@ -50,7 +51,6 @@ OPTIONS = (
     "key_columns",
     "duplicate_keys",
 )
-_MAIN_SCHEMA = "main"
 
 _Definition = sql.CommandStatementIngest.TableDefinitionOptions
 _CREATE = _Definition.TABLE_NOT_EXIST_OPTION_CREATE
@@ -73,6 +73,9 @@ def ingest_options(
     if not table:
         raise InvalidOptions("the ingest command names no table", field="table")
     _check_target(cmd, catalog)
+    schema = text(cmd.schema, "the schema name") if cmd.HasField("schema") else ""
+    if schema:
+        table = canonical_table(check_table_name(f"{schema}.{table}"))
     given = _options(cmd, headers)
     mode, create_missing = _mode(cmd.table_definition_options, given.pop("mode", None))
     stream = given.pop("stream", None) or table
@@ -91,12 +94,6 @@ def _check_target(cmd: sql.CommandStatementIngest, catalog: str) -> None:
             "bulk ingestion is always a transaction of its own and cannot join one "
             "(SqlInfo INGEST_TRANSACTIONS_SUPPORTED is false): send it without a transaction",
             field="transaction_id",
-        )
-    if cmd.HasField("schema") and text(cmd.schema, "the schema name") not in ("", _MAIN_SCHEMA):
-        raise InvalidOptions(
-            f"only the main schema is supported (got {text(cmd.schema, 'the schema name')!r}): "
-            "leave the schema unset",
-            field="schema",
         )
     if cmd.HasField("catalog") and text(cmd.catalog, "the catalog name") not in ("", catalog):
         raise InvalidOptions(
