@@ -22,7 +22,9 @@ from arrowport.auth import TOKEN_PREFIX, hash_secret, new_token
 from tests.conftest import ARROW_STREAM, grpc_error, ipc_bytes
 from tests.server import ArrowportProcess
 
-SECRETS = {name: new_token(name) for name in ("root", "reader", "loader", "anyloader", "scraper")}
+SECRETS = {
+    name: new_token(name) for name in ("root", "reader", "loader", "anyloader", "scraper", "dotted")
+}
 TOKENS: list[dict[str, Any]] = [
     {"name": "root", "secret_hash": hash_secret(SECRETS["root"]), "scopes": ["admin"]},
     {"name": "reader", "secret_hash": hash_secret(SECRETS["reader"]), "scopes": ["read"]},
@@ -34,6 +36,12 @@ TOKENS: list[dict[str, Any]] = [
     },
     {"name": "anyloader", "secret_hash": hash_secret(SECRETS["anyloader"]), "scopes": ["ingest"]},
     {"name": "scraper", "secret_hash": hash_secret(SECRETS["scraper"]), "scopes": []},
+    {
+        "name": "dotted",
+        "secret_hash": hash_secret(SECRETS["dotted"]),
+        "scopes": ["ingest"],
+        "streams": ["app.v1"],
+    },
 ]
 SERVE = [sys.executable, "-m", "arrowport", "serve", "--port", "0", "--flight-port", "0"]
 CREATE = [sys.executable, "-m", "arrowport", "token", "create"]
@@ -200,6 +208,16 @@ def test_stream_limited_token_cannot_redirect_the_table(http: httpx.Client) -> N
     by_json = post_json(http, "events", bearer("loader"), target_table="hijacked_j")
     assert_error(by_json, 403, "forbidden")
     assert not {"hijacked_q", "hijacked_h", "hijacked_j"} & tables(http)
+
+
+def test_a_dotted_stream_without_a_table_of_its_own_is_not_a_schema_for_its_token(
+    http: httpx.Client,
+) -> None:
+    # The stream's name picks no schema, so the token has no table it may write.
+    assert_error(post_ipc(http, "app.v1", bearer("dotted")), 400, "invalid_name")
+    assert_error(post_ipc(http, "app.v1", bearer("dotted"), table="app.v1"), 403, "forbidden")
+    assert_error(post_ipc(http, "app.v1", bearer("dotted"), table="v1"), 403, "forbidden")
+    assert not {"v1", "app.v1"} & tables(http)
 
 
 def test_scopeless_token_reads_metrics_only(http: httpx.Client) -> None:

@@ -84,6 +84,41 @@ def assert_intact(target: Target, client: httpx.Client) -> None:
     assert count.json()["rows"] == [{"n": 3}]
 
 
+# -- names ---------------------------------------------------------------------------------------
+
+# A CTE's name reaches a catalog object wherever the CTE is not in scope, or when the reference
+# carries a schema (DuckDB never matches a qualified name to a CTE).
+CTE_ESCAPES = {
+    "dotted_cte": (
+        'WITH "pg_catalog.pg_settings" AS (SELECT 1) SELECT name, setting FROM pg_catalog.pg_settings'
+    ),
+    "main_qualified": "WITH duckdb_databases AS (SELECT 1) SELECT * FROM main.duckdb_databases",
+    "out_of_scope": (
+        "SELECT * FROM (WITH duckdb_databases AS (SELECT 1 AS x) SELECT * FROM duckdb_databases) a, "
+        "duckdb_databases b"
+    ),
+    "internal_dotted": (
+        'WITH "_arrowport.idempotency_keys" AS (SELECT 1) SELECT * FROM _arrowport.idempotency_keys'
+    ),
+}
+
+
+@pytest.mark.parametrize("sql", CTE_ESCAPES.values(), ids=CTE_ESCAPES.keys())
+def test_a_cte_name_never_unlocks_a_catalog_object(
+    target: Target, reader: httpx.Client, sql: str
+) -> None:
+    response = attempt(reader, sql)
+    assert_refused(response)
+    assert "temp_directory" not in response.text
+    assert_intact(target, reader)
+
+
+def test_ctes_and_tables_are_read_by_their_names(target: Target, reader: httpx.Client) -> None:
+    answer = attempt(reader, "WITH x AS (SELECT id FROM main.kept) SELECT count(*) AS n FROM x")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rows"] == [{"n": 3}]
+
+
 # -- files ---------------------------------------------------------------------------------------
 
 FILE_READS = {

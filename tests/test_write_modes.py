@@ -6,6 +6,7 @@ import json
 import threading
 from typing import Any
 
+import duckdb
 import httpx
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -294,7 +295,16 @@ def test_a_table_of_another_schema_in_every_mode(
 
 
 @pytest.mark.parametrize(
-    "table", ["_arrowport.x", "information_schema.x", "system.x", "lake.x", "a.b.c", "1s.x"]
+    "table",
+    [
+        "_arrowport.x",
+        "information_schema.x",
+        "system.x",
+        "lake.x",
+        "__ducklake_metadata_lake.x",
+        "a.b.c",
+        "1s.x",
+    ],
 )
 def test_reserved_or_malformed_schemas_are_refused(client: httpx.Client, table: str) -> None:
     response = post(client, pa.table({"k": [1]}), table=table)
@@ -315,3 +325,23 @@ def test_a_schema_named_like_the_database_and_a_dotted_stream_are_refused(
     assert dotted.status_code == 400, dotted.text
     assert dotted.json()["code"] == "invalid_name"
     assert "app" not in {t["name"].split(".")[0] for t in client.get("/tables").json()}
+
+
+def test_tables_sql_created_under_any_names_are_listed_and_read(tmp_path: Any) -> None:
+    db_path = tmp_path / "made.duckdb"
+    with duckdb.connect(str(db_path)) as made:
+        made.execute('CREATE TABLE main."a.b" AS SELECT 1 AS k')
+        made.execute("CREATE SCHEMA a; CREATE TABLE a.b AS SELECT * FROM range(2) t(k)")
+        made.execute('CREATE SCHEMA "my schema"; CREATE TABLE "my schema".t AS SELECT 4 AS k')
+    with (
+        ArrowportProcess(tmp_path / "server", db_path=db_path) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        listed = sorted((t["name"], t["row_count"]) for t in client.get("/tables").json())
+        assert listed == [("a.b", 1), ("a.b", 2), ("my schema.t", 1)]
+        # A qualified name means its schema's table; main's oddly named one is read by SQL.
+        assert client.get("/tables/a.b").json()["row_count"] == 2
+        assert query(client, 'SELECT k FROM "a.b"').to_pylist() == [{"k": 1}]
+        assert query(client, 'SELECT k FROM "my schema".t').to_pylist() == [{"k": 4}]
+        missing = client.get("/tables/a.c")
+        assert missing.status_code == 404, missing.text

@@ -76,14 +76,22 @@ class Principal:
             f"token {self.name!r} lacks the {scope!r} scope", token=self.name, scope=scope
         )
 
-    def require_table(self, stream: str, table: str, stream_table: str) -> None:
-        """A stream-limited token writes only to its stream's own table (``stream_table``).
+    def require_table(self, stream: str, table: str, stream_table: str | None) -> None:
+        """A stream-limited token writes only to its stream's own table (``stream_table``; a
+        stream with none, such as an unconfigured ``app.v1``, is not writable by it).
 
         Call after the request's options are resolved: without it, a token limited to one stream
         could name any target table in the request.
         """
         if "admin" in self.scopes or self.streams is None:
             return
+        if stream_table is None:
+            raise Forbidden(
+                f"token {self.name!r} may write stream {stream!r} only to the stream's own "
+                "table, and it has none: configure the stream's table",
+                token=self.name,
+                table=table,
+            )
         if table.lower() != stream_table.lower():
             raise Forbidden(
                 f"token {self.name!r} may write stream {stream!r} only to table {stream_table!r}",

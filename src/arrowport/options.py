@@ -36,7 +36,8 @@ TABLE_NAME_PATTERN = rf"(?:{IDENTIFIER_PATTERN}\.)?{IDENTIFIER_PATTERN}"
 STREAM_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _TABLE_RE = re.compile(TABLE_NAME_PATTERN)
 # Schemas a table may not be written to: DuckDB's own, Arrowport's internal one, and the names
-# DuckDB gives catalogs (a schema named like a catalog makes every reference to it ambiguous).
+# DuckDB gives catalogs (a schema named like a catalog makes every reference to it ambiguous);
+# so are names starting with "__" (DuckLake's metadata catalog is __ducklake_metadata_<name>).
 RESERVED_SCHEMAS = frozenset(
     {"_arrowport", "information_schema", "pg_catalog", "system", "temp", "memory", "lake"}
 )
@@ -50,7 +51,7 @@ def is_table_name(name: str) -> bool:
     if _TABLE_RE.fullmatch(name) is None:
         return False
     schema, _, _ = name.rpartition(".")
-    return schema.lower() not in RESERVED_SCHEMAS
+    return schema.lower() not in RESERVED_SCHEMAS and not schema.startswith("__")
 
 
 def canonical_table(name: str) -> str:
@@ -71,7 +72,7 @@ def check_table_name(name: str) -> str:
             "starting with a letter or underscore, at most 63 characters, optionally after a "
             "schema's name and a dot (schema.table; not "
             + ", ".join(sorted(RESERVED_SCHEMAS))
-            + ")",
+            + " or a name starting with __)",
             table=name,
         )
     return name

@@ -81,7 +81,8 @@ class Streams:
             )
         # A stream-limited token writes only to its stream's own table: without this it could
         # name any target table in the request.
-        principal.require_table(stream, table, self.table_for(stream))
+        own_table = self.table_for(stream) if base.table is not None or "." not in stream else None
+        principal.require_table(stream, table, own_table)
         return IngestOptions(
             stream=stream,
             table=table,

@@ -18,7 +18,12 @@ from arrowport.storage.schema import Column
 
 
 def query_columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | None:
-    schema, name = split_table(table)
+    """Columns of the table named ``table`` (``schema.table`` outside main), or None."""
+    return table_columns(cur, *split_table(table))
+
+
+def table_columns(cur: duckdb.DuckDBPyConnection, schema: str, name: str) -> list[Column] | None:
+    """Columns of ``schema``'s table ``name`` (names compared case-insensitively), or None."""
     rows = cur.execute(
         "SELECT column_name, data_type, is_nullable FROM duckdb_columns() "
         "WHERE database_name = current_database() AND lower(schema_name) = lower(?) "

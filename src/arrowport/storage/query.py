@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from arrowport.errors import InvalidName, QueryError, QueryTimeout, ReadOnly, UnknownTable
-from arrowport.storage.catalog import query_columns
+from arrowport.errors import QueryError, QueryTimeout, ReadOnly, UnknownTable
+from arrowport.storage.catalog import table_columns
 from arrowport.storage.identifiers import (
+    DEFAULT_SCHEMA,
     USER_SCHEMAS_SQL,
     check_table_name,
-    quote_table,
+    quote,
     split_table,
     table_name,
 )
@@ -60,18 +61,34 @@ def _failed(exc: duckdb.Error, db: Database) -> QueryError:
     return QueryError(f"query failed: {db.scrub(str(exc))}")
 
 
-def _user_tables(cur: duckdb.DuckDBPyConnection) -> set[str]:
-    """The database's own tables, by the names a query may use for them (``schema.table``
-    outside the default schema)."""
-    return set(_table_names(cur))
-
-
-def _table_names(cur: duckdb.DuckDBPyConnection) -> list[str]:
+def _user_tables(cur: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """The database's own tables as (schema, table), the default schema's first."""
     rows = cur.execute(
         f"SELECT schema_name, table_name FROM duckdb_tables() WHERE {USER_SCHEMAS_SQL} "
-        "ORDER BY schema_name <> 'main', schema_name, table_name"
+        f"ORDER BY schema_name <> '{DEFAULT_SCHEMA}', schema_name, table_name"
     ).fetchall()
-    return [table_name(schema, table) for schema, table in rows]
+    return [(str(schema), str(table)) for schema, table in rows]
+
+
+def _locate(cur: duckdb.DuckDBPyConnection, name: str) -> tuple[str, str]:
+    """The (schema, table) ``name`` means: ``schema.table`` when that table exists, else the
+    default schema's table of that very name (tables created by SQL may have any name, and are
+    listed by it); 400 for a name no table could have, 404 for one no table has."""
+    tables = {
+        (schema.lower(), table.lower()): (schema, table) for schema, table in _user_tables(cur)
+    }
+    schema, table = split_table(name)
+    found = tables.get((schema.lower(), table.lower())) or tables.get(
+        (DEFAULT_SCHEMA, name.lower())
+    )
+    if found is None:
+        check_table_name(name)
+        raise UnknownTable(f"table {name!r} does not exist", table=name)
+    return found
+
+
+def _sql_name(schema: str, table: str) -> str:
+    return f"{quote(schema)}.{quote(table)}"
 
 
 def _check(db: Database, cur: duckdb.DuckDBPyConnection, sql: str) -> None:
@@ -208,19 +225,11 @@ def _snapshot(db: Database) -> Iterator[duckdb.DuckDBPyConnection]:
                 cur.execute("ROLLBACK")
 
 
-def _describe(cur: duckdb.DuckDBPyConnection, name: str) -> TableInfo | None:
-    """``name``'s columns and row count (the name as stored), or None if there is no such table."""
-    columns = query_columns(cur, name)
-    if columns is None:
-        return None
-    stored = cur.execute(
-        f"SELECT schema_name, table_name FROM duckdb_tables() WHERE {USER_SCHEMAS_SQL} "
-        "AND lower(schema_name) = lower(?) AND lower(table_name) = lower(?)",
-        list(split_table(name)),
-    ).fetchone()
-    actual = table_name(*stored) if stored else name
-    count = cur.execute(f"SELECT count(*) FROM {quote_table(actual)}").fetchone()
-    return TableInfo(actual, columns, int(count[0]) if count else 0)
+def _describe(cur: duckdb.DuckDBPyConnection, schema: str, table: str) -> TableInfo:
+    """A table's columns and row count, under the name Arrowport shows for it."""
+    columns = table_columns(cur, schema, table) or []
+    count = cur.execute(f"SELECT count(*) FROM {_sql_name(schema, table)}").fetchone()
+    return TableInfo(table_name(schema, table), columns, int(count[0]) if count else 0)
 
 
 def list_tables(db: Database) -> list[TableInfo]:
@@ -230,37 +239,19 @@ def list_tables(db: Database) -> list[TableInfo]:
     created by SQL under any name (``"bad name"``) is listed too.
     """
     with _snapshot(db) as cur:
-        names = _table_names(cur)
-        described = [_describe(cur, name) for name in names]
-    return [info for info in described if info is not None]
-
-
-def _check_name(cur: duckdb.DuckDBPyConnection, name: str) -> None:
-    """400 for a name that is neither a plain identifier nor, exactly, an existing table's.
-
-    Tables created by SQL may have any name; as every name is quoted, such a table can still be
-    described and read (a listing shows it, so Flight's ``list_flights`` describes it too).
-    """
-    try:
-        check_table_name(name)
-    except InvalidName:
-        if name not in _table_names(cur):
-            raise
+        return [_describe(cur, schema, table) for schema, table in _user_tables(cur)]
 
 
 def describe_table(db: Database, name: str) -> TableInfo:
     with _snapshot(db) as cur:
-        _check_name(cur, name)
-        info = _describe(cur, name)
-    if info is None:
-        raise UnknownTable(f"table {name!r} does not exist", table=name)
-    return info
+        return _describe(cur, *_locate(cur, name))
 
 
 def read_table(db: Database, name: str) -> QueryResult:
     """Every row of table ``name`` (404 if it does not exist), streamed like a query."""
-    info = describe_table(db, name)
-    return run_query(db, f"SELECT * FROM {quote_table(info.name)}")
+    with _snapshot(db) as cur:
+        schema, table = _locate(cur, name)
+    return run_query(db, f"SELECT * FROM {_sql_name(schema, table)}")
 
 
 def query_schema(db: Database, sql: str, params: Sequence[Any] | None = None) -> pa.Schema:
@@ -298,7 +289,5 @@ def query_schema(db: Database, sql: str, params: Sequence[Any] | None = None) ->
 def table_schema(db: Database, name: str) -> pa.Schema:
     """The Arrow schema of table ``name`` (404 if it does not exist), without reading rows."""
     with _snapshot(db) as cur:
-        _check_name(cur, name)
-        if query_columns(cur, name) is None:
-            raise UnknownTable(f"table {name!r} does not exist", table=name)
-        return cur.sql(f"SELECT * FROM {quote_table(name)}").limit(0).to_arrow_table().schema
+        schema, table = _locate(cur, name)
+        return cur.sql(f"SELECT * FROM {_sql_name(schema, table)}").limit(0).to_arrow_table().schema

@@ -20,7 +20,7 @@ SELECT) and every part of the tree is checked against what is known to be harmle
 Example::
 
     guard = ReadGuard(file_access=False, protected=["/data/db.duckdb"])
-    guard.check("SELECT id, upper(name) FROM events", tables={"events"})
+    guard.check("SELECT id, upper(name) FROM events", tables={("main", "events")})
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import os
 import re
 import threading
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -95,7 +96,6 @@ _MAX_SIZE = 10_000
 _NUMBER_RE = re.compile(r"\d+")
 # Table references that only combine or contain other parts of the tree.
 _COMPOSITE_REFS = frozenset({"JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST", "PIVOT", "DELIM_GET"})
-_DEFAULT_SCHEMAS = frozenset({"", "main"})
 
 # Parses only (json_serialize_sql), sealed all the same.
 _PARSER = duckdb.connect(
@@ -167,6 +167,15 @@ def _has_variant(dtype: Any) -> bool:
     return any(node.get("id") == "VARIANT" for node in _nodes(dtype))
 
 
+@dataclass(frozen=True)
+class _Known:
+    """What a query's table references may name: the database's tables, as (schema, table)
+    pairs, and the query's CTEs (lower case)."""
+
+    tables: set[tuple[str, str]]
+    ctes: set[str]
+
+
 def _cte_names(tree: Any) -> set[str]:
     names: set[str] = set()
     for node in _nodes(tree):
@@ -207,12 +216,12 @@ class ReadGuard:
         self.file_access = file_access
         self._protected = [os.path.realpath(path) for path in protected]
 
-    def check(self, sql: str, tables: Collection[str]) -> None:
-        """403 ``read_only`` unless ``sql`` only reads ``tables`` (names of the database's own
-        tables, ``schema.table`` outside the default schema) with allowed functions; 400 if it
-        does not parse."""
+    def check(self, sql: str, tables: Collection[tuple[str, str]]) -> None:
+        """403 ``read_only`` unless ``sql`` only reads ``tables`` (the database's own tables, as
+        (schema, table) pairs) and its own CTEs with allowed functions; 400 if it does not
+        parse."""
         tree = parse(sql)
-        known = {name.lower() for name in tables} | _cte_names(tree)
+        known = _Known({(s.lower(), t.lower()) for s, t in tables}, _cte_names(tree))
         # A table function's own call node is checked as a table function, not as an
         # expression (its arguments are expressions all the same).
         table_calls: set[int] = set()
@@ -289,16 +298,18 @@ class ReadGuard:
             return
         raise _refuse(f"the table function {name}() is not allowed", function=name)
 
-    def _table(self, node: dict[str, Any], known: set[str]) -> None:
+    def _table(self, node: dict[str, Any], known: _Known) -> None:
         catalog = str(node.get("catalog_name", "")).lower()
         schema = str(node.get("schema_name", "")).lower()
         name = str(node.get("table_name", ""))
         if schema == INTERNAL_SCHEMA:
             raise _refuse("Arrowport's internal tables are not readable")
-        if not catalog and schema in _DEFAULT_SCHEMAS and name.lower() in known:
+        if not catalog and (schema or "main", name.lower()) in known.tables:
             return
-        if not catalog and f"{schema}.{name.lower()}" in known:
-            return  # a table of another schema (known by its qualified name)
+        # A CTE is only ever referenced without a schema. One named like a system view is
+        # refused: referenced outside the CTE's scope, the name reaches the view.
+        if not catalog and not schema and name.lower() in known.ctes - _SYSTEM_VIEWS:
+            return
         if not catalog and f"{schema or 'main'}.{name.lower()}" in SYSTEM_VIEWS:
             return
         if self.file_access and not catalog and not schema and ("/" in name or "." in name):
