@@ -288,6 +288,20 @@ def test_queries_and_parameterised_queries(conn: dbapi.Connection) -> None:
     assert big.num_rows == 300_000
 
 
+def test_named_parameters_bind_by_name(conn: dbapi.Connection) -> None:
+    # Columns in another order than the placeholders: only their names bind them.
+    bound = pa.record_batch({"low": [40], "high": [2]})
+    assert fetch(conn, "SELECT $high + $low AS s, $low AS l", bound).to_pylist() == [
+        {"s": 42, "l": 40}
+    ]
+    with conn.cursor() as cur:
+        status, message = adbc_error(
+            lambda: cur.execute("SELECT $high AS h", pa.record_batch({"other": [1]}))
+        )
+    assert status == AdbcStatusCode.INVALID_ARGUMENT
+    assert "named parameters are $high" in message
+
+
 def test_parameters_that_would_blow_up_when_bound_are_refused(server: ArrowportProcess) -> None:
     # 20 million nulls in one list: a few hundred bytes of Arrow, 160 MB as Python values.
     nulls = pa.ListArray.from_arrays(pa.array([0, 20_000_000], pa.int32()), pa.nulls(20_000_000))

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pyarrow as pa
 
 from arrowport.config import CompressionSettings, Settings
 from arrowport.errors import Overloaded, ResultTooLarge
 from arrowport.storage.interface import Storage
-from arrowport.storage.query import QueryResult, TableInfo
+from arrowport.storage.query import Parameters, QueryResult, TableInfo
 
 T = TypeVar("T")
 
@@ -105,7 +105,7 @@ class ReadService:
 
     # -- queries (admitted) --------------------------------------------------------------------
 
-    def query(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
+    def query(self, sql: str, params: Parameters = None) -> QueryResult:
         """Start a read-only query (blocks while it waits for a turn); iterate or close it."""
         return self._admitted(lambda: self.db.query(sql, params))
 
@@ -139,7 +139,7 @@ class ReadService:
     def table(self, name: str) -> TableInfo:
         return self.db.table(name)
 
-    def query_schema(self, sql: str, params: Sequence[Any] | None = None) -> pa.Schema:
+    def query_schema(self, sql: str, params: Parameters = None) -> pa.Schema:
         return self.db.query_schema(sql, params)
 
     def table_schema(self, name: str) -> pa.Schema:

@@ -20,7 +20,6 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -30,6 +29,7 @@ from arrowport.storage.catalog import TableCatalog, TransactionCatalog
 from arrowport.storage.delivery import DeliveryLedger, Duplicate
 from arrowport.storage.identifiers import check_table_name
 from arrowport.storage.query import (
+    Parameters,
     QueryResult,
     TableInfo,
     describe_table,
@@ -150,7 +150,7 @@ class Engine:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def query(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
+    def query(self, sql: str, params: Parameters = None) -> QueryResult:
         """Start a read-only query; the caller iterates (or closes) the result."""
         return run_query(self, sql, params)
 
@@ -163,7 +163,7 @@ class Engine:
     def table(self, name: str) -> TableInfo:
         return describe_table(self, name)
 
-    def query_schema(self, sql: str, params: Sequence[Any] | None = None) -> pa.Schema:
+    def query_schema(self, sql: str, params: Parameters = None) -> pa.Schema:
         return query_schema(self, sql, params)
 
     def table_schema(self, name: str) -> pa.Schema:

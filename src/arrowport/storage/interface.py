@@ -8,12 +8,12 @@ above ``storage/`` knows which one it talks to.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import pyarrow as pa
 
 from arrowport.errors import ArrowportError
-from arrowport.storage.query import QueryResult, TableInfo
+from arrowport.storage.query import Parameters, QueryResult, TableInfo
 from arrowport.storage.writes import WriteJob, WriteOutcome
 
 
@@ -38,7 +38,7 @@ class Storage(Protocol):
 
     # -- reads and metadata --------------------------------------------------------------------
 
-    def query(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult: ...
+    def query(self, sql: str, params: Parameters = None) -> QueryResult: ...
 
     def read_table(self, name: str) -> QueryResult: ...
 
@@ -46,7 +46,7 @@ class Storage(Protocol):
 
     def table(self, name: str) -> TableInfo: ...
 
-    def query_schema(self, sql: str, params: Sequence[Any] | None = None) -> pa.Schema: ...
+    def query_schema(self, sql: str, params: Parameters = None) -> pa.Schema: ...
 
     def table_schema(self, name: str) -> pa.Schema: ...
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,9 @@ from arrowport.storage.identifiers import (
     table_name,
 )
 from arrowport.storage.schema import Column
+
+# Bound values: positional (``?``, ``$1``) as a sequence, named (``$name``) as a mapping.
+Parameters = Sequence[Any] | Mapping[str, Any] | None
 
 if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
@@ -190,14 +193,21 @@ class _Deadline:
             self._timer.cancel()
 
 
-def run_query(db: Database, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
+def _bound(params: Parameters) -> list[Any] | dict[str, Any] | None:
+    """``params`` as DuckDB's ``execute`` takes them (nothing bound: None)."""
+    if not params:
+        return None
+    return dict(params) if isinstance(params, Mapping) else list(params)
+
+
+def run_query(db: Database, sql: str, params: Parameters = None) -> QueryResult:
     """Start a read-only query; the caller iterates (or closes) the result."""
     cursor = db.connect()
     deadline = _Deadline(cursor, db.query_timeout)
     try:
         cursor.execute("BEGIN TRANSACTION READ ONLY")
         _check(db, cursor, sql)
-        cursor.execute(sql, list(params) if params else None)
+        cursor.execute(sql, _bound(params))
         reader = cursor.to_arrow_reader(BATCH_ROWS)
     except BaseException as exc:
         deadline.cancel()
@@ -254,7 +264,7 @@ def read_table(db: Database, name: str) -> QueryResult:
     return run_query(db, f"SELECT * FROM {_sql_name(schema, table)}")
 
 
-def query_schema(db: Database, sql: str, params: Sequence[Any] | None = None) -> pa.Schema:
+def query_schema(db: Database, sql: str, params: Parameters = None) -> pa.Schema:
     """The Arrow schema of ``sql``'s result, without computing its rows.
 
     For Flight's ``get_schema`` / ``get_flight_info``, which must not run a query to describe it::
@@ -273,7 +283,7 @@ def query_schema(db: Database, sql: str, params: Sequence[Any] | None = None) ->
             # duplicate output names (a, a -> a, a_1).
             inner = sql.strip().rstrip(";")
             try:
-                wrapped = cur.execute(f"SELECT * FROM (\n{inner}\n) LIMIT 0", list(params))
+                wrapped = cur.execute(f"SELECT * FROM (\n{inner}\n) LIMIT 0", _bound(params))
                 return wrapped.to_arrow_reader().schema
             except duckdb.ParserException:
                 pass

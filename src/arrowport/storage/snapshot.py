@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
@@ -32,12 +32,10 @@ from arrowport.errors import (
     StorageError,
     TransactionAborted,
 )
-from arrowport.storage.query import BATCH_ROWS, _check, _Deadline, _outside
+from arrowport.storage.query import BATCH_ROWS, Parameters, _check, _Deadline, _outside
 
 if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
-
-Parameters = Sequence[Any] | Mapping[str, Any] | None
 
 
 @dataclass

@@ -54,6 +54,7 @@ from arrowport.services import Services
 from arrowport.storage import metadata
 from arrowport.storage.background import Periodic
 from arrowport.storage.engine import Engine
+from arrowport.storage.query import Parameters
 from arrowport.storage.snapshot import Snapshot
 
 ACTIONS = {
@@ -176,7 +177,7 @@ class FlightSql:
     def _run(
         self,
         query: str,
-        params: list[object] | None,
+        params: Parameters,
         transaction: bytes | None,
         principal: Principal,
         strict: bool,

@@ -15,13 +15,13 @@ Open statements are bounded in number and bytes and dropped after
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 
 from arrowport.errors import InvalidOptions
 from arrowport.flight.sql.handles import Registry
 from arrowport.storage.metadata import QueryShape
+from arrowport.storage.query import Parameters
 
 STATEMENT_CAPACITY = 1024
 STATEMENT_IDLE_SECONDS = 600.0
@@ -65,13 +65,14 @@ class PreparedStatement:
     sql: str
     shape: QueryShape
     transaction: bytes | None = None
-    params: list[Any] | None = field(default=None)
+    params: Parameters = field(default=None)
 
     def parameter_schema(self) -> pa.Schema:
         return pa.schema([pa.field(name, pa.null()) for name in self.shape.parameters])
 
     def bind(self, values: pa.Table) -> None:
-        """Bind a batch of parameters: one row (its columns in placeholder order), or none."""
+        """Bind a batch of parameters: one row, or none. Its columns are the placeholders in order
+        (``?``, ``$1``), or, for a query with named ones (``$name``), by their names."""
         if values.num_rows == 0:
             self.params = None
             return
@@ -79,13 +80,18 @@ class PreparedStatement:
             raise InvalidOptions(
                 f"a query runs with one row of parameters; {values.num_rows} rows were bound"
             )
-        named = [name for name in self.shape.parameters if not name.isdigit()]
-        if named:
-            raise InvalidOptions(
-                f"named parameters ({', '.join('$' + n for n in named)}) cannot be bound over "
-                "Flight SQL: use ? or $1 placeholders"
-            )
         row = [column[0].as_py() for column in values.columns]
+        if any(not name.isdigit() for name in self.shape.parameters):
+            given = dict(zip(values.column_names, row, strict=True))
+            if sorted(given) != sorted(self.shape.parameters):
+                raise InvalidOptions(
+                    "the query's named parameters are "
+                    + ", ".join("$" + n for n in self.shape.parameters)
+                    + "; the bound columns are named "
+                    + (", ".join(values.column_names) or "nothing")
+                )
+            self.params = given
+            return
         if len(row) != len(self.shape.parameters):
             raise InvalidOptions(
                 f"the query takes {len(self.shape.parameters)} parameters; {len(row)} were bound"

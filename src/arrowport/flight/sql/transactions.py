@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator
 
 from arrowport.errors import Overloaded, TransactionAborted
 from arrowport.flight.sql.handles import Registry, issued
-from arrowport.storage.snapshot import Parameters, Rows, Snapshot
+from arrowport.storage.query import Parameters
+from arrowport.storage.snapshot import Rows, Snapshot
 
 MAX_SNAPSHOTS = 32
 SNAPSHOT_IDLE_SECONDS = 300.0
