@@ -300,6 +300,14 @@ def test_named_parameters_bind_by_name(conn: dbapi.Connection) -> None:
         )
     assert status == AdbcStatusCode.INVALID_ARGUMENT
     assert "named parameters are $high" in message
+    twice = pa.RecordBatch.from_arrays([pa.array([1]), pa.array([2])], names=["a", "A"])
+    with conn.cursor() as cur:
+        status, message = adbc_error(lambda: cur.execute("SELECT $a AS a", twice))
+    assert status == AdbcStatusCode.INVALID_ARGUMENT
+    # Names match as DuckDB matches them: regardless of case.
+    assert fetch(conn, "SELECT $Name AS n", pa.record_batch({"name": [7]})).to_pylist() == [
+        {"n": 7}
+    ]
 
 
 def test_parameters_that_would_blow_up_when_bound_are_refused(server: ArrowportProcess) -> None:

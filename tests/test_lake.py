@@ -288,11 +288,34 @@ def test_with_file_access_on_the_lake_own_files_stay_unreadable(tmp_path: Path) 
             f"SELECT * FROM read_parquet('{data}/_arrowport/idempotency_keys/*.parquet')",
             f"SELECT * FROM read_blob('{catalog}')",
             f"SELECT * FROM read_blob('{data}/*')",
+            f'SELECT (WITH "{data}/**/*.parquet" AS (SELECT 1) SELECT 1) x, * '
+            f'FROM "{data}/**/*.parquet"',
         ):
             refused = http.post("/query", json={"sql": sql})
             assert refused.status_code == 403, f"{sql}: {refused.text}"
             assert refused.json()["code"] == "read_only"
         assert query(http, f"SELECT a FROM read_csv('{outside}')").to_pylist() == [{"a": 1}]
+
+
+def test_a_cte_name_out_of_its_scope_does_not_reach_the_lake_data_files(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    config = {
+        "storage": {"target": "ducklake"},
+        "ducklake": {"catalog": f"sqlite:{tmp_path / 'catalog.sqlite'}", "data_path": str(data)},
+    }
+    with (
+        ArrowportProcess(tmp_path / "node", config=config) as node,
+        httpx.Client(base_url=node.url, timeout=60) as http,
+    ):
+        for value in (111, 222):  # the replaced rows stay in the data files
+            rows = ipc_bytes(pa.table({"a": pa.array([value] * 2000, pa.int64())}))
+            answer = post_binary(http, "scoped", rows, params={"mode": "replace"})
+            assert answer.status_code == 200, answer.text
+        files = f"{data}/**/*.parquet"
+        sql = f'SELECT (WITH "{files}" AS (SELECT 1) SELECT 1) x, a FROM "{files}"'
+        refused = http.post("/query", json={"sql": sql})
+        assert refused.status_code == 403, refused.text
+        assert query(http, "SELECT DISTINCT a FROM scoped").to_pylist() == [{"a": 222}]
 
 
 def children(pid: int) -> set[int]:

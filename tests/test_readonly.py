@@ -97,6 +97,12 @@ CTE_ESCAPES = {
         "SELECT * FROM (WITH duckdb_databases AS (SELECT 1 AS x) SELECT * FROM duckdb_databases) a, "
         "duckdb_databases b"
     ),
+    "subquery_cte_as_file": (
+        'SELECT (WITH "{parquet}" AS (SELECT 1) SELECT 1) AS x, * FROM "{parquet}"'
+    ),
+    "subquery_cte_as_table": (
+        "SELECT (WITH duckdb_databases AS (SELECT 1) SELECT 1) AS x, * FROM duckdb_databases"
+    ),
     "internal_dotted": (
         'WITH "_arrowport.idempotency_keys" AS (SELECT 1) SELECT * FROM _arrowport.idempotency_keys'
     ),
@@ -107,7 +113,7 @@ CTE_ESCAPES = {
 def test_a_cte_name_never_unlocks_a_catalog_object(
     target: Target, reader: httpx.Client, sql: str
 ) -> None:
-    response = attempt(reader, sql)
+    response = attempt(reader, sql.format(parquet=target.files / "private.parquet"))
     assert_refused(response)
     assert "temp_directory" not in response.text
     assert_intact(target, reader)

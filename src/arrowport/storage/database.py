@@ -35,10 +35,12 @@ def open_connection(
     settings: DuckDBSettings, path: str, extra: dict[str, str | bool | int] | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the server's settings: nothing is ever downloaded or loaded
-    behind its back, time zone columns read back in UTC, spill to disk capped."""
+    behind its back, no SQL name ever resolves to a Python variable of the server's, time zone
+    columns read back in UTC, spill to disk capped."""
     config: dict[str, str | bool | int | float | list[str]] = {
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
+        "python_enable_replacements": False,
         **(extra or {}),
     }
     if settings.threads:

@@ -31,7 +31,6 @@ import os
 import re
 import threading
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -167,24 +166,26 @@ def _has_variant(dtype: Any) -> bool:
     return any(node.get("id") == "VARIANT" for node in _nodes(dtype))
 
 
-@dataclass(frozen=True)
-class _Known:
-    """What a query's table references may name: the database's tables, as (schema, table)
-    pairs, and the query's CTEs (lower case)."""
-
-    tables: set[tuple[str, str]]
-    ctes: set[str]
-
-
-def _cte_names(tree: Any) -> set[str]:
-    names: set[str] = set()
-    for node in _nodes(tree):
-        cte_map = node.get("cte_map")
-        if isinstance(cte_map, dict):
-            for entry in cte_map.get("map") or ():
-                if isinstance(entry, dict) and isinstance(entry.get("key"), str):
-                    names.add(entry["key"].lower())
-    return names
+def _scoped_nodes(tree: Any) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
+    """Every object in the parse tree, with the CTE names (lower case) in scope there: a
+    query's CTEs are visible in that query (their own bodies and their siblings' included)
+    and nowhere else. Out of its scope a CTE's name reaches whatever else bears it."""
+    stack: list[tuple[Any, frozenset[str]]] = [(tree, frozenset())]
+    while stack:
+        item, visible = stack.pop()
+        if isinstance(item, dict):
+            cte_map = item.get("cte_map")
+            if isinstance(cte_map, dict):
+                names = {
+                    entry["key"].lower()
+                    for entry in cte_map.get("map") or ()
+                    if isinstance(entry, dict) and isinstance(entry.get("key"), str)
+                }
+                visible = visible | names
+            yield item, visible
+            stack.extend((value, visible) for value in item.values())
+        elif isinstance(item, list):
+            stack.extend((value, visible) for value in item)
 
 
 def _literal_path(node: Any) -> list[str] | None:
@@ -221,11 +222,11 @@ class ReadGuard:
         (schema, table) pairs) and its own CTEs with allowed functions; 400 if it does not
         parse."""
         tree = parse(sql)
-        known = _Known({(s.lower(), t.lower()) for s, t in tables}, _cte_names(tree))
+        known = {(schema.lower(), table.lower()) for schema, table in tables}
         # A table function's own call node is checked as a table function, not as an
         # expression (its arguments are expressions all the same).
         table_calls: set[int] = set()
-        for node in _nodes(tree):
+        for node, ctes in _scoped_nodes(tree):
             kind = node.get("class")
             if kind is not None:
                 if kind == "FUNCTION" and id(node) not in table_calls:
@@ -241,7 +242,7 @@ class ReadGuard:
                     table_calls.add(id(function))
                     self._table_function(function)
                 elif ref == "BASE_TABLE":
-                    self._table(node, known)
+                    self._table(node, known, ctes)
                 elif ref == "SHOW_REF":
                     if node.get("query") is None:
                         raise _refuse("SHOW of the catalog is not allowed; use GET /tables")
@@ -298,17 +299,19 @@ class ReadGuard:
             return
         raise _refuse(f"the table function {name}() is not allowed", function=name)
 
-    def _table(self, node: dict[str, Any], known: _Known) -> None:
+    def _table(
+        self, node: dict[str, Any], tables: set[tuple[str, str]], ctes: frozenset[str]
+    ) -> None:
         catalog = str(node.get("catalog_name", "")).lower()
         schema = str(node.get("schema_name", "")).lower()
         name = str(node.get("table_name", ""))
         if schema == INTERNAL_SCHEMA:
             raise _refuse("Arrowport's internal tables are not readable")
-        if not catalog and (schema or "main", name.lower()) in known.tables:
+        if not catalog and (schema or "main", name.lower()) in tables:
             return
-        # A CTE is only ever referenced without a schema. One named like a system view is
-        # refused: referenced outside the CTE's scope, the name reaches the view.
-        if not catalog and not schema and name.lower() in known.ctes - _SYSTEM_VIEWS:
+        # A CTE in scope, referenced (as it only can be) without a schema. One named like a
+        # system view is refused all the same.
+        if not catalog and not schema and name.lower() in ctes - _SYSTEM_VIEWS:
             return
         if not catalog and f"{schema or 'main'}.{name.lower()}" in SYSTEM_VIEWS:
             return

@@ -82,15 +82,19 @@ class PreparedStatement:
             )
         row = [column[0].as_py() for column in values.columns]
         if any(not name.isdigit() for name in self.shape.parameters):
-            given = dict(zip(values.column_names, row, strict=True))
-            if sorted(given) != sorted(self.shape.parameters):
+            # DuckDB's parameter names are case-insensitive, as its other names are.
+            names = [name.lower() for name in values.column_names]
+            given = dict(zip(names, row, strict=True))
+            wanted = {name.lower(): name for name in self.shape.parameters}
+            if len(given) != len(row) or given.keys() != wanted.keys():
                 raise InvalidOptions(
                     "the query's named parameters are "
                     + ", ".join("$" + n for n in self.shape.parameters)
                     + "; the bound columns are named "
                     + (", ".join(values.column_names) or "nothing")
+                    + " (each once)"
                 )
-            self.params = given
+            self.params = {wanted[key]: value for key, value in given.items()}
             return
         if len(row) != len(self.shape.parameters):
             raise InvalidOptions(
