@@ -304,6 +304,10 @@ def test_named_parameters_bind_by_name(conn: dbapi.Connection) -> None:
     with conn.cursor() as cur:
         status, message = adbc_error(lambda: cur.execute("SELECT $a AS a", twice))
     assert status == AdbcStatusCode.INVALID_ARGUMENT
+    with conn.cursor() as cur:
+        status, message = adbc_error(lambda: cur.execute("SELECT $1 + $a AS s", [1, 2]))
+    assert status == AdbcStatusCode.INVALID_ARGUMENT
+    assert "Mixing named and positional parameters" in message
     # Names match as DuckDB matches them: regardless of case.
     assert fetch(conn, "SELECT $Name AS n", pa.record_batch({"name": [7]})).to_pylist() == [
         {"n": 7}

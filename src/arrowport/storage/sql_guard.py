@@ -138,8 +138,11 @@ def parse(sql: str) -> dict[str, Any]:
     except RecursionError:
         raise QueryError("the query nests too deeply") from None
     if tree.get("error"):
-        if tree.get("error_type") == "parser":
-            raise QueryError(f"cannot parse the query: {tree.get('error_message')}")
+        message = str(tree.get("error_message", ""))
+        # Any statement but a SELECT is "not implemented" too: only this one is the query's
+        # own mistake rather than an attempt to write.
+        if tree.get("error_type") == "parser" or "named and positional parameters" in message:
+            raise QueryError(f"cannot parse the query: {message}")
         raise ReadOnly("only read-only SELECT queries are allowed here")
     statements = tree.get("statements") or []
     if len(statements) != 1:
