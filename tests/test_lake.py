@@ -311,10 +311,17 @@ def test_a_cte_name_out_of_its_scope_does_not_reach_the_lake_data_files(tmp_path
             rows = ipc_bytes(pa.table({"a": pa.array([value] * 2000, pa.int64())}))
             answer = post_binary(http, "scoped", rows, params={"mode": "replace"})
             assert answer.status_code == 200, answer.text
-        files = f"{data}/**/*.parquet"
-        sql = f'SELECT (WITH "{files}" AS (SELECT 1) SELECT 1) x, a FROM "{files}"'
-        refused = http.post("/query", json={"sql": sql})
-        assert refused.status_code == 403, refused.text
+        files = f'"{data}/**/*.parquet"'
+        for sql in (
+            f"SELECT (WITH {files} AS (SELECT 1) SELECT 1) x, a FROM {files}",  # another scope
+            f"WITH {files} AS (SELECT * FROM {files}) SELECT * FROM {files}",  # its own body
+            f"WITH b AS (SELECT * FROM {files}), {files} AS (SELECT 1) SELECT * FROM b",  # later
+            f"WITH RECURSIVE {files} AS (SELECT * FROM {files} UNION ALL "  # recursive anchor
+            f"SELECT * FROM {files} WHERE false) SELECT * FROM {files}",
+            f"SUMMARIZE (WITH {files} AS (SELECT * FROM {files}) SELECT * FROM {files})",
+        ):
+            refused = http.post("/query", json={"sql": sql})
+            assert refused.status_code == 403, f"{sql}: {refused.text}"
         assert query(http, "SELECT DISTINCT a FROM scoped").to_pylist() == [{"a": 222}]
 
 

@@ -103,6 +103,7 @@ CTE_ESCAPES = {
     "subquery_cte_as_table": (
         "SELECT (WITH duckdb_databases AS (SELECT 1) SELECT 1) AS x, * FROM duckdb_databases"
     ),
+    "own_body_database_file": 'WITH "{db}" AS (SELECT * FROM "{db}") SELECT * FROM "{db}"',
     "internal_dotted": (
         'WITH "_arrowport.idempotency_keys" AS (SELECT 1) SELECT * FROM _arrowport.idempotency_keys'
     ),
@@ -113,7 +114,8 @@ CTE_ESCAPES = {
 def test_a_cte_name_never_unlocks_a_catalog_object(
     target: Target, reader: httpx.Client, sql: str
 ) -> None:
-    response = attempt(reader, sql.format(parquet=target.files / "private.parquet"))
+    paths = {"parquet": target.files / "private.parquet", "db": target.server.db_path}
+    response = attempt(reader, sql.format(**paths))
     assert_refused(response)
     assert "temp_directory" not in response.text
     assert_intact(target, reader)

@@ -60,7 +60,10 @@ def _outside(exc: duckdb.Error, db: Database) -> ReadOnly:
     )
 
 
-def _failed(exc: duckdb.Error, db: Database) -> QueryError:
+def _failed(exc: duckdb.Error | UnicodeDecodeError, db: Database) -> QueryError:
+    if isinstance(exc, UnicodeDecodeError):
+        # DuckDB's message itself was not UTF-8 (it quoted raw file bytes): not worth a 500.
+        return QueryError("query failed (DuckDB's error message could not be decoded)")
     return QueryError(f"query failed: {db.scrub(str(exc))}")
 
 
@@ -217,7 +220,7 @@ def run_query(db: Database, sql: str, params: Parameters = None) -> QueryResult:
             raise ReadOnly(f"the query tried to write: {db.scrub(str(exc))}") from None
         if isinstance(exc, duckdb.PermissionException):
             raise _outside(exc, db) from None
-        if isinstance(exc, duckdb.Error):
+        if isinstance(exc, duckdb.Error | UnicodeDecodeError):
             raise _failed(exc, db) from None
         raise
     return QueryResult(cursor, reader, deadline, db)
@@ -289,7 +292,7 @@ def query_schema(db: Database, sql: str, params: Parameters = None) -> pa.Schema
                 pass
         except duckdb.PermissionException as exc:
             raise _outside(exc, db) from None
-        except duckdb.Error as exc:
+        except (duckdb.Error, UnicodeDecodeError) as exc:
             raise _failed(exc, db) from None
     result = run_query(db, sql, params)
     result.close()

@@ -32,7 +32,14 @@ from arrowport.errors import (
     StorageError,
     TransactionAborted,
 )
-from arrowport.storage.query import BATCH_ROWS, Parameters, _check, _Deadline, _outside
+from arrowport.storage.query import (
+    BATCH_ROWS,
+    Parameters,
+    _check,
+    _Deadline,
+    _failed,
+    _outside,
+)
 
 if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
@@ -96,6 +103,8 @@ class Snapshot:
 
     def _failure(self, exc: BaseException, deadline: _Deadline) -> BaseException:
         """The client's error for ``exc``; notes whether it left the transaction aborted."""
+        if isinstance(exc, UnicodeDecodeError):
+            return _failed(exc, self._db)
         if not isinstance(exc, duckdb.Error | pa.ArrowException | OSError):
             return exc
         if self._is_aborted():

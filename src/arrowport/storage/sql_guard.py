@@ -170,25 +170,37 @@ def _has_variant(dtype: Any) -> bool:
 
 
 def _scoped_nodes(tree: Any) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
-    """Every object in the parse tree, with the CTE names (lower case) in scope there: a
-    query's CTEs are visible in that query (their own bodies and their siblings' included)
-    and nowhere else. Out of its scope a CTE's name reaches whatever else bears it."""
+    """Every object in the parse tree, with the CTE names (lower case) in scope there, as
+    DuckDB binds them: a query's CTEs are visible in the rest of that query, each CTE's body
+    sees only the CTEs before it, and a recursive CTE sees itself only in its recursive term.
+    Out of scope a CTE's name reaches whatever else bears it (a table, a file)."""
     stack: list[tuple[Any, frozenset[str]]] = [(tree, frozenset())]
     while stack:
         item, visible = stack.pop()
-        if isinstance(item, dict):
-            cte_map = item.get("cte_map")
-            if isinstance(cte_map, dict):
-                names = {
-                    entry["key"].lower()
-                    for entry in cte_map.get("map") or ()
-                    if isinstance(entry, dict) and isinstance(entry.get("key"), str)
-                }
-                visible = visible | names
-            yield item, visible
-            stack.extend((value, visible) for value in item.values())
-        elif isinstance(item, list):
+        if isinstance(item, list):
             stack.extend((value, visible) for value in item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        yield item, visible
+        inner = visible
+        cte_map = item.get("cte_map")
+        if isinstance(cte_map, dict):
+            for key, value in cte_map.items():
+                if key != "map":
+                    stack.append((value, visible))
+            for entry in cte_map.get("map") or ():
+                stack.append((entry, inner))
+                if isinstance(entry, dict) and isinstance(entry.get("key"), str):
+                    inner = inner | {entry["key"].lower()}
+        recursive = item.get("cte_name") if item.get("type") == "RECURSIVE_CTE_NODE" else None
+        for key, value in item.items():
+            if key == "cte_map" and isinstance(cte_map, dict):
+                continue
+            if key == "right" and isinstance(recursive, str):
+                stack.append((value, inner | {recursive.lower()}))
+            else:
+                stack.append((value, inner))
 
 
 def _literal_path(node: Any) -> list[str] | None:
