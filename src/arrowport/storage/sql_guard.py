@@ -29,6 +29,7 @@ import fnmatch
 import json
 import os
 import re
+import string
 import threading
 from collections.abc import Collection, Iterator
 from importlib import resources
@@ -169,6 +170,15 @@ def _has_variant(dtype: Any) -> bool:
     return any(node.get("id") == "VARIANT" for node in _nodes(dtype))
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def _fold(name: str) -> str:
+    """``name`` in lower case as DuckDB compares names: A-Z only. ``str.lower`` folds more (the
+    Kelvin sign to ``k``), so two names it makes equal can be different names to DuckDB."""
+    return name.translate(_ASCII_LOWER)
+
+
 def _scoped_nodes(tree: Any) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
     """Every object in the parse tree, with the CTE names (lower case) in scope there, as
     DuckDB binds them: a query's CTEs are visible in the rest of that query, each CTE's body
@@ -192,13 +202,13 @@ def _scoped_nodes(tree: Any) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
             for entry in cte_map.get("map") or ():
                 stack.append((entry, inner))
                 if isinstance(entry, dict) and isinstance(entry.get("key"), str):
-                    inner = inner | {entry["key"].lower()}
+                    inner = inner | {_fold(entry["key"])}
         recursive = item.get("cte_name") if item.get("type") == "RECURSIVE_CTE_NODE" else None
         for key, value in item.items():
             if key == "cte_map" and isinstance(cte_map, dict):
                 continue
             if key == "right" and isinstance(recursive, str):
-                stack.append((value, inner | {recursive.lower()}))
+                stack.append((value, inner | {_fold(recursive)}))
             else:
                 stack.append((value, inner))
 
@@ -237,7 +247,7 @@ class ReadGuard:
         (schema, table) pairs) and its own CTEs with allowed functions; 400 if it does not
         parse."""
         tree = parse(sql)
-        known = {(schema.lower(), table.lower()) for schema, table in tables}
+        known = {(_fold(schema), _fold(table)) for schema, table in tables}
         # A table function's own call node is checked as a table function, not as an
         # expression (its arguments are expressions all the same).
         table_calls: set[int] = set()
@@ -265,7 +275,7 @@ class ReadGuard:
                     raise _refuse(f"a {ref} table reference is not allowed")
 
     def _function(self, node: dict[str, Any]) -> None:
-        name = str(node.get("function_name", "")).lower()
+        name = _fold(str(node.get("function_name", "")))
         if name not in EXPRESSION_FUNCTIONS:
             raise _refuse(f"the function {name}() is not allowed", function=name)
         children = node.get("children") or []
@@ -287,7 +297,7 @@ class ReadGuard:
                 )
 
     def _window(self, node: dict[str, Any]) -> None:
-        name = str(node.get("function_name", "")).lower()
+        name = _fold(str(node.get("function_name", "")))
         if name in _OFFSET_WINDOWS:
             offset = node.get("offset_expr")
             if offset is not None and not _small_literal(offset, _MAX_OFFSET):
@@ -301,7 +311,7 @@ class ReadGuard:
             raise _refuse(f"the window function {name}() is not allowed", function=name)
 
     def _table_function(self, function: dict[str, Any]) -> None:
-        name = str(function.get("function_name", "")).lower()
+        name = _fold(str(function.get("function_name", "")))
         if name in TABLE_FUNCTIONS:
             return
         if self.file_access and name in FILE_READERS:
@@ -317,24 +327,24 @@ class ReadGuard:
     def _table(
         self, node: dict[str, Any], tables: set[tuple[str, str]], ctes: frozenset[str]
     ) -> None:
-        catalog = str(node.get("catalog_name", "")).lower()
-        schema = str(node.get("schema_name", "")).lower()
+        catalog = _fold(str(node.get("catalog_name", "")))
+        schema = _fold(str(node.get("schema_name", "")))
         name = str(node.get("table_name", ""))
         if schema == INTERNAL_SCHEMA:
             raise _refuse("Arrowport's internal tables are not readable")
-        if not catalog and (schema or "main", name.lower()) in tables:
+        if not catalog and (schema or "main", _fold(name)) in tables:
             return
         # A CTE in scope, referenced (as it only can be) without a schema. One named like a
         # system view is refused all the same.
-        if not catalog and not schema and name.lower() in ctes - _SYSTEM_VIEWS:
+        if not catalog and not schema and _fold(name) in ctes - _SYSTEM_VIEWS:
             return
-        if not catalog and f"{schema or 'main'}.{name.lower()}" in SYSTEM_VIEWS:
+        if not catalog and f"{schema or 'main'}.{_fold(name)}" in SYSTEM_VIEWS:
             return
         if self.file_access and not catalog and not schema and ("/" in name or "." in name):
             self._readable(name)  # a file read by DuckDB's replacement scan
             return
         where = ".".join(part for part in (catalog, schema, name) if part)
-        if catalog or schema or name.lower() in _SYSTEM_VIEWS or "/" in name or "." in name:
+        if catalog or schema or _fold(name) in _SYSTEM_VIEWS or "/" in name or "." in name:
             raise _refuse(f"{where!r} is not one of this database's tables", table=where)
         raise QueryError(f"table {name!r} does not exist", table=name)
 
