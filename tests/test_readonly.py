@@ -127,6 +127,37 @@ def test_ctes_and_tables_are_read_by_their_names(target: Target, reader: httpx.C
     assert answer.json()["rows"] == [{"n": 3}]
 
 
+# -- types built from text ------------------------------------------------------------------------
+
+DEEP = "||".join(["repeat('[', 10000)"] * 10 + ["'\"INTEGER\"'"] + ["repeat(']', 10000)"] * 10)
+STRUCTURES = {
+    # 100,000 nested lists: DuckDB 1.5.5 dies of a SIGSEGV building the type.
+    "deep_structure": f"SELECT length(typeof(json_transform('null', {DEEP}))) AS n",
+    "variant": """SELECT from_json('[]', '["VARIANT"]') AS v""",
+    "computed": "SELECT json_transform('1', (SELECT 'INTEGER')) AS v",
+    "too_deep_literal": "SELECT from_json('null', '"
+    + "[" * 65
+    + '"INTEGER"'
+    + "]" * 65
+    + "') AS v",
+}
+
+
+@pytest.mark.parametrize("sql", STRUCTURES.values(), ids=STRUCTURES.keys())
+def test_json_structures_are_small_literals(target: Target, reader: httpx.Client, sql: str) -> None:
+    response = attempt(reader, sql)
+    assert_refused(response)
+    assert response.json()["rule"] == "literal_size"
+    assert_intact(target, reader)
+
+
+def test_a_literal_json_structure_still_builds_its_type(reader: httpx.Client) -> None:
+    sql = """SELECT json_transform('{"a": [1, 2]}', '{"a": ["INTEGER"]}') AS v"""
+    answer = attempt(reader, sql)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rows"] == [{"v": {"a": [1, 2]}}]
+
+
 # -- files ---------------------------------------------------------------------------------------
 
 FILE_READS = {

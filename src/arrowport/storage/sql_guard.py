@@ -92,6 +92,12 @@ _SIZED_ARGUMENTS = {
     "generate_series": (0, 1, 2),
 }
 _FORMATTERS = frozenset({"printf", "format"})
+# Functions that build a type from a structure given as text (its second argument): a deep one
+# crashes DuckDB 1.5.5 (SIGSEGV at ~100,000 nested lists), and one may name VARIANT.
+_JSON_STRUCTURES = frozenset(
+    {"json_transform", "json_transform_strict", "from_json", "from_json_strict"}
+)
+_MAX_NESTING = 64
 _MAX_SIZE = 10_000
 _NUMBER_RE = re.compile(r"\d+")
 # Table references that only combine or contain other parts of the tree.
@@ -177,6 +183,21 @@ def _fold(name: str) -> str:
     """``name`` in lower case as DuckDB compares names: A-Z only. ``str.lower`` folds more (the
     Kelvin sign to ``k``), so two names it makes equal can be different names to DuckDB."""
     return name.translate(_ASCII_LOWER)
+
+
+def _plain_structure(text: str) -> bool:
+    """A JSON structure (``'{"a": ["INTEGER"]}'``) DuckDB can build a type from safely."""
+    if len(text) > _MAX_SIZE or "variant" in _fold(text):
+        return False
+    depth = 0
+    for character in text:
+        if character in "[{":
+            depth += 1
+            if depth > _MAX_NESTING:
+                return False
+        elif character in "]}":
+            depth -= 1
+    return True
 
 
 def _scoped_nodes(tree: Any) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
@@ -283,6 +304,15 @@ class ReadGuard:
             if position < len(children) and not _small_literal(children[position], _MAX_SIZE):
                 raise _refuse(
                     f"{name}() takes only a literal size from 0 to {_MAX_SIZE}",
+                    function=name,
+                    rule="literal_size",
+                )
+        if name in _JSON_STRUCTURES:
+            structure = _literal_path(children[1]) if len(children) > 1 else None
+            if structure is None or any(not _plain_structure(text) for text in structure):
+                raise _refuse(
+                    f"{name}() takes only a literal structure, at most {_MAX_SIZE} characters "
+                    f"nested at most {_MAX_NESTING} deep, with no VARIANT",
                     function=name,
                     rule="literal_size",
                 )
