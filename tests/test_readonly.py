@@ -151,6 +151,22 @@ def test_json_structures_are_small_literals(target: Target, reader: httpx.Client
     assert_intact(target, reader)
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # Rebuilds a parse tree recursively: 100,000 levels (ten joined repeat()s) crashed it.
+        "SELECT json_deserialize_sql(json_serialize_sql('SELECT 1')) AS q",
+        # Indents by depth: a 200 KB array 100,000 deep would take ~10 GB outside memory_limit.
+        "SELECT json_pretty('[[1]]') AS p",
+    ],
+)
+def test_json_functions_that_recurse_without_bound_are_refused(
+    target: Target, reader: httpx.Client, sql: str
+) -> None:
+    assert_refused(attempt(reader, sql))
+    assert_intact(target, reader)
+
+
 def test_a_literal_json_structure_still_builds_its_type(reader: httpx.Client) -> None:
     sql = """SELECT json_transform('{"a": [1, 2]}', '{"a": ["INTEGER"]}') AS v"""
     answer = attempt(reader, sql)
