@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -60,3 +61,13 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def add_format_option(parser: argparse.ArgumentParser) -> None:
+    """``--format table|json`` for a command that lists things."""
+    parser.add_argument(
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="table (a table on a terminal, tab-separated otherwise; default) or json",
+    )

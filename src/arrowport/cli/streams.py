@@ -7,18 +7,13 @@ import json
 from dataclasses import asdict
 
 from arrowport.cli._connect import add_connection_options, client_command, connect
-from arrowport.cli._output import print_rows
+from arrowport.cli._output import add_format_option, print_rows
 from arrowport.cli._types import Commands
 
 
 def register(commands: Commands) -> None:
     streams = commands.add_parser("streams", help="list the streams configured on the server")
-    streams.add_argument(
-        "--format",
-        choices=["table", "json"],
-        default="table",
-        help="table (a table on a terminal, tab-separated otherwise; default) or json",
-    )
+    add_format_option(streams)
     add_connection_options(streams)
     streams.set_defaults(run=run)
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 
 from arrowport.cli._connect import add_connection_options, client_command, connect
-from arrowport.cli._output import print_rows
+from arrowport.cli._output import add_format_option, print_rows
 from arrowport.cli._types import Commands
 
 
@@ -15,12 +15,7 @@ def register(commands: Commands) -> None:
     tables = commands.add_parser(
         "tables", help="list the server's tables with their row counts and columns"
     )
-    tables.add_argument(
-        "--format",
-        choices=["table", "json"],
-        default="table",
-        help="table (a table on a terminal, tab-separated otherwise; default) or json",
-    )
+    add_format_option(tables)
     add_connection_options(tables)
     tables.set_defaults(run=run)
 

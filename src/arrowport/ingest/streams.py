@@ -56,16 +56,19 @@ class Streams:
         if configured is None and self._settings.streams_only:
             raise UnknownStream(f"stream {stream!r} is not configured", stream=stream)
         base = configured or StreamSettings()
+        # The stream's own table: configured, else its name, unless a dot in it (which picks no
+        # schema) makes it none; the request must then name the table.
+        own_table = self.table_for(stream) if base.table is not None or "." not in stream else None
         if configured is not None and configured.locked:
-            _check_locked(stream, request, base, self.table_for(stream))
-        if request.table is None and base.table is None and "." in stream:
-            # A dot in a stream's name does not pick a schema: the table must be named.
+            _check_locked(stream, request, base, own_table or stream)
+        wanted = request.table or own_table
+        if wanted is None:
             raise InvalidName(
                 f"stream {stream!r} is not a table name: name the table it lands in "
                 "(the request's table option, or the stream's configured table)",
                 stream=stream,
             )
-        table = canonical_table(check_table_name(request.table or self.table_for(stream)))
+        table = canonical_table(check_table_name(wanted))
         chunk_size = request.chunk_size or base.chunk_size or self._settings.defaults.chunk_size
         policy = WritePolicy(
             mode=request.mode or base.mode,
@@ -81,7 +84,6 @@ class Streams:
             )
         # A stream-limited token writes only to its stream's own table: without this it could
         # name any target table in the request.
-        own_table = self.table_for(stream) if base.table is not None or "." not in stream else None
         principal.require_table(stream, table, own_table)
         return IngestOptions(
             stream=stream,
