@@ -59,9 +59,11 @@ class ArrowportProcess:
     def start(self, timeout: float = 30.0) -> ArrowportProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ARROWPORT_")}
         env |= {"ARROWPORT_LOGGING_FORMAT": "json"} | self.extra_env
+        # Each start has its own lines and event: the drain thread of a process killed just
+        # before (a restart) may still be reading it, and must not mark this one as ended.
         self.lines = []
         self.ready = {}
-        self._ready_event.clear()
+        self._ready_event = threading.Event()
         self.proc = subprocess.Popen(
             self.command(),
             cwd=self.workdir,
@@ -70,7 +72,9 @@ class ArrowportProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
-        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
+        threading.Thread(
+            target=self._drain, args=(self.proc, self.lines, self._ready_event), daemon=True
+        ).start()
         if not self._ready_event.wait(timeout):
             self.kill()
             raise RuntimeError("server did not become ready:\n" + "\n".join(self.lines[-30:]))
@@ -78,15 +82,15 @@ class ArrowportProcess:
             raise RuntimeError("server exited during start-up:\n" + "\n".join(self.lines[-30:]))
         return self
 
-    def _drain(self, proc: subprocess.Popen[str]) -> None:
+    def _drain(self, proc: subprocess.Popen[str], lines: list[str], ready: threading.Event) -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
             line = line.rstrip("\n")
-            self.lines.append(line)
-            if not self.ready and '"arrowport ready"' in line:
+            lines.append(line)
+            if not ready.is_set() and '"arrowport ready"' in line:
                 self.ready = json.loads(line)
-                self._ready_event.set()
-        self._ready_event.set()
+                ready.set()
+        ready.set()
 
     @property
     def port(self) -> int:
