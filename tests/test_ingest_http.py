@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 import zstandard
 
+from arrowport.api.body_chunks import BodyChunks
 from tests.conftest import (
     ARROW_STREAM,
     batches_ipc,
@@ -495,3 +496,15 @@ def test_paused_large_upload_does_not_block_others(client: httpx.Client, server_
         sender.join(120)
     assert_success(result[0], "paused_large", 200_000)
     assert client.get("/tables/paused_large").json()["row_count"] == 200_000
+
+
+def test_body_chunks_are_handed_on_without_copies() -> None:
+    pending = BodyChunks()
+    first = b"x" * 300_000
+    pending += first
+    pending += b""
+    assert len(pending) == 300_000
+    assert bytes(pending) is first  # one chunk: the very object uvicorn received
+    pending += b"tail"
+    assert len(pending) == 300_004
+    assert bytes(pending) == first + b"tail"

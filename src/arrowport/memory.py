@@ -12,10 +12,14 @@ allocator, with the fixed threshold above, gives them back (2 GB Flight upload: 
 with mimalloc, 520 to 750 MB across runs without it). Realigned Flight columns have a pool of
 their own (see :mod:`arrowport.flight.alignment`).
 
-Smaller blocks stay on the heap, and gRPC's receive buffers (tens of KiB each, allocated and
-freed by different threads) leave free holes there that glibc never hands back by itself; a
-large Flight upload therefore calls :func:`release_free_heap` every so often. (A threshold low
-enough to move those buffers to mmap as well, 64 KiB, costs HTTP a quarter of its throughput.)
+Smaller blocks stay on the heap. glibc shrinks it whenever 128 KiB at its top are free, so an
+HTTP body's chunks (up to 256 KiB each, one after another) grew and shrank it for every chunk,
+and faulting fresh pages in again cost a large binary ingest a fifth of its time (py-spy:
+``brk`` and page faults on the event loop). The heap now keeps up to :data:`HEAP_KEEP_BYTES`
+free at its top. gRPC's receive buffers (tens of KiB each, allocated and freed by different
+threads) leave free holes inside the heap that glibc never hands back by itself; a large Flight
+upload therefore calls :func:`release_free_heap` every so often. (A threshold low enough to move
+those buffers to mmap as well, 64 KiB, costs HTTP a quarter of its throughput.)
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from typing import Any, cast
 
 import pyarrow as pa
 
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 LARGE_BLOCK_BYTES = 256 * 1024
+HEAP_KEEP_BYTES = 64 * 1024**2
 
 
 def _glibc(name: str, *argtypes: type[ctypes._SimpleCData[Any]]) -> Callable[..., int] | None:
@@ -51,8 +57,13 @@ _MALLOC_TRIM = _glibc("malloc_trim", ctypes.c_size_t)
 
 
 def return_large_blocks_to_the_system() -> bool:
-    """Fix glibc's mmap threshold; False where the C library is not glibc (nothing to do)."""
-    return _MALLOPT is not None and bool(_MALLOPT(_M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES))
+    """Fix glibc's mmap and trim thresholds; False where the C library is not glibc (nothing to
+    do)."""
+    if _MALLOPT is None:
+        return False
+    return bool(_MALLOPT(_M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)) and bool(
+        _MALLOPT(_M_TRIM_THRESHOLD, HEAP_KEEP_BYTES)
+    )
 
 
 def release_free_heap() -> None:

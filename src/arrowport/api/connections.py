@@ -8,6 +8,9 @@ byte (or of the connection), and at most ``api.max_connections`` connections sta
 one more arrives, the connection that has waited longest for a request head is closed to make
 room (a connection in the middle of a request is never closed for this; when every connection
 is, the new one is).
+
+The protocol also keeps a request body's chunks as they arrive (:mod:`arrowport.api.body_chunks`)
+instead of copying them twice on the event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from arrowport.api.body_chunks import BodyChunks
 
 log = structlog.get_logger("arrowport.http")
 
@@ -60,6 +65,13 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._head_deadline is None and not self._in_request:
             self._await_head()  # the first bytes of a new request on a kept-alive connection
         super().data_received(data)
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if cycle is not None and not isinstance(cycle.body, BodyChunks):
+            # uvicorn puts back a bytearray after each receive(); it uses only +=, len, bytes()
+            cycle.body = BodyChunks()  # type: ignore[assignment]
+        super().on_body(body)
 
     def on_headers_complete(self) -> None:
         self._head_arrived()
