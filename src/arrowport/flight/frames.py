@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 
 from arrowport.errors import InvalidIPC
 from arrowport.flight.protocol import flight_pb2
+from arrowport.ingest.body_buffers import BODY_BUFFERS, POOLED_BYTES
 from arrowport.ingest.ipc_messages import Message, PayloadLimits
 from arrowport.ingest.ipc_stream import ByteCollector, ViewReader, stream_messages
 
@@ -101,6 +102,8 @@ def parse_frame(raw: bytes) -> Frame:
 def _aligned(body: memoryview) -> bytes | memoryview:
     if not body or pa.py_buffer(body).address % _ALIGNMENT == 0:
         return body
+    if len(body) >= POOLED_BYTES:
+        return BODY_BUFFERS.copy(body)
     return bytes(body)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from arrowport.errors import InvalidIPC, PayloadTooLarge, TruncatedStream
+from arrowport.ingest.body_buffers import BODY_BUFFERS, POOLED_BYTES
 from arrowport.ingest.ipc_messages import (
     CONTINUATION,
     END_OF_STREAM,
@@ -45,6 +46,26 @@ def read_exact(raw: Readable, size: int) -> bytes | memoryview:
         buffer[got : got + len(chunk)] = chunk
         got += len(chunk)
     return memoryview(buffer)
+
+
+def read_body(raw: Readable, size: int) -> bytes | memoryview:
+    """A message body of ``size`` bytes (fewer only at the end of ``raw``): a large one read
+    straight into a pooled block (:mod:`arrowport.ingest.body_buffers`), unless ``raw`` serves
+    views of memory that holds it already."""
+    readinto = getattr(raw, "readinto", None)
+    if size < POOLED_BYTES or readinto is None or isinstance(raw, ViewReader):
+        return read_exact(raw, size)
+
+    def fill(target: memoryview) -> int:
+        got = 0
+        while got < len(target):
+            count = readinto(target[got:])
+            if not count:
+                break
+            got += count
+        return got
+
+    return BODY_BUFFERS.filled(size, fill)
 
 
 def stream_messages(
@@ -94,7 +115,7 @@ def stream_messages(
                 "batches",
                 limit=limits.max_message_bytes,
             )
-        body = read_exact(raw, message.body_length) if message.body_length else b""
+        body = read_body(raw, message.body_length) if message.body_length else b""
         if len(body) < message.body_length:
             raise TruncatedStream("the Arrow IPC stream is cut short inside a message body")
         count += 1

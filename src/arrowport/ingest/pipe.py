@@ -26,7 +26,7 @@ class BodyPipe(io.RawIOBase):
         super().__init__()
         self._loop = loop
         self.high_water = high_water
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()
         self._buffered = 0
         self._cond = threading.Condition()
         self._eof = False
@@ -85,8 +85,22 @@ class BodyPipe(io.RawIOBase):
         self._loop.call_soon_threadsafe(self._space.set)
 
     def read(self, size: int | None = -1) -> bytes:
-        wanted = size if size is not None and size >= 0 else None
-        parts: list[bytes] = []
+        parts = self._take(size if size is not None and size >= 0 else None)
+        return b"".join(parts) if len(parts) != 1 else bytes(parts[0])
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        """Fill ``buffer`` (up to its end or the body's) straight from the chunks: no joined
+        copy in between."""
+        got = 0
+        for part in self._take(len(buffer)):
+            buffer[got : got + len(part)] = part
+            got += len(part)
+        return got
+
+    def _take(self, wanted: int | None) -> list[bytes | memoryview]:
+        """The next ``wanted`` bytes (all of the rest: None) as the chunks they arrived in,
+        waiting for them; fewer only at the end of the body."""
+        parts: list[bytes | memoryview] = []
         got = 0
         with self._cond:
             while wanted is None or got < wanted:
@@ -94,8 +108,9 @@ class BodyPipe(io.RawIOBase):
                     chunk = self._chunks.popleft()
                     if wanted is not None and got + len(chunk) > wanted:
                         keep = wanted - got
-                        self._chunks.appendleft(chunk[keep:])
-                        chunk = chunk[:keep]
+                        view = memoryview(chunk)
+                        self._chunks.appendleft(view[keep:])
+                        chunk = view[:keep]
                     parts.append(chunk)
                     got += len(chunk)
                     self._buffered -= len(chunk)
@@ -116,15 +131,10 @@ class BodyPipe(io.RawIOBase):
                 self._wanted = self._need = 0
             if self._buffered <= self.high_water // 2:
                 self._loop.call_soon_threadsafe(self._space.set)
-        data = b"".join(parts) if len(parts) != 1 else parts[0]
         if self.digest is not None:
-            self.digest.update(data)
-        return data
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+            for part in parts:
+                self.digest.update(part)
+        return parts
 
 
 class BodyPace:
