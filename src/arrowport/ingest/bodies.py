@@ -114,6 +114,8 @@ def decode_base64(text: memoryview, start: int, end: int) -> bytes:
 class Base64Reader(io.RawIOBase):
     """Reads the bytes ``text`` encodes, decoding only the characters each read needs."""
 
+    reads_own_buffers = True  # each read decodes into a fresh buffer: never copy it again
+
     def __init__(self, text: memoryview, size: int) -> None:
         super().__init__()
         self._text = text

@@ -43,10 +43,15 @@ class BodyBuffers:
         self._free: deque[bytearray] = deque()
         self._free_bytes = 0
         self._lock = threading.Lock()
+        # Blocks given back, not yet in the free list: a lease may die inside a garbage
+        # collection that interrupts a thread holding the lock, so giving back takes no lock.
+        self._returned: deque[bytearray] = deque()
 
     @property
     def free_bytes(self) -> int:
-        return self._free_bytes
+        with self._lock:
+            self._collect_returned()
+            return self._free_bytes
 
     def filled(self, size: int, fill: Callable[[memoryview], int]) -> memoryview:
         """A buffer of ``size`` bytes written by ``fill`` (which returns how many it wrote: the
@@ -56,7 +61,7 @@ class BodyBuffers:
             written = fill(target[:size])
         lease = _Lease(self, block)
         address = pa.py_buffer(block).address
-        return memoryview(pa.foreign_buffer(address, written, base=lease))
+        return memoryview(pa.foreign_buffer(address, written, base=lease)).cast("B")
 
     def copy(self, data: bytes | memoryview) -> memoryview:
         """``data`` in a pooled buffer (which, unlike a Python ``bytes``, starts aligned)."""
@@ -70,6 +75,7 @@ class BodyBuffers:
     def _take(self, size: int) -> bytearray:
         capacity = -(-size // _GRAIN) * _GRAIN
         with self._lock:
+            self._collect_returned()
             for index in range(len(self._free) - 1, -1, -1):
                 if len(self._free[index]) == capacity:
                     block = self._free[index]
@@ -79,11 +85,24 @@ class BodyBuffers:
         return bytearray(capacity)
 
     def give_back(self, block: bytearray) -> None:
-        with self._lock:
+        """Return a block (any thread, any moment: a deque's append is atomic). Blocks beyond
+        ``keep_bytes`` are freed now, unless the lock is held (then by the next take)."""
+        self._returned.append(block)
+        if self._lock.acquire(blocking=False):
+            try:
+                self._collect_returned()
+            finally:
+                self._lock.release()
+
+    def _collect_returned(self) -> None:
+        """Move given-back blocks to the free list, dropping the oldest beyond ``keep_bytes``;
+        called with the lock held."""
+        while self._returned:
+            block = self._returned.popleft()
             self._free.append(block)
             self._free_bytes += len(block)
-            while self._free_bytes > self._keep_bytes:
-                self._free_bytes -= len(self._free.popleft())
+        while self._free_bytes > self._keep_bytes:
+            self._free_bytes -= len(self._free.popleft())
 
 
 class _Lease:

@@ -50,10 +50,11 @@ def read_exact(raw: Readable, size: int) -> bytes | memoryview:
 
 def read_body(raw: Readable, size: int) -> bytes | memoryview:
     """A message body of ``size`` bytes (fewer only at the end of ``raw``): a large one read
-    straight into a pooled block (:mod:`arrowport.ingest.body_buffers`), unless ``raw`` serves
-    views of memory that holds it already."""
+    straight into a pooled block (:mod:`arrowport.ingest.body_buffers`), unless ``raw`` says
+    that its reads are buffers of their own (views of memory that holds the body already, or
+    freshly decoded bytes: a copy would gain nothing)."""
     readinto = getattr(raw, "readinto", None)
-    if size < POOLED_BYTES or readinto is None or isinstance(raw, ViewReader):
+    if size < POOLED_BYTES or readinto is None or getattr(raw, "reads_own_buffers", False):
         return read_exact(raw, size)
 
     def fill(target: memoryview) -> int:
@@ -126,6 +127,8 @@ def stream_messages(
 
 class ViewReader(io.RawIOBase):
     """Reads a buffer in memory as views of it (no copies)."""
+
+    reads_own_buffers = True
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         super().__init__()
