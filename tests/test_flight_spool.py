@@ -322,3 +322,21 @@ def test_a_cancelled_put_that_spilled_writes_nothing_and_leaves_no_file(
     assert landed == [{"n": 100_000, "top": 99_999}]
     wait_for(lambda: not spool_files(spool_dir), "the spill file to be deleted")
     assert server.healthy()
+
+
+def test_a_put_through_the_smallest_receive_window_lands_whole(tmp_path: Path) -> None:
+    """gRPC's window is fixed at ``flight.receive_window_bytes``: even the smallest lets a put
+    of many windows' worth through, every row in order."""
+    config = {"flight": {"receive_window_bytes": 64 * 1024}}
+    with ArrowportProcess(tmp_path / "s", config=config, args=["--flight-port", "0"]) as server:
+        connection = flight.connect(server.flight_url)
+        data = rows_table(0, 200_000)  # ~6 MB: about a hundred windows
+        writer, reader = connection.do_put(flight.FlightDescriptor.for_path("windowed"), SCHEMA)
+        writer.write_table(data, max_chunksize=25_000)
+        writer.done_writing()
+        assert json.loads(reader.read().to_pybytes())["rows_processed"] == 200_000
+        writer.close()
+        connection.close()
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            got = query(http, "SELECT id FROM windowed ORDER BY id")
+        assert got.column("id").to_pylist() == data.column("id").to_pylist()

@@ -109,6 +109,14 @@ class FlightSettings(_Section):
         description="Bytes of a put's batches held in memory ahead of DuckDB; the rest of a fast "
         "upload waits in a temporary file (see spool_dir).",
     )
+    receive_window_bytes: int = Field(
+        4 * 1024**2,
+        ge=64 * 1024,
+        description="gRPC flow-control window of each call: bytes a client may send ahead of "
+        "the server reading them (fixed; gRPC's own bandwidth-delay estimate grew it until a "
+        "2 GB put held ~100 MB more). Raise it for clients far away (window / round trip "
+        "bounds a put's rate).",
+    )
     max_concurrent_calls: int = Field(
         64, ge=1, description="Flight calls served at once (RESOURCE_EXHAUSTED beyond)."
     )

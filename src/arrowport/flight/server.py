@@ -120,6 +120,10 @@ def start_flight_server(services: Services, shared_port: bool = False) -> Arrowp
         ("grpc.max_send_message_length", -1),
         # Without this, a port another process already serves would be shared silently.
         ("grpc.so_reuseport", 1 if shared_port else 0),
+        # A fixed window: gRPC's bandwidth-delay probe grows it while DuckDB is busy, and a
+        # fast client then has that much more of its upload queued in this process's memory.
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", settings.flight.receive_window_bytes),
     ]
     service = FlightService(services)
     server = grpc.server(

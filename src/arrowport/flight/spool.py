@@ -1,8 +1,8 @@
 """A put's IPC messages between the gRPC reader and DuckDB, in bounded memory.
 
-gRPC sizes a stream's receive window from its bandwidth-delay estimate, and under a busy DuckDB
-that estimate can reach hundreds of MB: a client then has that much of its upload queued in the
-server's memory before the handler asks for it. So the handler drains gRPC as fast as frames
+gRPC would size a stream's receive window from its bandwidth-delay estimate, which under a busy
+DuckDB can reach hundreds of MB (the server fixes it instead: ``flight.receive_window_bytes``).
+Either way the handler should not leave frames waiting in gRPC: it drains them as fast as they
 arrive and hands their messages to DuckDB, on another thread, through a :class:`MessageSpool`:
 up to ``memory_bytes`` of messages wait in memory, and any more in a file on disk (framed as an
 Arrow IPC stream), read back when DuckDB gets to them. Memory stays flat for any upload size and
