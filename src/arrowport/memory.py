@@ -20,6 +20,11 @@ free at its top. gRPC's receive buffers (tens of KiB each, allocated and freed b
 threads) leave free holes inside the heap that glibc never hands back by itself; a large Flight
 upload therefore calls :func:`release_free_heap` every so often. (A threshold low enough to move
 those buffers to mmap as well, 64 KiB, costs HTTP a quarter of its throughput.)
+
+Each of glibc's arenas keeps free memory of its own, and threads spread over up to eight arenas
+a core: gRPC's, DuckDB's and the writers' threads then each held some. At most :data:`ARENAS`
+arenas cut a 2 GB Flight put's peak from 604-612 to 583 MB, with no slowdown measured for
+bulk puts or 16 concurrent writers.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ import pyarrow as pa
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 LARGE_BLOCK_BYTES = 256 * 1024
 HEAP_KEEP_BYTES = 64 * 1024**2
+ARENAS = 2
 
 
 def _glibc(name: str, *argtypes: type[ctypes._SimpleCData[Any]]) -> Callable[..., int] | None:
@@ -57,12 +64,14 @@ _MALLOC_TRIM = _glibc("malloc_trim", ctypes.c_size_t)
 
 
 def return_large_blocks_to_the_system() -> bool:
-    """Fix glibc's mmap and trim thresholds; False where the C library is not glibc (nothing to
-    do)."""
+    """Fix glibc's mmap and trim thresholds and its number of arenas; False where the C
+    library is not glibc (nothing to do)."""
     if _MALLOPT is None:
         return False
-    return bool(_MALLOPT(_M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)) and bool(
-        _MALLOPT(_M_TRIM_THRESHOLD, HEAP_KEEP_BYTES)
+    return (
+        bool(_MALLOPT(_M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES))
+        and bool(_MALLOPT(_M_TRIM_THRESHOLD, HEAP_KEEP_BYTES))
+        and bool(_MALLOPT(_M_ARENA_MAX, ARENAS))
     )
 
 
