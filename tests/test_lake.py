@@ -291,9 +291,7 @@ def test_with_file_access_on_the_lake_own_files_stay_unreadable(tmp_path: Path) 
             f'SELECT (WITH "{data}/**/*.parquet" AS (SELECT 1) SELECT 1) x, * '
             f'FROM "{data}/**/*.parquet"',
         ):
-            refused = http.post("/query", json={"sql": sql})
-            assert refused.status_code == 403, f"{sql}: {refused.text}"
-            assert refused.json()["code"] == "read_only"
+            _assert_read_only(http, sql)
         assert query(http, f"SELECT a FROM read_csv('{outside}')").to_pylist() == [{"a": 1}]
 
 
@@ -323,9 +321,14 @@ def test_a_cte_name_out_of_its_scope_does_not_reach_the_lake_data_files(tmp_path
             f'WITH "{data}/**/duc\u212alake-*.parquet" AS (SELECT 1) '
             f'SELECT * FROM "{data}/**/ducklake-*.parquet"',
         ):
-            refused = http.post("/query", json={"sql": sql})
-            assert refused.status_code == 403, f"{sql}: {refused.text}"
+            _assert_read_only(http, sql)
         assert query(http, "SELECT DISTINCT a FROM scoped").to_pylist() == [{"a": 222}]
+
+
+def _assert_read_only(http: httpx.Client, sql: str) -> None:
+    refused = http.post("/query", json={"sql": sql})
+    assert refused.status_code == 403, f"{sql}: {refused.text}"
+    assert refused.json()["code"] == "read_only"
 
 
 def children(pid: int) -> set[int]:

@@ -9,8 +9,8 @@ mmap, returned to the system the moment they are freed.
 Arrow buffers (Flight uploads) come from pyarrow's default pool, mimalloc, which keeps freed
 segments for reuse: over a multi-gigabyte upload that alone adds hundreds of MB. The system
 allocator, with the fixed threshold above, gives them back (2 GB Flight upload: peak RSS ~945 MB
-with mimalloc, 520 to 750 MB across runs without it). Realigned Flight columns have a pool of
-their own (see :mod:`arrowport.flight.alignment`).
+with mimalloc, 520 to 750 MB across runs without it). Large message bodies, and Flight's
+realigned copies of them, have a pool of their own (see :mod:`arrowport.ingest.body_buffers`).
 
 Smaller blocks stay on the heap. glibc shrinks it whenever 128 KiB at its top are free, so an
 HTTP body's chunks (up to 256 KiB each, one after another) grew and shrank it for every chunk,
@@ -63,7 +63,7 @@ _MALLOPT = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
 _MALLOC_TRIM = _glibc("malloc_trim", ctypes.c_size_t)
 
 
-def return_large_blocks_to_the_system() -> bool:
+def tune_malloc() -> bool:
     """Fix glibc's mmap and trim thresholds and its number of arenas; False where the C
     library is not glibc (nothing to do)."""
     if _MALLOPT is None:
@@ -88,6 +88,7 @@ def release_free_heap() -> None:
 
 
 def keep_memory_flat() -> None:
-    """Both settings above; an explicit ``ARROW_DEFAULT_MEMORY_POOL`` is respected."""
-    if return_large_blocks_to_the_system() and "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+    """glibc tuned as above, and Arrow on the system allocator (an explicit
+    ``ARROW_DEFAULT_MEMORY_POOL`` is respected)."""
+    if tune_malloc() and "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
         pa.set_memory_pool(pa.system_memory_pool())
