@@ -141,6 +141,16 @@ def test_no_token_is_401_with_a_bearer_challenge(
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+def test_binary_ingest_without_a_token_is_401_with_a_bearer_challenge(
+    http: httpx.Client,
+) -> None:
+    # Binary bodies are answered before FastAPI's routing (DirectIngest): same answer.
+    response = post_ipc(http, "events", {})
+    assert_error(response, 401, "unauthenticated")
+    assert response.json()["stream"] == "events"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
 @pytest.mark.parametrize(
     "authorization",
     [
@@ -348,6 +358,11 @@ def test_cors_only_for_listed_origins(tmp_path: Path) -> None:
         )
         assert bad.headers.get("access-control-allow-origin") != "https://evil.example"
         assert "access-control-allow-origin" not in bad.headers
+        # A binary ingest (answered before FastAPI's routing) gets the same CORS answer.
+        with httpx.Client(base_url=server.url) as client:
+            landed = post_ipc(client, "cors_events", {"Origin": "https://app.example"})
+            assert landed.status_code == 200, landed.text
+            assert landed.headers["access-control-allow-origin"] == "https://app.example"
 
 
 # -- start-up ------------------------------------------------------------------------------------

@@ -336,6 +336,14 @@ def test_metrics_count_ingests(client: httpx.Client) -> None:
     assert _metric(after, "arrowport_ingested_batches_total", "metered") >= 2
     assert _metric(after, "arrowport_ingested_bytes_total", "metered") > 0
     assert "arrowport_request_duration_seconds_bucket" in after
+    # Binary ingests are labelled with the route's template, not the stream's path.
+    assert re.search(
+        r'^arrowport_request_duration_seconds_count\{[^}]*route="/stream/\{stream_name\}"'
+        r'[^}]*status="200"[^}]*\} [1-9]',
+        after,
+        re.M,
+    )
+    assert "/stream/metered" not in after
 
 
 def test_metrics_count_errors(client: httpx.Client) -> None:

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from arrowport import __version__
 from arrowport.api import ingest_routes, read_routes
+from arrowport.api.direct_ingest import DirectIngest
 from arrowport.api.errors import install_error_handlers
 from arrowport.api.middleware import RequestContext
 from arrowport.api.openapi import install_openapi
@@ -43,6 +44,8 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     app.state.draining = False
     install_error_handlers(app, services.metrics)
+    # Innermost, so that CORS and the guards below apply to what it answers.
+    app.add_middleware(DirectIngest, metrics=services.metrics)
     install_security(app, settings)
     app.include_router(ingest_routes.router)
     app.include_router(read_routes.router)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from arrowport.errors import ArrowportError, InvalidOptions, Overloaded
+from arrowport.errors import ArrowportError, InvalidOptions, Overloaded, Unauthenticated
 from arrowport.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -25,53 +25,61 @@ def invalid_options(exc: ValidationError | RequestValidationError) -> InvalidOpt
     return InvalidOptions(f"{where or 'body'}: {first['msg']}", field=where or "body")
 
 
+# Where a 401 says how to authenticate (RFC 6750).
+CHALLENGE = 'Bearer realm="arrowport"'
+
+
 def error_response(request: Request, error: ArrowportError, metrics: Metrics) -> JSONResponse:
     stream = request.path_params.get("stream_name")
     metrics.errors.labels(error.code, "http").inc()
     headers = {}
     if isinstance(error, Overloaded):
         headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, Unauthenticated):
+        headers["WWW-Authenticate"] = CHALLENGE
     log.info("request refused", code=error.code, status=error.status, reason=error.message)
     return JSONResponse(error.to_body(stream), status_code=error.status, headers=headers)
 
 
-def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
-    async def on_arrowport_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ArrowportError)
+def failure_response(request: Request, exc: Exception, metrics: Metrics) -> Response:
+    """The answer to any failure of a request: the one mapping every route shares (FastAPI's
+    exception handlers and the direct ingest path both call it)."""
+    if isinstance(exc, ArrowportError):
         return error_response(request, exc, metrics)
-
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
+    if isinstance(exc, RequestValidationError):
         return error_response(request, invalid_options(exc), metrics)
-
-    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, StarletteHTTPException):
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         metrics.errors.labels(code, "http").inc()
         body = {"status": "error", "message": str(exc.detail), "code": code}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error", exc_info=exc)
-        metrics.errors.labels("internal_error", "http").inc()
-        body = {
-            "status": "error",
-            "message": "internal error; the server log has the details",
-            "code": "internal_error",
-        }
-        stream = request.path_params.get("stream_name")
-        if stream is not None:
-            body = {"status": "error", "stream": stream} | {k: body[k] for k in ("message", "code")}
-        return JSONResponse(body, status_code=500)
-
-    async def on_client_gone(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ClientDisconnect):
         # Nobody is left to read an answer; not a server error. 499 as nginx logs it.
         log.info("client disconnected before its request was read")
         metrics.errors.labels("client_disconnected", "http").inc()
         return Response(status_code=499)
+    log.exception("unexpected error", exc_info=exc)
+    metrics.errors.labels("internal_error", "http").inc()
+    body = {
+        "status": "error",
+        "message": "internal error; the server log has the details",
+        "code": "internal_error",
+    }
+    stream = request.path_params.get("stream_name")
+    if stream is not None:
+        body = {"status": "error", "stream": stream} | {k: body[k] for k in ("message", "code")}
+    return JSONResponse(body, status_code=500)
 
-    app.add_exception_handler(ClientDisconnect, on_client_gone)
-    app.add_exception_handler(ArrowportError, on_arrowport_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)
+
+def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    async def on_failure(request: Request, exc: Exception) -> Response:
+        return failure_response(request, exc, metrics)
+
+    for kind in (
+        ClientDisconnect,
+        ArrowportError,
+        RequestValidationError,
+        StarletteHTTPException,
+        Exception,
+    ):
+        app.add_exception_handler(kind, on_failure)

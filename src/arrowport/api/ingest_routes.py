@@ -50,7 +50,7 @@ _OPENAPI_BODY = {
 }
 
 
-def _media_type(request: Request) -> str:
+def media_type_of(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
@@ -143,8 +143,13 @@ _PARAMETERS: list[dict[str, Any]] = [
 ]
 
 
+# The route's path; :class:`~arrowport.api.direct_ingest.DirectIngest` serves its binary
+# requests before FastAPI routes them.
+STREAM_PATH = "/stream/{stream_name}"
+
+
 @router.post(
-    "/stream/{stream_name}",
+    STREAM_PATH,
     response_model=IngestResponse,
     responses=_ERRORS,
     openapi_extra=_OPENAPI_BODY | {"parameters": _PARAMETERS},
@@ -156,10 +161,15 @@ async def ingest_stream(
     request: Request,
     principal: Annotated[Principal, Depends(require_ingest)],
 ) -> Response:
+    return await ingest_request(request, stream_name, principal)
+
+
+async def ingest_request(request: Request, stream_name: str, principal: Principal) -> Response:
+    """Everything ``POST /stream/{stream_name}`` does once the caller may ingest there."""
     ingest = services(request).ingest
     # Whether the server still takes writes is decided now: one already running may finish.
     ingest.admission.check_accepting()
-    media_type = _media_type(request)
+    media_type = media_type_of(request)
     if media_type not in (JSON, ARROW_STREAM):
         _unsupported(media_type)
     asked = _request_options(request, stream_name)

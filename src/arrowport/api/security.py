@@ -18,13 +18,9 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.middleware.cors import CORSMiddleware
 
-from arrowport.api.errors import error_response
 from arrowport.auth import Principal, auth_enabled, authenticate
 from arrowport.config import AuthSettings, Settings
-from arrowport.errors import Unauthenticated
 from arrowport.services import Services
-
-_CHALLENGE = 'Bearer realm="arrowport"'
 
 
 def services(request: Request) -> Services:
@@ -92,16 +88,7 @@ def docs_urls(settings: Settings) -> dict[str, Any]:
 
 
 def install_security(app: FastAPI, settings: Settings) -> None:
-    """401 answers with a ``WWW-Authenticate`` challenge, CORS when origins are configured,
-    and token-guarded ``/docs``, ``/redoc`` and ``/openapi.json`` when they are not public."""
-
-    async def on_unauthenticated(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, Unauthenticated)
-        response = error_response(request, exc, services(request).metrics)
-        response.headers["WWW-Authenticate"] = _CHALLENGE
-        return response
-
-    app.add_exception_handler(Unauthenticated, on_unauthenticated)
+    """CORS when origins are configured, and token-guarded ``/docs``, ``/redoc`` and ``/openapi.json`` when they are not public."""
 
     if settings.api.cors_origins:
         app.add_middleware(
