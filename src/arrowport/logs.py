@@ -2,16 +2,115 @@
 
 The standard library's loggers (uvicorn's among them) go through the same renderer, so every
 line of a server's log has one format.
+
+Lines reach stderr through a :class:`LineSink`: a thread writes them out, so that logging a
+request never waits on whatever reads stderr (a write and flush per request's access line was
+12 % of the event loop's time under 16 small writers). Warnings and errors are written at once,
+after every line logged before them; other lines within :data:`FLUSH_SECONDS`.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
+import threading
+import time
+from collections import deque
+from typing import TextIO
 
 import structlog
 
 from arrowport.config import LoggingSettings
+
+# How long an info line may wait to be written with the ones after it.
+FLUSH_SECONDS = 0.01
+
+
+class LineSink:
+    """Log lines on their way to ``stream``, in the order they were logged."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lines: deque[str] = deque()
+        self._write_lock = threading.Lock()
+        self._pending = threading.Event()
+        threading.Thread(target=self._run, name="arrowport-log", daemon=True).start()
+        atexit.register(self.flush)
+
+    def later(self, line: str) -> None:
+        self._lines.append(line)
+        if not self._pending.is_set():
+            self._pending.set()
+
+    def now(self, line: str) -> None:
+        self._lines.append(line)
+        self.flush()
+
+    def flush(self) -> None:
+        with self._write_lock:
+            lines = []
+            while self._lines:
+                lines.append(self._lines.popleft())
+            if not lines:
+                return
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # stderr is gone (closed pipe): there is nowhere left to say so
+
+    def _run(self) -> None:
+        while True:
+            self._pending.wait()
+            time.sleep(FLUSH_SECONDS)  # gathers the lines of a burst into one write
+            self._pending.clear()
+            self.flush()
+
+
+class SinkLogger:
+    """structlog's logger: rendered lines to a :class:`LineSink`."""
+
+    def __init__(self, sink: LineSink) -> None:
+        self._sink = sink
+
+    def msg(self, message: str) -> None:
+        self._sink.later(message)
+
+    def failure(self, message: str) -> None:
+        self._sink.now(message)
+
+    debug = info = log = msg
+    warn = warning = error = err = exception = critical = fatal = failure
+
+
+class SinkHandler(logging.Handler):
+    """The standard library's records, formatted, into the same sink."""
+
+    def __init__(self, sink: LineSink) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING:
+            self._sink.now(line)
+        else:
+            self._sink.later(line)
+
+
+_sink: LineSink | None = None
+
+
+def _stderr_sink() -> LineSink:
+    global _sink
+    if _sink is None or _sink.stream is not sys.stderr:
+        _sink = LineSink(sys.stderr)
+    return _sink
 
 
 def configure_logging(settings: LoggingSettings) -> None:
@@ -20,6 +119,7 @@ def configure_logging(settings: LoggingSettings) -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )
+    sink = _stderr_sink()
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -28,10 +128,10 @@ def configure_logging(settings: LoggingSettings) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=lambda *_: SinkLogger(sink),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = SinkHandler(sink)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[
