@@ -6,7 +6,7 @@ import io
 import logging
 import time
 
-from arrowport.logs import LineSink, SinkHandler, SinkLogger
+from arrowport.logs import MAX_QUEUED_LINES, WRITE_CHARS, LineSink, SinkHandler, SinkLogger
 
 
 def _written(stream: io.StringIO) -> list[str]:
@@ -72,3 +72,39 @@ def test_a_closed_stream_does_not_raise() -> None:
     sink = LineSink(stream)
     stream.close()
     sink.now("nowhere to go")  # ValueError inside is swallowed: logging must not fail a request
+
+
+class _Writes(io.StringIO):
+    """A stream that remembers each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_writes_stay_within_a_pipe_atomic_size() -> None:
+    stream = _Writes()
+    sink = LineSink(stream)
+    lines = [f"line {i:04d} " + "x" * 90 for i in range(200)] + ["long " + "y" * 5000]
+    for line in lines:
+        sink.later(line)
+    sink.flush()
+    assert _written(stream) == lines
+    # Whole lines only, and at most WRITE_CHARS per write unless one line is longer by itself.
+    assert all(write.endswith("\n") for write in stream.writes)
+    assert all(len(w) <= WRITE_CHARS or w.count("\n") == 1 for w in stream.writes)
+    assert len(stream.writes) > 1
+
+
+def test_a_full_queue_is_written_by_the_caller() -> None:
+    stream = io.StringIO()
+    sink = LineSink(stream)
+    with sink._write_lock:  # the sink's own thread cannot write meanwhile; this one may
+        for i in range(MAX_QUEUED_LINES + 1):
+            sink.later(str(i))
+        # The line past the bound wrote everything queued itself.
+        assert _written(stream) == [str(i) for i in range(MAX_QUEUED_LINES + 1)]

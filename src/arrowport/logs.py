@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import TextIO
 
 import structlog
@@ -25,6 +26,12 @@ from arrowport.config import LoggingSettings
 
 # How long an info line may wait to be written with the ones after it.
 FLUSH_SECONDS = 0.01
+# Lines queued beyond this are written by the caller: a stalled reader of stderr slows logging
+# down instead of growing memory.
+MAX_QUEUED_LINES = 10_000
+# Each write is at most this many characters (4 KiB in UTF-8, PIPE_BUF), so that the lines of
+# several processes sharing one pipe (``--workers``) never interleave mid-line.
+WRITE_CHARS = 1024
 
 
 class LineSink:
@@ -33,14 +40,18 @@ class LineSink:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self._lines: deque[str] = deque()
-        self._write_lock = threading.Lock()
+        # Reentrant: a line logged while this thread writes (a signal handler's) must not hang.
+        self._write_lock = threading.RLock()
         self._pending = threading.Event()
+        self._exiting = False
         threading.Thread(target=self._run, name="arrowport-log", daemon=True).start()
-        atexit.register(self.flush)
+        atexit.register(self._exit)
 
     def later(self, line: str) -> None:
         self._lines.append(line)
-        if not self._pending.is_set():
+        if self._exiting or len(self._lines) > MAX_QUEUED_LINES:
+            self.flush()
+        elif not self._pending.is_set():
             self._pending.set()
 
     def now(self, line: str) -> None:
@@ -52,20 +63,40 @@ class LineSink:
             lines = []
             while self._lines:
                 lines.append(self._lines.popleft())
-            if not lines:
-                return
             try:
-                self.stream.write("\n".join(lines) + "\n")
-                self.stream.flush()
+                for chunk in _chunks(lines):
+                    self.stream.write(chunk)
+                    self.stream.flush()
             except (OSError, ValueError):
                 pass  # stderr is gone (closed pipe): there is nowhere left to say so
+
+    def _exit(self) -> None:
+        self._exiting = True  # whatever is logged from here on is written at once
+        self.flush()
 
     def _run(self) -> None:
         while True:
             self._pending.wait()
             time.sleep(FLUSH_SECONDS)  # gathers the lines of a burst into one write
             self._pending.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the writer must outlive any one bad line
+                continue
+
+
+def _chunks(lines: list[str]) -> Iterator[str]:
+    """``lines`` joined into writes of at most :data:`WRITE_CHARS` (a longer line: alone)."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        if chunk and size + len(line) + 1 > WRITE_CHARS:
+            yield "".join(chunk)
+            chunk, size = [], 0
+        chunk.append(line + "\n")
+        size += len(line) + 1
+    if chunk:
+        yield "".join(chunk)
 
 
 class SinkLogger:
