@@ -1,52 +1,77 @@
-"""The log sink: lines leave in the order they were logged; warnings and errors at once."""
+"""The log sink: lines leave in the order they were logged; on an event loop, info lines wait
+a moment to leave together; warnings, errors and other threads' lines leave at once."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
-import time
 
-from arrowport.logs import MAX_QUEUED_LINES, WRITE_CHARS, LineSink, SinkHandler, SinkLogger
+from arrowport.logs import (
+    FLUSH_SECONDS,
+    MAX_QUEUED_LINES,
+    WRITE_CHARS,
+    LineSink,
+    SinkHandler,
+    SinkLogger,
+)
 
 
 def _written(stream: io.StringIO) -> list[str]:
     return stream.getvalue().splitlines()
 
 
-def _eventually(stream: io.StringIO, lines: list[str], seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while _written(stream) != lines and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert _written(stream) == lines
-
-
-def test_info_lines_are_written_soon_in_order() -> None:
+def test_off_a_loop_every_line_is_written_at_once() -> None:
     stream = io.StringIO()
     logger = SinkLogger(LineSink(stream))
-    for i in range(100):
-        logger.info(f"line {i}")
-    _eventually(stream, [f"line {i}" for i in range(100)])
+    logger.info("first")
+    assert _written(stream) == ["first"]
+    logger.debug("second")
+    assert _written(stream) == ["first", "second"]
+
+
+def test_on_a_loop_info_lines_leave_together_soon_in_order() -> None:
+    stream = io.StringIO()
+    logger = SinkLogger(LineSink(stream))
+
+    async def main() -> None:
+        for i in range(100):
+            logger.info(f"line {i}")
+        assert _written(stream) == []  # queued: the loop has not come round yet
+        await asyncio.sleep(FLUSH_SECONDS * 5)
+        assert _written(stream) == [f"line {i}" for i in range(100)]
+
+    asyncio.run(main())
 
 
 def test_a_warning_is_written_at_once_after_every_earlier_line() -> None:
     stream = io.StringIO()
     logger = SinkLogger(LineSink(stream))
-    logger.info("first")
-    logger.debug("second")
-    logger.warning("third")
-    # No waiting: the warning's write took the queued lines with it.
-    assert _written(stream) == ["first", "second", "third"]
-    logger.error("fourth")
-    logger.exception("fifth")
-    assert _written(stream)[-2:] == ["fourth", "fifth"]
+
+    async def main() -> None:
+        logger.info("first")
+        logger.debug("second")
+        logger.warning("third")
+        # No waiting: the warning's write took the queued lines with it.
+        assert _written(stream) == ["first", "second", "third"]
+        logger.info("fourth")
+        logger.exception("fifth")
+        assert _written(stream)[-2:] == ["fourth", "fifth"]
+
+    asyncio.run(main())
 
 
 def test_flush_writes_what_is_queued() -> None:
     stream = io.StringIO()
     sink = LineSink(stream)
-    sink.later("queued")
-    sink.flush()
-    assert _written(stream) == ["queued"]
+
+    async def main() -> None:
+        sink.later("queued")
+        assert _written(stream) == []
+        sink.flush()
+        assert _written(stream) == ["queued"]
+
+    asyncio.run(main())
 
 
 def test_standard_library_records_share_the_order() -> None:
@@ -58,11 +83,15 @@ def test_standard_library_records_share_the_order() -> None:
     logger.propagate = False
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    try:
+
+    async def main() -> None:
         SinkLogger(sink).info("structured")
         logger.info("plain")
         logger.error("failed")
         assert _written(stream) == ["structured", "INFO plain", "ERROR failed"]
+
+    try:
+        asyncio.run(main())
     finally:
         logger.removeHandler(handler)
 
@@ -90,9 +119,13 @@ def test_writes_stay_within_a_pipe_atomic_size() -> None:
     stream = _Writes()
     sink = LineSink(stream)
     lines = [f"line {i:04d} " + "x" * 90 for i in range(200)] + ["long " + "y" * 5000]
-    for line in lines:
-        sink.later(line)
-    sink.flush()
+
+    async def main() -> None:
+        for line in lines:
+            sink.later(line)
+        sink.flush()
+
+    asyncio.run(main())
     assert _written(stream) == lines
     # Whole lines only, and at most WRITE_CHARS per write unless one line is longer by itself.
     assert all(write.endswith("\n") for write in stream.writes)
@@ -103,8 +136,11 @@ def test_writes_stay_within_a_pipe_atomic_size() -> None:
 def test_a_full_queue_is_written_by_the_caller() -> None:
     stream = io.StringIO()
     sink = LineSink(stream)
-    with sink._write_lock:  # the sink's own thread cannot write meanwhile; this one may
+
+    async def main() -> None:
         for i in range(MAX_QUEUED_LINES + 1):
             sink.later(str(i))
-        # The line past the bound wrote everything queued itself.
+        # The line past the bound wrote everything queued, and itself, without waiting.
         assert _written(stream) == [str(i) for i in range(MAX_QUEUED_LINES + 1)]
+
+    asyncio.run(main())
