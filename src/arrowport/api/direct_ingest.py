@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from arrowport.api.errors import failure_response
 from arrowport.api.ingest_routes import ARROW_STREAM, STREAM_PATH, ingest_request, media_type_of
-from arrowport.api.security import authenticated
+from arrowport.api.security import authenticated, require_ingest
 from arrowport.metrics import Metrics
 
 # FastAPI's own pattern for the route's one path parameter: a segment without "/".
@@ -51,8 +51,7 @@ class DirectIngest:
         scope["path_params"] = {"stream_name": name}
         scope["route"] = _ROUTE
         try:
-            principal = await authenticated(request)
-            principal.require("ingest", stream=name)
+            principal = await require_ingest(name, await authenticated(request))
             response = await ingest_request(request, name, principal)
         except Exception as exc:
             response = failure_response(request, exc, self.metrics)

@@ -88,7 +88,8 @@ def docs_urls(settings: Settings) -> dict[str, Any]:
 
 
 def install_security(app: FastAPI, settings: Settings) -> None:
-    """CORS when origins are configured, and token-guarded ``/docs``, ``/redoc`` and ``/openapi.json`` when they are not public."""
+    """CORS when origins are configured, and token-guarded ``/docs``, ``/redoc`` and
+    ``/openapi.json`` when they are not public."""
 
     if settings.api.cors_origins:
         app.add_middleware(
