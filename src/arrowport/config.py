@@ -220,8 +220,10 @@ class DuckLakeSettings(_Section):
     )
     delete_files_after: str = Field(
         "1 day",
-        description="Maintenance deletes files no snapshot needs once they are this old (an "
-        "INTERVAL; younger ones may still be read by a running query).",
+        description="Maintenance deletes files no snapshot needs, and orphaned files, once they "
+        "are this old (an INTERVAL). Keep it longer than any query and any write takes: a "
+        "younger file may still be read by a running query, and a write's file is an orphan "
+        "until its commit (retries included) lands.",
     )
 
 

@@ -156,7 +156,7 @@ class Lake(Engine):
         self.hide_paths(*((s, "***") for s in secrets), (self.location.target, "<catalog>"))
         try:
             # Nodes starting together on a new lake take turns to create its catalog tables.
-            with catalog_lock(self.location, _STARTUP_LOCK_KEY):
+            with catalog_lock(self.location, _STARTUP_LOCK_KEY, lake.metadata_schema):
                 self._open(root, lake)
         except StorageError as exc:
             root.close()

@@ -83,10 +83,13 @@ def _quote_libpq(value: str) -> str:
 
 
 @contextlib.contextmanager
-def catalog_lock(location: CatalogLocation, key: int, wait: bool = True) -> Iterator[bool]:
-    """Hold lock ``key`` of the catalog's own database (one holder across every node: an
-    advisory lock in PostgreSQL, a file lock beside a SQLite catalog) while the block runs.
-    Yields whether it is held: with ``wait=False``, False when another node holds it."""
+def catalog_lock(
+    location: CatalogLocation, key: int, metadata_schema: str | None, wait: bool = True
+) -> Iterator[bool]:
+    """Hold lock ``key`` of the lake whose catalog is in ``metadata_schema`` (one holder across
+    every node: an advisory lock in the catalog's PostgreSQL database, a file lock beside a
+    SQLite catalog) while the block runs. Yields whether it is held: with ``wait=False``, False
+    when another node holds it. Lakes whose catalogs share a database have locks of their own."""
     if location.kind == "postgres":
         import psycopg
 
@@ -95,12 +98,16 @@ def catalog_lock(location: CatalogLocation, key: int, wait: bool = True) -> Iter
         except psycopg.Error as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise StorageError(f"the lake's catalog cannot be reached: {reason}") from None
+        # The two-key form: this lock's kind, and the lake (a hash of its schema's name).
+        keys = [key, metadata_schema or "public"]
         with conn:
             if wait:
-                conn.execute("SELECT pg_advisory_lock(%s)", [key])
+                conn.execute("SELECT pg_advisory_lock(%s::int4, hashtext(%s))", keys)
                 held = True
             else:
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+                row = conn.execute(
+                    "SELECT pg_try_advisory_lock(%s::int4, hashtext(%s))", keys
+                ).fetchone()
                 held = bool(row and row[0])
             try:
                 yield held
@@ -108,9 +115,11 @@ def catalog_lock(location: CatalogLocation, key: int, wait: bool = True) -> Iter
                 if held:
                     # A connection that broke took its session's locks with it.
                     with contextlib.suppress(psycopg.Error):
-                        conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+                        conn.execute("SELECT pg_advisory_unlock(%s::int4, hashtext(%s))", keys)
     elif location.kind == "sqlite":
-        with open(f"{location.target}.arrowport-lock-{key}", "a") as lock:
+        _schema(metadata_schema)  # a plain identifier, fit for a file's name
+        suffix = f"-{metadata_schema}" if metadata_schema else ""
+        with open(f"{location.target}.arrowport-lock-{key}{suffix}", "a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -127,13 +127,15 @@ def maintain(lake: Lake) -> MaintenanceReport:
 @contextlib.contextmanager
 def maintenance_turn(lake: Lake) -> Iterator[bool]:
     """Whether this node may maintain the lake now (True while it holds the turn)."""
-    with catalog_lock(lake.location, _LOCK_KEY, wait=False) as mine:
+    with catalog_lock(lake.location, _LOCK_KEY, lake.settings.metadata_schema, wait=False) as mine:
         yield mine
 
 
 def scheduled_expiry(lake: Lake) -> None:
     """Delivery state's periodic expiry (every node schedules it; one runs it at a time)."""
-    with catalog_lock(lake.location, _EXPIRY_LOCK_KEY, wait=False) as mine:
+    with catalog_lock(
+        lake.location, _EXPIRY_LOCK_KEY, lake.settings.metadata_schema, wait=False
+    ) as mine:
         if mine:
             expire_delivery_state(lake)
 
