@@ -311,10 +311,14 @@ def test_a_cancelled_put_that_spilled_writes_nothing_and_leaves_no_file(
         timeout=60,
     )
     assert first.finish()["rows_processed"] == 100_000
-    # Cut mid-stream: truncated_stream, or invalid_ipc when gRPC reports the read first.
+    # Cut mid-stream: the call is cancelled, or fails (truncated_stream, or invalid_ipc when gRPC
+    # reports the read first).
     wait_for(
         lambda: any(
-            '"truncated_stream"' in line or '"invalid_ipc"' in line for line in server.lines
+            '"truncated_stream"' in line
+            or '"invalid_ipc"' in line
+            or "flight call cancelled" in line
+            for line in server.lines
         ),
         "the cancelled put to fail",
     )

@@ -10,11 +10,11 @@ Flight SQL driver, turns anything there that is not a ``google.rpc.Status`` into
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import NoReturn
 
 import grpc
 import structlog
@@ -32,12 +32,6 @@ def status_message(error: ArrowportError) -> str:
     return message
 
 
-def abort(context: grpc.ServicerContext, error: ArrowportError) -> NoReturn:
-    """End the call with ``error``'s status (raises, as ``context.abort`` does)."""
-    context.abort(grpc.StatusCode[error.grpc_code.upper()], status_message(error))
-    raise AssertionError("unreachable")  # context.abort raises
-
-
 @dataclass
 class Call:
     """What a handler knows about its call, for the error it may have to answer with."""
@@ -51,38 +45,82 @@ class Call:
 def flight_errors(metrics: Metrics, method: str, context: grpc.ServicerContext) -> Iterator[Call]:
     """Run a handler's body; whatever it raises ends the call with a clean status. The call's
     duration (streaming included) and status go to the latency metric, route ``flight/<method>``."""
-    call = Call(method)
-    status = "OK"
-    started = time.perf_counter()
-    metrics.in_flight.inc()
+    outcome = _Outcome(metrics, Call(method))
     try:
-        yield call
+        yield outcome.call
     except GeneratorExit:  # the client went away while a streaming answer was being sent
-        status = "CANCELLED"
+        outcome.status = "CANCELLED"
         raise
-    except ArrowportError as exc:
-        status = exc.grpc_code.upper()
-        metrics.errors.labels(exc.code, "flight").inc()
-        log.info(
-            "flight request refused",
-            method=method,
+    except Exception as exc:
+        code, message = outcome.refused(exc)
+        context.abort(code, message)
+        raise AssertionError("unreachable") from None  # context.abort raises
+    finally:
+        outcome.done()
+
+
+@contextlib.asynccontextmanager
+async def flight_errors_async(
+    metrics: Metrics, method: str, context: grpc.aio.ServicerContext[bytes, bytes]
+) -> AsyncIterator[Call]:
+    """:func:`flight_errors` for a handler on gRPC's asyncio server."""
+    outcome = _Outcome(metrics, Call(method))
+    try:
+        yield outcome.call
+    except asyncio.CancelledError:  # the client cancelled, or went away: no one to answer
+        outcome.status = "CANCELLED"
+        call = outcome.call
+        log.info("flight call cancelled", method=method, stream=call.stream, token=call.token)
+        raise
+    except Exception as exc:
+        code, message = outcome.refused(exc)
+        await context.abort(code, message)
+        raise AssertionError("unreachable") from None  # context.abort raises
+    finally:
+        outcome.done()
+
+
+class _Outcome:
+    """A call's status as its handler ends: counted, logged, and timed."""
+
+    def __init__(self, metrics: Metrics, call: Call) -> None:
+        self.call = call
+        self.status = "OK"
+        self._metrics = metrics
+        self._started = time.perf_counter()
+        metrics.in_flight.inc()
+
+    def refused(self, exc: Exception) -> tuple[grpc.StatusCode, str]:
+        """The status and message that end the call on ``exc``, counted and logged."""
+        call = self.call
+        if isinstance(exc, ArrowportError):
+            self.status = exc.grpc_code.upper()
+            self._metrics.errors.labels(exc.code, "flight").inc()
+            log.info(
+                "flight request refused",
+                method=call.method,
+                stream=call.stream,
+                token=call.token,
+                code=exc.code,
+                reason=exc.message,
+            )
+            return grpc.StatusCode[self.status], status_message(exc)
+        self.status = "INTERNAL"
+        self._metrics.errors.labels("internal_error", "flight").inc()
+        log.exception(
+            "unexpected error",
+            method=call.method,
             stream=call.stream,
             token=call.token,
-            code=exc.code,
-            reason=exc.message,
+            exc_info=exc,
         )
-        abort(context, exc)
-    except Exception as exc:
-        status = "INTERNAL"
-        metrics.errors.labels("internal_error", "flight").inc()
-        log.exception(
-            "unexpected error", method=method, stream=call.stream, token=call.token, exc_info=exc
-        )
-        context.abort(
+        return (
             grpc.StatusCode.INTERNAL,
             "internal_error: internal error; the server log has the details",
         )
-    finally:
-        metrics.in_flight.dec()
-        elapsed = time.perf_counter() - started
-        metrics.latency.labels("GRPC", f"flight/{method}", status).observe(elapsed)
+
+    def done(self) -> None:
+        self._metrics.in_flight.dec()
+        elapsed = time.perf_counter() - self._started
+        route = f"flight/{self.call.method}"
+        self._metrics.latency.labels("GRPC", route, self.status).observe(elapsed)

@@ -8,16 +8,16 @@ land here.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from typing import Any, TypeVar
 
-import grpc
 import structlog
 
 from arrowport.errors import TruncatedStream
@@ -31,6 +31,8 @@ from arrowport.services import Services
 from arrowport.storage.database import WriteOutcome
 
 log = structlog.get_logger("arrowport.flight")
+
+T = TypeVar("T")
 
 # Uploaded bytes between two releases of the heap's free pages (see release_free_heap).
 TRIM_EVERY_BYTES = 128 * 1024**2
@@ -67,6 +69,49 @@ class PutLanding:
             outcome, batches = self._spooled(
                 options, itertools.chain(head, messages), upload.digest, client, abandoned
             )
+        reply = self._ingest.finish(options, outcome, batches, upload.received, started)
+        log.debug("flight put committed", stream=options.stream, rows=reply.rows_processed)
+        return reply
+
+    async def land_arriving(
+        self,
+        options: IngestOptions,
+        frames: AsyncIterator[Frame],
+        client: str | None,
+        abandoned: Callable[[], bool],
+        started: float,
+        threads: Executor,
+    ) -> IngestReply:
+        """:meth:`land` for frames arriving on an event loop: a small put is received and
+        group-committed there without a thread of its own; anything else goes on as
+        :meth:`land` does, on one of ``threads``, reading the rest of the frames from the loop."""
+        self._ingest.admission.check_accepting()
+        upload = _Upload(self._ingest.limits, options.idempotency_key is not None)
+        head: list[Message] = []
+        whole = True
+        async for frame in frames:
+            head.extend(upload.admitted(frame_messages((frame,))))
+            if upload.received > self._small_body_bytes:
+                whole = False
+                break
+        if whole and options.groupable:
+            with self._ingest.admission.holding(upload.received):
+                outcome, batches = await self._ingest.group_small(
+                    options, head, upload.digest, abandoned
+                )
+        else:
+            loop = asyncio.get_running_loop()
+            rest = upload.admitted(frame_messages(bridged(frames, loop)))
+
+            def write() -> tuple[WriteOutcome, int]:
+                if whole:
+                    with self._ingest.admission.holding(upload.received):
+                        return self._ingest.write_small(options, head, upload.digest, abandoned)
+                everything = itertools.chain(head, rest)
+                return self._spooled(options, everything, upload.digest, client, abandoned)
+
+            run = contextvars.copy_context().run
+            outcome, batches = await loop.run_in_executor(threads, run, write)
         reply = self._ingest.finish(options, outcome, batches, upload.received, started)
         log.debug("flight put committed", stream=options.stream, rows=reply.rows_processed)
         return reply
@@ -120,27 +165,57 @@ class PutLanding:
         return written.result()
 
 
-# A client that dies mid-put ends its request stream just like one that finished, and grpc
-# learns that the call was cancelled a moment later (0.2-3 ms here): the put looks once more
-# after a short wait, and again just before its commit.
-_CANCEL_GRACE_SECONDS = 0.002
+# A client that goes away mid-put may end its request stream just like one that finished, and
+# gRPC learns that the call was cancelled a moment later (0.2-3 ms here). So a put is not
+# committed until this long after its stream ended, and not if the call was cancelled by then.
+CANCEL_GRACE_SECONDS = 0.002
 
 
-def put_frames(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Frame]:
-    """The upload's frames as they arrive; a cancelled call never looks like a finished one."""
+class PutCall:
+    """A put's call as the put sees it: its frames as they arrive, and whether the client
+    has given up on it."""
+
+    def __init__(self) -> None:
+        self._ended: float | None = None
+        # Set when gRPC cancels the handler (the client cancelled or went away); gRPC's own
+        # ``context.cancelled()`` does not say so on its asyncio server.
+        self.cancelled = False
+
+    async def frames(self, requests: AsyncIterator[bytes]) -> AsyncIterator[Frame]:
+        """The upload's frames as they arrive."""
+        arriving = aiter(requests)
+        while True:
+            try:
+                raw = await anext(arriving)
+            except StopAsyncIteration:
+                break
+            except Exception:  # grpc.RpcError: the client cancelled or the connection broke
+                raise TruncatedStream(
+                    "the client cancelled the upload; nothing was written"
+                ) from None
+            yield parse_frame(raw)
+        self._ended = time.monotonic()
+
+    def gone(self) -> bool:
+        """Whether the client has given up on the call: asked just before the commit, on the
+        writer's thread, once the grace after the stream's end has passed (waiting for it)."""
+        if self._ended is not None:
+            time.sleep(max(0.0, self._ended + CANCEL_GRACE_SECONDS - time.monotonic()))
+        return self.cancelled
+
+
+def bridged(source: AsyncIterator[T], loop: asyncio.AbstractEventLoop) -> Iterator[T]:
+    """``source`` (iterated on ``loop``) for a thread other than the loop's, one item at a time."""
+
+    async def following() -> T:
+        return await anext(source)
+
     while True:
         try:
-            raw = next(requests)
-        except StopIteration:
-            break
-        except Exception:  # grpc.RpcError: the client cancelled or the connection broke
-            raise TruncatedStream("the client cancelled the upload; nothing was written") from None
-        yield parse_frame(raw)
-    deadline = time.monotonic() + _CANCEL_GRACE_SECONDS
-    while context.is_active() and time.monotonic() < deadline:
-        time.sleep(0.0005)
-    if not context.is_active():
-        raise TruncatedStream("the client cancelled the upload; nothing was written")
+            item = asyncio.run_coroutine_threadsafe(following(), loop).result()
+        except StopAsyncIteration:
+            return
+        yield item
 
 
 class _Upload:

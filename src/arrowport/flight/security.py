@@ -23,8 +23,11 @@ import grpc
 from arrowport.auth import Principal, authenticate, basic_to_bearer
 from arrowport.config import AuthSettings
 
+# A call's context on gRPC's thread-pool or asyncio server (both tell the call's metadata).
+AnyContext = grpc.ServicerContext | grpc.aio.ServicerContext[bytes, bytes]
 
-def authorization(context: grpc.ServicerContext) -> str | None:
+
+def authorization(context: AnyContext) -> str | None:
     """The first ``authorization`` value of the call's metadata (gRPC lower-cases names)."""
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
@@ -32,7 +35,7 @@ def authorization(context: grpc.ServicerContext) -> str | None:
     return None
 
 
-def caller(context: grpc.ServicerContext, auth: AuthSettings) -> Principal:
+def caller(context: AnyContext, auth: AuthSettings) -> Principal:
     """The authenticated caller of this call (UNAUTHENTICATED otherwise)."""
     return authenticate(auth, authorization(context))
 

@@ -5,12 +5,20 @@ The Flight protocol is gRPC with Arrow IPC messages inside; speaking it with ``g
 anything, every error carry its proper gRPC status, and the server's limits be set: at most
 ``flight.max_concurrent_calls`` calls at once (RESOURCE_EXHAUSTED beyond), frames of at most
 ``limits.max_message_bytes`` plus room for a wide schema.
+
+It is ``grpcio``'s asyncio server, on an event loop of its own thread: ``DoPut`` runs on that
+loop, so a small put costs no thread and its Python runs on one thread only (on the thread-pool
+server, sixteen small puts meant sixteen threads taking the GIL in turns with the group
+writer). The other calls are plain functions, run on the server's threads.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,10 +44,19 @@ class FlightStartError(Exception):
 class ArrowportFlightServer:
     """A serving Flight endpoint; :meth:`close` stops it after running calls finish."""
 
-    def __init__(self, server: grpc.Server, port: int, service: FlightService) -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        port: int,
+        service: FlightService,
+        loop: asyncio.AbstractEventLoop,
+        thread: threading.Thread,
+    ) -> None:
         self._server = server
         self.port = port
         self._service = service
+        self._loop = loop
+        self._thread = thread
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -52,11 +69,18 @@ class ArrowportFlightServer:
             if self._closed:
                 return True
             self._closed = True
-        stopped = self._server.stop(grace=timeout).wait(timeout + 1)
+        started = time.monotonic()
+        stopping = asyncio.run_coroutine_threadsafe(self._server.stop(timeout), self._loop)
+        with contextlib.suppress(TimeoutError):
+            stopping.result(timeout + 5)
+        # gRPC cancels the calls still running at the deadline; it does not say whether any was.
+        stopped = time.monotonic() - started < timeout
         if not stopped:
             log.warning("flight calls still running at shutdown", timeout_s=timeout)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
         self._service.close()
-        return bool(stopped)
+        return stopped
 
 
 def flight_location(host: str, port: int, tls: bool = False) -> str:
@@ -126,26 +150,38 @@ def start_flight_server(services: Services, shared_port: bool = False) -> Arrowp
         ("grpc.http2.lookahead_bytes", settings.flight.receive_window_bytes),
     ]
     service = FlightService(services)
-    server = grpc.server(
-        ThreadPoolExecutor(calls, "arrowport-flight"),
-        handlers=[service.handlers()],
-        options=options,
-        maximum_concurrent_rpcs=calls,
-    )
-    address = _address(host, port)
-    try:
-        if credentials is None:
-            bound = server.add_insecure_port(address)
-        else:
-            bound = server.add_secure_port(address, credentials)
-    except RuntimeError:
-        bound = 0
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="arrowport-flight-loop", daemon=True)
+    thread.start()
+
+    async def listen() -> tuple[grpc.aio.Server, int]:
+        # gRPC's asyncio server belongs to the loop it is made on: this thread's own.
+        server = grpc.aio.server(
+            migration_thread_pool=ThreadPoolExecutor(calls, "arrowport-flight"),
+            handlers=[service.handlers()],
+            options=options,
+            maximum_concurrent_rpcs=calls,
+        )
+        address = _address(host, port)
+        try:
+            if credentials is None:
+                bound = server.add_insecure_port(address)
+            else:
+                bound = server.add_secure_port(address, credentials)
+        except RuntimeError:
+            bound = 0
+        if bound:
+            await server.start()
+        return server, bound
+
+    server, bound = asyncio.run_coroutine_threadsafe(listen(), loop).result()
     if not bound:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
         service.close()
         reason = _bind_problem(host, port) or "gRPC could not listen there"
         raise FlightStartError(
             f"cannot serve Arrow Flight on {host}:{port}: {reason} "
             "(set flight.port / --flight-port, or flight.enabled: false)"
         )
-    server.start()
-    return ArrowportFlightServer(server, bound, service)
+    return ArrowportFlightServer(server, bound, service, loop, thread)

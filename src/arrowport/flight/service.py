@@ -30,10 +30,12 @@ Example::
 
 from __future__ import annotations
 
-import itertools
+import asyncio
+import contextvars
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
@@ -45,10 +47,10 @@ from google.protobuf.message import Message as ProtoMessage
 from arrowport.auth import Principal
 from arrowport.config import Scope
 from arrowport.errors import InvalidOptions
-from arrowport.flight.errors import Call, flight_errors
+from arrowport.flight.errors import Call, flight_errors, flight_errors_async
 from arrowport.flight.frames import Frame, encode_stream
 from arrowport.flight.protocol import flight_pb2
-from arrowport.flight.puts import PutLanding, put_frames
+from arrowport.flight.puts import PutCall, PutLanding, bridged
 from arrowport.flight.requests import (
     ReadRequest,
     descriptor_request,
@@ -56,7 +58,7 @@ from arrowport.flight.requests import (
     put_request,
     read_request,
 )
-from arrowport.flight.security import caller, handshake
+from arrowport.flight.security import AnyContext, caller, handshake
 from arrowport.flight.sql import ACTIONS, UNSERVED_ACTIONS, FlightSql, is_wrapped
 from arrowport.ingest.streams import IngestOptions
 from arrowport.options import IngestReply
@@ -98,9 +100,14 @@ class FlightService:
         self._metrics = services.metrics
         self._sql = FlightSql(services)
         self._puts = PutLanding(services)
+        # Where a put that is not group-committed is written (and Flight SQL's puts answered).
+        self._put_threads = ThreadPoolExecutor(
+            services.settings.flight.max_concurrent_calls, "arrowport-flight-put"
+        )
 
     def close(self) -> None:
         """Give back what Flight SQL clients hold (transactions, statements, answers)."""
+        self._put_threads.shutdown(wait=False)  # their writes are waited for by the ingest service
         self._sql.close()
 
     def handlers(self) -> grpc.GenericRpcHandler:
@@ -135,9 +142,7 @@ class FlightService:
             },
         )
 
-    def _caller(
-        self, context: grpc.ServicerContext, call: Call, scope: Scope | None = None
-    ) -> Principal:
+    def _caller(self, context: AnyContext, call: Call, scope: Scope | None = None) -> Principal:
         """The authenticated caller, checked for ``scope`` (``None``: any valid token)."""
         principal = caller(context, self._settings.auth)
         if not principal.anonymous:
@@ -153,32 +158,61 @@ class FlightService:
     ) -> Iterator[bytes]:
         with flight_errors(self._metrics, "handshake", context):
             handshake(requests, context, self._settings.auth)
-        return iter(())
+        yield from ()
 
     # -- ingest --------------------------------------------------------------------------------
 
-    def do_put(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-        with flight_errors(self._metrics, "do_put", context) as call:
+    async def do_put(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
+        # On the server's event loop (the other calls run on its threads): a small put is
+        # received and group-committed without a thread of its own.
+        watched = PutCall()
+        try:
+            async for answer in self._put(requests, context, watched):
+                yield answer
+        except asyncio.CancelledError:
+            watched.cancelled = True  # a write still queued or committing must not land
+            raise
+
+    async def _put(
+        self,
+        requests: AsyncIterator[bytes],
+        context: grpc.aio.ServicerContext[bytes, bytes],
+        watched: PutCall,
+    ) -> AsyncIterator[bytes]:
+        async with flight_errors_async(self._metrics, "do_put", context) as call:
             started = time.perf_counter()
             principal = self._caller(context, call)
-            frames = put_frames(requests, context)
-            first = next(frames, None)
+            frames = watched.frames(requests)
+            first = await anext(frames, None)
             if first is None or first.descriptor is None:
                 raise InvalidOptions("a put's first frame must carry its flight descriptor")
-
-            def put(options: IngestOptions, everything: Iterator[Frame]) -> IngestReply:
-                call.stream = options.stream
-                gone = _gone(context)
-                return self._puts.land(options, everything, client_of(principal), gone, started)
+            client = client_of(principal)
+            gone = watched.gone
 
             if _is_sql(first.descriptor):
+                loop = asyncio.get_running_loop()
                 headers = _text_metadata(context)
-                yield from self._sql.do_put(first, frames, principal, headers, put)
+
+                def put(options: IngestOptions, everything: Iterator[Frame]) -> IngestReply:
+                    call.stream = options.stream
+                    return self._puts.land(options, everything, client, gone, started)
+
+                def answer() -> list[bytes]:
+                    rest = bridged(frames, loop)
+                    return list(self._sql.do_put(first, rest, principal, headers, put))
+
+                run = contextvars.copy_context().run
+                for message in await loop.run_in_executor(self._put_threads, run, answer):
+                    yield message
                 return
             request = put_request(first.descriptor)
             call.stream = request.stream
             options = self._ingest.streams.resolve(request, principal)
-            reply = put(options, itertools.chain([first], frames))
+            reply = await self._puts.land_arriving(
+                options, _chained(first, frames), client, gone, started, self._put_threads
+            )
             body = json.dumps(reply.to_json()).encode()
             yield flight_pb2.PutResult(app_metadata=body).SerializeToString()
 
@@ -308,13 +342,14 @@ def _is_sql(descriptor: flight_pb2.FlightDescriptor) -> bool:
     return descriptor.type == flight_pb2.FlightDescriptor.CMD and is_wrapped(descriptor.cmd)
 
 
-def _text_metadata(context: grpc.ServicerContext) -> list[tuple[str, str]]:
+def _text_metadata(context: AnyContext) -> list[tuple[str, str]]:
     """The call's text headers (gRPC lower-cases their names)."""
     return [
         (key, value) for key, value in context.invocation_metadata() or () if isinstance(value, str)
     ]
 
 
-def _gone(context: grpc.ServicerContext) -> Callable[[], bool]:
-    """Whether the client has given up on the call (checked once more before the commit)."""
-    return lambda: not context.is_active()
+async def _chained(first: Frame, rest: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+    yield first
+    async for frame in rest:
+        yield frame

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
@@ -146,9 +146,7 @@ class IngestService:
         holds a streaming slot: see :meth:`streaming_slot`); returns the outcome and the number
         of record batches. ``digest`` fingerprints the messages once all have arrived; nothing
         commits once ``abandoned()`` says the client gave up."""
-        payload = _Opened(
-            lambda: IpcPayload(messages, self.limits, options.chunk_size, self._max_rows)
-        )
+        payload = self._message_payload(options, messages)
         delivery = _delivery(options, payload.after(digest))
         outcome = self._write(options, payload.open, delivery, abandoned=abandoned)
         return outcome, payload.batches
@@ -162,15 +160,33 @@ class IngestService:
     ) -> tuple[WriteOutcome, int]:
         """A small Flight put, all arrived: group-committed (when it may be), on the calling
         thread; returns the outcome and the number of record batches."""
-        payload = _Opened(
-            lambda: IpcPayload(iter(messages), self.limits, options.chunk_size, self._max_rows)
-        )
+        payload = self._message_payload(options, messages)
         delivery = _delivery(options, digest)
         if options.groupable:
             outcome = self.submit_small(options, payload.open, delivery, abandoned).result()
         else:
             outcome = self._write(options, payload.open, delivery, True, abandoned)
         return outcome, payload.batches
+
+    async def group_small(
+        self,
+        options: IngestOptions,
+        messages: list[Message],
+        digest: Callable[[], str],
+        abandoned: Callable[[], bool],
+    ) -> tuple[WriteOutcome, int]:
+        """:meth:`write_small` of a groupable put, awaited on an event loop: no thread waits
+        for the group's commit."""
+        assert options.groupable
+        payload = self._message_payload(options, messages)
+        delivery = _delivery(options, digest)
+        submitted = self.submit_small(options, payload.open, delivery, abandoned)
+        return await asyncio.wrap_future(submitted), payload.batches
+
+    def _message_payload(self, options: IngestOptions, messages: Iterable[Message]) -> _Opened:
+        return _Opened(
+            lambda: IpcPayload(iter(messages), self.limits, options.chunk_size, self._max_rows)
+        )
 
     def submit_small(
         self,
