@@ -437,6 +437,34 @@ def test_an_abandoned_upload_writes_nothing(
     assert flight_server.healthy()
 
 
+def test_reads_stopped_early_give_their_threads_back(tmp_path: Path) -> None:
+    # Four call threads; six reads each stopped after their first batch. Were a stopped read to
+    # keep its thread, the server would stop answering after four.
+    config = {"flight": {"max_concurrent_calls": 4}}
+    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
+        client = flight.connect(flight_url(server))
+        sql = "SELECT range AS x, range::VARCHAR AS s FROM range(20000000)"
+        for _ in range(6):
+            reader = client.do_get(flight.Ticket(json.dumps({"sql": sql}).encode()))
+            reader.read_chunk()
+            reader.cancel()
+        answered = list(client.list_actions(options=flight.FlightCallOptions(timeout=10)))
+        assert "producer_offset" in [action.type for action in answered]
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            deadline = time.monotonic() + 30
+            while in_flight(http) > 1 and time.monotonic() < deadline:  # 1: this scrape
+                time.sleep(0.1)
+            assert in_flight(http) == 1
+        assert server.healthy()
+
+
+def in_flight(http: httpx.Client) -> float:
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("arrowport_requests_in_flight "):
+            return float(line.split()[1])
+    raise AssertionError("no in-flight gauge")
+
+
 # -- concurrency ---------------------------------------------------------------------------------
 
 

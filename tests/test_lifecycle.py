@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 import duckdb
 import httpx
 import pyarrow as pa
+import pyarrow.flight as flight
 
 from tests.conftest import ARROW_STREAM, ipc_bytes
 from tests.server import ArrowportProcess
@@ -119,6 +121,44 @@ def test_sigterm_during_large_ingest_finishes_it(tmp_path: Path) -> None:
     assert stored_rows(server.db_path, "drain") == acknowledged
     wal = Path(str(server.db_path) + ".wal")
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_sigterm_during_a_flight_put_that_never_ends_exits_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    # A large put still arriving at shutdown: cancelled after limits.shutdown_timeout_seconds,
+    # nothing of it written, and the server exits (no thread left waiting for its frames).
+    config = {"limits": {"shutdown_timeout_seconds": 2}}
+    server = ArrowportProcess(tmp_path, args=["--flight-port", "0"], config=config).start()
+    stop = threading.Event()
+    try:
+        client = flight.connect(f"grpc://127.0.0.1:{server.ready['flight_port']}")
+        batch = sample(200_000)  # each batch alone is past limits.small_body_bytes
+        writer, _ = client.do_put(flight.FlightDescriptor.for_path("unfinished"), batch.schema)
+
+        def send() -> None:
+            with contextlib.suppress(pa.ArrowException):
+                while not stop.is_set():
+                    writer.write_table(batch)
+                    time.sleep(0.05)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        time.sleep(1.5)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait_for_exit(60) == 0
+    finally:
+        stop.set()
+        server.kill()
+    with duckdb.connect(str(server.db_path), read_only=True) as con:
+        names = [row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+        rows = (
+            con.execute("SELECT count(*) FROM unfinished").fetchone()
+            if "unfinished" in names
+            else (0,)
+        )
+    assert rows == (0,)
 
 
 def test_sigterm_idle_then_restart_on_same_file(tmp_path: Path) -> None:

@@ -201,7 +201,7 @@ def serve(settings: Settings) -> int:
         server.run(sockets=[_shared_socket(api.host, api.port)] if shared else None)
     finally:
         if flight_server is not None:
-            flight_server.close()
+            flight_server.close(settings.limits.shutdown_timeout_seconds)
     if not server.started:
         services.close()
         return 1

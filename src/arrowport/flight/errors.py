@@ -20,6 +20,7 @@ import grpc
 import structlog
 
 from arrowport.errors import ArrowportError, Overloaded
+from arrowport.flight.threaded import ThreadContext
 from arrowport.metrics import Metrics
 
 log = structlog.get_logger("arrowport.flight")
@@ -42,7 +43,9 @@ class Call:
 
 
 @contextlib.contextmanager
-def flight_errors(metrics: Metrics, method: str, context: grpc.ServicerContext) -> Iterator[Call]:
+def flight_errors(
+    metrics: Metrics, method: str, context: grpc.ServicerContext | ThreadContext
+) -> Iterator[Call]:
     """Run a handler's body; whatever it raises ends the call with a clean status. The call's
     duration (streaming included) and status go to the latency metric, route ``flight/<method>``."""
     outcome = _Outcome(metrics, Call(method))
@@ -67,6 +70,9 @@ async def flight_errors_async(
     outcome = _Outcome(metrics, Call(method))
     try:
         yield outcome.call
+    except GeneratorExit:  # the client went away while the answer was being sent
+        outcome.status = "CANCELLED"
+        raise
     except asyncio.CancelledError:  # the client cancelled, or went away: no one to answer
         outcome.status = "CANCELLED"
         call = outcome.call

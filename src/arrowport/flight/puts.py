@@ -1,9 +1,9 @@
 """Landing a Flight put: its frames as they arrive, checked and counted, in one transaction.
 
 A small put (all of it within ``limits.small_body_bytes``) is group-committed like a small HTTP
-body; a larger one is drained into a spool (:mod:`arrowport.flight.spool`) on the call's thread
-while DuckDB writes it on another. Arrowport's own puts and Flight SQL's bulk ingestion both
-land here.
+body; a larger one is drained into a spool (:mod:`arrowport.flight.spool`) on one of the Flight
+server's threads while DuckDB writes it on another. Arrowport's own puts and Flight SQL's bulk
+ingestion both land here.
 """
 
 from __future__ import annotations
@@ -124,8 +124,8 @@ class PutLanding:
         client: str | None,
         abandoned: Callable[[], bool],
     ) -> tuple[WriteOutcome, int]:
-        """Drain ``messages`` into a spool on this thread while DuckDB writes them on another.
-        Only this thread reads the upload: it must not be read once the handler has returned."""
+        """Drain ``messages`` into a spool on this thread while DuckDB writes them on another;
+        only this thread reads the upload."""
         settings = self._flight
         written: Future[tuple[WriteOutcome, int]] = Future()
         with (
@@ -154,6 +154,9 @@ class PutLanding:
                     if drained >= TRIM_EVERY_BYTES:
                         release_free_heap()
                         drained = 0
+                # A cancelled call's stream ends as if finished: nothing more is written then.
+                if not written.done() and abandoned():
+                    raise TruncatedStream("the client cancelled the upload; nothing was written")
             except BaseException as exc:
                 spool.fail(exc)
                 writer.join()
@@ -205,17 +208,34 @@ class PutCall:
 
 
 def bridged(source: AsyncIterator[T], loop: asyncio.AbstractEventLoop) -> Iterator[T]:
-    """``source`` (iterated on ``loop``) for a thread other than the loop's, one item at a time."""
+    """``source`` (iterated on ``loop``) for a thread other than the loop's, one item at a time;
+    the upload ends truncated if the loop stops meanwhile (the server is shutting down)."""
 
     async def following() -> T:
         return await anext(source)
 
     while True:
         try:
-            item = asyncio.run_coroutine_threadsafe(following(), loop).result()
+            item = _awaited(asyncio.run_coroutine_threadsafe(following(), loop), loop)
         except StopAsyncIteration:
             return
         yield item
+
+
+# How often a thread waiting for the next frame looks whether the server's loop still runs.
+_LOOP_CHECK_SECONDS = 1.0
+
+
+def _awaited(pending: Future[T], loop: asyncio.AbstractEventLoop) -> T:
+    while True:
+        try:
+            return pending.result(timeout=_LOOP_CHECK_SECONDS)
+        except TimeoutError:
+            if not loop.is_running():
+                pending.cancel()
+                raise TruncatedStream(
+                    "the server stopped before the upload ended; nothing was written"
+                ) from None
 
 
 class _Upload:

@@ -22,9 +22,10 @@ import grpc
 
 from arrowport.auth import Principal, authenticate, basic_to_bearer
 from arrowport.config import AuthSettings
+from arrowport.flight.threaded import ThreadContext
 
-# A call's context on gRPC's thread-pool or asyncio server (both tell the call's metadata).
-AnyContext = grpc.ServicerContext | grpc.aio.ServicerContext[bytes, bytes]
+# A call's context, on the event loop or on a thread (each tells the call's metadata).
+AnyContext = grpc.ServicerContext | grpc.aio.ServicerContext[bytes, bytes] | ThreadContext
 
 
 def authorization(context: AnyContext) -> str | None:

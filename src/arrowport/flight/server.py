@@ -77,9 +77,11 @@ class ArrowportFlightServer:
         stopped = time.monotonic() - started < timeout
         if not stopped:
             log.warning("flight calls still running at shutdown", timeout_s=timeout)
+        # Calls still on threads (a put being written) finish while the loop still runs: they
+        # may read their last frames through it.
+        self._service.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
-        self._service.close()
         return stopped
 
 

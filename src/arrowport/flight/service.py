@@ -34,7 +34,7 @@ import asyncio
 import contextvars
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -60,6 +60,7 @@ from arrowport.flight.requests import (
 )
 from arrowport.flight.security import AnyContext, caller, handshake
 from arrowport.flight.sql import ACTIONS, UNSERVED_ACTIONS, FlightSql, is_wrapped
+from arrowport.flight.threaded import Streaming, ThreadContext, streamed
 from arrowport.ingest.streams import IngestOptions
 from arrowport.options import IngestReply
 from arrowport.reads import limited, result_write_options
@@ -100,23 +101,23 @@ class FlightService:
         self._metrics = services.metrics
         self._sql = FlightSql(services)
         self._puts = PutLanding(services)
-        # Where a put that is not group-committed is written (and Flight SQL's puts answered).
-        self._put_threads = ThreadPoolExecutor(
-            services.settings.flight.max_concurrent_calls, "arrowport-flight-put"
+        # Where streamed answers are made, and puts that are not group-committed are written.
+        self._threads = ThreadPoolExecutor(
+            services.settings.flight.max_concurrent_calls, "arrowport-flight-call"
         )
 
     def close(self) -> None:
         """Give back what Flight SQL clients hold (transactions, statements, answers)."""
-        self._put_threads.shutdown(wait=False)  # their writes are waited for by the ingest service
+        self._threads.shutdown()
         self._sql.close()
 
     def handlers(self) -> grpc.GenericRpcHandler:
         def same(data: bytes) -> bytes:
             return data
 
-        def unary_stream(method: Callable[..., Any]) -> grpc.RpcMethodHandler[bytes, bytes]:
+        def unary_stream(method: Streaming) -> grpc.RpcMethodHandler[bytes, bytes]:
             return grpc.unary_stream_rpc_method_handler(
-                method, request_deserializer=same, response_serializer=same
+                streamed(method, self._threads), request_deserializer=same, response_serializer=same
             )
 
         def stream_stream(method: Callable[..., Any]) -> grpc.RpcMethodHandler[bytes, bytes]:
@@ -204,27 +205,27 @@ class FlightService:
                     return list(self._sql.do_put(first, rest, principal, headers, put))
 
                 run = contextvars.copy_context().run
-                for message in await loop.run_in_executor(self._put_threads, run, answer):
+                for message in await loop.run_in_executor(self._threads, run, answer):
                     yield message
                 return
             request = put_request(first.descriptor)
             call.stream = request.stream
             options = self._ingest.streams.resolve(request, principal)
             reply = await self._puts.land_arriving(
-                options, _chained(first, frames), client, gone, started, self._put_threads
+                options, _chained(first, frames), client, gone, started, self._threads
             )
             body = json.dumps(reply.to_json()).encode()
             yield flight_pb2.PutResult(app_metadata=body).SerializeToString()
 
     # -- actions -------------------------------------------------------------------------------
 
-    def list_actions(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    def list_actions(self, request: bytes, context: ThreadContext) -> Generator[bytes, None, None]:
         with flight_errors(self._metrics, "list_actions", context) as call:
             self._caller(context, call)
             for name, description in _ACTIONS.items():
                 yield flight_pb2.ActionType(type=name, description=description).SerializeToString()
 
-    def do_action(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    def do_action(self, request: bytes, context: ThreadContext) -> Generator[bytes, None, None]:
         with flight_errors(self._metrics, "do_action", context) as call:
             principal = self._caller(context, call)
             action = parse(flight_pb2.Action, request, "the action")
@@ -250,7 +251,7 @@ class FlightService:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def do_get(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    def do_get(self, request: bytes, context: ThreadContext) -> Generator[bytes, None, None]:
         with flight_errors(self._metrics, "do_get", context) as call:
             # Flight SQL checks scopes itself: any valid token may ask what the server supports.
             principal = self._caller(context, call)
@@ -270,7 +271,7 @@ class FlightService:
             result.schema, batches, result_write_options(self._settings.compression)
         )
 
-    def list_flights(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    def list_flights(self, request: bytes, context: ThreadContext) -> Generator[bytes, None, None]:
         with flight_errors(self._metrics, "list_flights", context) as call:
             self._caller(context, call, "read")
             for table in self._reads.tables():
