@@ -3,9 +3,10 @@
 gRPC's asyncio server can run a plain generator handler on its own threads, but a call that ends
 early (the client cancels, stops reading, or goes away) leaves that thread waiting for good to
 hand over the next message, and the generator is never closed (so a query's result stays open).
-:func:`streamed` runs such a handler here instead: one message at a time on ``threads``, and
-when the call ends, however it ends, the generator is closed on a thread once its current step
-is over. :class:`ThreadContext` is what the handler sees of its call.
+:func:`streamed` runs such a handler here instead: one message at a time on ``threads``, the next
+one made while the last is sent, and when the call ends, however it ends, the generator is closed
+on a thread once its current step is over. :class:`ThreadContext` is what the handler sees of its
+call.
 """
 
 from __future__ import annotations
@@ -42,15 +43,24 @@ class ThreadContext:
         self._on_loop(self._context.send_initial_metadata(metadata))
 
     def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
-        """End the call with ``code`` and ``details`` (raises, as gRPC's own abort does)."""
-        self._on_loop(self._context.abort(code, details))
-        raise AssertionError("unreachable")  # the abort raised
+        """End the call with ``code`` and ``details`` (raises, as gRPC's own abort does; the
+        call is ended on the event loop, in order after the messages already made)."""
+        raise Aborted(code, details)
 
     def _on_loop(self, step: Awaitable[Any]) -> Any:
         async def run() -> Any:
             return await step
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+
+
+class Aborted(Exception):
+    """A handler on a thread ended its call with this status (see :meth:`ThreadContext.abort`)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
 
 
 def streamed(
@@ -64,15 +74,18 @@ def streamed(
     ) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         answers = handler(request, ThreadContext(context, loop))
-        step: Future[object] | None = None
+        step: Future[object] | None = threads.submit(next, answers, _END)
         try:
-            while True:
-                step = threads.submit(next, answers, _END)
-                answer = await asyncio.wrap_future(step)
+            while step is not None:
+                try:
+                    answer = await asyncio.wrap_future(step)
+                except Aborted as aborted:
+                    await context.abort(aborted.code, aborted.details)
                 if answer is _END:
                     step = None
                     return
                 assert isinstance(answer, bytes)
+                step = threads.submit(next, answers, _END)  # made while this one is sent
                 yield answer
         finally:
             if step is not None:  # ended early: close the generator once its step is over
