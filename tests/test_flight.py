@@ -458,6 +458,40 @@ def test_reads_stopped_early_give_their_threads_back(tmp_path: Path) -> None:
         assert server.healthy()
 
 
+def test_reads_given_up_while_queued_leave_the_running_read_its_threads(tmp_path: Path) -> None:
+    # One query turn, two call threads. Two reads give up while queued for the turn, and their
+    # queries still wait for it on threads of the server's: the read holding the turn must still
+    # get a thread for each of its next batches, and the server must still stop on SIGTERM.
+    config = {
+        "flight": {"max_concurrent_calls": 2},
+        "limits": {"max_concurrent_queries": 1, "shutdown_timeout_seconds": 2},
+    }
+    server = ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config).start()
+    try:
+        sql = "SELECT range AS x, range::VARCHAR AS s FROM range(3000000)"
+        ticket = flight.Ticket(json.dumps({"sql": sql}).encode())
+        holder = flight.connect(flight_url(server)).do_get(
+            ticket, options=flight.FlightCallOptions(timeout=60)
+        )
+        first = holder.read_chunk().data
+        for _ in range(2):
+            with pytest.raises(flight.FlightTimedOutError):
+                flight.connect(flight_url(server)).do_get(
+                    ticket, options=flight.FlightCallOptions(timeout=1)
+                ).read_all()
+        rest = holder.read_all()
+        assert first.num_rows + rest.num_rows == 3_000_000
+        answered = flight.connect(flight_url(server)).list_actions(
+            options=flight.FlightCallOptions(timeout=10)
+        )
+        assert "producer_offset" in [action.type for action in answered]
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+    finally:
+        server.kill()
+
+
 def in_flight(http: httpx.Client) -> float:
     for line in http.get("/metrics").text.splitlines():
         if line.startswith("arrowport_requests_in_flight "):

@@ -15,13 +15,16 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
 
 from arrowport.errors import ArrowportError, Overloaded
-from arrowport.flight.threaded import ThreadContext
 from arrowport.metrics import Metrics
+
+if TYPE_CHECKING:  # the threads' module answers with this module's messages
+    from arrowport.flight.threaded import ThreadContext
 
 log = structlog.get_logger("arrowport.flight")
 

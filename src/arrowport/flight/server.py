@@ -77,8 +77,8 @@ class ArrowportFlightServer:
         stopped = time.monotonic() - started < timeout
         if not stopped:
             log.warning("flight calls still running at shutdown", timeout_s=timeout)
-        # Calls still on threads (a put being written) finish while the loop still runs: they
-        # may read their last frames through it.
+        # Steps still on threads are not waited for: a put reading its frames through the loop
+        # ends truncated once the loop has stopped, and the ingest service waits for writes.
         self._service.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)

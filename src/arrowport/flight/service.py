@@ -101,14 +101,21 @@ class FlightService:
         self._metrics = services.metrics
         self._sql = FlightSql(services)
         self._puts = PutLanding(services)
-        # Where streamed answers are made, and puts that are not group-committed are written.
+        # Where streamed answers are made, and puts that are not group-committed are written:
+        # a step of every call gRPC admits, beside the queries whose callers have gone (they
+        # still hold a thread while they wait for their turn, or run until their first answer).
+        limits = services.settings.limits
         self._threads = ThreadPoolExecutor(
-            services.settings.flight.max_concurrent_calls, "arrowport-flight-call"
+            services.settings.flight.max_concurrent_calls
+            + limits.max_concurrent_queries
+            + limits.max_queued_queries,
+            "arrowport-flight-call",
         )
 
     def close(self) -> None:
-        """Give back what Flight SQL clients hold (transactions, statements, answers)."""
-        self._threads.shutdown()
+        """Give back what Flight SQL clients hold (transactions, statements, answers). Steps
+        still running finish on their own; puts still reading frames end truncated."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self._sql.close()
 
     def handlers(self) -> grpc.GenericRpcHandler:

@@ -7,17 +7,23 @@ hand over the next message, and the generator is never closed (so a query's resu
 one made while the last is sent, and when the call ends, however it ends, the generator is closed
 on a thread once its current step is over. :class:`ThreadContext` is what the handler sees of its
 call.
+
+A step may block (a query waiting for its turn) and outlive its call, so ``threads`` must have
+room for every such step beside one step of every live call; see ``FlightService``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from concurrent.futures import Executor, Future
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import grpc
 import structlog
+
+from arrowport.errors import ShuttingDown
+from arrowport.flight.errors import status_message
 
 log = structlog.get_logger("arrowport.flight")
 
@@ -27,31 +33,18 @@ Streaming = Callable[[bytes, "ThreadContext"], Generator[bytes, None, None]]
 
 
 class ThreadContext:
-    """A call's context for a handler running on a thread: it reads the call's metadata, and
-    answers through the server's event loop."""
+    """A call's context for a handler running on a thread: its metadata, and its abort."""
 
-    def __init__(
-        self, context: grpc.aio.ServicerContext[bytes, bytes], loop: asyncio.AbstractEventLoop
-    ) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
         self._context = context
-        self._loop = loop
 
     def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]] | None:
         return self._context.invocation_metadata()  # type: ignore[return-value]
-
-    def send_initial_metadata(self, metadata: Sequence[tuple[str, str | bytes]]) -> None:
-        self._on_loop(self._context.send_initial_metadata(metadata))
 
     def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
         """End the call with ``code`` and ``details`` (raises, as gRPC's own abort does; the
         call is ended on the event loop, in order after the messages already made)."""
         raise Aborted(code, details)
-
-    def _on_loop(self, step: Awaitable[Any]) -> Any:
-        async def run() -> Any:
-            return await step
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
 
 
 class Aborted(Exception):
@@ -72,11 +65,11 @@ def streamed(
     async def serve(
         request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        answers = handler(request, ThreadContext(context, loop))
-        step: Future[object] | None = threads.submit(next, answers, _END)
+        answers = handler(request, ThreadContext(context))
+        step: Future[object] | None = None
         try:
-            while step is not None:
+            step = _next_step(threads, answers)
+            while True:
                 try:
                     answer = await asyncio.wrap_future(step)
                 except Aborted as aborted:
@@ -85,13 +78,29 @@ def streamed(
                     step = None
                     return
                 assert isinstance(answer, bytes)
-                step = threads.submit(next, answers, _END)  # made while this one is sent
+                step = _next_step(threads, answers)  # made while this one is sent
                 yield answer
+        except ShuttingDown as exc:
+            await context.abort(grpc.StatusCode[exc.grpc_code.upper()], status_message(exc))
         finally:
             if step is not None:  # ended early: close the generator once its step is over
-                step.add_done_callback(lambda _: threads.submit(_close, answers))
+                step.add_done_callback(lambda _: _close_on(threads, answers))
 
     return serve
+
+
+def _next_step(threads: Executor, answers: Generator[bytes, None, None]) -> Future[object]:
+    try:
+        return threads.submit(next, answers, _END)
+    except RuntimeError:  # the executor is shut down
+        raise ShuttingDown("the server is shutting down") from None
+
+
+def _close_on(threads: Executor, answers: Generator[bytes, None, None]) -> None:
+    try:
+        threads.submit(_close, answers)
+    except RuntimeError:  # shut down meanwhile: close it here, the server is stopping anyway
+        _close(answers)
 
 
 def _close(answers: Generator[bytes, None, None]) -> None:
