@@ -78,7 +78,7 @@ class PutLanding:
         options: IngestOptions,
         frames: AsyncIterator[Frame],
         client: str | None,
-        call: PutCall,
+        abandoned: Callable[[], bool],
         started: float,
         threads: Executor,
     ) -> IngestReply:
@@ -94,10 +94,8 @@ class PutLanding:
             if upload.received > self._small_body_bytes:
                 whole = False
                 break
-        abandoned = call.gone
         if whole and options.groupable:
             with self._ingest.admission.holding(upload.received):
-                await call.settled()  # here, so that the group writer never waits for it
                 outcome, batches = await self._ingest.group_small(
                     options, head, upload.digest, abandoned
                 )
@@ -201,23 +199,14 @@ class PutCall:
             yield parse_frame(raw)
         self._ended = time.monotonic()
 
-    async def settled(self) -> None:
-        """Wait out the grace after the stream's end, on the event loop."""
-        if self._ended is not None and (left := self._grace_left()) > 0:
-            await asyncio.sleep(left)
-
     def gone(self) -> bool:
         """Whether the client has given up on the call: asked just before the commit, on the
-        writer's thread, once the grace after the stream's end has passed (waiting for what is
-        left of it)."""
-        left = 0.0 if self._ended is None else self._grace_left()
-        if left > 0:  # even a zero sleep gives up the GIL, and the writer waits to get it back
-            time.sleep(left)
+        writer's thread, once the grace after the stream's end has passed (waiting for it)."""
+        if self._ended is not None:
+            left = self._ended + CANCEL_GRACE_SECONDS - time.monotonic()
+            if left > 0:  # even a zero sleep gives up the GIL, and the writer waits to get it back
+                time.sleep(left)
         return self.cancelled
-
-    def _grace_left(self) -> float:
-        assert self._ended is not None
-        return max(0.0, self._ended + CANCEL_GRACE_SECONDS - time.monotonic())
 
 
 def bridged(source: AsyncIterator[T], loop: asyncio.AbstractEventLoop) -> Iterator[T]:

@@ -219,7 +219,7 @@ class FlightService:
             call.stream = request.stream
             options = self._ingest.streams.resolve(request, principal)
             reply = await self._puts.land_arriving(
-                options, _chained(first, frames), client, watched, started, self._threads
+                options, _chained(first, frames), client, gone, started, self._threads
             )
             body = json.dumps(reply.to_json()).encode()
             yield flight_pb2.PutResult(app_metadata=body).SerializeToString()
