@@ -468,7 +468,10 @@ def test_query_failing_while_fetching_is_400(client: httpx.Client, accept: str) 
     response = client.post("/query", json={"sql": LATE_ERROR}, headers={"Accept": accept})
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "query_error"
-    assert "late failure" in response.json()["message"]
+    # DuckDB stops the query's other threads when one fails, and now and then reports that
+    # interruption instead of the first error (seen once in ~20 runs on 2 busy cores).
+    message = response.json()["message"]
+    assert "late failure" in message or "INTERRUPT Error" in message
     assert client.get("/health").status_code == 200
 
 
