@@ -159,6 +159,13 @@ def grpc_error(error: BaseException) -> tuple[str, str]:
     return code, text
 
 
+def in_flight(client: httpx.Client) -> float:
+    """The server's ``arrowport_requests_in_flight`` gauge (this scrape counts itself)."""
+    match = re.search(r"^arrowport_requests_in_flight (\S+)$", client.get("/metrics").text, re.M)
+    assert match is not None
+    return float(match.group(1))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Modules that set ``ON_LAKE = True`` run their ``server`` tests on both storage targets."""
     if "target" in metafunc.fixturenames and getattr(metafunc.module, "ON_LAKE", False):

@@ -20,7 +20,15 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from tests.conftest import ARROW_STREAM, grpc_error, ipc_bytes, mixed_batches, query, stored_rows
+from tests.conftest import (
+    ARROW_STREAM,
+    grpc_error,
+    in_flight,
+    ipc_bytes,
+    mixed_batches,
+    query,
+    stored_rows,
+)
 from tests.server import ArrowportProcess
 
 FLIGHT_ARGS = ["--flight-port", "0"]
@@ -490,13 +498,6 @@ def test_reads_given_up_while_queued_leave_the_running_read_its_threads(tmp_path
         assert server.proc.wait(30) == 0
     finally:
         server.kill()
-
-
-def in_flight(http: httpx.Client) -> float:
-    for line in http.get("/metrics").text.splitlines():
-        if line.startswith("arrowport_requests_in_flight "):
-            return float(line.split()[1])
-    raise AssertionError("no in-flight gauge")
 
 
 # -- concurrency ---------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import signal
 import threading
 import time
@@ -15,7 +14,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from tests.conftest import ARROW_STREAM, ipc_bytes
+from tests.conftest import ARROW_STREAM, in_flight, ipc_bytes
 from tests.server import ArrowportProcess
 
 
@@ -33,12 +32,6 @@ def stored_rows(db_path: Path, table: str) -> int:
         row = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()
     assert row is not None
     return int(row[0])
-
-
-def in_flight(client: httpx.Client) -> float:
-    match = re.search(r"^arrowport_requests_in_flight (\S+)$", client.get("/metrics").text, re.M)
-    assert match is not None
-    return float(match.group(1))
 
 
 def test_sigint_exits_zero(tmp_path: Path) -> None:
