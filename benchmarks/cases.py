@@ -20,6 +20,7 @@ from benchmarks import data, inprocess
 from benchmarks.lean_http import Connection
 from benchmarks.monitor import (
     Background,
+    CpuUse,
     RssSampler,
     latency_summary,
     median,
@@ -371,9 +372,11 @@ def _concurrent_result(
     latencies: list[float],
     health: list[float] | None,
     seq_limit: dict[str, Any] | None,
+    cpu: CpuUse,
 ) -> dict[str, Any]:
     """Aggregate figures of a many-clients run; ``health`` is the ``/health`` latencies sampled
-    during it (None for a server without one)."""
+    during it (None for a server without one); ``cpu`` what the server and the load generator
+    spent in it (the timed window, the untimed first request excluded)."""
     rows = plan.clients * plan.batches_per_client * plan.batch_rows
     result: dict[str, Any] = {
         "clients": plan.clients,
@@ -383,6 +386,7 @@ def _concurrent_result(
         "seconds": seconds,
         "rows_per_s": rows / seconds,
         "latency": latency_summary(latencies),
+        "cpu_per_request": cpu.per_request(plan.clients * plan.batches_per_client),
     }
     if health is not None:
         result["health_under_load"] = latency_summary(health)
@@ -425,11 +429,11 @@ def concurrent_http(
             await asyncio.gather(*(one_client(own) for own in bodies))
             return started
 
-        with HealthProbe(server.url, interval=0.02) as probe:
+        with HealthProbe(server.url, interval=0.02) as probe, CpuUse(server.proc.pid) as cpu:
             started = asyncio.run(run())
             seconds = time.perf_counter() - started
         health = probe.between(started, started + seconds)
-        result = _concurrent_result(plan, seconds, latencies, health, seq_limit)
+        result = _concurrent_result(plan, seconds, latencies, health, seq_limit, cpu)
         result["retries"] = retries
         result["check"] = _verify(server, name, result["rows"] + plan.batch_rows)
         return result
@@ -469,14 +473,14 @@ def concurrent_flight(
                 latencies.extend(mine)
                 retried.append(retries)
 
-        with HealthProbe(server.url, interval=0.02) as probe:
+        with HealthProbe(server.url, interval=0.02) as probe, CpuUse(server.proc.pid) as cpu:
             started = time.perf_counter()
             with ThreadPoolExecutor(plan.clients) as pool:
                 for future in [pool.submit(one_client, own) for own in batches]:
                     future.result()
             seconds = time.perf_counter() - started
         health = probe.between(started, started + seconds)
-        result = _concurrent_result(plan, seconds, latencies, health, seq_limit)
+        result = _concurrent_result(plan, seconds, latencies, health, seq_limit, cpu)
         result["retries"] = sum(retried)
         result["check"] = _verify(server, name, result["rows"] + plan.batch_rows)
         return result
@@ -511,7 +515,7 @@ def _quack_sizes(plan: Plan, tables: dict[int, pa.Table], workdir: Path) -> dict
 
     db_path = workdir / "bulk.duckdb"
     results: dict[str, Any] = {}
-    with quack.running(db_path) as port, quack.Client(port) as client:
+    with quack.running(db_path) as served, quack.Client(served.port) as client:
         for size in plan.sizes:
             name = f"quack_{size}"
             client.create(name, tables[size])
@@ -548,22 +552,22 @@ def _quack_concurrent(
         with lock:
             latencies.extend(mine)
 
-    with quack.running(db_path) as port, ExitStack() as stack:
-        first = stack.enter_context(quack.Client(port, threads=1))
+    with quack.running(db_path) as served, ExitStack() as stack:
+        first = stack.enter_context(quack.Client(served.port, threads=1))
         first.create(name, batches[0][0])
         first.insert(name, batches[0][0])  # untimed, like the other concurrent cases
         # The others attach after the table exists: a client reads the remote catalog when it
         # attaches. One thread each, like the other load generators' one thread or task each.
         clients = [first] + [
-            stack.enter_context(quack.Client(port, threads=1)) for _ in batches[1:]
+            stack.enter_context(quack.Client(served.port, threads=1)) for _ in batches[1:]
         ]
         started = time.perf_counter()
-        with ThreadPoolExecutor(plan.clients) as pool:
+        with CpuUse(served.pid) as cpu, ThreadPoolExecutor(plan.clients) as pool:
             pairs = zip(clients, batches, strict=True)
             for future in [pool.submit(one_client, *pair) for pair in pairs]:
                 future.result()
         seconds = time.perf_counter() - started
-    result = _concurrent_result(plan, seconds, latencies, None, seq_limit)
+    result = _concurrent_result(plan, seconds, latencies, None, seq_limit, cpu)
     result["check"] = _checked(landed(db_path, name), result["rows"] + plan.batch_rows)
     return result
 

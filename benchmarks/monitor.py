@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -79,6 +80,47 @@ class RssSampler(Background):
             self.peak_mb = max(self.peak_mb, tree_rss_mb(self.pid))
             self.samples += 1
             self._stop.wait(self.interval)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` (all its threads) so far, from /proc."""
+    # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuUse:
+    """CPU seconds the server process and this (load-generating) process spend in a block.
+
+    On a machine whose load generator shares the cores with the server, a many-clients figure
+    is capped by the two together; per request, they say which side to make cheaper.
+    """
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.server = 0.0
+        self.client = 0.0
+
+    def __enter__(self) -> Self:
+        self._server0 = cpu_seconds(self.server_pid)
+        self._client0 = _own_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server = cpu_seconds(self.server_pid) - self._server0
+        self.client = _own_cpu_seconds() - self._client0
+
+    def per_request(self, requests: int) -> dict[str, float]:
+        """Milliseconds of CPU per request, server and load generator."""
+        return {
+            "server_ms": self.server * 1000 / requests,
+            "client_ms": self.client * 1000 / requests,
+        }
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import pyarrow as pa
@@ -70,9 +71,14 @@ def _serve(db_path: str) -> None:
     con.close()
 
 
+class Served(NamedTuple):
+    port: int
+    pid: int
+
+
 @contextmanager
-def running(db_path: Path) -> Iterator[int]:
-    """Start the Quack server on ``db_path`` in a child process; yields its port."""
+def running(db_path: Path) -> Iterator[Served]:
+    """Start the Quack server on ``db_path`` in a child process; yields its port and pid."""
     log = db_path.with_suffix(".log")
     with log.open("w") as err:
         proc = subprocess.Popen(
@@ -88,7 +94,7 @@ def running(db_path: Path) -> Iterator[int]:
         if not line:
             proc.wait(timeout=60)
             raise RuntimeError(f"the Quack server did not start: {log.read_text().strip()[-500:]}")
-        yield int(json.loads(line)["port"])
+        yield Served(int(json.loads(line)["port"]), proc.pid)
     finally:
         assert proc.stdin is not None
         proc.stdin.close()

@@ -130,6 +130,11 @@ def throughput_table(results: dict[str, Any]) -> str:
     return text_table(headers, rows)
 
 
+def _cpu_cell(case: dict[str, Any]) -> str:
+    cpu = case.get("cpu_per_request")
+    return "-" if cpu is None else f"{number(cpu['server_ms'], 2)} / {number(cpu['client_ms'], 2)}"
+
+
 def _concurrent_row(label: str, case: dict[str, Any]) -> list[str]:
     lat, health = case["latency"], case.get("health_under_load")
     return [
@@ -142,6 +147,7 @@ def _concurrent_row(label: str, case: dict[str, Any]) -> list[str]:
         number(lat["p99_ms"], 1),
         number(lat["max_ms"], 1),
         "-" if health is None else f"{number(health['p50_ms'], 1)} / {number(health['p99_ms'], 1)}",
+        _cpu_cell(case),
         str(case.get("retries", "-")),
         "yes" if case["check"]["verified"] else "NO",
     ]
@@ -169,6 +175,7 @@ def concurrent_table(results: dict[str, Any]) -> str:
         "p99 ms",
         "max ms",
         "/health p50/p99 ms",
+        "CPU ms/request server / load",
         "503 retries",
         "landed",
     ]
@@ -177,7 +184,7 @@ def concurrent_table(results: dict[str, Any]) -> str:
         assert case is not None
         reason = case_status(case)
         if reason is not None:
-            rows.append([label, "-", reason, "-", "-", "-", "-", "-", "-", "-"])
+            rows.append([label, "-", reason, *["-"] * 8])
             continue
         rows.append(_concurrent_row(label, case))
     return text_table(headers, rows) if rows else ""
