@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from arrowport import __version__
 from arrowport.api import ingest_routes, read_routes
@@ -18,12 +19,17 @@ from arrowport.api.errors import install_error_handlers
 from arrowport.api.middleware import RequestContext
 from arrowport.api.openapi import install_openapi
 from arrowport.api.origins import OriginGuard
-from arrowport.api.security import docs_urls, install_security, require_metrics
+from arrowport.api.security import docs_urls, install_docs_guard, require_metrics, with_cors
 from arrowport.services import Services
 
 
-def create_app(services: Services) -> FastAPI:
-    """Build the HTTP app around running services (which the app closes on shutdown)."""
+def create_app(services: Services) -> ASGIApp:
+    """The HTTP app around running services (which the app closes on shutdown).
+
+    Request context, origin guard and CORS wrap FastAPI from outside, with the binary ingest
+    route (:class:`DirectIngest`) innermost among them: every request is logged, measured and
+    guarded the same way, and the route small writers hammer skips FastAPI's own layers.
+    """
     settings = services.settings
 
     @asynccontextmanager
@@ -44,9 +50,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     app.state.draining = False
     install_error_handlers(app, services.metrics)
-    # Innermost, so that CORS and the guards below apply to what it answers.
-    app.add_middleware(DirectIngest, metrics=services.metrics)
-    install_security(app, settings)
+    install_docs_guard(app, settings)
     app.include_router(ingest_routes.router)
     app.include_router(read_routes.router)
     install_openapi(app)
@@ -59,8 +63,8 @@ def create_app(services: Services) -> FastAPI:
             body = await run_in_threadpool(generate_latest, registry)
             return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    # Browsers from foreign origins are refused before routing; the request context (added
-    # last, so outermost) still logs and measures those refusals.
-    app.add_middleware(OriginGuard, settings=settings, metrics=services.metrics)
-    app.add_middleware(RequestContext, metrics=services.metrics)
-    return app
+    served = with_cors(DirectIngest(app, services.metrics), settings)
+    # Browsers from foreign origins are refused before routing; the request context, outermost,
+    # still logs and measures those refusals.
+    served = OriginGuard(served, settings=settings, metrics=services.metrics)
+    return RequestContext(served, metrics=services.metrics)

@@ -1,20 +1,21 @@
-"""``POST /stream/{stream_name}`` with an Arrow IPC body, served without FastAPI's routing.
+"""``POST /stream/{stream_name}`` with an Arrow IPC body, served without FastAPI.
 
 Under many small writers the event loop is the server's busiest thread, and FastAPI's layers
-(exception and exit-stack middleware, route matching, dependency resolution) cost more per
-request than ingesting the request does. This pure ASGI middleware sits innermost, inside the
-request context, origin guard and CORS, and answers the binary ingest route itself with the
-route's own code: the same authentication, the same :func:`ingest_request`, the same mapping of
-failures to responses. Everything else (JSON bodies, other routes) goes on to FastAPI, which
-also documents this route.
+(its server-error, telemetry, body-limit, exception and exit-stack middleware, route matching,
+dependency resolution) cost more per request than ingesting the request does. This pure ASGI
+app sits in front of FastAPI, inside the request context, origin guard and CORS, and answers the
+binary ingest route itself with the route's own code: the same authentication, the same
+:func:`ingest_request`, the same mapping of failures to responses. Everything else (JSON
+bodies, other routes) goes on to FastAPI, which also documents this route.
 """
 
 from __future__ import annotations
 
 import re
 
+from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from arrowport.api.errors import failure_response
 from arrowport.api.ingest_routes import ARROW_STREAM, STREAM_PATH, ingest_request, media_type_of
@@ -35,7 +36,7 @@ _ROUTE = _Route()
 
 
 class DirectIngest:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: FastAPI, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
 
@@ -44,6 +45,7 @@ class DirectIngest:
         if name is None:
             await self.app(scope, receive, send)
             return
+        scope["app"] = self.app  # where the route's code finds the services, as under FastAPI
         request = Request(scope, receive)
         if media_type_of(request) != ARROW_STREAM:
             await self.app(scope, receive, send)

@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from arrowport.auth import Principal, auth_enabled, authenticate
 from arrowport.config import AuthSettings, Settings
@@ -80,26 +81,28 @@ def docs_public(settings: Settings) -> bool:
 
 
 def docs_urls(settings: Settings) -> dict[str, Any]:
-    """FastAPI's own (unguarded) docs routes, or none when :func:`install_security` adds
+    """FastAPI's own (unguarded) docs routes, or none when :func:`install_docs_guard` adds
     guarded ones."""
     if docs_public(settings):
         return {}
     return {"docs_url": None, "redoc_url": None, "openapi_url": None}
 
 
-def install_security(app: FastAPI, settings: Settings) -> None:
-    """CORS when origins are configured, and token-guarded ``/docs``, ``/redoc`` and
-    ``/openapi.json`` when they are not public."""
+def with_cors(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """``app`` behind CORS when origins are configured."""
+    if not settings.api.cors_origins:
+        return app
+    return CORSMiddleware(
+        app,
+        allow_origins=settings.api.cors_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["*"],
+        expose_headers=["X-Request-Id", "Retry-After"],
+    )
 
-    if settings.api.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.api.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["*"],
-            expose_headers=["X-Request-Id", "Retry-After"],
-        )
 
+def install_docs_guard(app: FastAPI, settings: Settings) -> None:
+    """Token-guarded ``/docs``, ``/redoc`` and ``/openapi.json`` when they are not public."""
     if docs_public(settings):
         return
     guarded = [Depends(authenticated)]
