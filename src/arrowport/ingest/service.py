@@ -94,7 +94,7 @@ class IngestService:
         # Compressed bodies stream too: their size once decompressed is unknown up front.
         small = len(body) <= self.settings.limits.small_body_bytes and not body.codec
         if small and options.groupable:
-            outcome = await asyncio.wrap_future(self.submit_small(options, payload.open, delivery))
+            outcome = await self._writer.committed(self._pending(options, payload.open, delivery))
         else:
             outcome = await self._start_streaming(
                 client, lambda: self._write(options, payload.open, delivery, body.in_memory)
@@ -180,8 +180,8 @@ class IngestService:
         assert options.groupable
         payload = self._message_payload(options, messages)
         delivery = _delivery(options, digest)
-        submitted = self.submit_small(options, payload.open, delivery, abandoned)
-        return await asyncio.wrap_future(submitted), payload.batches
+        pending = self._pending(options, payload.open, delivery, abandoned)
+        return await self._writer.committed(pending), payload.batches
 
     def _message_payload(self, options: IngestOptions, messages: Iterable[Message]) -> _Opened:
         return _Opened(
@@ -196,10 +196,18 @@ class IngestService:
         abandoned: Callable[[], bool] | None = None,
     ) -> Future[WriteOutcome]:
         """Queue a small append for the group writer; the future resolves after its commit."""
-        pending = PendingWrite(
+        return self._writer.submit(self._pending(options, open_payload, delivery, abandoned))
+
+    @staticmethod
+    def _pending(
+        options: IngestOptions,
+        open_payload: Callable[[], BatchStream],
+        delivery: Delivery | None,
+        abandoned: Callable[[], bool] | None = None,
+    ) -> PendingWrite:
+        return PendingWrite(
             options.table, options.policy, lambda: open_payload().read_all(), delivery, abandoned
         )
-        return self._writer.submit(pending)
 
     # -- streaming slots -----------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ throughput. Callers :meth:`GroupWriter.submit` a job and get a future; the write
 queued (up to ``max_requests`` / ``max_rows`` / ``max_bytes``), prepares each job (decoding happens here, off the
 event loop) and writes them all in one transaction (the database merges appends of one table and
 schema into one insert).
-Every future is resolved only after the commit that contains its rows.
+Every future is resolved only after the commit that contains its rows. Callers on an event loop
+:meth:`GroupWriter.committed` instead: a group's answers then reach each loop in one wake-up,
+not one per write.
 
 If the group's transaction fails, each job is retried in a transaction of its own, so one bad
 request never fails the others.
@@ -13,6 +15,7 @@ request never fails the others.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import threading
@@ -45,6 +48,8 @@ class PendingWrite:
     abandoned: Callable[[], bool] | None = None
     future: Future[WriteOutcome] = field(default_factory=Future)
     data: pa.Table | None = None
+    # Set by :meth:`GroupWriter.committed`: the loop and its future that also get the answer.
+    waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[WriteOutcome]] | None = None
 
 
 _STOP = object()
@@ -76,6 +81,18 @@ class GroupWriter:
                     "too many writes are queued; retry shortly", retry_after=1
                 ) from None
         return write.future
+
+    async def committed(self, write: PendingWrite) -> WriteOutcome:
+        """Submit ``write`` and wait on the running loop for its commit. A cancelled wait
+        withdraws the write unless the writer has taken it already."""
+        waiter: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
+        write.waiter = (asyncio.get_running_loop(), waiter)
+        self.submit(write)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            write.future.cancel()
+            raise
 
     @property
     def queued(self) -> int:
@@ -174,17 +191,44 @@ class GroupWriter:
             for write in group:
                 self._commit([write], block)
             return
-        for write, outcome in zip(group, outcomes, strict=True):
-            _answer(write, outcome)
+        _answer_all(list(zip(group, outcomes, strict=True)))
+
+
+Answer = tuple[PendingWrite, WriteOutcome | BaseException]
 
 
 def _answer(write: PendingWrite, outcome: WriteOutcome | BaseException) -> None:
-    """Resolve a write's future; one whose caller gave up (cancelled) is left alone."""
-    with contextlib.suppress(InvalidStateError):
+    _answer_all([(write, outcome)])
+
+
+def _answer_all(answers: list[Answer]) -> None:
+    """Resolve writes' futures (one whose caller gave up, cancelled, is left alone), and wake
+    each event loop waiting on some of them once."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Answer]] = {}
+    for write, outcome in answers:
+        with contextlib.suppress(InvalidStateError):
+            if isinstance(outcome, BaseException):
+                write.future.set_exception(outcome)
+            else:
+                write.future.set_result(outcome)
+        if write.waiter is not None:
+            by_loop.setdefault(write.waiter[0], []).append((write, outcome))
+    for loop, waiting in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, waiting)
+
+
+def _settle(answers: list[Answer]) -> None:
+    """On a waiter's loop: hand each answer to its awaiting coroutine."""
+    for write, outcome in answers:
+        assert write.waiter is not None
+        waiter = write.waiter[1]
+        if waiter.done():
+            continue
         if isinstance(outcome, BaseException):
-            write.future.set_exception(outcome)
+            waiter.set_exception(outcome)
         else:
-            write.future.set_result(outcome)
+            waiter.set_result(outcome)
 
 
 def _job(write: PendingWrite) -> WriteJob:
