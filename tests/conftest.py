@@ -12,6 +12,8 @@ import httpx
 import pyarrow as pa
 import pytest
 
+from arrowport.config import DuckDBSettings
+from arrowport.storage.database import Database
 from tests.lake import lake_config
 from tests.server import ArrowportProcess
 
@@ -195,3 +197,13 @@ def client(server: ArrowportProcess) -> Iterator[httpx.Client]:
 def fresh_server(tmp_path: Path) -> Iterator[ArrowportProcess]:
     with ArrowportProcess(tmp_path / "server") as process:
         yield process
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    """The storage layer in this process, on a fresh database file."""
+    database = Database(DuckDBSettings(path=str(tmp_path / "unit.duckdb")))
+    try:
+        yield database
+    finally:
+        database.close()

@@ -8,7 +8,6 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import adbc_driver_flightsql.dbapi as dbapi
@@ -22,7 +21,6 @@ import pytest
 from adbc_driver_manager import AdbcStatusCode
 
 from arrowport.auth import hash_secret, new_token
-from arrowport.config import DuckDBSettings
 from arrowport.errors import (
     Overloaded,
     QueryError,
@@ -633,13 +631,6 @@ def test_polars_writes_and_reads_through_adbc(conn: dbapi.Connection, http: http
 
 
 # -- in process: storage and registries ------------------------------------------------------------------
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(DuckDBSettings(path=str(tmp_path / "unit.duckdb")))
-    yield database
-    database.close()
 
 
 def test_write_table_never_creates_when_told_not_to(db: Database) -> None:

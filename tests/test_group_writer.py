@@ -10,25 +10,15 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from arrowport.config import DuckDBSettings, GroupCommitSettings
+from arrowport.config import GroupCommitSettings
 from arrowport.errors import InvalidIPC
 from arrowport.storage.database import Database
 from arrowport.storage.group_writer import GroupWriter, PendingWrite
 from arrowport.storage.table_writer import WritePolicy
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(DuckDBSettings(path=str(tmp_path / "unit.duckdb")))
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 @pytest.fixture

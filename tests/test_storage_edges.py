@@ -18,7 +18,6 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from arrowport.config import DuckDBSettings
 from arrowport.errors import (
     ConstraintViolation,
     InvalidValue,
@@ -285,15 +284,6 @@ def test_json_target_table_with_a_newline_is_refused(client: httpx.Client) -> No
 
 
 # -- storage internals ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(DuckDBSettings(path=str(tmp_path / "unit.duckdb")))
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def _keyed_job(table: str, key: str, data: pa.Table | pa.RecordBatchReader) -> WriteJob:
