@@ -104,7 +104,7 @@ class FlightSettings(_Section):
     )
     port: int = Field(8815, ge=0, le=65535, description="Arrow Flight port (0 picks a free port).")
     upload_buffer_bytes: int = Field(
-        32 * 1024**2,
+        8 * 1024**2,
         ge=0,
         description="Bytes of a put's batches held in memory ahead of DuckDB; the rest of a fast "
         "upload waits in a temporary file (see spool_dir).",
