@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from arrowport.errors import InvalidIPC, PayloadTooLarge, TruncatedStream
@@ -167,6 +167,31 @@ class ByteCollector:
         return data
 
 
+def _framed(message: Message) -> list[bytes | memoryview]:
+    """``message`` as the pieces of its IPC encapsulation: marker and length, metadata padded
+    to 8 bytes, body."""
+    metadata = message.metadata
+    padding = -len(metadata) % 8
+    if padding:
+        metadata = bytes(metadata) + b"\x00" * padding
+    pieces = [CONTINUATION + struct.pack("<i", len(metadata)), metadata]
+    if message.body_length:
+        pieces.append(message.body)
+    return pieces
+
+
+def checked_stream_bytes(messages: Iterable[Message], budget: PayloadBudget) -> bytes:
+    """What :class:`CheckedStream` would serve of ``messages``, every message admitted first, as
+    one buffer: for a small payload, which pyarrow then decodes without a call back into
+    Python per read."""
+    pieces: list[bytes | memoryview] = []
+    for message in messages:
+        budget.admit(message)
+        pieces += _framed(message)
+    pieces.append(END_OF_STREAM)
+    return b"".join(pieces)
+
+
 class CheckedStream(io.RawIOBase):
     """A read-only file of an Arrow IPC stream, for ``pa.ipc.open_stream``: the messages of
     ``messages``, each admitted by ``budget`` before any of its bytes is served, then the
@@ -192,13 +217,7 @@ class CheckedStream(io.RawIOBase):
             self._pieces = [END_OF_STREAM]
             return True
         self._budget.admit(message)
-        metadata = message.metadata
-        padding = -len(metadata) % 8
-        if padding:
-            metadata = bytes(metadata) + b"\x00" * padding
-        self._pieces = [CONTINUATION + struct.pack("<i", len(metadata)), metadata]
-        if message.body_length:
-            self._pieces.append(message.body)
+        self._pieces = _framed(message)
         return True
 
     def read(self, size: int | None = -1) -> bytes | memoryview:

@@ -28,7 +28,13 @@ from arrowport.errors import (
     UnsupportedMediaType,
 )
 from arrowport.ingest.ipc_messages import Message, PayloadBudget, PayloadLimits
-from arrowport.ingest.ipc_stream import CheckedStream, Readable, ViewReader, stream_messages
+from arrowport.ingest.ipc_stream import (
+    CheckedStream,
+    Readable,
+    ViewReader,
+    checked_stream_bytes,
+    stream_messages,
+)
 
 Codec = Literal["zstd", "gzip", "lz4"]
 
@@ -152,6 +158,10 @@ class BatchStream:
         return pa.Table.from_batches(list(self), schema=self.schema)
 
 
+# In-memory payloads up to this size are decoded whole (see IpcPayload): at most this much is
+# copied. The default size of a group-committed body (limits.small_body_bytes).
+WHOLE_PAYLOAD_BYTES = 1024**2
+
 _DECODING_ERRORS = (
     pa.ArrowException,
     OSError,
@@ -173,11 +183,18 @@ class IpcPayload:
         chunk_size: int,
         max_rows: int | None = None,
         budget: PayloadBudget | None = None,
+        whole: bool = False,
     ) -> None:
+        """``whole``: ``messages`` are few and in memory (a small payload): all are checked
+        first, and pyarrow decodes them from one buffer, with no call back into Python per read
+        (a third of a 1,000-row request's decoding time)."""
         self.budget = budget if budget is not None else PayloadBudget(limits)
-        checked = CheckedStream(messages, self.budget)
         try:
-            self._reader = pa.ipc.open_stream(pa.PythonFile(checked, mode="r"))
+            if whole:
+                source: pa.NativeFile = pa.BufferReader(checked_stream_bytes(messages, self.budget))
+            else:
+                source = pa.PythonFile(CheckedStream(messages, self.budget), mode="r")
+            self._reader = pa.ipc.open_stream(source)
         except _DECODING_ERRORS as exc:
             raise _ipc_error(exc) from None
         self.stream = BatchStream(self._reader.schema, self._batches(), chunk_size, max_rows)
@@ -200,8 +217,11 @@ class IpcPayload:
         chunk_size: int,
         max_rows: int | None = None,
     ) -> IpcPayload:
-        """A payload already in memory; its batches point into ``data``."""
-        return cls(stream_messages(ViewReader(data), limits), limits, chunk_size, max_rows)
+        """A payload already in memory; its batches point into ``data`` (a small one's, into a
+        checked copy of it)."""
+        messages = stream_messages(ViewReader(data), limits)
+        whole = len(data) <= WHOLE_PAYLOAD_BYTES
+        return cls(messages, limits, chunk_size, max_rows, whole=whole)
 
     @classmethod
     def from_file(

@@ -146,7 +146,7 @@ class IngestService:
         holds a streaming slot: see :meth:`streaming_slot`); returns the outcome and the number
         of record batches. ``digest`` fingerprints the messages once all have arrived; nothing
         commits once ``abandoned()`` says the client gave up."""
-        payload = self._message_payload(options, messages)
+        payload = self._message_payload(options, messages, small=False)
         delivery = _delivery(options, payload.after(digest))
         outcome = self._write(options, payload.open, delivery, abandoned=abandoned)
         return outcome, payload.batches
@@ -160,7 +160,7 @@ class IngestService:
     ) -> tuple[WriteOutcome, int]:
         """A small Flight put, all arrived: group-committed (when it may be), on the calling
         thread; returns the outcome and the number of record batches."""
-        payload = self._message_payload(options, messages)
+        payload = self._message_payload(options, messages, small=True)
         delivery = _delivery(options, digest)
         if options.groupable:
             outcome = self.submit_small(options, payload.open, delivery, abandoned).result()
@@ -178,14 +178,20 @@ class IngestService:
         """:meth:`write_small` of a groupable put, awaited on an event loop: no thread waits
         for the group's commit."""
         assert options.groupable
-        payload = self._message_payload(options, messages)
+        payload = self._message_payload(options, messages, small=True)
         delivery = _delivery(options, digest)
         pending = self._pending(options, payload.open, delivery, abandoned)
         return await self._writer.committed(pending), payload.batches
 
-    def _message_payload(self, options: IngestOptions, messages: Iterable[Message]) -> _Opened:
+    def _message_payload(
+        self, options: IngestOptions, messages: Iterable[Message], small: bool
+    ) -> _Opened:
+        """``small``: all of ``messages`` are in memory already, and decoded whole; otherwise
+        they are read as DuckDB takes them (an upload arriving: memory stays bounded)."""
         return _Opened(
-            lambda: IpcPayload(iter(messages), self.limits, options.chunk_size, self._max_rows)
+            lambda: IpcPayload(
+                iter(messages), self.limits, options.chunk_size, self._max_rows, whole=small
+            )
         )
 
     def submit_small(
