@@ -45,6 +45,11 @@ class Frame:
     app_metadata: memoryview
     body: memoryview
 
+    @property
+    def size(self) -> int:
+        """Bytes of the IPC message it carries (metadata and body), as a put counts them."""
+        return len(self.header) + len(self.body) if self.header else 0
+
 
 def _varint(data: memoryview, pos: int) -> tuple[int, int]:
     value = 0

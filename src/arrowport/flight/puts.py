@@ -89,11 +89,15 @@ class PutLanding:
         upload = _Upload(self._ingest.limits, options.idempotency_key is not None)
         head: list[Message] = []
         whole = True
+        crossing: list[Frame] = []
         async for frame in frames:
-            head.extend(upload.admitted(frame_messages((frame,))))
-            if upload.received > self._small_body_bytes:
+            if upload.received + frame.size > self._small_body_bytes:
+                # Not a small put: this frame, like the rest, is realigned (copied) and hashed
+                # on a thread, not on the loop every other call shares.
                 whole = False
+                crossing.append(frame)
                 break
+            head.extend(upload.admitted(frame_messages((frame,))))
         if whole and options.groupable:
             with self._ingest.admission.holding(upload.received):
                 outcome, batches = await self._ingest.group_small(
@@ -101,7 +105,8 @@ class PutLanding:
                 )
         else:
             loop = asyncio.get_running_loop()
-            rest = upload.admitted(frame_messages(bridged(frames, loop)))
+            arriving = itertools.chain(crossing, bridged(frames, loop))
+            rest = upload.admitted(frame_messages(arriving))
 
             def write() -> tuple[WriteOutcome, int]:
                 if whole:
