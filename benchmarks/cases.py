@@ -421,17 +421,19 @@ def concurrent_http(
                     _check(reply.status, reply.json(), plan.batch_rows)
                     latencies.append(time.perf_counter() - started)
 
-        async def run() -> float:
+        cpu = CpuUse(server.proc.pid)
+
+        async def run() -> tuple[float, float]:
             async with Connection(server.url) as conn:  # creates the table, untimed
                 reply = await conn.post(path, bodies[0][0], BINARY_HEADERS)
                 _check(reply.status, reply.json(), plan.batch_rows)
             started = time.perf_counter()
-            await asyncio.gather(*(one_client(own) for own in bodies))
-            return started
+            with cpu:
+                await asyncio.gather(*(one_client(own) for own in bodies))
+            return started, time.perf_counter() - started
 
-        with HealthProbe(server.url, interval=0.02) as probe, CpuUse(server.proc.pid) as cpu:
-            started = asyncio.run(run())
-            seconds = time.perf_counter() - started
+        with HealthProbe(server.url, interval=0.02) as probe:
+            started, seconds = asyncio.run(run())
         health = probe.between(started, started + seconds)
         result = _concurrent_result(plan, seconds, latencies, health, seq_limit, cpu)
         result["retries"] = retries

@@ -25,7 +25,7 @@ def stream(*batches: pa.RecordBatch, options: pa.ipc.IpcWriteOptions | None = No
 
 def read(data: bytes, whole: bool) -> pa.Table:
     messages = stream_messages(ViewReader(data), LIMITS)
-    return IpcPayload(messages, LIMITS, 122_880, whole=whole).stream.read_all()
+    return IpcPayload(messages, LIMITS, 122_880, in_memory=whole).stream.read_all()
 
 
 def dictionary_batch(words: list[str]) -> pa.RecordBatch:
@@ -52,6 +52,7 @@ PAYLOADS = {
         )
     ),
     "no batches": stream(pa.record_batch({"id": pa.array([], pa.int64())})),
+    "larger than decoded whole": stream(pa.record_batch({"id": range(300_000)})),
 }
 
 

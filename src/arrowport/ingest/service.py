@@ -186,11 +186,12 @@ class IngestService:
     def _message_payload(
         self, options: IngestOptions, messages: Iterable[Message], small: bool
     ) -> _Opened:
-        """``small``: all of ``messages`` are in memory already, and decoded whole; otherwise
-        they are read as DuckDB takes them (an upload arriving: memory stays bounded)."""
+        """``small``: all of ``messages`` are in memory already (see :class:`IpcPayload`);
+        otherwise they are read as DuckDB takes them (an upload arriving: memory stays
+        bounded)."""
         return _Opened(
             lambda: IpcPayload(
-                iter(messages), self.limits, options.chunk_size, self._max_rows, whole=small
+                iter(messages), self.limits, options.chunk_size, self._max_rows, in_memory=small
             )
         )
 

@@ -84,7 +84,7 @@ class GroupWriter:
 
     async def committed(self, write: PendingWrite) -> WriteOutcome:
         """Submit ``write`` and wait on the running loop for its commit. A cancelled wait
-        withdraws the write unless the writer has taken it already."""
+        withdraws the write unless its transaction has begun."""
         waiter: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
         write.waiter = (asyncio.get_running_loop(), waiter)
         self.submit(write)
@@ -108,13 +108,15 @@ class GroupWriter:
 
     # -- writer thread -------------------------------------------------------------------------
 
-    def _next_group(self) -> tuple[list[PendingWrite], bool]:
+    def _next_group(self, group: list[PendingWrite]) -> bool:
+        """Fill ``group`` with the writes to commit together; True once the stop marker is
+        reached. Each write joins ``group`` as it is taken, so that a failure here answers it."""
         first = self._carry if self._carry is not None else self._queue.get()
         self._carry = None
         if first is _STOP:
-            return [], True
+            return True
         assert isinstance(first, PendingWrite)
-        group = [first]
+        group.append(first)
         deadline = time.monotonic() + self._settings.max_wait_ms / 1000
         # A write carried over from the last group was prepared already: its payload may be a
         # one-shot stream, so never decode it twice.
@@ -132,34 +134,33 @@ class GroupWriter:
             except queue.Empty:
                 break
             if item is _STOP:
-                return group, True
+                return True
             assert isinstance(item, PendingWrite)
+            group.append(item)
             _prepare(item)
             item_rows, item_size = _size(item)
             if (
                 rows + item_rows > self._settings.max_rows
                 or size + item_size > self._settings.max_bytes
             ):
-                self._carry = item
+                self._carry = group.pop()
                 break
-            group.append(item)
             rows += item_rows
             size += item_size
-        return group, False
+        return False
 
     def _run(self) -> None:
         stopping = False
         while not stopping:
             group: list[PendingWrite] = []
             try:
-                group, stopping = self._next_group()
+                stopping = self._next_group(group)
                 ready = [w for w in group if w.data is not None and not w.future.done()]
                 if ready:
                     self._commit(ready)
             except Exception as exc:  # never let one group stop the only writer
                 log.exception("group writer failed; answering the group and carrying on")
-                for write in group:
-                    _answer(write, exc)
+                _answer_all([(write, exc) for write in group])
         # Writes that arrived after the stop marker still get an answer.
         while True:
             try:
@@ -170,6 +171,10 @@ class GroupWriter:
                 _answer(item, ShuttingDown("the server is shutting down"))
 
     def _commit(self, group: list[PendingWrite], block: bool = False) -> None:
+        # A write that waited for a lock (or a retry) may have been given up meanwhile.
+        group = [write for write in group if not write.future.done()]
+        if not group:
+            return
         jobs = [_job(write) for write in group]
         try:
             outcomes = self._db.write(jobs, block=block)
@@ -225,6 +230,8 @@ def _settle(answers: list[Answer]) -> None:
         waiter = write.waiter[1]
         if waiter.done():
             continue
+        if isinstance(outcome, StopIteration):  # which an asyncio future refuses to hold
+            outcome = RuntimeError(f"write failed: {outcome!r}")
         if isinstance(outcome, BaseException):
             waiter.set_exception(outcome)
         else:
