@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from benchmarks import data
+from benchmarks.monitor import cpu_seconds
 
 _SERVICE = "arrow.flight.protocol.FlightService"
 
@@ -69,12 +70,6 @@ def _asyncio_server() -> None:
 
 
 _SERVERS = {"thread-pool": _thread_pool_server, "asyncio": _asyncio_server}
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _load(port: int, batches: list[list[pa.RecordBatch]]) -> None:
@@ -123,10 +118,10 @@ def main() -> None:
             assert proc.stdin is not None
             port = int(proc.stdout.readline())
             _load(port, [own[:5] for own in per_client])  # warm-up
-            cpu, started = _cpu_seconds(proc.pid), time.perf_counter()
+            cpu, started = cpu_seconds(proc.pid), time.perf_counter()
             _load(port, per_client)
             seconds = time.perf_counter() - started
-            cpu = _cpu_seconds(proc.pid) - cpu
+            cpu = cpu_seconds(proc.pid) - cpu
             proc.stdin.close()
         print(
             f"  {name:12s} {puts / seconds:8,.0f} puts/s   server CPU {cpu / puts * 1000:.2f} ms per put"

@@ -82,11 +82,14 @@ class RssSampler(Background):
             self._stop.wait(self.interval)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of ``pid`` (all its threads) so far, from /proc."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User plus system CPU time of ``pid`` (all its threads) so far, from /proc; ``reaped``
+    adds that of the children it has waited for (an exited PostgreSQL backend's time moves
+    into the postmaster's)."""
     # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    counted = (11, 12, 13, 14) if reaped else (11, 12)
+    return sum(int(fields[i]) for i in counted) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuUse:

@@ -9,20 +9,17 @@ import contextlib
 import os
 from pathlib import Path
 
-from benchmarks.monitor import descendants
+from benchmarks.monitor import cpu_seconds, descendants
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_seconds_of(pid: int) -> float:
-    """User + system CPU of ``pid`` and of its children it has reaped (an exited PostgreSQL
-    backend's time moves into the postmaster's ``cutime``)."""
+    """:func:`cpu_seconds` with reaped children; 0 for a process that has gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return cpu_seconds(pid, reaped=True)
     except OSError:
         return 0.0
-    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces
-    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICKS
 
 
 def tree_cpu_seconds(pid: int) -> float:

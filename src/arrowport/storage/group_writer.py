@@ -85,8 +85,9 @@ class GroupWriter:
     async def committed(self, write: PendingWrite) -> WriteOutcome:
         """Submit ``write`` and wait on the running loop for its commit. A cancelled wait
         withdraws the write unless its transaction has begun."""
-        waiter: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
-        write.waiter = (asyncio.get_running_loop(), waiter)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[WriteOutcome] = loop.create_future()
+        write.waiter = (loop, waiter)
         self.submit(write)
         try:
             return await waiter
