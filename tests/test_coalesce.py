@@ -119,6 +119,42 @@ def test_a_reader_is_coalesced_lazily_and_a_table_at_once() -> None:
     assert table.column("k").to_pylist() == list(range(300_000))
 
 
+def _unifiable_never() -> list[pa.RecordBatch]:
+    words = pa.array([f"v{i}" for i in range(100)])
+    return [
+        pa.record_batch(
+            {"d": pa.DictionaryArray.from_arrays(pa.array(range(100), pa.int8()), words)}
+        )
+        for _ in range(3)
+    ]
+
+
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [],
+        [pa.record_batch({"k": pa.array([], pa.int64())})] * 2,
+        numbered(16, 1_000),
+        [pa.record_batch({"k": pa.array([], pa.int64())}), *numbered(3, 5)],
+        numbered(1, ROW_GROUP_ROWS),
+        mixed_batches(50, 7),
+        _unifiable_never(),
+        numbered(20, 10_000),  # past a row group: sliced
+        [pa.record_batch({"s": pa.array(["x" * 100_000] * 40)})] * 10,  # past the byte limit
+    ],
+)
+def test_a_table_is_coalesced_as_its_batches_are(batches: list[pa.RecordBatch]) -> None:
+    """A table small enough for one batch is joined without measuring each batch: the same
+    batches as :func:`coalesce` makes of it."""
+    schema = batches[0].schema if batches else pa.schema([("k", pa.int64())])
+    table = coalesced(pa.Table.from_batches(batches, schema=schema), ROW_GROUP_ROWS)
+    assert isinstance(table, pa.Table)
+    expected = list(coalesce(batches, ROW_GROUP_ROWS))
+    assert [b.num_rows for b in table.to_batches()] == sizes(expected)
+    assert table.schema == schema
+    assert table.to_pylist() == values(expected)
+
+
 def test_rows_must_be_positive() -> None:
     with pytest.raises(ValueError, match="rows must be positive"):
         list(coalesce(numbered(1, 1), 0))

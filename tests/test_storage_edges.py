@@ -400,3 +400,48 @@ def test_query_schema_does_not_run_the_query(db: Database) -> None:
     full = run_query(db, "SELECT * FROM q")
     assert table_schema(db, "Q") == full.schema
     full.close()
+
+
+# -- small writes inserted by position -----------------------------------------------------------
+
+
+def _rows(db: Database, sql: str) -> list[tuple[Any, ...]]:
+    with db.cursor() as cur:
+        return cur.execute(sql).fetchall()
+
+
+def test_a_small_write_lands_each_value_in_its_own_column_whatever_the_order(
+    db: Database,
+) -> None:
+    """A table in memory whose columns are the table's, in order, is inserted by position;
+    in another order, or with other cases or fewer columns, by name: every value lands in the
+    column of its name either way."""
+    db.write_one(WriteJob("o", WritePolicy(), pa.table({"a": [1], "b": ["x"], "c": [1.5]})))
+    db.write_one(WriteJob("o", WritePolicy(), pa.table({"a": [2], "b": ["y"], "c": [2.5]})))
+    db.write_one(WriteJob("o", WritePolicy(), pa.table({"c": [3.5], "a": [3], "b": ["z"]})))
+    db.write_one(WriteJob("o", WritePolicy(), pa.table({"A": [4], "B": ["w"], "C": [4.5]})))
+    db.write_one(WriteJob("o", WritePolicy(), pa.table({"b": ["v"], "a": [5]})))
+    assert _rows(db, "SELECT a, b, c FROM o ORDER BY a") == [
+        (1, "x", 1.5),
+        (2, "y", 2.5),
+        (3, "z", 3.5),
+        (4, "w", 4.5),
+        (5, "v", None),
+    ]
+
+
+def test_a_small_write_to_a_table_with_computed_columns_keeps_them_computed(
+    db: Database,
+) -> None:
+    """Columns with a DEFAULT or GENERATED expression keep the value sent (a default) or refuse
+    one (generated); a write naming only the others gets them computed."""
+    with db.cursor() as cur:
+        cur.execute("CREATE TABLE d (a BIGINT, b BIGINT DEFAULT 7)")
+        cur.execute("CREATE TABLE g (a BIGINT, b BIGINT GENERATED ALWAYS AS (a * 2) VIRTUAL)")
+    db.write_one(WriteJob("d", WritePolicy(), pa.table({"a": [1], "b": [2]})))
+    db.write_one(WriteJob("d", WritePolicy(), pa.table({"a": [3]})))
+    assert _rows(db, "SELECT a, b FROM d ORDER BY a") == [(1, 2), (3, 7)]
+    with pytest.raises(InvalidValue, match="generated"):
+        db.write_one(WriteJob("g", WritePolicy(), pa.table({"a": [1], "b": [5]})))
+    db.write_one(WriteJob("g", WritePolicy(), pa.table({"a": [4]})))
+    assert _rows(db, "SELECT a, b FROM g") == [(4, 8)]

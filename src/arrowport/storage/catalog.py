@@ -25,14 +25,17 @@ def query_columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[Column] | 
 def table_columns(cur: duckdb.DuckDBPyConnection, schema: str, name: str) -> list[Column] | None:
     """Columns of ``schema``'s table ``name`` (names compared case-insensitively), or None."""
     rows = cur.execute(
-        "SELECT column_name, data_type, is_nullable FROM duckdb_columns() "
+        "SELECT column_name, data_type, is_nullable, column_default FROM duckdb_columns() "
         "WHERE database_name = current_database() AND lower(schema_name) = lower(?) "
         "AND lower(table_name) = lower(?) ORDER BY column_index",
         [schema, name],
     ).fetchall()
     if not rows:
         return None
-    return [Column(name, dtype, bool(nullable)) for name, dtype, nullable in rows]
+    return [
+        Column(name, dtype, bool(nullable), computed=default is not None)
+        for name, dtype, nullable, default in rows
+    ]
 
 
 class TableCatalog:

@@ -99,5 +99,13 @@ def coalesced(data: pa.RecordBatchReader | pa.Table, rows: int) -> pa.RecordBatc
     """``data`` with its batches coalesced: a reader lazily, one batch at a time; a table (small,
     in memory already) at once, as a table."""
     if isinstance(data, pa.Table):
-        return pa.Table.from_batches(list(coalesce(data.to_batches(), rows)), schema=data.schema)
+        batches = [batch for batch in data.to_batches() if batch.num_rows]
+        buffers = sum(batch.get_total_buffer_size() for batch in batches)
+        if data.num_rows <= rows and buffers <= MAX_BATCH_BYTES:
+            # One batch holds it all (each batch's buffers bound its size from above): joined
+            # at once, as coalesce would, without measuring each batch (a group commit's).
+            batches = _joined(batches) if batches else []
+        else:
+            batches = list(coalesce(batches, rows))
+        return pa.Table.from_batches(batches, schema=data.schema)
     return pa.RecordBatchReader.from_batches(data.schema, coalesce(data, rows))

@@ -33,6 +33,8 @@ class Column:
     nullable: bool = True
     # True when the Arrow type is ``null``: such a column holds only NULLs and fits any type.
     all_null: bool = False
+    # True for a table's column with a DEFAULT or GENERATED expression (DuckDB fills it in).
+    computed: bool = False
 
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "type": self.type, "nullable": self.nullable}

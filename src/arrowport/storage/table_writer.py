@@ -155,6 +155,8 @@ def write_table(
     if existing is None and not policy.create_missing:
         raise UnknownTable(f"table {table!r} does not exist", table=table)
     created = False
+    # Whether the table's columns are the data's, in its order (see _positional).
+    aligned = True
     if policy.mode == "replace" or existing is None:
         catalog.mark_changed(table)
         _create_schema(runner, table)
@@ -164,31 +166,67 @@ def write_table(
         for statement in _evolve(table, incoming, existing):
             catalog.mark_changed(table)
             runner.run(statement)
+            aligned = False
     else:
         check_compatible(table, incoming, existing)
-    source = f"_arrowport_src_{uuid.uuid4().hex}"
+    if existing is not None and not created:
+        aligned = aligned and _positional(incoming, existing)
     # Values DuckDB would silently change (sub-microsecond time zones, ...) are refused.
     guard = ValueGuard(coalesced(data, policy.batch_rows))
     try:
-        if policy.mode == "upsert":
-            cur.register(source, _with_positions(guard.reader) if last_wins else guard.reader)
-            rows = _upsert(runner, table, source, incoming, policy)
-        else:
-            rows = 0
-            for part in _statement_parts(guard.reader):
-                cur.register(source, part)
-                row = runner.run(
-                    f"INSERT INTO {quote_table(table)} BY NAME SELECT * FROM {quote(source)}",
-                    record=False,
-                ).fetchone()
-                rows += int(row[0]) if row else 0
+        if policy.mode != "upsert" and aligned and isinstance(guard.reader, pa.Table):
+            # A small write (a group commit's), in memory: inserted by position, as BY NAME
+            # would match it, without registering and dropping a view of it (on a busy server,
+            # a tenth of a group's commit).
+            cur.from_arrow(guard.reader).insert_into(quote_table(table))
+            rows = guard.reader.num_rows
             runner.actions.append(f"INSERT INTO {quote_table(table)} BY NAME (batch rows)")
+        else:
+            rows = _insert_registered(runner, table, guard.reader, incoming, policy)
     except duckdb.Error:
         guard.raise_error()  # DuckDB wraps errors raised inside its scan; answer with ours
         raise
+    return TableWrite(table, rows, created, runner.actions)
+
+
+def _insert_registered(
+    runner: _Runner,
+    table: str,
+    data: pa.RecordBatchReader | pa.Table,
+    incoming: list[Column],
+    policy: WritePolicy,
+) -> int:
+    """Insert (or upsert) ``data`` scanned as a registered view, a stream in several statements;
+    the rows inserted."""
+    cur = runner.cur
+    source = f"_arrowport_src_{uuid.uuid4().hex}"
+    try:
+        if policy.mode == "upsert":
+            last_wins = policy.duplicate_keys == "last_wins"
+            cur.register(source, _with_positions(data) if last_wins else data)
+            return _upsert(runner, table, source, incoming, policy)
+        rows = 0
+        for part in _statement_parts(data):
+            cur.register(source, part)
+            row = runner.run(
+                f"INSERT INTO {quote_table(table)} BY NAME SELECT * FROM {quote(source)}",
+                record=False,
+            ).fetchone()
+            rows += int(row[0]) if row else 0
+        runner.actions.append(f"INSERT INTO {quote_table(table)} BY NAME (batch rows)")
+        return rows
     finally:
         cur.unregister(source)
-    return TableWrite(table, rows, created, runner.actions)
+
+
+def _positional(incoming: list[Column], existing: list[Column]) -> bool:
+    """Whether data with ``incoming`` columns inserts by position as it would by name: it names
+    every column of the table in order (without regard to case, as DuckDB matches names), and
+    none of them is one DuckDB computes."""
+    return len(incoming) == len(existing) and all(
+        a.name.lower() == b.name.lower() and not b.computed
+        for a, b in zip(incoming, existing, strict=True)
+    )
 
 
 # DuckDB keeps the Arrow buffers a statement has scanned alive until the statement ends, so one
