@@ -409,21 +409,24 @@ def _json_document(rows: int) -> bytes:
     ],
     ids=["streamed", "small_binary", "json"],
 )
+@pytest.mark.parametrize("sent", [0.5, 0.0], ids=["half_sent", "none_sent"])
 def test_stalled_body_times_out_with_408(
-    impatient: ArrowportProcess, table: str, content_type: str, body: bytes
+    impatient: ArrowportProcess, table: str, content_type: str, body: bytes, sent: float
 ) -> None:
+    """A body that stops arriving, or never starts, is answered 408 once
+    ``limits.body_timeout_seconds`` pass without data."""
     sock = open_request(
         impatient.port,
-        f"/stream/{table}",
+        f"/stream/{table}_{int(sent * 100)}",
         {"Content-Type": content_type, "Content-Length": str(len(body))},
-        body[: len(body) // 2],
+        body[: int(len(body) * sent)],
     )
     with sock:
         answer = read_response(sock, timeout=30)
     assert answer.status == 408, answer.body
     assert answer.json()["code"] == "request_timeout"
     with httpx.Client(base_url=impatient.url, timeout=30) as http:
-        assert row_count(http, table) == 0
+        assert row_count(http, f"{table}_{int(sent * 100)}") == 0
     assert impatient.healthy()
 
 

@@ -174,7 +174,7 @@ async def receive(chunks: AsyncIterator[bytes], pace: BodyPace) -> AsyncIterator
     loop = asyncio.get_running_loop()
     # One rescheduled deadline instead of wait_for per chunk (which costs a task each).
     try:
-        async with asyncio.timeout(loop.time() + pace.timeout) as deadline:
+        async with asyncio.timeout_at(loop.time() + pace.timeout) as deadline:
             async for chunk in chunks:
                 deadline.reschedule(None)
                 pace.arrived(len(chunk))
