@@ -500,6 +500,40 @@ def test_reads_given_up_while_queued_leave_the_running_read_its_threads(tmp_path
         server.kill()
 
 
+@pytest.mark.parametrize("sent_rows", [0, 300_000], ids=["schema_only", "past_small_body"])
+def test_a_put_that_stops_sending_times_out_and_writes_nothing(
+    tmp_path: Path, sent_rows: int
+) -> None:
+    """A put whose client stops sending (after its schema, or partway through a large upload
+    already being written) ends DEADLINE_EXCEEDED once ``limits.body_timeout_seconds`` pass
+    without data, rather than holding its call for good."""
+    config = {"limits": {"body_timeout_seconds": 1}}
+    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
+        client = flight.connect(flight_url(server))
+        data = sample(sent_rows)
+        # The client's own deadline only stops the test hanging if the server never answers.
+        options = flight.FlightCallOptions(timeout=20)
+        writer, reader = client.do_put(path("stalled"), data.schema, options=options)
+        if sent_rows:
+            writer.write_table(data)
+        started = time.monotonic()
+
+        def wait_for_answer() -> None:
+            reader.read()
+            writer.close()
+
+        message = expect_error(wait_for_answer, "request_timeout", "deadline_exceeded")
+        assert "1 seconds" in message
+        assert time.monotonic() - started < 15
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.get("/tables/stalled").status_code == 404
+        put(client, path("stalled"), sample(10))
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert count(http, "stalled") == 10
+        client.close()
+        assert server.healthy()
+
+
 # -- concurrency ---------------------------------------------------------------------------------
 
 

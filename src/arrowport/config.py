@@ -293,7 +293,10 @@ class LimitsSettings(_Section):
         "streamed body counts its 16 MiB buffer); more get 503.",
     )
     body_timeout_seconds: float = Field(
-        60.0, gt=0, description="Longest wait for the next piece of a request body (408 after)."
+        60.0,
+        gt=0,
+        description="Longest wait for the next piece of a request body or Flight put (408, "
+        "DEADLINE_EXCEEDED over Flight, after).",
     )
     min_body_bytes_per_second: int = Field(
         1024,

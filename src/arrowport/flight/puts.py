@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from arrowport.errors import TruncatedStream
+from arrowport.errors import RequestTimeout, TruncatedStream
 from arrowport.flight.frames import Frame, frame_messages, parse_frame
 from arrowport.flight.spool import MessageSpool
 from arrowport.ingest.ipc_messages import Message, PayloadBudget
@@ -180,10 +180,11 @@ CANCEL_GRACE_SECONDS = 0.002
 
 
 class PutCall:
-    """A put's call as the put sees it: its frames as they arrive, and whether the client
-    has given up on it."""
+    """A put's call as the put sees it: its frames as they arrive (each within
+    ``stall_seconds`` of asking for it), and whether the client has given up on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, stall_seconds: float) -> None:
+        self._stall_seconds = stall_seconds
         self._ended: float | None = None
         # Set when gRPC cancels the handler (the client cancelled or went away); gRPC's own
         # ``context.cancelled()`` does not say so on its asyncio server.
@@ -194,9 +195,15 @@ class PutCall:
         arriving = aiter(requests)
         while True:
             try:
-                raw = await anext(arriving)
+                async with asyncio.timeout(self._stall_seconds):
+                    raw = await anext(arriving)
             except StopAsyncIteration:
                 break
+            except TimeoutError:  # a stalled client would hold its call (and slot) for good
+                raise RequestTimeout(
+                    f"no data of the upload arrived for {self._stall_seconds:g} seconds; "
+                    "nothing was written"
+                ) from None
             except Exception:  # grpc.RpcError: the client cancelled or the connection broke
                 raise TruncatedStream(
                     "the client cancelled the upload; nothing was written"

@@ -175,7 +175,7 @@ class FlightService:
     ) -> AsyncIterator[bytes]:
         # On the server's event loop (the other calls run on its threads): a small put is
         # received and group-committed without a thread of its own.
-        watched = PutCall()
+        watched = PutCall(self._settings.limits.body_timeout_seconds)
         try:
             async for answer in self._put(requests, context, watched):
                 yield answer
