@@ -445,3 +445,21 @@ def test_a_small_write_to_a_table_with_computed_columns_keeps_them_computed(
         db.write_one(WriteJob("g", WritePolicy(), pa.table({"a": [1], "b": [5]})))
     db.write_one(WriteJob("g", WritePolicy(), pa.table({"a": [4]})))
     assert _rows(db, "SELECT a, b FROM g") == [(4, 8)]
+
+
+def test_a_small_write_follows_the_columns_its_transaction_sees_not_the_cache(
+    db: Database,
+) -> None:
+    """Cached columns may lag a table replaced a moment ago (until that write's transaction
+    has closed): a small write is only inserted by position when the table, as its own
+    transaction sees it, has the write's columns in the write's order."""
+    db.write_one(WriteJob("r", WritePolicy(), pa.table({"a": [0], "b": [0]})))  # creates it
+    db.write_one(WriteJob("r", WritePolicy(), pa.table({"a": [1], "b": [10]})))  # caches it
+    before = db.catalog.cached("r")
+    assert before is not None
+    assert [c.name for c in before] == ["a", "b"]
+    replace = WritePolicy(mode="replace")
+    db.write_one(WriteJob("r", replace, pa.table({"b": [20], "a": [2]})))
+    db.catalog._columns["r"] = before  # what a lookup racing that replace could have left
+    db.write_one(WriteJob("r", WritePolicy(), pa.table({"a": [3], "b": [30]})))
+    assert _rows(db, "SELECT a, b FROM r ORDER BY a") == [(2, 20), (3, 30)]

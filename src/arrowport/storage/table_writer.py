@@ -155,8 +155,6 @@ def write_table(
     if existing is None and not policy.create_missing:
         raise UnknownTable(f"table {table!r} does not exist", table=table)
     created = False
-    # Whether the table's columns are the data's, in its order (see _positional).
-    aligned = True
     if policy.mode == "replace" or existing is None:
         catalog.mark_changed(table)
         _create_schema(runner, table)
@@ -166,23 +164,30 @@ def write_table(
         for statement in _evolve(table, incoming, existing):
             catalog.mark_changed(table)
             runner.run(statement)
-            aligned = False
     else:
         check_compatible(table, incoming, existing)
-    if existing is not None and not created:
-        aligned = aligned and _positional(incoming, existing)
+    # Columns DuckDB fills in itself (a DEFAULT or GENERATED expression) are only ever made by
+    # SQL outside Arrowport: none in a table it has just created.
+    computed = not created and existing is not None and any(c.computed for c in existing)
     # Values DuckDB would silently change (sub-microsecond time zones, ...) are refused.
     guard = ValueGuard(coalesced(data, policy.batch_rows))
     try:
-        if policy.mode != "upsert" and aligned and isinstance(guard.reader, pa.Table):
-            # A small write (a group commit's), in memory: inserted by position, as BY NAME
-            # would match it, without registering and dropping a view of it (on a busy server,
-            # a tenth of a group's commit).
-            cur.from_arrow(guard.reader).insert_into(quote_table(table))
-            rows = guard.reader.num_rows
+        checked = guard.reader
+        if (
+            policy.mode != "upsert"
+            and isinstance(checked, pa.Table)
+            and not computed
+            and _same_names(checked.schema.names, cur.table(quote_table(table)).columns)
+        ):
+            # A small write (a group commit's), in memory, that names the table's columns in
+            # their order as this transaction sees them: inserted by position, as BY NAME would
+            # place it, without registering and dropping a view of it (on a busy server, a
+            # tenth of a group's commit).
+            cur.from_arrow(checked).insert_into(quote_table(table))
+            rows = checked.num_rows
             runner.actions.append(f"INSERT INTO {quote_table(table)} BY NAME (batch rows)")
         else:
-            rows = _insert_registered(runner, table, guard.reader, incoming, policy)
+            rows = _insert_registered(runner, table, checked, incoming, policy)
     except duckdb.Error:
         guard.raise_error()  # DuckDB wraps errors raised inside its scan; answer with ours
         raise
@@ -219,13 +224,11 @@ def _insert_registered(
         cur.unregister(source)
 
 
-def _positional(incoming: list[Column], existing: list[Column]) -> bool:
-    """Whether data with ``incoming`` columns inserts by position as it would by name: it names
-    every column of the table in order (without regard to case, as DuckDB matches names), and
-    none of them is one DuckDB computes."""
-    return len(incoming) == len(existing) and all(
-        a.name.lower() == b.name.lower() and not b.computed
-        for a, b in zip(incoming, existing, strict=True)
+def _same_names(incoming: list[str], columns: list[str]) -> bool:
+    """Whether ``incoming`` names ``columns`` in order (without regard to case, as DuckDB
+    matches names)."""
+    return len(incoming) == len(columns) and all(
+        a.lower() == b.lower() for a, b in zip(incoming, columns, strict=True)
     )
 
 
