@@ -167,6 +167,17 @@ def test_do_get_runs_a_read_only_query_with_params(fc: flight.FlightClient) -> N
     assert result.to_pylist() == [{"n": 40, "top": 39}]
 
 
+def test_do_get_of_an_empty_answer_streams_its_schema(fc: flight.FlightClient) -> None:
+    """No rows is still an answer: the schema alone (a query, an empty table)."""
+    empty = fc.do_get(ticket({"sql": "SELECT 1 AS a, 'x' AS b WHERE false"})).read_all()
+    assert empty.num_rows == 0
+    assert empty.schema.names == ["a", "b"]
+    put(fc, command(stream_name="empty_table", mode="create"), sample(0))
+    table = fc.do_get(ticket("empty_table")).read_all()
+    assert table.num_rows == 0
+    assert table.schema.names == sample(0).schema.names
+
+
 def test_list_flights_get_flight_info_and_get_schema(fc: flight.FlightClient) -> None:
     data = sample(42)
     put(fc, path("listed"), data)

@@ -286,6 +286,12 @@ def test_queries_and_parameterised_queries(conn: dbapi.Connection) -> None:
     assert big.num_rows == 300_000
 
 
+def test_a_query_without_rows_answers_its_schema(conn: dbapi.Connection) -> None:
+    empty = fetch(conn, "SELECT 1 AS a, 'x' AS b WHERE false")
+    assert empty.num_rows == 0
+    assert empty.schema.names == ["a", "b"]
+
+
 def test_named_parameters_bind_by_name(conn: dbapi.Connection) -> None:
     # Columns in another order than the placeholders: only their names bind them.
     bound = pa.record_batch({"low": [40], "high": [2]})

@@ -180,3 +180,6 @@ def encode_stream(
             writer.write_batch(piece)
             yield from flush()
     writer.close()
+    # With no batch at all, the writer writes the schema only now: a client needs it even
+    # for an empty answer. (The end-of-stream marker is no message, so it is not sent.)
+    yield from flush()
