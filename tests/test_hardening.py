@@ -9,6 +9,7 @@ no timings).
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import socket
@@ -24,7 +25,7 @@ import pytest
 import zstandard
 
 from arrowport.auth import hash_secret, new_token
-from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary
+from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary, query
 from tests.server import ArrowportProcess
 
 MiB = 1024**2
@@ -357,6 +358,39 @@ def test_trickling_uploads_time_out_and_others_still_land(tmp_path: Path) -> Non
             assert answer.startswith("HTTP/1.1 408"), answer
             assert "request_timeout" in answer
         assert server.healthy()
+
+
+def _send_at(port: int, path: str, content_type: str, body: bytes, rate: int) -> str:
+    """POST ``body`` at ``rate`` bytes a second; the answer."""
+    with open_socket(port) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        step = rate // 10
+        started = time.monotonic()
+        for offset in range(0, len(body), step):
+            sock.sendall(body[offset : offset + step])
+            time.sleep(max(0.0, started + (offset + step) / rate - time.monotonic()))
+        return read_answer(sock)
+
+
+def test_a_json_body_is_held_to_the_minimum_rate_as_sent_not_as_decoded(tmp_path: Path) -> None:
+    """The minimum rate applies to the bytes on the wire: a JSON body sent a little faster than
+    it lands (its base64 payload decodes to three quarters of that) while it streams into
+    DuckDB."""
+    rate = 400_000
+    config = {"limits": {"body_timeout_seconds": 1, "min_body_bytes_per_second": rate}}
+    payload = base64.b64encode(ipc_bytes(zero_ints(200_000))).decode()  # ~2.1 MB of JSON
+    body = json.dumps({"config": {"target_table": "paced"}, "batch": {"data": payload}})
+    with ArrowportProcess(tmp_path, config=config) as server:
+        answer = _send_at(
+            server.port, "/stream/paced", "application/json", body.encode(), rate * 13 // 10
+        )
+        assert answer.startswith("HTTP/1.1 200"), answer
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            counted = query(http, "SELECT count(*) AS n FROM paced")
+        assert counted.column("n").to_pylist() == [200_000]
 
 
 def test_one_token_cannot_take_every_streaming_writer(tmp_path: Path) -> None:

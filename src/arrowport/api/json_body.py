@@ -118,7 +118,7 @@ async def _ingest_streamed(
                 )
 
     return await ingest.ingest_pipe(
-        options, reader.decoded(check), reader.codec, client, expected_schema=schema
+        options, reader.decoded(check), reader.codec, client, expected_schema=schema, paced=True
     )
 
 

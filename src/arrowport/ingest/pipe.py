@@ -208,10 +208,13 @@ async def read_body(
     return buffer
 
 
-async def pump(chunks: AsyncIterator[bytes], pipe: BodyPipe, pace: BodyPace, limit: int) -> int:
+async def pump(
+    chunks: AsyncIterator[bytes], pipe: BodyPipe, pace: BodyPace | None, limit: int
+) -> int:
     """Feed body chunks into the pipe; returns the bytes received (413 past ``limit``: the
     decoder counts what the body decodes to, this stops a body that is too large as sent before
-    it is all read).
+    it is all read). ``pace`` None: ``chunks`` are paced already (what a JSON body decodes to,
+    paced as the body arrives).
 
     Whatever happens — the end of the body, a stalled or vanished client, or this task being
     cancelled at shutdown — the pipe is finished, so the reading thread never waits forever.
@@ -219,7 +222,7 @@ async def pump(chunks: AsyncIterator[bytes], pipe: BodyPipe, pace: BodyPace, lim
     received = 0
     failure: BaseException | None = None
     try:
-        async for chunk in receive(chunks, pace):
+        async for chunk in chunks if pace is None else receive(chunks, pace):
             received += len(chunk)
             if received > limit:
                 failure = PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)

@@ -108,8 +108,11 @@ class IngestService:
         codec: Codec | None,
         client: str | None,
         expected_schema: pa.Schema | None = None,
+        paced: bool = False,
     ) -> IngestReply:
-        """Write an HTTP body (or a JSON body's payload) while it arrives."""
+        """Write an HTTP body (or a JSON body's payload) while it arrives; ``paced``: the
+        caller holds ``chunks`` to :meth:`pace` already (a JSON body, as it arrives, rather
+        than what it decodes to)."""
         started = time.perf_counter()
         pipe = BodyPipe(asyncio.get_running_loop())
         source = pipe if codec is None else decompressing_reader(pipe, codec)  # type: ignore[arg-type]
@@ -131,7 +134,8 @@ class IngestService:
 
         with self.admission.holding(pipe.high_water):
             written = self._start_streaming(client, write)
-            received = await pump(chunks, pipe, self.pace(), self.settings.limits.max_body_bytes)
+            pace = None if paced else self.pace()
+            received = await pump(chunks, pipe, pace, self.settings.limits.max_body_bytes)
             outcome = await written
         return self.finish(options, outcome, payload.batches, received, started)
 
