@@ -232,6 +232,55 @@ def test_too_many_rows_is_413_and_nothing_lands(limited: ArrowportProcess) -> No
         assert row_count(http, "too_many_rows") == 10_000
 
 
+# -- JSON bodies held in memory ------------------------------------------------------------------
+
+
+def _json_read_whole(table: str, rows: int) -> bytes:
+    """A seed JSON body that must be read whole: its ``config`` comes after ``batch.data``."""
+    data = base64.b64encode(ipc_bytes(ids_table(rows))).decode()
+    return json.dumps({"batch": {"data": data}, "config": {"target_table": table}}).encode()
+
+
+@pytest.mark.parametrize("framing", ["content_length", "chunked"])
+def test_json_bodies_read_whole_count_against_the_memory_budget_as_they_arrive(
+    tmp_path: Path, framing: str
+) -> None:
+    """A JSON body read whole counts every byte it holds against ``limits.max_inflight_bytes``
+    from the first, whether its length was declared or not: beside one that holds most of
+    the budget, another is refused 503 before it is all in memory."""
+    config = {"limits": {"max_inflight_bytes": 4 * MIB, "body_timeout_seconds": 60}}
+    with ArrowportProcess(tmp_path, config=config) as server:
+        first = _json_read_whole("held", 110_000)  # ~2.3 MiB, all but its end sent
+        holder = open_request(
+            server.port,
+            "/stream/held",
+            {"Content-Type": "application/json", "Content-Length": str(len(first))},
+            first[:-100],
+        )
+        with holder:
+            second = _json_read_whole("refused", 110_000)
+            headers = {"Content-Type": "application/json"}
+            if framing == "chunked":
+                headers["Transfer-Encoding"] = "chunked"
+                pieces = chunked(second)
+            else:
+                headers["Content-Length"] = str(len(second))
+                pieces = iter([second[i : i + 65536] for i in range(0, len(second), 65536)])
+            time.sleep(0.5)  # the first body's bytes are in by now
+            with open_request(server.port, "/stream/refused", headers) as sock:
+                send_until_answered(sock, pieces)
+                answer = read_response(sock, timeout=30)
+            assert answer.status == 503, answer.body
+            assert answer.json()["code"] == "overloaded"
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.get("/tables/refused").status_code == 404
+            landed = http.post(
+                "/stream/after", content=second, headers={"Content-Type": "application/json"}
+            )
+            assert landed.status_code == 200, landed.text
+        assert server.healthy()
+
+
 # -- flood ---------------------------------------------------------------------------------------
 
 FLOOD = {

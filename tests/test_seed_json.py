@@ -31,13 +31,17 @@ def body_of(data: str, config_first: bool = True, tail: str = "") -> bytes:
     return ("{" + ", ".join(parts) + "}").encode()
 
 
-def read(body: bytes, size: int, limit: int = 10**9) -> tuple[Any, bytes | None, list[Any]]:
+def read(
+    body: bytes, size: int, limit: int = 10**9, held: list[int] | None = None
+) -> tuple[Any, bytes | None, list[Any]]:
     """What the reader makes of ``body`` sent in ``size``-byte chunks: the document it opened
-    with, the decoded payload (None: read whole instead), and the documents checked."""
+    with, the decoded payload (None: read whole instead), and the documents checked; ``held``
+    gets each count of bytes the reader said it kept."""
     checked: list[Any] = []
+    holds = held if held is not None else []
 
     async def run() -> tuple[Any, bytes | None]:
-        reader = SeedJsonReader(pieces(body, size), limit)
+        reader = SeedJsonReader(pieces(body, size), limit, holds.append)
         document = await reader.open()
         if document is None:
             return json.loads(await reader.whole()), None
@@ -54,6 +58,21 @@ def test_the_payload_is_decoded_whatever_the_chunks(size: int) -> None:
     assert data == PAYLOAD
     assert document == {"config": {"target_table": "t"}, "batch": {"data": ""}}
     assert checked == [document]
+
+
+@pytest.mark.parametrize("size", [7, 1000, 10**6])
+def test_what_is_kept_is_counted_and_what_streams_is_not(size: int) -> None:
+    """A streamed body keeps only what surrounds ``batch.data``; one read whole keeps all."""
+    large = base64.b64encode(b"\x00" * 300_000).decode()
+    streamed: list[int] = []
+    _, data, _ = read(body_of(large, tail=', "note": "after"'), size, held=streamed)
+    assert data is not None
+    assert 0 < sum(streamed) < 200 + size  # the document around the payload, a chunk at most
+    whole: list[int] = []
+    body = body_of(large, config_first=False)
+    _, data, _ = read(body, size, held=whole)
+    assert data is None
+    assert sum(whole) == len(body)
 
 
 @pytest.mark.parametrize("size", [1, 3, 64])

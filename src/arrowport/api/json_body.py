@@ -56,18 +56,21 @@ async def ingest_json(
     limit = limits.max_json_body_bytes
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}", limit=limit)
-    if declared is None or declared > limits.small_body_bytes:
-        reader = SeedJsonReader(receive(request.stream(), ingest.pace()), limit)
-        document = await reader.open()
-        if document is not None:
-            return await _ingest_streamed(ingest, asked, principal, client, reader, document)
-        read_whole = reader.whole
-    else:
+    # What is held in memory counts from its first byte: what comes before batch.data, and a
+    # body that has to be read whole, however it is sent.
+    with ingest.admission.reserving() as held:
+        if declared is None or declared > limits.small_body_bytes:
+            reader = SeedJsonReader(receive(request.stream(), ingest.pace()), limit, held.grow)
+            document = await reader.open()
+            if document is not None:
+                return await _ingest_streamed(ingest, asked, principal, client, reader, document)
+            read_whole = reader.whole
+        else:
+            held.grow(declared)
 
-        async def read_whole() -> bytearray:
-            return await read_body(request.stream(), ingest.pace(), limit, declared)
+            async def read_whole() -> bytearray:
+                return await read_body(request.stream(), ingest.pace(), limit, declared)
 
-    with ingest.admission.holding(declared or limits.small_body_bytes):
         body = await read_whole()
         if len(body) <= _INLINE_JSON_BYTES:
             parsed, data = _decode(body)

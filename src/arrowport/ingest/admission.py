@@ -56,20 +56,36 @@ class Admission:
     def holding(self, size: int) -> Iterator[None]:
         """Count ``size`` bytes held in memory while the block runs (503 over the budget; a
         single body larger than the whole budget still runs when nothing else is held)."""
+        with self.reserving() as held:
+            held.grow(size)
+            yield
+
+    @contextlib.contextmanager
+    def reserving(self) -> Iterator[Reservation]:
+        """A count of bytes held in memory, grown as a body is buffered (see
+        :meth:`Reservation.grow`), given back when the block ends."""
+        held = Reservation(self)
+        try:
+            yield held
+        finally:
+            held.release()
+
+    def admit_bytes(self, size: int, own: int) -> None:
+        """Count ``size`` more bytes for a holder of ``own`` bytes already (see
+        :meth:`Reservation.grow`)."""
         limit = self._limits.max_inflight_bytes
         with self._lock:
-            if self._inflight_bytes + size > limit and self._inflight_bytes > 0:
+            if self._inflight_bytes + size > limit and self._inflight_bytes > own:
                 raise Overloaded(
                     "too many bytes are being received right now; retry shortly",
                     retry_after=1,
                     limit=limit,
                 )
             self._inflight_bytes += size
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._inflight_bytes -= size
+
+    def release_bytes(self, size: int) -> None:
+        with self._lock:
+            self._inflight_bytes -= size
 
     # -- streaming writers ---------------------------------------------------------------------
 
@@ -105,3 +121,21 @@ class Admission:
                 if not self._by_client[client]:
                     del self._by_client[client]
             self._idle.notify_all()
+
+
+class Reservation:
+    """Bytes one body holds in memory, counted against ``limits.max_inflight_bytes``."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self.size = 0
+
+    def grow(self, size: int) -> None:
+        """Count ``size`` more bytes (503 ``overloaded`` when they pass the budget while other
+        bodies hold some of it; one body alone may pass it)."""
+        self._admission.admit_bytes(size, self.size)
+        self.size += size
+
+    def release(self) -> None:
+        self._admission.release_bytes(self.size)
+        self.size = 0

@@ -55,11 +55,16 @@ def parse_json(body: bytes | bytearray) -> Any:
 
 
 class SeedJsonReader:
-    """Reads a seed-format body from ``chunks`` (already paced), at most ``limit`` bytes."""
+    """Reads a seed-format body from ``chunks`` (already paced), at most ``limit`` bytes;
+    ``hold(n)`` is told of every ``n`` bytes it keeps in memory (the body read whole, what
+    comes before and after ``batch.data``), before it keeps them."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], limit: int) -> None:
+    def __init__(
+        self, chunks: AsyncIterator[bytes], limit: int, hold: Callable[[int], None]
+    ) -> None:
         self._chunks = chunks
         self._limit = limit
+        self._hold = hold
         self._received = 0
         self._head = bytearray()
         self._prefix = b""
@@ -85,9 +90,16 @@ class SeedJsonReader:
             chunk = await self._next()
             if chunk is None:
                 return None
+            self._hold(len(chunk))
             self._head += chunk
         prefix = bytes(self._head[: match.end()])
-        document = _document_before_data(prefix)
+        # Parsing this much on the event loop would stall other requests.
+        large = len(prefix) > _INLINE_JSON_BYTES
+        document = (
+            await asyncio.to_thread(_document_before_data, prefix)
+            if large
+            else _document_before_data(prefix)
+        )
         if document is None:
             return None
         # The first bytes of the payload say whether it is itself compressed.
@@ -95,6 +107,7 @@ class SeedJsonReader:
             chunk = await self._next()
             if chunk is None:
                 break
+            self._hold(len(chunk))
             self._head += chunk
         start = bytes(self._head[match.end() : match.end() + 8])
         try:
@@ -109,6 +122,7 @@ class SeedJsonReader:
         """The whole body (what was read so far and the rest)."""
         body = self._head
         while (chunk := await self._next()) is not None:
+            self._hold(len(chunk))
             body += chunk
         self._head = bytearray()
         return body
@@ -131,8 +145,10 @@ class SeedJsonReader:
                     yield data
                 if quote >= 0:
                     decoder.close()
+                    self._hold(len(chunk) - quote - 1)
                     tail = bytearray(chunk[quote + 1 :])
             else:
+                self._hold(len(chunk))
                 tail += chunk
             chunk = await self._next()
         if tail is None:
