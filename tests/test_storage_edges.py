@@ -18,12 +18,15 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
+from arrowport.config import DuckDBSettings, Settings
 from arrowport.errors import (
     ConstraintViolation,
     InvalidValue,
+    Overloaded,
     SchemaConflict,
     WriteConflict,
 )
+from arrowport.reads import ReadService
 from arrowport.storage.catalog import TableCatalog
 from arrowport.storage.database import Database, LocksBusy, WriteJob, translate_error
 from arrowport.storage.delivery import Delivery
@@ -393,6 +396,7 @@ def test_query_schema_does_not_run_the_query(db: Database) -> None:
     db.write_one(WriteJob("q", WritePolicy(), pa.table({"k": [1, 2], "s": ["a", "b"]})))
     sql = "SELECT k, s, error('ran') AS e FROM q WHERE k > ?"
     schema = query_schema(db, sql, [0])
+    assert schema is not None
     assert schema.names == ["k", "s", "e"]
     assert schema.field("k").type == pa.int64()
     with pytest.raises(Exception, match="ran"):
@@ -400,6 +404,40 @@ def test_query_schema_does_not_run_the_query(db: Database) -> None:
     full = run_query(db, "SELECT * FROM q")
     assert table_schema(db, "Q") == full.schema
     full.close()
+    # Nor when it ends with ';' and a comment (which a subquery around it cannot hold).
+    for ending in (";", "; -- done", " ; /* done */ ;", "\n-- done"):
+        ended = query_schema(db, sql + ending, [0])
+        assert ended is not None
+        assert ended.names == ["k", "s", "e"]
+
+
+class _PlansNothing(Database):
+    """A database whose queries cannot be described without running them (no statement the
+    read guard lets through is such a one today; this keeps the last resort tested)."""
+
+    def query_schema(self, sql: str, params: Any = None) -> pa.Schema | None:
+        return None
+
+
+def test_a_query_schema_that_must_run_it_waits_for_a_query_turn(tmp_path: Path) -> None:
+    """A query that cannot be described without running it is run as an admitted query: with
+    every turn taken it is refused, not run beside them."""
+    db = _PlansNothing(DuckDBSettings(path=str(tmp_path / "plans.duckdb")))
+    settings = Settings.model_validate(
+        {"limits": {"max_concurrent_queries": 1, "max_queued_queries": 0}}
+    )
+    reads = ReadService(settings, db)
+    sql = "SELECT ?::INTEGER AS a"
+    try:
+        assert reads.query_schema(sql, [1]).names == ["a"]
+        held = reads.query("SELECT 1")
+        with pytest.raises(Overloaded):
+            reads.query_schema(sql, [1])
+        held.close()
+        assert reads.query_schema(sql, [1]).names == ["a"]
+    finally:
+        reads.close()
+        db.close()
 
 
 # -- small writes inserted by position -----------------------------------------------------------

@@ -140,7 +140,14 @@ class ReadService:
         return self.db.table(name)
 
     def query_schema(self, sql: str, params: Parameters = None) -> pa.Schema:
-        return self.db.query_schema(sql, params)
+        """The schema of ``sql``'s result, planned, not run; a query that cannot be described
+        that way is run as an admitted query (a turn of its own), then closed."""
+        schema = self.db.query_schema(sql, params)
+        if schema is not None:
+            return schema
+        result = self.query(sql, params)
+        result.close()
+        return result.schema
 
     def table_schema(self, name: str) -> pa.Schema:
         return self.db.table_schema(name)

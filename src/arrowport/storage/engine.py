@@ -163,7 +163,7 @@ class Engine:
     def table(self, name: str) -> TableInfo:
         return describe_table(self, name)
 
-    def query_schema(self, sql: str, params: Parameters = None) -> pa.Schema:
+    def query_schema(self, sql: str, params: Parameters = None) -> pa.Schema | None:
         return query_schema(self, sql, params)
 
     def table_schema(self, name: str) -> pa.Schema:

@@ -267,8 +267,9 @@ def read_table(db: Database, name: str) -> QueryResult:
     return run_query(db, f"SELECT * FROM {_sql_name(schema, table)}")
 
 
-def query_schema(db: Database, sql: str, params: Parameters = None) -> pa.Schema:
-    """The Arrow schema of ``sql``'s result, without computing its rows.
+def query_schema(db: Database, sql: str, params: Parameters = None) -> pa.Schema | None:
+    """The Arrow schema of ``sql``'s result, without computing its rows; None for a query that
+    cannot be described without running it (the caller runs it as a query, admitted as one).
 
     For Flight's ``get_schema`` / ``get_flight_info``, which must not run a query to describe it::
 
@@ -281,22 +282,29 @@ def query_schema(db: Database, sql: str, params: Parameters = None) -> pa.Schema
                 # A relation is planned, not run, until it is fetched; LIMIT 0 fetches nothing.
                 return cur.sql(sql).limit(0).to_arrow_table().schema
             # Parameters are bound only by execute, so the query is wrapped to return no rows
-            # (its own line, in case it ends with a comment). A query the wrap cannot parse
-            # (a ';' followed by a comment) is run instead. Caveat: a subquery renames
-            # duplicate output names (a, a -> a, a_1).
-            inner = sql.strip().rstrip(";")
+            # (its own line, in case it ends with a comment; without its final ';', even one
+            # followed by a comment). Caveat: a subquery renames duplicate output names
+            # (a, a -> a, a_1).
+            wrapped = f"SELECT * FROM (\n{_without_final_semicolons(sql)}\n) LIMIT 0"
             try:
-                wrapped = cur.execute(f"SELECT * FROM (\n{inner}\n) LIMIT 0", _bound(params))
-                return wrapped.to_arrow_reader().schema
+                return cur.execute(wrapped, _bound(params)).to_arrow_reader().schema
             except duckdb.ParserException:
-                pass
+                return None
         except duckdb.PermissionException as exc:
             raise _outside(exc, db) from None
         except (duckdb.Error, UnicodeDecodeError) as exc:
             raise _failed(exc, db) from None
-    result = run_query(db, sql, params)
-    result.close()
-    return result.schema
+
+
+def _without_final_semicolons(sql: str) -> str:
+    """``sql`` up to the ';' tokens that end it (comments after them are not tokens)."""
+    tokens = duckdb.tokenize(sql)
+    end = len(sql)
+    for position, kind in reversed(tokens):
+        if kind != duckdb.token_type.operator or sql[position] != ";":
+            break
+        end = position
+    return sql[:end]
 
 
 def table_schema(db: Database, name: str) -> pa.Schema:
