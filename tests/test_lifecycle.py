@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -151,6 +152,36 @@ def test_sigterm_during_a_flight_put_that_never_ends_exits_and_writes_nothing(
             else (0,)
         )
     assert rows == (0,)
+
+
+def test_one_shutdown_deadline_covers_flight_and_http(tmp_path: Path) -> None:
+    """A stalled Flight put and a stalled HTTP upload at SIGTERM: the server is gone after
+    about limits.shutdown_timeout_seconds, not that long for each protocol in turn."""
+    config = {"limits": {"shutdown_timeout_seconds": 3, "body_timeout_seconds": 120}}
+    server = ArrowportProcess(tmp_path, args=["--flight-port", "0"], config=config).start()
+    try:
+        client = flight.connect(f"grpc://127.0.0.1:{server.ready['flight_port']}")
+        writer, _ = client.do_put(flight.FlightDescriptor.for_path("f"), sample(1).schema)
+        writer.write_table(sample(1))  # and then nothing more
+        body = ipc_bytes(sample(300_000))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as upload:
+            upload.sendall(
+                b"POST /stream/h HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: " + ARROW_STREAM.encode() + b"\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[: len(body) // 2]
+            )
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                deadline = time.monotonic() + 30
+                while in_flight(http) < 2 and time.monotonic() < deadline:  # the upload, this
+                    time.sleep(0.05)
+            assert server.proc is not None
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.wait_for_exit(60) == 0
+            # Twice the timeout is what waiting for each side in turn takes.
+            assert time.monotonic() - started < 5.5
+    finally:
+        server.kill()
 
 
 def test_sigterm_idle_then_restart_on_same_file(tmp_path: Path) -> None:

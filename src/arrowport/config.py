@@ -323,7 +323,10 @@ class LimitsSettings(_Section):
     )
     max_queued_queries: int = Field(32, ge=0, description="Queries waiting to run; more get 503.")
     shutdown_timeout_seconds: float = Field(
-        30.0, gt=0, description="On SIGTERM, how long in-flight requests may take to finish."
+        30.0,
+        gt=0,
+        description="On SIGTERM, how long in-flight requests (HTTP and Flight alike) may take "
+        "to finish.",
     )
 
 

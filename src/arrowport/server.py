@@ -8,6 +8,7 @@ import signal
 import socket
 import ssl
 import sys
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -51,9 +52,15 @@ class _Server(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Flight puts still running commit before the HTTP side closes the ingest service.
+        # HTTP requests keep running meanwhile, so they get what is left of the same deadline:
+        # limits.shutdown_timeout_seconds bounds the whole shutdown, not each side of it.
         if self.flight is not None:
-            timeout = self.config.timeout_graceful_shutdown or 30
+            configured = self.config.timeout_graceful_shutdown
+            timeout = 30 if configured is None else configured
+            started = time.monotonic()
             await asyncio.to_thread(self.flight.close, timeout)
+            left = timeout - (time.monotonic() - started)
+            self.config.timeout_graceful_shutdown = max(0, math.ceil(left))
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
