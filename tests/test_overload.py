@@ -266,7 +266,7 @@ def test_json_bodies_read_whole_count_against_the_memory_budget_as_they_arrive(
             else:
                 headers["Content-Length"] = str(len(second))
                 pieces = iter([second[i : i + 65536] for i in range(0, len(second), 65536)])
-            time.sleep(0.5)  # the first body's bytes are in by now
+            time.sleep(1.0)  # the first body's bytes are in by now
             with open_request(server.port, "/stream/refused", headers) as sock:
                 send_until_answered(sock, pieces)
                 answer = read_response(sock, timeout=30)
@@ -276,6 +276,13 @@ def test_json_bodies_read_whole_count_against_the_memory_budget_as_they_arrive(
             assert http.get("/tables/refused").status_code == 404
             landed = http.post(
                 "/stream/after", content=second, headers={"Content-Type": "application/json"}
+            )
+            assert landed.status_code == 200, landed.text
+            # Alone, a body may pass the budget; one streamed into DuckDB (config first) too.
+            data = base64.b64encode(ipc_bytes(ids_table(110_000))).decode()
+            streamed = json.dumps({"config": {"target_table": "streamed"}, "batch": {"data": data}})
+            landed = http.post(
+                "/stream/s", content=streamed, headers={"Content-Type": "application/json"}
             )
             assert landed.status_code == 200, landed.text
         assert server.healthy()

@@ -30,6 +30,7 @@ from arrowport.errors import (
     PayloadTooLarge,
     SchemaMismatch,
 )
+from arrowport.ingest.admission import Reservation
 from arrowport.ingest.bodies import Base64Body, Body, BytesBody
 from arrowport.ingest.payload import sniff_codec
 from arrowport.ingest.pipe import read_body, receive
@@ -63,7 +64,9 @@ async def ingest_json(
             reader = SeedJsonReader(receive(request.stream(), ingest.pace()), limit, held.grow)
             document = await reader.open()
             if document is not None:
-                return await _ingest_streamed(ingest, asked, principal, client, reader, document)
+                return await _ingest_streamed(
+                    ingest, asked, principal, client, reader, document, held
+                )
             read_whole = reader.whole
         else:
             held.grow(declared)
@@ -91,6 +94,7 @@ async def _ingest_streamed(
     client: str | None,
     reader: SeedJsonReader,
     document: dict[str, Any],
+    held: Reservation,
 ) -> IngestReply:
     parsed = _validated(document)
     schema = _declared_schema(parsed.batch.arrow_schema)
@@ -121,7 +125,13 @@ async def _ingest_streamed(
                 )
 
     return await ingest.ingest_pipe(
-        options, reader.decoded(check), reader.codec, client, expected_schema=schema, paced=True
+        options,
+        reader.decoded(check),
+        reader.codec,
+        client,
+        expected_schema=schema,
+        paced=True,
+        held=held,
     )
 
 

@@ -141,7 +141,9 @@ class SeedJsonReader:
                 data = decoder.feed(chunk if quote < 0 else chunk[:quote])
                 if data:
                     if len(self._first_message) < _SCHEMA_BYTES:
-                        self._first_message += data[: _SCHEMA_BYTES - len(self._first_message)]
+                        kept = data[: _SCHEMA_BYTES - len(self._first_message)]
+                        self._hold(len(kept))
+                        self._first_message += kept
                     yield data
                 if quote >= 0:
                     decoder.close()

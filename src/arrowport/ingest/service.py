@@ -19,6 +19,7 @@ the limits, validated batch by batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -28,7 +29,7 @@ import pyarrow as pa
 
 from arrowport.config import Settings
 from arrowport.errors import ShuttingDown
-from arrowport.ingest.admission import Admission
+from arrowport.ingest.admission import Admission, Reservation
 from arrowport.ingest.bodies import Body
 from arrowport.ingest.ipc_messages import Message, PayloadLimits
 from arrowport.ingest.payload import BatchStream, Codec, IpcPayload, decompressing_reader
@@ -109,10 +110,12 @@ class IngestService:
         client: str | None,
         expected_schema: pa.Schema | None = None,
         paced: bool = False,
+        held: Reservation | None = None,
     ) -> IngestReply:
         """Write an HTTP body (or a JSON body's payload) while it arrives; ``paced``: the
         caller holds ``chunks`` to :meth:`pace` already (a JSON body, as it arrives, rather
-        than what it decodes to)."""
+        than what it decodes to); ``held``: the body's reservation of memory, which the pipe's
+        buffer joins (a JSON body's, holding what came before its payload)."""
         started = time.perf_counter()
         pipe = BodyPipe(asyncio.get_running_loop())
         source = pipe if codec is None else decompressing_reader(pipe, codec)  # type: ignore[arg-type]
@@ -132,7 +135,9 @@ class IngestService:
             finally:
                 pipe.abort()
 
-        with self.admission.holding(pipe.high_water):
+        reserving = self.admission.reserving() if held is None else contextlib.nullcontext(held)
+        with reserving as reservation:
+            reservation.grow(pipe.high_water)
             written = self._start_streaming(client, write)
             pace = None if paced else self.pace()
             received = await pump(chunks, pipe, pace, self.settings.limits.max_body_bytes)
