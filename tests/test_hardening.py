@@ -380,7 +380,7 @@ def test_a_json_body_is_held_to_the_minimum_rate_as_sent_not_as_decoded(tmp_path
     it lands (its base64 payload decodes to three quarters of that) while it streams into
     DuckDB."""
     rate = 400_000
-    config = {"limits": {"body_timeout_seconds": 1, "min_body_bytes_per_second": rate}}
+    config = {"limits": {"body_timeout_seconds": 2, "min_body_bytes_per_second": rate}}
     payload = base64.b64encode(ipc_bytes(zero_ints(200_000))).decode()  # ~2.1 MB of JSON
     body = json.dumps({"config": {"target_table": "paced"}, "batch": {"data": payload}})
     with ArrowportProcess(tmp_path, config=config) as server:

@@ -157,7 +157,7 @@ def test_sigterm_during_a_flight_put_that_never_ends_exits_and_writes_nothing(
 def test_one_shutdown_deadline_covers_flight_and_http(tmp_path: Path) -> None:
     """A stalled Flight put and a stalled HTTP upload at SIGTERM: the server is gone after
     about limits.shutdown_timeout_seconds, not that long for each protocol in turn."""
-    config = {"limits": {"shutdown_timeout_seconds": 3, "body_timeout_seconds": 120}}
+    config = {"limits": {"shutdown_timeout_seconds": 5, "body_timeout_seconds": 120}}
     server = ArrowportProcess(tmp_path, args=["--flight-port", "0"], config=config).start()
     try:
         client = flight.connect(f"grpc://127.0.0.1:{server.ready['flight_port']}")
@@ -179,7 +179,7 @@ def test_one_shutdown_deadline_covers_flight_and_http(tmp_path: Path) -> None:
             server.proc.send_signal(signal.SIGTERM)
             assert server.wait_for_exit(60) == 0
             # Twice the timeout is what waiting for each side in turn takes.
-            assert time.monotonic() - started < 5.5
+            assert time.monotonic() - started < 8
     finally:
         server.kill()
 

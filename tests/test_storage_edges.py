@@ -27,7 +27,7 @@ from arrowport.errors import (
     WriteConflict,
 )
 from arrowport.reads import ReadService
-from arrowport.storage.catalog import TableCatalog
+from arrowport.storage.catalog import TableCatalog, query_columns
 from arrowport.storage.database import Database, LocksBusy, WriteJob, translate_error
 from arrowport.storage.delivery import Delivery
 from arrowport.storage.query import query_schema, run_query, table_schema
@@ -404,8 +404,9 @@ def test_query_schema_does_not_run_the_query(db: Database) -> None:
     full = run_query(db, "SELECT * FROM q")
     assert table_schema(db, "Q") == full.schema
     full.close()
-    # Nor when it ends with ';' and a comment (which a subquery around it cannot hold).
-    for ending in (";", "; -- done", " ; /* done */ ;", "\n-- done"):
+    # Nor when it ends with ';' and a comment (which a subquery around it cannot hold), with
+    # text that is not ASCII before it (the tokenizer counts bytes).
+    for ending in (";", "; -- done", " ; /* done */ ;", "\n-- done", " AND s <> 'é';"):
         ended = query_schema(db, sql + ending, [0])
         assert ended is not None
         assert ended.names == ["k", "s", "e"]
@@ -483,6 +484,20 @@ def test_a_small_write_to_a_table_with_computed_columns_keeps_them_computed(
         db.write_one(WriteJob("g", WritePolicy(), pa.table({"a": [1], "b": [5]})))
     db.write_one(WriteJob("g", WritePolicy(), pa.table({"a": [4]})))
     assert _rows(db, "SELECT a, b FROM g") == [(4, 8)]
+    with db.cursor() as cur:
+        cur.execute("CREATE TABLE n (a BIGINT, b BIGINT DEFAULT NULL)")
+        columns = query_columns(cur, "n")
+    assert columns is not None
+    assert [c.computed for c in columns] == [False, False]  # DEFAULT NULL fills nothing in
+
+
+def test_a_small_write_matches_names_as_duckdb_does(db: Database) -> None:
+    """Only ASCII letters match whatever their case, as in DuckDB's BY NAME."""
+    db.write_one(WriteJob("u", WritePolicy(), pa.table({"é": [1], "b": [2]})))
+    db.write_one(WriteJob("u", WritePolicy(), pa.table({"é": [3], "B": [4]})))
+    with pytest.raises(InvalidValue, match="É"):
+        db.write_one(WriteJob("u", WritePolicy(), pa.table({"É": [5], "b": [6]})))
+    assert _rows(db, 'SELECT "é", b FROM u ORDER BY b') == [(1, 2), (3, 4)]
 
 
 def test_a_small_write_follows_the_columns_its_transaction_sees_not_the_cache(

@@ -33,9 +33,14 @@ def table_columns(cur: duckdb.DuckDBPyConnection, schema: str, name: str) -> lis
     if not rows:
         return None
     return [
-        Column(name, dtype, bool(nullable), computed=default is not None)
+        Column(name, dtype, bool(nullable), computed=_computed(default))
         for name, dtype, nullable, default in rows
     ]
+
+
+def _computed(default: str | None) -> bool:
+    """Whether a column's ``column_default`` fills it in (DuckLake says 'NULL' for none)."""
+    return default is not None and default.strip().upper() != "NULL"
 
 
 class TableCatalog:

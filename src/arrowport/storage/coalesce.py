@@ -100,10 +100,11 @@ def coalesced(data: pa.RecordBatchReader | pa.Table, rows: int) -> pa.RecordBatc
     in memory already) at once, as a table."""
     if isinstance(data, pa.Table):
         batches = [batch for batch in data.to_batches() if batch.num_rows]
-        buffers = sum(batch.get_total_buffer_size() for batch in batches)
-        if data.num_rows <= rows and buffers <= MAX_BATCH_BYTES:
-            # One batch holds it all (each batch's buffers bound its size from above): joined
-            # at once, as coalesce would, without measuring each batch (a group commit's).
+        # Each column's size is at most its batch's buffers (shared ones counted once).
+        bound = sum(b.get_total_buffer_size() * b.num_columns for b in batches)
+        if data.num_rows <= rows and bound <= MAX_BATCH_BYTES:
+            # One batch holds it all: joined at once, as coalesce would, without measuring each
+            # batch (a group commit's many small ones).
             batches = _joined(batches) if batches else []
         else:
             batches = list(coalesce(batches, rows))

@@ -298,13 +298,13 @@ def query_schema(db: Database, sql: str, params: Parameters = None) -> pa.Schema
 
 def _without_final_semicolons(sql: str) -> str:
     """``sql`` up to the ';' tokens that end it (comments after them are not tokens)."""
-    tokens = duckdb.tokenize(sql)
-    end = len(sql)
-    for position, kind in reversed(tokens):
-        if kind != duckdb.token_type.operator or sql[position] != ";":
+    raw = sql.encode()  # the tokenizer's positions count UTF-8 bytes
+    end = len(raw)
+    for position, kind in reversed(duckdb.tokenize(sql)):
+        if kind != duckdb.token_type.operator or raw[position : position + 1] != b";":
             break
         end = position
-    return sql[:end]
+    return raw[:end].decode()
 
 
 def table_schema(db: Database, name: str) -> pa.Schema:

@@ -225,10 +225,10 @@ def _insert_registered(
 
 
 def _same_names(incoming: list[str], columns: list[str]) -> bool:
-    """Whether ``incoming`` names ``columns`` in order (without regard to case, as DuckDB
-    matches names)."""
+    """Whether ``incoming`` names ``columns`` in order, as DuckDB matches names: without
+    regard to the case of ASCII letters (only theirs)."""
     return len(incoming) == len(columns) and all(
-        a.lower() == b.lower() for a, b in zip(incoming, columns, strict=True)
+        a.encode().lower() == b.encode().lower() for a, b in zip(incoming, columns, strict=True)
     )
 
 
