@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -543,6 +544,38 @@ def test_a_put_that_stops_sending_times_out_and_writes_nothing(
             assert count(http, "stalled") == 10
         client.close()
         assert server.healthy()
+
+
+def test_a_small_put_in_a_transaction_of_its_own_takes_a_streaming_writer(
+    tmp_path: Path,
+) -> None:
+    """A small put that is not group-committed (here: mode replace) writes in a transaction of
+    its own, as the same HTTP request would: it needs one of limits.max_streaming_writes, and
+    is refused UNAVAILABLE while they are all busy; a small append is group-committed."""
+    config = {"limits": {"max_streaming_writes": 1, "body_timeout_seconds": 60}}
+    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
+        client = flight.connect(flight_url(server))
+        body = ipc_bytes(sample(300_000))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as upload:
+            upload.sendall(  # a large upload that stalls holds the one streaming writer
+                b"POST /stream/held HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/vnd.apache.arrow.stream\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:100_000]
+            )
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                deadline = time.monotonic() + 30
+                while in_flight(http) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                expect_error(
+                    lambda: put(client, command(stream_name="r", mode="replace"), sample(10)),
+                    "overloaded",
+                    "unavailable",
+                )
+                put(client, path("appended"), sample(10))
+                assert count(http, "appended") == 10
+        reply = put(client, command(stream_name="r", mode="replace"), sample(10))
+        assert reply["rows_processed"] == 10
+        client.close()
 
 
 # -- concurrency ---------------------------------------------------------------------------------

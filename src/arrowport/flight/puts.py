@@ -9,6 +9,7 @@ ingestion both land here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import itertools
@@ -63,7 +64,7 @@ class PutLanding:
         messages = upload.admitted(frame_messages(frames))
         head, whole = upload.head(messages, self._small_body_bytes)
         if whole:  # a small upload, all here: group-committed like a small HTTP body
-            with self._ingest.admission.holding(upload.received):
+            with self._ingest.admission.holding(upload.received), self._slot(options, client):
                 outcome, batches = self._ingest.write_small(options, head, upload.digest, abandoned)
         else:
             outcome, batches = self._spooled(
@@ -110,7 +111,10 @@ class PutLanding:
 
             def write() -> tuple[WriteOutcome, int]:
                 if whole:
-                    with self._ingest.admission.holding(upload.received):
+                    with (
+                        self._ingest.admission.holding(upload.received),
+                        self._slot(options, client),
+                    ):
                         return self._ingest.write_small(options, head, upload.digest, abandoned)
                 everything = itertools.chain(head, rest)
                 return self._spooled(options, everything, upload.digest, client, abandoned)
@@ -120,6 +124,15 @@ class PutLanding:
         reply = self._ingest.finish(options, outcome, batches, upload.received, started)
         log.debug("flight put committed", stream=options.stream, rows=reply.rows_processed)
         return reply
+
+    def _slot(
+        self, options: IngestOptions, client: str | None
+    ) -> contextlib.AbstractContextManager[None]:
+        """A streaming-writer slot for a small put that is not group-committed (it writes in a
+        transaction of its own, as the same HTTP request would); none for one that is."""
+        if options.groupable:
+            return contextlib.nullcontext()
+        return self._ingest.streaming_slot(client)
 
     def _spooled(
         self,
