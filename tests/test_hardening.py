@@ -393,6 +393,47 @@ def test_a_json_body_is_held_to_the_minimum_rate_as_sent_not_as_decoded(tmp_path
         assert counted.column("n").to_pylist() == [200_000]
 
 
+def test_a_query_whose_client_goes_away_is_stopped_and_gives_its_turn_back(
+    tmp_path: Path,
+) -> None:
+    """A client that disconnects while its query runs stops the query: with one query turn,
+    the next client gets it within seconds, not when the abandoned query would have ended."""
+    config = {
+        "limits": {
+            "max_concurrent_queries": 1,
+            "max_queued_queries": 0,
+            "query_timeout_seconds": 120,
+        }
+    }
+    long_query = json.dumps({"sql": "SELECT sum(hash(range)) AS s FROM range(10000000000)"})
+    with ArrowportProcess(tmp_path, config=config) as server:
+        with open_socket(server.port) as sock:
+            sock.sendall(
+                b"POST /query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: "
+                + str(len(long_query)).encode()
+                + b"\r\n\r\n"
+                + long_query.encode()
+            )
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:  # until the long query holds the turn
+                    if http.post("/query", json={"sql": "SELECT 1"}).status_code == 503:
+                        break
+                    time.sleep(0.05)
+                else:
+                    raise AssertionError("the long query never held the query turn")
+        gone = time.monotonic()
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            while True:
+                answer = http.post("/query", json={"sql": "SELECT 1 AS one"})
+                if answer.status_code == 200 or time.monotonic() - gone > 20:
+                    break
+                time.sleep(0.1)
+            assert answer.status_code == 200, answer.text
+        assert server.healthy()
+
+
 def test_one_token_cannot_take_every_streaming_writer(tmp_path: Path) -> None:
     secret = new_token("loader")
     tokens = [{"name": "loader", "secret_hash": hash_secret(secret), "scopes": ["ingest"]}]

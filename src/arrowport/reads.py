@@ -26,7 +26,7 @@ import pyarrow as pa
 from arrowport.config import CompressionSettings, Settings
 from arrowport.errors import Overloaded, ResultTooLarge
 from arrowport.storage.interface import Storage
-from arrowport.storage.query import Parameters, QueryResult, TableInfo
+from arrowport.storage.query import Parameters, QueryResult, QueryStop, TableInfo
 
 T = TypeVar("T")
 
@@ -105,9 +105,12 @@ class ReadService:
 
     # -- queries (admitted) --------------------------------------------------------------------
 
-    def query(self, sql: str, params: Parameters = None) -> QueryResult:
-        """Start a read-only query (blocks while it waits for a turn); iterate or close it."""
-        return self._admitted(lambda: self.db.query(sql, params))
+    def query(
+        self, sql: str, params: Parameters = None, stop: QueryStop | None = None
+    ) -> QueryResult:
+        """Start a read-only query (blocks while it waits for a turn); iterate or close it.
+        ``stop`` ends it from another thread (its client went away)."""
+        return self._admitted(lambda: self.db.query(sql, params, stop))
 
     def read_table(self, name: str) -> QueryResult:
         return self._admitted(lambda: self.db.read_table(name))

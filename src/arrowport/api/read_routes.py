@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import IO, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -18,6 +20,7 @@ from arrowport.errors import InvalidOptions, ShuttingDown, StorageError, Unsuppo
 from arrowport.ingest.pipe import read_body
 from arrowport.ingest.seed_json import parse_json
 from arrowport.reads import result_write_options
+from arrowport.storage.query import QueryStop
 
 router = APIRouter()
 
@@ -170,8 +173,10 @@ async def query(request: Request) -> Response:
     reads = found.reads
     media_type = _accepted(request)
 
+    stop = QueryStop()
+
     def answer() -> IO[bytes]:
-        result = reads.query(parsed.sql, parsed.params)
+        result = reads.query(parsed.sql, parsed.params, stop)
         return render(
             result,
             media_type,
@@ -180,6 +185,18 @@ async def query(request: Request) -> Response:
             found.settings.flight.spool_dir,
         )
 
-    spool = await reads.run(answer)
+    # A client that goes away stops its query: it would hold a query turn until it finished.
+    watcher = asyncio.ensure_future(_when_gone(request, stop))
+    try:
+        spool = await reads.run(answer)
+    finally:
+        watcher.cancel()
     headers = {"Content-Length": str(size(spool))}
     return StreamingResponse(chunks(spool), media_type=media_type, headers=headers)
+
+
+async def _when_gone(request: Request, then: Callable[[], None]) -> None:
+    """Call ``then`` once the client disconnects (its request body is read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    then()

@@ -31,6 +31,7 @@ from arrowport.storage.identifiers import check_table_name
 from arrowport.storage.query import (
     Parameters,
     QueryResult,
+    QueryStop,
     TableInfo,
     describe_table,
     list_tables,
@@ -150,9 +151,11 @@ class Engine:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def query(self, sql: str, params: Parameters = None) -> QueryResult:
+    def query(
+        self, sql: str, params: Parameters = None, stop: QueryStop | None = None
+    ) -> QueryResult:
         """Start a read-only query; the caller iterates (or closes) the result."""
-        return run_query(self, sql, params)
+        return run_query(self, sql, params, stop)
 
     def read_table(self, name: str) -> QueryResult:
         return read_table(self, name)

@@ -13,7 +13,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from arrowport.errors import ArrowportError
-from arrowport.storage.query import Parameters, QueryResult, TableInfo
+from arrowport.storage.query import Parameters, QueryResult, QueryStop, TableInfo
 from arrowport.storage.writes import WriteJob, WriteOutcome
 
 
@@ -38,7 +38,9 @@ class Storage(Protocol):
 
     # -- reads and metadata --------------------------------------------------------------------
 
-    def query(self, sql: str, params: Parameters = None) -> QueryResult: ...
+    def query(
+        self, sql: str, params: Parameters = None, stop: QueryStop | None = None
+    ) -> QueryResult: ...
 
     def read_table(self, name: str) -> QueryResult: ...
 

@@ -203,10 +203,46 @@ def _bound(params: Parameters) -> list[Any] | dict[str, Any] | None:
     return dict(params) if isinstance(params, Mapping) else list(params)
 
 
-def run_query(db: Database, sql: str, params: Parameters = None) -> QueryResult:
-    """Start a read-only query; the caller iterates (or closes) the result."""
+class QueryStop:
+    """Stops a query from another thread (its client went away): at once if it has not started
+    yet, by interrupting DuckDB if it runs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self.requested = False
+
+    def watch(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        with self._lock:
+            self._cursor = cursor
+            if self.requested:
+                _interrupt(cursor)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._cursor = None
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.requested = True
+            if self._cursor is not None:
+                _interrupt(self._cursor)
+
+
+def _interrupt(cursor: duckdb.DuckDBPyConnection) -> None:
+    with contextlib.suppress(duckdb.Error):
+        cursor.interrupt()
+
+
+def run_query(
+    db: Database, sql: str, params: Parameters = None, stop: QueryStop | None = None
+) -> QueryResult:
+    """Start a read-only query; the caller iterates (or closes) the result. ``stop`` can end
+    it from another thread."""
     cursor = db.connect()
     deadline = _Deadline(cursor, db.query_timeout)
+    if stop is not None:
+        stop.watch(cursor)
     try:
         cursor.execute("BEGIN TRANSACTION READ ONLY")
         _check(db, cursor, sql)
@@ -214,6 +250,8 @@ def run_query(db: Database, sql: str, params: Parameters = None) -> QueryResult:
         reader = cursor.to_arrow_reader(BATCH_ROWS)
     except BaseException as exc:
         deadline.cancel()
+        if stop is not None:
+            stop.forget()
         cursor.close()
         deadline.check()
         if isinstance(exc, duckdb.TransactionException):
@@ -223,7 +261,10 @@ def run_query(db: Database, sql: str, params: Parameters = None) -> QueryResult:
         if isinstance(exc, duckdb.Error | UnicodeDecodeError):
             raise _failed(exc, db) from None
         raise
-    return QueryResult(cursor, reader, deadline, db)
+    result = QueryResult(cursor, reader, deadline, db)
+    if stop is not None:
+        result.on_close(stop.forget)
+    return result
 
 
 @contextlib.contextmanager
