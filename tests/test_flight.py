@@ -637,6 +637,37 @@ def test_concurrent_flight_puts_and_http_posts_all_land(
     assert flight_server.healthy()
 
 
+def test_a_query_whose_call_ends_is_stopped_and_gives_its_turn_back(tmp_path: Path) -> None:
+    """A DoGet that gives up (its deadline passes) while its query runs stops the query: with
+    one query turn, the next read gets it within seconds."""
+    config = {
+        "limits": {
+            "max_concurrent_queries": 1,
+            "max_queued_queries": 0,
+            "query_timeout_seconds": 120,
+        }
+    }
+    long_query = {"sql": "SELECT sum(hash(range)) AS s FROM range(10000000000)"}
+    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
+        client = flight.connect(flight_url(server))
+        with pytest.raises(flight.FlightTimedOutError):
+            client.do_get(
+                ticket(long_query), options=flight.FlightCallOptions(timeout=2)
+            ).read_all()
+        gone = time.monotonic()
+        while True:
+            try:
+                answer = client.do_get(ticket({"sql": "SELECT 1 AS one"})).read_all()
+                break
+            except flight.FlightUnavailableError:  # overloaded: the turn is still held
+                if time.monotonic() - gone > 20:
+                    raise
+                time.sleep(0.1)
+        assert answer.to_pylist() == [{"one": 1}]
+        client.close()
+        assert server.healthy()
+
+
 # -- start-up and shutdown -----------------------------------------------------------------------
 
 

@@ -65,7 +65,7 @@ from arrowport.ingest.streams import IngestOptions
 from arrowport.options import IngestReply
 from arrowport.reads import limited, result_write_options
 from arrowport.services import Services
-from arrowport.storage.query import QueryResult
+from arrowport.storage.query import QueryResult, QueryStop
 
 log = structlog.get_logger("arrowport.flight")
 
@@ -267,7 +267,7 @@ class FlightService:
                 yield from self._sql.do_get(ticket.ticket, principal)
                 return
             principal.require("read")
-            result = self._open(read_request(ticket.ticket))
+            result = self._open(read_request(ticket.ticket), context.stop)
             with result:
                 yield from self.stream_result(result)
 
@@ -308,11 +308,11 @@ class FlightService:
             ).SerializeToString()
         raise AssertionError("unreachable")
 
-    def _open(self, request: ReadRequest) -> QueryResult:
+    def _open(self, request: ReadRequest, stop: QueryStop) -> QueryResult:
         if request.table is not None:
-            return self._reads.read_table(request.table)
+            return self._reads.read_table(request.table)  # a scan: each step is one batch
         assert request.sql is not None
-        return self._reads.query(request.sql, request.params)
+        return self._reads.query(request.sql, request.params, stop)
 
     def _schema(self, request: ReadRequest) -> pa.Schema:
         # Planned, not run: describing a query must not cost the query.

@@ -24,6 +24,7 @@ import structlog
 
 from arrowport.errors import ShuttingDown
 from arrowport.flight.errors import status_message
+from arrowport.storage.query import QueryStop
 
 log = structlog.get_logger("arrowport.flight")
 
@@ -33,10 +34,13 @@ Streaming = Callable[[bytes, "ThreadContext"], Generator[bytes, None, None]]
 
 
 class ThreadContext:
-    """A call's context for a handler running on a thread: its metadata, and its abort."""
+    """A call's context for a handler running on a thread: its metadata, its abort, and
+    ``stop``, which stops the query a step runs when the call ends before it (a handler
+    passes it to the query it starts)."""
 
     def __init__(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
         self._context = context
+        self.stop = QueryStop()
 
     def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]] | None:
         return self._context.invocation_metadata()  # type: ignore[return-value]
@@ -65,7 +69,8 @@ def streamed(
     async def serve(
         request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> AsyncIterator[bytes]:
-        answers = handler(request, ThreadContext(context))
+        on_thread = ThreadContext(context)
+        answers = handler(request, on_thread)
         step: Future[object] | None = None
         try:
             step = _next_step(threads, answers)
@@ -84,6 +89,7 @@ def streamed(
             await context.abort(grpc.StatusCode[exc.grpc_code.upper()], status_message(exc))
         finally:
             if step is not None:  # ended early: close the generator once its step is over
+                on_thread.stop()  # which stops the query it runs, if any
                 step.add_done_callback(lambda _: _close_on(threads, answers))
 
     return serve
