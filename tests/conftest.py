@@ -18,6 +18,12 @@ from tests.lake import lake_config
 from tests.server import ArrowportProcess
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+# One query at a time and none waiting, with time enough for ENDLESS_QUERY to hold that turn.
+ONE_QUERY_TURN = {
+    "limits": {"max_concurrent_queries": 1, "max_queued_queries": 0, "query_timeout_seconds": 120}
+}
+# Minutes of DuckDB's time on any machine.
+ENDLESS_QUERY = "SELECT sum(hash(range)) AS s FROM range(10000000000)"
 
 
 def ipc_bytes(table: pa.Table, batch_rows: int | None = None) -> bytes:

@@ -23,6 +23,8 @@ import pytest
 
 from tests.conftest import (
     ARROW_STREAM,
+    ENDLESS_QUERY,
+    ONE_QUERY_TURN,
     grpc_error,
     in_flight,
     ipc_bytes,
@@ -640,15 +642,8 @@ def test_concurrent_flight_puts_and_http_posts_all_land(
 def test_a_query_whose_call_ends_is_stopped_and_gives_its_turn_back(tmp_path: Path) -> None:
     """A DoGet that gives up (its deadline passes) while its query runs stops the query: with
     one query turn, the next read gets it within seconds."""
-    config = {
-        "limits": {
-            "max_concurrent_queries": 1,
-            "max_queued_queries": 0,
-            "query_timeout_seconds": 120,
-        }
-    }
-    long_query = {"sql": "SELECT sum(hash(range)) AS s FROM range(10000000000)"}
-    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
+    long_query = {"sql": ENDLESS_QUERY}
+    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=ONE_QUERY_TURN) as server:
         client = flight.connect(flight_url(server))
         with pytest.raises(flight.FlightTimedOutError):
             client.do_get(

@@ -25,7 +25,14 @@ import pytest
 import zstandard
 
 from arrowport.auth import hash_secret, new_token
-from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary, query
+from tests.conftest import (
+    ARROW_STREAM,
+    ENDLESS_QUERY,
+    ONE_QUERY_TURN,
+    ipc_bytes,
+    post_binary,
+    query,
+)
 from tests.server import ArrowportProcess
 
 MiB = 1024**2
@@ -398,15 +405,8 @@ def test_a_query_whose_client_goes_away_is_stopped_and_gives_its_turn_back(
 ) -> None:
     """A client that disconnects while its query runs stops the query: with one query turn,
     the next client gets it within seconds, not when the abandoned query would have ended."""
-    config = {
-        "limits": {
-            "max_concurrent_queries": 1,
-            "max_queued_queries": 0,
-            "query_timeout_seconds": 120,
-        }
-    }
-    long_query = json.dumps({"sql": "SELECT sum(hash(range)) AS s FROM range(10000000000)"})
-    with ArrowportProcess(tmp_path, config=config) as server:
+    long_query = json.dumps({"sql": ENDLESS_QUERY})
+    with ArrowportProcess(tmp_path, config=ONE_QUERY_TURN) as server:
         with open_socket(server.port) as sock:
             sock.sendall(
                 b"POST /query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

@@ -185,7 +185,7 @@ def write_table(
             # tenth of a group's commit).
             cur.from_arrow(checked).insert_into(quote_table(table))
             rows = checked.num_rows
-            runner.actions.append(f"INSERT INTO {quote_table(table)} BY NAME (batch rows)")
+            runner.actions.append(_insert_action(table))
         else:
             rows = _insert_registered(runner, table, checked, incoming, policy)
     except duckdb.Error:
@@ -218,10 +218,15 @@ def _insert_registered(
                 record=False,
             ).fetchone()
             rows += int(row[0]) if row else 0
-        runner.actions.append(f"INSERT INTO {quote_table(table)} BY NAME (batch rows)")
+        runner.actions.append(_insert_action(table))
         return rows
     finally:
         cur.unregister(source)
+
+
+def _insert_action(table: str) -> str:
+    """How a dry run shows an insert of a write's rows (by name, whichever way it went in)."""
+    return f"INSERT INTO {quote_table(table)} BY NAME (batch rows)"
 
 
 def _same_names(incoming: list[str], columns: list[str]) -> bool:
