@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import grpc
 import httpx
 import numpy as np
 import pyarrow as pa
@@ -546,6 +549,96 @@ def test_a_put_that_stops_sending_times_out_and_writes_nothing(
             assert count(http, "stalled") == 10
         client.close()
         assert server.healthy()
+
+
+def test_a_handshake_that_never_ends_its_stream_times_out(tmp_path: Path) -> None:
+    """A Handshake whose client sends nothing and keeps its stream open ends DEADLINE_EXCEEDED
+    once ``limits.body_timeout_seconds`` pass, rather than holding one of the server's calls
+    for good: with room for two calls, two such Handshakes do not lock every client out."""
+    config = {"limits": {"body_timeout_seconds": 1}, "flight": {"max_concurrent_calls": 2}}
+    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.flight_port}")
+        handshake = channel.stream_stream(
+            "/arrow.flight.protocol.FlightService/Handshake",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        release = threading.Event()
+
+        def silent() -> Iterator[bytes]:  # a client stream that stays open, empty
+            release.wait(30)
+            yield from ()
+
+        def stalled_handshake() -> tuple[grpc.StatusCode, str]:
+            try:
+                tuple(handshake(silent(), timeout=20))
+            except grpc.RpcError as exc:
+                return exc.code(), exc.details() or ""
+            raise AssertionError("the stalled handshake was answered")
+
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                outcomes = list(pool.map(lambda _: stalled_handshake(), range(2)))
+        finally:
+            release.set()
+            channel.close()
+        assert time.monotonic() - started < 15
+        for status, details in outcomes:
+            assert status == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert details.startswith("request_timeout: no data of the handshake arrived for 1 ")
+        client = flight.connect(flight_url(server))
+        put(client, path("after_stalled_handshakes"), sample(3))
+        client.close()
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert count(http, "after_stalled_handshakes") == 3
+
+
+def test_a_put_holds_its_bytes_against_the_in_flight_budget(tmp_path: Path) -> None:
+    """A large put being spooled holds its spool's buffer of ``limits.max_inflight_bytes``, as
+    a streamed HTTP body holds its pipe: while it runs, bodies that would pass the budget are
+    refused (HTTP 503, Flight UNAVAILABLE, both ``overloaded``); once it commits they land."""
+    config = {
+        "limits": {"max_inflight_bytes": 4 * 1024**2, "body_timeout_seconds": 60},
+        "flight": {"upload_buffer_bytes": 8 * 1024**2},
+    }
+    with (
+        ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
+        client = flight.connect(flight_url(server))
+        large = sample(300_000)
+        writer, reader = client.do_put(path("held_large"), large.schema)
+        writer.write_table(large)  # past limits.small_body_bytes: spooled, the stream kept open
+        deadline = time.monotonic() + 30
+        while held_bytes(http) < 8 * 1024**2:  # the put has reached its spool
+            assert time.monotonic() < deadline, "the large put never held its spool's buffer"
+            time.sleep(0.05)
+        refused = http.post(
+            "/stream/held_small",
+            content=ipc_bytes(sample(1_000)),
+            headers={"Content-Type": ARROW_STREAM},
+        )
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "overloaded"
+        expect_error(
+            lambda: put(client, path("held_small"), sample(1_000)), "overloaded", "unavailable"
+        )
+        writer.done_writing()
+        assert json.loads(reader.read().to_pybytes())["rows_processed"] == 300_000
+        writer.close()
+        put(client, path("held_small"), sample(1_000))
+        assert count(http, "held_large") == 300_000
+        assert count(http, "held_small") == 1_000
+        assert held_bytes(http) == 0
+        client.close()
+
+
+def held_bytes(http: httpx.Client) -> float:
+    """The server's ``arrowport_inflight_bytes`` gauge."""
+    found = re.search(r"^arrowport_inflight_bytes (\S+)$", http.get("/metrics").text, re.M)
+    assert found is not None
+    return float(found.group(1))
 
 
 def test_a_small_put_in_a_transaction_of_its_own_takes_a_streaming_writer(

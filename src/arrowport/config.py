@@ -289,14 +289,15 @@ class LimitsSettings(_Section):
     max_inflight_bytes: int = Field(
         1024**3,
         ge=1,
-        description="Request bodies held in memory at once (buffered small and JSON bodies; a "
-        "streamed body counts its 16 MiB buffer); more get 503.",
+        description="Request bodies held in memory at once (buffered small and JSON bodies, small "
+        "Flight puts; a streamed body counts its 16 MiB buffer, a spooled put its "
+        "flight.upload_buffer_bytes); more get 503 (Flight: UNAVAILABLE).",
     )
     body_timeout_seconds: float = Field(
         60.0,
         gt=0,
-        description="Longest wait for the next piece of a request body or Flight put (408, "
-        "DEADLINE_EXCEEDED over Flight, after).",
+        description="Longest wait for the next piece of a request body, Flight put or "
+        "Handshake (408, DEADLINE_EXCEEDED over Flight, after).",
     )
     min_body_bytes_per_second: int = Field(
         1024,

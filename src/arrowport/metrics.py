@@ -61,6 +61,11 @@ class Metrics:
             "Small writes waiting for the group writer.",
             registry=self.registry,
         )
+        self.inflight_bytes = Gauge(
+            "arrowport_inflight_bytes",
+            "Request bytes held in memory, counted against limits.max_inflight_bytes.",
+            registry=self.registry,
+        )
 
     def record_ingest(self, stream: str, rows: int, batches: int, size: int) -> None:
         self.rows.labels(stream).inc(rows)
@@ -71,12 +76,14 @@ class Metrics:
         self,
         database_size: Callable[[], float],
         queued: Callable[[], float],
+        inflight_bytes: Callable[[], float],
         storage_stats: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         """Read these gauges when scraped, not on every write; ``storage_stats`` adds the
         storage target's own figures (a lake's files, snapshots and maintenance runs)."""
         self.database_size.set_function(database_size)
         self.queued_writes.set_function(queued)
+        self.inflight_bytes.set_function(inflight_bytes)
         if storage_stats is not None:
             self.registry.register(_StorageStats(storage_stats))
 

@@ -158,7 +158,13 @@ def serve(settings: Settings) -> int:
         print(f"arrowport: {exc.message}", file=sys.stderr)
         return 1
     services = Services.open(settings, storage, metrics)
-    metrics.watch(storage.size_bytes, lambda: services.ingest.queued_writes, storage.stats)
+    admission = services.ingest.admission
+    metrics.watch(
+        storage.size_bytes,
+        lambda: services.ingest.queued_writes,
+        lambda: admission.inflight_bytes,
+        storage.stats,
+    )
     app = create_app(services)
     announce: dict[str, Any] = {
         "storage": storage.target,

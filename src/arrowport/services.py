@@ -25,6 +25,6 @@ class Services:
         ingest = IngestService(settings, storage, metrics)
         return cls(settings, metrics, storage, ingest, ReadService(settings, storage))
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self) -> None:
         """Let running writes commit, then close the database."""
-        self.ingest.close(timeout)
+        self.ingest.close()

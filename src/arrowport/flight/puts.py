@@ -21,9 +21,11 @@ from typing import Any, TypeVar
 
 import structlog
 
-from arrowport.errors import RequestTimeout, TruncatedStream
+from arrowport.errors import TruncatedStream
+from arrowport.flight.arrival import arriving
 from arrowport.flight.frames import Frame, frame_messages, parse_frame
 from arrowport.flight.spool import MessageSpool
+from arrowport.ingest.admission import Reservation
 from arrowport.ingest.ipc_messages import Message, PayloadBudget
 from arrowport.ingest.streams import IngestOptions
 from arrowport.memory import release_free_heap
@@ -59,17 +61,20 @@ class PutLanding:
         """Land a put's frames (the first carries the descriptor) in one transaction: a small
         put group-committed, a larger one spooled while DuckDB writes it; the reply after the
         commit. Both Arrowport's own puts and Flight SQL's bulk ingestion come here."""
-        self._ingest.admission.check_accepting()
-        upload = _Upload(self._ingest.limits, options.idempotency_key is not None)
-        messages = upload.admitted(frame_messages(frames))
-        head, whole = upload.head(messages, self._small_body_bytes)
-        if whole:  # a small upload, all here: group-committed like a small HTTP body
-            with self._ingest.admission.holding(upload.received), self._slot(options, client):
-                outcome, batches = self._ingest.write_small(options, head, upload.digest, abandoned)
-        else:
-            outcome, batches = self._spooled(
-                options, itertools.chain(head, messages), upload.digest, client, abandoned
-            )
+        admission = self._ingest.admission
+        admission.check_accepting()
+        with admission.reserving() as held:
+            upload = _Upload(self._ingest.limits, options.idempotency_key is not None, held)
+            messages = upload.admitted(frame_messages(frames))
+            head, whole = upload.head(messages, self._small_body_bytes)
+            if whole:  # a small upload, all here: group-committed like a small HTTP body
+                with self._slot(options, client):
+                    outcome, batches = self._ingest.write_small(
+                        options, head, upload.digest, abandoned
+                    )
+            else:
+                everything = itertools.chain(head, messages)
+                outcome, batches = self._spooled(options, everything, upload, client, abandoned)
         reply = self._ingest.finish(options, outcome, batches, upload.received, started)
         log.debug("flight put committed", stream=options.stream, rows=reply.rows_processed)
         return reply
@@ -86,41 +91,39 @@ class PutLanding:
         """:meth:`land` for frames arriving on an event loop: a small put is received and
         group-committed there without a thread of its own; anything else goes on as
         :meth:`land` does, on one of ``threads``, reading the rest of the frames from the loop."""
-        self._ingest.admission.check_accepting()
-        upload = _Upload(self._ingest.limits, options.idempotency_key is not None)
-        head: list[Message] = []
-        whole = True
-        crossing: list[Frame] = []
-        async for frame in frames:
-            if upload.received + frame.size > self._small_body_bytes:
-                # Not a small put: this frame, like the rest, is realigned (copied) and hashed
-                # on a thread, not on the loop every other call shares.
-                whole = False
-                crossing.append(frame)
-                break
-            head.extend(upload.admitted(frame_messages((frame,))))
-        if whole and options.groupable:
-            with self._ingest.admission.holding(upload.received):
+        admission = self._ingest.admission
+        admission.check_accepting()
+        with admission.reserving() as held:
+            upload = _Upload(self._ingest.limits, options.idempotency_key is not None, held)
+            head: list[Message] = []
+            whole = True
+            crossing: list[Frame] = []
+            async for frame in frames:
+                if upload.received + frame.size > self._small_body_bytes:
+                    # Not a small put: this frame, like the rest, is realigned (copied) and
+                    # hashed on a thread, not on the loop every other call shares.
+                    whole = False
+                    crossing.append(frame)
+                    break
+                head.extend(upload.admitted(frame_messages((frame,))))
+            if whole and options.groupable:
                 outcome, batches = await self._ingest.group_small(
                     options, head, upload.digest, abandoned
                 )
-        else:
-            loop = asyncio.get_running_loop()
-            arriving = itertools.chain(crossing, bridged(frames, loop))
-            rest = upload.admitted(frame_messages(arriving))
+            else:
+                loop = asyncio.get_running_loop()
+                arriving = itertools.chain(crossing, bridged(frames, loop))
+                rest = upload.admitted(frame_messages(arriving))
 
-            def write() -> tuple[WriteOutcome, int]:
-                if whole:
-                    with (
-                        self._ingest.admission.holding(upload.received),
-                        self._slot(options, client),
-                    ):
-                        return self._ingest.write_small(options, head, upload.digest, abandoned)
-                everything = itertools.chain(head, rest)
-                return self._spooled(options, everything, upload.digest, client, abandoned)
+                def write() -> tuple[WriteOutcome, int]:
+                    if whole:
+                        with self._slot(options, client):
+                            return self._ingest.write_small(options, head, upload.digest, abandoned)
+                    everything = itertools.chain(head, rest)
+                    return self._spooled(options, everything, upload, client, abandoned)
 
-            run = contextvars.copy_context().run
-            outcome, batches = await loop.run_in_executor(threads, run, write)
+                run = contextvars.copy_context().run
+                outcome, batches = await loop.run_in_executor(threads, run, write)
         reply = self._ingest.finish(options, outcome, batches, upload.received, started)
         log.debug("flight put committed", stream=options.stream, rows=reply.rows_processed)
         return reply
@@ -138,13 +141,15 @@ class PutLanding:
         self,
         options: IngestOptions,
         messages: Iterator[Message],
-        digest: Callable[[], str],
+        upload: _Upload,
         client: str | None,
         abandoned: Callable[[], bool],
     ) -> tuple[WriteOutcome, int]:
-        """Drain ``messages`` into a spool on this thread while DuckDB writes them on another;
-        only this thread reads the upload."""
+        """Drain ``messages`` (``upload``'s) into a spool on this thread while DuckDB writes
+        them on another; only this thread reads the upload."""
         settings = self._flight
+        digest = upload.digest
+        upload.spooling(settings.upload_buffer_bytes)
         written: Future[tuple[WriteOutcome, int]] = Future()
         with (
             self._ingest.streaming_slot(client),
@@ -205,22 +210,9 @@ class PutCall:
 
     async def frames(self, requests: AsyncIterator[bytes]) -> AsyncIterator[Frame]:
         """The upload's frames as they arrive."""
-        arriving = aiter(requests)
-        while True:
-            try:
-                async with asyncio.timeout(self._stall_seconds):
-                    raw = await anext(arriving)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:  # a stalled client would hold its call (and slot) for good
-                raise RequestTimeout(
-                    f"no data of the upload arrived for {self._stall_seconds:g} seconds; "
-                    "nothing was written"
-                ) from None
-            except Exception:  # grpc.RpcError: the client cancelled or the connection broke
-                raise TruncatedStream(
-                    "the client cancelled the upload; nothing was written"
-                ) from None
+        async for raw in arriving(
+            requests, self._stall_seconds, "the upload", "nothing was written"
+        ):
             yield parse_frame(raw)
         self._ended = time.monotonic()
 
@@ -267,19 +259,26 @@ def _awaited(pending: Future[T], loop: asyncio.AbstractEventLoop) -> T:
 
 class _Upload:
     """A put's messages as they arrive: checked against the request's limits (before anything
-    decodes them), counted, and fingerprinted for idempotency keys."""
+    decodes them), counted, fingerprinted for idempotency keys, and held in memory against
+    ``limits.max_inflight_bytes`` (``held``): each message until the upload is spooled, then
+    the spool's buffer."""
 
-    def __init__(self, limits: Any, fingerprint: bool) -> None:
+    def __init__(self, limits: Any, fingerprint: bool, held: Reservation) -> None:
         self._budget = PayloadBudget(limits)
         self._digest = hashlib.sha256() if fingerprint else None
+        self._held = held
+        self._spooling = False
         self.received = 0
         self.messages = 0
 
     def admitted(self, messages: Iterable[Message]) -> Iterator[Message]:
         for message in messages:
             self._budget.admit(message)
+            size = len(message.metadata) + message.body_length
+            if not self._spooling:
+                self._held.grow(size)
             self.messages += 1
-            self.received += len(message.metadata) + message.body_length
+            self.received += size
             if self._digest is not None:
                 self._digest.update(message.metadata)
                 self._digest.update(message.body)
@@ -294,6 +293,12 @@ class _Upload:
             if self.received > limit:
                 return head, False
         return head, True
+
+    def spooling(self, buffer_bytes: int) -> None:
+        """From now on the upload is drained into a spool: what it holds in memory is the
+        spool's ``buffer_bytes``, not each message."""
+        self._held.grow(buffer_bytes)
+        self._spooling = True
 
     def digest(self) -> str:
         assert self._digest is not None

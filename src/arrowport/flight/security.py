@@ -16,8 +16,6 @@ only the token's name does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 
 from arrowport.auth import Principal, authenticate, basic_to_bearer
@@ -41,16 +39,10 @@ def caller(context: AnyContext, auth: AuthSettings) -> Principal:
     return authenticate(auth, authorization(context))
 
 
-def handshake(
-    requests: Iterator[bytes], context: grpc.ServicerContext, auth: AuthSettings
-) -> Principal:
-    """Check the Handshake's credentials; Basic ones are answered with the bearer header."""
+def handshake(context: AnyContext, auth: AuthSettings) -> tuple[Principal, str | None]:
+    """Check the Handshake's credentials: the caller, and the bearer header value to answer
+    Basic credentials with (``None`` for a bearer token)."""
     header = authorization(context)
     if header is not None and header.strip().lower().startswith("basic "):
-        principal, bearer = basic_to_bearer(auth, header)
-        context.send_initial_metadata((("authorization", bearer),))
-    else:
-        principal = authenticate(auth, header)
-    for _ in requests:  # the protocol's payload messages carry nothing we use
-        pass
-    return principal
+        return basic_to_bearer(auth, header)
+    return authenticate(auth, header), None

@@ -47,6 +47,7 @@ from google.protobuf.message import Message as ProtoMessage
 from arrowport.auth import Principal
 from arrowport.config import Scope
 from arrowport.errors import InvalidOptions
+from arrowport.flight.arrival import arriving
 from arrowport.flight.errors import Call, flight_errors, flight_errors_async
 from arrowport.flight.frames import Frame, encode_stream
 from arrowport.flight.protocol import flight_pb2
@@ -161,12 +162,20 @@ class FlightService:
 
     # -- handshake -----------------------------------------------------------------------------
 
-    def handshake(
-        self, requests: Iterator[bytes], context: grpc.ServicerContext
-    ) -> Iterator[bytes]:
-        with flight_errors(self._metrics, "handshake", context):
-            handshake(requests, context, self._settings.auth)
-        yield from ()
+    async def handshake(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> None:
+        # On the event loop, reading the client's messages (which carry nothing used here)
+        # within the stall timeout: a Handshake never sent to its end does not hold a call.
+        async with flight_errors_async(self._metrics, "handshake", context) as call:
+            principal, bearer = handshake(context, self._settings.auth)
+            if not principal.anonymous:
+                call.token = principal.name
+            if bearer is not None:
+                await context.send_initial_metadata((("authorization", bearer),))
+            stall = self._settings.limits.body_timeout_seconds
+            async for _ in arriving(requests, stall, "the handshake", "it was ended"):
+                pass
 
     # -- ingest --------------------------------------------------------------------------------
 

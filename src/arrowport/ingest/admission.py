@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -27,6 +28,7 @@ class Admission:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._accepting = True
+        self._drained_at: float | None = None
         self._inflight_bytes = 0
         self._streaming = 0
         self._by_client: Counter[str] = Counter()
@@ -43,14 +45,26 @@ class Admission:
             raise ShuttingDown("the server is shutting down; retry later")
 
     def drain(self) -> None:
-        self._accepting = False
+        with self._lock:
+            if self._accepting:
+                self._accepting = False
+                self._drained_at = time.monotonic()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until no streaming write runs; False if some still did at the deadline."""
+        """Wait until no streaming write runs, at most until ``timeout`` seconds after draining
+        began (the shutdown's one deadline); False if some still did then."""
         with self._lock:
-            return self._idle.wait_for(lambda: self._streaming == 0, timeout=timeout)
+            deadline = (self._drained_at or time.monotonic()) + timeout
+            return self._idle.wait_for(
+                lambda: self._streaming == 0, timeout=max(0.0, deadline - time.monotonic())
+            )
 
     # -- memory --------------------------------------------------------------------------------
+
+    @property
+    def inflight_bytes(self) -> int:
+        """Bytes held in memory now, counted against ``limits.max_inflight_bytes``."""
+        return self._inflight_bytes
 
     @contextlib.contextmanager
     def holding(self, size: int) -> Iterator[None]:

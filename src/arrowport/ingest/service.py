@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
+import structlog
 
 from arrowport.config import Settings
 from arrowport.errors import ShuttingDown
@@ -41,6 +42,8 @@ from arrowport.storage.delivery import Delivery
 from arrowport.storage.group_writer import GroupWriter, PendingWrite
 from arrowport.storage.interface import Storage
 from arrowport.storage.writes import WriteJob, WriteOutcome
+
+log = structlog.get_logger(__name__)
 
 
 def payload_limits(settings: Settings) -> PayloadLimits:
@@ -323,11 +326,14 @@ class IngestService:
     def queued_writes(self) -> int:
         return self._writer.queued
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop taking writes, let the running ones commit, then checkpoint and close."""
+    def close(self) -> None:
+        """Stop taking writes, let the running ones commit (until
+        ``limits.shutdown_timeout_seconds`` after the shutdown began: one deadline for all of
+        it), then checkpoint and close."""
         self.admission.drain()
         self._writer.stop()
-        self.admission.wait_idle(timeout)
+        if not self.admission.wait_idle(self.settings.limits.shutdown_timeout_seconds):
+            log.warning("streaming writes still running at shutdown; closing the database")
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.db.close()
 
