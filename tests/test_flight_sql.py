@@ -8,6 +8,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import adbc_driver_flightsql.dbapi as dbapi
@@ -548,6 +549,34 @@ def test_unknown_handles_and_unserved_actions(server: ArrowportProcess) -> None:
         assert flight_error(lambda: client.do_get(ticket).read_all())[0] == "NOT_FOUND"
         types = {a.type for a in client.list_actions()}
         assert {"producer_offset", "CreatePreparedStatement", "BeginTransaction"} <= types
+
+
+def test_an_answer_nobody_fetches_gives_its_turn_to_a_waiting_query(tmp_path: Path) -> None:
+    """GetFlightInfo runs a query whose answer waits, holding its turn, for the DoGet; a client
+    that never comes for it holds that turn only until another query needs it, and then only
+    for a few seconds (not the answer's whole idle minute). The late DoGet is NOT_FOUND."""
+    config = {"limits": {"max_concurrent_queries": 1, "max_queued_queries": 1}}
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        flight.connect(server.flight_url) as client,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
+        command = pack(sql.CommandStatementQuery(query=b"SELECT 42 AS answer"))
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(command))
+        asked = time.monotonic()
+        # The only turn is the unfetched answer's: this query waits, then takes it.
+        assert query(http, "SELECT 7 AS other").to_pylist() == [{"other": 7}]
+        assert time.monotonic() - asked < 25  # well before the answer's idle minute
+        ticket = info.endpoints[0].ticket
+        code, message = flight_error(lambda: client.do_get(ticket).read_all())
+        assert code == "NOT_FOUND"
+        assert "no longer open" in message
+        assert "waited for its turn" in message
+        # With nobody waiting, an answer is kept for its DoGet.
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(command))
+        time.sleep(1)
+        fetched = client.do_get(info.endpoints[0].ticket).read_all()
+        assert fetched.to_pylist() == [{"answer": 42}]
 
 
 STATUS_MESSAGE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*: \S")

@@ -53,6 +53,10 @@ class ResultBudget:
             )
 
 
+# How often a query waiting for a turn asks for turns held by unfetched answers.
+_RECLAIM_EVERY_SECONDS = 0.5
+
+
 class _Turns:
     """Queries admitted (running or waiting) and the turns to run; both are given back when the
     query's result is closed."""
@@ -62,6 +66,8 @@ class _Turns:
         self.capacity = running + waiting
         self._lock = threading.Lock()
         self._admitted = 0
+        # Asked, while a query waits, to give back turns held by answers nobody is fetching.
+        self.reclaim: Callable[[], object] | None = None
 
     def _refusal(self) -> Overloaded:
         return Overloaded("too many queries are running or waiting; retry shortly")
@@ -77,7 +83,11 @@ class _Turns:
             if self._admitted >= self.capacity:
                 raise self._refusal()
             self._admitted += 1
-        self._slots.acquire()
+        if self.reclaim is None:
+            self._slots.acquire()
+            return
+        while not self._slots.acquire(timeout=_RECLAIM_EVERY_SECONDS):
+            self.reclaim()
 
     def leave(self) -> None:
         self._slots.release()
@@ -96,6 +106,11 @@ class ReadService:
 
     def budget(self) -> ResultBudget:
         return ResultBudget(self.settings.limits.max_result_bytes)
+
+    def reclaim_turns_with(self, reclaim: Callable[[], object]) -> None:
+        """While a query waits for a turn, call ``reclaim`` now and then: it closes results
+        held for clients that have not come for them (giving their turns back)."""
+        self._turns.reclaim = reclaim
 
     async def run(self, work: Callable[[], T]) -> T:
         """Run ``work`` (which starts a query) on the query threads; 503 at once when as many

@@ -7,7 +7,10 @@ schema).
 * A query in a transaction shares the transaction's one DuckDB cursor, so it is read whole at
   once into a spool (memory, then a temporary file), counted against ``limits.max_result_bytes``.
 
-An answer not fetched within :data:`ANSWER_IDLE_SECONDS` is dropped (its query closed).
+An answer not fetched within :data:`ANSWER_IDLE_SECONDS` is dropped (its query closed); a
+running query's answer sooner, after :data:`ANSWER_TURN_SECONDS`, when another query waits for a
+turn (a client that asked and went away holds no turn for long; ADBC fetches within
+milliseconds).
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from arrowport.storage.snapshot import Rows
 
 ANSWER_CAPACITY = 256
 ANSWER_IDLE_SECONDS = 60.0
+ANSWER_TURN_SECONDS = 5.0
 SPOOL_MEMORY_BYTES = 1024**2
 
 
 class Answer(Protocol):
     schema: pa.Schema
     rows: int  # -1: not known before it is read
+    holds_turn: bool  # a running query: it holds one of the admitted queries' turns
 
     def batches(self, budget: ResultBudget) -> Iterator[pa.RecordBatch]: ...
 
@@ -41,6 +46,7 @@ class Streaming:
     """A running query, streamed when fetched."""
 
     rows = -1
+    holds_turn = True
 
     def __init__(self, result: QueryResult) -> None:
         self._result = result
@@ -56,6 +62,8 @@ class Streaming:
 
 class Spooled:
     """A query's whole answer, read into a spool while the query ran."""
+
+    holds_turn = False
 
     def __init__(self, rows: Rows, budget: ResultBudget, directory: str | None) -> None:
         self.schema = rows.schema
@@ -85,5 +93,17 @@ class Spooled:
 
 def answers() -> Registry[Answer]:
     return Registry(
-        "query result", "answer", ANSWER_CAPACITY, ANSWER_IDLE_SECONDS, close=lambda a: a.close()
+        "query result",
+        "answer",
+        ANSWER_CAPACITY,
+        ANSWER_IDLE_SECONDS,
+        close=lambda a: a.close(),
+        sooner=f" (a running query's after {ANSWER_TURN_SECONDS:g} s, while other queries "
+        "waited for its turn)",
     )
+
+
+def drop_waiting(registry: Registry[Answer]) -> int:
+    """Drop the running queries' answers left unfetched for :data:`ANSWER_TURN_SECONDS`,
+    giving their turns back; how many."""
+    return registry.drop_idle(ANSWER_TURN_SECONDS, lambda answer: answer.holds_turn)

@@ -73,6 +73,7 @@ class Registry(Generic[T]):
         max_bytes: int | None = None,
         busy: Callable[[T], bool] = lambda item: False,
         evict: bool = False,
+        sooner: str = "",
     ) -> None:
         self.what = what
         self.kind = kind
@@ -82,6 +83,7 @@ class Registry(Generic[T]):
         self._close = close
         self._busy = busy
         self._evict = evict
+        self._sooner = sooner  # when an entry may be dropped before idle_seconds, in words
         self._entries: dict[bytes, _Entry[T]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
@@ -167,22 +169,34 @@ class Registry(Generic[T]):
         if issued(self.kind, handle):
             return UnknownHandle(
                 f"this {self.what} is no longer open: it was closed, or dropped after "
-                f"{self.idle_seconds:g} s unused"
+                f"{self.idle_seconds:g} s unused{self._sooner}"
             )
         return UnknownHandle(f"unknown {self.what} handle")
 
     def sweep(self, now: float | None = None) -> None:
         """Drop and close the entries unused for ``idle_seconds`` (and not busy)."""
+        self.drop_idle(self.idle_seconds, lambda item: True, now)
+
+    def drop_idle(
+        self, idle_seconds: float, which: Callable[[T], bool], now: float | None = None
+    ) -> int:
+        """Drop and close the entries ``which`` picks that have been unused for
+        ``idle_seconds`` (and are not busy); how many were dropped."""
         now = time.monotonic() if now is None else now
         expired: list[T] = []
         with self._lock:
             for handle, entry in list(self._entries.items()):
-                if now - entry.used >= self.idle_seconds and not self._busy(entry.item):
+                if (
+                    now - entry.used >= idle_seconds
+                    and not self._busy(entry.item)
+                    and which(entry.item)
+                ):
                     del self._entries[handle]
                     self._bytes -= entry.size
                     expired.append(entry.item)
         for item in expired:
             self._close(item)
+        return len(expired)
 
     def items(self) -> list[T]:
         with self._lock:

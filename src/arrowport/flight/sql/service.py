@@ -34,7 +34,7 @@ from arrowport.flight.frames import Frame, encode_stream, frame_messages
 from arrowport.flight.protocol import flight_pb2
 from arrowport.flight.protocol import flight_sql_pb2 as sql
 from arrowport.flight.sql import catalog, info
-from arrowport.flight.sql.answers import Answer, Spooled, Streaming, answers
+from arrowport.flight.sql.answers import Answer, Spooled, Streaming, answers, drop_waiting
 from arrowport.flight.sql.envelope import M, decode, pack, text, unpack, unserved, wrap
 from arrowport.flight.sql.handles import issued
 from arrowport.flight.sql.ingest import ingest_options
@@ -102,6 +102,7 @@ class FlightSql:
         self._catalog: str | None = None
         self._statements = statements()
         self._answers = answers()
+        self._reads.reclaim_turns_with(lambda: drop_waiting(self._answers))
         self._transactions = Transactions(lambda: Snapshot(self._db()))
         self._info = info.values(
             int(STATEMENT_IDLE_SECONDS * 1000), int(SNAPSHOT_IDLE_SECONDS * 1000)
