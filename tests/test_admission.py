@@ -45,5 +45,8 @@ def test_the_wait_for_streaming_writes_ends_at_the_shutdowns_deadline() -> None:
     assert time.monotonic() - asked < 0.5  # the deadline had passed: no further wait
     gate.drain()  # draining again does not move the deadline
     assert gate.wait_idle(1.0) is False
+    asked = time.monotonic()
+    assert gate.wait_idle(1.0, at_least=0.3) is False
+    assert time.monotonic() - asked >= 0.3  # but a grace past it is waited for
     threading.Timer(0.2, gate.give_stream, args=(None,)).start()
     assert gate.wait_idle(30.0) is True

@@ -31,6 +31,7 @@ from arrowport.errors import (
 )
 from arrowport.flight.protocol import flight_sql_pb2 as sql
 from arrowport.flight.sql import transactions
+from arrowport.flight.sql.answers import ANSWER_TURN_SECONDS
 from arrowport.flight.sql.envelope import pack, unpack, wrap
 from arrowport.flight.sql.handles import Registry
 from arrowport.storage import metadata
@@ -572,9 +573,9 @@ def test_an_answer_nobody_fetches_gives_its_turn_to_a_waiting_query(tmp_path: Pa
         assert code == "NOT_FOUND"
         assert "no longer open" in message
         assert "waited for its turn" in message
-        # With nobody waiting, an answer is kept for its DoGet.
+        # With nobody waiting, an answer is kept for its DoGet past those few seconds.
         info = client.get_flight_info(flight.FlightDescriptor.for_command(command))
-        time.sleep(1)
+        time.sleep(ANSWER_TURN_SECONDS + 1)
         fetched = client.do_get(info.endpoints[0].ticket).read_all()
         assert fetched.to_pylist() == [{"answer": 42}]
 

@@ -22,11 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import pyarrow as pa
+import structlog
 
 from arrowport.config import CompressionSettings, Settings
 from arrowport.errors import Overloaded, ResultTooLarge
 from arrowport.storage.interface import Storage
 from arrowport.storage.query import Parameters, QueryResult, QueryStop, TableInfo
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -87,7 +90,10 @@ class _Turns:
             self._slots.acquire()
             return
         while not self._slots.acquire(timeout=_RECLAIM_EVERY_SECONDS):
-            self.reclaim()
+            try:
+                self.reclaim()
+            except Exception:  # this query still waits for its turn: it is not its failure
+                log.exception("giving back turns of unfetched answers failed")
 
     def leave(self) -> None:
         self._slots.release()

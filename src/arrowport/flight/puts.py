@@ -73,8 +73,11 @@ class PutLanding:
                         options, head, upload.digest, abandoned
                     )
             else:
+                upload.spooling(self._flight.upload_buffer_bytes)
                 everything = itertools.chain(head, messages)
-                outcome, batches = self._spooled(options, everything, upload, client, abandoned)
+                outcome, batches = self._spooled(
+                    options, everything, upload.digest, client, abandoned
+                )
         reply = self._ingest.finish(options, outcome, batches, upload.received, started)
         log.debug("flight put committed", stream=options.stream, rows=reply.rows_processed)
         return reply
@@ -104,6 +107,7 @@ class PutLanding:
                     # hashed on a thread, not on the loop every other call shares.
                     whole = False
                     crossing.append(frame)
+                    upload.spooling(self._flight.upload_buffer_bytes, frame.size)
                     break
                 head.extend(upload.admitted(frame_messages((frame,))))
             if whole and options.groupable:
@@ -112,15 +116,15 @@ class PutLanding:
                 )
             else:
                 loop = asyncio.get_running_loop()
-                arriving = itertools.chain(crossing, bridged(frames, loop))
-                rest = upload.admitted(frame_messages(arriving))
+                following = itertools.chain(crossing, bridged(frames, loop))
+                rest = upload.admitted(frame_messages(following))
 
                 def write() -> tuple[WriteOutcome, int]:
                     if whole:
                         with self._slot(options, client):
                             return self._ingest.write_small(options, head, upload.digest, abandoned)
                     everything = itertools.chain(head, rest)
-                    return self._spooled(options, everything, upload, client, abandoned)
+                    return self._spooled(options, everything, upload.digest, client, abandoned)
 
                 run = contextvars.copy_context().run
                 outcome, batches = await loop.run_in_executor(threads, run, write)
@@ -141,15 +145,13 @@ class PutLanding:
         self,
         options: IngestOptions,
         messages: Iterator[Message],
-        upload: _Upload,
+        digest: Callable[[], str],
         client: str | None,
         abandoned: Callable[[], bool],
     ) -> tuple[WriteOutcome, int]:
-        """Drain ``messages`` (``upload``'s) into a spool on this thread while DuckDB writes
-        them on another; only this thread reads the upload."""
+        """Drain ``messages`` into a spool on this thread while DuckDB writes them on another;
+        only this thread reads the upload."""
         settings = self._flight
-        digest = upload.digest
-        upload.spooling(settings.upload_buffer_bytes)
         written: Future[tuple[WriteOutcome, int]] = Future()
         with (
             self._ingest.streaming_slot(client),
@@ -261,7 +263,7 @@ class _Upload:
     """A put's messages as they arrive: checked against the request's limits (before anything
     decodes them), counted, fingerprinted for idempotency keys, and held in memory against
     ``limits.max_inflight_bytes`` (``held``): each message until the upload is spooled, then
-    the spool's buffer."""
+    the spool's buffer (or what was held until then, if more)."""
 
     def __init__(self, limits: Any, fingerprint: bool, held: Reservation) -> None:
         self._budget = PayloadBudget(limits)
@@ -294,10 +296,12 @@ class _Upload:
                 return head, False
         return head, True
 
-    def spooling(self, buffer_bytes: int) -> None:
-        """From now on the upload is drained into a spool: what it holds in memory is the
-        spool's ``buffer_bytes``, not each message."""
-        self._held.grow(buffer_bytes)
+    def spooling(self, buffer_bytes: int, waiting: int = 0) -> None:
+        """From now on the upload drains into a spool, which holds ``buffer_bytes`` in memory:
+        it counts that, or what it holds already (``waiting`` bytes not yet admitted among
+        them) if more, and no longer each message. Called on the thread that owns the
+        reservation, before any other thread reads the upload."""
+        self._held.grow(max(waiting, buffer_bytes - self._held.size))
         self._spooling = True
 
     def digest(self) -> str:

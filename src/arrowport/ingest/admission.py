@@ -50,14 +50,13 @@ class Admission:
                 self._accepting = False
                 self._drained_at = time.monotonic()
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until no streaming write runs, at most until ``timeout`` seconds after draining
-        began (the shutdown's one deadline); False if some still did then."""
+    def wait_idle(self, timeout: float, at_least: float = 0.0) -> bool:
+        """Wait until no streaming write runs, until ``timeout`` seconds after draining began
+        (the shutdown's one deadline) but ``at_least`` this long; False if some still ran."""
         with self._lock:
             deadline = (self._drained_at or time.monotonic()) + timeout
-            return self._idle.wait_for(
-                lambda: self._streaming == 0, timeout=max(0.0, deadline - time.monotonic())
-            )
+            left = max(at_least, deadline - time.monotonic())
+            return self._idle.wait_for(lambda: self._streaming == 0, timeout=left)
 
     # -- memory --------------------------------------------------------------------------------
 

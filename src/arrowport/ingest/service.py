@@ -45,6 +45,10 @@ from arrowport.storage.writes import WriteJob, WriteOutcome
 
 log = structlog.get_logger(__name__)
 
+# How long a shutdown waits for streaming writes even once its deadline has passed: a write
+# whose request was cancelled then notices (within a second) and rolls back.
+ROLLBACK_GRACE_SECONDS = 3.0
+
 
 def payload_limits(settings: Settings) -> PayloadLimits:
     limits = settings.limits
@@ -332,7 +336,9 @@ class IngestService:
         it), then checkpoint and close."""
         self.admission.drain()
         self._writer.stop()
-        if not self.admission.wait_idle(self.settings.limits.shutdown_timeout_seconds):
+        deadline = self.settings.limits.shutdown_timeout_seconds
+        # Writes whose requests were cancelled at the deadline get a moment to roll back.
+        if not self.admission.wait_idle(deadline, at_least=ROLLBACK_GRACE_SECONDS):
             log.warning("streaming writes still running at shutdown; closing the database")
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.db.close()

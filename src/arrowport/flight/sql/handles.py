@@ -29,7 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import structlog
+
 from arrowport.errors import Overloaded, UnknownHandle
+
+log = structlog.get_logger(__name__)
 
 _KEY = secrets.token_bytes(32)
 _NONCE = 16
@@ -195,7 +199,10 @@ class Registry(Generic[T]):
                     self._bytes -= entry.size
                     expired.append(entry.item)
         for item in expired:
-            self._close(item)
+            try:
+                self._close(item)
+            except Exception:  # the others are still closed
+                log.exception("closing a dropped entry failed", what=self.what)
         return len(expired)
 
     def items(self) -> list[T]:
