@@ -9,7 +9,6 @@ parsed; a large payload inside it is then still decoded as DuckDB reads it
 
 from __future__ import annotations
 
-import asyncio
 import binascii
 import json
 from dataclasses import replace
@@ -34,12 +33,10 @@ from arrowport.ingest.admission import Reservation
 from arrowport.ingest.bodies import Base64Body, Body, BytesBody
 from arrowport.ingest.payload import sniff_codec
 from arrowport.ingest.pipe import read_body, receive
-from arrowport.ingest.seed_json import DATA_KEY, SeedJsonReader, parse_json
+from arrowport.ingest.seed_json import DATA_KEY, SeedJsonReader, off_the_loop, parse_json
 from arrowport.ingest.service import IngestService
 from arrowport.options import IngestReply, IngestRequest
 
-# Parsing JSON this large on the event loop would stall other requests.
-_INLINE_JSON_BYTES = 256 * 1024
 # Only bodies this large are worth the shortcut of :func:`_load_document`.
 _SPLICE_BYTES = 1024**2
 
@@ -75,10 +72,7 @@ async def ingest_json(
                 return await read_body(request.stream(), ingest.pace(), limit, declared)
 
         body = await read_whole()
-        if len(body) <= _INLINE_JSON_BYTES:
-            parsed, data = _decode(body)
-        else:
-            parsed, data = await asyncio.to_thread(_decode, body)
+        parsed, data = await off_the_loop(_decode, body)
         # A large payload is read from the body itself (a view of it), which lives until the
         # write ends.
         del body

@@ -24,11 +24,11 @@ async def arriving(
     broke) :class:`TruncatedStream`; their messages name the stream ``what`` ("the upload") and
     end with ``consequence`` ("nothing was written").
     """
-    arriving = aiter(requests)
+    source = aiter(requests)
     while True:
         try:
             async with asyncio.timeout(stall_seconds):
-                raw = await anext(arriving)
+                raw = await anext(source)
         except StopAsyncIteration:
             return
         except TimeoutError:

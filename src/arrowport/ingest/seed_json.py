@@ -19,7 +19,7 @@ import binascii
 import json
 import re
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pybase64
@@ -36,8 +36,19 @@ DATA_KEY = re.compile(rb'(?<!\\)"data"\s*:\s*"')
 # body is then read whole, which is always correct.
 _KEY_OVERLAP = 1024
 
-# A document this large is parsed on a worker thread.
+# JSON this large is parsed on a worker thread: on the event loop it would stall other requests.
 _INLINE_JSON_BYTES = 256 * 1024
+
+T = TypeVar("T")
+
+
+async def off_the_loop(parse: Callable[[bytes | bytearray], T], text: bytes | bytearray) -> T:
+    """``parse(text)``: on the event loop when ``text`` is small, on a worker thread when it
+    is large enough to stall the loop's other requests."""
+    if len(text) > _INLINE_JSON_BYTES:
+        return await asyncio.to_thread(parse, text)
+    return parse(text)
+
 
 # The first IPC message (the schema) is kept while it is this small, to check an
 # ``arrow_schema`` that only comes after ``batch.data``.
@@ -93,13 +104,7 @@ class SeedJsonReader:
             self._hold(len(chunk))
             self._head += chunk
         prefix = bytes(self._head[: match.end()])
-        # Parsing this much on the event loop would stall other requests.
-        large = len(prefix) > _INLINE_JSON_BYTES
-        document = (
-            await asyncio.to_thread(_document_before_data, prefix)
-            if large
-            else _document_before_data(prefix)
-        )
+        document = await off_the_loop(_document_before_data, prefix)
         if document is None:
             return None
         # The first bytes of the payload say whether it is itself compressed.
@@ -155,10 +160,7 @@ class SeedJsonReader:
             chunk = await self._next()
         if tail is None:
             raise InvalidJSON("body is not valid JSON: it ends inside batch.data")
-        whole = self._prefix + b'"' + tail
-        # Parsing this much on the event loop would stall other requests.
-        large = len(whole) > _INLINE_JSON_BYTES
-        check(await asyncio.to_thread(parse_json, whole) if large else parse_json(whole))
+        check(await off_the_loop(parse_json, self._prefix + b'"' + tail))
 
     def stream_schema(self) -> pa.Schema | None:
         """The schema at the start of the IPC stream, when it is uncompressed and was small
@@ -175,7 +177,7 @@ class SeedJsonReader:
             return None
 
 
-def _document_before_data(prefix: bytes) -> dict[str, Any] | None:
+def _document_before_data(prefix: bytes | bytearray) -> dict[str, Any] | None:
     """The document ``prefix`` starts, if ``prefix`` ends where ``batch.data``'s value starts,
     inside the document's ``batch`` object, after its ``config``."""
     try:
