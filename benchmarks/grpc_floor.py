@@ -1,7 +1,7 @@
 """What Python's gRPC server costs a Flight put before any ingest: a ``DoPut`` handler that only
-drains the frames and answers, served by ``grpcio``'s thread-pool server and by its asyncio
-server, each loaded by 16 pyarrow Flight clients putting 1,000-row batches one at a time (the
-load of the ``concurrent-flight`` case).
+drains the frames and answers, served by ``grpcio``'s thread-pool server, by its asyncio server
+and (for comparison) by pyarrow's C++ Flight server, each loaded by 16 pyarrow Flight clients
+putting 1,000-row batches one at a time (the load of the ``concurrent-flight`` case).
 
     python -m benchmarks.grpc_floor [--clients 16] [--puts 200]
 
@@ -69,7 +69,32 @@ def _asyncio_server() -> None:
     asyncio.run(serve())
 
 
-_SERVERS = {"thread-pool": _thread_pool_server, "asyncio": _asyncio_server}
+class _DrainingFlightServer(flight.FlightServerBase):  # type: ignore[misc]
+    def do_put(
+        self,
+        context: flight.ServerCallContext,
+        descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
+    ) -> None:
+        for _ in reader:
+            pass
+
+
+def _pyarrow_server() -> None:
+    """pyarrow's own Flight server (C++ gRPC; Python only in the handler), for comparison: it
+    decodes every message itself, before any handler could check it."""
+    server = _DrainingFlightServer("grpc://127.0.0.1:0")
+    print(server.port, flush=True)
+    sys.stdin.read()
+    server.shutdown()
+
+
+_SERVERS = {
+    "thread-pool": _thread_pool_server,
+    "asyncio": _asyncio_server,
+    "pyarrow": _pyarrow_server,
+}
 
 
 def _load(port: int, batches: list[list[pa.RecordBatch]]) -> None:
