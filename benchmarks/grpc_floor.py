@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -97,7 +97,19 @@ _SERVERS = {
 }
 
 
-def _load(port: int, batches: list[list[pa.RecordBatch]]) -> None:
+def client_batches(clients: int, puts: int) -> list[list[pa.RecordBatch]]:
+    """Each client's 1,000-row batches, one per put, all rows distinct."""
+    table = data.make_table(clients * puts * 1000)
+    return [
+        [
+            table.slice((c * puts + p) * 1000, 1000).combine_chunks().to_batches()[0]
+            for p in range(puts)
+        ]
+        for c in range(clients)
+    ]
+
+
+def load(port: int, batches: list[list[pa.RecordBatch]]) -> None:
     def client(own: list[pa.RecordBatch]) -> None:
         with flight.connect(f"grpc://127.0.0.1:{port}") as connection:
             for batch in own:
@@ -113,6 +125,29 @@ def _load(port: int, batches: list[list[pa.RecordBatch]]) -> None:
         list(pool.map(client, batches))
 
 
+def loaded(
+    command: list[str],
+    per_client: list[list[pa.RecordBatch]],
+    server_cpu: Callable[[int], float] = cpu_seconds,
+) -> tuple[float, float]:
+    """Start ``command``, a server that prints its port and serves until its stdin closes; put
+    each client's first five batches (a warm-up), then time every client's puts. Returns the
+    seconds and the server's CPU seconds (``server_cpu`` of its process ID) of the timed part."""
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        port = int(proc.stdout.readline())
+        load(port, [own[:5] for own in per_client])
+        cpu, started = server_cpu(proc.pid), time.perf_counter()
+        load(port, per_client)
+        seconds = time.perf_counter() - started
+        cpu = server_cpu(proc.pid) - cpu
+        proc.stdin.close()
+    return seconds, cpu
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
         _SERVERS[sys.argv[2]]()
@@ -121,14 +156,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--puts", type=int, default=200, help="puts per client")
     args = parser.parse_args()
-    table = data.make_table(args.clients * args.puts * 1000)
-    per_client = [
-        [
-            table.slice((c * args.puts + p) * 1000, 1000).combine_chunks().to_batches()[0]
-            for p in range(args.puts)
-        ]
-        for c in range(args.clients)
-    ]
+    per_client = client_batches(args.clients, args.puts)
     puts = args.clients * args.puts
     print(
         f"empty DoPut handler, {args.clients} clients x {args.puts} puts of 1,000 rows "
@@ -136,18 +164,7 @@ def main() -> None:
     )
     for name in _SERVERS:
         command = [sys.executable, "-m", "benchmarks.grpc_floor", "--serve", name]
-        with subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        ) as proc:
-            assert proc.stdout is not None
-            assert proc.stdin is not None
-            port = int(proc.stdout.readline())
-            _load(port, [own[:5] for own in per_client])  # warm-up
-            cpu, started = cpu_seconds(proc.pid), time.perf_counter()
-            _load(port, per_client)
-            seconds = time.perf_counter() - started
-            cpu = cpu_seconds(proc.pid) - cpu
-            proc.stdin.close()
+        seconds, cpu = loaded(command, per_client)
         print(
             f"  {name:12s} {puts / seconds:8,.0f} puts/s   server CPU {cpu / puts * 1000:.2f} ms per put"
         )
