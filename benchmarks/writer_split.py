@@ -5,10 +5,11 @@ own, under the load of the ``concurrent-flight`` case.
     python -m benchmarks.writer_split [--clients 16] [--puts 200] [--rounds 3]
 
 Both servers are the same code: ``grpcio``'s asyncio server (on uvloop) turns each put's
-``FlightData`` frames into an Arrow IPC stream and hands it over a socket pair to the writer,
-which takes every put waiting, decodes and validates them, inserts them in one transaction (as
-an Arrow C stream) and answers each put after the commit. Neither checks anything else
-Arrowport does (limits, authentication, delivery state): the figures compare the two ways of
+``FlightData`` frames into an Arrow IPC stream, checking each message against Arrowport's
+default limits with Arrowport's own code, and hands it over a socket pair to the writer, which
+takes every put waiting, decodes and validates them, inserts them in one transaction (as an
+Arrow C stream) and answers each put after the commit. Neither does anything else Arrowport
+does (authentication, admission, delivery state, metrics): the figures compare the two ways of
 placing the writer, not either with Arrowport. The rounds alternate the two; each prints its
 puts per second and its CPU per put (from ``/proc``, the writer process included).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import multiprocessing
 import os
 import socket
@@ -33,12 +35,15 @@ import grpc
 import pyarrow as pa
 import uvloop
 
-from arrowport.flight.frames import parse_frame
+from arrowport.config import Settings
+from arrowport.flight.frames import frame_messages, parse_frame
+from arrowport.ingest.ipc_messages import PayloadBudget
+from arrowport.ingest.ipc_stream import checked_stream_bytes
+from arrowport.ingest.service import payload_limits
 from benchmarks.grpc_floor import client_batches, loaded
 from benchmarks.monitor import cpu_seconds
 
 _SERVICE = "arrow.flight.protocol.FlightService"
-_CONTINUATION = b"\xff\xff\xff\xff"
 # A put's number and its IPC stream's length, before the stream; the writer answers with the
 # numbers of the puts it committed.
 _HEAD = struct.Struct("<QI")
@@ -91,17 +96,10 @@ def _write_groups(conn: socket.socket, db_path: str) -> None:
 
 
 def _ipc_stream(frames: list[bytes]) -> bytes:
-    pieces: list[bytes | memoryview] = []
-    for raw in frames:
-        frame = parse_frame(raw)
-        if not frame.header:
-            continue
-        metadata = bytes(frame.header)
-        padding = b"\x00" * (-len(metadata) % 8)
-        pieces += [_CONTINUATION, struct.pack("<i", len(metadata) + len(padding))]
-        pieces += [metadata, padding, frame.body]
-    pieces.append(_CONTINUATION + b"\x00\x00\x00\x00")
-    return b"".join(pieces)
+    """A put's frames as one Arrow IPC stream, each message checked against Arrowport's default
+    limits on the way, as Arrowport checks a small put's."""
+    messages = frame_messages(parse_frame(raw) for raw in frames)
+    return checked_stream_bytes(messages, PayloadBudget(payload_limits(Settings())))
 
 
 def _serve(writer_in: str, db_path: str) -> None:
@@ -115,6 +113,7 @@ def _serve(writer_in: str, db_path: str) -> None:
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         waiting: dict[int, asyncio.Future[None]] = {}
+        numbers = itertools.count()
         ours.setblocking(False)
         reader, writer = await asyncio.open_connection(sock=ours)
 
@@ -129,9 +128,7 @@ def _serve(writer_in: str, db_path: str) -> None:
             requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
         ) -> AsyncIterator[bytes]:
             stream = _ipc_stream([raw async for raw in requests])
-            number = len(waiting) + 1
-            while number in waiting:
-                number += 1
+            number = next(numbers)
             waiting[number] = loop.create_future()
             writer.write(_HEAD.pack(number, len(stream)) + stream)
             await waiting[number]

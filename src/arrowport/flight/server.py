@@ -154,7 +154,7 @@ def start_flight_server(services: Services, shared_port: bool = False) -> Arrowp
     ]
     service = FlightService(services)
     # uvloop, as for HTTP: a small put costs its loop less (gRPC hands every event of a call
-    # to the loop from its poller thread), ~5% more puts a second from 16 clients.
+    # to the loop from its poller thread), ~4% more puts a second from 16 clients.
     loop = uvloop.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="arrowport-flight-loop", daemon=True)
     thread.start()

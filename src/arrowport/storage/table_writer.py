@@ -183,8 +183,9 @@ def write_table(
             # their order as this transaction sees them: inserted by position, as BY NAME would
             # place it, without registering and dropping a view of it (on a busy server, a
             # tenth of a group's commit). Handed over as an Arrow C stream: a pyarrow Table
-            # DuckDB scans through pyarrow.dataset, taking the GIL back about five more times
-            # per insert, each a wait while the event loop holds it.
+            # DuckDB scans through pyarrow.dataset, taking the GIL back more often (a 16,000-row
+            # insert and commit: 11 times, not 8; benchmarks/duckdb_gil.py), each a wait while
+            # the event loop holds it.
             cur.from_arrow(checked.__arrow_c_stream__()).insert_into(quote_table(table))
             rows = checked.num_rows
             runner.actions.append(_insert_action(table))
