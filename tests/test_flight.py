@@ -551,6 +551,27 @@ def test_a_put_that_stops_sending_times_out_and_writes_nothing(
         assert server.healthy()
 
 
+def test_a_put_that_sends_slowly_but_steadily_is_not_timed_out(tmp_path: Path) -> None:
+    """``limits.body_timeout_seconds`` bounds each wait for the next frame, not the put: one
+    whose batches keep coming, each within the timeout, lands whole however long it takes."""
+    config = {"limits": {"body_timeout_seconds": 1}}
+    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
+        client = flight.connect(flight_url(server))
+        data = sample(80)
+        writer, reader = client.do_put(path("steady"), data.schema)
+        started = time.monotonic()
+        for batch in data.to_batches(max_chunksize=10):
+            time.sleep(0.4)
+            writer.write_batch(batch)
+        writer.done_writing()
+        reader.read()
+        writer.close()
+        assert time.monotonic() - started > 3  # the put outlasted the timeout threefold
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert count(http, "steady") == 80
+        client.close()
+
+
 def test_a_handshake_that_never_ends_its_stream_times_out(tmp_path: Path) -> None:
     """A Handshake whose client sends nothing and keeps its stream open ends DEADLINE_EXCEEDED
     once ``limits.body_timeout_seconds`` pass, rather than holding one of the server's calls

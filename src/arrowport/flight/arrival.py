@@ -15,26 +15,96 @@ from collections.abc import AsyncIterator
 from arrowport.errors import RequestTimeout, TruncatedStream
 
 
-async def arriving(
-    requests: AsyncIterator[bytes], stall_seconds: float, what: str, consequence: str
-) -> AsyncIterator[bytes]:
-    """``requests``' messages, each within ``stall_seconds`` of asking for it.
+class _StallWatch:
+    """Cancels a read that has waited ``seconds``. One timer serves every read of a call: it is
+    moved on only when it fires, not armed and disarmed per message (which cost a small put's
+    event loop more than the reads' own bookkeeping)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._reader: asyncio.Task[object] | None = None
+        self._cancelling = 0
+        self._since = 0.0
+        self.fired = False
+
+    def reading(self) -> None:
+        """A read starts, in the current task (a call may be read from a new task each time)."""
+        self._reader = asyncio.current_task(self._loop)
+        assert self._reader is not None
+        self._cancelling = self._reader.cancelling()
+        self._since = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._since + self._seconds, self._check)
+
+    def read(self) -> None:
+        self._reader = None
+
+    def stalled(self) -> bool:
+        """Whether the read that was just cancelled was cancelled by this watch alone (the
+        cancellation is then taken back: the read raises the timeout instead)."""
+        reader = asyncio.current_task()
+        return self.fired and reader is not None and reader.uncancel() <= self._cancelling
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._reader is None:  # between reads: the next read arms the timer again
+            return
+        due = self._since + self._seconds
+        if self._loop.time() >= due:
+            self.fired = True
+            self._reader.cancel()
+        else:
+            self._timer = self._loop.call_at(due, self._check)
+
+
+class Arrival:
+    """``requests``' messages, each within ``stall_seconds`` of asking for it (:meth:`next`).
 
     A stall raises :class:`RequestTimeout`, and a call the client cancelled (or whose connection
     broke) :class:`TruncatedStream`; their messages name the stream ``what`` ("the upload") and
-    end with ``consequence`` ("nothing was written").
+    end with ``consequence`` ("nothing was written"). A reader, not an async generator: a small
+    put is a few messages, and each generator layer costs the event loop as much again.
     """
-    source = aiter(requests)
-    while True:
+
+    def __init__(
+        self, requests: AsyncIterator[bytes], stall_seconds: float, what: str, consequence: str
+    ) -> None:
+        self._source = aiter(requests)
+        self._stall_seconds = stall_seconds
+        self._what = what
+        self._consequence = consequence
+        self._watch = _StallWatch(stall_seconds)
+
+    async def next(self) -> bytes | None:
+        """The next message; None once the stream has ended."""
+        watch = self._watch
+        watch.reading()
         try:
-            async with asyncio.timeout(stall_seconds):
-                raw = await anext(source)
+            return await anext(self._source)
         except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise RequestTimeout(
-                f"no data of {what} arrived for {stall_seconds:g} seconds; {consequence}"
-            ) from None
+            watch.close()
+            return None
+        except asyncio.CancelledError:
+            if watch.stalled():
+                raise RequestTimeout(
+                    f"no data of {self._what} arrived for {self._stall_seconds:g} seconds; "
+                    f"{self._consequence}"
+                ) from None
+            raise
         except Exception:  # grpc.RpcError: the client cancelled or the connection broke
-            raise TruncatedStream(f"the client cancelled {what}; {consequence}") from None
-        yield raw
+            raise TruncatedStream(
+                f"the client cancelled {self._what}; {self._consequence}"
+            ) from None
+        finally:
+            watch.read()
+
+    def close(self) -> None:
+        """Stop watching (the call is over)."""
+        self._watch.close()

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 import grpc
@@ -65,28 +66,51 @@ def flight_errors(
         outcome.done()
 
 
-@contextlib.asynccontextmanager
-async def flight_errors_async(
+def flight_errors_async(
     metrics: Metrics, method: str, context: grpc.aio.ServicerContext[bytes, bytes]
-) -> AsyncIterator[Call]:
+) -> _AsyncFlightErrors:
     """:func:`flight_errors` for a handler on gRPC's asyncio server."""
-    outcome = _Outcome(metrics, Call(method))
-    try:
-        yield outcome.call
-    except GeneratorExit:  # the client went away while the answer was being sent
-        outcome.status = "CANCELLED"
-        raise
-    except asyncio.CancelledError:  # the client cancelled, or went away: no one to answer
-        outcome.status = "CANCELLED"
-        call = outcome.call
-        log.info("flight call cancelled", method=method, stream=call.stream, token=call.token)
-        raise
-    except Exception as exc:
-        code, message = outcome.refused(exc)
-        await context.abort(code, message)
-        raise AssertionError("unreachable") from None  # context.abort raises
-    finally:
-        outcome.done()
+    return _AsyncFlightErrors(metrics, method, context)
+
+
+class _AsyncFlightErrors:
+    # A class, not an async generator: every async generator an event loop starts is tracked
+    # in a set of the loop's, and a small put is over in well under a millisecond.
+    def __init__(
+        self, metrics: Metrics, method: str, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> None:
+        self._metrics = metrics
+        self._method = method
+        self._context = context
+        self._outcome: _Outcome | None = None
+
+    async def __aenter__(self) -> Call:
+        self._outcome = _Outcome(self._metrics, Call(self._method))
+        return self._outcome.call
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        outcome = self._outcome
+        assert outcome is not None
+        try:
+            if isinstance(exc, GeneratorExit):  # the client went away while being answered
+                outcome.status = "CANCELLED"
+            elif isinstance(exc, asyncio.CancelledError):  # the client cancelled, or went away
+                outcome.status = "CANCELLED"
+                call = outcome.call
+                log.info(
+                    "flight call cancelled",
+                    method=call.method,
+                    stream=call.stream,
+                    token=call.token,
+                )
+            elif isinstance(exc, Exception):
+                code, message = outcome.refused(exc)
+                await self._context.abort(code, message)
+                raise AssertionError("unreachable") from None  # context.abort raises
+        finally:
+            outcome.done()
 
 
 class _Outcome:

@@ -15,14 +15,14 @@ import hashlib
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 import structlog
 
 from arrowport.errors import TruncatedStream
-from arrowport.flight.arrival import arriving
+from arrowport.flight.arrival import Arrival
 from arrowport.flight.frames import Frame, frame_messages, parse_frame
 from arrowport.flight.spool import MessageSpool
 from arrowport.ingest.admission import Reservation
@@ -85,15 +85,17 @@ class PutLanding:
     async def land_arriving(
         self,
         options: IngestOptions,
-        frames: AsyncIterator[Frame],
+        first: Frame,
+        following: Callable[[], Awaitable[Frame | None]],
         client: str | None,
         abandoned: Callable[[], bool],
         started: float,
         threads: Executor,
     ) -> IngestReply:
-        """:meth:`land` for frames arriving on an event loop: a small put is received and
-        group-committed there without a thread of its own; anything else goes on as
-        :meth:`land` does, on one of ``threads``, reading the rest of the frames from the loop."""
+        """:meth:`land` for frames arriving on an event loop (``first``, then each that
+        ``following`` reads, until None): a small put is received and group-committed there
+        without a thread of its own; anything else goes on as :meth:`land` does, on one of
+        ``threads``, reading the rest of the frames from the loop."""
         admission = self._ingest.admission
         admission.check_accepting()
         with admission.reserving() as held:
@@ -101,7 +103,8 @@ class PutLanding:
             head: list[Message] = []
             whole = True
             crossing: list[Frame] = []
-            async for frame in frames:
+            frame: Frame | None = first
+            while frame is not None:
                 if upload.received + frame.size > self._small_body_bytes:
                     # Not a small put: this frame, like the rest, is realigned (copied) and
                     # hashed on a thread, not on the loop every other call shares.
@@ -110,14 +113,16 @@ class PutLanding:
                     upload.spooling(self._flight.upload_buffer_bytes, frame.size)
                     break
                 head.extend(upload.admitted(frame_messages((frame,))))
+                frame = await following()
             if whole and options.groupable:
                 outcome, batches = await self._ingest.group_small(
                     options, head, upload.digest, abandoned
                 )
             else:
                 loop = asyncio.get_running_loop()
-                following = itertools.chain(crossing, bridged(frames, loop))
-                rest = upload.admitted(frame_messages(following))
+                rest = upload.admitted(
+                    frame_messages(itertools.chain(crossing, bridged(following, loop)))
+                )
 
                 def write() -> tuple[WriteOutcome, int]:
                     if whole:
@@ -203,20 +208,24 @@ class PutCall:
     """A put's call as the put sees it: its frames as they arrive (each within
     ``stall_seconds`` of asking for it), and whether the client has given up on it."""
 
-    def __init__(self, stall_seconds: float) -> None:
-        self._stall_seconds = stall_seconds
+    def __init__(self, requests: AsyncIterator[bytes], stall_seconds: float) -> None:
+        self._arrival = Arrival(requests, stall_seconds, "the upload", "nothing was written")
         self._ended: float | None = None
         # Set when gRPC cancels the handler (the client cancelled or went away); gRPC's own
         # ``context.cancelled()`` does not say so on its asyncio server.
         self.cancelled = False
 
-    async def frames(self, requests: AsyncIterator[bytes]) -> AsyncIterator[Frame]:
-        """The upload's frames as they arrive."""
-        async for raw in arriving(
-            requests, self._stall_seconds, "the upload", "nothing was written"
-        ):
-            yield parse_frame(raw)
-        self._ended = time.monotonic()
+    async def frame(self) -> Frame | None:
+        """The upload's next frame as it arrives; None once it has ended."""
+        raw = await self._arrival.next()
+        if raw is None:
+            self._ended = time.monotonic()
+            return None
+        return parse_frame(raw)
+
+    def close(self) -> None:
+        """The call is over: stop watching it for stalls."""
+        self._arrival.close()
 
     def gone(self) -> bool:
         """Whether the client has given up on the call: asked just before the commit, on the
@@ -228,18 +237,17 @@ class PutCall:
         return self.cancelled
 
 
-def bridged(source: AsyncIterator[T], loop: asyncio.AbstractEventLoop) -> Iterator[T]:
-    """``source`` (iterated on ``loop``) for a thread other than the loop's, one item at a time;
-    the upload ends truncated if the loop stops meanwhile (the server is shutting down)."""
+def bridged(
+    read: Callable[[], Awaitable[T | None]], loop: asyncio.AbstractEventLoop
+) -> Iterator[T]:
+    """What ``read`` returns (run on ``loop``) until None, for a thread other than the loop's,
+    one item at a time; the upload ends truncated if the loop stops meanwhile (the server is
+    shutting down)."""
 
-    async def following() -> T:
-        return await anext(source)
+    async def following() -> T | None:
+        return await read()
 
-    while True:
-        try:
-            item = _awaited(asyncio.run_coroutine_threadsafe(following(), loop), loop)
-        except StopAsyncIteration:
-            return
+    while (item := _awaited(asyncio.run_coroutine_threadsafe(following(), loop), loop)) is not None:
         yield item
 
 

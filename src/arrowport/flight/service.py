@@ -47,7 +47,7 @@ from google.protobuf.message import Message as ProtoMessage
 from arrowport.auth import Principal
 from arrowport.config import Scope
 from arrowport.errors import InvalidOptions
-from arrowport.flight.arrival import arriving
+from arrowport.flight.arrival import Arrival
 from arrowport.flight.errors import Call, flight_errors, flight_errors_async
 from arrowport.flight.frames import Frame, encode_stream
 from arrowport.flight.protocol import flight_pb2
@@ -174,8 +174,12 @@ class FlightService:
             if bearer is not None:
                 await context.send_initial_metadata((("authorization", bearer),))
             stall = self._settings.limits.body_timeout_seconds
-            async for _ in arriving(requests, stall, "the handshake", "it was ended"):
-                pass
+            arrival = Arrival(requests, stall, "the handshake", "it was ended")
+            try:
+                while await arrival.next() is not None:
+                    pass
+            finally:
+                arrival.close()
 
     # -- ingest --------------------------------------------------------------------------------
 
@@ -184,54 +188,46 @@ class FlightService:
     ) -> AsyncIterator[bytes]:
         # On the server's event loop (the other calls run on its threads): a small put is
         # received and group-committed without a thread of its own.
-        watched = PutCall(self._settings.limits.body_timeout_seconds)
+        watched = PutCall(requests, self._settings.limits.body_timeout_seconds)
         try:
-            async for answer in self._put(requests, context, watched):
-                yield answer
+            async with flight_errors_async(self._metrics, "do_put", context) as call:
+                started = time.perf_counter()
+                principal = self._caller(context, call)
+                first = await watched.frame()
+                if first is None or first.descriptor is None:
+                    raise InvalidOptions("a put's first frame must carry its flight descriptor")
+                client = client_of(principal)
+                gone = watched.gone
+
+                if _is_sql(first.descriptor):
+                    loop = asyncio.get_running_loop()
+                    headers = _text_metadata(context)
+
+                    def put(options: IngestOptions, everything: Iterator[Frame]) -> IngestReply:
+                        call.stream = options.stream
+                        return self._puts.land(options, everything, client, gone, started)
+
+                    def answer() -> list[bytes]:
+                        rest = bridged(watched.frame, loop)
+                        return list(self._sql.do_put(first, rest, principal, headers, put))
+
+                    run = contextvars.copy_context().run
+                    for message in await loop.run_in_executor(self._threads, run, answer):
+                        yield message
+                    return
+                request = put_request(first.descriptor)
+                call.stream = request.stream
+                options = self._ingest.streams.resolve(request, principal)
+                reply = await self._puts.land_arriving(
+                    options, first, watched.frame, client, gone, started, self._threads
+                )
+                body = json.dumps(reply.to_json()).encode()
+                yield flight_pb2.PutResult(app_metadata=body).SerializeToString()
         except asyncio.CancelledError:
             watched.cancelled = True  # a write still queued or committing must not land
             raise
-
-    async def _put(
-        self,
-        requests: AsyncIterator[bytes],
-        context: grpc.aio.ServicerContext[bytes, bytes],
-        watched: PutCall,
-    ) -> AsyncIterator[bytes]:
-        async with flight_errors_async(self._metrics, "do_put", context) as call:
-            started = time.perf_counter()
-            principal = self._caller(context, call)
-            frames = watched.frames(requests)
-            first = await anext(frames, None)
-            if first is None or first.descriptor is None:
-                raise InvalidOptions("a put's first frame must carry its flight descriptor")
-            client = client_of(principal)
-            gone = watched.gone
-
-            if _is_sql(first.descriptor):
-                loop = asyncio.get_running_loop()
-                headers = _text_metadata(context)
-
-                def put(options: IngestOptions, everything: Iterator[Frame]) -> IngestReply:
-                    call.stream = options.stream
-                    return self._puts.land(options, everything, client, gone, started)
-
-                def answer() -> list[bytes]:
-                    rest = bridged(frames, loop)
-                    return list(self._sql.do_put(first, rest, principal, headers, put))
-
-                run = contextvars.copy_context().run
-                for message in await loop.run_in_executor(self._threads, run, answer):
-                    yield message
-                return
-            request = put_request(first.descriptor)
-            call.stream = request.stream
-            options = self._ingest.streams.resolve(request, principal)
-            reply = await self._puts.land_arriving(
-                options, _chained(first, frames), client, gone, started, self._threads
-            )
-            body = json.dumps(reply.to_json()).encode()
-            yield flight_pb2.PutResult(app_metadata=body).SerializeToString()
+        finally:
+            watched.close()
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -364,9 +360,3 @@ def _text_metadata(context: AnyContext) -> list[tuple[str, str]]:
     return [
         (key, value) for key, value in context.invocation_metadata() or () if isinstance(value, str)
     ]
-
-
-async def _chained(first: Frame, rest: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
-    yield first
-    async for frame in rest:
-        yield frame

@@ -17,6 +17,7 @@ the checks need are read, and every offset is bounds-checked (the input is hosti
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -184,34 +185,9 @@ class Message:
     def count_columns(self, limit: int) -> int:
         """The fields of a schema message, nested ones included (stops counting past ``limit``);
         400 for a field name that is not UTF-8, 413 past ``limit`` or :data:`MAX_NESTING`."""
-        counted = 0
-        try:
-            stack = [self._header().tables(1)]
-            while stack:
-                field = next(stack[-1], None)
-                if field is None:
-                    stack.pop()
-                    continue
-                counted += 1
-                if counted > limit:
-                    raise TooManyColumns(
-                        f"the schema has more than {limit} columns (nested fields included; "
-                        "limits.max_columns)",
-                        limit=limit,
-                    )
-                if len(stack) > MAX_NESTING:
-                    raise TooManyColumns(f"the schema nests deeper than {MAX_NESTING} levels")
-                name = field.string(0) or b""
-                try:
-                    name.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise InvalidName(
-                        f"a field name is not UTF-8 text: {name[:64]!r}", column=repr(name[:64])
-                    ) from None
-                stack.append(field.tables(5))
-        except (_Corrupt, struct.error):
-            raise InvalidIPC("the Arrow IPC schema message is corrupt") from None
-        return counted
+        if len(self.metadata) <= _REMEMBERED_SCHEMA_BYTES:
+            return _counted_columns(bytes(self.metadata), limit)
+        return _count_columns(self, limit)
 
     def decoded_body_bytes(self) -> int:
         """What the body will take once pyarrow has decompressed its buffers."""
@@ -244,6 +220,47 @@ class Message:
                     raise InvalidIPC("a compressed Arrow IPC buffer declares a negative size")
                 total += length - 8 if size == -1 else size
         return total
+
+
+# Producers send the same schema with every request, so a small schema's check is remembered: the
+# same bytes and limit always count the same (a schema that fails is checked again each time).
+_REMEMBERED_SCHEMA_BYTES = 16 * 1024
+
+
+@functools.lru_cache(maxsize=256)
+def _counted_columns(metadata: bytes, limit: int) -> int:
+    return _count_columns(Message.parse(metadata), limit)
+
+
+def _count_columns(message: Message, limit: int) -> int:
+    counted = 0
+    try:
+        stack = [message._header().tables(1)]
+        while stack:
+            field = next(stack[-1], None)
+            if field is None:
+                stack.pop()
+                continue
+            counted += 1
+            if counted > limit:
+                raise TooManyColumns(
+                    f"the schema has more than {limit} columns (nested fields included; "
+                    "limits.max_columns)",
+                    limit=limit,
+                )
+            if len(stack) > MAX_NESTING:
+                raise TooManyColumns(f"the schema nests deeper than {MAX_NESTING} levels")
+            name = field.string(0) or b""
+            try:
+                name.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidName(
+                    f"a field name is not UTF-8 text: {name[:64]!r}", column=repr(name[:64])
+                ) from None
+            stack.append(field.tables(5))
+    except (_Corrupt, struct.error):
+        raise InvalidIPC("the Arrow IPC schema message is corrupt") from None
+    return counted
 
 
 class PayloadBudget:

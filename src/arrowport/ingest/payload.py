@@ -180,6 +180,13 @@ _DECODING_ERRORS = (
 )
 
 
+class _Admitted(PayloadBudget):
+    """The budget of messages admitted by their receiver as they arrived: checked once, there."""
+
+    def admit(self, message: Message) -> None:
+        pass
+
+
 class IpcPayload:
     """The batches of one Arrow IPC stream, each message checked before pyarrow decodes it (see
     :mod:`arrowport.ingest.ipc_messages`) and each batch validated before anything reads it."""
@@ -192,10 +199,14 @@ class IpcPayload:
         max_rows: int | None = None,
         budget: PayloadBudget | None = None,
         in_memory: bool = False,
+        admitted: bool = False,
     ) -> None:
         """``in_memory``: ``messages`` are all in memory already. A small payload's are then all
         checked first and decoded by pyarrow from one buffer, with no call back into Python per
-        read (a third of a 1,000-row request's decoding time)."""
+        read (a third of a 1,000-row request's decoding time). ``admitted``: the caller has
+        admitted every message against ``limits`` already, as it arrived (a Flight put's)."""
+        if admitted:
+            budget = _Admitted(limits)
         self.budget = budget if budget is not None else PayloadBudget(limits)
         whole = False
         if in_memory:

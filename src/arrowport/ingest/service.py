@@ -158,10 +158,11 @@ class IngestService:
         digest: Callable[[], str],
         abandoned: Callable[[], bool],
     ) -> tuple[WriteOutcome, int]:
-        """Write IPC messages as they arrive, on the calling thread (a Flight put's writer, which
-        holds a streaming slot: see :meth:`streaming_slot`); returns the outcome and the number
-        of record batches. ``digest`` fingerprints the messages once all have arrived; nothing
-        commits once ``abandoned()`` says the client gave up."""
+        """Write IPC messages as they arrive (each admitted against the limits by their
+        receiver already), on the calling thread (a Flight put's writer, which holds a streaming
+        slot: see :meth:`streaming_slot`); returns the outcome and the number of record batches.
+        ``digest`` fingerprints the messages once all have arrived; nothing commits once
+        ``abandoned()`` says the client gave up."""
         payload = self._message_payload(options, messages, small=False)
         delivery = _delivery(options, payload.after(digest))
         outcome = self._write(options, payload.open, delivery, abandoned=abandoned)
@@ -174,8 +175,8 @@ class IngestService:
         digest: Callable[[], str],
         abandoned: Callable[[], bool],
     ) -> tuple[WriteOutcome, int]:
-        """A small Flight put, all arrived: group-committed (when it may be), on the calling
-        thread; returns the outcome and the number of record batches."""
+        """A small Flight put, all arrived and admitted: group-committed (when it may be), on
+        the calling thread; returns the outcome and the number of record batches."""
         payload = self._message_payload(options, messages, small=True)
         delivery = _delivery(options, digest)
         if options.groupable:
@@ -202,12 +203,17 @@ class IngestService:
     def _message_payload(
         self, options: IngestOptions, messages: Iterable[Message], small: bool
     ) -> _Opened:
-        """``small``: all of ``messages`` are in memory already (see :class:`IpcPayload`);
-        otherwise they are read as DuckDB takes them (an upload arriving: memory stays
-        bounded)."""
+        """A Flight put's ``messages``, admitted against the limits as they arrived. ``small``:
+        all of them are in memory already (see :class:`IpcPayload`); otherwise they are read as
+        DuckDB takes them (an upload arriving: memory stays bounded)."""
         return _Opened(
             lambda: IpcPayload(
-                iter(messages), self.limits, options.chunk_size, self._max_rows, in_memory=small
+                iter(messages),
+                self.limits,
+                options.chunk_size,
+                self._max_rows,
+                in_memory=small,
+                admitted=True,
             )
         )
 

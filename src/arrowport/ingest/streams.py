@@ -41,6 +41,7 @@ class IngestOptions:
 class Streams:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._unconfigured = StreamSettings()  # what a stream with no configuration gets
 
     def table_for(self, stream: str) -> str:
         """The table a stream lands in when a request names none: configured, else its name
@@ -55,7 +56,7 @@ class Streams:
         configured = self._settings.streams.get(stream)
         if configured is None and self._settings.streams_only:
             raise UnknownStream(f"stream {stream!r} is not configured", stream=stream)
-        base = configured or StreamSettings()
+        base = configured or self._unconfigured
         # The stream's own table: configured, else its name, unless a dot in it (which picks no
         # schema) makes it none; the request must then name the table.
         own_table = self.table_for(stream) if base.table is not None or "." not in stream else None
