@@ -350,17 +350,30 @@ def wait_for(condition: Callable[[], bool], seconds: float = 30.0) -> bool:
 def test_a_killed_worker_is_replaced_and_workers_die_with_their_supervisor(
     tmp_path: Path,
 ) -> None:
+    """...and the supervisor hands its workers their settings without writing them anywhere:
+    no secret of them is on disk while they run, and nothing is left behind when it is killed."""
+    secret = "s3-secret-never-on-disk"
     config = {
         "storage": {"target": "ducklake"},
-        "ducklake": {"catalog": f"sqlite:{tmp_path / 'c.sqlite'}", "data_path": str(tmp_path)},
+        "ducklake": {
+            "catalog": f"sqlite:{tmp_path / 'c.sqlite'}",
+            "data_path": str(tmp_path),
+            "s3_key_id": "key",
+            "s3_secret": secret,
+        },
     }
-    node = ArrowportProcess(tmp_path / "node", config=config, args=["--workers", "2"])
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    node = ArrowportProcess(
+        tmp_path / "node", config=config, args=["--workers", "2"], env={"TMPDIR": str(temp)}
+    )
     node.start(timeout=90)
     assert node.proc is not None
     supervisor = node.proc.pid
     try:
         first = children(supervisor)
         assert len(first) == 2
+        assert not [f for f in temp.rglob("*") if f.is_file() and secret in f.read_text("latin-1")]
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
         assert wait_for(lambda: len(children(supervisor) - {victim}) == 2)
@@ -371,3 +384,6 @@ def test_a_killed_worker_is_replaced_and_workers_die_with_their_supervisor(
     finally:
         node.kill()  # SIGKILL: the supervisor cannot pass anything on
     assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))
+    # Nothing left but DuckDB's extension directory, which the lake keeps on purpose.
+    left = [p.name for p in temp.iterdir() if not p.name.startswith("arrowport-extensions-")]
+    assert left == []

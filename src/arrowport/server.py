@@ -78,7 +78,7 @@ class _Server(uvicorn.Server):
         else:
             # The supervisor says "ready" once every worker is.
             log.info("arrowport worker ready", worker=self._worker, http_port=port)
-            workers.report_ready(self._worker)
+            workers.report_ready()
 
 
 def _tls_problem(tls: TlsSettings) -> str | None:

@@ -4,7 +4,8 @@ A DuckDB file has one writer process; a DuckLake with a PostgreSQL or SQLite cat
 many, so on a big machine N processes use N times the cores one Python process can. This
 process supervises: it settles the ports (a free one where 0 was asked for), starts N workers
 with the same settings that all listen on those ports (``SO_REUSEPORT``: the kernel spreads
-connections across them), restarts a worker that dies (backing off one that keeps dying), and
+connections across them; each worker reads the settings from a pipe on its standard input, so
+that no secret in them is ever written to disk), restarts a worker that dies (backing off one that keeps dying), and
 on SIGTERM or Ctrl-C passes the signal on and waits for every worker to finish its writes (one
 still running past the shutdown timeout is killed). Workers get SIGTERM if the supervisor
 itself dies, so none is left unsupervised. Worker ``i`` serves its metrics on
@@ -20,9 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -34,7 +33,7 @@ from arrowport.storage.lake_catalog import CatalogLocation
 log = structlog.get_logger("arrowport")
 
 # Set for a worker by its supervisor: which worker it is (it listens with SO_REUSEPORT), and
-# the directory where it leaves a file named after its index once it serves.
+# the pipe (a file descriptor it inherits) on which it says that it serves.
 WORKER_INDEX = "ARROWPORT_WORKER_INDEX"
 WORKER_READY = "ARROWPORT_WORKER_READY"
 _RESTART_DELAY = 1.0
@@ -49,11 +48,13 @@ def worker_index() -> int | None:
     return int(index) if index is not None else None
 
 
-def report_ready(index: int) -> None:
+def report_ready() -> None:
     """Tell the supervisor that this worker serves."""
-    directory = os.environ.get(WORKER_READY)
-    if directory:
-        (Path(directory) / str(index)).touch()
+    ready = os.environ.get(WORKER_READY)
+    if ready:
+        with contextlib.suppress(OSError, ValueError):  # a supervisor gone: nobody to tell
+            os.write(int(ready), b"ready\n")
+            os.close(int(ready))
 
 
 def refusal(settings: Settings) -> str | None:
@@ -88,24 +89,21 @@ def supervise(settings: Settings) -> int:
         worker_settings.api.port = _free_port(host)
     if worker_settings.flight.enabled and worker_settings.flight.port == 0:
         worker_settings.flight.port = _free_port(worker_settings.flight.host or host)
-    with tempfile.TemporaryDirectory(prefix="arrowport-workers-") as directory:
-        config = Path(directory) / "config.yaml"
-        config.touch(mode=0o600)  # the settings may hold secrets
-        config.write_text(yaml.safe_dump(worker_settings.model_dump(mode="json")))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ARROWPORT_")}
-        command = [sys.executable, "-m", "arrowport", "serve", "--config", str(config)]
-        ready = Path(directory) / "ready"
-        ready.mkdir()
-        announce: dict[str, object] = {
-            "http_port": worker_settings.api.port,
-            "workers": settings.api.workers,
-            "storage": settings.storage.target,
-            "database": "lake",
-        }
-        if worker_settings.flight.enabled:
-            announce["flight_port"] = worker_settings.flight.port
-        grace = settings.limits.shutdown_timeout_seconds + 15.0
-        return _Supervisor(command, env, settings.api.workers, ready, announce, grace).run()
+    # Read by each worker from its standard input, never written to a file: they may hold
+    # secrets (tokens, the catalog's password, S3 keys).
+    settings_text = yaml.safe_dump(worker_settings.model_dump(mode="json")).encode()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARROWPORT_")}
+    command = [sys.executable, "-m", "arrowport", "serve", "--config", "/dev/stdin"]
+    announce: dict[str, object] = {
+        "http_port": worker_settings.api.port,
+        "workers": settings.api.workers,
+        "storage": settings.storage.target,
+        "database": "lake",
+    }
+    if worker_settings.flight.enabled:
+        announce["flight_port"] = worker_settings.flight.port
+    grace = settings.limits.shutdown_timeout_seconds + 15.0
+    return _Supervisor(command, env, settings_text, settings.api.workers, announce, grace).run()
 
 
 def _die_with_supervisor() -> None:
@@ -120,36 +118,68 @@ class _Supervisor:
         self,
         command: list[str],
         env: dict[str, str],
+        settings_text: bytes,
         count: int,
-        ready: Path,
         announce: dict[str, object],
         grace: float,
     ) -> None:
         self._command = command
-        self._env = env | {WORKER_READY: str(ready)}
+        self._env = env
+        self._settings_text = settings_text
         self._workers: list[subprocess.Popen[bytes] | None] = [None] * count
         self._started = [0.0] * count
         self._restarts = [0] * count
-        self._ready = ready
+        # The read end of each worker's readiness pipe, and the workers that said they serve.
+        self._ready_pipes: list[int | None] = [None] * count
+        self._serving: set[int] = set()
         self._announce = announce
         self._grace = grace  # how long workers may take to finish their writes when stopped
         self._stopping = False
 
     def _start(self, index: int) -> None:
-        (self._ready / str(index)).unlink(missing_ok=True)
-        env = self._env | {WORKER_INDEX: str(index)}
-        self._workers[index] = subprocess.Popen(
-            self._command, env=env, preexec_fn=_die_with_supervisor
-        )
+        self._close_ready_pipe(index)
+        self._serving.discard(index)
+        ready, tell = os.pipe()
+        os.set_blocking(ready, False)
+        env = self._env | {WORKER_INDEX: str(index), WORKER_READY: str(tell)}
+        try:
+            worker = subprocess.Popen(
+                self._command,
+                env=env,
+                stdin=subprocess.PIPE,
+                pass_fds=(tell,),
+                preexec_fn=_die_with_supervisor,
+            )
+        finally:
+            os.close(tell)
+        self._ready_pipes[index] = ready
+        self._workers[index] = worker
         self._started[index] = time.monotonic()
+        assert worker.stdin is not None
+        # A worker that dies before reading its settings is started again like any other.
+        with contextlib.suppress(OSError):
+            worker.stdin.write(self._settings_text)
+        with contextlib.suppress(OSError):
+            worker.stdin.close()
+
+    def _close_ready_pipe(self, index: int) -> None:
+        ready = self._ready_pipes[index]
+        if ready is not None:
+            os.close(ready)
+            self._ready_pipes[index] = None
 
     def _starting(self) -> bool | None:
         """While the first start is under way: True; once every worker serves: False; None
         when a worker exited before it served (the settings, or the lake, are at fault)."""
-        for worker in self._workers:
+        for index, worker in enumerate(self._workers):
             if worker is not None and worker.poll() is not None:
                 return None
-        return len(list(self._ready.iterdir())) < len(self._workers)
+            ready = self._ready_pipes[index]
+            if index not in self._serving and ready is not None:
+                with contextlib.suppress(BlockingIOError):
+                    if os.read(ready, 64):
+                        self._serving.add(index)
+        return len(self._serving) < len(self._workers)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
@@ -212,5 +242,7 @@ class _Supervisor:
                     )
                     due[index] = now + delay
         self._wait_all()
+        for index in range(len(self._workers)):
+            self._close_ready_pipe(index)
         codes = [w.returncode for w in self._workers if w is not None]
         return 0 if all(code == 0 for code in codes) else 1
