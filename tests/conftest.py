@@ -174,6 +174,19 @@ def in_flight(client: httpx.Client) -> float:
     return float(match.group(1))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report shows the last log lines of each server it used: an answer of
+    500 ``internal_error`` says only that the server log has the details."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when != "call" or not report.failed:
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        if isinstance(value, ArrowportProcess) and value.lines:
+            report.sections.append((f"arrowport log ({name})", "\n".join(value.lines[-60:])))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Modules that set ``ON_LAKE = True`` run their ``server`` tests on both storage targets."""
     if "target" in metafunc.fixturenames and getattr(metafunc.module, "ON_LAKE", False):
