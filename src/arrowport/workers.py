@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from types import FrameType
 
@@ -50,7 +51,7 @@ def worker_index() -> int | None:
 
 def report_ready() -> None:
     """Tell the supervisor that this worker serves."""
-    ready = os.environ.get(WORKER_READY)
+    ready = os.environ.pop(WORKER_READY, None)  # once: the descriptor is closed after it
     if ready:
         with contextlib.suppress(OSError, ValueError):  # a supervisor gone: nobody to tell
             os.write(int(ready), b"ready\n")
@@ -106,6 +107,15 @@ def supervise(settings: Settings) -> int:
     return _Supervisor(command, env, settings_text, settings.api.workers, announce, grace).run()
 
 
+def _feed(worker: subprocess.Popen[bytes], settings_text: bytes) -> None:
+    """Write a worker's settings to its standard input, and close it."""
+    assert worker.stdin is not None
+    with contextlib.suppress(OSError):
+        worker.stdin.write(settings_text)
+    with contextlib.suppress(OSError):
+        worker.stdin.close()
+
+
 def _die_with_supervisor() -> None:
     """In a worker, before it runs: be sent SIGTERM when the supervisor dies (even by SIGKILL),
     so no worker outlives it unsupervised."""
@@ -150,17 +160,20 @@ class _Supervisor:
                 pass_fds=(tell,),
                 preexec_fn=_die_with_supervisor,
             )
+        except BaseException:
+            os.close(ready)
+            raise
         finally:
             os.close(tell)
         self._ready_pipes[index] = ready
         self._workers[index] = worker
         self._started[index] = time.monotonic()
-        assert worker.stdin is not None
-        # A worker that dies before reading its settings is started again like any other.
-        with contextlib.suppress(OSError):
-            worker.stdin.write(self._settings_text)
-        with contextlib.suppress(OSError):
-            worker.stdin.close()
+        # Fed from a thread: settings larger than the pipe's buffer would otherwise hold the
+        # supervisor until this worker reads them (and a worker that dies first is simply
+        # started again).
+        threading.Thread(
+            target=_feed, args=(worker, self._settings_text), name="arrowport-settings", daemon=True
+        ).start()
 
     def _close_ready_pipe(self, index: int) -> None:
         ready = self._ready_pipes[index]

@@ -2,7 +2,7 @@
 
 A client that opens a call and then sends nothing would hold it (one of
 ``flight.max_concurrent_calls``, and whatever the call holds) for good; every call that reads a
-client's stream (a put, a Handshake) reads it through :func:`arriving`, which ends such a call
+client's stream (a put, a Handshake) reads it through an :class:`Arrival`, which ends such a call
 DEADLINE_EXCEEDED ``request_timeout`` once ``limits.body_timeout_seconds`` pass without a
 message.
 """
@@ -27,6 +27,7 @@ class _StallWatch:
         self._reader: asyncio.Task[object] | None = None
         self._cancelling = 0
         self._since = 0.0
+        self._closed = False
         self.fired = False
 
     def reading(self) -> None:
@@ -40,6 +41,8 @@ class _StallWatch:
 
     def read(self) -> None:
         self._reader = None
+        if self._closed:  # a read still under way when the call ended: nothing is left to watch
+            self._disarm()
 
     def stalled(self) -> bool:
         """Whether the read that was just cancelled was cancelled by this watch alone (the
@@ -48,6 +51,13 @@ class _StallWatch:
         return self.fired and reader is not None and reader.uncancel() <= self._cancelling
 
     def close(self) -> None:
+        """The call is over. A read still under way (on a thread's behalf) stays watched until
+        it ends."""
+        self._closed = True
+        if self._reader is None:
+            self._disarm()
+
+    def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -93,12 +103,11 @@ class Arrival:
             return None
         except asyncio.CancelledError:
             if watch.stalled():
-                raise RequestTimeout(
-                    f"no data of {self._what} arrived for {self._stall_seconds:g} seconds; "
-                    f"{self._consequence}"
-                ) from None
+                raise self._stalled() from None
             raise
         except Exception:  # grpc.RpcError: the client cancelled or the connection broke
+            if watch.stalled():  # the timeout fired as the read failed: its cancel is taken back
+                raise self._stalled() from None
             raise TruncatedStream(
                 f"the client cancelled {self._what}; {self._consequence}"
             ) from None
@@ -108,3 +117,9 @@ class Arrival:
     def close(self) -> None:
         """Stop watching (the call is over)."""
         self._watch.close()
+
+    def _stalled(self) -> RequestTimeout:
+        return RequestTimeout(
+            f"no data of {self._what} arrived for {self._stall_seconds:g} seconds; "
+            f"{self._consequence}"
+        )
