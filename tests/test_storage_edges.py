@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from arrowport.errors import (
     ConstraintViolation,
     InvalidValue,
     Overloaded,
+    QueryTimeout,
     SchemaConflict,
     WriteConflict,
 )
@@ -30,7 +32,7 @@ from arrowport.reads import ReadService
 from arrowport.storage.catalog import TableCatalog, query_columns
 from arrowport.storage.database import Database, LocksBusy, WriteJob, translate_error
 from arrowport.storage.delivery import Delivery
-from arrowport.storage.query import query_schema, run_query, table_schema
+from arrowport.storage.query import QueryStop, _Deadline, query_schema, run_query, table_schema
 from arrowport.storage.table_writer import (
     POSITION_COLUMN,
     STATEMENT_BYTES,
@@ -38,7 +40,7 @@ from arrowport.storage.table_writer import (
     WritePolicy,
     _statement_parts,
 )
-from tests.conftest import ARROW_STREAM, ipc_bytes, post_binary, query, table_rows
+from tests.conftest import ARROW_STREAM, ENDLESS_QUERY, ipc_bytes, post_binary, query, table_rows
 from tests.server import ArrowportProcess
 
 
@@ -516,3 +518,47 @@ def test_a_small_write_follows_the_columns_its_transaction_sees_not_the_cache(
     db.catalog._columns["r"] = before  # what a lookup racing that replace could have left
     db.write_one(WriteJob("r", WritePolicy(), pa.table({"a": [3], "b": [30]})))
     assert _rows(db, "SELECT a, b FROM r ORDER BY a") == [(2, 20), (3, 30)]
+
+
+def _stopped_within(cursor: duckdb.DuckDBPyConnection, seconds: float) -> bool:
+    """Whether an endless query on ``cursor`` is interrupted within ``seconds`` (past them, the
+    test interrupts it itself rather than hang)."""
+    fallback = threading.Timer(seconds, cursor.interrupt)
+    fallback.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(duckdb.InterruptException):
+            cursor.execute(ENDLESS_QUERY).fetchall()
+    finally:
+        fallback.cancel()
+    return time.monotonic() - started < seconds
+
+
+def test_a_stop_that_lands_between_a_querys_statements_still_stops_it(db: Database) -> None:
+    """DuckDB drops an interrupt that lands while nothing runs (a client that leaves while the
+    read guard checks its query, between two of its statements): the stop goes on
+    interrupting until the query has ended, so the next statement is stopped all the same."""
+    cursor = db.connect()
+    stop = QueryStop()
+    stop.watch(cursor)
+    stop()  # nothing runs on the cursor yet
+    try:
+        assert _stopped_within(cursor, 10)
+    finally:
+        stop.forget()
+        cursor.close()
+
+
+def test_a_query_timeout_that_lands_between_a_querys_statements_still_stops_it(
+    db: Database,
+) -> None:
+    cursor = db.connect()
+    deadline = _Deadline(cursor, 0.05)
+    time.sleep(0.3)  # the time runs out while nothing runs on the cursor
+    try:
+        assert _stopped_within(cursor, 10)
+        with pytest.raises(QueryTimeout):
+            deadline.check()
+    finally:
+        deadline.cancel()
+        cursor.close()

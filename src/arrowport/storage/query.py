@@ -171,6 +171,9 @@ class _Deadline:
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection, seconds: float | None) -> None:
         self._seconds = seconds
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._interrupter: _Interrupter | None = None
         self.expired = False
         self._timer: threading.Timer | None = None
         if seconds is not None:
@@ -179,9 +182,11 @@ class _Deadline:
             self._timer.start()
 
     def _expire(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        self.expired = True
-        with contextlib.suppress(duckdb.Error):
-            cursor.interrupt()
+        with self._lock:
+            if self._cancelled:
+                return
+            self.expired = True
+            self._interrupter = _Interrupter(cursor)
 
     def check(self) -> None:
         """Raise 408 if the query's time ran out."""
@@ -192,8 +197,12 @@ class _Deadline:
             )
 
     def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        with self._lock:
+            self._cancelled = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._interrupter is not None:
+                self._interrupter.stop()
 
 
 def _bound(params: Parameters) -> list[Any] | dict[str, Any] | None:
@@ -210,28 +219,63 @@ class QueryStop:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cursor: duckdb.DuckDBPyConnection | None = None
+        self._interrupter: _Interrupter | None = None
         self.requested = False
 
     def watch(self, cursor: duckdb.DuckDBPyConnection) -> None:
         with self._lock:
             self._cursor = cursor
-            if self.requested:
-                _interrupt(cursor)
+            if self.requested and self._interrupter is None:
+                self._interrupter = _Interrupter(cursor)
 
     def forget(self) -> None:
         with self._lock:
             self._cursor = None
+            if self._interrupter is not None:
+                self._interrupter.stop()
+                self._interrupter = None
 
     def __call__(self) -> None:
         with self._lock:
             self.requested = True
-            if self._cursor is not None:
-                _interrupt(self._cursor)
+            if self._cursor is not None and self._interrupter is None:
+                self._interrupter = _Interrupter(self._cursor)
 
 
-def _interrupt(cursor: duckdb.DuckDBPyConnection) -> None:
-    with contextlib.suppress(duckdb.Error):
-        cursor.interrupt()
+# DuckDB interrupts only a statement that runs: an interrupt that lands between two of a query's
+# statements (while the read guard checks it, say) is lost, and the query would then run on. So a
+# query to be stopped is interrupted again at this interval until it has ended.
+INTERRUPT_EVERY_SECONDS = 0.2
+
+
+class _Interrupter:
+    """Interrupts ``cursor`` now, and again every :data:`INTERRUPT_EVERY_SECONDS` until
+    :meth:`stop` (the query has ended) or until the cursor is closed."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self._cursor = cursor
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._timer: threading.Timer | None = None
+        self._fire()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            try:
+                self._cursor.interrupt()
+            except duckdb.Error:  # closed: its query is over
+                return
+            self._timer = threading.Timer(INTERRUPT_EVERY_SECONDS, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            if self._timer is not None:
+                self._timer.cancel()
 
 
 def run_query(

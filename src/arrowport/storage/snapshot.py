@@ -103,6 +103,7 @@ class Snapshot:
 
     def _failure(self, exc: BaseException, deadline: _Deadline) -> BaseException:
         """The client's error for ``exc``; notes whether it left the transaction aborted."""
+        deadline.cancel()  # the query is over: nothing may interrupt the probe below
         if isinstance(exc, UnicodeDecodeError):
             return _failed(exc, self._db)
         if not isinstance(exc, duckdb.Error | pa.ArrowException | OSError):
