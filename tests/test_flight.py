@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -662,6 +663,22 @@ def held_bytes(http: httpx.Client) -> float:
     return float(found.group(1))
 
 
+@contextlib.contextmanager
+def holding_the_streaming_writer(server: ArrowportProcess, body: bytes) -> Iterator[None]:
+    """A large HTTP upload that stalls, holding a streaming writer while the block runs."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as upload:
+        upload.sendall(
+            b"POST /stream/held HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/vnd.apache.arrow.stream\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:100_000]
+        )
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            deadline = time.monotonic() + 30
+            while in_flight(http) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        yield
+
+
 def test_a_small_put_in_a_transaction_of_its_own_takes_a_streaming_writer(
     tmp_path: Path,
 ) -> None:
@@ -671,24 +688,17 @@ def test_a_small_put_in_a_transaction_of_its_own_takes_a_streaming_writer(
     config = {"limits": {"max_streaming_writes": 1, "body_timeout_seconds": 60}}
     with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
         client = flight.connect(flight_url(server))
-        body = ipc_bytes(sample(300_000))
-        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as upload:
-            upload.sendall(  # a large upload that stalls holds the one streaming writer
-                b"POST /stream/held HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                b"Content-Type: application/vnd.apache.arrow.stream\r\n"
-                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:100_000]
+        with (
+            holding_the_streaming_writer(server, ipc_bytes(sample(300_000))),
+            httpx.Client(base_url=server.url, timeout=30) as http,
+        ):
+            expect_error(
+                lambda: put(client, command(stream_name="r", mode="replace"), sample(10)),
+                "overloaded",
+                "unavailable",
             )
-            with httpx.Client(base_url=server.url, timeout=30) as http:
-                deadline = time.monotonic() + 30
-                while in_flight(http) < 2 and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                expect_error(
-                    lambda: put(client, command(stream_name="r", mode="replace"), sample(10)),
-                    "overloaded",
-                    "unavailable",
-                )
-                put(client, path("appended"), sample(10))
-                assert count(http, "appended") == 10
+            put(client, path("appended"), sample(10))
+            assert count(http, "appended") == 10
         # Once the stalled upload has gone (its writer gives the slot back), the put lands.
         deadline = time.monotonic() + 30
         while True:
@@ -701,6 +711,40 @@ def test_a_small_put_in_a_transaction_of_its_own_takes_a_streaming_writer(
                 time.sleep(0.1)
         assert reply["rows_processed"] == 10
         client.close()
+
+
+def test_a_put_too_large_is_refused_as_such_while_the_writers_are_busy(tmp_path: Path) -> None:
+    """A put whose first large message breaks ``limits.max_message_bytes`` is refused
+    RESOURCE_EXHAUSTED ``payload_too_large`` even while every streaming writer is busy: the
+    message is checked before the put waits for a writer, so the client is not told to retry
+    (UNAVAILABLE ``overloaded``) what can never land."""
+    config = {
+        "limits": {
+            "max_streaming_writes": 1,
+            "max_message_bytes": 2 * 1024**2,
+            "body_timeout_seconds": 60,
+        }
+    }
+    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
+        client = flight.connect(flight_url(server))
+        held = ipc_bytes(sample(300_000), batch_rows=20_000)  # batches within the limit
+        with (
+            holding_the_streaming_writer(server, held),
+            httpx.Client(base_url=server.url, timeout=30) as http,
+        ):
+            expect_error(  # one 9 MB batch: past the 1 MiB of a small put, and the limit
+                lambda: put(client, path("too_large"), sample(300_000)),
+                "payload_too_large",
+                "resource_exhausted",
+            )
+            expect_error(  # a large put within the limits waits for a writer as before
+                lambda: put(client, path("fits"), sample(50_000)),
+                "overloaded",
+                "unavailable",
+            )
+            assert http.get("/tables/too_large").status_code == 404
+        client.close()
+        assert server.healthy()
 
 
 # -- concurrency ---------------------------------------------------------------------------------

@@ -112,12 +112,14 @@ def _aligned(body: memoryview) -> bytes | memoryview:
     return bytes(body)
 
 
-def frame_messages(frames: Iterable[Frame]) -> Iterator[Message]:
-    """The IPC messages carried by ``frames`` (frames with no IPC message are skipped)."""
+def frame_messages(frames: Iterable[Frame], aligned: bool = True) -> Iterator[Message]:
+    """The IPC messages carried by ``frames`` (frames with no IPC message are skipped).
+    ``aligned=False``: their bodies where gRPC left them, not copied, to be checked but never
+    decoded."""
     for frame in frames:
         if not frame.header:
             continue
-        yield Message.parse(frame.header, _aligned(frame.body))
+        yield Message.parse(frame.header, _aligned(frame.body) if aligned else frame.body)
 
 
 def _field(number: int, value: bytes | memoryview) -> list[bytes | memoryview]:

@@ -107,9 +107,12 @@ class PutLanding:
             while frame is not None:
                 if upload.received + frame.size > self._small_body_bytes:
                     # Not a small put: this frame, like the rest, is realigned (copied) and
-                    # hashed on a thread, not on the loop every other call shares.
+                    # hashed on a thread, not on the loop every other call shares. It is
+                    # checked against the limits here first: a message too large is refused
+                    # as such (413), not as an overload of the memory or writers it would hold.
                     whole = False
                     crossing.append(frame)
+                    upload.check_ahead(frame)
                     upload.spooling(self._flight.upload_buffer_bytes, frame.size)
                     break
                 head.extend(upload.admitted(frame_messages((frame,))))
@@ -278,12 +281,23 @@ class _Upload:
         self._digest = hashlib.sha256() if fingerprint else None
         self._held = held
         self._spooling = False
+        self._checked_ahead = 0  # how many of the next messages were checked already
         self.received = 0
         self.messages = 0
 
+    def check_ahead(self, frame: Frame) -> None:
+        """Check the message ``frame`` carries against the limits now (as it is, unaligned),
+        before :meth:`admitted` gets to it: it then counts it without checking it again."""
+        for message in frame_messages((frame,), aligned=False):
+            self._budget.admit(message)
+            self._checked_ahead += 1
+
     def admitted(self, messages: Iterable[Message]) -> Iterator[Message]:
         for message in messages:
-            self._budget.admit(message)
+            if self._checked_ahead:
+                self._checked_ahead -= 1
+            else:
+                self._budget.admit(message)
             size = len(message.metadata) + message.body_length
             if not self._spooling:
                 self._held.grow(size)
