@@ -202,11 +202,13 @@ class PutLanding:
 
 # gRPC's asyncio server ends a cancelled call's request stream just like a finished one, and
 # reports the cancellation separately, a moment later: 0.3-0.5 ms at the median, later than 2 ms
-# for ~7 % of calls, at most 3.4 ms on an idle machine (9 ms beside CPU-bound processes). So a
-# put's end waits this long on the event loop, where a cancellation reported meanwhile stops
-# the put before anything of it is handed to a writer; the writer checks once more before the
-# commit. (Waited on the writer's thread instead, the grace was hidden behind the insert, but
-# then a cancellation later than both let a put cut off mid-stream commit what had come.)
+# for ~7 % of calls, at most 3.4 ms on an idle machine (9 ms beside CPU-bound processes). So
+# the end of a put's stream is reported this long after it came, and only then can the put
+# commit: a cancellation reported meanwhile stops a small put on the event loop before it is
+# handed to the group writer, and marks a larger one (or a Flight SQL put, read from a thread)
+# as abandoned before its writer's check before the commit. (Waited on the writer's thread
+# instead, the grace was hidden behind the insert, but then a cancellation later than both let
+# a put cut off mid-stream commit what had come.)
 CANCEL_GRACE_SECONDS = 0.003
 
 
@@ -224,7 +226,7 @@ class PutCall:
         """The upload's next frame as it arrives; None once it has ended."""
         raw = await self._arrival.next()
         if raw is None:
-            await asyncio.sleep(CANCEL_GRACE_SECONDS)  # the handler is cancelled here, if at all
+            await asyncio.sleep(CANCEL_GRACE_SECONDS)  # see CANCEL_GRACE_SECONDS
             return None
         return parse_frame(raw)
 
