@@ -14,7 +14,7 @@ import contextvars
 import hashlib
 import itertools
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
@@ -85,7 +85,7 @@ class PutLanding:
         self,
         options: IngestOptions,
         first: Frame,
-        following: Callable[[], Awaitable[Frame | None]],
+        following: Callable[[], Coroutine[Any, Any, Frame | None]],
         client: str | None,
         abandoned: Callable[[], bool],
         started: float,
@@ -241,16 +241,12 @@ class PutCall:
 
 
 def bridged(
-    read: Callable[[], Awaitable[T | None]], loop: asyncio.AbstractEventLoop
+    read: Callable[[], Coroutine[Any, Any, T | None]], loop: asyncio.AbstractEventLoop
 ) -> Iterator[T]:
     """What ``read`` returns (run on ``loop``) until None, for a thread other than the loop's,
     one item at a time; the upload ends truncated if the loop stops meanwhile (the server is
     shutting down)."""
-
-    async def following() -> T | None:
-        return await read()
-
-    while (item := _awaited(asyncio.run_coroutine_threadsafe(following(), loop), loop)) is not None:
+    while (item := _awaited(asyncio.run_coroutine_threadsafe(read(), loop), loop)) is not None:
         yield item
 
 

@@ -171,22 +171,11 @@ class _Deadline:
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection, seconds: float | None) -> None:
         self._seconds = seconds
-        self._lock = threading.Lock()
-        self._cancelled = False
-        self._interrupter: _Interrupter | None = None
-        self.expired = False
-        self._timer: threading.Timer | None = None
-        if seconds is not None:
-            self._timer = threading.Timer(seconds, self._expire, args=(cursor,))
-            self._timer.daemon = True
-            self._timer.start()
+        self._interrupter = None if seconds is None else _Interrupter(cursor, after=seconds)
 
-    def _expire(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        with self._lock:
-            if self._cancelled:
-                return
-            self.expired = True
-            self._interrupter = _Interrupter(cursor)
+    @property
+    def expired(self) -> bool:
+        return self._interrupter is not None and self._interrupter.fired
 
     def check(self) -> None:
         """Raise 408 if the query's time ran out."""
@@ -197,12 +186,8 @@ class _Deadline:
             )
 
     def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-            if self._timer is not None:
-                self._timer.cancel()
-            if self._interrupter is not None:
-                self._interrupter.stop()
+        if self._interrupter is not None:
+            self._interrupter.stop()
 
 
 def _bound(params: Parameters) -> list[Any] | dict[str, Any] | None:
@@ -249,27 +234,37 @@ INTERRUPT_EVERY_SECONDS = 0.2
 
 
 class _Interrupter:
-    """Interrupts ``cursor`` now, and again every :data:`INTERRUPT_EVERY_SECONDS` until
-    :meth:`stop` (the query has ended) or until the cursor is closed."""
+    """Interrupts ``cursor`` ``after`` seconds (at once: 0), and again every
+    :data:`INTERRUPT_EVERY_SECONDS` until :meth:`stop` (the query has ended) or until the cursor
+    is closed. ``fired``: it has interrupted at least once."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, after: float = 0.0) -> None:
         self._cursor = cursor
         self._lock = threading.Lock()
         self._stopped = False
         self._timer: threading.Timer | None = None
-        self._fire()
+        self.fired = False
+        if after > 0:
+            with self._lock:
+                self._schedule(after)
+        else:
+            self._fire()
+
+    def _schedule(self, seconds: float) -> None:
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
 
     def _fire(self) -> None:
         with self._lock:
             if self._stopped:
                 return
+            self.fired = True
             try:
                 self._cursor.interrupt()
             except duckdb.Error:  # closed: its query is over
                 return
-            self._timer = threading.Timer(INTERRUPT_EVERY_SECONDS, self._fire)
-            self._timer.daemon = True
-            self._timer.start()
+            self._schedule(INTERRUPT_EVERY_SECONDS)
 
     def stop(self) -> None:
         with self._lock:
