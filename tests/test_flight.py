@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -25,6 +26,9 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
+from arrowport.flight.protocol import flight_pb2
+from arrowport.flight.protocol import flight_sql_pb2 as sql
+from arrowport.flight.sql.envelope import pack
 from tests.conftest import (
     ARROW_STREAM,
     ENDLESS_QUERY,
@@ -37,7 +41,7 @@ from tests.conftest import (
     stored_rows,
 )
 from tests.server import ArrowportProcess
-from tests.test_flight_fuzz import ipc_stream, open_put, put_frames, send
+from tests.test_flight_fuzz import CMD, ipc_stream, open_put, path_descriptor, put_frames, send
 
 FLIGHT_ARGS = ["--flight-port", "0"]
 
@@ -574,19 +578,53 @@ def test_a_put_that_sends_slowly_but_steadily_is_not_timed_out(tmp_path: Path) -
         client.close()
 
 
-def test_a_put_cancelled_mid_stream_writes_nothing(tmp_path: Path) -> None:
+# How a put reaches its commit: group-committed on the event loop; in a transaction of its own
+# (not an append) or spooled (past ``limits.small_body_bytes``), written from a thread that reads
+# its frames from the loop; or as Flight SQL's bulk ingestion, answered on a thread.
+CANCELLED_PUT_PATHS = {
+    "grouped": (path_descriptor(b"cut"), None),
+    "own-transaction": (
+        flight_pb2.FlightDescriptor(type=CMD, cmd=b'{"stream_name": "cut", "mode": "replace"}'),
+        None,
+    ),
+    "spooled": (path_descriptor(b"cut"), {"limits": {"small_body_bytes": 0}}),
+    "flight-sql": (
+        flight_pb2.FlightDescriptor(
+            type=CMD,
+            cmd=pack(
+                sql.CommandStatementIngest(
+                    table=b"cut",
+                    table_definition_options=sql.CommandStatementIngest.TableDefinitionOptions(
+                        if_not_exist=sql.CommandStatementIngest.TableDefinitionOptions.TABLE_NOT_EXIST_OPTION_CREATE,
+                        if_exists=sql.CommandStatementIngest.TableDefinitionOptions.TABLE_EXISTS_OPTION_APPEND,
+                    ),
+                )
+            ),
+        ),
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("path", list(CANCELLED_PUT_PATHS))
+def test_a_put_cancelled_mid_stream_writes_nothing(tmp_path: Path, path: str) -> None:
     """gRPC ends a cancelled call's request stream as if it had finished, and reports the
     cancellation a moment later: a put whose client cancels it after the first of its two
-    batches, never ending the stream, writes nothing, not that first batch. (With the grace
-    waited on the writer's thread, 1-10 % of such puts landed on an idle machine.)"""
+    batches, never ending the stream, writes nothing, not that first batch, whichever way it
+    would have been written. (With the grace waited on the writer's thread, 1-10 % of such
+    puts landed on an idle machine.)"""
+    descriptor, config = CANCELLED_PUT_PATHS[path]
     table = pa.table({"id": pa.array(range(40), pa.int64())})
     batches = table.to_batches(max_chunksize=20)
-    frames = [frame.encode() for frame in put_frames(ipc_stream(batches, table.schema), b"cut")]
-    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS) as server:
+    frames = put_frames(ipc_stream(batches, table.schema), b"cut")
+    frames[0] = dataclasses.replace(frames[0], descriptor=descriptor)
+    encoded = [frame.encode() for frame in frames]
+    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.flight_port}")
         do_put = open_put(channel)
-        assert send(do_put, frames).code is None  # the whole put: 40 rows
-        outcomes = [send(do_put, frames[:2], cancel_after=0.02) for _ in range(100)]
+        whole = send(do_put, encoded)  # the whole put: 40 rows
+        assert whole.code is None, whole.describe()
+        outcomes = [send(do_put, encoded[:2], cancel_after=0.02) for _ in range(100)]
         channel.close()
         assert all(outcome.cancelled for outcome in outcomes)
         with httpx.Client(base_url=server.url, timeout=30) as http:
