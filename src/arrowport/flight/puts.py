@@ -221,12 +221,16 @@ class PutCall:
         # Set when gRPC cancels the handler (the client cancelled or went away); gRPC's own
         # ``context.cancelled()`` does not say so on its asyncio server.
         self.cancelled = False
+        # Whether the put writes what it carries: only then is the end of its stream waited
+        # on (a Flight SQL put that binds a statement's parameters writes nothing).
+        self.writes = True
 
     async def frame(self) -> Frame | None:
         """The upload's next frame as it arrives; None once it has ended."""
         raw = await self._arrival.next()
         if raw is None:
-            await asyncio.sleep(CANCEL_GRACE_SECONDS)  # see CANCEL_GRACE_SECONDS
+            if self.writes:
+                await asyncio.sleep(CANCEL_GRACE_SECONDS)  # see CANCEL_GRACE_SECONDS
             return None
         return parse_frame(raw)
 

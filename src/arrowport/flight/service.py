@@ -202,9 +202,11 @@ class FlightService:
                 if _is_sql(first.descriptor):
                     loop = asyncio.get_running_loop()
                     headers = _text_metadata(context)
+                    watched.writes = False  # unless it is a bulk ingestion
 
                     def put(options: IngestOptions, everything: Iterator[Frame]) -> IngestReply:
                         call.stream = options.stream
+                        watched.writes = True  # before the rest of its frames are read
                         return self._puts.land(options, everything, client, gone, started)
 
                     def answer() -> list[bytes]:
