@@ -204,3 +204,19 @@ def test_sigterm_idle_then_restart_on_same_file(tmp_path: Path) -> None:
     assert stored_rows(db_path, "kept") == 150_042
     with duckdb.connect(str(db_path), read_only=True) as con:
         assert con.execute("SELECT max(id) FROM kept").fetchone() == (10**7 + 1,)
+
+
+def test_a_native_crash_leaves_every_threads_stack_in_the_log(tmp_path: Path) -> None:
+    """A crash in native code (DuckDB, an extension) cannot be caught; the log then shows what
+    each thread was doing: the group writer's thread among them."""
+    server = ArrowportProcess(tmp_path).start()
+    try:
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSEGV)
+        assert server.wait_for_exit() == -signal.SIGSEGV
+        time.sleep(0.2)  # the drain thread reads the last lines
+        log = "\n".join(server.lines)
+        assert "Fatal Python error: Segmentation fault" in log
+        assert "arrowport/storage/group_writer.py" in log
+    finally:
+        server.kill()

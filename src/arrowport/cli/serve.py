@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import sys
 
 from arrowport.cli._types import Commands
@@ -34,6 +35,10 @@ def register(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from arrowport.config import ConfigError, load_settings
+
+    # A native crash (in DuckDB or one of its extensions) leaves every thread's Python stack on
+    # stderr, where the logs go: what each thread was doing is most of what there is to know.
+    faulthandler.enable()
 
     overrides = {
         "api.host": args.host,
