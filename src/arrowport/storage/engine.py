@@ -87,13 +87,21 @@ class Engine:
         return self._root.cursor()
 
     @contextlib.contextmanager
-    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection of its own for the calling thread, closed on exit."""
-        cur = self.connect()
-        try:
-            yield cur
-        finally:
-            cur.close()
+    def cursor(self, long: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection of its own for the calling thread, closed on exit: for a short piece of
+        work, or a ``long`` one (maintenance), as it holds a :meth:`catalog_turn` throughout."""
+        with self.catalog_turn(long):
+            cur = self.connect()
+            try:
+                yield cur
+            finally:
+                cur.close()
+
+    def catalog_turn(self, long: bool = False) -> contextlib.AbstractContextManager[None]:
+        """Held by a statement that may be the first of its transaction to read the catalog
+        (see :mod:`arrowport.storage.lake_turns`; ``long``: by a piece of work of unknown
+        length): nothing to wait for here."""
+        return contextlib.nullcontext()
 
     def hide_paths(self, *paths: tuple[str, str]) -> None:
         """Paths (with their stand-ins) that error messages must not show."""
@@ -174,6 +182,11 @@ class Engine:
 
     # -- writes --------------------------------------------------------------------------------
 
+    def begin(self, cur: duckdb.DuckDBPyConnection, reshaping: bool) -> None:
+        """Start a write transaction on ``cur`` (``reshaping``: one that creates, replaces or
+        alters a table)."""
+        cur.begin()
+
     def before_commit(self, cur: duckdb.DuckDBPyConnection, jobs: Sequence[WriteJob]) -> None:
         """The target's last statements in a write transaction (none here)."""
 
@@ -226,21 +239,28 @@ class Engine:
         """
         for job in jobs:
             check_table_name(job.table)
-        with self.cursor() as cur:
+        cur = self.connect()
+        try:
             lock_names = {
                 _delivery_lock_name(name)
                 for job in jobs
                 if job.delivery
                 for name in job.delivery.lock_names()
             }
-            # DDL (create, replace, alter) on a table is serialised; plain appends are not.
-            ddl_tables = {job.table.lower() for job in jobs if job.mode != "append"}
-            for table in {job.table.lower() for job in jobs} - ddl_tables:
-                if self.table_columns(cur, table) is None:
-                    ddl_tables.add(table)
-            ddl_tables |= {
-                job.table.lower() for job in jobs if job.policy.schema_policy == "evolve"
+            with self.catalog_turn():
+                missing = {
+                    table
+                    for table in {job.table.lower() for job in jobs}
+                    if self.table_columns(cur, table) is None
+                }
+            # Writes that create, replace or alter a table (its schema changes)...
+            reshaping = missing | {
+                job.table.lower()
+                for job in jobs
+                if job.mode == "replace" or job.policy.schema_policy == "evolve"
             }
+            # ...and every other write but a plain append is serialised per table.
+            ddl_tables = reshaping | {job.table.lower() for job in jobs if job.mode != "append"}
             lock_names |= {f"t:{table}" for table in ddl_tables}
             with contextlib.ExitStack() as held:
                 busy = set()
@@ -252,14 +272,31 @@ class Engine:
                         busy.add(name)
                 if busy:
                     raise LocksBusy(busy)
-                return self._transaction(cur, jobs, dry_run)
+                with self.transaction_turn(reshaping=bool(reshaping)):
+                    return self._transaction(cur, jobs, dry_run, bool(reshaping))
+        finally:
+            cur.close()
+
+    def transaction_turn(self, reshaping: bool) -> contextlib.AbstractContextManager[None]:
+        """Held by a write transaction throughout (``reshaping``: one that creates, replaces or
+        alters a table; see :mod:`arrowport.storage.lake_turns`): nothing to wait for here."""
+        return contextlib.nullcontext()
+
+    def commit_turn(self, reshaping: bool) -> contextlib.AbstractContextManager[None]:
+        """Held by a write transaction's commit (``reshaping``: see :meth:`transaction_turn`):
+        nothing to wait for here."""
+        return contextlib.nullcontext()
 
     def _transaction(
-        self, cur: duckdb.DuckDBPyConnection, jobs: Sequence[WriteJob], dry_run: bool
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        jobs: Sequence[WriteJob],
+        dry_run: bool,
+        reshaping: bool,
     ) -> list[WriteOutcome | ArrowportError]:
-        cur.begin()
         view = TransactionCatalog(self.catalog, cur)
         try:
+            self.begin(cur, reshaping)  # on a lake, a read of its catalog: it may fail
             outcomes = self._write_jobs(view, jobs)
             self.before_commit(cur, jobs)
             if any(job.abandoned is not None and job.abandoned() for job in jobs):
@@ -269,7 +306,8 @@ class Engine:
             if dry_run:
                 cur.rollback()
             else:
-                cur.commit()
+                with self.commit_turn(reshaping):
+                    cur.commit()
         except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
                 cur.rollback()

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -65,6 +65,7 @@ from arrowport.storage.lake_open import (
     probe_store,
     read_secret,
 )
+from arrowport.storage.lake_turns import Turns
 from arrowport.storage.schema import arrow_columns
 from arrowport.storage.sql_guard import ReadGuard
 from arrowport.storage.writes import WriteJob, WriteOutcome
@@ -144,6 +145,11 @@ class Lake(Engine):
         root = open_connection(duck, ":memory:", {"extension_directory": str(extensions)})
         super().__init__(root, query_timeout)
         self.catalog = TableCatalog(cached=False)  # other nodes change tables too
+        # Writes that create, replace or alter a table take turns with this node's other work
+        # (see arrowport.storage.lake_turns).
+        self._loads = Turns()
+        self._drops = Turns()
+        self._commits = Turns()
         self._attempt = threading.local()  # the write this thread is committing
         secrets = [
             s
@@ -205,7 +211,8 @@ class Lake(Engine):
     def connect(self) -> duckdb.DuckDBPyConnection:
         cur = super().connect()
         try:
-            cur.execute(f"USE {LAKE}")  # reads the catalog's latest snapshot
+            with self._loads.shared():
+                cur.execute(f"USE {LAKE}")  # reads the catalog's latest snapshot
         except duckdb.Error as exc:
             cur.close()
             if isinstance(exc, duckdb.IOException | duckdb.ConnectionException):
@@ -228,7 +235,33 @@ class Lake(Engine):
             return exc.message
         return None
 
+    def catalog_turn(self, long: bool = False) -> contextlib.AbstractContextManager[None]:
+        return self._loads.shared(long)
+
+    def dropping_schemas(self) -> contextlib.AbstractContextManager[None]:
+        """Held by maintenance that drops cached schema versions (flushing inlined data,
+        expiring snapshots): it waits for every transaction that reshapes a table."""
+        return self._drops.alone()
+
     # -- writes --------------------------------------------------------------------------------
+
+    def transaction_turn(self, reshaping: bool) -> contextlib.AbstractContextManager[None]:
+        return self._drops.shared() if reshaping else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def commit_turn(self, reshaping: bool) -> Iterator[None]:
+        # A reshaping commit loses the race for each next snapshot to a stream of appends: the
+        # node's other commits wait for it. A commit DuckLake retries reads the latest schema
+        # version again: a shared turn at loads too (see arrowport.storage.lake_turns).
+        with self._commits.alone() if reshaping else self._commits.shared(), self._loads.shared():
+            yield
+
+    def begin(self, cur: duckdb.DuckDBPyConnection, reshaping: bool) -> None:
+        # The transaction's first read of the lake loads its schema version now, within the
+        # turn (alone for one that reshapes a table); its later statements find it cached.
+        with self._loads.alone() if reshaping else self._loads.shared():
+            cur.begin()
+            cur.execute(f"SELECT count(*) FROM duckdb_schemas() WHERE database_name = '{LAKE}'")
 
     def ledger(self, cur: duckdb.DuckDBPyConnection) -> DeliveryLedger:
         return LakeLedger(cur, LAKE, getattr(self._attempt, "token", None))

@@ -33,6 +33,8 @@ T = TypeVar("T")
 
 _ATTEMPTS = 10
 _LOCK_KEY = 8301548
+# The steps after which DuckLake drops the schema versions it has cached.
+_DROPPING = {"flush_inlined_data", "expire_snapshots"}
 _EXPIRY_LOCK_KEY = 8301549
 # Commit claims only need to outlive the retries of their own write.
 COMMIT_CLAIM_HOURS = 1.0
@@ -111,13 +113,18 @@ def maintain(lake: Lake) -> MaintenanceReport:
     ]
     with lake.cursor() as cur:
         report.files_before, report.snapshots_before = lake_counts(cur)
-        for name, sql, parameters in steps:
-            started = time.perf_counter()
-            _step(cur, sql, parameters)
-            report.seconds[name] = time.perf_counter() - started
+    for name, sql, parameters in steps:
         started = time.perf_counter()
-        report.keys_expired = expire_delivery_state(lake)
-        report.seconds["expire_idempotency_keys"] = time.perf_counter() - started
+        # A step that drops cached schema versions waits for the writes that reshape a table
+        # (taken before the cursor's own turn: see arrowport.storage.lake_turns).
+        dropping = lake.dropping_schemas() if name in _DROPPING else contextlib.nullcontext()
+        with dropping, lake.cursor(long=True) as cur:
+            _step(cur, sql, parameters)
+        report.seconds[name] = time.perf_counter() - started
+    started = time.perf_counter()
+    report.keys_expired = expire_delivery_state(lake)
+    report.seconds["expire_idempotency_keys"] = time.perf_counter() - started
+    with lake.cursor() as cur:
         report.files_after, report.snapshots_after = lake_counts(cur)
     with contextlib.suppress(Exception):  # the figures are refreshed on their own schedule too
         lake.measure()

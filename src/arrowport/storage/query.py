@@ -283,8 +283,9 @@ def run_query(
     if stop is not None:
         stop.watch(cursor)
     try:
-        cursor.execute("BEGIN TRANSACTION READ ONLY")
-        _check(db, cursor, sql)
+        with db.catalog_turn():  # the transaction's first read of the catalog
+            cursor.execute("BEGIN TRANSACTION READ ONLY")
+            _check(db, cursor, sql)
         cursor.execute(sql, _bound(params))
         reader = cursor.to_arrow_reader(BATCH_ROWS)
     except BaseException as exc:

@@ -83,7 +83,8 @@ class Snapshot:
                 )
             deadline = _Deadline(self._cursor, self._db.query_timeout)
             try:
-                _check(self._db, self._cursor, sql)
+                with self._db.catalog_turn():  # may be the transaction's first read of it
+                    _check(self._db, self._cursor, sql)
                 try:
                     self._cursor.execute(sql, params if params else None)
                     reader = self._cursor.to_arrow_reader(BATCH_ROWS)
