@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from arrowport.storage.lake_turns import Turns
+from arrowport.storage.schema import arrow_columns
+from arrowport.storage.table_writer import WritePolicy, reshapes
 from tests.lake import lake_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,3 +144,24 @@ def test_while_a_long_turn_is_held_new_shared_turns_do_not_queue_behind_a_waitin
     for thread in (long, alone):
         thread.join(10)
     assert order == ["read meanwhile", "long out", "writer in"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "policy", "incoming", "expected"),
+    [
+        ("replace", "strict", {"k": pa.int64()}, True),
+        ("append", "strict", {"k": pa.int64()}, False),
+        ("append", "evolve", {"k": pa.int64()}, False),  # nothing to alter: no turn alone
+        ("append", "evolve", {"k": pa.int32()}, False),  # fits the wider column as it is
+        ("append", "evolve", {"k": pa.int64(), "v": pa.string()}, True),  # adds a column
+        ("append", "evolve", {"k": pa.float64()}, True),  # does not fit: fails anyway
+        ("upsert", "evolve", {"k": pa.int64(), "v": pa.string()}, True),
+    ],
+)
+def test_which_writes_reshape_a_table(
+    mode: str, policy: str, incoming: dict[str, pa.DataType], expected: bool
+) -> None:
+    existing = arrow_columns(pa.schema({"k": pa.int64()}))
+    write = WritePolicy(mode=mode, schema_policy=policy)  # type: ignore[arg-type]
+    assert reshapes("t", write, pa.schema(incoming), existing) is expected
+    assert reshapes("t", write, pa.schema(incoming), None)  # no table yet: it is created

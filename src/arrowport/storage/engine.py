@@ -42,7 +42,7 @@ from arrowport.storage.query import (
 )
 from arrowport.storage.schema import Column
 from arrowport.storage.sql_guard import ReadGuard
-from arrowport.storage.table_writer import write_table
+from arrowport.storage.table_writer import reshapes, write_table
 from arrowport.storage.writes import (
     LocksBusy,
     WriteJob,
@@ -247,20 +247,18 @@ class Engine:
                 if job.delivery
                 for name in job.delivery.lock_names()
             }
-            with self.catalog_turn():
-                missing = {
-                    table
-                    for table in {job.table.lower() for job in jobs}
-                    if self.table_columns(cur, table) is None
-                }
-            # Writes that create, replace or alter a table (its schema changes)...
-            reshaping = missing | {
+            # DDL (create, replace, alter) on a table is serialised; plain appends are not.
+            ddl_tables = {
                 job.table.lower()
                 for job in jobs
-                if job.mode == "replace" or job.policy.schema_policy == "evolve"
+                if job.mode != "append" or job.policy.schema_policy == "evolve"
             }
-            # ...and every other write but a plain append is serialised per table.
-            ddl_tables = reshaping | {job.table.lower() for job in jobs if job.mode != "append"}
+            with self.catalog_turn():
+                appended = {
+                    table: self.table_columns(cur, table)
+                    for table in {job.table.lower() for job in jobs} - ddl_tables
+                }
+            ddl_tables |= {table for table, columns in appended.items() if columns is None}
             lock_names |= {f"t:{table}" for table in ddl_tables}
             with contextlib.ExitStack() as held:
                 busy = set()
@@ -272,10 +270,31 @@ class Engine:
                         busy.add(name)
                 if busy:
                     raise LocksBusy(busy)
-                with self.transaction_turn(reshaping=bool(reshaping)):
-                    return self._transaction(cur, jobs, dry_run, bool(reshaping))
+                reshaping = self._reshapes(cur, jobs, appended)
+                with self.transaction_turn(reshaping):
+                    return self._transaction(cur, jobs, dry_run, reshaping)
         finally:
             cur.close()
+
+    def _reshapes(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        jobs: Sequence[WriteJob],
+        appended: dict[str, list[Column] | None],
+    ) -> bool:
+        """Whether writing ``jobs`` creates, replaces or alters a table. Tables under a DDL lock
+        are looked at again now that the lock is held (no write of this process changes them
+        meanwhile); the others, plain appends to existing tables, as ``appended`` found them."""
+        columns = dict(appended)
+        with self.catalog_turn():
+            for job in jobs:
+                table = job.table.lower()
+                if table not in columns:
+                    columns[table] = self.table_columns(cur, table)
+        return any(
+            reshapes(job.table, job.policy, job.data.schema, columns[job.table.lower()])
+            for job in jobs
+        )
 
     def transaction_turn(self, reshaping: bool) -> contextlib.AbstractContextManager[None]:
         """Held by a write transaction throughout (``reshaping``: one that creates, replaces or

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from arrowport.errors import (
+    ArrowportError,
     DuplicateKeys,
     InvalidName,
     InvalidOptions,
@@ -63,6 +64,22 @@ class TableWrite:
     rows: int
     created: bool
     actions: list[str] = field(default_factory=list)
+
+
+def reshapes(
+    table: str, policy: WritePolicy, schema: pa.Schema, existing: list[Column] | None
+) -> bool:
+    """Whether writing rows of ``schema`` to ``table`` (its columns ``existing``; None if there
+    is no such table) creates, replaces or alters it. A batch that does not fit counts too: it
+    fails anyway."""
+    if policy.mode == "replace" or existing is None:
+        return True
+    if policy.schema_policy != "evolve":
+        return False
+    try:
+        return bool(_evolve(table, arrow_columns(schema), existing))
+    except ArrowportError:
+        return True
 
 
 def _evolve(table: str, incoming: list[Column], existing: list[Column]) -> list[str]:
