@@ -165,3 +165,23 @@ def test_which_writes_reshape_a_table(
     write = WritePolicy(mode=mode, schema_policy=policy)  # type: ignore[arg-type]
     assert reshapes("t", write, pa.schema(incoming), existing) is expected
     assert reshapes("t", write, pa.schema(incoming), None)  # no table yet: it is created
+
+
+def test_a_read_whose_catalog_goes_away_mid_transaction_does_not_abort_the_process() -> None:
+    """Closing a cursor with its transaction still open rolls it back in DuckDB's destructor;
+    with the catalog gone that rollback fails, and the process aborted (``terminate called
+    after throwing ... Failed to execute query "ROLLBACK"``, seen in a soak while a test
+    paused the catalog). The read now rolls back itself first, and is answered 503, since the
+    catalog, not the query, is at fault."""
+    settings = lake_config()["ducklake"]
+    ran = subprocess.run(
+        [sys.executable, "-m", "tests.lake_read_outage", json.dumps(settings)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert ran.returncode == 0, f"exit {ran.returncode}: {ran.stdout[-2000:]}{ran.stderr[-3000:]}"
+    lines = ran.stdout.strip().splitlines()
+    assert lines[-1] == "alive"
+    assert lines[-2] == "the read failed: storage_unavailable"  # not the query's fault

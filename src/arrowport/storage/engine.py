@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 import duckdb
 import pyarrow as pa
 
-from arrowport.errors import ArrowportError, StorageError, TruncatedStream
+from arrowport.errors import ArrowportError, StorageError, StorageUnavailable, TruncatedStream
 from arrowport.storage.catalog import TableCatalog, TransactionCatalog
 from arrowport.storage.delivery import DeliveryLedger, Duplicate
 from arrowport.storage.identifiers import check_table_name
@@ -143,6 +143,11 @@ class Engine:
     def ready(self) -> str | None:
         """Why the storage cannot take writes now (None: it can)."""
         return "the database is closed" if self._closed else None
+
+    def unreachable(self) -> StorageUnavailable | None:
+        """Asked after a statement failed: whether the storage is out of reach now (a lake's
+        catalog or store; a local file never is)."""
+        return None
 
     def size_bytes(self) -> int:
         return 0

@@ -235,6 +235,16 @@ class Lake(Engine):
             return exc.message
         return None
 
+    def unreachable(self) -> StorageUnavailable | None:
+        try:
+            with self.cursor():  # opening one reads the catalog's latest snapshot
+                pass
+        except StorageUnavailable as exc:
+            return exc
+        except ArrowportError:
+            pass
+        return None
+
     def catalog_turn(self, long: bool = False) -> contextlib.AbstractContextManager[None]:
         return self._loads.shared(long)
 

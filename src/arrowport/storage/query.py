@@ -53,6 +53,16 @@ class TableInfo:
         }
 
 
+def close_cursor(cursor: duckdb.DuckDBPyConnection) -> None:
+    """Roll back what ``cursor`` has open, then close it. Closed with a transaction open, a
+    cursor rolls it back in DuckDB's destructor, where a failure aborts the whole process (a
+    lake whose catalog went away: ``terminate called after throwing 'Failed to execute query
+    "ROLLBACK"'``); here it is an error, and ignored."""
+    with contextlib.suppress(duckdb.Error):
+        cursor.execute("ROLLBACK")
+    cursor.close()
+
+
 def _outside(exc: duckdb.Error, db: Database) -> ReadOnly:
     return ReadOnly(
         "queries may read only this database's tables; files, extensions and other databases "
@@ -158,9 +168,7 @@ class QueryResult:
         self._closed = True
         self._deadline.cancel()
         try:
-            with contextlib.suppress(duckdb.Error):
-                self._cursor.execute("ROLLBACK")
-            self._cursor.close()
+            close_cursor(self._cursor)
         finally:
             for callback in self._on_close:
                 callback()
@@ -292,13 +300,15 @@ def run_query(
         deadline.cancel()
         if stop is not None:
             stop.forget()
-        cursor.close()
+        close_cursor(cursor)
         deadline.check()
         if isinstance(exc, duckdb.TransactionException):
             raise ReadOnly(f"the query tried to write: {db.scrub(str(exc))}") from None
         if isinstance(exc, duckdb.PermissionException):
             raise _outside(exc, db) from None
-        if isinstance(exc, duckdb.Error | UnicodeDecodeError):
+        if isinstance(exc, duckdb.Error):
+            raise (db.unreachable() or _failed(exc, db)) from None
+        if isinstance(exc, UnicodeDecodeError):
             raise _failed(exc, db) from None
         raise
     result = QueryResult(cursor, reader, deadline, db)

@@ -39,6 +39,7 @@ from arrowport.storage.query import (
     _Deadline,
     _failed,
     _outside,
+    close_cursor,
 )
 
 if TYPE_CHECKING:
@@ -138,9 +139,7 @@ class Snapshot:
                 return
             self._closed = True
             with contextlib.suppress(duckdb.Error):
-                self._cursor.execute("ROLLBACK")
-            with contextlib.suppress(duckdb.Error):
-                self._cursor.close()
+                close_cursor(self._cursor)
 
     def interrupt(self) -> None:
         """Stop a running query at once (a snapshot being closed from another thread)."""
