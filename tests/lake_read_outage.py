@@ -2,7 +2,8 @@
 Arrowport's storage: run as a process of its own (``python -m tests.lake_read_outage
 SETTINGS``), since the failure it looks for aborts the process. The catalog is paused right
 after the read guard's look at the catalog (the only thing arranged here; the outage and
-DuckDB's handling of it are real). Prints what the read raised, then ``alive``."""
+DuckDB's handling of it are real); then the same in a transaction (Flight SQL's). Prints what
+each raised, then ``alive``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from arrowport.config import DuckDBSettings, DuckLakeSettings
 from arrowport.errors import ArrowportError
 from arrowport.storage import query
 from arrowport.storage.lake import Lake
+from arrowport.storage.snapshot import Snapshot
 from arrowport.storage.table_writer import WritePolicy
 from arrowport.storage.writes import WriteJob
 
@@ -46,6 +48,21 @@ def main(settings: dict[str, object]) -> int:
         print(f"the read failed: {exc.code}")
     finally:
         query._check = checked  # type: ignore[assignment]
+        postgres("resume")
+    # The same in a transaction of its own (Flight SQL's): its first query reads the catalog,
+    # the next one finds it gone; the transaction then ends.
+    snapshot = Snapshot(lake)
+    with snapshot.query("SELECT count(*) AS n FROM counted", None) as rows:
+        print(f"in the transaction: {sum(batch.num_rows for batch in rows.batches)} row")
+    postgres("pause")
+    try:
+        with snapshot.query("SELECT sum(k) AS total FROM counted", None) as rows:
+            list(rows.batches)
+        print("the transaction's query ran")
+    except ArrowportError as exc:
+        print(f"the transaction's query failed: {exc.code}")
+    finally:
+        snapshot.close()
         postgres("resume")
     print("alive", flush=True)
     lake.close()

@@ -184,4 +184,6 @@ def test_a_read_whose_catalog_goes_away_mid_transaction_does_not_abort_the_proce
     assert ran.returncode == 0, f"exit {ran.returncode}: {ran.stdout[-2000:]}{ran.stderr[-3000:]}"
     lines = ran.stdout.strip().splitlines()
     assert lines[-1] == "alive"
-    assert lines[-2] == "the read failed: storage_unavailable"  # not the query's fault
+    assert lines[-4] == "the read failed: storage_unavailable"  # not the query's fault
+    assert lines[-3] == "in the transaction: 1 row"
+    assert lines[-2] == "the transaction's query failed: storage_unavailable"

@@ -155,7 +155,7 @@ class QueryResult:
             text = self._db.scrub(str(exc))
             if "Permission Error" in text:
                 raise ReadOnly(f"the query tried to reach outside the database: {text}") from None
-            raise QueryError(f"query failed: {text}") from None
+            raise (self._db.unreachable() or QueryError(f"query failed: {text}")) from None
         finally:
             self.close()
 

@@ -84,9 +84,9 @@ class Snapshot:
                 )
             deadline = _Deadline(self._cursor, self._db.query_timeout)
             try:
-                with self._db.catalog_turn():  # may be the transaction's first read of it
-                    _check(self._db, self._cursor, sql)
                 try:
+                    with self._db.catalog_turn():  # may be the transaction's first read of it
+                        _check(self._db, self._cursor, sql)
                     self._cursor.execute(sql, params if params else None)
                     reader = self._cursor.to_arrow_reader(BATCH_ROWS)
                 except BaseException as exc:
@@ -122,7 +122,7 @@ class Snapshot:
             return _outside(exc, self._db)
         if "Permission Error" in text:
             return ReadOnly(f"the query tried to reach outside the database: {text}")
-        return QueryError(f"query failed: {text}")
+        return self._db.unreachable() or QueryError(f"query failed: {text}")
 
     def _is_aborted(self) -> bool:
         try:
