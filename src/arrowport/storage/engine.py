@@ -290,16 +290,17 @@ class Engine:
         """Whether writing ``jobs`` creates, replaces or alters a table. Tables under a DDL lock
         are looked at again now that the lock is held (no write of this process changes them
         meanwhile); the others, plain appends to existing tables, as ``appended`` found them."""
+        if any(job.mode == "replace" for job in jobs):
+            return True  # whatever the table holds now
         columns = dict(appended)
         with self.catalog_turn():
             for job in jobs:
                 table = job.table.lower()
                 if table not in columns:
                     columns[table] = self.table_columns(cur, table)
-        return any(
-            reshapes(job.table, job.policy, job.data.schema, columns[job.table.lower()])
-            for job in jobs
-        )
+                if reshapes(job.table, job.policy, job.data.schema, columns[table]):
+                    return True
+        return False
 
     def transaction_turn(self, reshaping: bool) -> contextlib.AbstractContextManager[None]:
         """Held by a write transaction throughout (``reshaping``: one that creates, replaces or

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from arrowport.errors import QueryError, QueryTimeout, ReadOnly, UnknownTable
+from arrowport.errors import QueryError, QueryTimeout, ReadOnly, StorageUnavailable, UnknownTable
 from arrowport.storage.catalog import table_columns
 from arrowport.storage.identifiers import (
     DEFAULT_SCHEMA,
@@ -70,11 +70,13 @@ def _outside(exc: duckdb.Error, db: Database) -> ReadOnly:
     )
 
 
-def _failed(exc: duckdb.Error | UnicodeDecodeError, db: Database) -> QueryError:
+def _failed(exc: BaseException, db: Database) -> QueryError | StorageUnavailable:
+    """A failed query's error: 503 if the storage is out of reach now (the query is not at
+    fault), else the query's own error."""
     if isinstance(exc, UnicodeDecodeError):
         # DuckDB's message itself was not UTF-8 (it quoted raw file bytes): not worth a 500.
         return QueryError("query failed (DuckDB's error message could not be decoded)")
-    return QueryError(f"query failed: {db.scrub(str(exc))}")
+    return db.unreachable() or QueryError(f"query failed: {db.scrub(str(exc))}")
 
 
 def _user_tables(cur: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
@@ -155,7 +157,7 @@ class QueryResult:
             text = self._db.scrub(str(exc))
             if "Permission Error" in text:
                 raise ReadOnly(f"the query tried to reach outside the database: {text}") from None
-            raise (self._db.unreachable() or QueryError(f"query failed: {text}")) from None
+            raise _failed(exc, self._db) from None
         finally:
             self.close()
 
@@ -306,9 +308,7 @@ def run_query(
             raise ReadOnly(f"the query tried to write: {db.scrub(str(exc))}") from None
         if isinstance(exc, duckdb.PermissionException):
             raise _outside(exc, db) from None
-        if isinstance(exc, duckdb.Error):
-            raise (db.unreachable() or _failed(exc, db)) from None
-        if isinstance(exc, UnicodeDecodeError):
+        if isinstance(exc, duckdb.Error | UnicodeDecodeError):
             raise _failed(exc, db) from None
         raise
     result = QueryResult(cursor, reader, deadline, db)

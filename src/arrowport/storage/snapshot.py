@@ -27,7 +27,6 @@ import pyarrow as pa
 
 from arrowport.errors import (
     ArrowportError,
-    QueryError,
     ReadOnly,
     StorageError,
     TransactionAborted,
@@ -122,7 +121,7 @@ class Snapshot:
             return _outside(exc, self._db)
         if "Permission Error" in text:
             return ReadOnly(f"the query tried to reach outside the database: {text}")
-        return self._db.unreachable() or QueryError(f"query failed: {text}")
+        return _failed(exc, self._db)
 
     def _is_aborted(self) -> bool:
         try:
