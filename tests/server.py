@@ -123,6 +123,14 @@ class ArrowportProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def peak_rss(self) -> int:
+        """The server's peak resident memory so far, in bytes (Linux's VmHWM)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM")
+
     def healthy(self) -> bool:
         try:
             return httpx.get(self.url + "/health", timeout=5).status_code == 200

@@ -36,7 +36,6 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -75,7 +74,7 @@ STATUS_MESSAGE = re.compile(r"^([a-z][a-z0-9]*(?:_[a-z0-9]+)*): \S")
 LOG_ALARMS = ("internal_error", "unexpected error", "Traceback")
 
 # The server's limits are small here, so that ordinary puts take every path: group-committed
-# (up to small_body_bytes), streamed through the spool, spilled to disk (past
+# (up to small_body_bytes), streamed to DuckDB's thread, the reader waiting for it (past
 # upload_buffer_bytes), and refused for size (a message over max_message_bytes once decoded).
 SMALL_BODY_BYTES = 3000
 UPLOAD_BUFFER_BYTES = 2048
@@ -900,17 +899,10 @@ class Campaign:
 
 
 @pytest.fixture(scope="module")
-def spool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("spool")
-
-
-@pytest.fixture(scope="module")
-def fuzz_server(
-    tmp_path_factory: pytest.TempPathFactory, spool_dir: Path
-) -> Iterator[ArrowportProcess]:
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
     config = {
         "limits": {"small_body_bytes": SMALL_BODY_BYTES, "max_message_bytes": MAX_MESSAGE_BYTES},
-        "flight": {"upload_buffer_bytes": UPLOAD_BUFFER_BYTES, "spool_dir": str(spool_dir)},
+        "flight": {"upload_buffer_bytes": UPLOAD_BUFFER_BYTES},
     }
     with ArrowportProcess(tmp_path_factory.mktemp("fuzz-server"), config=config) as process:
         yield process
@@ -1061,10 +1053,10 @@ def test_fixed_mutation(
         assert outcome.details.startswith(f"{expected}: "), outcome.describe()
 
 
-def after_the_campaign(campaign: Campaign, spool_dir: Path, log_from: int) -> list[str]:
+def after_the_campaign(campaign: Campaign, log_from: int) -> list[str]:
     """What is wrong once the puts are done: a table that does not read back as valid Arrow
-    data or holds other rows than the successes reported, a spill file left behind, an internal
-    error in the server's log."""
+    data or holds other rows than the successes reported, an internal error in the server's
+    log."""
     problems = []
     tables = query(
         campaign.http,
@@ -1085,16 +1077,13 @@ def after_the_campaign(campaign: Campaign, spool_dir: Path, log_from: int) -> li
         expected = campaign.expected.get(table["table_name"])
         if expected is not None and landed.num_rows != expected:
             problems.append(f"table {name} holds {landed.num_rows} rows, {expected} reported")
-    left = sorted(path.name for path in spool_dir.glob("arrowport-put-*"))
-    if left:
-        problems.append(f"spill files left behind: {left}")
     alarms = log_alarms(campaign.server.lines[log_from:])
     if alarms:
         problems.append(f"{len(alarms)} internal errors in the server log, the first: {alarms[0]}")
     return [f"after the campaign\n  {problem}" for problem in problems]
 
 
-def test_mutated_puts_never_fail_the_server(campaign: Campaign, spool_dir: Path) -> None:
+def test_mutated_puts_never_fail_the_server(campaign: Campaign) -> None:
     log_from = len(campaign.server.lines)
     all_seeds = seeds()
     sizes = []
@@ -1106,7 +1095,7 @@ def test_mutated_puts_never_fail_the_server(campaign: Campaign, spool_dir: Path)
         assert outcome.code is None, outcome.describe()
         assert outcome.reply()["rows_processed"] == seed.rows
         sizes.append(sum(len(frame.encode()) for frame in frames))
-    # Both ways a put is written are taken: group-committed, and streamed through the spool.
+    # Both ways a put is written are taken: group-committed, and streamed to DuckDB's thread.
     assert min(sizes) <= SMALL_BODY_BYTES < max(sizes), sizes
 
     for number in range(PUTS):
@@ -1115,7 +1104,7 @@ def test_mutated_puts_never_fail_the_server(campaign: Campaign, spool_dir: Path)
         campaign.put(label, put.seed.table, put.frames, put.cancel_after)
     answers = dict(campaign.answers.most_common())
     print(f"\nflight fuzz, seed {SEED}, {PUTS} puts: {answers}")
-    campaign.failures += after_the_campaign(campaign, spool_dir, log_from)
+    campaign.failures += after_the_campaign(campaign, log_from)
     campaign.raise_failures()
     assert campaign.server.alive()
     assert {seed.table for seed in all_seeds} <= set(campaign.expected), campaign.expected

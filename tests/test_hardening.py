@@ -38,15 +38,6 @@ from tests.server import ArrowportProcess
 MiB = 1024**2
 
 
-def peak_rss(server: ArrowportProcess) -> int:
-    """The server's peak resident memory so far, in bytes (Linux's VmHWM)."""
-    assert server.proc is not None
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 def zero_ints(rows: int) -> pa.Table:
     return pa.table({"z": pa.repeat(pa.scalar(0, pa.int64()), rows)})
 
@@ -197,7 +188,7 @@ def refused(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
 def test_ipc_buffer_compression_bombs_are_413_in_bounded_memory(
     small_limits: ArrowportProcess,
 ) -> None:
-    before = peak_rss(small_limits)
+    before = small_limits.peak_rss()
     with httpx.Client(base_url=small_limits.url, timeout=120) as http:
         # One message that decompresses to 400 MB: refused before anything is allocated for it.
         one = compressed_ipc(zero_ints(50_000_000), "zstd")
@@ -211,7 +202,7 @@ def test_ipc_buffer_compression_bombs_are_413_in_bounded_memory(
         for table in ("bomb_one", "bomb_many"):
             assert http.get(f"/tables/{table}").status_code == 404
     assert small_limits.healthy()
-    assert peak_rss(small_limits) - before < 200 * MiB
+    assert small_limits.peak_rss() - before < 200 * MiB
 
 
 def test_content_encoding_bombs_are_413_in_bounded_memory(small_limits: ArrowportProcess) -> None:
@@ -221,7 +212,7 @@ def test_content_encoding_bombs_are_413_in_bounded_memory(small_limits: Arrowpor
         "gzip": gzip.compress(plain, compresslevel=1),
     }
     del plain
-    before = peak_rss(small_limits)
+    before = small_limits.peak_rss()
     answers: list[httpx.Response] = []
 
     def send(encoding: str, body: bytes) -> None:
@@ -243,7 +234,7 @@ def test_content_encoding_bombs_are_413_in_bounded_memory(small_limits: Arrowpor
     for answer in answers:
         refused(answer, 413, "payload_too_large")
     assert small_limits.healthy()
-    assert peak_rss(small_limits) - before < 300 * MiB
+    assert small_limits.peak_rss() - before < 300 * MiB
 
 
 def test_a_hundred_thousand_columns_are_refused_at_once(small_limits: ArrowportProcess) -> None:
@@ -269,7 +260,7 @@ def test_a_list_of_unions_is_refused_without_crashing(small_limits: ArrowportPro
 def test_large_answers_are_413_in_every_format_in_bounded_memory(
     small_limits: ArrowportProcess,
 ) -> None:
-    before = peak_rss(small_limits)
+    before = small_limits.peak_rss()
     sql = {"sql": "SELECT * FROM range(10000000)"}
     with httpx.Client(base_url=small_limits.url, timeout=120) as http:
         for accept in (ARROW_STREAM, "application/json", "text/csv"):
@@ -280,7 +271,7 @@ def test_large_answers_are_413_in_every_format_in_bounded_memory(
         huge = http.post("/query", json={"sql": "SELECT repeat('x', 1000000000)"})
         refused(huge, 403, "read_only")
     assert small_limits.healthy()
-    assert peak_rss(small_limits) - before < 300 * MiB
+    assert small_limits.peak_rss() - before < 300 * MiB
 
 
 def test_a_query_body_over_its_limit_is_413_before_it_is_read(

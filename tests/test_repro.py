@@ -15,8 +15,7 @@ The three payloads below are complete Arrow IPC streams found by a mutation camp
 
 And, with no payload file: an ``app_metadata``-only frame between a dictionary batch and its
 record batch killed the server; valid dictionary puts from pyarrow's client printed "An input
-buffer was poorly aligned"; a put killed with its server after it spilled to disk left its
-``arrowport-put-*.arrows`` file behind for ever.
+buffer was poorly aligned".
 """
 
 from __future__ import annotations
@@ -24,12 +23,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import subprocess
-import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import grpc
 import httpx
@@ -108,20 +104,13 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ArrowportProcess]:
     """A server that buffers small bodies and puts (and group-commits them), or one that streams
-    every body and put to DuckDB batch by batch, a put's batches waiting on disk."""
+    every body and put to DuckDB batch by batch, a put's reader waiting for DuckDB."""
     workdir = tmp_path_factory.mktemp(f"repro-{request.param}")
     config = None
     if request.param == "streamed":
-        spool = workdir / "spool"
-        spool.mkdir()
-        config = {
-            "limits": {"small_body_bytes": 0},
-            "flight": {"upload_buffer_bytes": 0, "spool_dir": str(spool)},
-        }
+        config = {"limits": {"small_body_bytes": 0}, "flight": {"upload_buffer_bytes": 0}}
     with ArrowportProcess(workdir, config=config) as process:
         yield process
-    if request.param == "streamed":
-        assert spill_files(workdir / "spool") == []
 
 
 @pytest.fixture
@@ -305,69 +294,3 @@ def test_dictionary_put_from_pyarrow_client_is_not_poorly_aligned(
     assert printed == []
     assert landed_rows(http, table) == 3 * data.num_rows
     assert alarms(server.lines[mark:]) == []
-
-
-# -- spill files of a killed server ---------------------------------------------------------------
-
-# A child process: a put that sends ~3 MB to a new table and then waits (its transaction holds
-# the table's lock), then a second put that sends ~6 MB to the same table and waits too: the
-# second put's writer waits for the lock, so all it sends is spilled to the spool directory.
-_BLOCKING_PUTS = """
-import sys, time
-import pyarrow as pa, pyarrow.flight as fl
-
-location, table = sys.argv[1], sys.argv[2]
-def rows(start, count):
-    ids = pa.array(range(start, start + count), pa.int64())
-    return pa.table({"id": ids, "label": pa.array([f"row {i}" for i in range(start, start + count)])})
-first = fl.connect(location)
-w1, r1 = first.do_put(fl.FlightDescriptor.for_path(table), rows(0, 1).schema)
-w1.write_table(rows(0, 100_000), max_chunksize=10_000)
-time.sleep(1.0)
-second = fl.connect(location)
-w2, r2 = second.do_put(fl.FlightDescriptor.for_path(table), rows(0, 1).schema)
-w2.write_table(rows(100_000, 200_000), max_chunksize=5_000)
-time.sleep(600)
-"""
-
-
-def spill_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("arrowport-put-*.arrows"))
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def test_spill_file_of_a_killed_put_is_removed_when_the_server_restarts(tmp_path: Path) -> None:
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    config = {"flight": {"upload_buffer_bytes": 0, "spool_dir": str(spool)}}
-    db_path = tmp_path / "db.duckdb"
-    first = ArrowportProcess(tmp_path / "first", config=config, db_path=db_path).start()
-    putter = subprocess.Popen(
-        [sys.executable, "-c", _BLOCKING_PUTS, first.flight_url, "killed"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: spill_files(spool), "a put to spill to disk")
-        assert first.proc is not None
-        assert first.alive()
-        first.proc.kill()
-        first.proc.wait(30)
-        left = spill_files(spool)
-        assert left, "the spill file went with the server: nothing to test"
-    finally:
-        putter.kill()
-        putter.wait(30)
-        first.kill()
-    with ArrowportProcess(tmp_path / "second", config=config, db_path=db_path) as second:
-        assert spill_files(spool) == [], f"left behind: {left}"
-        assert second.healthy()
-        with httpx.Client(base_url=second.url, timeout=60) as http:
-            assert landed_rows(http, "killed") == 0  # nothing committed before the kill

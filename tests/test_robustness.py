@@ -255,14 +255,6 @@ def post_json_body(client: httpx.Client, body: bytes, **headers: str) -> httpx.R
     )
 
 
-def peak_rss(pid: int) -> int:
-    """A process's peak resident memory so far, in bytes (Linux's VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_a_large_json_body_is_read_in_flat_memory(tmp_path: Path) -> None:
     rows = 4_000_000  # ~160 MB of IPC, a ~210 MB body
     table = pa.table(
@@ -284,11 +276,11 @@ def test_a_large_json_body_is_read_in_flat_memory(tmp_path: Path) -> None:
         httpx.Client(base_url=server.url, timeout=300) as http,
     ):
         assert server.proc is not None
-        before = peak_rss(server.proc.pid)
+        before = server.peak_rss()
         response = post_json_body(http, body)
         assert response.status_code == 200, response.text
         assert response.json()["rows_processed"] == rows
-        grown = peak_rss(server.proc.pid) - before
+        grown = server.peak_rss() - before
         assert rows_in(http, "big_json") == rows
     # Read as it arrives: neither the body nor its decoded payload is ever held whole.
     assert grown < 300 * MiB, f"peak RSS grew {grown / MiB:.0f} MiB for {len(body) / MiB:.0f} MiB"

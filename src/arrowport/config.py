@@ -106,8 +106,8 @@ class FlightSettings(_Section):
     upload_buffer_bytes: int = Field(
         8 * 1024**2,
         ge=0,
-        description="Bytes of a put's batches held in memory ahead of DuckDB; the rest of a fast "
-        "upload waits in a temporary file (see spool_dir).",
+        description="Bytes of a put's batches held in memory ahead of DuckDB; a client that "
+        "sends faster waits (gRPC's window, receive_window_bytes, holds it back).",
     )
     receive_window_bytes: int = Field(
         4 * 1024**2,
@@ -122,8 +122,8 @@ class FlightSettings(_Section):
     )
     spool_dir: str | None = Field(
         None,
-        description="Directory for those temporary files, deleted when the put ends (unset: the "
-        "system's temporary directory).",
+        description="Directory for the temporary files of query answers that do not fit in "
+        "memory (unset: the system's temporary directory).",
     )
 
 
@@ -290,7 +290,7 @@ class LimitsSettings(_Section):
         1024**3,
         ge=1,
         description="Request bodies held in memory at once (buffered small and JSON bodies, small "
-        "Flight puts; a streamed body counts its 16 MiB buffer, a spooled put its "
+        "Flight puts; a streamed body counts its 16 MiB buffer, a large put its "
         "flight.upload_buffer_bytes); more get 503 (Flight: UNAVAILABLE).",
     )
     body_timeout_seconds: float = Field(

@@ -51,9 +51,10 @@ class Metrics:
             "Size of the DuckDB database file and its WAL.",
             registry=self.registry,
         )
-        self.spilled_batches = Counter(
-            "arrowport_flight_spilled_batches",
-            "Batches of Flight uploads that waited on disk because DuckDB was behind the client.",
+        self.put_wait_seconds = Counter(
+            "arrowport_flight_put_wait_seconds",
+            "Seconds Flight puts stopped reading their clients because DuckDB was behind them "
+            "(flight.upload_buffer_bytes were waiting).",
             registry=self.registry,
         )
         self.queued_writes = Gauge(

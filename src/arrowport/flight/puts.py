@@ -1,8 +1,8 @@
 """Landing a Flight put: its frames as they arrive, checked and counted, in one transaction.
 
 A small put (all of it within ``limits.small_body_bytes``) is group-committed like a small HTTP
-body; a larger one is drained into a spool (:mod:`arrowport.flight.spool`) on one of the Flight
-server's threads while DuckDB writes it on another. Arrowport's own puts and Flight SQL's bulk
+body; a larger one is read on one of the Flight server's threads while DuckDB writes it on
+another, through a bounded buffer (:mod:`arrowport.flight.put_buffer`). Arrowport's own puts and Flight SQL's bulk
 ingestion both land here.
 """
 
@@ -23,7 +23,7 @@ import structlog
 from arrowport.errors import TruncatedStream
 from arrowport.flight.arrival import Arrival
 from arrowport.flight.frames import Frame, frame_messages, parse_frame
-from arrowport.flight.spool import MessageSpool
+from arrowport.flight.put_buffer import PutBuffer
 from arrowport.ingest.admission import Reservation
 from arrowport.ingest.ipc_messages import Message, PayloadBudget
 from arrowport.ingest.streams import IngestOptions
@@ -58,7 +58,7 @@ class PutLanding:
         started: float,
     ) -> IngestReply:
         """Land a put's frames (the first carries the descriptor) in one transaction: a small
-        put group-committed, a larger one spooled while DuckDB writes it; the reply after the
+        put group-committed, a larger one read while DuckDB writes it; the reply after the
         commit. Both Arrowport's own puts and Flight SQL's bulk ingestion come here."""
         admission = self._ingest.admission
         admission.check_accepting()
@@ -72,9 +72,9 @@ class PutLanding:
                         options, head, upload.digest, abandoned
                     )
             else:
-                upload.spooling(self._flight.upload_buffer_bytes)
+                upload.buffering(self._flight.upload_buffer_bytes)
                 everything = itertools.chain(head, messages)
-                outcome, batches = self._spooled(
+                outcome, batches = self._buffered(
                     options, everything, upload.digest, client, abandoned
                 )
         reply = self._ingest.finish(options, outcome, batches, upload.received, started)
@@ -112,7 +112,7 @@ class PutLanding:
                     whole = False
                     crossing.append(frame)
                     upload.check_ahead(frame)
-                    upload.spooling(self._flight.upload_buffer_bytes, frame.size)
+                    upload.buffering(self._flight.upload_buffer_bytes, frame.size)
                     break
                 head.extend(upload.admitted(frame_messages((frame,))))
                 frame = await following()
@@ -131,7 +131,7 @@ class PutLanding:
                         with self._slot(options, client):
                             return self._ingest.write_small(options, head, upload.digest, abandoned)
                     everything = itertools.chain(head, rest)
-                    return self._spooled(options, everything, upload.digest, client, abandoned)
+                    return self._buffered(options, everything, upload.digest, client, abandoned)
 
                 run = contextvars.copy_context().run
                 outcome, batches = await loop.run_in_executor(threads, run, write)
@@ -148,7 +148,7 @@ class PutLanding:
             return contextlib.nullcontext()
         return self._ingest.streaming_slot(client)
 
-    def _spooled(
+    def _buffered(
         self,
         options: IngestOptions,
         messages: Iterator[Message],
@@ -156,32 +156,32 @@ class PutLanding:
         client: str | None,
         abandoned: Callable[[], bool],
     ) -> tuple[WriteOutcome, int]:
-        """Drain ``messages`` into a spool on this thread while DuckDB writes them on another;
-        only this thread reads the upload."""
-        settings = self._flight
+        """Read ``messages`` on this thread while DuckDB writes them on another, at most
+        ``flight.upload_buffer_bytes`` of them between the two; only this thread reads the
+        upload."""
         written: Future[tuple[WriteOutcome, int]] = Future()
-        with (
-            self._ingest.streaming_slot(client),
-            MessageSpool(settings.upload_buffer_bytes, settings.spool_dir) as spool,
-        ):
+        buffer = PutBuffer(self._flight.upload_buffer_bytes)
+        with self._ingest.streaming_slot(client):
             run = contextvars.copy_context().run
 
             def write() -> None:
                 try:
                     written.set_result(
-                        run(self._ingest.write_stream, options, iter(spool), digest, abandoned)
+                        run(self._ingest.write_stream, options, iter(buffer), digest, abandoned)
                     )
                 except BaseException as exc:
                     written.set_exception(exc)
+                finally:
+                    buffer.stop()
 
             writer = threading.Thread(target=write, name="arrowport-flight-put", daemon=True)
             writer.start()
             drained = 0
             try:
                 for message in messages:
-                    if written.done():  # failed, or a duplicate delivery: its answer stands
+                    # Stopped early (failed, or a duplicate delivery): its answer stands.
+                    if written.done() or not buffer.put(message):
                         break
-                    spool.put(message)
                     drained += message.body_length
                     if drained >= TRIM_EVERY_BYTES:
                         release_free_heap()
@@ -190,12 +190,12 @@ class PutLanding:
                 if not written.done() and abandoned():
                     raise TruncatedStream("the client cancelled the upload; nothing was written")
             except BaseException as exc:
-                spool.fail(exc)
+                buffer.fail(exc)
                 writer.join()
                 raise
             finally:
-                self._metrics.spilled_batches.inc(spool.spilled_messages)
-            spool.finish()
+                self._metrics.put_wait_seconds.inc(buffer.waited_seconds)
+            buffer.finish()
             writer.join()
         return written.result()
 
@@ -273,14 +273,14 @@ def _awaited(pending: Future[T], loop: asyncio.AbstractEventLoop) -> T:
 class _Upload:
     """A put's messages as they arrive: checked against the request's limits (before anything
     decodes them), counted, fingerprinted for idempotency keys, and held in memory against
-    ``limits.max_inflight_bytes`` (``held``): each message until the upload is spooled, then
-    the spool's buffer (or what was held until then, if more)."""
+    ``limits.max_inflight_bytes`` (``held``): each message until the upload is buffered for
+    DuckDB's thread, then that buffer (or what was held until then, if more)."""
 
     def __init__(self, limits: Any, fingerprint: bool, held: Reservation) -> None:
         self._budget = PayloadBudget(limits)
         self._digest = hashlib.sha256() if fingerprint else None
         self._held = held
-        self._spooling = False
+        self._buffering = False
         self._checked_ahead = 0  # how many of the next messages were checked already
         self.received = 0
         self.messages = 0
@@ -299,7 +299,7 @@ class _Upload:
             else:
                 self._budget.admit(message)
             size = len(message.metadata) + message.body_length
-            if not self._spooling:
+            if not self._buffering:
                 self._held.grow(size)
             self.messages += 1
             self.received += size
@@ -318,13 +318,13 @@ class _Upload:
                 return head, False
         return head, True
 
-    def spooling(self, buffer_bytes: int, waiting: int = 0) -> None:
-        """From now on the upload drains into a spool, which holds ``buffer_bytes`` in memory:
+    def buffering(self, buffer_bytes: int, waiting: int = 0) -> None:
+        """From now on the upload goes through a buffer that holds ``buffer_bytes``:
         it counts that, or what it holds already (``waiting`` bytes not yet admitted among
         them) if more, and no longer each message. Called on the thread that owns the
         reservation, before any other thread reads the upload."""
         self._held.grow(max(waiting, buffer_bytes - self._held.size))
-        self._spooling = True
+        self._buffering = True
 
     def digest(self) -> str:
         assert self._digest is not None

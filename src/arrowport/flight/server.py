@@ -28,7 +28,6 @@ import uvloop
 
 from arrowport.config import Settings
 from arrowport.flight.service import FlightService
-from arrowport.flight.spool import remove_orphans
 from arrowport.services import Services
 
 log = structlog.get_logger("arrowport.flight")
@@ -140,7 +139,6 @@ def start_flight_server(services: Services, shared_port: bool = False) -> Arrowp
     host = settings.flight.host or settings.api.host
     port = settings.flight.port
     credentials = _credentials(settings)
-    remove_orphans(settings.flight.spool_dir)
     calls = settings.flight.max_concurrent_calls
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.limits.max_message_bytes + _FRAME_HEADROOM),

@@ -2,8 +2,8 @@
 
 * ``DoPut`` lands an upload in a table, one transaction per put. The frames' IPC messages are
   checked as they arrive and go through the same decoder as an HTTP body; a small put (all of it
-  within ``limits.small_body_bytes``) is group-committed, a larger one is drained into a spool
-  (see :mod:`arrowport.flight.puts`) while DuckDB writes it on another thread. The reply
+  within ``limits.small_body_bytes``) is group-committed, a larger one is read while DuckDB
+  writes it on another thread (see :mod:`arrowport.flight.puts`). The reply
   (``PutResult.app_metadata``) is the HTTP success body.
 * ``DoGet`` streams a table (ticket ``{"table": "t"}`` or just ``t``) or a read-only query
   (``{"sql": "...", "params": [...]}``).

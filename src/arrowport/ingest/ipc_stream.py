@@ -1,6 +1,6 @@
 """Arrow IPC streams as messages, and messages as a stream again.
 
-:func:`stream_messages` cuts a byte stream (an HTTP body, a spool file) into
+:func:`stream_messages` cuts a byte stream (an HTTP body, a file) into
 :class:`~arrowport.ingest.ipc_messages.Message` s, refusing oversized or truncated ones before
 reading their bodies; :class:`CheckedStream` serves admitted messages back to
 ``pa.ipc.open_stream`` as a file, each body as the very buffer it arrived in (no copy).

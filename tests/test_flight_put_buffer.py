@@ -1,0 +1,343 @@
+"""Flight uploads that outrun DuckDB hold their clients back: order, content, memory, errors.
+
+The buffer between a put's reader and DuckDB is exercised on its own (where waiting is exactly
+controlled) and through a real server, where a put is held back behind another put's table lock
+so that its client must wait.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from arrowport.errors import TruncatedStream
+from arrowport.flight.put_buffer import PutBuffer
+from arrowport.ingest.ipc_messages import Message, PayloadLimits
+from arrowport.ingest.ipc_stream import ViewReader, stream_messages
+from arrowport.ingest.payload import IpcPayload
+from tests.conftest import ipc_bytes, query
+from tests.server import ArrowportProcess
+
+# -- the buffer on its own ---------------------------------------------------------------------
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("label", pa.string()),
+        ("kind", pa.dictionary(pa.int32(), pa.string())),
+    ]
+)
+LIMITS = PayloadLimits(2**40, 2**30, 1000)
+
+
+def batch(start: int, rows: int, kinds: list[str]) -> pa.RecordBatch:
+    ids = list(range(start, start + rows))
+    kind = pa.DictionaryArray.from_arrays(
+        pa.array([i % len(kinds) for i in ids], pa.int32()), pa.array(kinds)
+    )
+    return pa.record_batch([pa.array(ids), pa.array([f"row {i}" for i in ids]), kind], SCHEMA)
+
+
+def messages(batches: list[pa.RecordBatch]) -> list[Message]:
+    """The IPC messages of a stream of ``batches`` (schema, dictionaries, batches)."""
+    data = ipc_bytes(pa.Table.from_batches(batches, SCHEMA))
+    return list(stream_messages(ViewReader(data), LIMITS))
+
+
+def decoded(received: list[Message]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = (
+        IpcPayload(iter(received), LIMITS, 1_000_000).stream.read_all().to_pylist()
+    )
+    return rows
+
+
+def size(message: Message) -> int:
+    return len(message.metadata) + message.body_length
+
+
+def test_messages_come_out_in_order_while_the_producer_waits_for_room() -> None:
+    # Dictionaries change between batches: each must reach the consumer with its own batches.
+    batches = [batch(i * 100, 100, ["a", "b"] if i % 2 else ["x", "y", "z"]) for i in range(6)]
+    sent = messages(batches)
+    buffer = PutBuffer(memory_bytes=max(size(m) for m in sent))
+    received: list[Message] = []
+
+    def consume() -> None:
+        time.sleep(0.2)  # the producer fills the buffer meanwhile, and waits
+        received.extend(buffer)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    for message in sent:
+        assert buffer.put(message)
+    buffer.finish()
+    consumer.join(timeout=10)
+    assert decoded(received) == pa.Table.from_batches(batches).to_pylist()
+    assert buffer.waited_seconds >= 0.1
+
+
+def waiting_producer(buffer: PutBuffer, message: Message, taken: list[bool]) -> threading.Thread:
+    """A thread putting ``message`` into the full ``buffer``, checked to be waiting; what
+    :meth:`PutBuffer.put` answers goes to ``taken``."""
+    producer = threading.Thread(target=lambda: taken.append(buffer.put(message)))
+    producer.start()
+    producer.join(timeout=0.3)
+    assert producer.is_alive()  # no room: it waits
+    assert taken == []
+    return producer
+
+
+def test_a_full_buffer_holds_the_producer_until_the_consumer_takes_a_message() -> None:
+    first, second = messages([batch(0, 100, ["a"])])[:2]
+    buffer = PutBuffer(memory_bytes=size(first))
+    assert buffer.put(first)
+    taken: list[bool] = []
+    producer = waiting_producer(buffer, second, taken)
+    consumer = iter(buffer)
+    assert next(consumer) is first
+    producer.join(timeout=10)
+    assert taken == [True]
+    buffer.finish()
+    assert list(consumer) == [second]
+    assert buffer.waited_seconds >= 0.2
+
+
+def test_a_message_larger_than_the_buffer_fits_when_nothing_else_waits() -> None:
+    sent = messages([batch(0, 1000, ["a"])])
+    buffer = PutBuffer(memory_bytes=0)
+    consumer = iter(buffer)
+    for message in sent:
+        assert buffer.put(message)  # one always fits: it would wait forever otherwise
+        assert next(consumer) is message
+    assert buffer.waited_seconds == 0
+
+
+def test_a_waiting_consumer_gets_the_producers_failure() -> None:
+    failure = TruncatedStream("the client cancelled the upload; nothing was written")
+    seen: list[BaseException] = []
+    sent = messages([batch(0, 10, ["a"]), batch(10, 10, ["a"])])
+    buffer = PutBuffer(memory_bytes=2**20)
+
+    def consume() -> None:
+        try:
+            for _ in buffer:
+                pass
+        except TruncatedStream as exc:
+            seen.append(exc)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    for message in sent[:3]:
+        buffer.put(message)
+    time.sleep(0.1)  # the consumer is now waiting for more
+    buffer.fail(failure)
+    consumer.join(timeout=10)
+    assert seen == [failure]
+
+
+def test_a_consumer_that_stops_releases_a_waiting_producer() -> None:
+    first, second, third = messages([batch(0, 100, ["a"])])[:3]
+    buffer = PutBuffer(memory_bytes=size(first))
+    assert buffer.put(first)
+    taken: list[bool] = []
+    producer = waiting_producer(buffer, second, taken)
+    buffer.stop()  # say, the write failed: nothing more will be taken
+    producer.join(timeout=10)
+    assert taken == [False]
+    assert not buffer.put(third)
+
+
+# -- through a real server ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ArrowportProcess]:
+    config = {"flight": {"upload_buffer_bytes": 0}}
+    with ArrowportProcess(
+        tmp_path / "server", config=config, args=["--flight-port", "0"]
+    ) as process:
+        yield process
+
+
+@pytest.fixture
+def client(server: ArrowportProcess) -> Iterator[flight.FlightClient]:
+    connection = flight.connect(server.flight_url)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def http(server: ArrowportProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as connection:
+        yield connection
+
+
+def rows_table(start: int, rows: int) -> pa.Table:
+    return pa.Table.from_batches([batch(start, rows, ["red", "green", "blue"])])
+
+
+class HeldPut:
+    """A put to a new table that has sent more than a small body and then waits: its
+    transaction holds the table's lock until :meth:`finish`."""
+
+    def __init__(self, client: flight.FlightClient, table: str, data: pa.Table) -> None:
+        descriptor = flight.FlightDescriptor.for_path(table)
+        self.writer, self.reader = client.do_put(descriptor, data.schema)
+        self.writer.write_table(data, max_chunksize=10_000)  # ~3 MB: more than a small body
+        time.sleep(1.0)  # the server starts its transaction (and takes the lock) meanwhile
+
+    def finish(self) -> dict[str, object]:
+        self.writer.done_writing()
+        reply = self.reader.read()
+        self.writer.close()
+        assert reply is not None
+        return json.loads(reply.to_pybytes())  # type: ignore[no-any-return]
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def waited_seconds(http: httpx.Client) -> float:
+    text = http.get("/metrics").text
+    found = re.search(r"^arrowport_flight_put_wait_seconds_total (\S+)$", text, re.M)
+    assert found is not None
+    return float(found.group(1))
+
+
+def test_a_put_held_behind_a_lock_waits_and_lands_every_row(
+    server: ArrowportProcess, client: flight.FlightClient, http: httpx.Client
+) -> None:
+    first = HeldPut(client, "held", rows_table(0, 100_000))
+    second_data = rows_table(100_000, 200_000)
+    replies: list[dict[str, object]] = []
+
+    def second_put() -> None:
+        other = flight.connect(server.flight_url)
+        writer, reader = other.do_put(flight.FlightDescriptor.for_path("held"), SCHEMA)
+        writer.write_table(second_data, max_chunksize=5_000)
+        writer.done_writing()
+        reply = reader.read()
+        writer.close()
+        assert reply is not None
+        replies.append(json.loads(reply.to_pybytes()))
+        other.close()
+
+    waited_before = waited_seconds(http)
+    sender = threading.Thread(target=second_put)
+    sender.start()
+    # The second put's writer waits for the table's lock; its reader, and so its client, wait too.
+    time.sleep(1.0)
+    assert sender.is_alive()
+    assert first.finish()["rows_processed"] == 100_000
+    sender.join(timeout=60)
+    assert len(replies) == 1
+    assert replies[0]["rows_processed"] == 200_000
+    landed = query(http, "SELECT id, label, kind FROM held ORDER BY id")
+    assert landed.num_rows == 300_000
+    assert landed.column("id").to_pylist() == list(range(300_000))
+    expected = pa.concat_tables([rows_table(0, 100_000), second_data])
+    assert landed.column("label").to_pylist() == expected.column("label").to_pylist()
+    assert landed.column("kind").to_pylist() == expected.column("kind").to_pylist()
+    assert waited_seconds(http) - waited_before >= 0.5
+
+
+def test_a_client_held_back_cannot_make_the_server_hold_its_upload(
+    server: ArrowportProcess, client: flight.FlightClient, http: httpx.Client
+) -> None:
+    """Behind a lock, a 200 MB put waits in its client: the server reads at most its buffer
+    and gRPC's window of it until the lock is free."""
+    first = HeldPut(client, "bounded", pa.table({"id": pa.array(range(500_000), pa.int64())}))
+    before = server.peak_rss()
+    big = pa.table({"id": pa.array(range(25_000_000), pa.int64())})
+    sent: list[int] = []
+
+    def second_put() -> None:
+        other = flight.connect(server.flight_url)
+        writer, reader = other.do_put(flight.FlightDescriptor.for_path("bounded"), big.schema)
+        writer.write_table(big, max_chunksize=100_000)
+        writer.done_writing()
+        reply = reader.read()
+        writer.close()
+        assert reply is not None
+        sent.append(json.loads(reply.to_pybytes())["rows_processed"])
+        other.close()
+
+    sender = threading.Thread(target=second_put)
+    sender.start()
+    time.sleep(3.0)  # long enough to send it all, were the server reading it
+    assert sender.is_alive()
+    grown = server.peak_rss() - before
+    assert first.finish()["rows_processed"] == 500_000
+    sender.join(timeout=120)
+    assert sent == [25_000_000]
+    assert query(http, "SELECT count(*) AS n FROM bounded").to_pylist() == [{"n": 25_500_000}]
+    assert grown < 60 * 1024**2, f"the server grew {grown / 1024**2:.0f} MiB"
+
+
+def test_a_put_held_back_whose_client_dies_writes_nothing(
+    server: ArrowportProcess, client: flight.FlightClient, http: httpx.Client
+) -> None:
+    first = HeldPut(client, "cancelled", rows_table(0, 100_000))
+    # A second client process sends an upload to the locked table, and dies while held back.
+    script = (
+        "import os, sys, threading, pyarrow as pa, pyarrow.flight as fl\n"
+        "c = fl.connect(sys.argv[1])\n"
+        "t = pa.table({'id': pa.array(range(100_000, 3_100_000), pa.int64())})\n"
+        "w, r = c.do_put(fl.FlightDescriptor.for_path('cancelled'), t.schema)\n"
+        "threading.Timer(1.5, os._exit, (0,)).start()\n"
+        "w.write_table(t, max_chunksize=5_000)\n"
+        "os._exit(1)  # it was not held back\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, server.flight_url], timeout=60, check=False
+    )
+    assert done.returncode == 0, "the client was never held back"
+    assert first.finish()["rows_processed"] == 100_000
+    # Cut mid-stream: the call is cancelled, or fails (truncated_stream, or invalid_ipc when gRPC
+    # reports the read first).
+    wait_for(
+        lambda: any(
+            '"truncated_stream"' in line
+            or '"invalid_ipc"' in line
+            or "flight call cancelled" in line
+            for line in server.lines
+        ),
+        "the cancelled put to fail",
+    )
+    landed = query(http, "SELECT count(*) AS n, max(id) AS top FROM cancelled").to_pylist()
+    assert landed == [{"n": 100_000, "top": 99_999}]
+    assert server.healthy()
+
+
+def test_a_put_through_the_smallest_receive_window_lands_whole(tmp_path: Path) -> None:
+    """gRPC's window is fixed at ``flight.receive_window_bytes``: even the smallest lets a put
+    of many windows' worth through, every row in order."""
+    config = {"flight": {"receive_window_bytes": 64 * 1024}}
+    with ArrowportProcess(tmp_path / "s", config=config, args=["--flight-port", "0"]) as server:
+        connection = flight.connect(server.flight_url)
+        data = rows_table(0, 200_000)  # ~6 MB: about a hundred windows
+        writer, reader = connection.do_put(flight.FlightDescriptor.for_path("windowed"), SCHEMA)
+        writer.write_table(data, max_chunksize=25_000)
+        writer.done_writing()
+        assert json.loads(reader.read().to_pybytes())["rows_processed"] == 200_000
+        writer.close()
+        connection.close()
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            got = query(http, "SELECT id FROM windowed ORDER BY id")
+        assert got.column("id").to_pylist() == data.column("id").to_pylist()
