@@ -24,7 +24,13 @@ from collections.abc import Callable, Iterator, Sequence
 import duckdb
 import pyarrow as pa
 
-from arrowport.errors import ArrowportError, StorageError, StorageUnavailable, TruncatedStream
+from arrowport.errors import (
+    ArrowportError,
+    InsufficientStorage,
+    StorageError,
+    TruncatedStream,
+    is_disk_full,
+)
 from arrowport.storage.catalog import TableCatalog, TransactionCatalog
 from arrowport.storage.delivery import DeliveryLedger, Duplicate
 from arrowport.storage.identifiers import check_table_name
@@ -58,6 +64,17 @@ DELIVERY_STRIPES = 1024
 
 def _delivery_lock_name(name: str) -> str:
     return f"d:{zlib.crc32(name.encode()) % DELIVERY_STRIPES}"
+
+
+# DuckDB's I/O errors, as DuckDB raises them, or as its Arrow reader passes them on mid-stream.
+_IO_ERROR_PREFIXES = ("IO Error:", "HTTP Error:")
+
+
+def is_io_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is DuckDB failing to read or write a file (or a lake's object store)."""
+    if isinstance(exc, duckdb.IOException):
+        return True
+    return isinstance(exc, pa.ArrowException | OSError) and str(exc).startswith(_IO_ERROR_PREFIXES)
 
 
 class Engine:
@@ -144,10 +161,17 @@ class Engine:
         """Why the storage cannot take writes now (None: it can)."""
         return "the database is closed" if self._closed else None
 
-    def unreachable(self) -> StorageUnavailable | None:
-        """Asked after a statement failed: whether the storage is out of reach now (a lake's
-        catalog or store; a local file never is)."""
-        return None
+    def query_failure(self, exc: BaseException) -> ArrowportError | None:
+        """Asked after a query failed: the error to answer when the storage, not the query, is
+        at fault (None: the query's own error stands). Here that is a file that failed to read,
+        or a disk with no room to spill: queries may read no file of their own, so every I/O
+        error is the database's."""
+        if not is_io_failure(exc):
+            return None
+        reason = self.scrub(str(exc))
+        if is_disk_full(exc):
+            return InsufficientStorage(f"no room left on disk for the query: {reason}")
+        return StorageError(f"database I/O error: {reason}")
 
     def size_bytes(self) -> int:
         return 0

@@ -42,12 +42,13 @@ from arrowport.errors import (
     StorageError,
     StorageUnavailable,
     UnsupportedType,
+    is_disk_full,
 )
 from arrowport.storage.background import Periodic
 from arrowport.storage.catalog import TableCatalog, TransactionCatalog
 from arrowport.storage.database import open_connection
 from arrowport.storage.delivery import Delivery, DeliveryLedger, Duplicate
-from arrowport.storage.engine import Engine
+from arrowport.storage.engine import Engine, is_io_failure
 from arrowport.storage.lake_catalog import (
     CLAIM_TAKEN,
     CatalogLocation,
@@ -220,7 +221,7 @@ class Lake(Engine):
             raise self.translate(exc) from None
         return cur
 
-    def _unreachable(self, exc: duckdb.Error) -> StorageUnavailable:
+    def _unreachable(self, exc: BaseException) -> StorageUnavailable:
         reason = self.scrub(str(exc)).splitlines()[0]
         return StorageUnavailable(f"the lake cannot be reached now ({reason}); retry shortly")
 
@@ -235,7 +236,15 @@ class Lake(Engine):
             return exc.message
         return None
 
-    def unreachable(self) -> StorageUnavailable | None:
+    def query_failure(self, exc: BaseException) -> ArrowportError | None:
+        """An I/O error is the catalog's or the object store's (a read's Parquet files): the
+        lake is out of reach. Any other error is asked again of the catalog: a query that
+        failed because it went away is not at fault either."""
+        if is_io_failure(exc) and not is_disk_full(exc):
+            return self._unreachable(exc)
+        return super().query_failure(exc) or self._catalog_gone()
+
+    def _catalog_gone(self) -> StorageUnavailable | None:
         try:
             with self.cursor():  # opening one reads the catalog's latest snapshot
                 pass

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from arrowport.errors import QueryError, QueryTimeout, ReadOnly, StorageUnavailable, UnknownTable
+from arrowport.errors import ArrowportError, QueryError, QueryTimeout, ReadOnly, UnknownTable
 from arrowport.storage.catalog import table_columns
 from arrowport.storage.identifiers import (
     DEFAULT_SCHEMA,
@@ -70,13 +70,13 @@ def _outside(exc: duckdb.Error, db: Database) -> ReadOnly:
     )
 
 
-def _failed(exc: BaseException, db: Database) -> QueryError | StorageUnavailable:
-    """A failed query's error: 503 if the storage is out of reach now (the query is not at
-    fault), else the query's own error."""
+def _failed(exc: BaseException, db: Database) -> ArrowportError:
+    """A failed query's error: the storage's if it is at fault (a disk that fails, a lake out
+    of reach: 5xx), else the query's own."""
     if isinstance(exc, UnicodeDecodeError):
         # DuckDB's message itself was not UTF-8 (it quoted raw file bytes): not worth a 500.
         return QueryError("query failed (DuckDB's error message could not be decoded)")
-    return db.unreachable() or QueryError(f"query failed: {db.scrub(str(exc))}")
+    return db.query_failure(exc) or QueryError(f"query failed: {db.scrub(str(exc))}")
 
 
 def _user_tables(cur: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
