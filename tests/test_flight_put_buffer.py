@@ -290,6 +290,44 @@ def test_a_client_held_back_cannot_make_the_server_hold_its_upload(
     assert grown < 60 * 1024**2, f"the server grew {grown / 1024**2:.0f} MiB"
 
 
+def test_a_put_held_back_does_not_hold_back_others_on_its_connection(
+    server: ArrowportProcess, client: flight.FlightClient, http: httpx.Client
+) -> None:
+    """gRPC's windows are per call: a put whose reader waits fills its own, not the
+    connection's, so the client's other calls on the same connection go on."""
+    first = HeldPut(client, "locked", rows_table(0, 100_000))
+    held: list[dict[str, object]] = []
+
+    def held_put() -> None:  # on the same client (one connection), behind the lock
+        writer, reader = client.do_put(flight.FlightDescriptor.for_path("locked"), SCHEMA)
+        writer.write_table(rows_table(100_000, 400_000), max_chunksize=5_000)
+        writer.done_writing()
+        reply = reader.read()
+        writer.close()
+        assert reply is not None
+        held.append(json.loads(reply.to_pybytes()))
+
+    sender = threading.Thread(target=held_put)
+    sender.start()
+    time.sleep(1.0)
+    assert sender.is_alive()  # held back: its ~12 MB are more than the buffer and the window
+    # Meanwhile another put and a read, on the same connection, are answered.
+    other = rows_table(500_000, 300_000)
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path("free"), SCHEMA)
+    writer.write_table(other, max_chunksize=5_000)
+    writer.done_writing()
+    assert json.loads(reader.read().to_pybytes())["rows_processed"] == 300_000
+    writer.close()
+    listed = client.do_get(flight.Ticket(b"free")).read_all()
+    assert listed.num_rows == 300_000
+    assert sender.is_alive()  # still held back all along
+    assert first.finish()["rows_processed"] == 100_000
+    sender.join(timeout=60)
+    assert len(held) == 1
+    assert held[0]["rows_processed"] == 400_000
+    assert query(http, "SELECT count(*) AS n FROM locked").to_pylist() == [{"n": 500_000}]
+
+
 def test_a_put_held_back_whose_client_dies_writes_nothing(
     server: ArrowportProcess, client: flight.FlightClient, http: httpx.Client
 ) -> None:

@@ -164,9 +164,9 @@ class Engine:
     def query_failure(self, exc: BaseException) -> ArrowportError | None:
         """Asked after a query failed: the error to answer when the storage, not the query, is
         at fault (None: the query's own error stands). Here that is a file that failed to read,
-        or a disk with no room to spill: queries may read no file of their own, so every I/O
-        error is the database's."""
-        if not is_io_failure(exc):
+        or a disk with no room to spill: unless ``duckdb.allow_file_access`` lets queries read
+        files of their own, every I/O error is the database's."""
+        if not is_io_failure(exc) or self.guard.file_access:
             return None
         reason = self.scrub(str(exc))
         if is_disk_full(exc):

@@ -237,10 +237,11 @@ class Lake(Engine):
         return None
 
     def query_failure(self, exc: BaseException) -> ArrowportError | None:
-        """An I/O error is the catalog's or the object store's (a read's Parquet files): the
-        lake is out of reach. Any other error is asked again of the catalog: a query that
-        failed because it went away is not at fault either."""
-        if is_io_failure(exc) and not is_disk_full(exc):
+        """An I/O error is the catalog's or the object store's (a read's Parquet files), unless
+        queries may read files of their own: the lake is out of reach. Any other error is asked
+        again of the catalog: a query that failed because it went away is not at fault
+        either."""
+        if is_io_failure(exc) and not is_disk_full(exc) and not self.guard.file_access:
             return self._unreachable(exc)
         return super().query_failure(exc) or self._catalog_gone()
 
