@@ -257,7 +257,7 @@ def test_many_small_batches_do_not_flood_stderr_with_alignment_warnings(
     assert not [line for line in flight_server.lines if "poorly aligned" in line]
 
 
-@pytest.mark.parametrize("count", [40, 3_000], ids=["group_committed", "spooled"])
+@pytest.mark.parametrize("count", [40, 3_000], ids=["group_committed", "streamed"])
 def test_tiny_batches_with_changing_dictionaries_land_in_order(
     fc: flight.FlightClient, http: httpx.Client, count: int
 ) -> None:
@@ -579,7 +579,7 @@ def test_a_put_that_sends_slowly_but_steadily_is_not_timed_out(tmp_path: Path) -
 
 
 # How a put reaches its commit: group-committed on the event loop; in a transaction of its own
-# (not an append) or spooled (past ``limits.small_body_bytes``), written from a thread that reads
+# (not an append) or streamed (past ``limits.small_body_bytes``), written from a thread that reads
 # its frames from the loop; or as Flight SQL's bulk ingestion, answered on a thread.
 CANCELLED_PUT_PATHS = {
     "grouped": (path_descriptor(b"cut"), None),
@@ -587,7 +587,7 @@ CANCELLED_PUT_PATHS = {
         flight_pb2.FlightDescriptor(type=CMD, cmd=b'{"stream_name": "cut", "mode": "replace"}'),
         None,
     ),
-    "spooled": (path_descriptor(b"cut"), {"limits": {"small_body_bytes": 0}}),
+    "streamed": (path_descriptor(b"cut"), {"limits": {"small_body_bytes": 0}}),
     "flight-sql": (
         flight_pb2.FlightDescriptor(
             type=CMD,

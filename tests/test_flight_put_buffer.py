@@ -224,13 +224,15 @@ def test_a_put_held_behind_a_lock_waits_and_lands_every_row(
     server: ArrowportProcess, client: flight.FlightClient, http: httpx.Client
 ) -> None:
     first = HeldPut(client, "held", rows_table(0, 100_000))
-    second_data = rows_table(100_000, 200_000)
+    second_data = rows_table(100_000, 400_000)  # ~10 MB: more than the window
     replies: list[dict[str, object]] = []
+    sent = threading.Event()
 
     def second_put() -> None:
         other = flight.connect(server.flight_url)
         writer, reader = other.do_put(flight.FlightDescriptor.for_path("held"), SCHEMA)
         writer.write_table(second_data, max_chunksize=5_000)
+        sent.set()
         writer.done_writing()
         reply = reader.read()
         writer.close()
@@ -242,15 +244,15 @@ def test_a_put_held_behind_a_lock_waits_and_lands_every_row(
     sender = threading.Thread(target=second_put)
     sender.start()
     # The second put's writer waits for the table's lock; its reader, and so its client, wait too.
-    time.sleep(1.0)
-    assert sender.is_alive()
+    assert not sent.wait(1.0)
     assert first.finish()["rows_processed"] == 100_000
     sender.join(timeout=60)
+    assert sent.is_set()
     assert len(replies) == 1
-    assert replies[0]["rows_processed"] == 200_000
+    assert replies[0]["rows_processed"] == 400_000
     landed = query(http, "SELECT id, label, kind FROM held ORDER BY id")
-    assert landed.num_rows == 300_000
-    assert landed.column("id").to_pylist() == list(range(300_000))
+    assert landed.num_rows == 500_000
+    assert landed.column("id").to_pylist() == list(range(500_000))
     expected = pa.concat_tables([rows_table(0, 100_000), second_data])
     assert landed.column("label").to_pylist() == expected.column("label").to_pylist()
     assert landed.column("kind").to_pylist() == expected.column("kind").to_pylist()
@@ -265,27 +267,28 @@ def test_a_client_held_back_cannot_make_the_server_hold_its_upload(
     first = HeldPut(client, "bounded", pa.table({"id": pa.array(range(500_000), pa.int64())}))
     before = server.peak_rss()
     big = pa.table({"id": pa.array(range(25_000_000), pa.int64())})
-    sent: list[int] = []
+    landed: list[int] = []
+    sent = threading.Event()
 
     def second_put() -> None:
         other = flight.connect(server.flight_url)
         writer, reader = other.do_put(flight.FlightDescriptor.for_path("bounded"), big.schema)
         writer.write_table(big, max_chunksize=100_000)
+        sent.set()
         writer.done_writing()
         reply = reader.read()
         writer.close()
         assert reply is not None
-        sent.append(json.loads(reply.to_pybytes())["rows_processed"])
+        landed.append(json.loads(reply.to_pybytes())["rows_processed"])
         other.close()
 
     sender = threading.Thread(target=second_put)
     sender.start()
-    time.sleep(3.0)  # long enough to send it all, were the server reading it
-    assert sender.is_alive()
+    assert not sent.wait(3.0)  # long enough to send it all, were the server reading it
     grown = server.peak_rss() - before
     assert first.finish()["rows_processed"] == 500_000
     sender.join(timeout=120)
-    assert sent == [25_000_000]
+    assert landed == [25_000_000]
     assert query(http, "SELECT count(*) AS n FROM bounded").to_pylist() == [{"n": 25_500_000}]
     assert grown < 60 * 1024**2, f"the server grew {grown / 1024**2:.0f} MiB"
 
@@ -297,10 +300,12 @@ def test_a_put_held_back_does_not_hold_back_others_on_its_connection(
     connection's, so the client's other calls on the same connection go on."""
     first = HeldPut(client, "locked", rows_table(0, 100_000))
     held: list[dict[str, object]] = []
+    sent = threading.Event()
 
     def held_put() -> None:  # on the same client (one connection), behind the lock
         writer, reader = client.do_put(flight.FlightDescriptor.for_path("locked"), SCHEMA)
         writer.write_table(rows_table(100_000, 400_000), max_chunksize=5_000)
+        sent.set()
         writer.done_writing()
         reply = reader.read()
         writer.close()
@@ -309,8 +314,7 @@ def test_a_put_held_back_does_not_hold_back_others_on_its_connection(
 
     sender = threading.Thread(target=held_put)
     sender.start()
-    time.sleep(1.0)
-    assert sender.is_alive()  # held back: its ~12 MB are more than the buffer and the window
+    assert not sent.wait(1.0)  # held back: its ~10 MB are more than the buffer and the window
     # Meanwhile another put and a read, on the same connection, are answered.
     other = rows_table(500_000, 300_000)
     writer, reader = client.do_put(flight.FlightDescriptor.for_path("free"), SCHEMA)
@@ -320,7 +324,7 @@ def test_a_put_held_back_does_not_hold_back_others_on_its_connection(
     writer.close()
     listed = client.do_get(flight.Ticket(b"free")).read_all()
     assert listed.num_rows == 300_000
-    assert sender.is_alive()  # still held back all along
+    assert not sent.is_set()  # still held back all along
     assert first.finish()["rows_processed"] == 100_000
     sender.join(timeout=60)
     assert len(held) == 1

@@ -562,3 +562,25 @@ def test_a_query_timeout_that_lands_between_a_querys_statements_still_stops_it(
     finally:
         deadline.cancel()
         cursor.close()
+
+
+def test_a_query_the_database_file_fails_to_read_is_a_storage_error(tmp_path: Path) -> None:
+    """Queries may read no file of their own, so an I/O error while one runs is the
+    database's: 503 ``storage_error``, not 400 ``query_error`` (which blames the query)."""
+    db_path = tmp_path / "db.duckdb"
+    values = pa.table({"id": pa.array(range(2_000_000), pa.int64())})
+    with (
+        ArrowportProcess(tmp_path / "first", db_path=db_path) as first,
+        httpx.Client(base_url=first.url, timeout=60) as http,
+    ):
+        assert post_binary(http, "numbers", ipc_bytes(values)).status_code == 200
+    # Restarted, the server has the table's blocks on disk only; cut them off the file.
+    with ArrowportProcess(tmp_path / "second", db_path=db_path) as second:
+        with httpx.Client(base_url=second.url, timeout=60) as http:
+            with db_path.open("r+b") as database:
+                database.truncate(1024**2)
+            response = http.post("/query", json={"sql": "SELECT sum(id) AS s FROM numbers"})
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "storage_error"
+            assert str(tmp_path) not in response.text
+        assert second.alive()

@@ -291,7 +291,8 @@ class LimitsSettings(_Section):
         ge=1,
         description="Request bodies held in memory at once (buffered small and JSON bodies, small "
         "Flight puts; a streamed body counts its 16 MiB buffer, a large put its "
-        "flight.upload_buffer_bytes); more get 503 (Flight: UNAVAILABLE).",
+        "flight.upload_buffer_bytes and two of its messages); more get 503 (Flight: "
+        "UNAVAILABLE).",
     )
     body_timeout_seconds: float = Field(
         60.0,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from arrowport.ingest.ipc_messages import Message
 
@@ -34,8 +34,10 @@ class PutBuffer:
     """A first-in, first-out queue of IPC messages from one producer thread to one consumer
     thread; the producer waits while ``memory_bytes`` of them are queued (one always fits)."""
 
-    def __init__(self, memory_bytes: int) -> None:
+    def __init__(self, memory_bytes: int, waited: Callable[[float], object] | None = None) -> None:
+        """``waited``: told the seconds of each wait for room, as it ends."""
         self._memory_bytes = memory_bytes
+        self._waited = waited
         self._cond = threading.Condition()
         self._queue: deque[tuple[Message, int]] = deque()
         self._queued_bytes = 0
@@ -55,7 +57,10 @@ class PutBuffer:
                 started = time.monotonic()
                 while self._full(size):
                     self._cond.wait()
-                self.waited_seconds += time.monotonic() - started
+                seconds = time.monotonic() - started
+                self.waited_seconds += seconds
+                if self._waited is not None:
+                    self._waited(seconds)
             if self._stopped:
                 return False
             self._queued_bytes += size

@@ -2,8 +2,8 @@
 
 A small put (all of it within ``limits.small_body_bytes``) is group-committed like a small HTTP
 body; a larger one is read on one of the Flight server's threads while DuckDB writes it on
-another, through a bounded buffer (:mod:`arrowport.flight.put_buffer`). Arrowport's own puts and Flight SQL's bulk
-ingestion both land here.
+another, through a bounded buffer (:mod:`arrowport.flight.put_buffer`). Arrowport's own puts
+and Flight SQL's bulk ingestion both land here.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class PutLanding:
         ``flight.upload_buffer_bytes`` of them between the two; only this thread reads the
         upload."""
         written: Future[tuple[WriteOutcome, int]] = Future()
-        buffer = PutBuffer(self._flight.upload_buffer_bytes)
+        buffer = PutBuffer(self._flight.upload_buffer_bytes, self._metrics.put_wait_seconds.inc)
         with self._ingest.streaming_slot(client):
             run = contextvars.copy_context().run
 
@@ -193,8 +193,6 @@ class PutLanding:
                 buffer.fail(exc)
                 writer.join()
                 raise
-            finally:
-                self._metrics.put_wait_seconds.inc(buffer.waited_seconds)
             buffer.finish()
             writer.join()
         return written.result()
@@ -274,13 +272,15 @@ class _Upload:
     """A put's messages as they arrive: checked against the request's limits (before anything
     decodes them), counted, fingerprinted for idempotency keys, and held in memory against
     ``limits.max_inflight_bytes`` (``held``): each message until the upload is buffered for
-    DuckDB's thread, then that buffer (or what was held until then, if more)."""
+    DuckDB's thread, then that buffer and two of its largest messages so far (one waiting for
+    room, one being decoded), or what was held until then, if more."""
 
     def __init__(self, limits: Any, fingerprint: bool, held: Reservation) -> None:
         self._budget = PayloadBudget(limits)
         self._digest = hashlib.sha256() if fingerprint else None
         self._held = held
         self._buffering = False
+        self._largest = 0
         self._checked_ahead = 0  # how many of the next messages were checked already
         self.received = 0
         self.messages = 0
@@ -301,6 +301,7 @@ class _Upload:
             size = len(message.metadata) + message.body_length
             if not self._buffering:
                 self._held.grow(size)
+                self._largest = max(self._largest, size)
             self.messages += 1
             self.received += size
             if self._digest is not None:
@@ -319,11 +320,14 @@ class _Upload:
         return head, True
 
     def buffering(self, buffer_bytes: int, waiting: int = 0) -> None:
-        """From now on the upload goes through a buffer that holds ``buffer_bytes``:
-        it counts that, or what it holds already (``waiting`` bytes not yet admitted among
-        them) if more, and no longer each message. Called on the thread that owns the
-        reservation, before any other thread reads the upload."""
-        self._held.grow(max(waiting, buffer_bytes - self._held.size))
+        """From now on the upload goes through a buffer that holds ``buffer_bytes``: it counts
+        that and two messages as large as the largest so far (``waiting``: the size of one not
+        yet admitted), or what it holds already (``waiting`` among it) if more, and no longer
+        each message. Called on the thread that owns the reservation, before any other thread
+        reads the upload (never after: a cancelled call gives the reservation back while that
+        thread still runs)."""
+        largest = max(self._largest, waiting)
+        self._held.grow(max(waiting, buffer_bytes + 2 * largest - self._held.size))
         self._buffering = True
 
     def digest(self) -> str:
