@@ -205,6 +205,36 @@ class HeldPut:
         return json.loads(reply.to_pybytes())  # type: ignore[no-any-return]
 
 
+class BackgroundPut:
+    """A put of ``data`` to ``table`` sent on a thread of its own: :attr:`sent` is set once the
+    client has sent all of it; :meth:`reply` waits for the server's answer."""
+
+    def __init__(
+        self, client: flight.FlightClient, table: str, data: pa.Table, chunk_rows: int
+    ) -> None:
+        self.sent = threading.Event()
+        self._replies: list[dict[str, object]] = []
+        self._thread = threading.Thread(target=self._put, args=(client, table, data, chunk_rows))
+        self._thread.start()
+
+    def _put(
+        self, client: flight.FlightClient, table: str, data: pa.Table, chunk_rows: int
+    ) -> None:
+        writer, reader = client.do_put(flight.FlightDescriptor.for_path(table), data.schema)
+        writer.write_table(data, max_chunksize=chunk_rows)
+        self.sent.set()
+        writer.done_writing()
+        reply = reader.read()
+        writer.close()
+        assert reply is not None
+        self._replies.append(json.loads(reply.to_pybytes()))
+
+    def reply(self, timeout: float = 60) -> dict[str, object]:
+        self._thread.join(timeout)
+        assert len(self._replies) == 1
+        return self._replies[0]
+
+
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -225,31 +255,15 @@ def test_a_put_held_behind_a_lock_waits_and_lands_every_row(
 ) -> None:
     first = HeldPut(client, "held", rows_table(0, 100_000))
     second_data = rows_table(100_000, 400_000)  # ~10 MB: more than the window
-    replies: list[dict[str, object]] = []
-    sent = threading.Event()
-
-    def second_put() -> None:
-        other = flight.connect(server.flight_url)
-        writer, reader = other.do_put(flight.FlightDescriptor.for_path("held"), SCHEMA)
-        writer.write_table(second_data, max_chunksize=5_000)
-        sent.set()
-        writer.done_writing()
-        reply = reader.read()
-        writer.close()
-        assert reply is not None
-        replies.append(json.loads(reply.to_pybytes()))
-        other.close()
-
     waited_before = waited_seconds(http)
-    sender = threading.Thread(target=second_put)
-    sender.start()
+    other = flight.connect(server.flight_url)
+    second = BackgroundPut(other, "held", second_data, chunk_rows=5_000)
     # The second put's writer waits for the table's lock; its reader, and so its client, wait too.
-    assert not sent.wait(1.0)
+    assert not second.sent.wait(1.0)
     assert first.finish()["rows_processed"] == 100_000
-    sender.join(timeout=60)
-    assert sent.is_set()
-    assert len(replies) == 1
-    assert replies[0]["rows_processed"] == 400_000
+    assert second.reply()["rows_processed"] == 400_000
+    assert second.sent.is_set()
+    other.close()
     landed = query(http, "SELECT id, label, kind FROM held ORDER BY id")
     assert landed.num_rows == 500_000
     assert landed.column("id").to_pylist() == list(range(500_000))
@@ -267,28 +281,13 @@ def test_a_client_held_back_cannot_make_the_server_hold_its_upload(
     first = HeldPut(client, "bounded", pa.table({"id": pa.array(range(500_000), pa.int64())}))
     before = server.peak_rss()
     big = pa.table({"id": pa.array(range(25_000_000), pa.int64())})
-    landed: list[int] = []
-    sent = threading.Event()
-
-    def second_put() -> None:
-        other = flight.connect(server.flight_url)
-        writer, reader = other.do_put(flight.FlightDescriptor.for_path("bounded"), big.schema)
-        writer.write_table(big, max_chunksize=100_000)
-        sent.set()
-        writer.done_writing()
-        reply = reader.read()
-        writer.close()
-        assert reply is not None
-        landed.append(json.loads(reply.to_pybytes())["rows_processed"])
-        other.close()
-
-    sender = threading.Thread(target=second_put)
-    sender.start()
-    assert not sent.wait(3.0)  # long enough to send it all, were the server reading it
+    other = flight.connect(server.flight_url)
+    second = BackgroundPut(other, "bounded", big, chunk_rows=100_000)
+    assert not second.sent.wait(3.0)  # long enough to send it all, were the server reading it
     grown = server.peak_rss() - before
     assert first.finish()["rows_processed"] == 500_000
-    sender.join(timeout=120)
-    assert landed == [25_000_000]
+    assert second.reply(timeout=120)["rows_processed"] == 25_000_000
+    other.close()
     assert query(http, "SELECT count(*) AS n FROM bounded").to_pylist() == [{"n": 25_500_000}]
     assert grown < 60 * 1024**2, f"the server grew {grown / 1024**2:.0f} MiB"
 
@@ -299,22 +298,9 @@ def test_a_put_held_back_does_not_hold_back_others_on_its_connection(
     """gRPC's windows are per call: a put whose reader waits fills its own, not the
     connection's, so the client's other calls on the same connection go on."""
     first = HeldPut(client, "locked", rows_table(0, 100_000))
-    held: list[dict[str, object]] = []
-    sent = threading.Event()
-
-    def held_put() -> None:  # on the same client (one connection), behind the lock
-        writer, reader = client.do_put(flight.FlightDescriptor.for_path("locked"), SCHEMA)
-        writer.write_table(rows_table(100_000, 400_000), max_chunksize=5_000)
-        sent.set()
-        writer.done_writing()
-        reply = reader.read()
-        writer.close()
-        assert reply is not None
-        held.append(json.loads(reply.to_pybytes()))
-
-    sender = threading.Thread(target=held_put)
-    sender.start()
-    assert not sent.wait(1.0)  # held back: its ~10 MB are more than the buffer and the window
+    # On the same client (one connection), behind the lock.
+    held = BackgroundPut(client, "locked", rows_table(100_000, 400_000), chunk_rows=5_000)
+    assert not held.sent.wait(1.0)  # held back: its ~10 MB are more than the buffer and window
     # Meanwhile another put and a read, on the same connection, are answered.
     other = rows_table(500_000, 300_000)
     writer, reader = client.do_put(flight.FlightDescriptor.for_path("free"), SCHEMA)
@@ -324,11 +310,9 @@ def test_a_put_held_back_does_not_hold_back_others_on_its_connection(
     writer.close()
     listed = client.do_get(flight.Ticket(b"free")).read_all()
     assert listed.num_rows == 300_000
-    assert not sent.is_set()  # still held back all along
+    assert not held.sent.is_set()  # still held back all along
     assert first.finish()["rows_processed"] == 100_000
-    sender.join(timeout=60)
-    assert len(held) == 1
-    assert held[0]["rows_processed"] == 400_000
+    assert held.reply()["rows_processed"] == 400_000
     assert query(http, "SELECT count(*) AS n FROM locked").to_pylist() == [{"n": 500_000}]
 
 

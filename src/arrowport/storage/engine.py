@@ -24,13 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 import duckdb
 import pyarrow as pa
 
-from arrowport.errors import (
-    ArrowportError,
-    InsufficientStorage,
-    StorageError,
-    TruncatedStream,
-    is_disk_full,
-)
+from arrowport.errors import ArrowportError, StorageError, TruncatedStream
 from arrowport.storage.catalog import TableCatalog, TransactionCatalog
 from arrowport.storage.delivery import DeliveryLedger, Duplicate
 from arrowport.storage.identifiers import check_table_name
@@ -54,6 +48,7 @@ from arrowport.storage.writes import (
     WriteJob,
     WriteOutcome,
     concat,
+    io_error,
     merge_appends,
     translate_error,
 )
@@ -168,10 +163,7 @@ class Engine:
         files of their own, every I/O error is the database's."""
         if not is_io_failure(exc) or self.guard.file_access:
             return None
-        reason = self.scrub(str(exc))
-        if is_disk_full(exc):
-            return InsufficientStorage(f"no room left on disk for the query: {reason}")
-        return StorageError(f"database I/O error: {reason}")
+        return io_error(exc, self.scrub(str(exc)))
 
     def size_bytes(self) -> int:
         return 0

@@ -89,6 +89,14 @@ def _is_write_conflict(exc: duckdb.TransactionException) -> bool:
     return bool(_CONFLICT_RE.search(_QUOTED_RE.sub("", str(exc))))
 
 
+def io_error(exc: BaseException, text: str) -> InsufficientStorage | StorageError:
+    """The database failing to read or write a file (``text``: what to tell the client): 507
+    for a full disk, else 503."""
+    if is_disk_full(exc):
+        return InsufficientStorage(f"no room left on disk for the database: {text}")
+    return StorageError(f"database I/O error: {text}")
+
+
 def translate_error(exc: BaseException) -> BaseException:
     """Map DuckDB's failures to client-visible errors, by exception type.
 
@@ -112,9 +120,7 @@ def translate_error(exc: BaseException) -> BaseException:
         # Conversion, out of range, type mismatch: a value of the batch does not fit.
         return InvalidValue(text)
     if isinstance(exc, duckdb.IOException):
-        if is_disk_full(exc):
-            return InsufficientStorage(f"no room left to write the database: {text}")
-        return StorageError(f"database I/O error: {text}")
+        return io_error(exc, text)
     if isinstance(exc, duckdb.OutOfMemoryException):
         return StorageError(f"the database is out of memory: {text}")
     if isinstance(exc, duckdb.ProgrammingError | duckdb.NotSupportedError):
