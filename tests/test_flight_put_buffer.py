@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -235,12 +235,15 @@ class BackgroundPut:
         return self._replies[0]
 
 
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+def put_and_close(client: flight.FlightClient, table: str, data: pa.Table) -> dict[str, object]:
+    """Put ``data`` in 10,000-row batches; the call's error (raised when it is closed) if any."""
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path(table), data.schema)
+    writer.write_table(data, max_chunksize=10_000)
+    writer.done_writing()
+    reply = reader.read()
+    writer.close()
+    assert reply is not None
+    return json.loads(reply.to_pybytes())  # type: ignore[no-any-return]
 
 
 def waited_seconds(http: httpx.Client) -> float:
@@ -316,39 +319,48 @@ def test_a_put_held_back_does_not_hold_back_others_on_its_connection(
     assert query(http, "SELECT count(*) AS n FROM locked").to_pylist() == [{"n": 500_000}]
 
 
-def test_a_put_held_back_whose_client_dies_writes_nothing(
-    server: ArrowportProcess, client: flight.FlightClient, http: httpx.Client
+def test_a_put_held_back_whose_client_dies_writes_nothing_and_frees_its_slot(
+    tmp_path: Path,
 ) -> None:
-    first = HeldPut(client, "cancelled", rows_table(0, 100_000))
-    # A second client process sends an upload to the locked table, and dies while held back.
-    script = (
-        "import os, sys, threading, pyarrow as pa, pyarrow.flight as fl\n"
-        "c = fl.connect(sys.argv[1])\n"
-        "t = pa.table({'id': pa.array(range(100_000, 3_100_000), pa.int64())})\n"
-        "w, r = c.do_put(fl.FlightDescriptor.for_path('cancelled'), t.schema)\n"
-        "threading.Timer(1.5, os._exit, (0,)).start()\n"
-        "w.write_table(t, max_chunksize=5_000)\n"
-        "os._exit(1)  # it was not held back\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, server.flight_url], timeout=60, check=False
-    )
-    assert done.returncode == 0, "the client was never held back"
-    assert first.finish()["rows_processed"] == 100_000
-    # Cut mid-stream: the call is cancelled, or fails (truncated_stream, or invalid_ipc when gRPC
-    # reports the read first).
-    wait_for(
-        lambda: any(
-            '"truncated_stream"' in line
-            or '"invalid_ipc"' in line
-            or "flight call cancelled" in line
-            for line in server.lines
-        ),
-        "the cancelled put to fail",
-    )
-    landed = query(http, "SELECT count(*) AS n, max(id) AS top FROM cancelled").to_pylist()
-    assert landed == [{"n": 100_000, "top": 99_999}]
-    assert server.healthy()
+    """A put held back behind a lock whose client dies gives its thread and streaming slot
+    back while the lock is still held (not once the other write ends), and writes nothing."""
+    config = {"flight": {"upload_buffer_bytes": 0}, "limits": {"max_streaming_writes": 2}}
+    with (
+        ArrowportProcess(tmp_path / "s", config=config, args=["--flight-port", "0"]) as server,
+        flight.connect(server.flight_url) as client,
+        httpx.Client(base_url=server.url, timeout=60) as http,
+    ):
+        first = HeldPut(client, "cancelled", rows_table(0, 100_000))  # the first slot
+        # A second client process sends an upload to the locked table (the second slot), and
+        # dies while held back.
+        script = (
+            "import os, sys, threading, pyarrow as pa, pyarrow.flight as fl\n"
+            "c = fl.connect(sys.argv[1])\n"
+            "t = pa.table({'id': pa.array(range(100_000, 3_100_000), pa.int64())})\n"
+            "w, r = c.do_put(fl.FlightDescriptor.for_path('cancelled'), t.schema)\n"
+            "threading.Timer(1.5, os._exit, (0,)).start()\n"
+            "w.write_table(t, max_chunksize=5_000)\n"
+            "os._exit(1)  # it was not held back\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script, server.flight_url], timeout=60, check=False
+        )
+        assert done.returncode == 0, "the client was never held back"
+        # With the lock still held, a streaming put to another table gets the dead put's slot.
+        free = rows_table(0, 100_000)  # ~3 MB: more than a small body, so it streams
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                reply = put_and_close(client, "free", free)
+                break
+            except flight.FlightUnavailableError:
+                assert time.monotonic() < deadline, "the dead put's slot was never given back"
+                time.sleep(0.1)
+        assert reply["rows_processed"] == 100_000
+        assert first.finish()["rows_processed"] == 100_000
+        landed = query(http, "SELECT count(*) AS n, max(id) AS top FROM cancelled").to_pylist()
+        assert landed == [{"n": 100_000, "top": 99_999}]
+        assert server.healthy()
 
 
 def test_a_put_through_the_smallest_receive_window_lands_whole(tmp_path: Path) -> None:
@@ -367,3 +379,33 @@ def test_a_put_through_the_smallest_receive_window_lands_whole(tmp_path: Path) -
         with httpx.Client(base_url=server.url, timeout=60) as http:
             got = query(http, "SELECT id FROM windowed ORDER BY id")
         assert got.column("id").to_pylist() == data.column("id").to_pylist()
+
+
+def test_small_puts_given_up_while_waiting_for_a_lock_free_their_waiting_threads(
+    server: ArrowportProcess, client: flight.FlightClient, http: httpx.Client
+) -> None:
+    """Small puts wait for a busy table's lock on a few threads of the group writer's; puts
+    whose clients gave up stop waiting, so a later put's wait is not queued behind them."""
+    first = HeldPut(client, "locked", rows_table(0, 100_000))
+    small = rows_table(100_000, 100)
+    for _ in range(6):  # more than the group writer's threads for such waits
+        writer, reader = client.do_put(
+            flight.FlightDescriptor.for_path("locked"),
+            SCHEMA,
+            options=flight.FlightCallOptions(timeout=0.5),
+        )
+        writer.write_table(small)
+        writer.done_writing()
+        assert reader.read() is None  # no answer: the deadline passed while it waited
+        with pytest.raises(flight.FlightTimedOutError):
+            writer.close()
+    # Another table, held the same way: a small put to it waits for its lock too.
+    second = HeldPut(client, "other", rows_table(0, 100_000))
+    waiting = BackgroundPut(client, "other", small, chunk_rows=100)
+    time.sleep(0.5)
+    assert second.finish()["rows_processed"] == 100_000
+    # Its lock is free now (the first table's is not): the small put lands.
+    assert waiting.reply(timeout=10)["rows_processed"] == 100
+    assert first.finish()["rows_processed"] == 100_000
+    assert query(http, "SELECT count(*) AS n FROM locked").to_pylist() == [{"n": 100_000}]
+    assert query(http, "SELECT count(*) AS n FROM other").to_pylist() == [{"n": 100_100}]

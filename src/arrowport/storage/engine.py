@@ -1,11 +1,8 @@
 """What every storage target shares: one DuckDB connection, its transactions, and the write of
 Arrow data with its delivery records.
 
-Writers run on worker threads, each on its own cursor. DuckDB lets concurrent transactions append
-to the same table; what it does not allow is two transactions creating or replacing the same table,
-so DDL on a table is serialised by a per-table lock held until the transaction ends. Writes of the
-same idempotency key or producer are serialised too, by one of :data:`DELIVERY_STRIPES` locks the
-key hashes to (a lock per key ever seen would grow without bound).
+Writers run on worker threads, each on its own cursor; DDL on a table, and writes of the same
+idempotency key or producer, are serialised by :mod:`arrowport.storage.write_locks`.
 
 A target (the DuckDB file, a DuckLake) opens the connection and says what is particular to it:
 how a cursor reaches its tables, how delivery state is kept, whether the table catalog may be
@@ -17,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import threading
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 
 import duckdb
@@ -43,8 +38,13 @@ from arrowport.storage.query import (
 from arrowport.storage.schema import Column
 from arrowport.storage.sql_guard import ReadGuard
 from arrowport.storage.table_writer import reshapes, write_table
+from arrowport.storage.write_locks import (
+    WriteLocks,
+    abandoned,
+    delivery_lock_name,
+    table_lock_name,
+)
 from arrowport.storage.writes import (
-    LocksBusy,
     WriteJob,
     WriteOutcome,
     concat,
@@ -52,14 +52,6 @@ from arrowport.storage.writes import (
     merge_appends,
     translate_error,
 )
-
-# Delivery keys share this many locks; two keys on one stripe merely wait for each other.
-DELIVERY_STRIPES = 1024
-
-
-def _delivery_lock_name(name: str) -> str:
-    return f"d:{zlib.crc32(name.encode()) % DELIVERY_STRIPES}"
-
 
 # DuckDB's I/O errors, as DuckDB raises them, or as its Arrow reader passes them on mid-stream.
 _IO_ERROR_PREFIXES = ("IO Error:", "HTTP Error:")
@@ -83,9 +75,7 @@ class Engine:
         self.query_timeout = query_timeout
         self.guard = ReadGuard(False)
         self._paths: list[tuple[str, str]] = []
-        self._locks_guard = threading.Lock()
-        self._table_locks: dict[str, threading.Lock] = {}
-        self._delivery_locks = [threading.Lock() for _ in range(DELIVERY_STRIPES)]
+        self._locks = WriteLocks()
         self._closed = False
         self._closers: list[Callable[[], object]] = []
         self.catalog = TableCatalog()
@@ -224,14 +214,6 @@ class Engine:
         """The delivery ledger of one transaction on ``cur``."""
         return DeliveryLedger(cur)
 
-    def _lock_for(self, name: str) -> threading.Lock:
-        """The lock called ``name``: ``t:<table>`` (one per table) or ``d:<stripe>``."""
-        kind, _, rest = name.partition(":")
-        if kind == "d":
-            return self._delivery_locks[int(rest)]
-        with self._locks_guard:
-            return self._table_locks.setdefault(name.lower(), threading.Lock())
-
     def write_one(self, job: WriteJob, dry_run: bool = False) -> WriteOutcome:
         """Write one job in its own transaction; raises its error. A dry run rolls back."""
         outcome = self.write([job], dry_run)[0]
@@ -243,9 +225,9 @@ class Engine:
     def lock_names(job: WriteJob) -> set[str]:
         """Every lock ``job`` may need (its table's DDL lock, its delivery keys' stripes), named as
         :class:`LocksBusy` names them."""
-        names = {f"t:{job.table.lower()}"}
+        names = {table_lock_name(job.table)}
         if job.delivery is not None:
-            names |= {_delivery_lock_name(name) for name in job.delivery.lock_names()}
+            names |= {delivery_lock_name(key) for key in job.delivery.lock_names()}
         return names
 
     def write(
@@ -263,10 +245,10 @@ class Engine:
         cur = self.connect()
         try:
             lock_names = {
-                _delivery_lock_name(name)
+                delivery_lock_name(key)
                 for job in jobs
                 if job.delivery
-                for name in job.delivery.lock_names()
+                for key in job.delivery.lock_names()
             }
             # DDL (create, replace, alter) on a table is serialised; plain appends are not.
             ddl_tables = {
@@ -280,17 +262,8 @@ class Engine:
                     for table in {job.table.lower() for job in jobs} - ddl_tables
                 }
             ddl_tables |= {table for table, columns in appended.items() if columns is None}
-            lock_names |= {f"t:{table}" for table in ddl_tables}
-            with contextlib.ExitStack() as held:
-                busy = set()
-                for name in sorted(lock_names):
-                    lock = self._lock_for(name)
-                    if lock.acquire(blocking=block):
-                        held.callback(lock.release)
-                    else:
-                        busy.add(name)
-                if busy:
-                    raise LocksBusy(busy)
+            lock_names |= {table_lock_name(table) for table in ddl_tables}
+            with self._locks.holding(lock_names, jobs, block):
                 reshaping = self._reshapes(cur, jobs, appended)
                 with self.transaction_turn(reshaping):
                     return self._transaction(cur, jobs, dry_run, reshaping)
@@ -340,7 +313,7 @@ class Engine:
             self.begin(cur, reshaping)  # on a lake, a read of its catalog: it may fail
             outcomes = self._write_jobs(view, jobs)
             self.before_commit(cur, jobs)
-            if any(job.abandoned is not None and job.abandoned() for job in jobs):
+            if abandoned(jobs):
                 raise TruncatedStream(
                     "the client cancelled the upload before its commit; nothing was written"
                 )
