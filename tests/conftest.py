@@ -167,11 +167,17 @@ def grpc_error(error: BaseException) -> tuple[str, str]:
     return code, text
 
 
+def metric(client: httpx.Client, name: str) -> float:
+    """The value of the server's unlabelled metric ``name`` (a counter's with ``_total``)."""
+    text = client.get("/metrics").text
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    assert match is not None, f"no {name} in /metrics"
+    return float(match.group(1))
+
+
 def in_flight(client: httpx.Client) -> float:
     """The server's ``arrowport_requests_in_flight`` gauge (this scrape counts itself)."""
-    match = re.search(r"^arrowport_requests_in_flight (\S+)$", client.get("/metrics").text, re.M)
-    assert match is not None
-    return float(match.group(1))
+    return metric(client, "arrowport_requests_in_flight")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -56,7 +56,7 @@ def test_a_short_fill_is_cut_to_what_was_written() -> None:
 
 
 def test_large_bodies_read_from_a_file_decode_to_the_rows_sent() -> None:
-    """Bodies read into pooled blocks (a file object, as an HTTP body or a spool file is read),
+    """Bodies read into pooled blocks (a file object, as an HTTP body is read),
     several streams one after another: each decodes to exactly its own rows."""
     limits = PayloadLimits(2**40, 2**40, 1000)
     for seed in range(3):

@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -36,6 +35,7 @@ from tests.conftest import (
     grpc_error,
     in_flight,
     ipc_bytes,
+    metric,
     mixed_batches,
     query,
     stored_rows,
@@ -675,8 +675,8 @@ def test_a_handshake_that_never_ends_its_stream_times_out(tmp_path: Path) -> Non
 
 
 def test_a_put_holds_its_bytes_against_the_in_flight_budget(tmp_path: Path) -> None:
-    """A large put being spooled holds its spool's buffer of ``limits.max_inflight_bytes``, as
-    a streamed HTTP body holds its pipe: while it runs, bodies that would pass the budget are
+    """A large put being written as it arrives holds its buffer of
+    ``limits.max_inflight_bytes``, as a streamed HTTP body holds its pipe: while it runs, bodies that would pass the budget are
     refused (HTTP 503, Flight UNAVAILABLE, both ``overloaded``); once it commits they land."""
     config = {
         "limits": {"max_inflight_bytes": 4 * 1024**2, "body_timeout_seconds": 60},
@@ -689,10 +689,10 @@ def test_a_put_holds_its_bytes_against_the_in_flight_budget(tmp_path: Path) -> N
         client = flight.connect(flight_url(server))
         large = sample(300_000)
         writer, reader = client.do_put(path("held_large"), large.schema)
-        writer.write_table(large)  # past limits.small_body_bytes: spooled, the stream kept open
+        writer.write_table(large)  # past limits.small_body_bytes: buffered, the stream kept open
         deadline = time.monotonic() + 30
-        while held_bytes(http) < 8 * 1024**2:  # the put has reached its spool
-            assert time.monotonic() < deadline, "the large put never held its spool's buffer"
+        while held_bytes(http) < 8 * 1024**2:  # the put has reached its buffer
+            assert time.monotonic() < deadline, "the large put never held its buffer"
             time.sleep(0.05)
         refused = http.post(
             "/stream/held_small",
@@ -716,9 +716,7 @@ def test_a_put_holds_its_bytes_against_the_in_flight_budget(tmp_path: Path) -> N
 
 def held_bytes(http: httpx.Client) -> float:
     """The server's ``arrowport_inflight_bytes`` gauge."""
-    found = re.search(r"^arrowport_inflight_bytes (\S+)$", http.get("/metrics").text, re.M)
-    assert found is not None
-    return float(found.group(1))
+    return metric(http, "arrowport_inflight_bytes")
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ so that its client must wait.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from arrowport.flight.put_buffer import PutBuffer
 from arrowport.ingest.ipc_messages import Message, PayloadLimits
 from arrowport.ingest.ipc_stream import ViewReader, stream_messages
 from arrowport.ingest.payload import IpcPayload
-from tests.conftest import ipc_bytes, query
+from tests.conftest import ipc_bytes, metric, query
 from tests.server import ArrowportProcess
 
 # -- the buffer on its own ---------------------------------------------------------------------
@@ -247,10 +246,7 @@ def put_and_close(client: flight.FlightClient, table: str, data: pa.Table) -> di
 
 
 def waited_seconds(http: httpx.Client) -> float:
-    text = http.get("/metrics").text
-    found = re.search(r"^arrowport_flight_put_wait_seconds_total (\S+)$", text, re.M)
-    assert found is not None
-    return float(found.group(1))
+    return metric(http, "arrowport_flight_put_wait_seconds_total")
 
 
 def test_a_put_held_behind_a_lock_waits_and_lands_every_row(
@@ -263,9 +259,11 @@ def test_a_put_held_behind_a_lock_waits_and_lands_every_row(
     second = BackgroundPut(other, "held", second_data, chunk_rows=5_000)
     # The second put's writer waits for the table's lock; its reader, and so its client, wait too.
     assert not second.sent.wait(1.0)
+    assert metric(http, "arrowport_streaming_writes") == 2
     assert first.finish()["rows_processed"] == 100_000
     assert second.reply()["rows_processed"] == 400_000
     assert second.sent.is_set()
+    assert metric(http, "arrowport_streaming_writes") == 0
     other.close()
     landed = query(http, "SELECT id, label, kind FROM held ORDER BY id")
     assert landed.num_rows == 500_000

@@ -6,14 +6,16 @@ import csv
 import io
 import re
 import socket
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pyarrow as pa
 import pytest
 
-from tests.conftest import ARROW_STREAM, ipc_bytes, query
+from tests.conftest import ARROW_STREAM, ENDLESS_QUERY, ipc_bytes, metric, query
 from tests.server import ArrowportProcess
 
 ON_LAKE = True  # every test on the module's server runs on the DuckDB file and on a DuckLake
@@ -491,3 +493,44 @@ def test_query_failing_while_streaming_is_never_a_whole_stream(client: httpx.Cli
             assert response.status_code == 400
     with httpx.Client(base_url=str(client.base_url)) as fresh:
         assert fresh.get("/health").status_code == 200
+
+
+def test_the_query_gauges_count_queries_running_and_waiting(tmp_path: Path) -> None:
+    """``arrowport_queries_running`` and ``arrowport_queries_waiting`` show the query turns
+    in use and the queries queued for one, and fall back to 0 when the queries end."""
+    config = {
+        "limits": {
+            "max_concurrent_queries": 1,
+            "max_queued_queries": 1,
+            "query_timeout_seconds": 3,
+        }
+    }
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=60) as http,
+    ):
+        answers: list[int] = []
+
+        def endless() -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as own:
+                answers.append(own.post("/query", json={"sql": ENDLESS_QUERY}).status_code)
+
+        first = threading.Thread(target=endless)
+        first.start()
+        wait_until(lambda: metric(http, "arrowport_queries_running") == 1, "a query to run")
+        second = threading.Thread(target=endless)
+        second.start()
+        wait_until(lambda: metric(http, "arrowport_queries_waiting") == 1, "a query to wait")
+        assert metric(http, "arrowport_queries_running") == 1
+        first.join(30)
+        second.join(30)
+        assert answers == [408, 408]  # each ran out of its time
+        assert metric(http, "arrowport_queries_running") == 0
+        assert metric(http, "arrowport_queries_waiting") == 0
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)

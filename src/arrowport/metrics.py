@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -67,26 +68,52 @@ class Metrics:
             "Request bytes held in memory, counted against limits.max_inflight_bytes.",
             registry=self.registry,
         )
+        self.streaming_writes = Gauge(
+            "arrowport_streaming_writes",
+            "Large (streaming) writes running, of at most limits.max_streaming_writes.",
+            registry=self.registry,
+        )
+        self.queries_running = Gauge(
+            "arrowport_queries_running",
+            "Queries holding a turn (running, or their answers being read), of at most "
+            "limits.max_concurrent_queries.",
+            registry=self.registry,
+        )
+        self.queries_waiting = Gauge(
+            "arrowport_queries_waiting",
+            "Queries waiting for a turn, of at most limits.max_queued_queries.",
+            registry=self.registry,
+        )
 
     def record_ingest(self, stream: str, rows: int, batches: int, size: int) -> None:
         self.rows.labels(stream).inc(rows)
         self.batches.labels(stream).inc(batches)
         self.bytes.labels(stream).inc(size)
 
-    def watch(
-        self,
-        database_size: Callable[[], float],
-        queued: Callable[[], float],
-        inflight_bytes: Callable[[], float],
-        storage_stats: Callable[[], dict[str, float]] | None = None,
-    ) -> None:
-        """Read these gauges when scraped, not on every write; ``storage_stats`` adds the
-        storage target's own figures (a lake's files, snapshots and maintenance runs)."""
-        self.database_size.set_function(database_size)
-        self.queued_writes.set_function(queued)
-        self.inflight_bytes.set_function(inflight_bytes)
-        if storage_stats is not None:
-            self.registry.register(_StorageStats(storage_stats))
+    def watch(self, readings: Readings) -> None:
+        """Read the gauges from ``readings`` when scraped, not on every write."""
+        self.database_size.set_function(readings.database_size)
+        self.queued_writes.set_function(readings.queued_writes)
+        self.inflight_bytes.set_function(readings.inflight_bytes)
+        self.streaming_writes.set_function(readings.streaming_writes)
+        self.queries_running.set_function(readings.queries_running)
+        self.queries_waiting.set_function(readings.queries_waiting)
+        if readings.storage_stats is not None:
+            self.registry.register(_StorageStats(readings.storage_stats))
+
+
+@dataclass(frozen=True)
+class Readings:
+    """Where the gauges read the server's state; ``storage_stats`` adds the storage target's
+    own figures (a lake's files, snapshots and maintenance runs)."""
+
+    database_size: Callable[[], float]
+    queued_writes: Callable[[], float]
+    inflight_bytes: Callable[[], float]
+    streaming_writes: Callable[[], float]
+    queries_running: Callable[[], float]
+    queries_waiting: Callable[[], float]
+    storage_stats: Callable[[], dict[str, float]] | None = None
 
 
 class _StorageStats(Collector):

@@ -69,6 +69,7 @@ class _Turns:
         self.capacity = running + waiting
         self._lock = threading.Lock()
         self._admitted = 0
+        self._waiting = 0
         # Asked, while a query waits, to give back turns held by answers nobody is fetching.
         self.reclaim: Callable[[], object] | None = None
 
@@ -86,6 +87,14 @@ class _Turns:
             if self._admitted >= self.capacity:
                 raise self._refusal()
             self._admitted += 1
+            self._waiting += 1
+        try:
+            self._wait_for_turn()
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def _wait_for_turn(self) -> None:
         if self.reclaim is None:
             self._slots.acquire()
             return
@@ -94,6 +103,16 @@ class _Turns:
                 self.reclaim()
             except Exception:  # this query still waits for its turn: it is not its failure
                 log.exception("giving back turns of unfetched answers failed")
+
+    @property
+    def waiting(self) -> int:
+        """Queries admitted and waiting for a turn."""
+        return self._waiting
+
+    @property
+    def running(self) -> int:
+        """Queries holding a turn (running, or their answers not yet read to the end)."""
+        return self._admitted - self._waiting
 
     def leave(self) -> None:
         self._slots.release()
@@ -112,6 +131,16 @@ class ReadService:
 
     def budget(self) -> ResultBudget:
         return ResultBudget(self.settings.limits.max_result_bytes)
+
+    @property
+    def queries_running(self) -> int:
+        """Queries holding one of ``limits.max_concurrent_queries`` turns."""
+        return self._turns.running
+
+    @property
+    def queries_waiting(self) -> int:
+        """Queries waiting for a turn, of at most ``limits.max_queued_queries``."""
+        return self._turns.waiting
 
     def reclaim_turns_with(self, reclaim: Callable[[], object]) -> None:
         """While a query waits for a turn, call ``reclaim`` now and then: it closes results

@@ -26,7 +26,7 @@ from arrowport.errors import StorageError
 from arrowport.flight import ArrowportFlightServer, FlightStartError, start_flight_server
 from arrowport.logs import configure_logging
 from arrowport.memory import keep_memory_flat
-from arrowport.metrics import Metrics
+from arrowport.metrics import Metrics, Readings
 from arrowport.services import Services
 from arrowport.storage.open import open_storage
 
@@ -159,11 +159,17 @@ def serve(settings: Settings) -> int:
         return 1
     services = Services.open(settings, storage, metrics)
     admission = services.ingest.admission
+    reads = services.reads
     metrics.watch(
-        storage.size_bytes,
-        lambda: services.ingest.queued_writes,
-        lambda: admission.inflight_bytes,
-        storage.stats,
+        Readings(
+            database_size=storage.size_bytes,
+            queued_writes=lambda: services.ingest.queued_writes,
+            inflight_bytes=lambda: admission.inflight_bytes,
+            streaming_writes=lambda: admission.streaming,
+            queries_running=lambda: reads.queries_running,
+            queries_waiting=lambda: reads.queries_waiting,
+            storage_stats=storage.stats,
+        )
     )
     app = create_app(services)
     announce: dict[str, Any] = {

@@ -102,6 +102,11 @@ class Admission:
 
     # -- streaming writers ---------------------------------------------------------------------
 
+    @property
+    def streaming(self) -> int:
+        """Streaming-writer slots taken now, of ``limits.max_streaming_writes``."""
+        return self._streaming
+
     def take_stream(self, client: str | None) -> None:
         """Take a streaming-writer slot for ``client`` (503 when none is free for it); give it
         back with :meth:`give_stream`."""
