@@ -41,6 +41,8 @@ QUERY_TIMEOUT_SECONDS = 5
 # An answer, refused or not, comes within the query timeout plus this much.
 ANSWER_GRACE_SECONDS = 3
 DEEP_ARRAY = "(repeat('[', 100000) || repeat(']', 100000))"
+# The same, in pieces each within repeat()'s allowed size.
+DEEP_ARRAY_JOINED = "(" + "||".join(["repeat('[', 10000)"] * 10 + ["repeat(']', 10000)"] * 10) + ")"
 
 _CATALOGUE = json.loads(
     resources.files("arrowport.storage").joinpath("read_functions.json").read_text("utf-8")
@@ -75,6 +77,15 @@ DANGEROUS: dict[str, tuple[str, list[Any] | None]] = {
     "lag_int64_min": ("SELECT lag(i, -9223372036854775808) OVER () FROM t", None),
     "lag_parameter_offset": ("SELECT lag(i, ?) OVER () FROM t", [-9223372036854775808]),
     "deep_json_to_variant": (f"SELECT {DEEP_ARRAY}::JSON::VARIANT", None),
+    # A VARIANT from a JSON structure whose letters are escapes, reached without a cast.
+    "deep_json_to_escaped_variant": (
+        f"SELECT cast_to_type({DEEP_ARRAY_JOINED}::JSON, "
+        """from_json('[]', '["\\u0076ariant"]')[1]) IS NULL AS v""",
+        None,
+    ),
+    # Widths taken from an argument: gigabytes outside DuckDB's memory_limit.
+    "format_argument_width": ("SELECT length(format('{{:>{{}}}}', 'x', 2147483647)) AS n", None),
+    "printf_argument_width": ("SELECT length(printf('%*d', 1000000000, 1)) AS n", None),
     "json_structure_deep": (f"SELECT json_structure{DEEP_ARRAY}", None),
     "internal_schema": ("SELECT * FROM _arrowport.idempotency_keys", None),
     # DuckDB evaluates a PRAGMA's arguments, and runs import_database's file reads, while it

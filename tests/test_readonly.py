@@ -134,6 +134,8 @@ STRUCTURES = {
     # 100,000 nested lists: DuckDB 1.5.5 dies of a SIGSEGV building the type.
     "deep_structure": f"SELECT length(typeof(json_transform('null', {DEEP}))) AS n",
     "variant": """SELECT from_json('[]', '["VARIANT"]') AS v""",
+    # The same VARIANT, its letters JSON escapes (which DuckDB decodes).
+    "escaped_variant": """SELECT from_json('[]', '["\\u0076ari\\u0061nt"]') AS v""",
     "computed": "SELECT json_transform('1', (SELECT 'INTEGER')) AS v",
     "too_deep_literal": "SELECT from_json('null', '"
     + "[" * 65
@@ -265,6 +267,23 @@ def test_multiple_statements_are_refused(target: Target, reader: httpx.Client, s
     assert_intact(target, reader)
 
 
+def test_a_long_chain_of_and_or_is_refused_and_a_shorter_one_runs(
+    target: Target, reader: httpx.Client
+) -> None:
+    """DuckDB's parse of an AND / OR chain takes time growing with the square of its length,
+    uninterrupted (90,000 terms: a minute): past 5,000 operators a query is refused."""
+    chain = "SELECT count(*) AS n FROM kept WHERE " + " OR/**/".join(["id=1"] * 90_000)
+    refused = attempt(reader, chain)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "query_error"
+    assert refused.json()["limit"] == 5_000
+    shorter = "SELECT (" + " AND ".join(["true"] * 2_000) + " OR false) AS v"
+    answer = attempt(reader, shorter)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rows"] == [{"v": True}]
+    assert_intact(target, reader)
+
+
 def test_query_table_function_cannot_smuggle_a_statement(
     target: Target, reader: httpx.Client
 ) -> None:
@@ -322,3 +341,10 @@ def test_allow_file_access_opts_back_in(tmp_path: Path) -> None:
         )
         assert copy.status_code == 403
         assert not (tmp_path / "o.csv").exists()
+        # A reader's options name its columns' types: never VARIANT, as no cast may.
+        variant = httpx.post(
+            server.url + "/query",
+            json={"sql": f"SELECT * FROM read_csv('{data}', columns={{'a': 'VARIANT'}})"},
+        )
+        assert variant.status_code == 403, variant.text
+        assert variant.json()["code"] == "read_only"

@@ -3,7 +3,8 @@
 DuckDB calls ``SELECT * FROM enable_logging(...)`` a SELECT, so a statement-type check lets
 through table functions that change global state, read the database's raw files or abort the
 process. So a query is parsed with DuckDB's ``json_serialize_sql`` (which refuses anything but a
-SELECT) and every part of the tree is checked against what is known to be harmless:
+SELECT; see :mod:`arrowport.storage.sql_parse`) and every part of the tree is checked against
+what is known to be harmless:
 
 * every function (scalar, aggregate, window, macro) and every table function must be on the
   reviewed allow-list in ``read_functions.json`` (everything else, including all that DuckDB adds
@@ -12,8 +13,9 @@ SELECT) and every part of the tree is checked against what is known to be harmle
   harmless catalog views (``information_schema.tables``, ``duckdb_columns``...): never another
   view, a catalog view that reveals settings or paths, the internal ``_arrowport`` schema or
   another database;
-* no cast to ``VARIANT``, and ``lag``/``lead`` only with a small literal offset (both crash
-  DuckDB 1.5.5 on crafted input);
+* no ``VARIANT`` (no cast to it, no JSON structure or file reader's column type naming it),
+  and ``lag``/``lead`` only with a small literal offset (both crash DuckDB 1.5.5 on crafted
+  input); functions that build values as large as an argument asks, only with literal sizes;
 * with ``duckdb.allow_file_access``, the file readers too, but only with literal paths that are
   none of the database's own files.
 
@@ -29,16 +31,13 @@ import fnmatch
 import json
 import os
 import re
-import string
-import threading
 from collections.abc import Collection, Iterator
 from importlib import resources
 from typing import Any
 
-import duckdb
-
 from arrowport.errors import QueryError, ReadOnly
 from arrowport.storage.identifiers import INTERNAL_SCHEMA
+from arrowport.storage.sql_parse import DUCKDB_VIEWS, fold, parse
 
 _CATALOGUE = json.loads(
     resources.files("arrowport.storage").joinpath("read_functions.json").read_text("utf-8")
@@ -103,23 +102,6 @@ _NUMBER_RE = re.compile(r"\d+")
 # Table references that only combine or contain other parts of the tree.
 _COMPOSITE_REFS = frozenset({"JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST", "PIVOT", "DELIM_GET"})
 
-# Parses only (json_serialize_sql), sealed all the same.
-_PARSER = duckdb.connect(
-    ":memory:",
-    config={
-        "enable_external_access": False,
-        "autoinstall_known_extensions": False,
-        "autoload_known_extensions": False,
-        "lock_configuration": True,
-    },
-)
-_PARSER_LOCK = threading.Lock()
-# Every view DuckDB itself defines (duckdb_databases, pg_settings...): naming one is an attempt
-# to read the catalog, not a typo for a table.
-_SYSTEM_VIEWS = frozenset(
-    row[0] for row in _PARSER.execute("SELECT lower(view_name) FROM duckdb_views()").fetchall()
-)
-
 
 def _refuse(message: str, **details: Any) -> ReadOnly:
     return ReadOnly(
@@ -127,37 +109,6 @@ def _refuse(message: str, **details: Any) -> ReadOnly:
         "to be harmless)",
         **details,
     )
-
-
-def parse(sql: str) -> dict[str, Any]:
-    """DuckDB's parse tree of ``sql``: exactly one SELECT, or 400 / 403.
-
-    Only the parser runs: ``duckdb.extract_statements`` would expand a ``PRAGMA`` and evaluate
-    its arguments (``PRAGMA table_info(sleep_ms(9000)::VARCHAR)``) before anything is checked.
-    """
-    try:
-        with _PARSER_LOCK:
-            row = _PARSER.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
-    except duckdb.Error as exc:
-        raise QueryError(f"cannot parse the query: {exc}") from None
-    try:
-        tree: dict[str, Any] = json.loads(row[0] if row else "{}")
-    except RecursionError:
-        raise QueryError("the query nests too deeply") from None
-    if tree.get("error"):
-        message = str(tree.get("error_message", ""))
-        # Any statement but a SELECT is "not implemented" too: only this one is the query's
-        # own mistake rather than an attempt to write.
-        if tree.get("error_type") == "parser" or "named and positional parameters" in message:
-            raise QueryError(f"cannot parse the query: {message}")
-        raise ReadOnly("only read-only SELECT queries are allowed here")
-    statements = tree.get("statements") or []
-    if len(statements) != 1:
-        raise ReadOnly(
-            f"send exactly one statement per query (got {len(statements)})",
-            statements=len(statements),
-        )
-    return tree
 
 
 def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
@@ -176,18 +127,11 @@ def _has_variant(dtype: Any) -> bool:
     return any(node.get("id") == "VARIANT" for node in _nodes(dtype))
 
 
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
-
-
-def _fold(name: str) -> str:
-    """``name`` in lower case as DuckDB compares names: A-Z only. ``str.lower`` folds more (the
-    Kelvin sign to ``k``), so two names it makes equal can be different names to DuckDB."""
-    return name.translate(_ASCII_LOWER)
-
-
 def _plain_structure(text: str) -> bool:
-    """A JSON structure (``'{"a": ["INTEGER"]}'``) DuckDB can build a type from safely."""
-    if len(text) > _MAX_SIZE or "variant" in _fold(text):
+    """A JSON structure (``'{"a": ["INTEGER"]}'``) DuckDB can build a type from safely: not
+    too long or deep, and naming no VARIANT, however its strings are escapes
+    (``"\\u0076ariant"`` is ``"variant"`` to DuckDB too)."""
+    if len(text) > _MAX_SIZE or "variant" in fold(text):
         return False
     depth = 0
     for character in text:
@@ -197,7 +141,24 @@ def _plain_structure(text: str) -> bool:
                 return False
         elif character in "]}":
             depth -= 1
-    return True
+    try:
+        structure = json.loads(text)
+    except ValueError:  # not JSON: DuckDB refuses it too, but it need not get to try
+        return False
+    return not any("variant" in fold(word) for word in _json_strings(structure))
+
+
+def _json_strings(value: Any) -> Iterator[str]:
+    """Every key and string in a decoded JSON value (at most _MAX_NESTING deep)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _json_strings(item)
 
 
 def _scoped_nodes(tree: Any) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
@@ -223,13 +184,13 @@ def _scoped_nodes(tree: Any) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
             for entry in cte_map.get("map") or ():
                 stack.append((entry, inner))
                 if isinstance(entry, dict) and isinstance(entry.get("key"), str):
-                    inner = inner | {_fold(entry["key"])}
+                    inner = inner | {fold(entry["key"])}
         recursive = item.get("cte_name") if item.get("type") == "RECURSIVE_CTE_NODE" else None
         for key, value in item.items():
             if key == "cte_map" and isinstance(cte_map, dict):
                 continue
             if key == "right" and isinstance(recursive, str):
-                stack.append((value, inner | {_fold(recursive)}))
+                stack.append((value, inner | {fold(recursive)}))
             else:
                 stack.append((value, inner))
 
@@ -268,7 +229,7 @@ class ReadGuard:
         (schema, table) pairs) and its own CTEs with allowed functions; 400 if it does not
         parse."""
         tree = parse(sql)
-        known = {(_fold(schema), _fold(table)) for schema, table in tables}
+        known = {(fold(schema), fold(table)) for schema, table in tables}
         # A table function's own call node is checked as a table function, not as an
         # expression (its arguments are expressions all the same).
         table_calls: set[int] = set()
@@ -296,7 +257,7 @@ class ReadGuard:
                     raise _refuse(f"a {ref} table reference is not allowed")
 
     def _function(self, node: dict[str, Any]) -> None:
-        name = _fold(str(node.get("function_name", "")))
+        name = fold(str(node.get("function_name", "")))
         if name not in EXPRESSION_FUNCTIONS:
             raise _refuse(f"the function {name}() is not allowed", function=name)
         children = node.get("children") or []
@@ -319,15 +280,19 @@ class ReadGuard:
         if name in _FORMATTERS:
             pattern = _literal_path(children[0]) if children else None
             widths = _NUMBER_RE.findall(pattern[0]) if pattern else None
-            if widths is None or any(int(width) > _MAX_SIZE for width in widths):
+            if (
+                widths is None
+                or any(int(width) > _MAX_SIZE for width in widths)
+                or _argument_width(name, pattern[0] if pattern else "")
+            ):
                 raise _refuse(
-                    f"{name}() takes only a literal format with widths up to {_MAX_SIZE}",
+                    f"{name}() takes only a literal format with literal widths up to {_MAX_SIZE}",
                     function=name,
                     rule="literal_size",
                 )
 
     def _window(self, node: dict[str, Any]) -> None:
-        name = _fold(str(node.get("function_name", "")))
+        name = fold(str(node.get("function_name", "")))
         if name in _OFFSET_WINDOWS:
             offset = node.get("offset_expr")
             if offset is not None and not _small_literal(offset, _MAX_OFFSET):
@@ -341,7 +306,7 @@ class ReadGuard:
             raise _refuse(f"the window function {name}() is not allowed", function=name)
 
     def _table_function(self, function: dict[str, Any]) -> None:
-        name = _fold(str(function.get("function_name", "")))
+        name = fold(str(function.get("function_name", "")))
         if name in TABLE_FUNCTIONS:
             return
         if self.file_access and name in FILE_READERS:
@@ -351,30 +316,36 @@ class ReadGuard:
                 raise _refuse(f"{name}() needs a literal file path", function=name)
             for path in paths:
                 self._readable(path)
+            # Its options may give a column's type as text: never VARIANT (see the casts).
+            for node in _nodes(children[1:]):
+                value = node.get("value") if node.get("class") == "CONSTANT" else None
+                text = value.get("value") if isinstance(value, dict) else None
+                if isinstance(text, str) and "variant" in fold(text):
+                    raise _refuse(f"{name}() may not read into VARIANT", function=name)
             return
         raise _refuse(f"the table function {name}() is not allowed", function=name)
 
     def _table(
         self, node: dict[str, Any], tables: set[tuple[str, str]], ctes: frozenset[str]
     ) -> None:
-        catalog = _fold(str(node.get("catalog_name", "")))
-        schema = _fold(str(node.get("schema_name", "")))
+        catalog = fold(str(node.get("catalog_name", "")))
+        schema = fold(str(node.get("schema_name", "")))
         name = str(node.get("table_name", ""))
         if schema == INTERNAL_SCHEMA:
             raise _refuse("Arrowport's internal tables are not readable")
-        if not catalog and (schema or "main", _fold(name)) in tables:
+        if not catalog and (schema or "main", fold(name)) in tables:
             return
         # A CTE in scope, referenced (as it only can be) without a schema. One named like a
         # system view is refused all the same.
-        if not catalog and not schema and _fold(name) in ctes - _SYSTEM_VIEWS:
+        if not catalog and not schema and fold(name) in ctes - DUCKDB_VIEWS:
             return
-        if not catalog and f"{schema or 'main'}.{_fold(name)}" in SYSTEM_VIEWS:
+        if not catalog and f"{schema or 'main'}.{fold(name)}" in SYSTEM_VIEWS:
             return
         if self.file_access and not catalog and not schema and ("/" in name or "." in name):
             self._readable(name)  # a file read by DuckDB's replacement scan
             return
         where = ".".join(part for part in (catalog, schema, name) if part)
-        if catalog or schema or _fold(name) in _SYSTEM_VIEWS or "/" in name or "." in name:
+        if catalog or schema or fold(name) in DUCKDB_VIEWS or "/" in name or "." in name:
             raise _refuse(f"{where!r} is not one of this database's tables", table=where)
         raise QueryError(f"table {name!r} does not exist", table=name)
 
@@ -391,6 +362,31 @@ class ReadGuard:
                 or local.startswith(protected.rstrip("/") + "/")  # a file inside it
             ):
                 raise _refuse("the database's own files are never readable")
+
+
+# A printf conversion whose width or precision is an argument: %*d, %.*f, %1$*2$d.
+_PRINTF_ARGUMENT_WIDTH = re.compile(r"%[^A-Za-z%]*\*")
+
+
+def _argument_width(name: str, pattern: str) -> bool:
+    """Whether a format pattern takes a width or precision from an argument (any size, and
+    so any amount of memory): printf's ``*``, or format's field within a field (``{:>{}}``)."""
+    if name == "printf":
+        return _PRINTF_ARGUMENT_WIDTH.search(pattern.replace("%%", "")) is not None
+    depth = 0
+    position = 0
+    while position < len(pattern):
+        if depth == 0 and pattern.startswith(("{{", "}}"), position):  # a literal brace
+            position += 2
+            continue
+        if pattern[position] == "{":
+            depth += 1
+            if depth > 1:
+                return True
+        elif pattern[position] == "}" and depth:
+            depth -= 1
+        position += 1
+    return False
 
 
 def _small_literal(node: Any, limit: int) -> bool:
