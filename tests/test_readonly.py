@@ -284,6 +284,27 @@ def test_a_long_chain_of_and_or_is_refused_and_a_shorter_one_runs(
     assert_intact(target, reader)
 
 
+@pytest.mark.parametrize("sql", ["", "   ", "-- nothing", "/* nothing */ ;"])
+def test_an_empty_query_is_a_query_error(reader: httpx.Client, sql: str) -> None:
+    answer = attempt(reader, sql)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["code"] == "query_error"
+    assert "empty" in answer.json()["message"]
+
+
+def test_a_pivot_runs_with_its_values_listed_and_says_so_without(
+    target: Target, reader: httpx.Client
+) -> None:
+    listed = attempt(reader, "PIVOT kept ON id IN (1, 2) USING count(*)")
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["rows"] == [{"1": 1, "2": 1}]
+    unlisted = attempt(reader, "PIVOT kept ON id USING count(*)")
+    assert unlisted.status_code == 400, unlisted.text
+    assert unlisted.json()["code"] == "query_error"
+    assert "IN (" in unlisted.json()["message"]
+    assert_intact(target, reader)
+
+
 def test_query_table_function_cannot_smuggle_a_statement(
     target: Target, reader: httpx.Client
 ) -> None:

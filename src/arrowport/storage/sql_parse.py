@@ -53,7 +53,14 @@ def parse(sql: str) -> dict[str, Any]:
     Only the parser runs: ``duckdb.extract_statements`` would expand a ``PRAGMA`` and evaluate
     its arguments (``PRAGMA table_info(sleep_ms(9000)::VARCHAR)``) before anything is checked.
     """
-    _check_boolean_operators(sql)
+    keywords = _keywords(sql)
+    operators = keywords.count("and") + keywords.count("or")
+    if operators > MAX_BOOLEAN_OPERATORS:
+        raise QueryError(
+            f"the query has {operators} AND / OR operators, more than the "
+            f"{MAX_BOOLEAN_OPERATORS} allowed; write a long list of alternatives as IN (...)",
+            limit=MAX_BOOLEAN_OPERATORS,
+        )
     try:
         row = _parser().execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     except duckdb.Error as exc:
@@ -68,8 +75,16 @@ def parse(sql: str) -> dict[str, Any]:
         # own mistake rather than an attempt to write.
         if tree.get("error_type") == "parser" or "named and positional parameters" in message:
             raise QueryError(f"cannot parse the query: {message}")
+        if "pivot" in keywords:
+            # Without IN (...), DuckDB runs a PIVOT as several statements (it first makes a
+            # type of the values it finds): not one read-only SELECT.
+            raise QueryError(
+                "a PIVOT here must list the values it makes columns of: ON col IN ('a', 'b')"
+            )
         raise ReadOnly("only read-only SELECT queries are allowed here")
     statements = tree.get("statements") or []
+    if not statements:
+        raise QueryError("the query is empty")
     if len(statements) != 1:
         raise ReadOnly(
             f"send exactly one statement per query (got {len(statements)})",
@@ -85,21 +100,16 @@ def _parser() -> duckdb.DuckDBPyConnection:
     return parser
 
 
-def _check_boolean_operators(sql: str) -> None:
-    """400 if ``sql`` has more than :data:`MAX_BOOLEAN_OPERATORS` AND / OR keywords (counted
-    by DuckDB's tokenizer, which takes time in proportion to the text)."""
+def _keywords(sql: str) -> list[str]:
+    """The keywords of ``sql`` in lower case, in order (DuckDB's tokenizer takes time in
+    proportion to the text, unlike its parser)."""
     try:
         tokens = duckdb.tokenize(sql)
     except duckdb.Error as exc:
         raise QueryError(f"cannot parse the query: {exc}") from None
-    count = 0
+    found: list[str] = []
     for offset, kind in tokens:
-        if kind == duckdb.token_type.keyword:
-            word = _WORD.match(sql, offset)
-            count += word is not None and fold(word.group()) in ("and", "or")
-    if count > MAX_BOOLEAN_OPERATORS:
-        raise QueryError(
-            f"the query has {count} AND / OR operators, more than the "
-            f"{MAX_BOOLEAN_OPERATORS} allowed; write a long list of alternatives as IN (...)",
-            limit=MAX_BOOLEAN_OPERATORS,
-        )
+        word = _WORD.match(sql, offset) if kind == duckdb.token_type.keyword else None
+        if word is not None:
+            found.append(fold(word.group()))
+    return found
