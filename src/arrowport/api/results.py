@@ -7,26 +7,36 @@ produced — the query fails halfway, runs out of time, or grows past
 of a response broken off in the middle, and the server's memory stays flat for any size.
 Rendering counts against the query's time limit like the query itself.
 
-JSON is ``{"columns": [{"name", "type"}], "rows": [{...}], "row_count": n}``: timestamps and
-dates in ISO form (values beyond Python's calendar as Arrow writes them), decimals as strings,
-binary as base64, NaN and infinities as null.
+JSON is ``{"columns": [{"name", "type"}], "rows": [{...}], "row_count": n}``: dates, times and
+timestamps in ISO form (years past 9999 too; DuckDB's ``infinity`` and ``-infinity`` by name),
+decimals and BIGNUMs as strings, binary as base64, NaN and infinities as null, a union as its
+value. Columns (and struct fields) that share a name get a suffix (``a``, ``a_2``) so that no
+value is lost from a row's object.
+
+CSV writes numbers, booleans, text, dates, times and timestamps as Arrow does (the same names for
+the infinities); every other value — binary, lists, structs, maps, unions, fixed-size arrays,
+intervals, BIGNUMs — is written as its JSON rendering (binary as base64, nested values as JSON
+text), so a value never breaks the CSV or is left out.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import decimal
 import json
-import math
 import tempfile
-import uuid
 from collections.abc import Iterator
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from arrowport.api.calendar_text import (
+    calendar_storage,
+    calendar_text,
+    is_calendar,
+    outside_calendar,
+)
+from arrowport.api.result_values import finite, json_value, json_values, unique_names
 from arrowport.errors import InvalidOptions, ResultTooLarge
 from arrowport.reads import ResultBudget
 from arrowport.storage.query import QueryResult
@@ -143,23 +153,83 @@ def _arrow(
 
 
 def _csv(schema: pa.Schema, batches: Iterator[pa.RecordBatch], sink: _Counted) -> None:
+    # Each slice is written on its own: a column it renders as text (a timestamp holding
+    # infinity) need not have the type of that column in the other slices.
+    out = pa.PythonFile(sink, mode="w")
+    header = pa.schema([pa.field(name, pa.string()) for name in schema.names])
+    rows_only = pa_csv.WriteOptions(include_header=False)
     try:
-        with pa_csv.CSVWriter(pa.PythonFile(sink, mode="w"), schema) as writer:
-            for batch in _slices(batches):
-                writer.write_batch(batch)
+        pa_csv.write_csv(header.empty_table(), out)
+        for batch in _slices(batches):
+            columns = [_csv_column(column) for column in batch.columns]
+            pa_csv.write_csv(pa.record_batch(columns, names=schema.names), out, rows_only)
     except pa.ArrowNotImplementedError as exc:
         raise InvalidOptions(f"this result cannot be written as CSV: {exc}") from None
 
 
+def _csv_column(column: pa.Array) -> pa.Array:
+    """``column`` as Arrow's CSV writer can write it without losing or falsifying a value."""
+    dtype = column.type
+    if is_calendar(dtype):
+        return _calendar_csv(column)
+    if _csv_plain(dtype):
+        return column
+    if isinstance(dtype, pa.DictionaryType):
+        return _csv_column(column.dictionary_decode())
+    return pa.array([_csv_cell(value) for value in json_values(column)], pa.string())
+
+
+def _csv_plain(dtype: pa.DataType) -> bool:
+    """Whether Arrow writes this type's values in CSV as they are (numbers, booleans, text)."""
+    if isinstance(dtype, pa.DictionaryType):
+        return _csv_plain(dtype.value_type)
+    return bool(
+        pa.types.is_null(dtype)
+        or pa.types.is_boolean(dtype)
+        or pa.types.is_integer(dtype)
+        or pa.types.is_floating(dtype)
+        or pa.types.is_decimal(dtype)
+        or pa.types.is_string(dtype)
+        or pa.types.is_large_string(dtype)
+        or pa.types.is_string_view(dtype)
+    )
+
+
+def _csv_cell(value: Any) -> str | None:
+    """A value's JSON rendering as a CSV cell: text as it is, anything else as JSON text."""
+    value = finite(value)
+    if value is None:
+        return None
+    if not isinstance(value, dict | list | tuple | bool | int | float | str):
+        value = json_value(value)
+    if isinstance(value, str):
+        return value
+    return _dumps(value).decode()
+
+
+def _calendar_csv(column: pa.Array) -> pa.Array:
+    """A date, time or timestamp column for CSV: as Arrow writes it, unless it holds values
+    Arrow writes wrongly (DuckDB's infinities, extreme years, ``24:00:00``); then as text, those
+    values spelled out in Arrow's format."""
+    outside = outside_calendar(column)
+    if outside is None:
+        return column
+    text: list[str | None] = pc.if_else(outside, None, column).cast(pa.string()).to_pylist()
+    raw = calendar_storage(column).to_pylist()
+    for index in pc.indices_nonzero(outside).to_pylist():
+        text[index] = calendar_text(raw[index], column.type, iso=False)
+    return pa.array(text, pa.string())
+
+
 def _json(schema: pa.Schema, batches: Iterator[pa.RecordBatch], sink: _Counted) -> None:
-    columns = [{"name": f.name, "type": str(f.type)} for f in schema]
+    names = unique_names(schema.names)
+    columns = [{"name": n, "type": str(f.type)} for n, f in zip(names, schema, strict=True)]
     sink.write(b'{"columns":' + _dumps(columns) + b',"rows":[')
     count = 0
     for batch in _slices(batches):
         if not batch.num_rows:
             continue
-        names = batch.schema.names
-        values = [_column_values(column) for column in batch.columns]
+        values = [json_values(column) for column in batch.columns]
         rows = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
         if count:
             sink.write(b",")
@@ -169,84 +239,5 @@ def _json(schema: pa.Schema, batches: Iterator[pa.RecordBatch], sink: _Counted) 
 
 
 def _dumps(value: Any) -> bytes:
-    text = json.dumps(_finite(value), default=_json_value, allow_nan=False, separators=(",", ":"))
+    text = json.dumps(finite(value), default=json_value, allow_nan=False, separators=(",", ":"))
     return text.encode()
-
-
-def _column_values(column: pa.Array) -> list[Any]:
-    """A column as JSON-ready Python values; temporal values beyond Python's calendar (DuckDB's
-    ``infinity``, year 290309) are written as Arrow formats them instead of failing, and struct
-    fields that repeat a name (``row(1, 'x')``) get a suffix (``v``, ``v_2``)."""
-    try:
-        values: list[Any] = column.to_pylist()
-    except (OverflowError, ValueError):
-        renamed = column.view(_unique_names(column.type))
-        try:
-            values = renamed.to_pylist()
-        except (OverflowError, ValueError):
-            values = renamed.cast(_as_text(renamed.type)).to_pylist()
-    return values
-
-
-def _unique_names(dtype: pa.DataType) -> pa.DataType:
-    """``dtype`` with repeated struct field names (nested ones too) made unique."""
-    if pa.types.is_struct(dtype):
-        seen: dict[str, int] = {}
-        fields = []
-        for field in dtype:
-            count = seen[field.name] = seen.get(field.name, 0) + 1
-            name = field.name if count == 1 else f"{field.name}_{count}"
-            fields.append(field.with_name(name).with_type(_unique_names(field.type)))
-        return pa.struct(fields)
-    if pa.types.is_list(dtype):
-        return pa.list_(dtype.value_field.with_type(_unique_names(dtype.value_type)))
-    if pa.types.is_large_list(dtype):
-        return pa.large_list(dtype.value_field.with_type(_unique_names(dtype.value_type)))
-    if pa.types.is_fixed_size_list(dtype):
-        field = dtype.value_field.with_type(_unique_names(dtype.value_type))
-        return pa.list_(field, dtype.list_size)
-    if pa.types.is_map(dtype):
-        return pa.map_(dtype.key_field, dtype.item_field.with_type(_unique_names(dtype.item_type)))
-    return dtype
-
-
-def _as_text(dtype: pa.DataType) -> pa.DataType:
-    """``dtype`` with every date and timestamp (nested ones too) replaced by text."""
-    if pa.types.is_date(dtype) or pa.types.is_timestamp(dtype) or pa.types.is_duration(dtype):
-        return pa.string()
-    if isinstance(dtype, pa.DictionaryType):
-        return _as_text(dtype.value_type)
-    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
-        return pa.list_(_as_text(dtype.value_type))
-    if pa.types.is_fixed_size_list(dtype):
-        return pa.list_(_as_text(dtype.value_type), dtype.list_size)
-    if pa.types.is_map(dtype):
-        return pa.map_(_as_text(dtype.key_type), _as_text(dtype.item_type))
-    if pa.types.is_struct(dtype):
-        return pa.struct([f.with_type(_as_text(f.type)) for f in dtype])
-    return dtype
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: such floats become null (anywhere in nested values)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return str(value)

@@ -1,0 +1,255 @@
+"""How ``POST /query`` renders values as JSON and CSV: every type DuckDB answers with is written,
+none is lost or misread (nested values, BLOBs, BIGNUMs, DuckDB's infinities, extreme dates,
+columns that share a name), and the two formats agree."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server import ArrowportProcess
+
+JSON = "application/json"
+CSV = "text/csv"
+
+
+def answer(client: httpx.Client, sql: str, accept: str) -> httpx.Response:
+    response = client.post("/query", json={"sql": sql}, headers={"Accept": accept})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith(accept)
+    return response
+
+
+def json_rows(client: httpx.Client, sql: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = answer(client, sql, JSON).json()["rows"]
+    return rows
+
+
+def csv_text(client: httpx.Client, sql: str) -> str:
+    return answer(client, sql, CSV).text
+
+
+@pytest.fixture(autouse=True)
+def server_stays_up(server: ArrowportProcess) -> Iterator[None]:
+    """Every test ends with the module's server still serving."""
+    yield
+    assert server.healthy()
+
+
+# -- CSV of values with no plain text form ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT [1,2] AS l", '"l"\n"[1,2]"\n'),
+        ("SELECT {'a': 1, 'b': 'x,y'} AS s", '"s"\n"{""a"":1,""b"":""x,y""}"\n'),
+        ("SELECT map([1],[2]) AS m", '"m"\n"[[1,2]]"\n'),
+        ("SELECT union_value(a := 1) AS u", '"u"\n"1"\n'),
+        ("SELECT union_value(a := 'text') AS u", '"u"\n"text"\n'),
+        ("SELECT [1,2]::INTEGER[2] AS a", '"a"\n"[1,2]"\n'),
+        ("SELECT (-12345678901234567890123)::BIGNUM AS b", '"b"\n"-12345678901234567890123"\n'),
+        ("SELECT INTERVAL '1 month 2 days 3.5 seconds' AS i", '"i"\n"[1,2,3500000000]"\n'),
+        ("SELECT [NULL, 1] AS l, NULL::INTEGER[] AS n, 7 AS k", '"l","n","k"\n"[null,1]",,7\n'),
+        ("SELECT row(1, 'x') AS r", '"r"\n"{"""":1,""_2"":""x""}"\n'),
+    ],
+)
+def test_csv_writes_nested_values_as_json_text(
+    client: httpx.Client, sql: str, expected: str
+) -> None:
+    assert csv_text(client, sql) == expected
+
+
+def test_csv_cells_of_nested_values_read_back_as_the_json_answer(client: httpx.Client) -> None:
+    sql = (
+        "SELECT i, [i, NULL] AS l, {'k': i, 'd': DATE '2024-01-01' + i::INTEGER} AS s, "
+        "map(['x'], [i * 1.5]) AS m FROM range(3) t(i) ORDER BY i"
+    )
+    rows = list(csv.DictReader(io.StringIO(csv_text(client, sql))))
+    expected = json_rows(client, sql)
+    for row, reference in zip(rows, expected, strict=True):
+        assert int(row["i"]) == reference["i"]
+        assert {name: json.loads(row[name]) for name in ("l", "s", "m")} == {
+            name: reference[name] for name in ("l", "s", "m")
+        }
+    assert [json.loads(row["s"])["d"] for row in rows] == ["2024-01-01", "2024-01-02", "2024-01-03"]
+
+
+# -- BLOBs -------------------------------------------------------------------------------------
+
+
+def test_csv_writes_blobs_as_base64_like_json(client: httpx.Client) -> None:
+    sql = "SELECT '\\xff'::BLOB AS b, 'ab'::BLOB AS c, ['\\xff'::BLOB] AS l, NULL::BLOB AS n"
+    assert csv_text(client, sql) == '"b","c","l","n"\n"/w==","YWI=","[""/w==""]",\n'
+    assert json_rows(client, sql) == [{"b": "/w==", "c": "YWI=", "l": ["/w=="], "n": None}]
+
+
+# -- BIGNUM ------------------------------------------------------------------------------------
+
+
+def test_bignum_is_written_as_its_digits(client: httpx.Client) -> None:
+    sql = (
+        "SELECT 1::BIGNUM AS a, (-256)::BIGNUM AS b, NULL::BIGNUM AS c, "
+        f"'{2**100}'::BIGNUM AS d, [0::BIGNUM] AS e"
+    )
+    assert json_rows(client, sql) == [
+        {"a": "1", "b": "-256", "c": None, "d": str(2**100), "e": ["0"]}
+    ]
+    assert csv_text(client, sql) == f'"a","b","c","d","e"\n"1","-256",,"{2**100}","[""0""]"\n'
+
+
+# -- DuckDB's infinities and dates Python cannot hold ------------------------------------------------
+
+INFINITIES = (
+    "SELECT 'infinity'::TIMESTAMP AS t, '-infinity'::TIMESTAMP AS nt, "
+    "'infinity'::TIMESTAMPTZ AS tz, '-infinity'::TIMESTAMPTZ AS ntz, "
+    "'infinity'::DATE AS d, '-infinity'::DATE AS nd, 'infinity'::TIMESTAMP_NS AS ns, "
+    "'-infinity'::TIMESTAMP_S AS s, 'infinity'::TIMESTAMP_MS AS ms"
+)
+
+
+def test_infinities_are_named_in_json(client: httpx.Client) -> None:
+    assert json_rows(client, INFINITIES) == [
+        {
+            "t": "infinity",
+            "nt": "-infinity",
+            "tz": "infinity",
+            "ntz": "-infinity",
+            "d": "infinity",
+            "nd": "-infinity",
+            "ns": "infinity",
+            "s": "-infinity",
+            "ms": "infinity",
+        }
+    ]
+
+
+def test_infinities_are_named_in_csv(client: httpx.Client) -> None:
+    header = '"t","nt","tz","ntz","d","nd","ns","s","ms"'
+    row = ",".join(f'"{v}"' for v in ["infinity", "-infinity"] * 4 + ["infinity"])
+    assert csv_text(client, INFINITIES) == f"{header}\n{row}\n"
+
+
+def test_infinities_in_unions_and_nested_values_render_as_at_top_level(
+    client: httpx.Client,
+) -> None:
+    sql = (
+        "SELECT union_value(a := 'infinity'::DATE) AS u, "
+        "union_value(a := '-infinity'::TIMESTAMPTZ) AS v, "
+        "[union_value(a := 'infinity'::TIMESTAMP)] AS l, "
+        "[TIMESTAMPTZ '2020-01-01 00:00:00+00', 'infinity'::TIMESTAMPTZ] AS tzs, "
+        "{'d': '-infinity'::DATE} AS s, map(['k'], ['infinity'::DATE]) AS m"
+    )
+    assert json_rows(client, sql) == [
+        {
+            "u": "infinity",
+            "v": "-infinity",
+            "l": ["infinity"],
+            "tzs": ["2020-01-01T00:00:00+00:00", "infinity"],
+            "s": {"d": "-infinity"},
+            "m": [["k", "infinity"]],
+        }
+    ]
+    assert csv_text(client, sql) == (
+        '"u","v","l","tzs","s","m"\n'
+        '"infinity","-infinity","[""infinity""]",'
+        '"[""2020-01-01T00:00:00+00:00"",""infinity""]",'
+        '"{""d"":""-infinity""}","[[""k"",""infinity""]]"\n'
+    )
+
+
+def test_a_column_with_an_infinity_keeps_the_format_of_its_other_values(
+    client: httpx.Client,
+) -> None:
+    sql = (
+        "SELECT if(i = 1, 'infinity'::TIMESTAMP, TIMESTAMP '2020-01-01 00:00:01') AS t, "
+        "[if(i = 1, 'infinity'::TIMESTAMP, TIMESTAMP '2020-01-01 00:00:01')] AS l "
+        "FROM range(3) r(i) ORDER BY i"
+    )
+    assert json_rows(client, sql) == [
+        {"t": "2020-01-01T00:00:01", "l": ["2020-01-01T00:00:01"]},
+        {"t": "infinity", "l": ["infinity"]},
+        {"t": "2020-01-01T00:00:01", "l": ["2020-01-01T00:00:01"]},
+    ]
+    assert [row["t"] for row in csv.DictReader(io.StringIO(csv_text(client, sql)))] == [
+        "2020-01-01 00:00:01.000000",
+        "infinity",
+        "2020-01-01 00:00:01.000000",
+    ]
+
+
+def test_times_and_dates_beyond_python_are_written_as_they_are(client: httpx.Client) -> None:
+    sql = (
+        "SELECT '294247-01-10 04:00:54.775806'::TIMESTAMP AS t, "
+        "'294247-01-10 04:00:54.775806+00'::TIMESTAMPTZ AS tz, '5877642-06-25'::DATE AS d, "
+        "'24:00:00'::TIME AS e, '12:00:00.123456789'::TIME_NS AS f, "
+        "'2020-01-01 00:00:00.123456789'::TIMESTAMP_NS AS g"
+    )
+    assert json_rows(client, sql) == [
+        {
+            "t": "294247-01-10T04:00:54.775806",
+            "tz": "294247-01-10T04:00:54.775806+00:00",
+            "d": "5877642-06-25",
+            "e": "24:00:00",
+            "f": "12:00:00.123456789",
+            "g": "2020-01-01T00:00:00.123456789",
+        }
+    ]
+    assert csv_text(client, sql) == (
+        '"t","tz","d","e","f","g"\n"294247-01-10 04:00:54.775806",'
+        '"294247-01-10 04:00:54.775806Z","5877642-06-25","24:00:00.000000",'
+        "12:00:00.123456789,2020-01-01 00:00:00.123456789\n"
+    )
+
+
+def test_large_answers_with_unions_and_infinities_render_in_every_slice(
+    client: httpx.Client,
+) -> None:
+    """Answers over a megabyte are rendered in row slices, each taken apart on its own."""
+    rows = 300_000
+    sql = (
+        "SELECT i, if(i % 2 = 0, union_value(a := 'infinity'::DATE)::UNION(a DATE, b INTEGER), "
+        "union_value(b := i::INTEGER)::UNION(a DATE, b INTEGER)) AS u, "
+        "if(i % 3 = 0, '-infinity'::TIMESTAMPTZ, TIMESTAMPTZ '2020-01-01 00:00:00+00') AS t "
+        f"FROM range({rows}) r(i) ORDER BY i"
+    )
+    body = answer(client, sql, JSON).json()
+    assert body["row_count"] == rows
+    for row in body["rows"][:: rows // 97]:
+        i = row["i"]
+        assert row["u"] == ("infinity" if i % 2 == 0 else i)
+        assert row["t"] == ("-infinity" if i % 3 == 0 else "2020-01-01T00:00:00+00:00")
+    lines = csv_text(client, sql).splitlines()
+    assert len(lines) == rows + 1
+    for i in range(0, rows, rows // 97):
+        u = "infinity" if i % 2 == 0 else str(i)
+        t = "-infinity" if i % 3 == 0 else "2020-01-01 00:00:00.000000Z"
+        assert next(csv.reader([lines[i + 1]])) == [str(i), u, t]
+
+
+# -- columns that share a name ---------------------------------------------------------------
+
+
+def test_json_keeps_every_column_that_shares_a_name(client: httpx.Client) -> None:
+    body = answer(client, "SELECT 1 AS a, 2 AS a", JSON).json()
+    assert body["columns"] == [{"name": "a", "type": "int32"}, {"name": "a_2", "type": "int32"}]
+    assert body["rows"] == [{"a": 1, "a_2": 2}]
+    body = answer(client, "SELECT 1 AS a, 2 AS a, 3 AS a_2, 4 AS a", JSON).json()
+    assert [column["name"] for column in body["columns"]] == ["a", "a_3", "a_2", "a_4"]
+    assert body["rows"] == [{"a": 1, "a_3": 2, "a_2": 3, "a_4": 4}]
+
+
+def test_json_keeps_both_sides_of_a_join(client: httpx.Client) -> None:
+    sql = "SELECT * FROM (SELECT 1 AS id, 'x' AS v) l JOIN (SELECT 1 AS id, 'y' AS v) r USING (id)"
+    plain = answer(client, sql, JSON).json()
+    sql = "SELECT * FROM (SELECT 1 AS id, 'x' AS v) l JOIN (SELECT 1 AS id, 'y' AS v) r ON true"
+    body = answer(client, sql, JSON).json()
+    assert body["rows"] == [{"id": 1, "v": "x", "id_2": 1, "v_2": "y"}]
+    assert plain["rows"] == [{"id": 1, "v": "x", "v_2": "y"}]
+    assert csv_text(client, sql) == '"id","v","id","v"\n1,"x",1,"y"\n'
