@@ -355,8 +355,15 @@ def test_offsets_are_per_stream_and_per_producer(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"producer_id": "solo"}, {"sequence": 3}, {"producer_id": "p", "sequence": -1}],
-    ids=["id_only", "sequence_only", "negative"],
+    [
+        {"producer_id": "solo"},
+        {"sequence": 3},
+        {"producer_id": "p", "sequence": -1},
+        # BIGINT's largest: the sequence after it could never be sent.
+        {"producer_id": "p", "sequence": 2**63 - 1},
+        {"producer_id": "p", "sequence": 10**30},
+    ],
+    ids=["id_only", "sequence_only", "negative", "int64_max", "past_int64"],
 )
 def test_incomplete_or_invalid_offset_is_refused(
     client: httpx.Client, params: dict[str, Any]
@@ -366,6 +373,12 @@ def test_incomplete_or_invalid_offset_is_refused(
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "invalid_options"
     assert count(client, stream) == 0
+
+
+def test_the_largest_sequence_lands_and_the_next_is_the_last_one(client: httpx.Client) -> None:
+    stream = unique_name("offsets_top")
+    ok(send_seq(client, stream, "top", 2**63 - 2, rows=1))
+    assert producer_state(client, stream, "top")["next_sequence"] == 2**63 - 1
 
 
 def test_concurrent_same_sequence_lands_once(server: ArrowportProcess) -> None:

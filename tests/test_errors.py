@@ -378,6 +378,84 @@ def test_unsupported_type_on_existing_table(client: httpx.Client) -> None:
     assert "half_col" in str(body["message"])
 
 
+@pytest.mark.parametrize("pad", [10, 2_000_000], ids=["small", "streamed"])
+def test_a_json_body_that_repeats_a_key_is_refused_whatever_its_size(
+    client: httpx.Client, pad: int
+) -> None:
+    """A repeated key would otherwise keep its last value when the body is parsed whole (a
+    small one) and be refused when it is read as it arrives (a large one)."""
+    data = base64.b64encode(ipc_bytes(pa.table({"a": [1], "pad": ["x" * pad]}))).decode()
+    config = '"config": {"target_table": "err_rep_a"}'
+    for body in (
+        f'{{{config}, "batch": {{"data": "{data}"}}, "config": {{"target_table": "err_rep_b"}}}}',
+        f'{{{config}, "batch": {{"data": "{data}", "data": "{data}"}}}}',
+    ):
+        response = client.post(
+            "/stream/err_rep", content=body, headers={"Content-Type": "application/json"}
+        )
+        message = assert_refused(client, response, 422, "invalid_options", "err_rep_a", None)
+        assert "repeats the key" in str(message["message"])
+        assert table_state(client, "err_rep_b") is None
+
+
+def duckdb_opaque(name: str, storage: pa.Array) -> pa.Array:
+    return pa.ExtensionArray.from_storage(pa.opaque(storage.type, name, "DuckDB"), storage)
+
+
+OPAQUE_COLUMNS = {
+    # A malformed BIGNUM landed, and the first query that computed with it killed the server.
+    "bignum": duckdb_opaque("bignum", pa.array([b"\x00"])),
+    "bit": duckdb_opaque("bit", pa.array([b"\xff"])),
+    "hugeint_too_short": duckdb_opaque("hugeint", pa.array([1], pa.int8())),
+    "time_tz_in_a_list": pa.ListArray.from_arrays(
+        [0, 1], duckdb_opaque("time_tz", pa.array([b"\xff" * 8]))
+    ),
+}
+
+
+@pytest.mark.parametrize("column", OPAQUE_COLUMNS.values(), ids=OPAQUE_COLUMNS.keys())
+def test_duckdb_own_encodings_are_refused(client: httpx.Client, column: pa.Array) -> None:
+    """DuckDB reads an Arrow opaque type of vendor DuckDB as its own type, bytes unchecked."""
+    table = pa.table({"id": [1], "c": column})
+    response = post_binary(client, "err_opaque", ipc_bytes(table))
+    body = assert_refused(client, response, 422, "unsupported_type", "err_opaque", None)
+    assert "opaque" in str(body["message"])
+
+
+def test_an_opaque_type_of_another_vendor_lands_as_bytes(client: httpx.Client) -> None:
+    data = pa.ExtensionArray.from_storage(
+        pa.opaque(pa.binary(), "bignum", "elsewhere"), pa.array([b"\x00"])
+    )
+    response = post_binary(client, "other_opaque", ipc_bytes(pa.table({"c": data})))
+    assert response.status_code == 200, response.text
+    assert query(client, "SELECT typeof(c) AS t FROM other_opaque").to_pylist() == [{"t": "BLOB"}]
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        pa.array([0, 86_400_000 * 2**31], pa.date64()),  # was wrapped into 5877642 BC
+        pa.array([-86_400_000 * (2**31 + 1)], pa.date64()),
+    ],
+    ids=["date64_past_the_range", "date64_before_it"],
+)
+def test_dates_beyond_duckdbs_range_are_refused(client: httpx.Client, dates: pa.Array) -> None:
+    before = seed_dates(client)
+    response = post_binary(client, "err_dates", ipc_bytes(pa.table({"d": dates})))
+    body = assert_refused(client, response, 422, "invalid_value", "err_dates", before)
+    assert "DATE range" in str(body["message"])
+
+
+def seed_dates(client: httpx.Client) -> int:
+    days = [0, 2**31 - 1, -(2**31)]  # the range's ends land
+    table = pa.table({"d": pa.array([day * 86_400_000 for day in days], pa.date64())})
+    response = post_binary(client, "err_dates", ipc_bytes(table))
+    assert response.status_code == 200, response.text
+    count = table_state(client, "err_dates")
+    assert count is not None
+    return count
+
+
 @pytest.mark.parametrize("names", [["Value", "value"], ["dup", "dup"]])
 def test_duplicate_column_names(client: httpx.Client, names: list[str]) -> None:
     table = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=names)

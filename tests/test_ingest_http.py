@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pyarrow as pa
@@ -508,3 +508,43 @@ def test_body_chunks_are_handed_on_without_copies() -> None:
     pending += b"tail"
     assert len(pending) == 300_004
     assert bytes(pending) == first + b"tail"
+
+
+def empty_dictionary(value_type: pa.DataType, rows: int) -> pa.Array:
+    """An all-null categorical column: its dictionary is empty."""
+    return pa.DictionaryArray.from_arrays(pa.nulls(rows, pa.int32()), pa.array([], value_type))
+
+
+# Each column, and whether its values are null (or hold the nulls within them).
+EMPTY_DICTIONARIES: dict[str, tuple[Callable[[int], pa.Array], bool]] = {
+    "int64": (lambda rows: empty_dictionary(pa.int64(), rows), True),
+    "float64": (lambda rows: empty_dictionary(pa.float64(), rows), True),
+    "timestamp": (lambda rows: empty_dictionary(pa.timestamp("us"), rows), True),
+    "date_in_a_struct": (
+        lambda rows: pa.StructArray.from_arrays([empty_dictionary(pa.date32(), rows)], names=["d"]),
+        False,
+    ),
+    "int64_in_a_list": (
+        lambda rows: pa.ListArray.from_arrays(
+            pa.array(range(rows + 1), pa.int32()), empty_dictionary(pa.int64(), rows)
+        ),
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("rows", [3, 400_000], ids=["small", "streamed"])
+@pytest.mark.parametrize("case", EMPTY_DICTIONARIES.values(), ids=EMPTY_DICTIONARIES.keys())
+def test_an_all_null_categorical_column_lands(
+    client: httpx.Client, case: tuple[Callable[[int], pa.Array], bool], rows: int
+) -> None:
+    """Read from IPC, an empty dictionary of fixed-width values has no values buffer, which
+    DuckDB read (and the server died of it)."""
+    column, null = case
+    table = pa.table({"id": pa.array(range(rows), pa.int64()), "c": column(rows)})
+    name = f"empty_dict_{rows}"
+    response = post_binary(client, name, ipc_bytes(table), params={"mode": "replace"})
+    assert response.status_code == 200, response.text
+    assert response.json()["rows_processed"] == rows
+    counted = query(client, f"SELECT count(*) AS n, count(c) AS c FROM {name}").to_pylist()
+    assert counted == [{"n": rows, "c": 0 if null else rows}]

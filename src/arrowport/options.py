@@ -44,6 +44,8 @@ RESERVED_SCHEMAS = frozenset(
 DEFAULT_SCHEMA = "main"
 _STREAM_RE = re.compile(STREAM_NAME_PATTERN)
 MAX_KEY_LENGTH = 256
+# Sequences are stored as BIGINT, and the one after the last must be one too.
+MAX_SEQUENCE = 2**63 - 2
 
 
 def is_table_name(name: str) -> bool:
@@ -137,8 +139,10 @@ class IngestRequest:
             raise InvalidOptions(
                 "producer_id and sequence go together: send both or neither", field="sequence"
             )
-        if self.sequence is not None and self.sequence < 0:
-            raise InvalidOptions("sequence must be a non-negative integer", field="sequence")
+        if self.sequence is not None and not 0 <= self.sequence <= MAX_SEQUENCE:
+            raise InvalidOptions(
+                f"sequence must be an integer from 0 to {MAX_SEQUENCE}", field="sequence"
+            )
 
     @property
     def delivery(self) -> bool:

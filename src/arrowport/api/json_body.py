@@ -33,7 +33,7 @@ from arrowport.ingest.admission import Reservation
 from arrowport.ingest.bodies import Base64Body, Body, BytesBody
 from arrowport.ingest.payload import sniff_codec
 from arrowport.ingest.pipe import read_body, receive
-from arrowport.ingest.seed_json import DATA_KEY, SeedJsonReader, off_the_loop, parse_json
+from arrowport.ingest.seed_json import DATA_KEY, SeedJsonReader, loads, off_the_loop, parse_json
 from arrowport.ingest.service import IngestService
 from arrowport.options import IngestReply, IngestRequest
 
@@ -162,7 +162,7 @@ def _load_document(body: bytes | bytearray) -> tuple[Any, memoryview | None]:
     quote or backslash, so when ``"data": "`` appears once and its value is plain base64 up to
     the next quote, the value is cut out (left as a view of the body), the rest is parsed as
     usual, and the result is checked to be the batch's data. Anything unusual falls back to a
-    full parse, so the outcome is always that of ``json.loads``.
+    full parse, so the outcome is always that of a full parse.
     """
     if len(body) >= _SPLICE_BYTES:
         match = DATA_KEY.search(body)
@@ -177,7 +177,7 @@ def _load_document(body: bytes | bytearray) -> tuple[Any, memoryview | None]:
             and body.find(b"\\", match.end(), end) < 0
         ):
             try:
-                document = json.loads(body[: match.end()] + body[end:])
+                document = loads(body[: match.end()] + body[end:])
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 document = None
             batch = document.get("batch") if isinstance(document, dict) else None

@@ -27,6 +27,7 @@ from arrowport.errors import (
     SchemaMismatch,
     UnsupportedMediaType,
 )
+from arrowport.ingest.empty_dictionaries import has_dictionary, with_allocated_dictionaries
 from arrowport.ingest.ipc_messages import Message, PayloadBudget, PayloadLimits
 from arrowport.ingest.ipc_stream import (
     CheckedStream,
@@ -116,6 +117,7 @@ class BatchStream:
         self._batches = batches
         self._chunk_size = chunk_size
         self._max_rows = max_rows
+        self._dictionaries = any(has_dictionary(field.type) for field in schema)
         self.rows = 0
         self.batches = 0
         self.error: ArrowportError | None = None
@@ -131,6 +133,8 @@ class BatchStream:
                 self.batches += 1
                 # First: nothing may read a batch (not even its size) before it is validated.
                 _validate(batch, self.batches)
+                if self._dictionaries:
+                    batch = with_allocated_dictionaries(batch)
                 self.rows += batch.num_rows
                 if self._max_rows is not None and self.rows > self._max_rows:
                     raise PayloadTooLarge(

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pybase64
 
-from arrowport.errors import InvalidBase64, InvalidJSON, PayloadTooLarge
+from arrowport.errors import InvalidBase64, InvalidJSON, InvalidOptions, PayloadTooLarge
 from arrowport.ingest.payload import Codec, sniff_codec
 
 # The key of the (large) base64 payload, as a JSON token: not preceded by a backslash, so it
@@ -55,10 +55,26 @@ async def off_the_loop(parse: Callable[[bytes | bytearray], T], text: bytes | by
 _SCHEMA_BYTES = 1024**2
 
 
+def loads(text: bytes | bytearray) -> Any:
+    """``json.loads``, but 422 ``invalid_options`` for an object that repeats a key (which
+    ``json.loads`` would silently give its last value, whatever came first)."""
+    return json.loads(text, object_pairs_hook=_once_each)
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise InvalidOptions(f"the JSON body repeats the key {key!r}; send each key once")
+        seen.add(key)
+    return dict(pairs)
+
+
 def parse_json(body: bytes | bytearray) -> Any:
-    """A JSON document; 400 ``invalid_json`` for anything else (too deeply nested included)."""
+    """A JSON document; 400 ``invalid_json`` for anything else (too deeply nested included), 422
+    for a repeated key."""
     try:
-        return json.loads(body)
+        return loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -181,7 +197,7 @@ def _document_before_data(prefix: bytes | bytearray) -> dict[str, Any] | None:
     """The document ``prefix`` starts, if ``prefix`` ends where ``batch.data``'s value starts,
     inside the document's ``batch`` object, after its ``config``."""
     try:
-        document = json.loads(prefix + b'"}}')
+        document = loads(prefix + b'"}}')
     except (ValueError, RecursionError):
         return None
     if not isinstance(document, dict) or "config" not in document:

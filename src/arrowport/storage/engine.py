@@ -356,7 +356,9 @@ class Engine:
             merged = write_table(catalog, first.table, data, first.policy)
             for i in members:
                 job = jobs[i]
-                rows = job.data.num_rows if isinstance(job.data, pa.Table) else merged.rows
+                # Merged appends each wrote all their rows; a write on its own, what DuckDB
+                # wrote (an upsert keeping the last of a key's rows writes fewer than it sent).
+                rows = job.data.num_rows if len(members) > 1 else merged.rows
                 outcome = WriteOutcome(
                     merged.table, rows, merged.created, actions=tuple(merged.actions)
                 )

@@ -8,7 +8,8 @@ Where that mapping would fail or silently change data, Arrowport refuses instead
 
 - by type, before DuckDB sees it (:func:`unsupported_reason`): float16, decimal256, decimals with a
   negative scale or a scale above the precision, unions, structs with no fields, an empty or
-  duplicate (case-insensitive) field name, fixed-size lists of size 0 or above DuckDB's 100,000;
+  duplicate (case-insensitive) field name, fixed-size lists of size 0 or above DuckDB's 100,000,
+  and DuckDB's own unchecked encodings (Arrow opaque types of vendor ``DuckDB``);
 - by value, batch by batch: see :mod:`arrowport.storage.values`.
 """
 
@@ -41,8 +42,9 @@ class Column:
 
 
 def _describe(cursor: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[tuple[str, str]]:
-    empty = schema.empty_table()
-    relation = cursor.from_arrow(empty)
+    # A reader of no batches, not an empty table: pyarrow cannot make an empty array of some
+    # types DuckDB reads (a struct of dictionaries of dates).
+    relation = cursor.from_arrow(pa.RecordBatchReader.from_batches(schema, []))
     return list(zip(relation.columns, [str(t) for t in relation.types], strict=True))
 
 
@@ -95,6 +97,42 @@ def unsupported_reason(dtype: pa.DataType) -> str | None:
     return None
 
 
+# DuckDB reads an Arrow opaque type from this vendor as one of its own types (HUGEINT, BIGNUM,
+# BIT, TIME WITH TIME ZONE...), taking its bytes as they are: one too short is read past its end,
+# and a malformed BIGNUM kills the process when a query computes with it.
+_DUCKDB_VENDOR = "DuckDB"
+
+
+def _unsupported_field(field: pa.Field) -> str | None:
+    """:func:`unsupported_reason` of the field's type, or why DuckDB would take its values
+    (or those of a field nested in it) in its own unchecked encoding."""
+    return unsupported_reason(field.type) or _vendor_encoded(field)
+
+
+def _vendor_encoded(field: pa.Field) -> str | None:
+    dtype = field.type
+    metadata = field.metadata or {}
+    if (
+        isinstance(dtype, pa.OpaqueType) and dtype.vendor_name == _DUCKDB_VENDOR
+    ) or (  # an opaque type pyarrow did not read as one, which DuckDB may all the same
+        metadata.get(b"ARROW:extension:name") == b"arrow.opaque"
+        and _DUCKDB_VENDOR.lower().encode()
+        in metadata.get(b"ARROW:extension:metadata", b"").lower()
+    ):
+        name = dtype.type_name if isinstance(dtype, pa.OpaqueType) else "a type"
+        return (
+            f"DuckDB's own encoding of {name} (an Arrow opaque type) is not accepted, as its "
+            "bytes cannot be checked; send the values as a standard Arrow type"
+        )
+    while isinstance(dtype, pa.BaseExtensionType | pa.DictionaryType):
+        dtype = dtype.storage_type if isinstance(dtype, pa.BaseExtensionType) else dtype.value_type
+    for i in range(dtype.num_fields):
+        reason = _vendor_encoded(dtype.field(i))
+        if reason is not None:
+            return reason
+    return None
+
+
 # Type mapping runs on a private in-memory database: it needs no catalog, cannot disturb a
 # caller's transaction, and its answers are cached per schema (a producer sends the same schema
 # over and over; describing it costs a DuckDB round trip every time).
@@ -131,7 +169,7 @@ def _map_schema(schema: pa.Schema) -> list[Column]:
                 column=field.name,
             )
         seen[folded] = field.name
-    refused = [(f, reason) for f in schema if (reason := unsupported_reason(f.type)) is not None]
+    refused = [(f, reason) for f in schema if (reason := _unsupported_field(f)) is not None]
     if refused:
         raise UnsupportedType(
             "DuckDB cannot store the Arrow type of "

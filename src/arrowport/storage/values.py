@@ -4,7 +4,9 @@ DuckDB keeps microseconds in ``TIMESTAMP WITH TIME ZONE`` and ``INTERVAL``, so a
 timestamp with a time zone, a nanosecond duration or an interval with a sub-microsecond part is
 refused rather than truncated, and so is a duration too long to read back as Arrow's
 ``month_day_nano_interval`` (about 292 years) or a timestamp with a time zone outside DuckDB's
-range. Only columns of those types (or nesting them) are looked at.
+range. So is a ``date64`` whose day does not fit in 32 bits: DuckDB keeps a DATE's days in 32
+bits and would wrap it into another date. Only columns of those types (or nesting them) are
+looked at.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from arrowport.storage.schema import child_types
 _INT64_MAX = 2**63 - 1
 _NANOS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _MICROS_PER = {"s": 1_000_000, "ms": 1_000}
+# DuckDB's DATE: days since 1970 in 32 bits (a date32 is read as it is).
+_DATE64_MS = (-(2**31) * 86_400_000, (2**31 - 1) * 86_400_000)
 
 
 def _checked(dtype: pa.DataType) -> bool:
     """True when values of ``dtype`` (or nested in it) need :func:`check_values`."""
     if pa.types.is_timestamp(dtype):
         return dtype.tz is not None
-    if pa.types.is_duration(dtype) or pa.types.is_interval(dtype):
+    if pa.types.is_duration(dtype) or pa.types.is_interval(dtype) or pa.types.is_date64(dtype):
         return True
     return any(_checked(child) for child in child_types(dtype))
 
@@ -74,6 +78,13 @@ def _value_problem(array: pa.Array) -> str | None:
             )
         if dtype.unit in _MICROS_PER and _beyond(ints, _INT64_MAX // _MICROS_PER[dtype.unit]):
             return "has a timestamp outside DuckDB's TIMESTAMP WITH TIME ZONE range"
+        return None
+    if pa.types.is_date64(dtype):
+        bounds = pc.min_max(array.cast(pa.int64())).as_py()
+        if bounds["min"] is not None and (
+            bounds["min"] < _DATE64_MS[0] or bounds["max"] > _DATE64_MS[1]
+        ):
+            return "has a date outside DuckDB's DATE range (about 5,877,642 BC to 5,881,580 AD)"
         return None
     if pa.types.is_duration(dtype):
         ints = array.cast(pa.int64())
