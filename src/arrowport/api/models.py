@@ -74,7 +74,11 @@ class ErrorResponse(BaseModel):
 class QueryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sql: str = Field(description="One read-only SELECT statement; `?` or `$1` placeholders.")
-    params: list[Any] | None = Field(None, description="Values for the placeholders.")
+    params: list[Any] | None = Field(
+        None,
+        description="Values for the placeholders: at most 32 levels of nested lists and objects, "
+        "100,000 values in all (422 `invalid_value` otherwise).",
+    )
 
 
 class ResultColumn(BaseModel):

@@ -21,6 +21,7 @@ from arrowport.ingest.pipe import read_body
 from arrowport.ingest.seed_json import parse_json
 from arrowport.reads import result_write_options
 from arrowport.storage.query import QueryStop
+from arrowport.storage.query_inputs import check_parameters, check_sql
 
 router = APIRouter()
 
@@ -125,13 +126,21 @@ async def _query_request(request: Request) -> QueryRequest:
     body = await read_body(request.stream(), ingest.pace(), limit, hint)
     if media_type == "text/plain":
         try:
-            return QueryRequest(sql=body.decode("utf-8"))
+            parsed = QueryRequest(sql=body.decode("utf-8"))
         except UnicodeDecodeError:
             raise InvalidOptions("the SQL text is not UTF-8") from None
-    try:
-        return QueryRequest.model_validate(parse_json(body))
-    except ValidationError as exc:
-        raise invalid_options(exc) from None
+    else:
+        try:
+            parsed = QueryRequest.model_validate(parse_json(body))
+        except ValidationError as exc:
+            raise invalid_options(exc) from None
+    # JSON's escapes can carry what DuckDB cannot take (a lone surrogate, values nested a
+    # thousand deep): refused here, before the query waits for a turn.
+    check_sql(parsed.sql)
+    if parsed.params:
+        # A megabyte of values takes a while to walk: not on the event loop.
+        await run_in_threadpool(check_parameters, parsed.params)
+    return parsed
 
 
 def _accepted(request: Request) -> str:

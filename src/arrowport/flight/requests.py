@@ -20,6 +20,7 @@ from typing import Any
 from arrowport.errors import InvalidJSON, InvalidName, InvalidOptions
 from arrowport.flight.protocol import flight_pb2
 from arrowport.options import IngestRequest, checked_json
+from arrowport.storage.query_inputs import check_parameters, check_sql
 
 PATH = flight_pb2.FlightDescriptor.PATH
 CMD = flight_pb2.FlightDescriptor.CMD
@@ -54,6 +55,8 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
         document = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJSON(f"{what} is not acceptable JSON: it nests too deeply") from None
     if not isinstance(document, dict):
         raise InvalidOptions(f"{what} must be a JSON object, not {type(document).__name__}")
     return document
@@ -115,6 +118,10 @@ def read_request(raw: bytes, what: str = "the ticket") -> ReadRequest:
         if params:
             raise InvalidOptions(f"{what}: params go with sql, not with table", field="params")
         return ReadRequest(table=table)
+    assert sql is not None
+    # JSON's escapes can carry what DuckDB cannot take (a lone surrogate, deep nesting).
+    check_sql(sql)
+    check_parameters(params)
     return ReadRequest(sql=sql, params=params)
 
 

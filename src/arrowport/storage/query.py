@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from arrowport.errors import ArrowportError, QueryError, QueryTimeout, ReadOnly, UnknownTable
+from arrowport.errors import (
+    ArrowportError,
+    QueryError,
+    QueryTimeout,
+    ReadOnly,
+    UnknownTable,
+    UnsupportedType,
+)
 from arrowport.storage.catalog import table_columns
 from arrowport.storage.identifiers import (
     DEFAULT_SCHEMA,
@@ -37,6 +44,9 @@ if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
 
 BATCH_ROWS = 122_880
+
+# pyarrow's words when a result's type nests deeper than its C data interface takes.
+_TOO_DEEP = "Recursion level in ArrowSchema"
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,11 @@ def _failed(exc: BaseException, db: Database) -> ArrowportError:
     if isinstance(exc, UnicodeDecodeError):
         # DuckDB's message itself was not UTF-8 (it quoted raw file bytes): not worth a 500.
         return QueryError("query failed (DuckDB's error message could not be decoded)")
+    if isinstance(exc, pa.ArrowException) and _TOO_DEEP in str(exc):
+        return UnsupportedType(
+            "the answer's type is nested deeper than Arrow can carry (at most 62 levels of "
+            "lists, structs and maps in a column): nest the query's values less deeply"
+        )
     return db.query_failure(exc) or QueryError(f"query failed: {db.scrub(str(exc))}")
 
 
@@ -308,7 +323,7 @@ def run_query(
             raise ReadOnly(f"the query tried to write: {db.scrub(str(exc))}") from None
         if isinstance(exc, duckdb.PermissionException):
             raise _outside(exc, db) from None
-        if isinstance(exc, duckdb.Error | UnicodeDecodeError):
+        if isinstance(exc, duckdb.Error | UnicodeDecodeError | pa.ArrowException):
             raise _failed(exc, db) from None
         raise
     result = QueryResult(cursor, reader, deadline, db)
@@ -383,7 +398,7 @@ def query_schema(db: Database, sql: str, params: Parameters = None) -> pa.Schema
                 return None
         except duckdb.PermissionException as exc:
             raise _outside(exc, db) from None
-        except (duckdb.Error, UnicodeDecodeError) as exc:
+        except (duckdb.Error, UnicodeDecodeError, pa.ArrowException) as exc:
             raise _failed(exc, db) from None
 
 

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from arrowport.errors import InvalidOptions
+from arrowport.errors import InvalidOptions, InvalidValue
 from arrowport.flight.sql.handles import Registry
+from arrowport.flight.sql.parameters import python_value
+from arrowport.storage import query_inputs
 from arrowport.storage.metadata import QueryShape
 from arrowport.storage.query import Parameters
 
@@ -28,32 +30,44 @@ STATEMENT_IDLE_SECONDS = 600.0
 # The SQL text and bound parameters of every open statement together.
 STATEMENT_BYTES = 128 * 1024**2
 # Values in one statement's parameters, nested ones included (a list of 20M nulls is 336 bytes of
-# Arrow but 160 MB of Python objects), and what each is counted as once bound.
-MAX_PARAMETER_VALUES = 100_000
+# Arrow but 160 MB of Python objects): the bound every protocol's parameters are held to. What
+# each is counted as once bound.
+MAX_PARAMETER_VALUES = query_inputs.MAX_PARAMETER_VALUES
 BYTES_PER_VALUE = 64
 
 
 def value_count(array: pa.Array) -> int:
-    """Values in ``array``, counting every element of nested lists, maps and structs."""
+    """Values in ``array``, counting every element of nested lists, maps and structs (and the
+    values behind a dictionary, a run-end encoding, a union or an extension type)."""
     kind = array.type
-    if pa.types.is_struct(kind):
+    if isinstance(kind, pa.BaseExtensionType):
+        return value_count(array.storage)
+    if pa.types.is_struct(kind) or pa.types.is_union(kind):
         return len(array) + sum(value_count(array.field(i)) for i in range(kind.num_fields))
+    if pa.types.is_map(kind):
+        # Its entries, each a key and an item (list_flatten has no kernel for maps).
+        return len(array) + value_count(array.keys) + value_count(array.items)
     if (
         pa.types.is_list(kind)
         or pa.types.is_large_list(kind)
         or pa.types.is_fixed_size_list(kind)
-        or pa.types.is_map(kind)
+        or pa.types.is_list_view(kind)
+        or pa.types.is_large_list_view(kind)
     ):
         return len(array) + value_count(array.flatten())
+    if pa.types.is_dictionary(kind):
+        return len(array) + value_count(array.dictionary)
+    if pa.types.is_run_end_encoded(kind):
+        return len(array) + value_count(array.values)
     return len(array)
 
 
 def parameters_size(sql: str, values: pa.Table) -> int:
-    """What a statement with ``values`` bound holds in memory, as the registry counts it; a 422
-    for more values than a statement may bind."""
+    """What a statement with ``values`` bound holds in memory, as the registry counts it; 422
+    ``invalid_value`` for more values than a statement may bind."""
     count = sum(value_count(chunk) for column in values.columns for chunk in column.chunks)
     if count > MAX_PARAMETER_VALUES:
-        raise InvalidOptions(
+        raise InvalidValue(
             f"the parameters hold {count:,} values (nested ones included); at most "
             f"{MAX_PARAMETER_VALUES:,} can be bound"
         )
@@ -80,7 +94,10 @@ class PreparedStatement:
             raise InvalidOptions(
                 f"a query runs with one row of parameters; {values.num_rows} rows were bound"
             )
-        row = [column[0].as_py() for column in values.columns]
+        row = [
+            python_value(column[0], f"parameter {name}")
+            for name, column in zip(_labels(values, self.shape), values.columns, strict=True)
+        ]
         if any(not name.isdigit() for name in self.shape.parameters):
             # DuckDB's parameter names are case-insensitive, as its other names are.
             names = [name.lower() for name in values.column_names]
@@ -94,13 +111,23 @@ class PreparedStatement:
                     + (", ".join(values.column_names) or "nothing")
                     + " (each once)"
                 )
-            self.params = {wanted[key]: value for key, value in given.items()}
-            return
-        if len(row) != len(self.shape.parameters):
-            raise InvalidOptions(
-                f"the query takes {len(self.shape.parameters)} parameters; {len(row)} were bound"
-            )
-        self.params = row
+            params: Parameters = {wanted[key]: value for key, value in given.items()}
+        else:
+            if len(row) != len(self.shape.parameters):
+                raise InvalidOptions(
+                    f"the query takes {len(self.shape.parameters)} parameters; "
+                    f"{len(row)} were bound"
+                )
+            params = row
+        query_inputs.check_parameters(params)
+        self.params = params
+
+
+def _labels(values: pa.Table, shape: QueryShape) -> list[str]:
+    """What errors call each bound column: ``$name`` for named parameters, else its position."""
+    if any(not name.isdigit() for name in shape.parameters):
+        return ["$" + name for name in values.column_names]
+    return [str(i) for i in range(1, values.num_columns + 1)]
 
 
 def statements() -> Registry[PreparedStatement]:
