@@ -447,7 +447,7 @@ def test_dates_beyond_duckdbs_range_are_refused(client: httpx.Client, dates: pa.
 
 
 def seed_dates(client: httpx.Client) -> int:
-    days = [0, 2**31 - 1, -(2**31)]  # the range's ends land
+    days = [0, 19_000]
     table = pa.table({"d": pa.array([day * 86_400_000 for day in days], pa.date64())})
     response = post_binary(client, "err_dates", ipc_bytes(table))
     assert response.status_code == 200, response.text
