@@ -13,15 +13,12 @@ from __future__ import annotations
 import pyarrow as pa
 
 from arrowport.errors import InvalidIPC
+from arrowport.storage.schema import child_types
 
 
 def has_dictionary(dtype: pa.DataType) -> bool:
     """Whether ``dtype`` is, or nests, a dictionary type (only then is a batch looked at)."""
-    if isinstance(dtype, pa.DictionaryType):
-        return True
-    if isinstance(dtype, pa.BaseExtensionType):
-        return has_dictionary(dtype.storage_type)
-    return any(has_dictionary(dtype.field(i).type) for i in range(dtype.num_fields))
+    return isinstance(dtype, pa.DictionaryType) or any(map(has_dictionary, child_types(dtype)))
 
 
 def with_allocated_dictionaries(batch: pa.RecordBatch) -> pa.RecordBatch:
