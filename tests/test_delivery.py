@@ -414,6 +414,36 @@ def test_key_and_offset_together(client: httpx.Client) -> None:
     assert count(client, stream) == 5
 
 
+def test_a_used_key_with_a_new_sequence_is_a_conflict(client: httpx.Client) -> None:
+    # Answering it as a duplicate would leave sequence 1 unrecorded, and sequence 2 a gap.
+    stream = unique_name("key_new_seq")
+    payload = ipc_bytes(batch(5))
+    first = {"producer_id": "kp", "sequence": 0}
+    assert ok(post_binary(client, stream, payload, key="kk", params=first))["duplicate"] is False
+    again = post_binary(client, stream, payload, key="kk", params={**first, "sequence": 1})
+    assert again.status_code == 409, again.text
+    assert again.json()["code"] == "idempotency_conflict"
+    assert "sequence 1" in again.json()["message"]
+    assert producer_state(client, stream, "kp")["next_sequence"] == 1
+    later = ipc_bytes(batch(5, 5))
+    assert ok(post_binary(client, stream, later, key="k2", params={**first, "sequence": 1}))
+    assert count(client, stream) == 10
+
+
+def test_a_key_used_without_offsets_refuses_a_new_producer(client: httpx.Client) -> None:
+    stream = unique_name("key_then_producer")
+    payload = ipc_bytes(batch(5))
+    assert ok(post_binary(client, stream, payload, key="plain"))["duplicate"] is False
+    # Still a plain retry without offsets.
+    assert ok(post_binary(client, stream, payload, key="plain"))["duplicate"] is True
+    offset = {"producer_id": "late", "sequence": 7}
+    refused = post_binary(client, stream, payload, key="plain", params=offset)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["code"] == "idempotency_conflict"
+    assert producer_state(client, stream, "late")["last_sequence"] is None
+    assert count(client, stream) == 5
+
+
 # -- restarts ------------------------------------------------------------------------------------
 
 

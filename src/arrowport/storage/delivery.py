@@ -4,7 +4,8 @@ Two mechanisms, both optional per request:
 
 * **Idempotency keys** — ``(stream, key)`` is recorded with a fingerprint of the payload and the
   result. A retry with the same key and payload gets the original result back (``duplicate``) and
-  writes nothing; the same key with another payload is a 409 ``idempotency_conflict``.
+  writes nothing; the same key with another payload is a 409 ``idempotency_conflict``, and so is
+  a used key on a request whose producer sequence is new (the key and the offset disagree).
 * **Producer offsets** — ``(stream, producer_id)`` records the last committed ``sequence``. A sequence
   at or below it is a duplicate; anything but the next one is a 409 ``sequence_gap``.
 
@@ -107,6 +108,7 @@ class DeliveryLedger:
                 owner, index = pending
                 assert owner.fingerprint is not None
                 duplicate = self._compare(delivery, owner.fingerprint(), {})
+                self._refuse_new_offset(delivery)
                 return Duplicate(duplicate.result, owner=index)
             row = self._cur.execute(
                 f"SELECT fingerprint, result FROM {_IDEMPOTENCY} WHERE stream = ? AND key = ? "
@@ -114,8 +116,24 @@ class DeliveryLedger:
                 list(key),
             ).fetchone()
             if row is not None:
-                return self._compare(delivery, row[0], json.loads(row[1]))
+                duplicate = self._compare(delivery, row[0], json.loads(row[1]))
+                self._refuse_new_offset(delivery)
+                return duplicate
         return None
+
+    @staticmethod
+    def _refuse_new_offset(delivery: Delivery) -> None:
+        """A used key on a request whose sequence is new: the request that used the key did not
+        carry this sequence (its commit would have made the sequence a duplicate), so answering
+        it as a duplicate would leave the sequence unrecorded and the producer's next one a gap.
+        """
+        if delivery.producer_id is not None and delivery.sequence is not None:
+            raise IdempotencyConflict(
+                f"idempotency key {delivery.idempotency_key!r} was already used on this stream, "
+                f"but not with producer {delivery.producer_id!r} sequence {delivery.sequence}, "
+                "which is not committed yet: the key and the sequence disagree",
+                idempotency_key=delivery.idempotency_key,
+            )
 
     @staticmethod
     def _compare(delivery: Delivery, stored: str, result: dict[str, Any]) -> Duplicate:
