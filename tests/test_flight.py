@@ -408,6 +408,33 @@ def test_bad_put_descriptors_are_invalid_arguments(
     assert flight_server.healthy()
 
 
+def test_a_put_that_ends_before_any_frame_is_told_it_carried_nothing(
+    flight_server: ArrowportProcess,
+) -> None:
+    """A put whose stream ends without a single frame (what the ADBC driver sends for an ingest
+    of zero record batches) is refused as carrying nothing, not as a first frame without its
+    descriptor; a first frame that lacks the descriptor is still refused as such."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{flight_server.flight_port}")
+    try:
+        do_put = open_put(channel)
+        nothing = send(do_put, [])
+        frames = put_frames(ipc_bytes(sample(2)), b"never_named")
+        frames[0] = dataclasses.replace(frames[0], descriptor=None)
+        unnamed = send(do_put, [frame.encode() for frame in frames])
+    finally:
+        channel.close()
+    assert nothing.code == grpc.StatusCode.INVALID_ARGUMENT, nothing.describe()
+    assert nothing.details.startswith(
+        "invalid_options: the put carried no data and no descriptor"
+    ), nothing.details
+    assert "adbc_ingest of zero rows" in nothing.details
+    assert unnamed.code == grpc.StatusCode.INVALID_ARGUMENT, unnamed.describe()
+    assert unnamed.details == (
+        "invalid_options: a put's first frame must carry its flight descriptor"
+    ), unnamed.details
+    assert flight_server.healthy()
+
+
 @pytest.mark.parametrize(
     ("raw", "code"),
     [

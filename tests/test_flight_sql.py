@@ -8,6 +8,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,11 @@ def adbc_error(call: Callable[[], object]) -> tuple[AdbcStatusCode, str]:
 
 
 def ingest(
-    connection: dbapi.Connection, table: str, data: pa.Table, mode: str, **options: str
+    connection: dbapi.Connection,
+    table: str,
+    data: pa.Table | pa.RecordBatch,
+    mode: str,
+    **options: str,
 ) -> int:
     with connection.cursor() as cur:
         headers = {HEADER + name: value for name, value in options.items()}
@@ -267,6 +272,88 @@ def test_the_options_map_carries_delivery_options_and_the_reply_is_a_raw_update_
         assert flight_error(lambda: put_ingest(client, cmd, rows(1)))[0] == "INVALID_ARGUMENT"
     assert count(http, "sq_map") == 11
     assert http.get("/streams/sq_map/producers/m").json()["last_sequence"] == 3
+
+
+ZERO = pa.schema([("id", pa.int64()), ("name", pa.string())])
+NOTHING_SENT = "invalid_options: the put carried no data and no descriptor"
+
+
+def tables(http: httpx.Client) -> set[str]:
+    return {t["name"] for t in http.get("/tables").json()}
+
+
+def landed(http: httpx.Client, table: str) -> pa.Table:
+    return query(http, f"SELECT * FROM {table}")
+
+
+@pytest.mark.parametrize("mode", ["create", "append", "replace", "create_append"])
+def test_an_adbc_ingest_of_a_zero_row_table_is_told_that_nothing_arrived(
+    conn: dbapi.Connection, http: httpx.Client, mode: str
+) -> None:
+    """For a table (or reader) of no record batches the driver opens a put and ends it without
+    a frame: no descriptor, no schema. No table or mode can be known, so nothing is created or
+    changed, and the error says why (not that a first frame lacked its descriptor)."""
+    existing = f"sq_zero_kept_{mode}"
+    ingest(conn, existing, rows(3), "create")
+    for table in (f"sq_zero_table_{mode}", existing):
+        for data in (ZERO.empty_table(), pa.table({"id": pa.array([], pa.int64())})):
+            status, message = adbc_error(partial(ingest, conn, table, data, mode))
+            assert status == AdbcStatusCode.INVALID_ARGUMENT
+            assert NOTHING_SENT in message
+            assert "first frame must carry" not in message
+    assert f"sq_zero_table_{mode}" not in tables(http)
+    assert count(http, existing) == 3
+    assert landed(http, existing).schema == rows(1).schema
+
+
+def test_an_adbc_ingest_of_a_zero_row_record_batch_works_in_every_mode(
+    conn: dbapi.Connection, http: httpx.Client
+) -> None:
+    """A record batch of no rows is sent with its descriptor and schema: each mode does what it
+    does with rows, with none."""
+    empty = pa.RecordBatch.from_pylist([], schema=ZERO)
+    assert ingest(conn, "sq_zero_create", empty, "create") == 0
+    assert ingest(conn, "sq_zero_create_append", empty, "create_append") == 0
+    assert ingest(conn, "sq_zero_replace", empty, "replace") == 0
+    for table in ("sq_zero_create", "sq_zero_create_append", "sq_zero_replace"):
+        assert landed(http, table).schema == ZERO
+        assert count(http, table) == 0
+    status, message = adbc_error(lambda: ingest(conn, "sq_zero_create", empty, "create"))
+    assert status == AdbcStatusCode.ALREADY_EXISTS
+    assert "table_exists: table 'sq_zero_create' already exists" in message
+    status, message = adbc_error(lambda: ingest(conn, "sq_zero_missing", empty, "append"))
+    assert status == AdbcStatusCode.NOT_FOUND
+    assert "unknown_table: table 'sq_zero_missing' does not exist" in message
+    assert "sq_zero_missing" not in tables(http)
+
+    ingest(conn, "sq_zero_rows", rows(4), "create")
+    no_rows = pa.RecordBatch.from_pylist([], schema=rows(1).schema)
+    assert ingest(conn, "sq_zero_rows", no_rows, "append") == 0
+    assert ingest(conn, "sq_zero_rows", no_rows, "create_append") == 0
+    assert count(http, "sq_zero_rows") == 4
+    assert ingest(conn, "sq_zero_rows", empty, "replace") == 0  # another schema, no rows
+    assert landed(http, "sq_zero_rows").schema == ZERO
+    assert count(http, "sq_zero_rows") == 0
+
+
+def test_a_flight_sql_ingest_put_of_a_schema_and_no_batches_creates_an_empty_table(
+    server: ArrowportProcess, http: httpx.Client
+) -> None:
+    """pyarrow's Flight client sends the descriptor with the schema even when no batch
+    follows: a zero-row ingest with it creates the table."""
+    options = sql.CommandStatementIngest.TableDefinitionOptions
+    definition = options(
+        if_not_exist=options.TABLE_NOT_EXIST_OPTION_CREATE,
+        if_exists=options.TABLE_EXISTS_OPTION_FAIL,
+    )
+    cmd = sql.CommandStatementIngest(table_definition_options=definition, table=b"sq_zero_put")
+    with flight.connect(server.flight_url) as client:
+        assert put_ingest(client, cmd, ZERO.empty_table()).record_count == 0
+        code, message = flight_error(lambda: put_ingest(client, cmd, ZERO.empty_table()))
+    assert code == "ALREADY_EXISTS"
+    assert message.startswith("table_exists: ")
+    assert landed(http, "sq_zero_put").schema == ZERO
+    assert count(http, "sq_zero_put") == 0
 
 
 # -- queries -----------------------------------------------------------------------------------------

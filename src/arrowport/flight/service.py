@@ -76,6 +76,18 @@ _ACTIONS = {
     **ACTIONS,
 }
 
+# A put whose stream ends before its first frame names no table, schema or command: nothing
+# can be written, created or answered for it. This is what the ADBC Flight SQL driver sends for
+# ``adbc_ingest`` of a stream of no record batches (a zero-row table), in every mode: it
+# attaches the descriptor to the schema message, which its writer sends only with the first
+# batch.
+NO_FRAMES = (
+    "the put carried no data and no descriptor (its stream ended before a first frame), so "
+    "there is no table or command to act on; an ADBC adbc_ingest of zero rows sends exactly "
+    "this: to create a table with no rows or append none, ingest a zero-row RecordBatch "
+    "(pyarrow.RecordBatch.from_pylist([], schema=...)), which carries its descriptor and schema"
+)
+
 P = TypeVar("P", bound=ProtoMessage)
 
 
@@ -194,7 +206,9 @@ class FlightService:
                 started = time.perf_counter()
                 principal = self._caller(context, call)
                 first = await watched.frame()
-                if first is None or first.descriptor is None:
+                if first is None:
+                    raise InvalidOptions(NO_FRAMES)
+                if first.descriptor is None:
                     raise InvalidOptions("a put's first frame must carry its flight descriptor")
                 client = client_of(principal)
                 gone = watched.gone
