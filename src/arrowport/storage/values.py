@@ -5,8 +5,9 @@ timestamp with a time zone, a nanosecond duration or an interval with a sub-micr
 refused rather than truncated, and so is a duration too long to read back as Arrow's
 ``month_day_nano_interval`` (about 292 years) or a timestamp with a time zone outside DuckDB's
 range. So is a ``date64`` whose day does not fit in 32 bits: DuckDB keeps a DATE's days in 32
-bits and would wrap it into another date. Only columns of those types (or nesting them) are
-looked at.
+bits and would wrap it into another date, and an ``arrow.json`` value that is not JSON, which
+DuckDB would take unparsed (:mod:`arrowport.storage.json_values`). Only columns of those types
+(or nesting them) are looked at.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from arrowport.errors import InvalidValue
+from arrowport.storage.json_values import check_json, holds_json
 from arrowport.storage.schema import child_types
 
 _INT64_MAX = 2**63 - 1
@@ -37,7 +39,7 @@ def _checked(dtype: pa.DataType) -> bool:
 
 def needs_value_check(schema: pa.Schema) -> bool:
     """True when some column's values must pass :func:`check_values` before DuckDB scans them."""
-    return any(_checked(field.type) for field in schema)
+    return any(_checked(field.type) or holds_json(field.type) for field in schema)
 
 
 def _sub_micro(ints: pa.Array) -> bool:
@@ -131,12 +133,15 @@ def _value_problem(array: pa.Array) -> str | None:
     return None
 
 
-def check_values(batch: pa.RecordBatch) -> None:
-    """422 ``invalid_value`` naming the first column whose values DuckDB would change silently."""
+def check_values(batch: pa.RecordBatch, first_row: int = 0) -> None:
+    """422 ``invalid_value`` naming the first column whose values DuckDB would change silently
+    (or take unparsed as JSON); ``first_row`` is the row of the request the batch starts at."""
     for field, column in zip(batch.schema, batch.columns, strict=True):
         problem = _value_problem(column)
         if problem is not None:
             raise InvalidValue(f"column {field.name!r} {problem}", column=field.name)
+        if holds_json(field.type):
+            check_json(field.name, column, first_row)
 
 
 class ValueGuard:
@@ -161,18 +166,22 @@ class ValueGuard:
             return
         if isinstance(data, pa.Table):
             # In memory already: check it all now, and keep a table (it may be scanned twice).
+            first_row = 0
             for batch in data.to_batches():
-                check_values(batch)
+                check_values(batch, first_row)
+                first_row += batch.num_rows
         else:
             self.reader = pa.RecordBatchReader.from_batches(data.schema, self._checked(data))
 
     def _checked(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        first_row = 0
         for batch in batches:
             try:
-                check_values(batch)
+                check_values(batch, first_row)
             except InvalidValue as exc:
                 self.error = exc
                 raise
+            first_row += batch.num_rows
             yield batch
 
     def raise_error(self) -> None:
