@@ -32,7 +32,8 @@ from arrowport.reads import ReadService
 from arrowport.storage.catalog import TableCatalog, query_columns
 from arrowport.storage.database import Database, LocksBusy, WriteJob, translate_error
 from arrowport.storage.delivery import Delivery
-from arrowport.storage.query import QueryStop, _Deadline, query_schema, run_query, table_schema
+from arrowport.storage.query import query_schema, run_query, table_schema
+from arrowport.storage.query_stop import QueryDeadline, QueryStop
 from arrowport.storage.table_writer import (
     POSITION_COLUMN,
     STATEMENT_BYTES,
@@ -553,7 +554,7 @@ def test_a_query_timeout_that_lands_between_a_querys_statements_still_stops_it(
     db: Database,
 ) -> None:
     cursor = db.connect()
-    deadline = _Deadline(cursor, 0.05)
+    deadline = QueryDeadline(cursor, 0.05)
     time.sleep(0.3)  # the time runs out while nothing runs on the cursor
     try:
         assert _stopped_within(cursor, 10)

@@ -27,7 +27,8 @@ import structlog
 from arrowport.config import CompressionSettings, Settings
 from arrowport.errors import Overloaded, ResultTooLarge
 from arrowport.storage.interface import Storage
-from arrowport.storage.query import Parameters, QueryResult, QueryStop, TableInfo
+from arrowport.storage.query import Parameters, QueryResult, TableInfo
+from arrowport.storage.query_stop import QueryStop
 
 log = structlog.get_logger(__name__)
 

@@ -20,8 +20,8 @@ from arrowport.errors import InvalidOptions, ShuttingDown, StorageError, Unsuppo
 from arrowport.ingest.pipe import read_body
 from arrowport.ingest.seed_json import parse_json
 from arrowport.reads import result_write_options
-from arrowport.storage.query import QueryStop
 from arrowport.storage.query_inputs import check_parameters, check_sql
+from arrowport.storage.query_stop import QueryStop
 
 router = APIRouter()
 

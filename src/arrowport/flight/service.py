@@ -66,7 +66,8 @@ from arrowport.ingest.streams import IngestOptions
 from arrowport.options import IngestReply
 from arrowport.reads import limited, result_write_options
 from arrowport.services import Services
-from arrowport.storage.query import QueryResult, QueryStop
+from arrowport.storage.query import QueryResult
+from arrowport.storage.query_stop import QueryStop
 
 log = structlog.get_logger("arrowport.flight")
 
@@ -137,7 +138,9 @@ class FlightService:
 
         def unary_stream(method: Streaming) -> grpc.RpcMethodHandler[bytes, bytes]:
             return grpc.unary_stream_rpc_method_handler(
-                streamed(method, self._threads), request_deserializer=same, response_serializer=same
+                streamed(method, self._threads, self._settings.limits.body_timeout_seconds),
+                request_deserializer=same,
+                response_serializer=same,
             )
 
         def stream_stream(method: Callable[..., Any]) -> grpc.RpcMethodHandler[bytes, bytes]:

@@ -8,6 +8,15 @@ one made while the last is sent, and when the call ends, however it ends, the ge
 on a thread once its current step is over. :class:`ThreadContext` is what the handler sees of its
 call.
 
+A client that stops taking the answer holds what its step holds (a query's turn among
+``limits.max_concurrent_queries``, its open result) while gRPC waits to send the next message.
+So a message waits for its client at most until the query's time is up
+(``limits.query_timeout_seconds``, which the answer's sending counts against as its rendering
+does), and never longer than ``limits.body_timeout_seconds``: then what the step held is given
+back, and the call ends DEADLINE_EXCEEDED. (gRPC sends that status only after the message held
+up, once the client reads again or goes away: until then the call is still one of
+``flight.max_concurrent_calls``.)
+
 A step may block (a query waiting for its turn) and outlive its call, so ``threads`` must have
 room for every such step beside one step of every live call; see ``FlightService``.
 """
@@ -15,16 +24,16 @@ room for every such step beside one step of every live call; see ``FlightService
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor, Future
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 import structlog
 
-from arrowport.errors import ShuttingDown
+from arrowport.errors import RequestTimeout, ShuttingDown
 from arrowport.flight.errors import status_message
-from arrowport.storage.query import QueryStop
+from arrowport.storage.query_stop import QueryStop
 
 log = structlog.get_logger("arrowport.flight")
 
@@ -61,14 +70,13 @@ class Aborted(Exception):
 
 
 def streamed(
-    handler: Streaming, threads: Executor
-) -> Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], AsyncIterator[bytes]]:
+    handler: Streaming, threads: Executor, stall_seconds: float
+) -> Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], Coroutine[Any, Any, None]]:
     """``handler`` (one request, a stream of answers) as an asyncio handler whose every step
-    runs on ``threads``."""
+    runs on ``threads``, and whose every answer waits for its client at most until the query
+    the handler runs is out of time, or ``stall_seconds``."""
 
-    async def serve(
-        request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
-    ) -> AsyncIterator[bytes]:
+    async def serve(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
         on_thread = ThreadContext(context)
         answers = handler(request, on_thread)
         step: Future[object] | None = None
@@ -84,15 +92,50 @@ def streamed(
                     return
                 assert isinstance(answer, bytes)
                 step = _next_step(threads, answers)  # made while this one is sent
-                yield answer
-        except ShuttingDown as exc:
+                await _sent(context, answer, on_thread.stop, stall_seconds)
+        except (ShuttingDown, RequestTimeout) as exc:
+            if step is not None:  # first: the status waits behind a message the client holds up
+                _give_back(on_thread, step, threads, answers)
+                step = None
             await context.abort(grpc.StatusCode[exc.grpc_code.upper()], status_message(exc))
         finally:
-            if step is not None:  # ended early: close the generator once its step is over
-                on_thread.stop()  # which stops the query it runs, if any
-                step.add_done_callback(lambda _: _close_on(threads, answers))
+            if step is not None:
+                _give_back(on_thread, step, threads, answers)
 
     return serve
+
+
+async def _sent(
+    context: grpc.aio.ServicerContext[bytes, bytes],
+    answer: bytes,
+    stop: QueryStop,
+    stall_seconds: float,
+) -> None:
+    """Send ``answer`` once its client takes it, within the time its query has left and
+    ``stall_seconds``."""
+    left = stop.time_left()
+    wait = stall_seconds if left is None else max(0.0, min(left, stall_seconds))
+    try:
+        await asyncio.wait_for(context.write(answer), wait)
+    except TimeoutError:
+        if left is not None and left <= stall_seconds:
+            raise stop.overdue() from None
+        raise RequestTimeout(
+            f"the client took no message of the answer for {stall_seconds:g} seconds; the "
+            "call was ended (limits.body_timeout_seconds)"
+        ) from None
+
+
+def _give_back(
+    on_thread: ThreadContext,
+    step: Future[object],
+    threads: Executor,
+    answers: Generator[bytes, None, None],
+) -> None:
+    """The call ends early: stop the query its step runs, if any, and close the generator once
+    that step is over."""
+    on_thread.stop()
+    step.add_done_callback(lambda _: _close_on(threads, answers))
 
 
 def _next_step(threads: Executor, answers: Generator[bytes, None, None]) -> Future[object]:

@@ -26,7 +26,6 @@ from arrowport.storage.identifiers import check_table_name
 from arrowport.storage.query import (
     Parameters,
     QueryResult,
-    QueryStop,
     TableInfo,
     describe_table,
     list_tables,
@@ -35,6 +34,7 @@ from arrowport.storage.query import (
     run_query,
     table_schema,
 )
+from arrowport.storage.query_stop import QueryStop
 from arrowport.storage.schema import Column
 from arrowport.storage.sql_guard import ReadGuard
 from arrowport.storage.table_writer import reshapes, write_table

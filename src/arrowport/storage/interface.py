@@ -13,7 +13,8 @@ from typing import Protocol
 import pyarrow as pa
 
 from arrowport.errors import ArrowportError
-from arrowport.storage.query import Parameters, QueryResult, QueryStop, TableInfo
+from arrowport.storage.query import Parameters, QueryResult, TableInfo
+from arrowport.storage.query_stop import QueryStop
 from arrowport.storage.writes import WriteJob, WriteOutcome
 
 

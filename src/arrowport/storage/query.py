@@ -10,7 +10,6 @@ transaction on its own cursor, on a database sealed from the file system unless
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,6 @@ import pyarrow as pa
 from arrowport.errors import (
     ArrowportError,
     QueryError,
-    QueryTimeout,
     ReadOnly,
     UnknownTable,
     UnsupportedType,
@@ -35,6 +33,7 @@ from arrowport.storage.identifiers import (
     split_table,
     table_name,
 )
+from arrowport.storage.query_stop import QueryDeadline, QueryStop
 from arrowport.storage.schema import Column
 
 # Bound values: positional (``?``, ``$1``) as a sequence, named (``$name``) as a mapping.
@@ -136,7 +135,7 @@ class QueryResult:
         self,
         cursor: duckdb.DuckDBPyConnection,
         reader: pa.RecordBatchReader,
-        deadline: _Deadline,
+        deadline: QueryDeadline,
         db: Database,
     ) -> None:
         self._db = db
@@ -191,111 +190,11 @@ class QueryResult:
                 callback()
 
 
-class _Deadline:
-    """Interrupts a query's cursor when its time is up (``limits.query_timeout_seconds``)."""
-
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, seconds: float | None) -> None:
-        self._seconds = seconds
-        self._interrupter = None if seconds is None else _Interrupter(cursor, after=seconds)
-
-    @property
-    def expired(self) -> bool:
-        return self._interrupter is not None and self._interrupter.fired
-
-    def check(self) -> None:
-        """Raise 408 if the query's time ran out."""
-        if self.expired:
-            raise QueryTimeout(
-                f"the query ran longer than {self._seconds:g} seconds and was stopped "
-                "(limits.query_timeout_seconds)"
-            )
-
-    def cancel(self) -> None:
-        if self._interrupter is not None:
-            self._interrupter.stop()
-
-
 def _bound(params: Parameters) -> list[Any] | dict[str, Any] | None:
     """``params`` as DuckDB's ``execute`` takes them (nothing bound: None)."""
     if not params:
         return None
     return dict(params) if isinstance(params, Mapping) else list(params)
-
-
-class QueryStop:
-    """Stops a query from another thread (its client went away): at once if it has not started
-    yet, by interrupting DuckDB if it runs."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._cursor: duckdb.DuckDBPyConnection | None = None
-        self._interrupter: _Interrupter | None = None
-        self.requested = False
-
-    def watch(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        with self._lock:
-            self._cursor = cursor
-            if self.requested and self._interrupter is None:
-                self._interrupter = _Interrupter(cursor)
-
-    def forget(self) -> None:
-        with self._lock:
-            self._cursor = None
-            if self._interrupter is not None:
-                self._interrupter.stop()
-                self._interrupter = None
-
-    def __call__(self) -> None:
-        with self._lock:
-            self.requested = True
-            if self._cursor is not None and self._interrupter is None:
-                self._interrupter = _Interrupter(self._cursor)
-
-
-# DuckDB interrupts only a statement that runs: an interrupt that lands between two of a query's
-# statements (while the read guard checks it, say) is lost, and the query would then run on. So a
-# query to be stopped is interrupted again at this interval until it has ended.
-INTERRUPT_EVERY_SECONDS = 0.2
-
-
-class _Interrupter:
-    """Interrupts ``cursor`` ``after`` seconds (at once: 0), and again every
-    :data:`INTERRUPT_EVERY_SECONDS` until :meth:`stop` (the query has ended) or until the cursor
-    is closed. ``fired``: it has interrupted at least once."""
-
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, after: float = 0.0) -> None:
-        self._cursor = cursor
-        self._lock = threading.Lock()
-        self._stopped = False
-        self._timer: threading.Timer | None = None
-        self.fired = False
-        if after > 0:
-            with self._lock:
-                self._schedule(after)
-        else:
-            self._fire()
-
-    def _schedule(self, seconds: float) -> None:
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            self.fired = True
-            try:
-                self._cursor.interrupt()
-            except duckdb.Error:  # closed: its query is over
-                return
-            self._schedule(INTERRUPT_EVERY_SECONDS)
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-            if self._timer is not None:
-                self._timer.cancel()
 
 
 def run_query(
@@ -304,9 +203,9 @@ def run_query(
     """Start a read-only query; the caller iterates (or closes) the result. ``stop`` can end
     it from another thread."""
     cursor = db.connect()
-    deadline = _Deadline(cursor, db.query_timeout)
+    deadline = QueryDeadline(cursor, db.query_timeout)
     if stop is not None:
-        stop.watch(cursor)
+        stop.watch(cursor, deadline)
     try:
         with db.catalog_turn():  # the transaction's first read of the catalog
             cursor.execute("BEGIN TRANSACTION READ ONLY")

@@ -35,11 +35,11 @@ from arrowport.storage.query import (
     BATCH_ROWS,
     Parameters,
     _check,
-    _Deadline,
     _failed,
     _outside,
     close_cursor,
 )
+from arrowport.storage.query_stop import QueryDeadline
 
 if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
@@ -81,7 +81,7 @@ class Snapshot:
                     f"the transaction was aborted ({self.aborted}): roll it back (or commit) "
                     "to start a new one"
                 )
-            deadline = _Deadline(self._cursor, self._db.query_timeout)
+            deadline = QueryDeadline(self._cursor, self._db.query_timeout)
             try:
                 try:
                     with self._db.catalog_turn():  # may be the transaction's first read of it
@@ -95,14 +95,14 @@ class Snapshot:
                 deadline.cancel()
 
     def _batches(
-        self, reader: pa.RecordBatchReader, deadline: _Deadline
+        self, reader: pa.RecordBatchReader, deadline: QueryDeadline
     ) -> Iterator[pa.RecordBatch]:
         try:
             yield from reader
         except (duckdb.Error, pa.ArrowException, OSError) as exc:
             raise self._failure(exc, deadline) from None
 
-    def _failure(self, exc: BaseException, deadline: _Deadline) -> BaseException:
+    def _failure(self, exc: BaseException, deadline: QueryDeadline) -> BaseException:
         """The client's error for ``exc``; notes whether it left the transaction aborted."""
         deadline.cancel()  # the query is over: nothing may interrupt the probe below
         if isinstance(exc, UnicodeDecodeError):
