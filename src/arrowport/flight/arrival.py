@@ -118,6 +118,10 @@ class Arrival:
         """Stop watching (the call is over)."""
         self._watch.close()
 
+    def stalled(self) -> RequestTimeout:
+        """The error of a stream whose messages stopped coming, or carry nothing."""
+        return self._stalled()
+
     def _stalled(self) -> RequestTimeout:
         return RequestTimeout(
             f"no data of {self._what} arrived for {self._stall_seconds:g} seconds; "

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from arrowport.errors import TruncatedStream
+from arrowport.errors import PayloadTooLarge, TruncatedStream
 from arrowport.flight.arrival import Arrival
 from arrowport.flight.frames import Frame, frame_messages, parse_frame
 from arrowport.flight.put_buffer import PutBuffer
@@ -208,6 +208,9 @@ class PutLanding:
 # instead, the grace was hidden behind the insert, but then a cancellation later than both let
 # a put cut off mid-stream commit what had come.)
 CANCEL_GRACE_SECONDS = 0.003
+# The most ``app_metadata`` one frame of a put may carry: the server never reads it, and a frame
+# that carries nothing else is dropped, so more is only memory held for nothing.
+MAX_APP_METADATA_BYTES = 1024**2
 
 
 class PutCall:
@@ -216,6 +219,8 @@ class PutCall:
 
     def __init__(self, requests: AsyncIterator[bytes], stall_seconds: float) -> None:
         self._arrival = Arrival(requests, stall_seconds, "the upload", "nothing was written")
+        self._stall_seconds = stall_seconds
+        self._first = True
         # Set when gRPC cancels the handler (the client cancelled or went away); gRPC's own
         # ``context.cancelled()`` does not say so on its asyncio server.
         self.cancelled = False
@@ -224,13 +229,28 @@ class PutCall:
         self.writes = True
 
     async def frame(self) -> Frame | None:
-        """The upload's next frame as it arrives; None once it has ended."""
-        raw = await self._arrival.next()
-        if raw is None:
-            if self.writes:
-                await asyncio.sleep(CANCEL_GRACE_SECONDS)  # see CANCEL_GRACE_SECONDS
-            return None
-        return parse_frame(raw)
+        """The upload's next frame that carries something, as it arrives; None once it has
+        ended. Frames after the first that carry only ``app_metadata`` (or nothing) are dropped
+        here, and do not count as the upload arriving: a stream of them stalls it as silence
+        would."""
+        since = asyncio.get_running_loop().time()
+        while True:
+            raw = await self._arrival.next()
+            if raw is None:
+                if self.writes:
+                    await asyncio.sleep(CANCEL_GRACE_SECONDS)  # see CANCEL_GRACE_SECONDS
+                return None
+            frame = parse_frame(raw)
+            if len(frame.app_metadata) > MAX_APP_METADATA_BYTES:
+                raise PayloadTooLarge(
+                    f"a frame carries {len(frame.app_metadata)} bytes of app_metadata, over "
+                    f"the {MAX_APP_METADATA_BYTES} this server takes (it does not read them)"
+                )
+            first, self._first = self._first, False
+            if first or frame.header or frame.body or frame.descriptor is not None:
+                return frame
+            if asyncio.get_running_loop().time() - since >= self._stall_seconds:
+                raise self._arrival.stalled()
 
     def close(self) -> None:
         """The call is over: stop watching it for stalls."""
