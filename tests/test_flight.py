@@ -456,6 +456,141 @@ def test_bad_tickets_are_invalid_arguments(
     assert flight_server.healthy()
 
 
+# Requests whose error message would echo far more than a gRPC status can carry: a C++ client
+# (pyarrow's) refuses trailers over 16 KiB, and then sees RESOURCE_EXHAUSTED "received metadata
+# size exceeds hard limit" instead of the status.
+LONG_ECHOES: list[tuple[str, Callable[[flight.FlightClient], object], str]] = [
+    ("put_path", lambda fc: put(fc, path("a" * 100_000), sample(1)), "invalid_name"),
+    (
+        "put_command_key",
+        lambda fc: put(fc, command(stream_name="s", **{"k" * 20_000: 1}), sample(1)),
+        "invalid_options",
+    ),
+    ("ticket", lambda fc: fc.do_get(flight.Ticket(b"a" * 20_000)).read_all(), "invalid_name"),
+    (
+        "multibyte_ticket",
+        lambda fc: fc.do_get(ticket("\u20ac" * 20_000)).read_all(),
+        "invalid_name",
+    ),
+    ("info_path", lambda fc: fc.get_flight_info(path("b" * 20_000)), "invalid_name"),
+    ("schema_path", lambda fc: fc.get_schema(path("b" * 20_000)), "invalid_name"),
+    ("action", lambda fc: list(fc.do_action(flight.Action("n" * 20_000, b""))), "invalid_options"),
+    ("ticket_key", lambda fc: fc.do_get(ticket({"k" * 20_000: 1})).read_all(), "invalid_options"),
+    (
+        "query_echoed_by_duckdb",
+        lambda fc: fc.do_get(ticket({"sql": "select " + "x" * 30_000})).read_all(),
+        "query_error",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "code"), [pytest.param(call, code, id=name) for name, call, code in LONG_ECHOES]
+)
+def test_a_long_error_message_is_cut_and_keeps_its_status_and_code(
+    fc: flight.FlightClient,
+    flight_server: ArrowportProcess,
+    call: Callable[[flight.FlightClient], object],
+    code: str,
+) -> None:
+    message = expect_error(lambda: call(fc), code, "invalid_argument")
+    assert len(message.encode()) <= 4096, len(message.encode())  # MAX_STATUS_BYTES
+    assert flight_server.healthy()
+
+
+def test_json_that_starts_with_a_newline_is_json_not_flight_sql(
+    fc: flight.FlightClient, http: httpx.Client
+) -> None:
+    """Arrowport's own JSON requests may start with any white space, a newline (0x0a, the first
+    byte of a Flight SQL ``Any``) included."""
+    reply = put(fc, flight.FlightDescriptor.for_command(b'\n{"stream_name": "nl_put"}'), sample(3))
+    assert reply["table"] == "nl_put"
+    assert count(http, "nl_put") == 3
+    read = fc.do_get(flight.Ticket(b'\n\r\n {"table": "nl_put"}')).read_all()
+    assert read.num_rows == 3
+    descriptor = flight.FlightDescriptor.for_command(b'\n{"sql": "SELECT 7 AS n"}')
+    info = fc.get_flight_info(descriptor)
+    assert fc.do_get(info.endpoints[0].ticket).read_all().to_pylist() == [{"n": 7}]
+    assert fc.get_schema(descriptor).schema.names == ["n"]
+    # A Flight SQL command that is no valid Any is still refused as such.
+    message = expect_error(
+        lambda: fc.do_get(flight.Ticket(b"\n\xff")).read_all(),
+        "invalid_options",
+        "invalid_argument",
+    )
+    assert "google.protobuf.Any" in message
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (b'{"table": "dup_read", "table": "nosuch"}', "table"),
+        (b'{"sql": "SELECT 1 AS n", "sql": "SELECT 2 AS n"}', "sql"),
+        (b'{"sql": "SELECT ?::JSON AS j", "params": [{"a": 1, "a": 2}]}', "a"),
+    ],
+)
+def test_a_ticket_or_descriptor_that_repeats_a_json_key_is_refused(
+    fc: flight.FlightClient, flight_server: ArrowportProcess, raw: bytes, key: str
+) -> None:
+    put(fc, path("dup_read"), sample(1))
+    calls = [
+        lambda: fc.do_get(flight.Ticket(raw)).read_all(),
+        lambda: fc.get_flight_info(flight.FlightDescriptor.for_command(raw)),
+        lambda: fc.get_schema(flight.FlightDescriptor.for_command(raw)),
+    ]
+    for call in calls:
+        message = expect_error(call, "invalid_options", "invalid_argument")
+        assert f"repeats the key {key!r}" in message, message
+    assert flight_server.healthy()
+
+
+def test_a_put_command_that_repeats_a_json_key_writes_nothing(
+    fc: flight.FlightClient, http: httpx.Client, flight_server: ArrowportProcess
+) -> None:
+    commands = [
+        b'{"stream_name": "dup_put_a", "stream_name": "dup_put_b"}',
+        b'{"stream_name": "dup_put_a", "mode": "append", "mode": "replace"}',
+        b'{"stream_name": "dup_put_a", "key_columns": ["id"], "x": {"y": 1, "y": 2}}',
+    ]
+    for raw in commands:
+        descriptor = flight.FlightDescriptor.for_command(raw)
+        message = expect_error(
+            lambda d=descriptor: put(fc, d, sample(2)),  # type: ignore[misc]
+            "invalid_options",
+            "invalid_argument",
+        )
+        assert "the put command repeats the key" in message, message
+    names = {table["name"] for table in http.get("/tables").json()}
+    assert not {"dup_put_a", "dup_put_b"} & names
+    assert flight_server.healthy()
+
+
+def test_a_ticket_or_descriptor_over_the_query_limit_is_refused(
+    fc: flight.FlightClient, flight_server: ArrowportProcess
+) -> None:
+    """Held to ``limits.max_query_body_bytes`` (1 MiB), as a ``POST /query`` body is."""
+    raw = json.dumps({"sql": "SELECT 1 AS n --" + "x" * 2_000_000}).encode()
+    descriptor = flight.FlightDescriptor.for_command(raw)
+    calls = [
+        lambda: fc.do_get(flight.Ticket(raw)).read_all(),
+        lambda: fc.get_flight_info(descriptor),
+        lambda: fc.get_schema(descriptor),
+        lambda: fc.do_get(flight.Ticket(b"t" * 1_100_000)).read_all(),
+    ]
+    for call in calls:
+        message = expect_error(call, "payload_too_large", "resource_exhausted")
+        assert "than 1048576 bytes (limits.max_query_body_bytes)" in message, message
+    # Just under the limit it runs, and so does the ticket its GetFlightInfo answers with,
+    # though JSON written again with ASCII escapes would take six bytes for each character.
+    sql_text = "SELECT length('" + "\u00e9" * 500_000 + "') AS n"
+    raw = json.dumps({"sql": sql_text}, ensure_ascii=False).encode()
+    assert 1_000_000 < len(raw) <= 1_048_576
+    assert fc.do_get(flight.Ticket(raw)).read_all().to_pylist() == [{"n": 500_000}]
+    info = fc.get_flight_info(flight.FlightDescriptor.for_command(raw))
+    assert fc.do_get(info.endpoints[0].ticket).read_all().to_pylist() == [{"n": 500_000}]
+    assert flight_server.healthy()
+
+
 def test_flight_errors_are_counted_in_metrics(fc: flight.FlightClient, http: httpx.Client) -> None:
     def flight_errors(code: str) -> float:
         text = http.get("/metrics").text

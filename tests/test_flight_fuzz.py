@@ -236,7 +236,8 @@ def send(do_put: PutCall, encoded: list[bytes], cancel_after: float | None = Non
 
 def local_rows(encoded: list[bytes]) -> int | None:
     """Rows pyarrow itself reads, fully validated, from the IPC messages of ``encoded`` (the
-    frames without a header skipped, as a Flight server does), or None if they are no stream."""
+    frames with neither header nor body skipped, as a Flight server does), or None if they are
+    no stream (a frame with a body but no header included)."""
     parts: list[bytes] = []
     for raw in encoded:
         try:
@@ -244,6 +245,8 @@ def local_rows(encoded: list[bytes]) -> int | None:
         except DecodeError:
             return None
         if not data.data_header:
+            if data.data_body:
+                return None
             continue
         header = data.data_header + b"\x00" * (-len(data.data_header) % 8)
         parts += [b"\xff\xff\xff\xff", struct.pack("<i", len(header)), header, data.data_body]
@@ -1007,6 +1010,18 @@ def _truncated_body(frames: list[Frame]) -> None:
     frames[1] = dataclasses.replace(frames[1], body=frames[1].body[:-9])
 
 
+def _body_without_header(frames: list[Frame]) -> None:
+    frames.insert(2, Frame(body=frames[1].body))
+
+
+def _last_batch_header_dropped(frames: list[Frame]) -> None:
+    frames[-1] = dataclasses.replace(frames[-1], header=b"")
+
+
+def _app_metadata_and_body(frames: list[Frame]) -> None:
+    frames.append(Frame(app_metadata=b"with a body", body=b"\x00" * 8))
+
+
 FIXED: list[tuple[str, str, Callable[[list[Frame]], None], str | None]] = [
     ("app_metadata_after_each_dictionary", "dictionaries", _after_each_dictionary, None),
     ("app_metadata_only_first_frame", "dictionaries", _first_frame_app_metadata_only, None),
@@ -1027,6 +1042,9 @@ FIXED: list[tuple[str, str, Callable[[list[Frame]], None], str | None]] = [
     ("second_schema", "plain", _second_schema, "invalid_ipc"),
     ("dictionary_missing", "dictionaries", _dictionary_missing, "invalid_ipc"),
     ("truncated_body", "zstd", _truncated_body, "invalid_ipc"),
+    ("body_without_header", "plain", _body_without_header, "invalid_ipc"),
+    ("last_batch_header_dropped", "plain", _last_batch_header_dropped, "invalid_ipc"),
+    ("app_metadata_with_a_body", "plain", _app_metadata_and_body, "invalid_ipc"),
 ]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import adbc_driver_flightsql.dbapi as dbapi
+import duckdb
 import httpx
 import numpy as np
 import polars as pl
@@ -24,6 +25,7 @@ from adbc_driver_manager import AdbcStatusCode
 
 from arrowport.auth import hash_secret, new_token
 from arrowport.errors import (
+    InvalidOptions,
     Overloaded,
     QueryError,
     TransactionAborted,
@@ -623,6 +625,128 @@ def test_malformed_commands_are_invalid_arguments(
     assert got == code, message
 
 
+BAD_PATTERNS = {
+    "lone_escape": sql.CommandGetTables(table_name_filter_pattern=b"\\"),
+    "trailing_escape": sql.CommandGetTables(table_name_filter_pattern=b"sq_like\\"),
+    # An escaped \, then a lone one.
+    "escape_after_backslash": sql.CommandGetTables(db_schema_filter_pattern=b"m\\\\\\"),
+    "too_long": sql.CommandGetTables(table_name_filter_pattern=b"%" * 1025),
+    "schema_pattern": sql.CommandGetDbSchemas(db_schema_filter_pattern=b"%\\"),
+}
+
+
+@pytest.mark.parametrize("cmd", BAD_PATTERNS.values(), ids=BAD_PATTERNS.keys())
+def test_a_like_pattern_that_escapes_nothing_is_an_invalid_argument(
+    server: ArrowportProcess, cmd: sql.CommandGetTables | sql.CommandGetDbSchemas
+) -> None:
+    """Refused by GetFlightInfo and GetSchema already, and by a DoGet of the command itself
+    (DuckDB's LIKE failed such a pattern: INTERNAL)."""
+    descriptor = flight.FlightDescriptor.for_command(pack(cmd))
+    with flight.connect(server.flight_url) as client:
+        calls = [
+            lambda: client.get_flight_info(descriptor),
+            lambda: client.get_schema(descriptor),
+            lambda: client.do_get(flight.Ticket(pack(cmd))).read_all(),
+        ]
+        for call in calls:
+            code, message = flight_error(call)
+            assert code == "INVALID_ARGUMENT", message
+            assert message.startswith("invalid_options: "), message
+            assert "_filter_pattern " in message, message
+    assert server.healthy()
+
+
+def test_adbc_get_objects_with_a_pattern_that_escapes_nothing_is_an_invalid_argument(
+    conn: dbapi.Connection, server: ArrowportProcess
+) -> None:
+    ingest(conn, "sq_like_one", rows(1), "create")
+    ingest(conn, "sq_likexone", rows(1), "create")
+    calls = [
+        lambda: conn.adbc_get_objects(table_name_filter="sq_like\\").read_all(),
+        lambda: conn.adbc_get_objects(db_schema_filter="%\\").read_all(),
+    ]
+    for call in calls:
+        status, message = adbc_error(call)
+        assert status == AdbcStatusCode.INVALID_ARGUMENT, message
+        assert "invalid_options: " in message, message
+    # An escaped _ is the character itself.
+    objects = conn.adbc_get_objects(table_name_filter="sq\\_like\\_%").read_all().to_pylist()
+    schemas = objects[0]["catalog_db_schemas"]
+    names = [t["table_name"] for s in schemas for t in s["db_schema_tables"]]
+    assert names == ["sq_like_one"]
+    assert server.healthy()
+
+
+def test_a_pattern_that_would_make_like_backtrack_is_answered_at_once(
+    conn: dbapi.Connection, server: ArrowportProcess
+) -> None:
+    """DuckDB's LIKE backtracks: this pattern against this name ran for minutes (and held a
+    thread that no timeout stops)."""
+    name = "sq_" + "a" * 60
+    ingest(conn, name, rows(1), "create")
+    cmd = sql.CommandGetTables(table_name_filter_pattern=b"%a" * 12 + b"%x")
+    options = flight.FlightCallOptions(timeout=20)
+    with flight.connect(server.flight_url) as client:
+        started = time.monotonic()
+        found = client.do_get(flight.Ticket(pack(cmd)), options).read_all()
+        assert found.num_rows == 0
+        cmd = sql.CommandGetTables(table_name_filter_pattern=b"%a" * 12 + b"%")
+        found = client.do_get(flight.Ticket(pack(cmd)), options).read_all()
+        assert name in found.column("table_name").to_pylist()
+        assert time.monotonic() - started < 10
+    assert server.healthy()
+
+
+def test_a_parameter_batch_over_the_query_limit_names_that_limit(server: ArrowportProcess) -> None:
+    request = sql.ActionCreatePreparedStatementRequest(query=b"SELECT length(?) AS n")
+    with flight.connect(server.flight_url) as client:
+        action = flight.Action("CreatePreparedStatement", pack(request))
+        [answer] = list(client.do_action(action))
+        _, body = unpack(answer.body.to_pybytes(), "the answer")
+        created = sql.ActionCreatePreparedStatementResult.FromString(body)
+        cmd = sql.CommandPreparedStatementQuery(
+            prepared_statement_handle=created.prepared_statement_handle
+        )
+
+        def bind(table: pa.Table) -> None:
+            descriptor = flight.FlightDescriptor.for_command(pack(cmd))
+            writer, reader = client.do_put(descriptor, table.schema)
+            writer.write_table(table)
+            writer.done_writing()
+            reader.read()
+            writer.close()
+
+        code, message = flight_error(lambda: bind(pa.table({"p": ["x" * 1_100_000]})))
+        assert code == "RESOURCE_EXHAUSTED", message
+        assert message.startswith(
+            "payload_too_large: the bound parameters decode to more than 1048576 bytes "
+            "(limits.max_query_body_bytes)"
+        ), message
+        bind(pa.table({"p": ["x" * 1000]}))  # the statement still takes sane ones
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(pack(cmd)))
+        assert client.do_get(info.endpoints[0].ticket).read_all().to_pylist() == [{"n": 1000}]
+    assert server.healthy()
+
+
+def test_a_long_error_message_keeps_its_status_and_code(
+    server: ArrowportProcess, conn: dbapi.Connection
+) -> None:
+    """DuckDB quotes the query back: a pyarrow client refuses a status over 16 KiB."""
+    query_text = "SELECT " + "x" * 30_000
+    descriptor = flight.FlightDescriptor.for_command(
+        pack(sql.CommandStatementQuery(query=query_text.encode()))
+    )
+    with flight.connect(server.flight_url) as client:
+        code, message = flight_error(lambda: client.get_flight_info(descriptor))
+    assert code == "INVALID_ARGUMENT", message
+    assert message.startswith("query_error: "), message
+    assert len(message.encode()) <= 4096
+    status, message = adbc_error(lambda: fetch(conn, query_text))
+    assert status == AdbcStatusCode.INVALID_ARGUMENT, message
+    assert "query_error: " in message
+    assert server.healthy()
+
+
 def test_unknown_handles_and_unserved_actions(server: ArrowportProcess) -> None:
     close = pack(sql.ActionClosePreparedStatementRequest(prepared_statement_handle=b"nope"))
     cases = [
@@ -784,6 +908,27 @@ def test_metadata_lists_main_tables_with_like_patterns(db: Database) -> None:
         "1",
         "2",
     )
+
+
+def test_like_patterns_match_as_duckdb_like_does_and_refuse_a_lone_escape() -> None:
+    connection = duckdb.connect()
+    rng = random.Random(11)
+    compared = 0
+    for _ in range(5000):
+        pattern = "".join(rng.choice("ab_%\\\u00e9") for _ in range(rng.randrange(9)))
+        name = "".join(rng.choice("ab_%\\\u00e9") for _ in range(rng.randrange(9)))
+        if (len(pattern) - len(pattern.rstrip("\\"))) % 2:  # a lone \ at the end
+            with pytest.raises(InvalidOptions, match="ends with the escape character"):
+                metadata.LikePattern(pattern, "the pattern")
+            continue
+        matcher = metadata.LikePattern(pattern, "the pattern")
+        like = connection.execute("SELECT ? LIKE ? ESCAPE '\\'", [name, pattern]).fetchone()
+        assert like is not None
+        assert matcher.matches(name) == like[0], (pattern, name)
+        compared += 1
+    assert compared > 3000
+    with pytest.raises(InvalidOptions):
+        metadata.LikePattern("x" * 1025, "the pattern")
 
 
 def test_a_snapshot_keeps_its_view_and_refuses_queries_once_aborted(db: Database) -> None:

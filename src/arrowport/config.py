@@ -313,7 +313,11 @@ class LimitsSettings(_Section):
         "interrupted (408).",
     )
     max_query_body_bytes: int = Field(
-        1024**2, ge=1, description="Largest /query request body (413 above)."
+        1024**2,
+        ge=1,
+        description="Largest /query request body (413 above), Flight ticket or descriptor "
+        "command, and Flight SQL query text or bound parameter batch (RESOURCE_EXHAUSTED "
+        "`payload_too_large` above).",
     )
     max_result_bytes: int = Field(
         1024**3,

@@ -30,11 +30,44 @@ if TYPE_CHECKING:  # the threads' module answers with this module's messages
 log = structlog.get_logger("arrowport.flight")
 
 
+# The most a status message may take on the wire. gRPC sends it as the ``grpc-message``
+# trailer, percent-encoded (3 bytes for each byte that is not printable ASCII, or is ``%``), and
+# its C++ clients (pyarrow's, the ADBC drivers') refuse trailers past 16 KiB, and may refuse
+# them past 8 KiB: the client then sees RESOURCE_EXHAUSTED "received metadata size exceeds ...",
+# without the status or its code. Messages that echo what a client sent (a name, a key, a query
+# DuckDB quotes back) are cut to this.
+MAX_STATUS_BYTES = 4096
+_CUT = " [... cut to fit a gRPC status: {} bytes in all]"
+
+
 def status_message(error: ArrowportError) -> str:
+    """``code: message`` (with when to retry, for an overload), cut to fit a gRPC status."""
     message = f"{error.code}: {error.message}"
     if isinstance(error, Overloaded):
         message += f" (retry after {error.retry_after} s)"
-    return message
+    return capped(message)
+
+
+def capped(message: str, limit: int = MAX_STATUS_BYTES) -> str:
+    """``message`` as UTF-8 text (a lone surrogate escaped), its start kept and the cut marked
+    if it would take more than ``limit`` bytes percent-encoded."""
+    data = message.encode("utf-8", "backslashreplace")
+    if len(data) * 3 <= limit:
+        return data.decode("utf-8")
+    marker = _CUT.format(len(data))
+    room = limit - len(marker)
+    end = size = 0
+    while end < len(data):
+        byte = data[end]
+        size += 1 if 0x20 <= byte <= 0x7E and byte != 0x25 else 3
+        if size > room:
+            break
+        end += 1
+    else:
+        return data.decode("utf-8")
+    while end and data[end] & 0xC0 == 0x80:  # not inside a character
+        end -= 1
+    return data[:end].decode("utf-8") + marker
 
 
 @dataclass

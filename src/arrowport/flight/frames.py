@@ -7,7 +7,9 @@ the way out.
 
 Incoming frames become :class:`~arrowport.ingest.ipc_messages.Message` s, which go through the
 same checks and decoder as an HTTP body; a frame that carries only ``app_metadata`` (no IPC
-message) is dropped here, so pyarrow never sees a frame sequence it was not built for.
+message) is dropped here, so pyarrow never sees a frame sequence it was not built for. A frame
+with a ``data_body`` but no ``data_header`` is malformed (the body of no message): it is refused,
+INVALID_ARGUMENT ``invalid_ipc``, never dropped with the rows it may hold.
 """
 
 from __future__ import annotations
@@ -113,11 +115,16 @@ def _aligned(body: memoryview) -> bytes | memoryview:
 
 
 def frame_messages(frames: Iterable[Frame], aligned: bool = True) -> Iterator[Message]:
-    """The IPC messages carried by ``frames`` (frames with no IPC message are skipped).
-    ``aligned=False``: their bodies where gRPC left them, not copied, to be checked but never
-    decoded."""
+    """The IPC messages carried by ``frames`` (frames with neither header nor body, such as
+    ``app_metadata`` only, are skipped). ``aligned=False``: their bodies where gRPC left them,
+    not copied, to be checked but never decoded."""
     for frame in frames:
         if not frame.header:
+            if frame.body:
+                raise InvalidIPC(
+                    f"a FlightData frame carries a data_body ({len(frame.body)} bytes) but no "
+                    "data_header: a body belongs to the IPC message its header describes"
+                )
             continue
         yield Message.parse(frame.header, _aligned(frame.body) if aligned else frame.body)
 

@@ -8,22 +8,36 @@ command::
      "dry_run": false, "idempotency_key": "...", "producer_id": "...", "sequence": 7}
 
 A read ticket (or a ``get_flight_info`` / ``get_schema`` command) names a table, as plain text or
-``{"table": "t"}``, or carries a read-only query: ``{"sql": "SELECT ...", "params": [...]}``.
+``{"table": "t"}``, or carries a read-only query: ``{"sql": "SELECT ...", "params": [...]}``. It is
+held to ``limits.max_query_body_bytes``, as a ``POST /query`` body is (RESOURCE_EXHAUSTED
+``payload_too_large`` beyond).
+
+JSON is read as HTTP reads it: a document that repeats a key, at any depth, is refused
+(``invalid_options``) rather than taking one of the values.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from arrowport.errors import InvalidJSON, InvalidName, InvalidOptions
+from arrowport.errors import InvalidJSON, InvalidName, InvalidOptions, PayloadTooLarge
 from arrowport.flight.protocol import flight_pb2
 from arrowport.options import IngestRequest, checked_json
 from arrowport.storage.query_inputs import check_parameters, check_sql
 
 PATH = flight_pb2.FlightDescriptor.PATH
 CMD = flight_pb2.FlightDescriptor.CMD
+# How much of a value a client sent an error message quotes back.
+_SHOWN_CHARS = 100
+
+
+def shown(value: str) -> str:
+    """``value`` quoted for an error message: its ``repr``, cut after a few words if long."""
+    if len(value) <= _SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:_SHOWN_CHARS]!r}... ({len(value)} characters)"
 
 
 @dataclass(frozen=True)
@@ -33,14 +47,19 @@ class ReadRequest:
     table: str | None = None
     sql: str | None = None
     params: list[Any] | None = None
+    # The JSON a query was read from: its ticket as the client wrote it, which is within the
+    # limit (written again, its escapes could take more bytes).
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
     def ticket(self) -> bytes:
         if self.table is not None:
             return json.dumps({"table": self.table}).encode()
+        if self.raw is not None:
+            return self.raw
         body: dict[str, Any] = {"sql": self.sql}
         if self.params:
             body["params"] = self.params
-        return json.dumps(body).encode()
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _text(raw: bytes, what: str) -> str:
@@ -51,8 +70,16 @@ def _text(raw: bytes, what: str) -> str:
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    def once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidOptions(f"{what} repeats the key {shown(key)}; send each key once")
+            seen.add(key)
+        return dict(pairs)
+
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, object_pairs_hook=once_each)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"{what} is not valid JSON: {exc}") from None
     except RecursionError:
@@ -93,8 +120,14 @@ def put_request(descriptor: flight_pb2.FlightDescriptor) -> IngestRequest:
     return IngestRequest.from_json(stream, document, what)
 
 
-def read_request(raw: bytes, what: str = "the ticket") -> ReadRequest:
-    """A ticket (or descriptor command): a table name, ``{"table"}`` or ``{"sql", "params"}``."""
+def read_request(raw: bytes, max_bytes: int, what: str = "the ticket") -> ReadRequest:
+    """A ticket (or descriptor command): a table name, ``{"table"}`` or ``{"sql", "params"}``,
+    of at most ``max_bytes`` (``limits.max_query_body_bytes``)."""
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(
+            f"{what} is longer than {max_bytes} bytes (limits.max_query_body_bytes)",
+            limit=max_bytes,
+        )
     if not raw.lstrip().startswith(b"{"):
         name = _text(raw, what)
         if not name:
@@ -103,9 +136,12 @@ def read_request(raw: bytes, what: str = "the ticket") -> ReadRequest:
     document = _json_object(raw, what)
     unknown = sorted(set(document) - {"table", "sql", "params"})
     if unknown:
+        listed = ", ".join(map(shown, unknown[:5]))
+        if len(unknown) > 5:
+            listed += f" and {len(unknown) - 5} more"
         raise InvalidOptions(
-            f"{what}: unknown keys {', '.join(unknown)}; use table, or sql and params",
-            field=unknown[0],
+            f"{what}: unknown keys {listed}; use table, or sql and params",
+            field=unknown[0][:_SHOWN_CHARS],
         )
     table = _optional(document, "table", str, what)
     sql = _optional(document, "sql", str, what)
@@ -122,11 +158,12 @@ def read_request(raw: bytes, what: str = "the ticket") -> ReadRequest:
     # JSON's escapes can carry what DuckDB cannot take (a lone surrogate, deep nesting).
     check_sql(sql)
     check_parameters(params)
-    return ReadRequest(sql=sql, params=params)
+    return ReadRequest(sql=sql, params=params, raw=raw)
 
 
-def descriptor_request(descriptor: flight_pb2.FlightDescriptor) -> ReadRequest:
-    """What ``get_flight_info`` / ``get_schema`` describe: path ``[table]`` or a command."""
+def descriptor_request(descriptor: flight_pb2.FlightDescriptor, max_bytes: int) -> ReadRequest:
+    """What ``get_flight_info`` / ``get_schema`` describe: path ``[table]`` or a command (of
+    at most ``max_bytes``)."""
     if descriptor.type == PATH:
         if len(descriptor.path) != 1:
             raise InvalidOptions(
@@ -136,7 +173,7 @@ def descriptor_request(descriptor: flight_pb2.FlightDescriptor) -> ReadRequest:
         return ReadRequest(table=_text(descriptor.path[0], "the table name"))
     if descriptor.type != CMD:
         raise InvalidOptions("a descriptor is a path or a command")
-    return read_request(descriptor.cmd, "the descriptor command")
+    return read_request(descriptor.cmd, max_bytes, "the descriptor command")
 
 
 @dataclass(frozen=True)

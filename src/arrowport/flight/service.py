@@ -58,6 +58,7 @@ from arrowport.flight.requests import (
     producer_request,
     put_request,
     read_request,
+    shown,
 )
 from arrowport.flight.security import AnyContext, caller, handshake
 from arrowport.flight.sql import ACTIONS, UNSERVED_ACTIONS, FlightSql, is_wrapped
@@ -265,7 +266,9 @@ class FlightService:
                 yield from self._sql.do_action(kind, action.body, principal)
                 return
             if kind not in _ACTIONS:
-                raise InvalidOptions(f"unknown action {kind!r}; list_actions tells the known ones")
+                raise InvalidOptions(
+                    f"unknown action {shown(kind)}; list_actions tells the known ones"
+                )
             asked = producer_request(action.body)
             call.stream = asked.stream
             # A stream's delivery state: its producers may see it, and so may readers (as HTTP).
@@ -291,7 +294,8 @@ class FlightService:
                 yield from self._sql.do_get(ticket.ticket, principal)
                 return
             principal.require("read")
-            result = self._open(read_request(ticket.ticket), context.stop)
+            limit = self._settings.limits.max_query_body_bytes
+            result = self._open(read_request(ticket.ticket, limit), context.stop)
             with result:
                 yield from self.stream_result(result)
 
@@ -315,7 +319,8 @@ class FlightService:
             if _is_sql(descriptor):
                 return self._sql.flight_info(descriptor, principal).SerializeToString()
             principal.require("read")
-            return self._info(descriptor_request(descriptor)).SerializeToString()
+            limit = self._settings.limits.max_query_body_bytes
+            return self._info(descriptor_request(descriptor, limit)).SerializeToString()
         raise AssertionError("unreachable")  # flight_errors ends the call on any error
 
     def get_schema(self, request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -326,7 +331,8 @@ class FlightService:
                 schema = self._sql.schema(descriptor, principal)
             else:
                 principal.require("read")
-                schema = self._schema(descriptor_request(descriptor))
+                limit = self._settings.limits.max_query_body_bytes
+                schema = self._schema(descriptor_request(descriptor, limit))
             return flight_pb2.SchemaResult(
                 schema=schema.serialize().to_pybytes()
             ).SerializeToString()

@@ -4,8 +4,11 @@ Arrow schemas, and what a query takes and returns (Flight SQL's metadata command
 Only the database's own catalog is shown, with its ``main`` schema and the schemas tables were
 written to (``analytics`` for ``analytics.events``): Arrowport's internal ``_arrowport`` schema,
 temporary objects and attached databases never are. Filter patterns have
-SQL ``LIKE`` semantics (``%`` any run of characters, ``_`` one character, ``\\`` escapes either).
-Every listing reads one consistent snapshot.
+SQL ``LIKE`` semantics (``%`` any run of characters, ``_`` one character, ``\\`` escapes either,
+or itself); one that ends with a lone ``\\`` escapes nothing and is refused (INVALID_ARGUMENT
+``invalid_options``), as is one longer than 1,024 characters. They are matched here, not by
+DuckDB's ``LIKE``, which backtracks: ``%a%a%a%a%a%a%a%ax`` against a name of 60 ``a`` ran for
+minutes, holding its thread. Every listing reads one consistent snapshot.
 
 Example::
 
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
+from arrowport.errors import InvalidOptions
 from arrowport.storage.identifiers import (
     DEFAULT_SCHEMA,
     INTERNAL_SCHEMA,
@@ -33,6 +37,75 @@ if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
 
 TABLE_TYPE = "TABLE"
+# The longest filter pattern taken (a table name Arrowport writes is at most 127 characters).
+MAX_PATTERN_CHARS = 1024
+
+# One stretch of a pattern between its ``%``: a character to match, or None for ``_``.
+_Part = tuple[str | None, ...]
+
+
+class LikePattern:
+    """A SQL ``LIKE`` pattern with ``\\`` as its escape character, matched in time bounded by
+    the name's length times the pattern's: each stretch between two ``%`` is found at its first
+    place, which is never worse than a later one."""
+
+    def __init__(self, pattern: str, what: str) -> None:
+        if len(pattern) > MAX_PATTERN_CHARS:
+            raise InvalidOptions(
+                f"{what} is longer than {MAX_PATTERN_CHARS:,} characters ({len(pattern):,})"
+            )
+        parts: list[list[str | None]] = [[]]
+        chars = iter(pattern)
+        for char in chars:
+            if char == "\\":
+                escaped = next(chars, None)
+                if escaped is None:
+                    raise InvalidOptions(
+                        f"{what} ends with the escape character \\, which escapes nothing: "
+                        "a backslash itself is written \\\\"
+                    )
+                parts[-1].append(escaped)
+            elif char == "%":
+                parts.append([])
+            else:
+                parts[-1].append(None if char == "_" else char)
+        self._parts = [tuple(part) for part in parts]
+
+    def matches(self, name: str) -> bool:
+        if len(self._parts) == 1:
+            [whole] = self._parts
+            return len(name) == len(whole) and _fits(name, 0, whole)
+        head, *middle, tail = self._parts
+        end = len(name) - len(tail)
+        if end < len(head) or not (_fits(name, 0, head) and _fits(name, end, tail)):
+            return False
+        at = len(head)
+        for part in middle:
+            found = _find(name, part, at, end)
+            if found < 0:
+                return False
+            at = found + len(part)
+        return True
+
+
+def _fits(name: str, at: int, part: _Part) -> bool:
+    return all(char is None or name[at + i] == char for i, char in enumerate(part))
+
+
+def _find(name: str, part: _Part, start: int, stop: int) -> int:
+    """Where ``part`` first fits wholly inside ``name[start:stop]``; -1 if nowhere."""
+    for at in range(start, stop - len(part) + 1):
+        if _fits(name, at, part):
+            return at
+    return -1
+
+
+def _matching(pattern: str | None, what: str) -> LikePattern | None:
+    return None if pattern is None else LikePattern(pattern, what)
+
+
+def _keeps(pattern: LikePattern | None, name: str) -> bool:
+    return pattern is None or pattern.matches(name)
 
 
 @dataclass(frozen=True)
@@ -61,6 +134,7 @@ def catalog_name(db: Database) -> str:
 
 def db_schemas(db: Database, pattern: str | None) -> list[TableEntry]:
     """The schemas (as entries without a table name) whose name matches ``pattern``."""
+    matching = _matching(pattern, "the schema pattern")
     with _snapshot(db) as cur:
         row = cur.execute("SELECT current_database()").fetchone()
         catalog = str(row[0]) if row else ""
@@ -69,12 +143,8 @@ def db_schemas(db: Database, pattern: str | None) -> list[TableEntry]:
             f"AND (schema_name = '{DEFAULT_SCHEMA}' OR NOT internal) "
             f"AND schema_name <> '{INTERNAL_SCHEMA}'"
         )
-        params: list[str] = []
-        if pattern is not None:
-            sql += " AND schema_name LIKE ? ESCAPE '\\'"
-            params.append(pattern)
-        rows = cur.execute(sql + " ORDER BY schema_name", params).fetchall()
-    return [TableEntry(catalog, schema, "") for (schema,) in rows]
+        rows = cur.execute(sql + " ORDER BY schema_name").fetchall()
+    return [TableEntry(catalog, schema, "") for (schema,) in rows if _keeps(matching, schema)]
 
 
 def tables(
@@ -85,18 +155,17 @@ def tables(
 ) -> list[TableEntry]:
     """The tables whose schema and name match the patterns, by name; with ``with_schemas``, each
     with the Arrow schema a ``SELECT *`` of it answers with."""
+    schemas = _matching(schema_pattern, "the schema pattern")
+    names = _matching(table_pattern, "the table pattern")
     with _snapshot(db) as cur:
         row = cur.execute("SELECT current_database()").fetchone()
         catalog = str(row[0]) if row else ""
         sql = f"SELECT schema_name, table_name FROM duckdb_tables() WHERE {USER_SCHEMAS_SQL}"
-        params: list[str] = []
-        for column, pattern in (("schema_name", schema_pattern), ("table_name", table_pattern)):
-            if pattern is not None:
-                sql += f" AND {column} LIKE ? ESCAPE '\\'"
-                params.append(pattern)
-        rows = cur.execute(sql + " ORDER BY schema_name, table_name", params).fetchall()
+        rows = cur.execute(sql + " ORDER BY schema_name, table_name").fetchall()
         found = []
         for schema, name in rows:
+            if not (_keeps(schemas, schema) and _keeps(names, name)):
+                continue
             arrow_schema = None
             if with_schemas:
                 relation = cur.sql(f"SELECT * FROM {quote(schema)}.{quote(name)}")

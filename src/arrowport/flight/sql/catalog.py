@@ -10,6 +10,7 @@ nullability): clients compare it field by field. The same :class:`pyarrow.Schema
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import pyarrow as pa
 
@@ -75,11 +76,33 @@ def _table(schema: pa.Schema, columns: Sequence[Sequence[object]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _pattern(cmd: sql.CommandGetDbSchemas | sql.CommandGetTables, field: str) -> str | None:
-    return text(getattr(cmd, field), field) if cmd.HasField(field) else None
+Listing = sql.CommandGetDbSchemas | sql.CommandGetTables
+L = TypeVar("L", sql.CommandGetDbSchemas, sql.CommandGetTables)
 
 
-def _other_catalog(db: Engine, cmd: sql.CommandGetDbSchemas | sql.CommandGetTables) -> bool:
+def _pattern(cmd: Listing, field: str) -> str | None:
+    """A filter pattern of ``cmd`` (INVALID_ARGUMENT if it is no ``LIKE`` pattern)."""
+    if not cmd.HasField(field):
+        return None
+    pattern = text(getattr(cmd, field), field)
+    metadata.LikePattern(pattern, field)
+    return pattern
+
+
+def checked(cmd: L) -> L:
+    """``cmd`` once its text fields are checked, so that a command ``DoGet`` would refuse is
+    refused by ``GetFlightInfo`` already."""
+    if cmd.HasField("catalog"):
+        text(cmd.catalog, "catalog")
+    _pattern(cmd, "db_schema_filter_pattern")
+    if isinstance(cmd, sql.CommandGetTables):
+        _pattern(cmd, "table_name_filter_pattern")
+        for kind in cmd.table_types:
+            text(kind, "table_types")
+    return cmd
+
+
+def _other_catalog(db: Engine, cmd: Listing) -> bool:
     """Whether the command asks for a catalog that is not this database's."""
     return cmd.HasField("catalog") and text(cmd.catalog, "catalog") != metadata.catalog_name(db)
 

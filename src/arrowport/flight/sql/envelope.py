@@ -2,11 +2,14 @@
 whose type URL names the message (``type.googleapis.com/arrow.flight.protocol.sql.<Message>``).
 
 A Flight descriptor command or ticket is Flight SQL's when it is shaped like an ``Any`` (its
-first byte is the tag of ``type_url``): the JSON commands and plain table names of Arrowport's
-own Flight requests never start that way. Anything that claims to be an ``Any`` but is not a
-valid one, names no Flight SQL message, or carries one of the protocol's messages where it does
-not belong, is INVALID_ARGUMENT; a Flight SQL message this server does not serve (or does not
-know: a later version's) is UNIMPLEMENTED, so clients can fall back to another way.
+first byte is the tag of ``type_url``, 0x0a) and is not a JSON object: Arrowport's own Flight
+requests are a JSON object (which may start with white space, a newline, 0x0a, included) or a
+plain table name, which never starts with a newline. An ``Any`` of Flight SQL's is never taken
+for JSON: its second byte is the length of its type URL (over 40), never white space, and the URL
+starts with ``type``, not ``{``. Anything that claims to be an ``Any`` but is not a valid one,
+names no Flight SQL message, or carries one of the protocol's messages where it does not belong,
+is INVALID_ARGUMENT; a Flight SQL message this server does not serve (or does not know: a later
+version's) is UNIMPLEMENTED, so clients can fall back to another way.
 
 Example::
 
@@ -16,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError
@@ -28,6 +32,8 @@ PACKAGE = "arrow.flight.protocol.sql."
 TYPE_URL_PREFIX = "type.googleapis.com/"
 # The first byte of a serialized Any: field 1 (type_url), length-delimited.
 _ANY_TAG = b"\x0a"
+# A JSON object, as Arrowport's own requests are read (white space as ``bytes.lstrip`` takes it).
+_JSON_OBJECT = re.compile(rb"\s*\{")
 
 # Messages of the protocol that this server does not serve (UNIMPLEMENTED).
 UNSERVED = frozenset(
@@ -77,8 +83,9 @@ M = TypeVar("M", bound=ProtoMessage)
 
 
 def is_wrapped(raw: bytes) -> bool:
-    """Whether a descriptor command or ticket is shaped like a Flight SQL ``Any``."""
-    return raw[:1] == _ANY_TAG
+    """Whether a descriptor command or ticket is shaped like a Flight SQL ``Any`` (and is not
+    a JSON object that starts with a newline)."""
+    return raw[:1] == _ANY_TAG and _JSON_OBJECT.match(raw) is None
 
 
 def pack(message: ProtoMessage) -> bytes:

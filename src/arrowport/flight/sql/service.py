@@ -42,11 +42,10 @@ from arrowport.flight.sql.statements import (
     STATEMENT_IDLE_SECONDS,
     PreparedStatement,
     parameters_size,
+    read_parameters,
     statements,
 )
 from arrowport.flight.sql.transactions import SNAPSHOT_IDLE_SECONDS, Transactions
-from arrowport.ingest.ipc_messages import PayloadLimits
-from arrowport.ingest.payload import IpcPayload
 from arrowport.ingest.streams import IngestOptions
 from arrowport.options import IngestReply
 from arrowport.reads import result_write_options
@@ -231,10 +230,10 @@ class FlightSql:
             decode(sql.CommandGetCatalogs, body, what)
             return catalog.CATALOGS
         if name == "CommandGetDbSchemas":
-            decode(sql.CommandGetDbSchemas, body, what)
+            catalog.checked(decode(sql.CommandGetDbSchemas, body, what))
             return catalog.DB_SCHEMAS
         if name == "CommandGetTables":
-            return catalog.tables_schema(decode(sql.CommandGetTables, body, what))
+            return catalog.tables_schema(catalog.checked(decode(sql.CommandGetTables, body, what)))
         if name == "CommandGetTableTypes":
             decode(sql.CommandGetTableTypes, body, what)
             return catalog.TABLE_TYPES
@@ -310,10 +309,8 @@ class FlightSql:
     def _parameters(self, frames: Iterator[Frame]) -> pa.Table:
         """One batch of bound parameters, held to the size of a query."""
         limits = self._settings.limits
-        size = limits.max_query_body_bytes
-        bounds = PayloadLimits(size, size, limits.max_columns)
-        payload = IpcPayload(frame_messages(frames), bounds, 2**31, max_rows=1_000)
-        return payload.stream.read_all()
+        messages = frame_messages(frames)
+        return read_parameters(messages, limits.max_query_body_bytes, limits.max_columns)
 
     # -- DoAction --------------------------------------------------------------------------------
 

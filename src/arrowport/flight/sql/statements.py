@@ -14,13 +14,16 @@ Open statements are bounded in number and bytes and dropped after
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from arrowport.errors import InvalidOptions, InvalidValue
+from arrowport.errors import InvalidOptions, InvalidValue, PayloadTooLarge, TooManyColumns
 from arrowport.flight.sql.handles import Registry
 from arrowport.flight.sql.parameters import python_value
+from arrowport.ingest.ipc_messages import Message, PayloadBudget, PayloadLimits
+from arrowport.ingest.payload import IpcPayload
 from arrowport.storage import query_inputs
 from arrowport.storage.metadata import QueryShape
 from arrowport.storage.query import Parameters
@@ -34,6 +37,35 @@ STATEMENT_BYTES = 128 * 1024**2
 # each is counted as once bound.
 MAX_PARAMETER_VALUES = query_inputs.MAX_PARAMETER_VALUES
 BYTES_PER_VALUE = 64
+# Rows in one batch of parameters (a statement binds one).
+MAX_PARAMETER_ROWS = 1_000
+
+
+class _ParameterBudget(PayloadBudget):
+    """A batch of parameters is held to the size of a query, ``limits.max_query_body_bytes``
+    (both the message and the payload limits of its :class:`PayloadLimits`), and named so."""
+
+    def admit(self, message: Message) -> None:
+        try:
+            super().admit(message)
+        except TooManyColumns:
+            raise
+        except PayloadTooLarge:
+            limit = self.limits.max_body_bytes
+            raise PayloadTooLarge(
+                f"the bound parameters decode to more than {limit} bytes "
+                "(limits.max_query_body_bytes): bind smaller values",
+                limit=limit,
+            ) from None
+
+
+def read_parameters(messages: Iterator[Message], max_bytes: int, max_columns: int) -> pa.Table:
+    """One batch of bound parameters from the IPC ``messages`` of a put, of at most
+    ``max_bytes`` decoded (``limits.max_query_body_bytes``)."""
+    limits = PayloadLimits(max_bytes, max_bytes, max_columns)
+    budget = _ParameterBudget(limits)
+    payload = IpcPayload(messages, limits, 2**31, max_rows=MAX_PARAMETER_ROWS, budget=budget)
+    return payload.stream.read_all()
 
 
 def value_count(array: pa.Array) -> int:
