@@ -5,8 +5,9 @@ pyarrow decodes a record batch as soon as it has read its message, decompressing
 schema of 100,000 columns costs seconds to build. So every message's metadata (a flatbuffer) is
 read here first and checked against :class:`PayloadLimits` — columns and nesting of the schema,
 field names that are valid UTF-8, the size every buffer will have once decompressed, counted
-against the request's budget as it grows — and only then handed on. A message that breaks a
-limit is refused before pyarrow allocates anything for it.
+against the request's budget as it grows — and against its schema: every batch must carry the
+field nodes and buffers its schema implies (:mod:`arrowport.ingest.ipc_layout`). Only then is it
+handed on. A message that breaks a limit is refused before pyarrow allocates anything for it.
 
 Messages come from a byte stream (an HTTP body; see :mod:`arrowport.ingest.ipc_stream`) or from
 Flight's frames (:class:`Message` s built by the Flight adapter).
@@ -28,6 +29,7 @@ from arrowport.errors import (
     PayloadTooLarge,
     TooManyColumns,
 )
+from arrowport.ingest.ipc_layout import SchemaLayout, schema_layout
 
 CONTINUATION = b"\xff\xff\xff\xff"
 END_OF_STREAM = CONTINUATION + b"\x00\x00\x00\x00"
@@ -131,15 +133,14 @@ class _Table:
         start, count = found
         return bytes(self._buf[start : start + count])
 
-    def structs(self, index: int, fmt: str) -> Iterator[tuple[int, ...]]:
-        """The fixed-size struct elements of a vector field, unpacked with ``fmt``."""
-        size = struct.calcsize(fmt)
-        found = self.vector(index, size)
+    def longs(self, index: int, width: int = 1) -> tuple[int, ...]:
+        """The int64s of a vector field whose elements are ``width`` int64s each (a struct of
+        them), all in one tuple: a vector of (offset, length) structs as offset, length, ..."""
+        found = self.vector(index, 8 * width)
         if found is None:
-            return
+            return ()
         start, count = found
-        for i in range(count):
-            yield struct.unpack_from(fmt, self._buf, start + i * size)
+        return struct.unpack_from(f"<{count * width}q", self._buf, start)
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,11 @@ class Message:
     def with_body(self, body: bytes | memoryview) -> Message:
         return Message(self.metadata, body, self.kind, self.body_length)
 
-    def _header(self) -> _Table:
-        root = _Table(self.metadata, struct.unpack_from("<I", self.metadata, 0)[0])
-        header = root.table(2)
+    def _root(self) -> _Table:
+        return _Table(self.metadata, struct.unpack_from("<I", self.metadata, 0)[0])
+
+    def _header(self, root: _Table | None = None) -> _Table:
+        header = (root if root is not None else self._root()).table(2)
         if header is None:
             raise _Corrupt
         return header
@@ -185,28 +188,44 @@ class Message:
     def count_columns(self, limit: int) -> int:
         """The fields of a schema message, nested ones included (stops counting past ``limit``);
         400 for a field name that is not UTF-8, 413 past ``limit`` or :data:`MAX_NESTING`."""
-        if len(self.metadata) <= _REMEMBERED_SCHEMA_BYTES:
-            return _counted_columns(bytes(self.metadata), limit)
-        return _count_columns(self, limit)
+        return self.layout(limit).columns
 
-    def decoded_body_bytes(self) -> int:
-        """What the body will take once pyarrow has decompressed its buffers."""
+    def layout(self, limit: int) -> SchemaLayout:
+        """A schema message's fields, counted as :meth:`count_columns` counts them, and what each
+        of its batches must carry (400 for a field of no known type)."""
+        if len(self.metadata) <= _REMEMBERED_SCHEMA_BYTES:
+            return _remembered_layout(bytes(self.metadata), limit)
+        return _layout(self, limit)
+
+    def decoded_body_bytes(self, schema: SchemaLayout | None = None) -> int:
+        """What the body will take once pyarrow has decompressed its buffers; given its stream's
+        ``schema``, 400 unless the batch carries the field nodes and buffers that implies."""
         if self.kind == SCHEMA:
             return 0
         try:
-            batch = self._header()
+            root = self._root()
+            batch = self._header(root)
+            layout = None if schema is None else schema.batch
+            what = "record batch"
             if self.kind == DICTIONARY_BATCH:
+                if schema is not None:
+                    dictionary_id = batch.scalar(0, "<q")
+                    layout = schema.dictionary(dictionary_id)
+                    what = f"dictionary batch (id {dictionary_id})"
                 inner = batch.table(1)
                 if inner is None:
                     raise _Corrupt
                 batch = inner
-            buffers = list(batch.structs(2, "<qq"))
+            buffers = batch.longs(2, 2)  # offset, length of each buffer
             compressed = batch.table(3) is not None
+            if layout is not None:
+                layout.check(root, batch, len(buffers) // 2, what)
         except (_Corrupt, struct.error):
             raise InvalidIPC("an Arrow IPC record batch message is corrupt") from None
         body = self.body
         total = 0
-        for offset, length in buffers:
+        pairs = iter(buffers)
+        for offset, length in zip(pairs, pairs, strict=True):
             if offset < 0 or length < 0 or offset + length > len(body):
                 raise InvalidIPC("an Arrow IPC buffer lies outside its message body")
             if not compressed:
@@ -228,8 +247,16 @@ _REMEMBERED_SCHEMA_BYTES = 16 * 1024
 
 
 @functools.lru_cache(maxsize=256)
-def _counted_columns(metadata: bytes, limit: int) -> int:
-    return _count_columns(Message.parse(metadata), limit)
+def _remembered_layout(metadata: bytes, limit: int) -> SchemaLayout:
+    return _layout(Message.parse(metadata), limit)
+
+
+def _layout(message: Message, limit: int) -> SchemaLayout:
+    columns = _count_columns(message, limit)
+    try:
+        return schema_layout(message._header(), columns)
+    except (_Corrupt, struct.error):
+        raise InvalidIPC("the Arrow IPC schema message is corrupt") from None
 
 
 def _count_columns(message: Message, limit: int) -> int:
@@ -270,6 +297,7 @@ class PayloadBudget:
         self.limits = limits
         self.decoded = 0
         self.messages = 0
+        self.schema: SchemaLayout | None = None
 
     def admit(self, message: Message) -> None:
         limits = self.limits
@@ -277,10 +305,10 @@ class PayloadBudget:
         if self.messages == 1:
             if message.kind != SCHEMA:
                 raise InvalidIPC("an Arrow IPC stream must start with its schema")
-            message.count_columns(limits.max_columns)
+            self.schema = message.layout(limits.max_columns)
         elif message.kind == SCHEMA:
             raise InvalidIPC("an Arrow IPC stream carries a second schema")
-        size = len(message.metadata) + message.decoded_body_bytes()
+        size = len(message.metadata) + message.decoded_body_bytes(self.schema)
         if size > limits.max_message_bytes:
             raise PayloadTooLarge(
                 f"an Arrow IPC message decodes to {size} bytes, above the limit of "
