@@ -195,6 +195,179 @@ def test_format_option_overrides_the_name(server: ArrowportProcess, tmp_path: Pa
     assert "cannot tell its format" in one_line(refused.stderr)
 
 
+# -- columns and whole files --------------------------------------------------------------------
+
+
+def query_rows(url: str, sql: str) -> list[dict[str, Any]]:
+    response = httpx.post(
+        url + "/query", json={"sql": sql}, headers={"Authorization": f"Bearer {SECRET}"}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    rows: list[dict[str, Any]] = pa.ipc.open_stream(response.content).read_all().to_pylist()
+    return rows
+
+
+def table_exists(url: str, table: str) -> bool:
+    found = query_rows(
+        url, f"SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = '{table}'"
+    )
+    return bool(found[0]["n"])
+
+
+def last_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_csv_files_with_other_columns_land_with_their_own(
+    server: ArrowportProcess, tmp_path: Path
+) -> None:
+    (tmp_path / "ok.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "diff.csv").write_text("x,y,z\n1,2,3\n")
+    files = [str(tmp_path / "ok.csv"), str(tmp_path / "diff.csv")]
+    # strict (the default): the second file's columns are refused by the server, not nulled
+    strict = arrowport(server.url, "ingest", *files, "--stream", "s", "--table", "cols_strict")
+    assert strict.returncode == 1, strict.stdout
+    line = last_line(strict)
+    assert line.startswith("arrowport: schema_conflict (409): "), line
+    assert "x, y, z" in line, line
+    assert "diff.csv, file 2 of 2" in line, line
+    assert query_rows(server.url, "SELECT * FROM cols_strict") == [{"a": 1, "b": 2}]
+    # evolve: every column of every file lands
+    evolve = arrowport(
+        server.url, "ingest", *files, "--stream", "s", "--table", "cols_evolve",
+        "--schema-policy", "evolve",
+    )  # fmt: skip
+    assert evolve.returncode == 0, evolve.stderr
+    assert query_rows(server.url, "SELECT * FROM cols_evolve ORDER BY a NULLS LAST") == [
+        {"a": 1, "b": 2, "x": None, "y": None, "z": None},
+        {"a": None, "b": None, "x": 1, "y": 2, "z": 3},
+    ]
+
+
+def test_csv_files_share_one_type_per_column(server: ArrowportProcess, tmp_path: Path) -> None:
+    (tmp_path / "1.csv").write_text("code,v\n7,1\n")
+    (tmp_path / "2.csv").write_text("code,v\nA7,2.5\n")
+    result = arrowport(server.url, "ingest", str(tmp_path), "--stream", "s", "--table", "typed")
+    assert result.returncode == 0, result.stderr
+    assert query_rows(server.url, "SELECT * FROM typed ORDER BY v") == [
+        {"code": "7", "v": 1.0},
+        {"code": "A7", "v": 2.5},
+    ]
+
+
+def test_an_ndjson_key_first_seen_on_the_last_line_lands(
+    server: ArrowportProcess, tmp_path: Path
+) -> None:
+    path = tmp_path / "late.ndjson"
+    with path.open("w") as out:
+        for i in range(200_000):
+            out.write(f'{{"a":{i}}}\n')
+        out.write('{"a":-1,"c":"important"}\n')
+    result = arrowport(server.url, "ingest", str(path), "--stream", "s", "--table", "late_key")
+    assert result.returncode == 0, result.stderr
+    assert "landed 200,001 rows" in result.stdout
+    assert query_rows(server.url, "SELECT count(*) AS n, sum(a) AS s FROM late_key") == [
+        {"n": 200_001, "s": sum(range(200_000)) - 1}
+    ]
+    assert query_rows(server.url, "SELECT a FROM late_key WHERE c = 'important'") == [{"a": -1}]
+
+
+def test_ndjson_files_with_other_keys_land_with_their_own(
+    server: ArrowportProcess, tmp_path: Path
+) -> None:
+    (tmp_path / "1.ndjson").write_text('{"a":1,"s":{"x":1}}\n')
+    (tmp_path / "2.ndjson").write_text('{"a":2.5,"s":{"y":"q"}}\n{"b":true}\n')
+    files = [str(tmp_path / "1.ndjson"), str(tmp_path / "2.ndjson")]
+    strict = arrowport(server.url, "ingest", *files, "--stream", "s", "--table", "keys_strict")
+    assert strict.returncode == 1
+    line = last_line(strict)
+    assert line.startswith("arrowport: schema_conflict (409): "), line
+    assert "2.ndjson" in line, line
+    assert query_rows(server.url, "SELECT count(*) AS n FROM keys_strict") == [{"n": 1}]
+    evolve = arrowport(
+        server.url, "ingest", *files, "--stream", "s", "--table", "keys_evolve",
+        "--schema-policy", "evolve",
+    )  # fmt: skip
+    assert evolve.returncode == 0, evolve.stderr
+    assert query_rows(server.url, "SELECT a, s, b FROM keys_evolve ORDER BY a NULLS LAST") == [
+        {"a": 1.0, "s": {"x": 1, "y": None}, "b": None},
+        {"a": 2.5, "s": {"x": None, "y": "q"}, "b": None},
+        {"a": None, "s": None, "b": True},
+    ]
+
+
+def test_an_ndjson_key_with_no_common_type_is_refused_before_sending(
+    server: ArrowportProcess, tmp_path: Path
+) -> None:
+    near = tmp_path / "near.ndjson"  # numbers, then text a few lines on
+    near.write_text('{"a":1}\n\n{"a":2.5}\n{"a":"text"}\n')
+    # 8 MiB of numbers (whole blocks of lines: the file is read in blocks of a power of two
+    # bytes, up to a line's end), then text: the conflict is between blocks
+    far = tmp_path / "far.ndjson"
+    numbers = 8 * 1024 * 1024 // 128
+    with far.open("w") as out:
+        for i in range(numbers):
+            line = f'{{"a":{i},"pad":""}}\n'
+            out.write(line.replace('""', '"' + "p" * (128 - len(line)) + '"'))
+        out.writelines('{"a":"text"}\n' for _ in range(1_000))
+    assert far.stat().st_size == numbers * 128 + 13 * 1_000
+    for path, where in ((near, "on line 4, a string"), (far, f"in lines {numbers + 1}-")):
+        result = arrowport(
+            server.url, "ingest", str(path), "--stream", "s", "--table", path.stem,
+            "--batch-rows", "10",
+        )  # fmt: skip
+        assert result.returncode == 1
+        message = one_line(result.stderr)
+        assert f"{path.name}: key 'a' holds " in message, message
+        assert where in message, message
+        assert not table_exists(server.url, path.stem)
+
+
+def ipc_stream_prefix(batches: list[pa.RecordBatch]) -> bytes:
+    """An IPC stream of ``batches`` as a writer leaves it before it is closed: no end marker."""
+    sink = pa.BufferOutputStream()
+    writer = pa.ipc.new_stream(sink, batches[0].schema)
+    for batch in batches:
+        writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def test_a_truncated_arrow_file_lands_nothing(server: ArrowportProcess, tmp_path: Path) -> None:
+    halves = sample(1_000).to_batches(max_chunksize=500)
+    (tmp_path / "cut.arrows").write_bytes(ipc_stream_prefix(halves[:1]))
+    whole = tmp_path / "whole.arrow"
+    write_ipc_file(sample(1_000), whole)
+    (tmp_path / "cut.arrow").write_bytes(whole.read_bytes()[:-40])
+    (tmp_path / "cut_inside.arrows").write_bytes(ipc_stream_prefix(halves)[:-100])
+    for name in ("cut.arrows", "cut.arrow", "cut_inside.arrows"):
+        table = "cut_" + name.replace(".", "_")
+        result = arrowport(
+            server.url, "ingest", str(tmp_path / name), "--stream", "s", "--table", table,
+            "--batch-rows", "100",
+        )  # fmt: skip
+        assert result.returncode == 1, (name, result.stdout)
+        line = one_line(result.stderr)
+        assert f"{name}: the Arrow IPC " in line, line
+        assert "cut short" in line, line
+        assert "nothing of it was sent" in line, line
+        assert not table_exists(server.url, table), name
+    # the end marker of streams written before Arrow 0.15 (a zero length alone) is an end too
+    legacy = pa.ipc.IpcWriteOptions(use_legacy_format=True)
+    with (
+        pa.OSFile(str(tmp_path / "legacy.arrows"), "wb") as sink,
+        pa.ipc.new_stream(sink, halves[0].schema, options=legacy) as writer,
+    ):
+        for batch in halves:
+            writer.write_batch(batch)
+    result = arrowport(
+        server.url, "ingest", str(tmp_path / "legacy.arrows"), "--stream", "s", "--table",
+        "legacy_end",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert stats(server.url, "legacy_end") == expected(1_000)
+
+
 # -- resuming ------------------------------------------------------------------------------------
 
 
@@ -516,6 +689,41 @@ def test_bad_input_is_one_line(server: ArrowportProcess, tmp_path: Path) -> None
     sql_error = arrowport(server.url, "query", "SELECT nope FROM nowhere")
     assert sql_error.returncode == 1
     assert one_line(sql_error.stderr).startswith("arrowport: ")
+
+
+def test_bad_values_and_options_are_one_line(server: ArrowportProcess, tmp_path: Path) -> None:
+    pacsv.write_csv(sample(3), tmp_path / "f.csv")
+    csv = str(tmp_path / "f.csv")
+    cases = [
+        (["query", "SELECT ?", "-p", "NaN"], "arrowport: -p NaN: JSON has no NaN or infinity"),
+        (["query", "SELECT ?", "-p", "[1, -Infinity]"], "JSON has no NaN or infinity"),
+        (["query", "SELECT ?", "-p", "1e999"], "1e999 is too large for a double"),
+        (["query", "SELECT ?", "-p", "\udcff"], "arrowport: -p/--param is not valid UTF-8"),
+        (["query", "SELECT '\udcff'"], "arrowport: the SQL is not valid UTF-8 text"),
+        (["tables", "--url", "http://[::1"], "url 'http://[::1' is not a valid URL"),
+        (["tables", "--url", "http://"], "url 'http://' names no host"),
+        (["tables", "--token", "t\u00f8ken"], "token must be printable ASCII"),
+        (["tables", "--ca-file", str(tmp_path / "no.pem")], f"--ca-file {tmp_path / 'no.pem'}"),
+        (
+            ["ingest", csv, "--stream", "s", "--batch-rows", "99999999999999999999"],
+            "arrowport: --batch-rows must be from 1 to 2,147,483,647",
+        ),
+        (["ingest", csv, "--stream", "s", "--batch-rows", "0"], "--batch-rows must be from 1"),
+        (["ingest", "/dev/zero", "--stream", "s"], "/dev/zero: not a regular file"),
+    ]
+    for args, expected_text in cases:
+        result = arrowport(server.url, *args)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        line = one_line(result.stderr)
+        assert line.startswith("arrowport: "), (args, line)
+        assert expected_text in line, (args, line)
+    assert "No such file or directory" in one_line(
+        arrowport(server.url, "tables", "--ca-file", str(tmp_path / "no.pem")).stderr
+    )
+    sql = "SELECT ?::DOUBLE AS v, ? AS w"
+    text = arrowport(server.url, "query", sql, "-p", '"NaN"', "-p", "1.5")
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines()[1:] == ["nan,1.5"], text.stdout
 
 
 def test_serve_token_and_settings_are_still_there() -> None:

@@ -439,6 +439,53 @@ def test_bad_options_are_refused_before_sending(client: Client) -> None:
     assert caught.value.code == "invalid_options"
 
 
+def test_arguments_no_request_could_carry_are_refused_at_the_call(
+    server: ArrowportProcess, tmp_path: Path
+) -> None:
+    for url, message in (("http://[::1", "is not a valid URL"), ("http://", "names no host")):
+        with pytest.raises(ValueError, match=message):
+            Client(url)
+        with pytest.raises(ValueError, match=message):
+            AsyncClient(url)
+    with pytest.raises(ValueError, match="token must be printable ASCII") as caught:
+        Client(server.url, token="t\u00f8ken")
+    assert "t\u00f8ken" not in str(caught.value)  # a secret is not repeated
+    with pytest.raises(ValueError, match="header 'X-Note'"):
+        Client(server.url, headers={"X-Note": "caf\u00e9"})
+    with pytest.raises(FileNotFoundError, match=r"no\.pem"):
+        Client(server.url, verify=tmp_path / "no.pem")
+    transport = Recording()
+    with Client(server.url, transport=transport, retry=FAST_RETRY) as client:
+        with pytest.raises(RequestError) as refused:
+            client.table("")
+        assert (refused.value.code, refused.value.status) == ("invalid_name", 400)
+        with pytest.raises(RequestError, match="producer_id"):
+            client.producer("events", "")
+        for option in ("request_rows", "request_bytes"):
+            with pytest.raises(ValueError, match=f"{option} must be at least 1"):
+                client.ingest("events", rows(10), **{option: 0})
+        for value in (float("nan"), float("inf"), [1.0, float("-inf")]):
+            with pytest.raises(ValueError, match="JSON has no NaN or infinity"):
+                client.query("SELECT ?", [value])
+        with pytest.raises(ValueError, match="valid Unicode text"):
+            client.query("SELECT ?", ["\udcff"])
+        with pytest.raises(ValueError, match="valid Unicode text"):
+            client.query("SELECT '\udcff'")
+        assert transport.bodies == []
+        answer = client.query("SELECT ? AS text, ? AS number", ["caf\u00e9", 1.5])
+        assert answer.to_pylist() == [{"text": "caf\u00e9", "number": 1.5}]
+
+    async def asynchronous() -> None:
+        async with AsyncClient(server.url, retry=FAST_RETRY) as client:
+            with pytest.raises(RequestError) as refused:
+                await client.table("")
+            assert refused.value.code == "invalid_name"
+            with pytest.raises(ValueError, match="request_rows must be at least 1"):
+                await client.ingest("events", rows(10), request_rows=0)
+
+    asyncio.run(asynchronous())
+
+
 def test_an_unreachable_server_is_a_connection_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with (

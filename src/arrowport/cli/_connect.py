@@ -58,6 +58,8 @@ def token_of(args: argparse.Namespace) -> str | None:
         except OSError as exc:
             message = f"cannot read --token-file {args.token_file}: {exc.strerror}"
             raise CommandError(message) from None
+        except UnicodeDecodeError:
+            raise CommandError(f"--token-file {args.token_file} is not UTF-8 text") from None
     return os.environ.get(TOKEN_VARIABLE) or None
 
 
@@ -67,15 +69,48 @@ def connect(args: argparse.Namespace) -> Client:
     if args.retries < 0:
         raise CommandError("--retries must be 0 or more")
     url = args.url or os.environ.get(URL_VARIABLE) or DEFAULT_URL
+    _check_text(url, "--url" if args.url else f"${URL_VARIABLE}")
+    token = token_of(args)
+    if token is not None:
+        _check_text(token, "the token")
     try:
         return Client(
             url,
-            token=token_of(args),
+            token=token,
             verify=args.ca_file if args.ca_file is not None else True,
             retry=RetryPolicy(max_retries=args.retries),
         )
-    except (ValueError, OSError) as exc:
+    except OSError as exc:  # the CA file is the one file read here
+        if args.ca_file is None:
+            raise CommandError(str(exc)) from None
+        reason = exc.strerror or str(exc)
+        raise CommandError(f"cannot use --ca-file {args.ca_file}: {reason}") from None
+    except ValueError as exc:
         raise CommandError(str(exc)) from None
+
+
+def _check_text(value: str, what: str) -> None:
+    """Refuse text the command line could not decode (bytes that are not UTF-8 reach Python
+    as lone surrogates, which no request can carry)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandError(f"{what} is not valid UTF-8 text") from None
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse options and arguments that are not valid text (file paths are exempt: a file
+    name may be any bytes)."""
+    for name, value in vars(args).items():
+        if name == "paths":
+            continue
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, str):
+                _check_text(item, _ARGUMENT_NAMES.get(name, "--" + name.replace("_", "-")))
+
+
+_ARGUMENT_NAMES = {"sql": "the SQL", "params": "-p/--param", "command": "the command"}
 
 
 def one_line(text: object) -> str:
@@ -115,6 +150,7 @@ def client_command(run: Run) -> Run:
 
         show_retries()
         try:
+            check_arguments(args)
             return run(args)
         except (ArrowportClientError, CommandError) as exc:
             return fail(exc)

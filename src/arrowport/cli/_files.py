@@ -1,5 +1,6 @@
-"""The files ``arrowport ingest`` reads: finding them, telling their format, and reading each
-as record batches in a fixed order (what makes a rerun cut a file the same way)."""
+"""The files ``arrowport ingest`` reads: finding them, telling their format, checking that
+each is whole, and reading each as record batches in a fixed order (what makes a rerun cut a
+file the same way), with its own columns (see :mod:`arrowport.cli._text`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from arrowport.cli._connect import CommandError
+from arrowport.cli._text import ndjson_batches, ndjson_schema, shared_types
 
 Format = Literal["parquet", "ipc", "arrows", "csv", "ndjson"]
 FORMATS: tuple[Format, ...] = ("parquet", "ipc", "arrows", "csv", "ndjson")
@@ -40,6 +42,9 @@ _DATASET_FORMAT: dict[Format, str] = {
     "ndjson": "json",
 }
 _IPC_FILE_MAGIC = b"ARROW1"
+# How an IPC stream ends: a continuation marker and a zero length, or (before Arrow 0.15) the
+# zero length alone. A stream that stops without one was cut short.
+_END_OF_STREAM = (b"\xff\xff\xff\xff\x00\x00\x00\x00", b"\x00\x00\x00\x00")
 
 
 @dataclass
@@ -51,7 +56,7 @@ class InputFile:
     size: int
     mtime_ns: int
     rows: int | None = None  # known from the file's metadata (Parquet, Arrow IPC files)
-    schema: pa.Schema | None = field(default=None, repr=False)  # CSV, NDJSON: shared by a group
+    schema: pa.Schema | None = field(default=None, repr=False)  # CSV, NDJSON: read with it
 
     @property
     def name(self) -> str:
@@ -128,6 +133,8 @@ def find_files(arguments: Sequence[str], format: Format | None) -> list[InputFil
             if not matches:
                 raise CommandError(f"{argument}: no file matches")
             found += matches
+        elif path.exists():
+            raise CommandError(f"{argument}: not a regular file or a directory")
         else:
             raise CommandError(f"{argument}: no such file or directory")
     files: list[InputFile] = []
@@ -148,18 +155,80 @@ def find_files(arguments: Sequence[str], format: Format | None) -> list[InputFil
 
 
 def inspect(files: Sequence[InputFile]) -> None:
-    """Fill in what the files' metadata tells: row counts (Parquet, Arrow IPC files) and, for
-    text formats, one schema inferred for all the files of a format (from the first, as
-    ``pyarrow.dataset`` does), so that every file lands with the same column types."""
+    """Read what the files' metadata tells, before anything is sent: row counts (Parquet, Arrow
+    IPC files), the columns and types of CSV and NDJSON files, and that every Arrow IPC file
+    and stream is whole (a truncated one is refused, not landed in part)."""
     for kind in ("csv", "ndjson"):
         group = [f for f in files if f.format == kind]
-        if group:
-            schema = _dataset([f.path for f in group], kind).schema
-            for item in group:
-                item.schema = schema
+        own = [_own_schema(item) for item in group]
+        for item, schema in zip(group, shared_types(own, text=kind == "csv"), strict=True):
+            item.schema = schema
     for item in files:
-        if item.format in ("parquet", "ipc"):
-            item.rows = int(_fragment(item).count_rows())
+        try:
+            if item.format == "arrows":
+                _check_stream_end(item.path)
+            elif item.format in ("parquet", "ipc"):
+                if item.format == "ipc":
+                    _check_file_end(item.path)
+                item.rows = int(_fragment(item).count_rows())
+        except (pa.ArrowException, OSError) as exc:
+            raise CommandError(f"{item.path}: cannot read it as {item.format}: {exc}") from None
+
+
+def _own_schema(item: InputFile) -> pa.Schema:
+    try:
+        if item.format == "ndjson":
+            return ndjson_schema(item.path)
+        schema: pa.Schema = _fragment(item).physical_schema
+        return schema
+    except (pa.ArrowException, OSError) as exc:
+        raise CommandError(f"{item.path}: cannot read it as {item.format}: {exc}") from None
+
+
+def _check_stream_end(path: Path) -> None:
+    """Refuse an IPC stream that stops without its end-of-stream marker: cut between two
+    batches, it would read as a shorter stream. Its messages are walked (their bodies mapped,
+    not read); one cut inside fails there."""
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.MessageReader.open_stream(source)
+        messages, end = 0, 0
+        while True:
+            try:
+                reader.read_next_message()
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise CommandError(
+                    f"{path}: the Arrow IPC stream is cut short or damaged after {messages} "
+                    f"messages ({exc}); nothing of it was sent"
+                ) from None
+            messages, end = messages + 1, source.tell()
+        stop = source.tell()
+        source.seek(end)
+        marker = source.read(stop - end)
+    if messages == 0:
+        raise CommandError(f"{path}: cannot read it as arrows: the file holds no Arrow IPC stream")
+    if marker not in _END_OF_STREAM:
+        raise CommandError(
+            f"{path}: the Arrow IPC stream is cut short: it stops after {messages} messages "
+            "without its end-of-stream marker (a truncated copy, or a writer that did not "
+            "finish?); nothing of it was sent"
+        )
+
+
+def _check_file_end(path: Path) -> None:
+    """Refuse an IPC file that starts as one but does not end with its footer (truncated)."""
+    with path.open("rb") as handle:
+        start = handle.read(len(_IPC_FILE_MAGIC))
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(size - len(_IPC_FILE_MAGIC), 0))
+        end = handle.read()
+    if start == _IPC_FILE_MAGIC and (end != _IPC_FILE_MAGIC or size < 2 * len(start) + 4):
+        raise CommandError(
+            f"{path}: the Arrow IPC file is cut short: it does not end with its footer (a "
+            "truncated copy, or a writer that did not finish?); nothing of it was sent"
+        )
 
 
 def _dataset(paths: Sequence[Path], kind: Format) -> ds.Dataset:
@@ -174,10 +243,14 @@ def _fragment(item: InputFile) -> Any:
 
 
 def read_batches(item: InputFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The file's rows in file order, as batches of about ``batch_rows`` rows."""
+    """The file's rows in file order, as batches of about ``batch_rows`` rows, with the file's
+    own columns (CSV, NDJSON: those :func:`inspect` found)."""
     if item.format == "arrows":
         with pa.OSFile(str(item.path)) as source, pa.ipc.open_stream(source) as reader:
             yield from reader
+        return
+    if item.format == "ndjson":
+        yield from ndjson_batches(item.path, item.schema or ndjson_schema(item.path), batch_rows)
         return
     fragment = _fragment(item)
     yield from fragment.to_batches(

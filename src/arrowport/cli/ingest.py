@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 FORMAT_CHOICES = ("parquet", "ipc", "arrows", "csv", "ndjson")
 DEFAULT_BATCH_ROWS = 100_000
+MAX_BATCH_ROWS = 2**31 - 1
 
 
 def register(commands: Commands) -> None:
@@ -60,8 +61,8 @@ def register(commands: Commands) -> None:
         type=int,
         default=DEFAULT_BATCH_ROWS,
         metavar="N",
-        help=f"rows per request (default: {DEFAULT_BATCH_ROWS:,}); a rerun must use the same "
-        "number to resume",
+        help=f"rows per request, 1 to {MAX_BATCH_ROWS:,} (default: {DEFAULT_BATCH_ROWS:,}); a "
+        "rerun must use the same number to resume",
     )
     ingest.add_argument(
         "--run-id",
@@ -79,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
 
     from arrowport.cli._files import find_files, inspect, read_batches
     from arrowport.cli._progress import Display, Tally
+    from arrowport.client import ArrowportClientError
 
-    if args.batch_rows < 1:
-        raise CommandError("--batch-rows must be at least 1")
+    if not 1 <= args.batch_rows <= MAX_BATCH_ROWS:
+        raise CommandError(f"--batch-rows must be from 1 to {MAX_BATCH_ROWS:,}")
     key_columns = None
     if args.key_columns:
         key_columns = [c.strip() for c in args.key_columns.split(",") if c.strip()]
@@ -120,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
                     raise KeyboardInterrupt from None
                 except (pa.ArrowException, OSError) as exc:
                     raise CommandError(f"{item.path}: cannot read it: {exc}") from None
+                except ArrowportClientError as exc:  # say which file the server refused
+                    where = f"{item.path}, file {index + 1} of {len(files)}"
+                    raise CommandError(f"{exc} ({where})") from None
                 table = summary.table or table
                 display.file_done(item, summary)
         except KeyboardInterrupt:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from arrowport.cli._connect import CommandError, add_connection_options, client_command, connect
 from arrowport.cli._output import is_terminal, print_rows
@@ -41,8 +42,23 @@ def register(commands: Commands) -> None:
 
 
 def _param(text: str) -> Any:
+    """A ``-p`` value: JSON, else text. JSON has no NaN or infinity (Python's reader takes
+    ``NaN``, ``Infinity`` and numbers too large for a double as such): refused, not sent."""
+
+    def not_finite(value: str, why: str = "JSON has no NaN or infinity") -> NoReturn:
+        raise CommandError(
+            f"-p {text}: {why}; send it as text (-p '\"{value}\"') and cast it in the SQL "
+            "(?::DOUBLE)"
+        )
+
+    def number(value: str) -> float:
+        parsed = float(value)
+        if math.isfinite(parsed):
+            return parsed
+        not_finite(value, f"{value} is too large for a double, and JSON has no infinity")
+
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=not_finite, parse_float=number)
     except ValueError:
         return text
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import httpx
@@ -11,6 +12,8 @@ import pyarrow as pa
 from arrowport.client._errors import RequestError
 from arrowport.client._http import ARROW_STREAM, Call, json_body, path_part
 from arrowport.client._models import ProducerOffset, StreamInfo, TableInfo
+from arrowport.errors import ArrowportError
+from arrowport.options import IngestRequest, check_table_name
 
 QueryFormat = Literal["arrow", "csv", "json"]
 _ACCEPT: dict[str, str] = {"arrow": ARROW_STREAM, "csv": "text/csv", "json": "application/json"}
@@ -22,7 +25,22 @@ def query(sql: str, params: Sequence[Any] | None, format: QueryFormat) -> Call:
     body: dict[str, Any] = {"sql": sql}
     if params is not None:
         body["params"] = list(params)
-    return Call("POST", "/query", json=body, headers={"Accept": _ACCEPT[format]})
+    try:
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise ValueError(
+            "query parameters must be JSON values, and JSON has no NaN or infinity: pass such a "
+            "number as text ('NaN', 'inf') and cast it in the SQL (?::DOUBLE)"
+        ) from None
+    try:
+        content = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            "the SQL and its parameters must be valid Unicode text, without lone surrogates "
+            f"such as {exc.object[exc.start]!r} (what bytes that are not UTF-8 decode to)"
+        ) from None
+    headers = {"Accept": _ACCEPT[format], "Content-Type": "application/json"}
+    return Call("POST", "/query", content=content, headers=headers)
 
 
 def arrow_table(response: httpx.Response) -> pa.Table:
@@ -43,6 +61,8 @@ def parse_tables(response: httpx.Response) -> list[TableInfo]:
 
 
 def table(name: str) -> Call:
+    if not name:  # no table has an empty name, and the server could not be asked for one
+        _refuse(lambda: check_table_name(name))
     return Call("GET", f"/tables/{path_part(name)}")
 
 
@@ -59,6 +79,8 @@ def parse_streams(response: httpx.Response) -> list[StreamInfo]:
 
 
 def producer(stream: str, producer_id: str) -> Call:
+    if not stream or not producer_id:  # the server could not be asked for them
+        _refuse(lambda: IngestRequest(stream, producer_id=producer_id, sequence=0))
     return Call("GET", f"/streams/{path_part(stream)}/producers/{path_part(producer_id)}")
 
 
@@ -73,3 +95,12 @@ def health() -> Call:
 def parse_health(response: httpx.Response) -> dict[str, Any]:
     body = json_body(response)
     return dict(body) if isinstance(body, dict) else {"status": body}
+
+
+def _refuse(check: Callable[[], object]) -> None:
+    """Run one of the server's own checks of a name before sending: what it refuses raises
+    :class:`RequestError` with the code and message the server would answer."""
+    try:
+        check()
+    except ArrowportError as exc:
+        raise RequestError(exc.code, exc.status, exc.message, exc.details) from None

@@ -4,12 +4,13 @@ errors, and the retry loop (a blocking and an ``asyncio`` copy of the same few l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -47,12 +48,21 @@ def connection_options(
     connect_timeout: float | None,
     headers: Mapping[str, str] | None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``httpx.Client`` / ``httpx.AsyncClient``."""
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"url must start with http:// or https://, not {url!r}")
+    """Keyword arguments for ``httpx.Client`` / ``httpx.AsyncClient``; ``ValueError`` for a
+    URL, token or header that no request could carry."""
+    check_url(url)
     sent = {"User-Agent": f"arrowport-client/{__version__}"}
     if token is not None:
+        if not all("!" <= c <= "~" for c in token):
+            # The token is a secret: the message does not repeat it.
+            raise ValueError(
+                "token must be printable ASCII without spaces (the characters of a bearer "
+                "token); this one holds other characters"
+            )
         sent["Authorization"] = f"Bearer {token}"
+    for name, value in (headers or {}).items():
+        if not (name.isascii() and value.isascii() and name.isprintable()):
+            raise ValueError(f"header {name!r}: names and values must be ASCII text")
     sent |= dict(headers or {})
     return {
         "base_url": url,
@@ -61,6 +71,18 @@ def connection_options(
         "timeout": httpx.Timeout(timeout, connect=connect_timeout),
         "follow_redirects": False,
     }
+
+
+def check_url(url: str) -> None:
+    """Refuse what is not an ``http://`` or ``https://`` URL naming a host."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ValueError(f"url must start with http:// or https://, not {url!r}")
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"url {url!r} is not a valid URL: {exc}") from None
+    if not parsed.host:
+        raise ValueError(f"url {url!r} names no host")
 
 
 def ssl_context(verify: Verify, cert: Cert | None) -> ssl.SSLContext | bool:
@@ -79,18 +101,42 @@ def ssl_context(verify: Verify, cert: Cert | None) -> ssl.SSLContext | bool:
 
         context = ssl.create_default_context(cafile=certifi.where())
     else:
-        context = ssl.create_default_context(cafile=os.fspath(verify))
+        with _naming(verify):
+            context = ssl.create_default_context(cafile=os.fspath(verify))
     if cert is not None:
-        if isinstance(cert, tuple):
-            context.load_cert_chain(os.fspath(cert[0]), os.fspath(cert[1]))
-        else:
-            context.load_cert_chain(os.fspath(cert))
+        with _naming(*(cert if isinstance(cert, tuple) else (cert,))):
+            if isinstance(cert, tuple):
+                context.load_cert_chain(os.fspath(cert[0]), os.fspath(cert[1]))
+            else:
+                context.load_cert_chain(os.fspath(cert))
     return context
+
+
+@contextlib.contextmanager
+def _naming(*paths: str | os.PathLike[str]) -> Iterator[None]:
+    """A file that cannot be read raises its ``OSError`` with the file's name (the ``ssl``
+    module leaves it out): the first of ``paths`` that is not a readable file."""
+    try:
+        yield
+    except ssl.SSLError:
+        raise
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        unreadable = [p for p in paths if not (os.path.isfile(p) and os.access(p, os.R_OK))]
+        name = os.fspath((unreadable or paths)[0])
+        raise OSError(exc.errno, exc.strerror, name) from None
 
 
 def path_part(value: str) -> str:
     """``value`` quoted for one segment of a URL path."""
-    return quote(value, safe="")
+    try:
+        return quote(value, safe="")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{value!r} is not valid Unicode text: it holds the lone surrogate "
+            f"{exc.object[exc.start]!r} (what bytes that are not UTF-8 decode to)"
+        ) from None
 
 
 @dataclass(frozen=True)

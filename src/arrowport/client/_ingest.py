@@ -318,8 +318,8 @@ class IngestRun:
         except ArrowportError as exc:
             raise RequestError(exc.code, exc.status, exc.message, exc.details) from None
         self.cutter = Cutter(
-            request_rows or DEFAULT_REQUEST_ROWS,
-            None if resume else (request_bytes or DEFAULT_REQUEST_BYTES),
+            DEFAULT_REQUEST_ROWS if request_rows is None else request_rows,
+            None if resume else DEFAULT_REQUEST_BYTES if request_bytes is None else request_bytes,
         )
         self.producer_id: str = self.template.producer_id or ""
         self._base = 0
