@@ -4,6 +4,7 @@ auth, delivery options and errors; plus the pieces underneath, in process."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
@@ -25,24 +26,32 @@ from adbc_driver_manager import AdbcStatusCode
 
 from arrowport.auth import hash_secret, new_token
 from arrowport.errors import (
+    ClientQuotaExceeded,
     InvalidOptions,
     Overloaded,
     QueryError,
+    ResultTooLarge,
     TransactionAborted,
     UnknownHandle,
     UnknownTable,
 )
 from arrowport.flight.protocol import flight_sql_pb2 as sql
 from arrowport.flight.sql import transactions
-from arrowport.flight.sql.answers import ANSWER_TURN_SECONDS
+from arrowport.flight.sql.answers import (
+    ANSWER_IDLE_SECONDS,
+    ANSWER_TURN_SECONDS,
+    Answers,
+    Spooled,
+)
 from arrowport.flight.sql.envelope import pack, unpack, wrap
-from arrowport.flight.sql.handles import Registry
+from arrowport.flight.sql.handles import Quota, Registry
+from arrowport.reads import ResultBudget
 from arrowport.storage import metadata
 from arrowport.storage.database import Database
 from arrowport.storage.snapshot import Snapshot
 from arrowport.storage.table_writer import WritePolicy
 from arrowport.storage.writes import WriteJob
-from tests.conftest import ARROW_STREAM, grpc_error, ipc_bytes, query
+from tests.conftest import ARROW_STREAM, grpc_error, ipc_bytes, metric, query
 from tests.server import ArrowportProcess
 
 HEADER = "adbc.flight.sql.rpc.call_header."
@@ -791,6 +800,261 @@ def test_an_answer_nobody_fetches_gives_its_turn_to_a_waiting_query(tmp_path: Pa
         assert fetched.to_pylist() == [{"answer": 42}]
 
 
+# -- bounds on what clients leave on the server ----------------------------------------------------
+
+
+def do(client: flight.FlightClient, options: flight.FlightCallOptions, kind: str, body: Any) -> Any:
+    """A Flight SQL action's one result (its ``Any`` unpacked), or None for none."""
+    results = list(client.do_action(flight.Action(kind, pack(body)), options))
+    if not results:
+        return None
+    _, value = unpack(results[0].body.to_pybytes(), "the result")
+    return value
+
+
+def begin(client: flight.FlightClient, options: flight.FlightCallOptions) -> bytes:
+    value = do(client, options, "BeginTransaction", sql.ActionBeginTransactionRequest())
+    return sql.ActionBeginTransactionResult.FromString(value).transaction_id
+
+
+def end(client: flight.FlightClient, options: flight.FlightCallOptions, txn: bytes) -> None:
+    rollback = sql.ActionEndTransactionRequest.END_TRANSACTION_ROLLBACK
+    request = sql.ActionEndTransactionRequest(transaction_id=txn, action=rollback)
+    do(client, options, "EndTransaction", request)
+
+
+def ask(
+    client: flight.FlightClient,
+    options: flight.FlightCallOptions,
+    query_text: str,
+    txn: bytes | None = None,
+) -> flight.FlightInfo:
+    """GetFlightInfo of a ``CommandStatementQuery`` (in ``txn``): the query runs, its answer
+    waits for the ticket's DoGet."""
+    cmd = sql.CommandStatementQuery(query=query_text.encode(), transaction_id=txn)
+    return client.get_flight_info(flight.FlightDescriptor.for_command(pack(cmd)), options)
+
+
+def bearer(name: str) -> flight.FlightCallOptions:
+    return flight.FlightCallOptions(
+        headers=[(b"authorization", f"Bearer {SECRETS[name]}".encode())]
+    )
+
+
+def open_files(pid: int, directory: Path) -> int:
+    """Files in ``directory`` that process ``pid`` holds open. A spool file is removed from the
+    directory as it is made; its room on disk is given back once it is closed."""
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:  # closed meanwhile
+            continue
+        held += target.startswith(f"{directory}/")
+    return held
+
+
+# An answer of about n KB (past a MiB, its spool is a file).
+WIDE = "SELECT i, repeat('x', 1000) AS s FROM range({n}) t(i)"
+
+
+def test_unfetched_answers_in_transactions_cannot_fill_the_spool(tmp_path: Path) -> None:
+    """Answers of queries in a transaction are read whole into spools before their DoGet; all
+    of them together are held to flight.max_spooled_answer_bytes (RESOURCE_EXHAUSTED
+    result_too_large beyond), and a fetched or refused answer's spool is deleted and its bytes
+    given back."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    limit = 5 * 1024**2
+    config = {
+        "flight": {
+            "max_spooled_answer_bytes": limit,
+            "spool_dir": str(spool),
+            "max_transactions_per_client": 2,
+        }
+    }
+    with (
+        ArrowportProcess(tmp_path / "server", config=config) as server,
+        flight.connect(server.flight_url) as client,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
+        assert server.proc is not None
+        pid = server.proc.pid
+        options = flight.FlightCallOptions()
+        txn = begin(client, options)
+        assert metric(http, "arrowport_spooled_answer_bytes") == 0
+        waiting = [ask(client, options, WIDE.format(n=2000), txn) for _ in range(2)]
+        held = metric(http, "arrowport_spooled_answer_bytes")
+        assert 2 * 2_000_000 < held <= limit  # two answers of ~2 MB each, in files
+        assert open_files(pid, spool) == 2
+        code, message = flight_error(lambda: ask(client, options, WIDE.format(n=2000), txn))
+        assert code == "RESOURCE_EXHAUSTED", message
+        assert message.startswith(
+            f"result_too_large: the answers waiting to be fetched would take more than {limit} "
+            "bytes (flight.max_spooled_answer_bytes)"
+        ), message
+        # The refused answer's spool is gone, its bytes given back; the transaction goes on.
+        assert metric(http, "arrowport_spooled_answer_bytes") == held
+        assert open_files(pid, spool) == 2
+        fetched = client.do_get(waiting[0].endpoints[0].ticket, options).read_all()
+        assert fetched.num_rows == 2000
+        assert metric(http, "arrowport_spooled_answer_bytes") == pytest.approx(held / 2, rel=0.01)
+        assert open_files(pid, spool) == 1
+        again = ask(client, options, WIDE.format(n=2000), txn)  # room again
+        for info in (waiting[1], again):
+            assert client.do_get(info.endpoints[0].ticket, options).read_all().num_rows == 2000
+        assert metric(http, "arrowport_spooled_answer_bytes") == 0
+        assert open_files(pid, spool) == 0
+        # One answer over the whole room is refused however empty it is; small ones still fit.
+        code, message = flight_error(lambda: ask(client, options, WIDE.format(n=6000), txn))
+        assert code == "RESOURCE_EXHAUSTED", message
+        assert message.startswith("result_too_large: "), message
+        small = ask(client, options, "SELECT 42 AS answer", txn)
+        assert client.do_get(small.endpoints[0].ticket, options).read_all().to_pylist() == [
+            {"answer": 42}
+        ]
+        # Anonymous callers are one client: this connection's transaction counts for another's.
+        with flight.connect(server.flight_url) as other:
+            begin(other, options)
+            code, message = flight_error(lambda: begin(other, options))
+            assert code == "RESOURCE_EXHAUSTED", message
+            assert "flight.max_transactions_per_client (2)" in message
+        end(client, options, txn)
+        assert metric(http, "arrowport_spooled_answer_bytes") == 0
+        assert open_files(pid, spool) == 0
+        assert server.healthy()
+
+
+def test_a_dropped_or_refused_spooled_answer_gives_its_room_back(
+    db: Database, tmp_path: Path
+) -> None:
+    """Every way an answer leaves the table deletes its spool and gives its bytes back: fetched,
+    swept unfetched, refused by a full table or a full room, or closed with the server."""
+    db.write_one(WriteJob("spooled", WritePolicy(), pa.table({"k": list(range(50_000))})))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    snapshot = Snapshot(db)
+    query_text = "SELECT k, repeat('y', 100) AS s FROM spooled"
+
+    def spooled(answers: Answers) -> Spooled:
+        with snapshot.query(query_text, None) as found:
+            return answers.spooled(found, ResultBudget(2**40))
+
+    def held(answers: Answers) -> tuple[int, int]:
+        """The room ``answers`` hold, and the spool files open."""
+        return answers.room.used, open_files(os.getpid(), spool)
+
+    answers = Answers(64 * 1024**2, str(spool))
+    handle = answers.add("alice", spooled(answers))
+    size, files = held(answers)
+    assert size > 5_000_000
+    assert files == 1
+    taken = answers.take(handle, "alice")
+    assert sum(batch.num_rows for batch in taken.batches(ResultBudget(2**40))) == 50_000
+    assert held(answers) == (0, 0)
+    answers.add("alice", spooled(answers))
+    answers.held.sweep(now=time.monotonic() + ANSWER_IDLE_SECONDS + 1)
+    assert held(answers) == (0, 0)
+    answers.add("alice", spooled(answers))
+    answers.close()
+    assert held(answers) == (0, 0)
+    full = Answers(64 * 1024**2, str(spool))
+    full.held.capacity = 0
+    with pytest.raises(Overloaded):
+        full.add("alice", spooled(full))
+    assert held(full) == (0, 0)
+    small = Answers(1024**2, str(spool))
+    with pytest.raises(ResultTooLarge, match=r"\(flight.max_spooled_answer_bytes\)"):
+        spooled(small)
+    assert held(small) == (0, 0)
+    snapshot.close()
+
+
+BOUNDED: dict[str, Any] = SECURED | {
+    "flight": {"max_transactions_per_client": 3, "max_prepared_statements_per_client": 2}
+}
+
+
+def test_one_client_cannot_take_other_clients_transactions(tmp_path: Path) -> None:
+    """Each client (token) holds at most flight.max_transactions_per_client open transactions;
+    one more is refused, RESOURCE_EXHAUSTED naming that bound. Nobody's transaction is
+    forgotten to make room, so another client's goes on reading its snapshot."""
+    basic = {"username": "root", "password": SECRETS["root"]}
+    with (
+        ArrowportProcess(tmp_path / "server", config=BOUNDED) as server,
+        flight.connect(server.flight_url) as client,
+        dbapi.connect(server.flight_url, db_kwargs=basic, autocommit=True) as loader,
+    ):
+        reader, root = bearer("reader"), bearer("root")
+        ingest(loader, "bounded", rows(3), "create")
+        theirs = begin(client, root)
+        before = ask(client, root, "SELECT count(*) AS n FROM bounded", theirs)
+        assert client.do_get(before.endpoints[0].ticket, root).read_all()["n"].to_pylist() == [3]
+        mine = [begin(client, reader) for _ in range(3)]
+        for _ in range(5):
+            code, message = flight_error(lambda: begin(client, reader))
+            assert code == "RESOURCE_EXHAUSTED", message
+            assert message.startswith(
+                "overloaded: this client already holds 3 open transactions, as many as "
+                "flight.max_transactions_per_client (3) allows: end one"
+            ), message
+        ingest(loader, "bounded", rows(3), "append")
+        # The other client's transaction is still open, on its snapshot (before the ingest).
+        after = ask(client, root, "SELECT count(*) AS n FROM bounded", theirs)
+        assert client.do_get(after.endpoints[0].ticket, root).read_all()["n"].to_pylist() == [3]
+        # Its own are untouched too; ending one makes room for another.
+        for txn in mine:
+            info = ask(client, reader, "SELECT 1 AS one", txn)
+            assert client.do_get(info.endpoints[0].ticket, reader).read_all().num_rows == 1
+        end(client, reader, mine.pop())
+        mine.append(begin(client, reader))
+        flight_error(lambda: begin(client, reader))
+        end(client, root, theirs)
+        # An ADBC connection of the other client begins one as it connects, and reads in it.
+        with dbapi.connect(server.flight_url, db_kwargs=basic) as conn:
+            assert fetch(conn, "SELECT count(*) AS n FROM bounded").to_pylist() == [{"n": 6}]
+        assert server.healthy()
+
+
+def test_one_client_cannot_take_every_prepared_statement(tmp_path: Path) -> None:
+    """Each client holds at most flight.max_prepared_statements_per_client open statements;
+    preparing one more is refused, RESOURCE_EXHAUSTED naming that bound, and another client
+    still prepares and runs its own."""
+    with (
+        ArrowportProcess(tmp_path / "server", config=BOUNDED) as server,
+        flight.connect(server.flight_url) as client,
+    ):
+        reader, root = bearer("reader"), bearer("root")
+
+        def prepare(options: flight.FlightCallOptions) -> bytes:
+            request = sql.ActionCreatePreparedStatementRequest(query=b"SELECT 7 AS seven")
+            value = do(client, options, "CreatePreparedStatement", request)
+            return sql.ActionCreatePreparedStatementResult.FromString(
+                value
+            ).prepared_statement_handle
+
+        def run(options: flight.FlightCallOptions, handle: bytes) -> list[dict[str, Any]]:
+            cmd = sql.CommandPreparedStatementQuery(prepared_statement_handle=handle)
+            descriptor = flight.FlightDescriptor.for_command(pack(cmd))
+            info = client.get_flight_info(descriptor, options)
+            return client.do_get(info.endpoints[0].ticket, options).read_all().to_pylist()
+
+        theirs = prepare(root)
+        mine = [prepare(reader), prepare(reader)]
+        code, message = flight_error(lambda: prepare(reader))
+        assert code == "RESOURCE_EXHAUSTED", message
+        assert message.startswith(
+            "overloaded: this client already holds 2 open prepared statements, as many as "
+            "flight.max_prepared_statements_per_client (2) allows: close some"
+        ), message
+        assert run(root, theirs) == [{"seven": 7}]
+        assert [run(reader, handle) for handle in mine] == [[{"seven": 7}]] * 2
+        close = sql.ActionClosePreparedStatementRequest(prepared_statement_handle=mine.pop())
+        do(client, reader, "ClosePreparedStatement", close)
+        assert run(reader, prepare(reader)) == [{"seven": 7}]
+        assert server.healthy()
+
+
 STATUS_MESSAGE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*: \S")
 CLIENT_CODES = {
     "INVALID_ARGUMENT",
@@ -957,7 +1221,7 @@ def test_transactions_take_snapshots_lazily_and_give_up_the_least_recently_used(
 ) -> None:
     monkeypatch.setattr(transactions, "MAX_SNAPSHOTS", 1)
     db.write_one(WriteJob("txn", WritePolicy(), pa.table({"k": [1]})))
-    held = transactions.Transactions(lambda: Snapshot(db))
+    held = transactions.Transactions(lambda: Snapshot(db), per_client=8)
 
     def read(txn: transactions.Transaction) -> int:
         with held.query(txn, "SELECT count(*) AS n FROM txn", None) as found:
@@ -995,8 +1259,30 @@ def test_registry_bounds_expires_and_tells_expired_from_unknown() -> None:
     assert sorted(closed) == ["one", "three", "two"]
     with pytest.raises(UnknownHandle, match="no longer open"):
         registry.get(first, "alice")
-    evicting = Registry[str]("thing", "thing", 1, 60, close=closed.append, evict=True)
-    evicting.add("alice", "old")
-    evicting.add("alice", "new")
-    assert closed[-1] == "old"
-    assert len(evicting) == 1
+
+
+def test_registry_quota_bounds_each_owner_and_never_drops_another_owners_entry() -> None:
+    closed: list[str] = []
+    quota = Quota(2, "things_per_client", "close one", max_bytes=100, bytes_what=" of things")
+    registry = Registry[str]("thing", "thing", 3, 60, close=closed.append, quota=quota)
+    bobs = registry.add("bob", "b1")
+    first = registry.add("alice", "a1", size=10)
+    registry.add("alice", "a2", size=10)
+    with pytest.raises(ClientQuotaExceeded, match=r"^this client already holds 2 open things, "):
+        registry.add("alice", "a3")
+    assert ClientQuotaExceeded.grpc_code == "resource_exhausted"
+    assert closed == ["a3"]
+    assert registry.owned("alice") == 2
+    with pytest.raises(ClientQuotaExceeded, match=r"more than 100 bytes of things, as much as"):
+        registry.resize(first, "alice", 91)
+    registry.resize(first, "alice", 90)
+    registry.pop(first, "alice")
+    assert registry.owned("alice") == 1
+    registry.add("alice", "a4")
+    with pytest.raises(Overloaded, match="too many open things on this server") as full:
+        registry.add("carol", "c1")  # the table is full: refused, nobody's dropped
+    assert not isinstance(full.value, ClientQuotaExceeded)
+    assert registry.get(bobs, "bob") == "b1"
+    registry.sweep(now=time.monotonic() + 61)
+    assert len(registry) == 0
+    assert registry.owned("alice") == 0

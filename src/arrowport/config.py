@@ -125,6 +125,28 @@ class FlightSettings(_Section):
         description="Directory for the temporary files of query answers that do not fit in "
         "memory (unset: the system's temporary directory).",
     )
+    max_spooled_answer_bytes: int = Field(
+        2 * 1024**3,
+        ge=0,
+        description="Bytes of Flight SQL answers waiting for their DoGet in spools (memory, then "
+        "spool_dir), all clients together: a query in a transaction whose answer would pass it "
+        "is refused (RESOURCE_EXHAUSTED result_too_large) until others are fetched or dropped "
+        "(unfetched: after 60 s).",
+    )
+    max_transactions_per_client: int = Field(
+        1024,
+        ge=1,
+        description="Flight SQL transactions one token (anonymous clients together) may hold "
+        "open; BeginTransaction beyond is refused (RESOURCE_EXHAUSTED overloaded) until it ends "
+        "one.",
+    )
+    max_prepared_statements_per_client: int = Field(
+        256,
+        ge=1,
+        description="Flight SQL prepared statements one token (anonymous clients together) may "
+        "hold open; preparing more is refused (RESOURCE_EXHAUSTED overloaded) until it closes "
+        "one.",
+    )
 
 
 class DuckDBSettings(_Section):

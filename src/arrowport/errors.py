@@ -34,7 +34,8 @@
     │                                       invalid_value
     ├── NotImplementedFeature           501 not_implemented                     UNIMPLEMENTED
     ├── Overloaded                      503 overloaded, shutting_down,          UNAVAILABLE
-    │                                       storage_unavailable (with Retry-After)
+    │   │                                   storage_unavailable (with Retry-After)
+    │   └── ClientQuotaExceeded             overloaded (a client's own quota)       RESOURCE_EXHAUSTED
     └── StorageError                    503 storage_error                       UNAVAILABLE
         └── InsufficientStorage         507 insufficient_storage                RESOURCE_EXHAUSTED
 
@@ -299,6 +300,14 @@ class Overloaded(ArrowportError):
 
 class ShuttingDown(Overloaded):
     code = "shutting_down"
+
+
+class ClientQuotaExceeded(Overloaded):
+    """A client holds as much of one kind of server-side state as it may (Flight SQL
+    transactions, prepared statements). Over Flight RESOURCE_EXHAUSTED, gRPC's code for a
+    per-client quota, not UNAVAILABLE: retrying helps only once that client has closed some."""
+
+    grpc_code: ClassVar[GrpcCode] = "resource_exhausted"
 
 
 class StorageUnavailable(Overloaded):

@@ -84,6 +84,12 @@ class Metrics:
             "Queries waiting for a turn, of at most limits.max_queued_queries.",
             registry=self.registry,
         )
+        self.spooled_answer_bytes = Gauge(
+            "arrowport_spooled_answer_bytes",
+            "Bytes of Flight SQL answers spooled (memory and temporary files) for their DoGet, "
+            "of at most flight.max_spooled_answer_bytes.",
+            registry=self.registry,
+        )
 
     def record_ingest(self, stream: str, rows: int, batches: int, size: int) -> None:
         self.rows.labels(stream).inc(rows)

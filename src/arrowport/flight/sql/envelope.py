@@ -22,11 +22,12 @@ from __future__ import annotations
 import re
 from typing import TypeVar
 
+import pyarrow as pa
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
 from arrowport.errors import InvalidOptions, NotImplementedFeature
-from arrowport.flight.protocol import flight_sql_pb2
+from arrowport.flight.protocol import flight_pb2, flight_sql_pb2
 
 PACKAGE = "arrow.flight.protocol.sql."
 TYPE_URL_PREFIX = "type.googleapis.com/"
@@ -144,3 +145,28 @@ def text(raw: bytes, what: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidOptions(f"{what} is not UTF-8 text") from None
+
+
+def endpoint_info(
+    descriptor: flight_pb2.FlightDescriptor, schema: pa.Schema, ticket: bytes, rows: int
+) -> flight_pb2.FlightInfo:
+    """A ``FlightInfo`` whose one endpoint is ``ticket``, to be fetched from this same server
+    (no locations)."""
+    endpoint = flight_pb2.FlightEndpoint(ticket=flight_pb2.Ticket(ticket=ticket))
+    return flight_pb2.FlightInfo(
+        schema=ipc_schema(schema),
+        flight_descriptor=descriptor,
+        endpoint=[endpoint],
+        total_records=rows,
+        total_bytes=-1,
+    )
+
+
+def ipc_schema(schema: pa.Schema) -> bytes:
+    """``schema`` as an IPC schema message, as Flight SQL's replies carry it."""
+    return bytes(schema.serialize().to_pybytes())
+
+
+def action_result(message: ProtoMessage) -> bytes:
+    """An action's ``Result`` carrying ``message`` in an ``Any``."""
+    return flight_pb2.Result(body=pack(message)).SerializeToString()

@@ -7,13 +7,16 @@ without remembering the dropped ones. Each entry belongs to the token that made 
 token gets NOT_FOUND, as if it did not exist.
 
 A :class:`Registry` holds at most ``capacity`` entries and ``max_bytes`` of their declared size
-(503 ``overloaded`` beyond, after dropping expired ones) and drops an entry ``idle_seconds``
-after its last use (``sweep``, called periodically), closing it.
+(503 ``overloaded`` beyond, after dropping expired ones), and, with a :class:`Quota`, at most so
+many of them (and bytes) for one owner (RESOURCE_EXHAUSTED ``overloaded`` naming the bound, so
+one client cannot take every place); it drops an entry ``idle_seconds`` after its last use
+(``sweep``, called periodically), closing it. An entry is never dropped to make room for
+another: one client cannot take another's state away.
 
 Example::
 
     statements = Registry("prepared statement", "s", capacity=1024, idle_seconds=600,
-                          close=lambda s: None)
+                          close=lambda s: None, quota=Quota(256, "flight.max_..._per_client"))
     handle = statements.add("alice", statement, size=len(sql))
     statements.get(handle, "alice")      # the statement, its idle clock restarted
 """
@@ -25,13 +28,14 @@ import hmac
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import structlog
 
-from arrowport.errors import Overloaded, UnknownHandle
+from arrowport.errors import ClientQuotaExceeded, Overloaded, UnknownHandle
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +62,19 @@ def _tag(kind: str, nonce: bytes) -> bytes:
     return hmac.new(_KEY, kind.encode() + nonce, hashlib.sha256).digest()[:_TAG]
 
 
+@dataclass(frozen=True)
+class Quota:
+    """What one owner (a token; anonymous clients are one) may hold: ``count`` entries (set by
+    ``count_name``) and ``max_bytes`` of their size (``bytes_what``: of what, in words);
+    ``advice`` tells the client what frees room."""
+
+    count: int
+    count_name: str
+    advice: str
+    max_bytes: int | None = None
+    bytes_what: str = ""
+
+
 @dataclass
 class _Entry(Generic[T]):
     owner: str
@@ -76,74 +93,100 @@ class Registry(Generic[T]):
         close: Callable[[T], None],
         max_bytes: int | None = None,
         busy: Callable[[T], bool] = lambda item: False,
-        evict: bool = False,
         sooner: str = "",
+        quota: Quota | None = None,
     ) -> None:
         self.what = what
         self.kind = kind
         self.capacity = capacity
         self.idle_seconds = idle_seconds
         self.max_bytes = max_bytes
+        self.quota = quota
         self._close = close
         self._busy = busy
-        self._evict = evict
         self._sooner = sooner  # when an entry may be dropped before idle_seconds, in words
         self._entries: dict[bytes, _Entry[T]] = {}
         self._bytes = 0
+        self._owned: Counter[str] = Counter()  # entries of each owner
+        self._owned_bytes: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    def owned(self, owner: str) -> int:
+        """How many entries ``owner`` holds."""
+        with self._lock:
+            return self._owned[owner]
+
     def add(self, owner: str, item: T, size: int = 0) -> bytes:
-        """Hold ``item`` for ``owner``; its new handle. When the table is full, the least
-        recently used entry that is not busy is dropped (``evict``), or 503 ``overloaded``."""
+        """Hold ``item`` for ``owner``; its new handle. Beyond the owner's quota or the table's
+        bounds, ``item`` is closed and the add refused."""
         self.sweep()
         handle = issue(self.kind)
-        evicted: list[T] = []
         with self._lock:
-            while self._evict and self._full(size) and self._drop_oldest(evicted):
-                pass
-            full = self._full(size)
-            if not full:
-                self._entries[handle] = _Entry(owner, item, size, time.monotonic())
-                self._bytes += size
-        for old in evicted:
-            self._close(old)
-        if full:
+            refusal = self._refusal(owner, 1, size)
+            if refusal is None:
+                self._put(handle, _Entry(owner, item, size, time.monotonic()))
+        if refusal is not None:
             self._close(item)
-            raise self._overloaded()
+            raise refusal
         return handle
 
     def resize(self, handle: bytes, owner: str, size: int) -> None:
-        """Declare a new size for an entry (503 ``overloaded`` if it no longer fits)."""
+        """Declare a new size for an entry (refused if it no longer fits)."""
         with self._lock:
             entry = self._entries.get(handle)
             if entry is None or entry.owner != owner:
                 raise self.unknown(handle)
-            if self.max_bytes is not None and self._bytes - entry.size + size > self.max_bytes:
-                raise self._overloaded()
+            refusal = self._refusal(owner, 0, size - entry.size)
+            if refusal is not None:
+                raise refusal
             self._bytes += size - entry.size
+            self._owned_bytes[owner] += size - entry.size
             entry.size = size
 
-    def _full(self, size: int) -> bool:
-        if len(self._entries) >= self.capacity:
-            return True
-        return self.max_bytes is not None and self._bytes + size > self.max_bytes
+    def _refusal(self, owner: str, more: int, size: int) -> Overloaded | None:
+        """Why ``more`` entries and ``size`` more bytes for ``owner`` do not fit (None: they
+        do). The owner's quota is told first: it is what that client can do something about."""
+        quota = self.quota
+        if quota is not None:
+            held = self._owned[owner]
+            if more and held + more > quota.count:
+                return ClientQuotaExceeded(
+                    f"this client already holds {held} open {self.what}s, as many as "
+                    f"{quota.count_name} ({quota.count}) allows: {quota.advice}",
+                    limit=quota.count,
+                )
+            if quota.max_bytes is not None and self._owned_bytes[owner] + size > quota.max_bytes:
+                return ClientQuotaExceeded(
+                    f"this client's open {self.what}s would hold more than {quota.max_bytes} "
+                    f"bytes{quota.bytes_what}, as much as one client may: {quota.advice}",
+                    limit=quota.max_bytes,
+                )
+        full = more > 0 and len(self._entries) + more > self.capacity
+        if full or (self.max_bytes is not None and self._bytes + size > self.max_bytes):
+            return Overloaded(
+                f"too many open {self.what}s on this server: close some, or retry shortly"
+            )
+        return None
 
-    def _drop_oldest(self, dropped: list[T]) -> bool:
-        idle = [(e.used, h) for h, e in self._entries.items() if not self._busy(e.item)]
-        if not idle:
-            return False
-        entry = self._entries.pop(min(idle)[1])
+    def _put(self, handle: bytes, entry: _Entry[T]) -> None:
+        self._entries[handle] = entry
+        self._bytes += entry.size
+        self._owned[entry.owner] += 1
+        self._owned_bytes[entry.owner] += entry.size
+
+    def _remove(self, handle: bytes) -> _Entry[T]:
+        entry = self._entries.pop(handle)
         self._bytes -= entry.size
-        dropped.append(entry.item)
-        return True
-
-    def _overloaded(self) -> Overloaded:
-        return Overloaded(
-            f"too many open {self.what}s on this server: close some, or retry shortly"
-        )
+        owner = entry.owner
+        self._owned[owner] -= 1
+        self._owned_bytes[owner] -= entry.size
+        if not self._owned[owner]:
+            del self._owned[owner]
+            del self._owned_bytes[owner]
+        return entry
 
     def get(self, handle: bytes, owner: str) -> T:
         """The item behind ``handle`` (404 ``unknown_handle``); its idle clock restarts."""
@@ -165,9 +208,7 @@ class Registry(Generic[T]):
             entry = self._entries.get(handle)
             if entry is None or entry.owner != owner:
                 return None
-            del self._entries[handle]
-            self._bytes -= entry.size
-            return entry.item
+            return self._remove(handle).item
 
     def unknown(self, handle: bytes) -> UnknownHandle:
         if issued(self.kind, handle):
@@ -195,9 +236,7 @@ class Registry(Generic[T]):
                     and not self._busy(entry.item)
                     and which(entry.item)
                 ):
-                    del self._entries[handle]
-                    self._bytes -= entry.size
-                    expired.append(entry.item)
+                    expired.append(self._remove(handle).item)
         for item in expired:
             try:
                 self._close(item)
@@ -215,5 +254,10 @@ class Registry(Generic[T]):
             items = [entry.item for entry in self._entries.values()]
             self._entries.clear()
             self._bytes = 0
+            self._owned.clear()
+            self._owned_bytes.clear()
         for item in items:
-            self._close(item)
+            try:
+                self._close(item)
+            except Exception:  # the others are still closed
+                log.exception("closing an entry failed", what=self.what)

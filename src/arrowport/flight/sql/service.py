@@ -22,6 +22,7 @@ client's DB-API connection begins one when it connects).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 
@@ -34,8 +35,19 @@ from arrowport.flight.frames import Frame, encode_stream, frame_messages
 from arrowport.flight.protocol import flight_pb2
 from arrowport.flight.protocol import flight_sql_pb2 as sql
 from arrowport.flight.sql import catalog, info
-from arrowport.flight.sql.answers import Answer, Spooled, Streaming, answers, drop_waiting
-from arrowport.flight.sql.envelope import M, decode, pack, text, unpack, unserved, wrap
+from arrowport.flight.sql.answers import Answer, Answers, Streaming
+from arrowport.flight.sql.envelope import (
+    M,
+    action_result,
+    decode,
+    endpoint_info,
+    ipc_schema,
+    pack,
+    text,
+    unpack,
+    unserved,
+    wrap,
+)
 from arrowport.flight.sql.handles import issued
 from arrowport.flight.sql.ingest import ingest_options
 from arrowport.flight.sql.statements import (
@@ -99,10 +111,14 @@ class FlightSql:
         storage = services.storage
         self._engine = storage if isinstance(storage, Engine) else None
         self._catalog: str | None = None
-        self._statements = statements()
-        self._answers = answers()
-        self._reads.reclaim_turns_with(lambda: drop_waiting(self._answers))
-        self._transactions = Transactions(lambda: Snapshot(self._db()))
+        flight = services.settings.flight
+        self._statements = statements(flight.max_prepared_statements_per_client)
+        self._answers = Answers(flight.max_spooled_answer_bytes, flight.spool_dir)
+        services.metrics.spooled_answer_bytes.set_function(lambda: self._answers.room.used)
+        self._reads.reclaim_turns_with(self._answers.drop_waiting)
+        self._transactions = Transactions(
+            lambda: Snapshot(self._db()), flight.max_transactions_per_client
+        )
         self._info = info.values(
             int(STATEMENT_IDLE_SECONDS * 1000), int(SNAPSHOT_IDLE_SECONDS * 1000)
         )
@@ -136,7 +152,7 @@ class FlightSql:
             )
             return self._answer_info(descriptor, answer, principal)
         schema = self._metadata_schema(name, body, principal)
-        return _info(descriptor, schema, wrap(name, body), -1)
+        return endpoint_info(descriptor, schema, wrap(name, body), -1)
 
     def schema(self, descriptor: flight_pb2.FlightDescriptor, principal: Principal) -> pa.Schema:
         name, body = unpack(descriptor.cmd, "the command")
@@ -158,10 +174,11 @@ class FlightSql:
         if name == "TicketStatementQuery":
             principal.require("read")
             handle = decode(sql.TicketStatementQuery, body, "the ticket").statement_handle
-            answer = self._answers.pop(handle, principal.name)
-            if answer is None:
-                raise self._answers.unknown(handle)
-            yield from encode_stream(answer.schema, answer.batches(self._reads.budget()), options)
+            answer = self._answers.take(handle, principal.name)
+            with contextlib.closing(answer):  # its spool is deleted, whatever happens
+                yield from encode_stream(
+                    answer.schema, answer.batches(self._reads.budget()), options
+                )
             return
         table = self._metadata(name, body, principal)
         yield from encode_stream(table.schema, catalog.batches(table), options)
@@ -172,7 +189,7 @@ class FlightSql:
         schema, rows = answer.schema, answer.rows
         handle = self._answers.add(principal.name, answer)
         ticket = pack(sql.TicketStatementQuery(statement_handle=handle))
-        return _info(descriptor, schema, ticket, rows)
+        return endpoint_info(descriptor, schema, ticket, rows)
 
     def _run(
         self,
@@ -193,11 +210,10 @@ class FlightSql:
         if txn is None:
             return Streaming(self._reads.query(query, params))
         budget = self._reads.budget()
-        directory = self._settings.flight.spool_dir
 
         def spool() -> Answer:
             with self._transactions.query(txn, query, params) as rows:
-                return Spooled(rows, budget, directory)
+                return self._answers.spooled(rows, budget)
 
         return self._reads.with_turn(spool)
 
@@ -319,7 +335,7 @@ class FlightSql:
             raise NotImplementedFeature(f"action {kind!r} is not supported by this server")
         if kind == "CreatePreparedStatement":
             request = self._action(body, sql.ActionCreatePreparedStatementRequest)
-            yield _result(self._prepare(request, principal))
+            yield action_result(self._prepare(request, principal))
         elif kind == "ClosePreparedStatement":
             handle = self._action(
                 body, sql.ActionClosePreparedStatementRequest
@@ -330,7 +346,7 @@ class FlightSql:
         elif kind == "BeginTransaction":
             self._action(body, sql.ActionBeginTransactionRequest)
             transaction = self._transactions.begin(principal.name)
-            yield _result(sql.ActionBeginTransactionResult(transaction_id=transaction))
+            yield action_result(sql.ActionBeginTransactionResult(transaction_id=transaction))
         elif kind == "EndTransaction":
             ending = self._action(body, sql.ActionEndTransactionRequest)
             if ending.action not in (
@@ -365,8 +381,8 @@ class FlightSql:
         handle = self._statements.add(principal.name, statement, size=len(query))
         return sql.ActionCreatePreparedStatementResult(
             prepared_statement_handle=handle,
-            dataset_schema=_ipc(shape.schema) if shape.schema is not None else b"",
-            parameter_schema=_ipc(statement.parameter_schema()),
+            dataset_schema=ipc_schema(shape.schema) if shape.schema is not None else b"",
+            parameter_schema=ipc_schema(statement.parameter_schema()),
             is_update=False,
         )
 
@@ -390,25 +406,3 @@ def _require_read(command: str, principal: Principal) -> None:
     clients ask as they connect) only a valid token."""
     if command != "CommandGetSqlInfo":
         principal.require("read")
-
-
-def _info(
-    descriptor: flight_pb2.FlightDescriptor, schema: pa.Schema, ticket: bytes, rows: int
-) -> flight_pb2.FlightInfo:
-    # No locations: the answer is fetched from this same server.
-    endpoint = flight_pb2.FlightEndpoint(ticket=flight_pb2.Ticket(ticket=ticket))
-    return flight_pb2.FlightInfo(
-        schema=_ipc(schema),
-        flight_descriptor=descriptor,
-        endpoint=[endpoint],
-        total_records=rows,
-        total_bytes=-1,
-    )
-
-
-def _ipc(schema: pa.Schema) -> bytes:
-    return bytes(schema.serialize().to_pybytes())
-
-
-def _result(message: ProtoMessage) -> bytes:
-    return flight_pb2.Result(body=pack(message)).SerializeToString()

@@ -8,8 +8,10 @@ no parameters, its answer's schema. ``DoPut`` binds one row of parameters (the c
 placeholder order; none: no parameters); ``GetFlightInfo`` runs it. A statement prepared in a
 transaction runs in it while that transaction lasts, then on its own.
 
-Open statements are bounded in number and bytes and dropped after
-:data:`STATEMENT_IDLE_SECONDS` unused (see :class:`~arrowport.flight.sql.handles.Registry`).
+Open statements are bounded in number and bytes, server-wide and for each client
+(``flight.max_prepared_statements_per_client`` and :data:`STATEMENT_BYTES_PER_CLIENT`), and
+dropped after :data:`STATEMENT_IDLE_SECONDS` unused (see
+:class:`~arrowport.flight.sql.handles.Registry`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from arrowport.errors import InvalidOptions, InvalidValue, PayloadTooLarge, TooManyColumns
-from arrowport.flight.sql.handles import Registry
+from arrowport.flight.sql.handles import Quota, Registry
 from arrowport.flight.sql.parameters import python_value
 from arrowport.ingest.ipc_messages import Message, PayloadBudget, PayloadLimits
 from arrowport.ingest.payload import IpcPayload
@@ -32,6 +34,8 @@ STATEMENT_CAPACITY = 1024
 STATEMENT_IDLE_SECONDS = 600.0
 # The SQL text and bound parameters of every open statement together.
 STATEMENT_BYTES = 128 * 1024**2
+# The SQL text and bound parameters of one client's open statements together.
+STATEMENT_BYTES_PER_CLIENT = 32 * 1024**2
 # Values in one statement's parameters, nested ones included (a list of 20M nulls is 336 bytes of
 # Arrow but 160 MB of Python objects): the bound every protocol's parameters are held to. What
 # each is counted as once bound.
@@ -162,7 +166,17 @@ def _labels(values: pa.Table, shape: QueryShape) -> list[str]:
     return [str(i) for i in range(1, values.num_columns + 1)]
 
 
-def statements() -> Registry[PreparedStatement]:
+def statements(per_client: int) -> Registry[PreparedStatement]:
+    """Open statements, at most ``per_client`` (``flight.max_prepared_statements_per_client``)
+    of them for one client."""
+    quota = Quota(
+        per_client,
+        "flight.max_prepared_statements_per_client",
+        "close some (ClosePreparedStatement; closing a cursor closes its own) before preparing "
+        f"more; one left open is dropped after {STATEMENT_IDLE_SECONDS:g} s unused",
+        STATEMENT_BYTES_PER_CLIENT,
+        " of SQL and bound parameters",
+    )
     return Registry(
         "prepared statement",
         "statement",
@@ -170,4 +184,5 @@ def statements() -> Registry[PreparedStatement]:
         STATEMENT_IDLE_SECONDS,
         close=lambda statement: None,
         max_bytes=STATEMENT_BYTES,
+        quota=quota,
     )

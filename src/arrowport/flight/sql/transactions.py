@@ -13,8 +13,10 @@ Bounds, so idle or forgotten clients cannot pile up state:
   used idle one, and a snapshot unused for :data:`SNAPSHOT_IDLE_SECONDS` is given up too. A
   transaction whose snapshot was given up (or whose query failed, which aborts it) refuses further
   queries with FAILED_PRECONDITION ``transaction_aborted`` until the client ends it;
-* at most :data:`TRANSACTION_CAPACITY` transactions are recorded (the least recently used is
-  forgotten beyond), each forgotten after :data:`TRANSACTION_IDLE_SECONDS` unused.
+* at most :data:`TRANSACTION_CAPACITY` transactions are recorded, of which one client (a token;
+  anonymous clients are one) holds at most ``flight.max_transactions_per_client``; beyond either,
+  ``BeginTransaction`` is refused (nobody's transaction is forgotten to make room: one client
+  cannot end another's). Each is forgotten after :data:`TRANSACTION_IDLE_SECONDS` unused.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from arrowport.errors import Overloaded, TransactionAborted
-from arrowport.flight.sql.handles import Registry, issued
+from arrowport.flight.sql.handles import Quota, Registry, issued
 from arrowport.storage.query import Parameters
 from arrowport.storage.snapshot import Rows, Snapshot
 
@@ -53,9 +55,15 @@ class Transaction:
 
 
 class Transactions:
-    def __init__(self, open_snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(self, open_snapshot: Callable[[], Snapshot], per_client: int) -> None:
         self._open = open_snapshot
         self._lock = threading.Lock()
+        quota = Quota(
+            per_client,
+            "flight.max_transactions_per_client",
+            "end one (commit or roll back, or close its connection) before beginning another; "
+            f"one left open is forgotten after {TRANSACTION_IDLE_SECONDS:g} s unused",
+        )
         self._held = Registry[Transaction](
             "transaction",
             KIND,
@@ -63,7 +71,7 @@ class Transactions:
             TRANSACTION_IDLE_SECONDS,
             close=Transaction.end,
             busy=lambda txn: txn.busy,
-            evict=True,
+            quota=quota,
         )
 
     def begin(self, owner: str) -> bytes:
