@@ -64,6 +64,17 @@ GrpcCode = Literal[
 ]
 
 
+# How much of a client's value an error message quotes (a name, a key): messages stay short.
+SHOWN_CHARS = 100
+
+
+def shown(value: str) -> str:
+    """``value`` quoted for an error message: its ``repr``, cut after a few words if long."""
+    if len(value) <= SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
+
+
 class ArrowportError(Exception):
     """Base of all client-visible failures."""
 

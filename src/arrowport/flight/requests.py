@@ -22,22 +22,22 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from arrowport.errors import InvalidJSON, InvalidName, InvalidOptions, PayloadTooLarge
+from arrowport.errors import (
+    SHOWN_CHARS,
+    InvalidJSON,
+    InvalidName,
+    InvalidOptions,
+    PayloadTooLarge,
+    shown,
+)
 from arrowport.flight.protocol import flight_pb2
+from arrowport.ingest import seed_json
 from arrowport.options import IngestRequest, checked_json
 from arrowport.storage.query_inputs import check_parameters, check_sql
 
 PATH = flight_pb2.FlightDescriptor.PATH
 CMD = flight_pb2.FlightDescriptor.CMD
 # How much of a value a client sent an error message quotes back.
-_SHOWN_CHARS = 100
-
-
-def shown(value: str) -> str:
-    """``value`` quoted for an error message: its ``repr``, cut after a few words if long."""
-    if len(value) <= _SHOWN_CHARS:
-        return repr(value)
-    return f"{value[:_SHOWN_CHARS]!r}... ({len(value)} characters)"
 
 
 @dataclass(frozen=True)
@@ -70,16 +70,8 @@ def _text(raw: bytes, what: str) -> str:
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    def once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise InvalidOptions(f"{what} repeats the key {shown(key)}; send each key once")
-            seen.add(key)
-        return dict(pairs)
-
     try:
-        document = json.loads(raw, object_pairs_hook=once_each)
+        document = seed_json.loads(raw, what)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"{what} is not valid JSON: {exc}") from None
     except RecursionError:
@@ -141,7 +133,7 @@ def read_request(raw: bytes, max_bytes: int, what: str = "the ticket") -> ReadRe
             listed += f" and {len(unknown) - 5} more"
         raise InvalidOptions(
             f"{what}: unknown keys {listed}; use table, or sql and params",
-            field=unknown[0][:_SHOWN_CHARS],
+            field=unknown[0][:SHOWN_CHARS],
         )
     table = _optional(document, "table", str, what)
     sql = _optional(document, "sql", str, what)

@@ -46,7 +46,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from arrowport.auth import Principal
 from arrowport.config import Scope
-from arrowport.errors import InvalidOptions
+from arrowport.errors import InvalidOptions, shown
 from arrowport.flight.arrival import Arrival
 from arrowport.flight.errors import Call, flight_errors, flight_errors_async
 from arrowport.flight.frames import Frame, encode_stream
@@ -58,7 +58,6 @@ from arrowport.flight.requests import (
     producer_request,
     put_request,
     read_request,
-    shown,
 )
 from arrowport.flight.security import AnyContext, caller, handshake
 from arrowport.flight.sql import ACTIONS, UNSERVED_ACTIONS, FlightSql, is_wrapped

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pybase64
 
-from arrowport.errors import InvalidBase64, InvalidJSON, InvalidOptions, PayloadTooLarge
+from arrowport.errors import InvalidBase64, InvalidJSON, InvalidOptions, PayloadTooLarge, shown
 from arrowport.ingest.payload import Codec, sniff_codec
 
 # The key of the (large) base64 payload, as a JSON token: not preceded by a backslash, so it
@@ -55,19 +55,20 @@ async def off_the_loop(parse: Callable[[bytes | bytearray], T], text: bytes | by
 _SCHEMA_BYTES = 1024**2
 
 
-def loads(text: bytes | bytearray) -> Any:
+def loads(text: bytes | bytearray, what: str = "the JSON body") -> Any:
     """``json.loads``, but 422 ``invalid_options`` for an object that repeats a key (which
-    ``json.loads`` would silently give its last value, whatever came first)."""
-    return json.loads(text, object_pairs_hook=_once_each)
+    ``json.loads`` would silently give its last value, whatever came first); ``what`` names the
+    document in the message."""
 
+    def once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidOptions(f"{what} repeats the key {shown(key)}; send each key once")
+            seen.add(key)
+        return dict(pairs)
 
-def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise InvalidOptions(f"the JSON body repeats the key {key!r}; send each key once")
-        seen.add(key)
-    return dict(pairs)
+    return json.loads(text, object_pairs_hook=once_each)
 
 
 def parse_json(body: bytes | bytearray) -> Any:

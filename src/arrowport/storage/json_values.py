@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from arrowport.errors import InvalidValue
-from arrowport.storage.schema import child_types
+from arrowport.storage.schema import LIST_ARRAYS, child_types
 
 JSON_EXTENSION = "arrow.json"
 _EXCERPT_CHARS = 40
@@ -95,14 +95,7 @@ def _first_invalid(array: pa.Array) -> tuple[int, str] | None:
     if isinstance(array, pa.StructArray):
         found_in = [_first_invalid(child) for child in array.flatten()]
         return min((found for found in found_in if found is not None), default=None)
-    if isinstance(
-        array,
-        pa.ListArray
-        | pa.LargeListArray
-        | pa.FixedSizeListArray
-        | pa.ListViewArray
-        | pa.LargeListViewArray,
-    ):
+    if isinstance(array, LIST_ARRAYS):
         found = _first_invalid(array.flatten())
         if found is None:
             return None

@@ -52,6 +52,16 @@ def _describe(cursor: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[tupl
 MAX_ARRAY_SIZE = 100_000
 
 
+# The array classes whose values are lists of one child array (``flatten`` gives it).
+LIST_ARRAYS = (
+    pa.ListArray
+    | pa.LargeListArray
+    | pa.FixedSizeListArray
+    | pa.ListViewArray
+    | pa.LargeListViewArray
+)
+
+
 def child_types(dtype: pa.DataType) -> list[pa.DataType]:
     if isinstance(dtype, pa.DictionaryType | pa.RunEndEncodedType):
         return [dtype.value_type]

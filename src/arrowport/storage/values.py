@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from arrowport.errors import InvalidValue
 from arrowport.storage.json_values import check_json, holds_json
-from arrowport.storage.schema import child_types
+from arrowport.storage.schema import LIST_ARRAYS, child_types
 
 _INT64_MAX = 2**63 - 1
 _NANOS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
@@ -121,14 +121,7 @@ def _value_problem(array: pa.Array) -> str | None:
             if problem is not None:
                 return problem
         return None
-    if isinstance(
-        array,
-        pa.ListArray
-        | pa.LargeListArray
-        | pa.FixedSizeListArray
-        | pa.ListViewArray
-        | pa.LargeListViewArray,
-    ):
+    if isinstance(array, LIST_ARRAYS):
         return _value_problem(array.flatten())
     return None
 
