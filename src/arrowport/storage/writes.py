@@ -97,6 +97,10 @@ def io_error(exc: BaseException, text: str) -> InsufficientStorage | StorageErro
     return StorageError(f"database I/O error: {text}")
 
 
+# How DuckDB words a commit whose write-ahead log could not be written.
+_COMMIT_IO = "Failed to commit: Could not write file"
+
+
 def translate_error(exc: BaseException) -> BaseException:
     """Map DuckDB's failures to client-visible errors, by exception type.
 
@@ -111,6 +115,10 @@ def translate_error(exc: BaseException) -> BaseException:
     if isinstance(exc, duckdb.TransactionException):
         if _is_write_conflict(exc):
             return WriteConflict(f"a concurrent write changed the same table; retry: {text}")
+        if _COMMIT_IO in text:
+            # The commit could not write the write-ahead log: DuckDB says so as a transaction
+            # error (a full disk included), not as an I/O one.
+            return io_error(exc, text)
         return exc
     if isinstance(exc, duckdb.ConstraintException):
         return ConstraintViolation(text)
