@@ -297,6 +297,25 @@ def test_unknown_producer_has_no_offset(client: httpx.Client) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/streams/%FF/producers/p", 400, "invalid_name"),
+        ("/streams/bad%20name/producers/p", 400, "invalid_name"),
+        (f"/streams/ok/producers/{'p' * 257}", 422, "invalid_options"),
+    ],
+    ids=["not_utf8", "not_a_stream_name", "producer_too_long"],
+)
+def test_a_producer_no_request_could_name_is_refused(
+    client: httpx.Client, path: str, status: int, code: str
+) -> None:
+    """Asked as an ingest would name them: a stream name or producer id that no ingest could
+    carry is refused, not answered as a producer with no offset."""
+    answer = client.get(path)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["code"] == code
+
+
 def test_offsets_in_order_then_duplicates_then_gap(client: httpx.Client) -> None:
     stream = unique_name("offsets")
     # The first sequence may be any number.
