@@ -9,10 +9,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+# Streams counted under their own label, in the order they first commit: any client with the
+# ingest scope may name new streams, and each label is kept for the process's life (memory, and
+# every scrape's size). Later streams are counted together under OTHER_STREAMS, a label no
+# stream can have.
+MAX_STREAM_LABELS = 1000
+OTHER_STREAMS = "(other)"
+
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._stream_labels: set[str] = set()
         self.rows = Counter(
             "arrowport_ingested_rows",
             "Rows committed, per stream.",
@@ -92,6 +100,11 @@ class Metrics:
         )
 
     def record_ingest(self, stream: str, rows: int, batches: int, size: int) -> None:
+        if stream not in self._stream_labels:
+            if len(self._stream_labels) >= MAX_STREAM_LABELS:
+                stream = OTHER_STREAMS
+            else:
+                self._stream_labels.add(stream)
         self.rows.labels(stream).inc(rows)
         self.batches.labels(stream).inc(batches)
         self.bytes.labels(stream).inc(size)
