@@ -253,3 +253,33 @@ def test_json_keeps_both_sides_of_a_join(client: httpx.Client) -> None:
     assert body["rows"] == [{"id": 1, "v": "x", "id_2": 1, "v_2": "y"}]
     assert plain["rows"] == [{"id": 1, "v": "x", "v_2": "y"}]
     assert csv_text(client, sql) == '"id","v","id","v"\n1,"x",1,"y"\n'
+
+
+# -- which format: the Accept header -----------------------------------------------------------
+
+ARROW = "application/vnd.apache.arrow.stream"
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        ("application/json;q=0, text/csv", CSV),
+        ("application/json;q=0.5, text/csv;q=0.9", CSV),
+        ("text/*", CSV),
+        ("text/csv;q=0.2, */*;q=0.1", CSV),
+        ("*/*", ARROW),
+        ("application/jsonfoo", ARROW),
+        ("TEXT/CSV; charset=utf-8", CSV),
+        (f"{JSON}, {ARROW};q=0.8", JSON),
+        ("", ARROW),
+    ],
+)
+def test_the_accept_header_picks_the_format_by_quality(
+    client: httpx.Client, accept: str, expected: str
+) -> None:
+    """Quality values and wildcards count; a type named only as part of another is not it (the
+    header was searched for the served types as substrings, so ``application/json;q=0,
+    text/csv`` got JSON)."""
+    response = client.post("/query", json={"sql": "SELECT 1 AS one"}, headers={"Accept": accept})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith(expected)

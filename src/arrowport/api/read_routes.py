@@ -143,12 +143,33 @@ async def _query_request(request: Request) -> QueryRequest:
     return parsed
 
 
+_ANSWER_TYPES = (ARROW_STREAM, JSON, CSV)  # in the order preferred at equal quality
+
+
 def _accepted(request: Request) -> str:
-    accept = request.headers.get("accept", "").lower()
-    for media_type in (ARROW_STREAM, JSON, CSV):
-        if media_type in accept:
-            return media_type
-    return ARROW_STREAM
+    """The answer's media type: of those served, the one ``Accept`` gives the highest quality
+    (``q``), each taking it from its most specific range (``text/csv`` over ``text/*`` over
+    ``*/*``); Arrow when the header names none of them."""
+    ranges: dict[str, float] = {}
+    for part in request.headers.get("accept", "").lower().split(","):
+        name, *parameters = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            key, _, value = parameter.partition("=")
+            if key.strip() == "q":
+                try:
+                    quality = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    quality = 0.0
+        if name:
+            ranges.setdefault(name, quality)
+    best, best_quality = ARROW_STREAM, 0.0
+    for media_type in _ANSWER_TYPES:
+        family = media_type.split("/")[0] + "/*"
+        quality = next((ranges[r] for r in (media_type, family, "*/*") if r in ranges), 0.0)
+        if quality > best_quality:
+            best, best_quality = media_type, quality
+    return best
 
 
 @router.post(
