@@ -631,3 +631,13 @@ def test_large_malformed_json(client: httpx.Client) -> None:
 def test_json_body_that_is_not_an_object(client: httpx.Client) -> None:
     response = client.post("/stream/err_json_list", json=[1, 2, 3])
     assert_refused(client, response, 422, "invalid_options", "err_json_list", None)
+
+
+def test_health_and_ready_answer_head_and_other_methods_are_405(client: httpx.Client) -> None:
+    for path in ("/health", "/ready"):
+        head = client.head(path)
+        assert head.status_code == 200, path
+        assert head.content == b""
+    refused = client.request("PATCH", "/health")
+    assert refused.status_code == 405
+    assert refused.json()["code"] == "method_not_allowed"

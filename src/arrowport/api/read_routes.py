@@ -31,6 +31,7 @@ _READ = [Depends(require_read)]
 
 
 @router.get("/health", summary="Liveness: the process answers", responses=error_responses())
+@router.head("/health", include_in_schema=False)  # what load balancers and probes often send
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -40,6 +41,7 @@ async def health() -> dict[str, str]:
     summary="Readiness: the database is open and writes are accepted",
     responses=error_responses(503),
 )
+@router.head("/ready", include_in_schema=False)
 async def ready(request: Request) -> dict[str, str]:
     found = services(request)
     if getattr(request.app.state, "draining", False) or not found.ingest.admission.accepting:
