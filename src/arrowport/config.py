@@ -86,6 +86,13 @@ class ApiSettings(_Section):
         description="Open HTTP connections; beyond it the one idle longest before sending its "
         "request is closed first.",
     )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024**2,
+        description="Largest request head (request line and headers); a larger one gets 431 "
+        "`header_too_large` and its connection is closed.",
+    )
 
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod

@@ -30,6 +30,7 @@
     ├── PayloadTooLarge                 413 payload_too_large                   RESOURCE_EXHAUSTED
     │   └──                                 too_many_columns, result_too_large
     ├── UnsupportedMediaType            415 unsupported_media_type              INVALID_ARGUMENT
+    ├── HeaderTooLarge                  431 header_too_large (HTTP only)        RESOURCE_EXHAUSTED
     ├── InvalidOptions                  422 invalid_options, unsupported_type,  INVALID_ARGUMENT
     │                                       invalid_value
     ├── NotImplementedFeature           501 not_implemented                     UNIMPLEMENTED
@@ -269,6 +270,14 @@ class ResultTooLarge(PayloadTooLarge):
     """A query's answer would exceed ``limits.max_result_bytes``."""
 
     code = "result_too_large"
+
+
+class HeaderTooLarge(ArrowportError):
+    """A request head (request line and headers) larger than ``api.max_header_bytes``."""
+
+    status = 431
+    code = "header_too_large"
+    grpc_code: ClassVar[GrpcCode] = "resource_exhausted"
 
 
 class UnsupportedMediaType(ArrowportError):

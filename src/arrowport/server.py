@@ -9,7 +9,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -19,7 +19,7 @@ from prometheus_client import start_http_server
 
 from arrowport import workers
 from arrowport.api.app import create_app
-from arrowport.api.connections import protocol_class, raise_file_limit
+from arrowport.api.connections import protocol_class, raise_file_limit, tls_protocol_class
 from arrowport.auth import auth_enabled, exposed_hosts, exposure_refusal
 from arrowport.config import Settings, TlsSettings
 from arrowport.errors import StorageError
@@ -63,12 +63,30 @@ class _Server(uvicorn.Server):
             self.config.timeout_graceful_shutdown = max(0, math.ceil(left))
         await super().shutdown(sockets)
 
+    tls_inside = False
+
+    def _log_started_message(self, listeners: Sequence[socket.SocketType]) -> None:
+        # With TLS uvicorn would say http:// (its config has no ssl left, see startup); the
+        # "arrowport ready" line says the port and whether TLS is on.
+        if not self.tls_inside:
+            super()._log_started_message(listeners)
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # New writes get 503 from now on; requests already running finish and are answered.
         self._on_exit()
         super().handle_exit(sig, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        context = self.config.ssl
+        if context is not None:
+            # TLS is done inside the connection guard, so that a connection counts against
+            # api.max_connections and has its deadline from the TCP accept, not from the end of
+            # its handshake: the listener itself is created without ssl=.
+            self.config.ssl = None
+            self.tls_inside = True
+            self.config.http_protocol_class = tls_protocol_class(  # type: ignore[assignment]
+                self.config.http_protocol_class, context
+            )
         await super().startup(sockets)
         if self.should_exit:
             return
@@ -202,7 +220,7 @@ def serve(settings: Settings) -> int:
         host=api.host,
         port=api.port,
         loop="uvloop",
-        http=protocol_class(api.header_timeout_seconds, api.max_connections),
+        http=protocol_class(api.header_timeout_seconds, api.max_connections, api.max_header_bytes),
         lifespan="on",
         log_config=None,
         access_log=False,

@@ -1,5 +1,5 @@
-"""HTTP connections that cannot exhaust the server: a deadline for every request's head, and a
-cap on open connections.
+"""HTTP connections that cannot exhaust the server: a deadline and a size bound for every
+request's head, and a cap on open connections.
 
 uvicorn's protocol waits for a request's headers for ever: 20,000 connections that each send
 half a header used up every file descriptor and ``/health`` stopped answering. So each request's
@@ -9,6 +9,20 @@ one more arrives, the connection that has waited longest for a request head is c
 room (a connection in the middle of a request is never closed for this; when every connection
 is, the new one is).
 
+Both count from the TCP accept. With TLS the handshake is done by :class:`TlsConnection`, which
+tells the protocol inside it about the connection before the handshake starts: a connection
+that never finishes its handshake counts against the cap, may be closed to make room, and has
+the same deadline for its handshake and first head together (asyncio's own handshake timeout,
+60 s by default, is the head deadline too).
+
+A head is also bounded in size: once more than ``api.max_header_bytes`` of it have been read
+without its end, the client gets 431 ``header_too_large`` and the connection is closed, so the
+parser never holds more (it joins a header's pieces by copying: 100 MB of one header value
+stalled the event loop for seconds). The bytes counted are those read from the start of a
+request to the end of its head; a body does not count, and each request on a kept-alive
+connection has a budget of its own (one whose head begins in the same read as the previous
+request's end may get up to that read's size beyond it).
+
 The protocol also keeps a request body's chunks as they arrive (:mod:`arrowport.api.body_chunks`)
 instead of copying them twice on the event loop.
 """
@@ -16,7 +30,11 @@ instead of copying them twice on the event loop.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import resource
+import ssl
+from asyncio.sslproto import SSLProtocol
 from collections import OrderedDict
 from typing import Any
 
@@ -24,47 +42,100 @@ import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from arrowport.api.body_chunks import BodyChunks
+from arrowport.errors import HeaderTooLarge
 
 log = structlog.get_logger("arrowport.http")
 
 
-class _Idle:
-    """Connections waiting for a request head, oldest first (shared by one server's protocols)."""
+class _Shared:
+    """What one server's connections share: how many are open (from their TCP accept) and those
+    waiting for a request head, oldest first."""
 
     def __init__(self) -> None:
+        self.open = 0
         self.waiting: OrderedDict[int, GuardedProtocol] = OrderedDict()
 
 
-def protocol_class(header_timeout: float, max_connections: int) -> type[GuardedProtocol]:
+def protocol_class(
+    header_timeout: float, max_connections: int, max_header_bytes: int = 64 * 1024
+) -> type[GuardedProtocol]:
     """A protocol class for ``uvicorn.Config(http=...)`` with these limits."""
-    idle = _Idle()
     return type(
         "ArrowportHttpProtocol",
         (GuardedProtocol,),
-        {"header_timeout": header_timeout, "max_connections": max_connections, "idle": idle},
+        {
+            "header_timeout": header_timeout,
+            "max_connections": max_connections,
+            "max_header_bytes": max_header_bytes,
+            "shared": _Shared(),
+        },
+    )
+
+
+def tls_protocol_class(
+    http_class: type[asyncio.Protocol], context: ssl.SSLContext
+) -> type[TlsConnection]:
+    """A protocol class that does TLS itself around ``http_class`` (a :func:`protocol_class`),
+    for a server created without ``ssl=``."""
+    if not issubclass(http_class, GuardedProtocol):
+        raise TypeError(f"{http_class.__name__} is not a GuardedProtocol")
+    return type(
+        "ArrowportTlsProtocol", (TlsConnection,), {"http_class": http_class, "context": context}
     )
 
 
 class GuardedProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
     max_connections: int = 1024
-    idle: _Idle = _Idle()
+    max_header_bytes: int = 64 * 1024
+    shared: _Shared = _Shared()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_deadline: asyncio.TimerHandle | None = None
-        self._in_request = False
+        self._in_request = False  # from a head's end to its response's
+        self._tcp: asyncio.BaseTransport | None = None  # the accepted socket's transport
+        self._counted = False
+        self._reading_head = True  # from a request's first byte to its head's end
+        self._head_bytes = 0
+
+    def accepted(self, tcp: asyncio.BaseTransport) -> None:
+        """The TCP connection is open (with TLS, before the handshake): it counts against the
+        cap, and the deadline for its first head starts."""
+        self._tcp = tcp
+        self._counted = True
+        self.shared.open += 1
+        self._await_head()
+        if self.shared.open > self.max_connections:
+            self._make_room()
+
+    def closed(self) -> None:
+        """The TCP connection is gone (called once or more)."""
+        if self._counted:
+            self._counted = False
+            self.shared.open -= 1
+        self._head_arrived()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._await_head()
-        if len(self.connections) > self.max_connections:
-            self._make_room()
+        if self._tcp is None:  # no TLS: this is the accept
+            self.accepted(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._head_deadline is None and not self._in_request:
             self._await_head()  # the first bytes of a new request on a kept-alive connection
-        super().data_received(data)
+        while data and self._reading_head:
+            room = self.max_header_bytes - self._head_bytes
+            if room <= 0:
+                self._refuse_head()
+                return
+            piece, data = (data[:room], data[room:]) if len(data) > room else (data, b"")
+            self._head_bytes += len(piece)
+            super().data_received(piece)
+            if self.transport.is_closing():
+                return
+        if data:
+            super().data_received(data)
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -74,45 +145,103 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_headers_complete(self) -> None:
+        self._reading_head = False
         self._head_arrived()
         self._in_request = True
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        # What follows is the next request's head, with a budget of its own.
+        self._reading_head = True
+        self._head_bytes = 0
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         self._in_request = False
         super().on_response_complete()
         # Waiting for the next request: uvicorn's keep-alive timeout covers the silence, this
         # connection may be closed to make room, and its next head gets a deadline of its own.
-        self.idle.waiting[id(self)] = self
+        if self._counted:
+            self.shared.waiting[id(self)] = self
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._head_arrived()
+        self.closed()
         super().connection_lost(exc)
 
     def _await_head(self) -> None:
-        self.idle.waiting[id(self)] = self
-        self.idle.waiting.move_to_end(id(self))
+        self.shared.waiting[id(self)] = self
+        self.shared.waiting.move_to_end(id(self))
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
         self._head_deadline = self.loop.call_later(self.header_timeout, self._too_slow)
 
     def _head_arrived(self) -> None:
-        self.idle.waiting.pop(id(self), None)
+        self.shared.waiting.pop(id(self), None)
         if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
 
+    def _close(self) -> None:
+        """Close the TCP connection (with TLS, without waiting for the client's close_notify)."""
+        self._head_arrived()
+        if self._tcp is not None and not self._tcp.is_closing():
+            self._tcp.close()
+
     def _too_slow(self) -> None:
         self._head_deadline = None
-        self.idle.waiting.pop(id(self), None)
-        if not self.transport.is_closing():
-            self.transport.close()
+        self._close()
 
     def _make_room(self) -> None:
         """Close the connection that has waited longest for a request head (this one, if none
         other is waiting)."""
-        oldest = next(iter(self.idle.waiting.values()), self)
-        oldest._head_arrived()
-        if not oldest.transport.is_closing():
-            oldest.transport.close()
+        oldest = next(iter(self.shared.waiting.values()), self)
+        oldest._close()
+
+    def _refuse_head(self) -> None:
+        error = HeaderTooLarge(
+            f"the request head is larger than api.max_header_bytes ({self.max_header_bytes})",
+            max_header_bytes=self.max_header_bytes,
+        )
+        body = json.dumps(error.to_body()).encode()
+        log.info("request head too large", client=self.client, limit=self.max_header_bytes)
+        head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+        head += [
+            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        ]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self._close()
+
+
+class TlsConnection(SSLProtocol):
+    """TLS around a :class:`GuardedProtocol`, which learns of the connection at its accept."""
+
+    http_class: type[GuardedProtocol]
+    context: ssl.SSLContext
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.http = self.http_class(**kwargs)
+        super().__init__(
+            self.http.loop,
+            self.http,
+            self.context,
+            None,  # type: ignore[arg-type]  # no waiter: nothing awaits the handshake
+            server_side=True,
+            # A backstop: the head deadline, from the accept, closes the connection first.
+            ssl_handshake_timeout=math.ceil(self.http.header_timeout),
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.http.accepted(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.http.closed()
+        super().connection_lost(exc)
 
 
 def raise_file_limit(wanted: int) -> int:
