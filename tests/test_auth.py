@@ -377,6 +377,45 @@ def test_cors_only_for_listed_origins(tmp_path: Path) -> None:
             assert landed.headers["access-control-allow-origin"] == "https://app.example"
 
 
+@pytest.mark.parametrize(
+    "configured",
+    ["http://App.example.com:3000/", "HTTP://APP.EXAMPLE.COM:3000", "http://app.example.com:3000"],
+)
+def test_cors_origins_are_compared_as_browsers_send_them(tmp_path: Path, configured: str) -> None:
+    """A configured origin with capitals or a trailing slash grants what the origin guard admits."""
+    config = CONFIG | {"api": {"cors_origins": [configured, "https://secure.example:443/"]}}
+    origin = "http://app.example.com:3000"
+    with ArrowportProcess(tmp_path, config=config) as server:
+        preflight = httpx.options(
+            server.url + "/query",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert preflight.status_code == 200, preflight.text
+        assert preflight.headers["access-control-allow-origin"] == origin
+        with httpx.Client(base_url=server.url) as client:
+            read = client.get("/tables", headers={"Origin": origin} | bearer("reader"))
+            assert read.status_code == 200, read.text
+            assert read.headers["access-control-allow-origin"] == origin
+            landed = post_ipc(client, "events", {"Origin": origin} | bearer("loader"))
+            assert landed.status_code == 200, landed.text
+            assert landed.headers["access-control-allow-origin"] == origin
+            # The scheme's default port is left out of Origin by browsers.
+            secure = client.get(
+                "/tables", headers={"Origin": "https://secure.example"} | bearer("reader")
+            )
+            assert secure.status_code == 200, secure.text
+            assert secure.headers["access-control-allow-origin"] == "https://secure.example"
+            foreign = client.get(
+                "/tables", headers={"Origin": "http://app.example.com:3001"} | bearer("reader")
+            )
+            assert_error(foreign, 403, "forbidden_origin")
+            assert "access-control-allow-origin" not in foreign.headers
+
+
 # -- start-up ------------------------------------------------------------------------------------
 
 

@@ -441,3 +441,164 @@ def test_invalid_environment_stops_serve(
 def test_invalid_flag_stops_serve(tmp_path: Path) -> None:
     result = run_serve(tmp_path, "--port", "99999")
     assert_one_line_refusal(result, "api.port")
+
+
+# -- start-up refusals: durations, ports, the config file itself, the database path -------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("limits:\n  shutdown_timeout_seconds: .inf\n", "limits.shutdown_timeout_seconds"),
+        ("limits:\n  shutdown_timeout_seconds: 1.0e+300\n", "limits.shutdown_timeout_seconds"),
+        ("limits:\n  query_timeout_seconds: .inf\n", "limits.query_timeout_seconds"),
+        ("limits:\n  query_timeout_seconds: 1.0e+300\n", "limits.query_timeout_seconds"),
+        ("limits:\n  body_timeout_seconds: .nan\n", "limits.body_timeout_seconds"),
+        ("group_commit:\n  max_wait_ms: .inf\n", "group_commit.max_wait_ms"),
+        ("group_commit:\n  max_wait_ms: 1.0e+300\n", "group_commit.max_wait_ms"),
+        ("api:\n  header_timeout_seconds: .inf\n", "api.header_timeout_seconds"),
+        ("delivery:\n  idempotency_window_hours: 1.0e+300\n", "delivery.idempotency_window_hours"),
+        (
+            "ducklake:\n  maintenance_interval_seconds: .inf\n",
+            "ducklake.maintenance_interval_seconds",
+        ),
+        ("api:\n  port: true\n", "api.port"),
+        ("flight:\n  port: false\n", "flight.port"),
+        ("limits:\n  max_columns: true\n", "limits.max_columns"),
+    ],
+)
+def test_unusable_numbers_stop_serve(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    assert_one_line_refusal(run_serve(tmp_path, "--config", str(path)), key)
+
+
+def test_an_infinite_duration_from_the_environment_stops_serve(tmp_path: Path) -> None:
+    variable = "ARROWPORT_LIMITS_SHUTDOWN_TIMEOUT_SECONDS"
+    result = run_serve(tmp_path, **{variable: "inf"})
+    assert_one_line_refusal(result, "limits.shutdown_timeout_seconds", variable)
+
+
+def test_every_float_setting_is_a_bounded_duration() -> None:
+    """A float setting is a duration by its name's unit, so the bound above applies to it."""
+    for key, _, _, _ in settings_rows_raw():
+        section, _, name = key.rpartition(".")
+        field = (
+            Settings.model_fields[section].annotation.model_fields[name]  # type: ignore[union-attr]
+            if section
+            else Settings.model_fields[name]
+        )
+        if "float" in str(field.annotation):
+            assert name.endswith(("_seconds", "_ms", "_hours")), key
+    year = 365 * 24 * 3600
+    assert load_settings(overrides={"limits.shutdown_timeout_seconds": year})
+    with pytest.raises(ConfigError, match="one year"):
+        load_settings(overrides={"limits.shutdown_timeout_seconds": year + 1})
+
+
+def settings_rows_raw() -> list[tuple[str, str, str, str]]:
+    from arrowport.config import settings_table
+
+    return settings_table()
+
+
+def test_a_config_file_that_is_not_utf8_stops_serve(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"\xff\xfe\x00")
+    assert_one_line_refusal(run_serve(tmp_path, "--config", str(path)), "config.yaml", "UTF-8")
+
+
+def alias_bomb(levels: int, width: int) -> str:
+    """A valid YAML document whose every level repeats the one before ``width`` times."""
+    nodes = ["&a0 [" + ", ".join(["xxxxxxxxxx"] * width) + "]"]
+    for level in range(1, levels):
+        nodes.append(f"&a{level} [" + ", ".join([f"*a{level - 1}"] * width) + "]")
+    return f"api:\n  allowed_hosts: [{', '.join(nodes)}]\n  cors_origins: *a{levels - 1}\n"
+
+
+@pytest.mark.parametrize("levels", [3, 8])
+def test_yaml_aliases_stop_serve_at_once(tmp_path: Path, levels: int) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(alias_bomb(levels, 9))
+    result = run_serve(tmp_path, "--config", str(path))
+    assert_one_line_refusal(result, "config.yaml", "alias")
+    assert len(result.stderr) < 500
+
+
+def test_an_oversized_or_deeply_nested_config_file_stops_serve(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("# padding\n" * 200_000)
+    assert_one_line_refusal(run_serve(tmp_path, "--config", str(path)), "config.yaml", "bytes")
+    path.write_text("api: " + "[" * 100_000)
+    result = run_serve(tmp_path, "--config", str(path))
+    assert_one_line_refusal(result, "config.yaml")
+
+
+def test_a_long_refused_value_is_shown_as_an_excerpt(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("api:\n  port: " + "x" * 100_000 + "\n")
+    result = run_serve(tmp_path, "--config", str(path))
+    assert_one_line_refusal(result, "api.port")
+    assert len(result.stderr) < 500
+
+
+def test_a_true_port_from_the_environment_still_parses_numbers(tmp_path: Path) -> None:
+    assert load_settings(environ={"ARROWPORT_API_PORT": "8123"}).api.port == 8123
+    with pytest.raises(ConfigError, match=r"api\.port"):
+        load_settings(overrides={"api.port": True})
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(("--db", ""), {}), (("--db", "   "), {}), ((), {"ARROWPORT_DUCKDB_PATH": ""})],
+)
+def test_an_empty_database_path_stops_serve(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "arrowport", "serve", "--port", "0", "--flight-port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env=clean_env(**env),
+    )
+    assert_one_line_refusal(result, "duckdb.path")
+    assert result.returncode == 2
+
+
+def test_memory_is_still_a_database_path() -> None:
+    assert load_settings(overrides={"duckdb.path": ":memory:"}).duckdb.path == ":memory:"
+
+
+def test_a_file_in_place_of_the_database_directory_stops_serve(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    result = run_serve(tmp_path, "--db", str(tmp_path / "afile" / "x.duckdb"))
+    assert_one_line_refusal(result, "afile")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anywhere")
+def test_an_unwritable_database_directory_stops_serve(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        result = run_serve(tmp_path, "--db", str(locked / "sub" / "x.duckdb"))
+    finally:
+        locked.chmod(0o755)
+    assert_one_line_refusal(result, "locked")
+
+
+def test_cors_origins_are_normalised() -> None:
+    settings = load_settings(
+        overrides={"api.cors_origins": ["http://App.example.com:3000/", "HTTPS://b.example:443"]}
+    )
+    assert settings.api.cors_origins == ["http://app.example.com:3000", "https://b.example"]
+    settings = load_settings(environ={"ARROWPORT_API_CORS_ORIGINS": "http://A.example/, *"})
+    assert settings.api.cors_origins == ["http://a.example", "*"]
+
+
+def test_a_date_yaml_cannot_build_stops_serve(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("streams:\n  s:\n    table: 2024-13-45\n")
+    assert_one_line_refusal(run_serve(tmp_path, "--config", str(path)), "config.yaml")

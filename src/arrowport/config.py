@@ -19,16 +19,25 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from arrowport.config_types import (
+    EXCERPT_CHARS,
+    ConfigFileError,
+    check_duration,
+    excerpt,
+    normal_origin,
+    read_yaml,
+    refuse_bool,
+)
 from arrowport.options import (
     DuplicateKeysPolicy,
     SchemaPolicy,
@@ -50,6 +59,16 @@ class ConfigError(Exception):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool(cls.model_fields[str(info.field_name)].annotation, value)
+
+    @field_validator("*")
+    @classmethod
+    def _bounded_durations(cls, value: Any, info: ValidationInfo) -> Any:
+        return check_duration(str(info.field_name), value)
 
 
 class ApiSettings(_Section):
@@ -102,6 +121,11 @@ class ApiSettings(_Section):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _normal_origins(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(normal_origin(origin) for origin in value if origin.strip()))
 
 
 class FlightSettings(_Section):
@@ -160,6 +184,14 @@ class DuckDBSettings(_Section):
     path: str = Field(
         "data/db.duckdb", description="Database file (parent directory is created); :memory: works."
     )
+
+    @field_validator("path")
+    @classmethod
+    def _named_path(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("expected a file path (or :memory: for a database that is not kept)")
+        return value
+
     threads: int | None = Field(None, ge=1, description="DuckDB worker threads (unset: all cores).")
     memory_limit: str | None = Field(
         "192MB",
@@ -380,7 +412,9 @@ class GroupCommitSettings(_Section):
     max_wait_ms: float = Field(
         0.0,
         ge=0,
-        description="How long the writer waits for more requests before committing a group.",
+        le=60_000,
+        description="How long the writer waits for more requests before committing a group "
+        "(at most 60000).",
     )
 
 
@@ -642,15 +676,11 @@ def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
 
 def _yaml_layer(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_yaml(path)
     except OSError as exc:
         raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"config file {path}{line}: not valid YAML") from exc
+    except ConfigFileError as exc:
+        raise ConfigError(f"config file {path}{exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -661,16 +691,17 @@ def _yaml_layer(path: Path) -> dict[str, Any]:
 
 def _explain(exc: ValidationError, origin: Mapping[str, str], source: str) -> str:
     error = exc.errors()[0]
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    key = ".".join(str(part)[:EXCERPT_CHARS] for part in error["loc"]) or "(top level)"
     parents = [key.rsplit(".", n)[0] for n in range(key.count(".") + 1)]
     where = next((origin[k] for k in parents if k in origin), source)
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     value = error.get("input")
-    shown = "" if error["type"] == "extra_forbidden" or isinstance(value, dict) else f" {value!r}"
-    if "secret" in key or "password" in key or key.startswith("auth.tokens"):
-        shown = ""  # never echo what might be a secret
+    # Never echoed: what might be a secret; otherwise at most a short excerpt.
+    secret = "secret" in key or "password" in key or key.startswith("auth.tokens")
+    hidden = secret or error["type"] == "extra_forbidden" or isinstance(value, dict)
+    shown = "" if hidden else f" {excerpt(value)}"
     return f"invalid configuration: {key}:{shown} {message} (from {where})"
 
 

@@ -156,10 +156,10 @@ class IngestRequest:
         """Options as text, looked up by name with ``get`` (``None``: not given).
 
         Names are the field names; ``key_columns`` is comma-separated; ``dry_run`` is
-        true/false/1/0/yes/no.
+        true/false/1/0/yes/no; numbers are decimal digits, optionally after ``-``.
         """
         values: dict[str, Any] = {}
-        for name in _TEXT_OPTIONS:
+        for name in TEXT_OPTIONS:
             raw = get(name)
             if raw is not None and not (raw == "" and name in _EMPTY_IS_UNSET):
                 values[name] = _parse_text(name, raw)
@@ -225,10 +225,15 @@ _JSON_TYPES: dict[str, type] = {
     "producer_id": str,
     "sequence": int,
 }
-_TEXT_OPTIONS = tuple(f.name for f in fields(IngestRequest) if f.name != "stream")
-# An empty ?mode= means "the stream's configuration decides", as if it were not sent.
+TEXT_OPTIONS = tuple(f.name for f in fields(IngestRequest) if f.name != "stream")
+# An empty option means "the stream's configuration decides", as if it were not sent (Flight
+# SQL options; HTTP refuses empty query parameters and headers).
 _EMPTY_IS_UNSET = ("table", "mode", "key_columns", "schema_policy", "duplicate_keys")
 _KIND_NAMES = {int: "number", str: "string", bool: "true or false", list: "list of strings"}
+# An integer as text: decimal digits, optionally after "-" (the range checks then say why not);
+# no sign "+", spaces or "_" (Python's int() takes them all).
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
+_MAX_INTEGER_TEXT = 24
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 
@@ -249,10 +254,13 @@ def checked_json(name: str, value: Any, kind: type, what: str) -> Any:
 def _parse_text(name: str, raw: str) -> Any:
     kind = _JSON_TYPES[name]
     if kind is int:
-        try:
-            return int(raw)
-        except ValueError:
-            raise InvalidOptions(f"{name} must be an integer, not {raw!r}", field=name) from None
+        if _INTEGER_TEXT.fullmatch(raw) is None:
+            raise InvalidOptions(
+                f"{name} must be an integer in decimal digits, not {raw[:32]!r}", field=name
+            )
+        if len(raw) > _MAX_INTEGER_TEXT:
+            raise InvalidOptions(f"{name} {raw[:32]!r}... is out of range", field=name)
+        return int(raw)
     if kind is bool:
         if raw.lower() not in _TRUE + _FALSE:
             raise InvalidOptions(f"{name} must be true or false, not {raw!r}", field=name)

@@ -27,6 +27,7 @@ from arrowport.options import (
     SCHEMA_POLICIES,
     STREAM_NAME_PATTERN,
     TABLE_NAME_PATTERN,
+    TEXT_OPTIONS,
     WRITE_MODES,
     IngestReply,
     IngestRequest,
@@ -63,19 +64,51 @@ _HEADERS = {
     "sequence": "x-arrowport-sequence",
     "idempotency_key": "idempotency-key",
 }
-_ONLY_IN_HEADERS = ("idempotency_key",)
+_OPTION_OF_HEADER = {header: name for name, header in _HEADERS.items()}
+_QUERY_NAMES = tuple(name for name in TEXT_OPTIONS if name != "idempotency_key")
+_HEADER_PREFIX = "x-arrowport-"
 
 
 def _request_options(request: Request, stream: str) -> IngestRequest:
-    """The options of a binary request: query parameters, or their header mirrors."""
+    """The options of a request: query parameters, or their header mirrors.
 
-    def lookup(name: str) -> str | None:
-        value = None if name in _ONLY_IN_HEADERS else request.query_params.get(name)
-        if value is None and name in _HEADERS:
-            value = request.headers.get(_HEADERS[name])
-        return value
+    Refused (422 ``invalid_options``) rather than guessed at: an unknown query parameter or
+    ``X-Arrowport-*`` header, one given twice, and an empty value. A parameter and its header
+    may both be given; the parameter wins.
+    """
+    given: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name not in _QUERY_NAMES:
+            raise InvalidOptions(
+                f"unknown query parameter {name[:64]!r}: use {', '.join(_QUERY_NAMES)}"
+                + (
+                    " (the idempotency key goes in the Idempotency-Key header)"
+                    if name == "idempotency_key"
+                    else ""
+                ),
+                field=name[:64],
+            )
+        _set_once(given, name, value, f"query parameter {name!r}")
+    headers: dict[str, str] = {}
+    for header, value in request.headers.items():
+        if header in _OPTION_OF_HEADER:
+            _set_once(headers, _OPTION_OF_HEADER[header], value, f"header {header!r}")
+        elif header.startswith(_HEADER_PREFIX):
+            raise InvalidOptions(
+                f"unknown header {header[:64]!r}: use {', '.join(_HEADERS.values())}",
+                field=header[:64],
+            )
+    return IngestRequest.from_text(stream, (headers | given).get)
 
-    return IngestRequest.from_text(stream, lookup)
+
+def _set_once(given: dict[str, str], name: str, value: str, what: str) -> None:
+    if name in given:
+        raise InvalidOptions(f"{what} is given more than once: send it once", field=name)
+    if not value:
+        raise InvalidOptions(
+            f"{what} is empty: leave it out for the stream's configuration", field=name
+        )
+    given[name] = value
 
 
 # Options are parsed by hand rather than declared as FastAPI parameters: this route carries the

@@ -84,7 +84,8 @@ class OriginGuard:
         self.app = app
         self.metrics = metrics
         self.hosts = HostRules(settings)
-        self.origins = {o.rstrip("/").lower() for o in settings.api.cors_origins}
+        # Normalised by the configuration as CORS (security.with_cors) sees them too.
+        self.origins = frozenset(settings.api.cors_origins)
 
     def _refusal(self, scope: Scope) -> Forbidden | None:
         headers = {k.lower(): v for k, v in scope["headers"]}

@@ -89,7 +89,8 @@ def docs_urls(settings: Settings) -> dict[str, Any]:
 
 
 def with_cors(app: ASGIApp, settings: Settings) -> ASGIApp:
-    """``app`` behind CORS when origins are configured."""
+    """``app`` behind CORS when origins are configured (normalised by the configuration as
+    browsers send them, and as the origin guard compares them)."""
     if not settings.api.cors_origins:
         return app
     return CORSMiddleware(

@@ -69,7 +69,14 @@ class Database(Engine):
     ) -> None:
         self.path = settings.path
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            parent = Path(self.path).parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                why = "a file is in its way" if isinstance(exc, FileExistsError) else exc.strerror
+                raise StorageError(
+                    f"cannot create the database's directory {parent}: {why or exc}"
+                ) from None
         # DuckDB's inline checkpoint becomes a backstop; the Checkpointer below does the work.
         backstop = f"{max(1024**3, 4 * settings.checkpoint_wal_bytes)}B"
         root = open_connection(settings, self.path, {"checkpoint_threshold": backstop})
