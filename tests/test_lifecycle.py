@@ -220,3 +220,19 @@ def test_a_native_crash_leaves_every_threads_stack_in_the_log(tmp_path: Path) ->
         assert "arrowport/storage/group_writer.py" in log
     finally:
         server.kill()
+
+
+def test_a_taken_http_port_stops_start_up_with_one_clear_line(tmp_path: Path) -> None:
+    """As for a taken Flight port: one ``arrowport:`` line and exit 1 (it was uvicorn's own log
+    line, and the database was left unclosed)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = ArrowportProcess(tmp_path, args=["--port", str(port)])
+        with contextlib.suppress(RuntimeError):  # "exited during start-up"
+            server.start()
+        assert server.wait_for_exit() == 1
+    reasons = [line for line in server.lines if line.startswith("arrowport: ")]
+    assert reasons == [f"arrowport: cannot serve HTTP on 127.0.0.1:{port}: Address already in use"]
+    assert not [line for line in server.lines if "Traceback" in line]

@@ -143,14 +143,21 @@ def _check_access(settings: Settings) -> str | None:
     return problem
 
 
-def _shared_socket(host: str, port: int) -> socket.socket:
-    """A listening socket other workers bind too (the kernel spreads connections)."""
+def _listening_socket(host: str, port: int, shared: bool) -> socket.socket:
+    """The HTTP API's listening socket, bound here rather than by uvicorn so that a port that
+    cannot be had stops start-up with one line. ``shared``: other workers bind it too (the
+    kernel spreads connections)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host.strip("[]"), port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
 
@@ -204,12 +211,20 @@ def serve(settings: Settings) -> int:
             registry=metrics.registry,
         )
         announce["metrics_port"] = metrics_server.server_port
+    try:
+        http_socket = _listening_socket(api.host, api.port, shared)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        print(f"arrowport: cannot serve HTTP on {api.host}:{api.port}: {reason}", file=sys.stderr)
+        services.close()
+        return 1
     flight_server = None
     if settings.flight.enabled:
         try:
             flight_server = start_flight_server(services, shared_port=shared)
         except FlightStartError as exc:
             print(f"arrowport: {exc}", file=sys.stderr)
+            http_socket.close()
             services.close()
             return 1
         announce["flight_port"] = flight_server.port
@@ -235,7 +250,7 @@ def serve(settings: Settings) -> int:
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, lambda *_: None)
     try:
-        server.run(sockets=[_shared_socket(api.host, api.port)] if shared else None)
+        server.run(sockets=[http_socket])
     finally:
         if flight_server is not None:
             flight_server.close(settings.limits.shutdown_timeout_seconds)
