@@ -137,6 +137,29 @@ def test_a_rebound_host_name_is_refused_without_authentication(
         assert httpx.get(open_server.url + "/tables", headers={"Host": host}).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        (b"Host: 127.0.0.1\r\nHost: attacker.example\r\n", "forbidden_host"),
+        (b"Host: attacker.example\r\nHost: 127.0.0.1\r\n", "forbidden_host"),
+        (b"Host: 127.0.0.1\r\nOrigin: null\r\nOrigin: http://127.0.0.1\r\n", "forbidden_origin"),
+    ],
+    ids=["host_then_foreign", "foreign_then_host", "two_origins"],
+)
+def test_a_request_with_two_host_or_origin_headers_is_refused(
+    open_server: ArrowportProcess, headers: bytes, code: str
+) -> None:
+    """The last of two ``Host`` headers was the one checked, whichever a proxy in front used."""
+    with socket.create_connection(("127.0.0.1", open_server.port), timeout=10) as conn:
+        conn.sendall(b"GET /tables HTTP/1.1\r\n" + headers + b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403"), answer[:200]
+    assert json.loads(body)["code"] == code
+
+
 def test_allowed_hosts_name_the_hosts_a_server_answers_to(tmp_path: Path) -> None:
     config = {"api": {"allowed_hosts": ["*.example.com", "arrowport.internal"]}}
     with ArrowportProcess(tmp_path, config=config) as server:

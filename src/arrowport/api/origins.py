@@ -77,6 +77,10 @@ class HostRules:
         return is_loopback(host) or host in self._bound or self._any_ip
 
 
+# Headers the rules read that a request may carry once only.
+_SINGLE = frozenset((b"host", b"origin"))
+
+
 class OriginGuard:
     """Pure ASGI middleware applying the rules above to every HTTP request."""
 
@@ -88,7 +92,14 @@ class OriginGuard:
         self.origins = frozenset(settings.api.cors_origins)
 
     def _refusal(self, scope: Scope) -> Forbidden | None:
-        headers = {k.lower(): v for k, v in scope["headers"]}
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            name = name.lower()
+            if name in headers and name in _SINGLE:
+                # Which of two would a proxy in front have checked? Neither is taken.
+                refused = ForbiddenHost if name == b"host" else ForbiddenOrigin
+                return refused(f"the request carries more than one {name.decode()} header")
+            headers[name] = value
         raw_host = headers.get(b"host", b"").decode("latin-1")
         host, port = _split_host(raw_host)
         if raw_host and not self.hosts.allows(host):
