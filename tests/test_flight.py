@@ -1212,6 +1212,26 @@ def test_producer_offsets_and_the_producer_offset_action(
     )
 
 
+@pytest.mark.parametrize("credentials", ["Basic !!not-base64", "Basic bm9jb2xvbg=="])
+def test_without_tokens_a_handshake_with_malformed_credentials_is_answered(
+    flight_server: ArrowportProcess, credentials: str
+) -> None:
+    """A server without tokens does not read credentials (HTTP ignores them): malformed Basic
+    credentials were UNAUTHENTICATED on the Handshake alone."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{flight_server.flight_port}")
+    handshake = channel.stream_stream(
+        "/arrow.flight.protocol.FlightService/Handshake",
+        request_serializer=lambda raw: raw,
+        response_deserializer=lambda raw: raw,
+    )
+    try:
+        answers = tuple(handshake(iter(()), metadata=[("authorization", credentials)], timeout=20))
+    finally:
+        channel.close()
+    assert answers == ()
+    assert flight_server.healthy()
+
+
 def test_without_tokens_flight_is_open_and_the_handshake_still_answers(
     flight_server: ArrowportProcess, http: httpx.Client
 ) -> None:

@@ -18,8 +18,16 @@ from __future__ import annotations
 
 import grpc
 
-from arrowport.auth import Principal, authenticate, basic_to_bearer
+from arrowport.auth import (
+    ANONYMOUS,
+    Principal,
+    auth_enabled,
+    authenticate,
+    basic_to_bearer,
+    parse_basic,
+)
 from arrowport.config import AuthSettings
+from arrowport.errors import Unauthenticated
 from arrowport.flight.threaded import ThreadContext
 
 # A call's context, on the event loop or on a thread (each tells the call's metadata).
@@ -44,5 +52,16 @@ def handshake(context: AnyContext, auth: AuthSettings) -> tuple[Principal, str |
     Basic credentials with (``None`` for a bearer token)."""
     header = authorization(context)
     if header is not None and header.strip().lower().startswith("basic "):
+        if not auth_enabled(auth) and not _well_formed(header):
+            # No tokens: credentials are not checked, as HTTP does not read them either.
+            return ANONYMOUS, None
         return basic_to_bearer(auth, header)
     return authenticate(auth, header), None
+
+
+def _well_formed(header: str) -> bool:
+    try:
+        parse_basic(header.strip()[len("basic ") :])
+    except Unauthenticated:
+        return False
+    return True
