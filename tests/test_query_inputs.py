@@ -237,6 +237,9 @@ def test_flight_sql_parameters_bind_exactly(conn: dbapi.Connection) -> None:
     assert adbc_value(conn, nanos).value == 1_000_000_001
     interval = pa.array([pa.MonthDayNano([1, -2, 3_000])], pa.month_day_nano_interval())
     assert adbc_value(conn, interval).as_py() == pa.MonthDayNano([1, -2, 3_000])
+    for zone in ("Europe/Paris", "+05:30"):
+        stamp = pa.array([1_000_000], pa.timestamp("us", zone))
+        assert adbc_value(conn, stamp).cast(pa.int64()).as_py() == 1_000_000
 
 
 FLIGHT_SQL_REFUSED = {
@@ -252,6 +255,10 @@ FLIGHT_SQL_REFUSED = {
         "invalid_value",
     ),
     "a duration with nanoseconds": (pa.array([1_001], pa.duration("ns")), "invalid_value"),
+    "a timestamp in no known time zone": (
+        pa.array([0], pa.timestamp("us", "Nowhere/Zone")),
+        "invalid_value",
+    ),
 }
 
 
@@ -266,3 +273,11 @@ def test_flight_sql_parameters_that_cannot_be_bound_exactly_are_invalid_argument
     assert f"{code}: parameter 1" in message
     assert adbc_value(conn, pa.array([7])).as_py() == 7  # the connection carries on
     assert server.healthy()
+
+
+def test_a_timestamp_parameter_in_an_unknown_time_zone_says_so(conn: dbapi.Connection) -> None:
+    # It was refused as "out of range: parameters bind timestamps from year 1 to 9999".
+    column = pa.array([0], pa.timestamp("us", "Nowhere/Zone"))
+    status, message = adbc_refusal(conn, "SELECT ? AS v", pa.record_batch({"p": column}))
+    assert status == AdbcStatusCode.INVALID_ARGUMENT, message
+    assert "time zone 'Nowhere/Zone'" in message

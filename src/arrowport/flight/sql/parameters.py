@@ -19,6 +19,8 @@ Example::
 from __future__ import annotations
 
 import functools
+import re
+import zoneinfo
 from decimal import Decimal
 from typing import Any
 
@@ -34,6 +36,8 @@ _NANOS_PER_MICRO = 1000
 _MILLIS_PER_DAY = 86_400_000
 # What converting to Python's datetime types raises for a value outside their range.
 _OUT_OF_RANGE = (OverflowError, ValueError, pa.ArrowException)
+# A fixed offset as Arrow writes one in a timestamp's time zone.
+_OFFSET = re.compile(r"[+-]\d\d:\d\d")
 
 
 def python_value(scalar: pa.Scalar, where: str) -> Any:
@@ -174,7 +178,23 @@ def _timestamp(scalar: pa.Scalar, kind: Any, where: str) -> Any:
                 "keep (it keeps microseconds)"
             )
         scalar = scalar.cast(pa.timestamp("us", kind.tz))
+    if kind.tz is not None and not _known_zone(kind.tz):
+        raise InvalidValue(
+            f"{where} has the time zone {kind.tz!r}, which is neither a time zone name (as "
+            "'Europe/Paris') nor an offset (as '+05:00')"
+        )
     return _within_python(scalar, where, "timestamps from year 1 to 9999")
+
+
+@functools.cache
+def _known_zone(name: str) -> bool:
+    if _OFFSET.fullmatch(name):
+        return True
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return False
+    return True
 
 
 def _duration(scalar: pa.Scalar, kind: Any, where: str) -> Any:
