@@ -296,6 +296,44 @@ def test_maintenance_while_nodes_write_keeps_every_row_with_fewer_files(tmp_path
         cluster.stop()
 
 
+def test_maintenance_that_expires_snapshots_succeeds(tmp_path: Path) -> None:
+    """Expiring snapshots answers with their times (TIMESTAMPTZ), which DuckDB's Python client
+    could not turn into Python objects without pytz: every run that had a snapshot old enough to
+    expire failed, and the steps after it (old files, delivery state) never ran."""
+    cluster = Cluster(
+        tmp_path,
+        1,
+        maintenance_interval_seconds=1,
+        expire_snapshots_after="1 second",
+        delete_files_after="1 minute",
+    )
+    cluster.start()
+    try:
+        [url] = cluster.urls()
+        with httpx.Client(timeout=60) as http:
+            for sequence in range(10):
+                answer = http.post(
+                    url + "/stream/expired",
+                    content=batch(1, sequence, 30),
+                    headers={"Content-Type": ARROW_STREAM},
+                )
+                assert answer.status_code == 200, answer.text
+            time.sleep(2)  # every snapshot is older than a second now
+            deadline = time.monotonic() + 60
+            ok = failed = 0.0
+            while time.monotonic() < deadline and ok < 3:
+                time.sleep(1)
+                text = http.get(url + "/metrics").text
+                ok = metric(text, "arrowport_lake_maintenance_runs_ok_total")
+                failed = metric(text, "arrowport_lake_maintenance_runs_failed_total")
+        account = "\n".join(line for line in cluster.nodes[0].lines if "lake maint" in line)
+        assert ok >= 3, account
+        assert failed == 0, account
+        assert sum(count_by_batch(url, "expired").values()) == 300
+    finally:
+        cluster.stop()
+
+
 def test_lakes_sharing_a_catalog_database_take_turns_each_on_their_own() -> None:
     # Two lakes in one PostgreSQL database: one lake's maintenance must never keep the other's
     # from running, while two nodes of one lake still take turns.

@@ -73,7 +73,9 @@ def _retried(work: Callable[[], T]) -> T:
 
 
 def _step(cur: duckdb.DuckDBPyConnection, sql: str, parameters: list[str] | None = None) -> None:
-    _retried(lambda: cur.execute(sql, parameters).fetchall())
+    # Read as Arrow, not as Python objects: the expired snapshots' TIMESTAMPTZ column would need
+    # pytz, which is not installed, so every run with a snapshot to expire failed.
+    _retried(lambda: cur.execute(sql, parameters).to_arrow_table())
 
 
 def expire_delivery_state(lake: Lake) -> int:
