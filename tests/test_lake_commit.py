@@ -20,6 +20,7 @@ import pytest
 from arrowport.config import DuckDBSettings, DuckLakeSettings
 from arrowport.storage.delivery import Delivery
 from arrowport.storage.lake import Lake
+from arrowport.storage.lake_catalog import catalog_lost
 from arrowport.storage.table_writer import WritePolicy
 from arrowport.storage.writes import WriteJob
 from tests.lake import lake_config
@@ -136,3 +137,25 @@ def test_a_keyed_write_whose_reply_is_lost_is_its_own_original_answer(
     assert not isinstance(again, Exception)
     assert again.duplicate
     assert rows(target) == [{"x": 0, "n": 1}, {"x": 7, "n": 1}, {"x": 8, "n": 1}]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # As a catalog restart reported them, from a binder error, a delivery check and a commit.
+        'Binder Error: Failed to get data file list from DuckLake: Failed to execute query "SELECT'
+        ' …": server closed the connection unexpectedly',
+        "Failed to get global stats information from DuckLake: server closed the connection "
+        "unexpectedly\n\tThis probably means the server terminated abnormally",
+        'TransactionContext Error: Failed to commit: Failed to execute query "ROLLBACK": no '
+        "connection to the server",
+    ],
+)
+def test_a_lost_catalog_connection_is_the_lakes_failure_not_the_batchs(message: str) -> None:
+    # They were 500 internal_error, or 422 invalid_value blaming the batch, during outages.
+    assert catalog_lost(message)
+
+
+def test_a_batch_error_is_not_taken_for_a_lost_catalog() -> None:
+    assert not catalog_lost('Binder Error: Referenced column "nope" not found in FROM clause')
+    assert not catalog_lost("Conversion Error: Could not convert string 'x' to INT32")

@@ -53,6 +53,7 @@ from arrowport.storage.lake_catalog import (
     CLAIM_TAKEN,
     CatalogLocation,
     catalog_lock,
+    catalog_lost,
     claim_taken,
     install_claims,
 )
@@ -413,7 +414,9 @@ class Lake(Engine):
             # is being read ("schema not found in metadata catalog"); nothing was committed,
             # and the same commit goes through when tried again.
             return LakeBusy("the lake failed this commit")
-        if isinstance(exc, duckdb.IOException):
+        if isinstance(exc, duckdb.IOException) or (
+            isinstance(exc, duckdb.Error) and catalog_lost(text)
+        ):
             reason = self.scrub(text).splitlines()[0]
             return LakeBusy(f"the lake could not be reached ({reason})", unreachable=True)
         return super().translate(exc)

@@ -265,3 +265,22 @@ def expire_claims(
             )
             return removed.rowcount
     return 0
+
+
+# How DuckDB reports a catalog connection lost mid-transaction: in whatever error the statement
+# it broke raises (a binder error reading the file list, a commit whose ROLLBACK failed), not
+# only as an I/O error. Such a request is the lake's failure, never the batch's.
+_CATALOG_LOST = (
+    "server closed the connection unexpectedly",
+    "could not connect to server",
+    "connection refused",
+    "no connection to the server",
+    "terminating connection due to administrator command",
+    'failed to execute query "rollback"',
+)
+
+
+def catalog_lost(message: str) -> bool:
+    """Whether a DuckDB error's ``message`` says the catalog's connection was lost."""
+    lowered = message.lower()
+    return any(marker in lowered for marker in _CATALOG_LOST)
