@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
-from arrowport.errors import InvalidName, InvalidOptions
+from arrowport.errors import InvalidName, InvalidOptions, shown
 
 WriteMode = Literal["append", "replace", "create", "upsert"]
 SchemaPolicy = Literal["strict", "evolve"]
@@ -256,10 +256,10 @@ def _parse_text(name: str, raw: str) -> Any:
     if kind is int:
         if _INTEGER_TEXT.fullmatch(raw) is None:
             raise InvalidOptions(
-                f"{name} must be an integer in decimal digits, not {raw[:32]!r}", field=name
+                f"{name} must be an integer in decimal digits, not {shown(raw)}", field=name
             )
         if len(raw) > _MAX_INTEGER_TEXT:
-            raise InvalidOptions(f"{name} {raw[:32]!r}... is out of range", field=name)
+            raise InvalidOptions(f"{name} {shown(raw)} is out of range", field=name)
         return int(raw)
     if kind is bool:
         if raw.lower() not in _TRUE + _FALSE:

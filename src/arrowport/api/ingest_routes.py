@@ -16,6 +16,7 @@ from arrowport.errors import (
     InvalidOptions,
     PayloadTooLarge,
     UnsupportedMediaType,
+    shown,
 )
 from arrowport.ingest.bodies import BytesBody
 from arrowport.ingest.payload import content_encoding_codec
@@ -80,7 +81,7 @@ def _request_options(request: Request, stream: str) -> IngestRequest:
     for name, value in request.query_params.multi_items():
         if name not in _QUERY_NAMES:
             raise InvalidOptions(
-                f"unknown query parameter {name[:64]!r}: use {', '.join(_QUERY_NAMES)}"
+                f"unknown query parameter {shown(name)}: use {', '.join(_QUERY_NAMES)}"
                 + (
                     " (the idempotency key goes in the Idempotency-Key header)"
                     if name == "idempotency_key"
@@ -95,7 +96,7 @@ def _request_options(request: Request, stream: str) -> IngestRequest:
             _set_once(headers, _OPTION_OF_HEADER[header], value, f"header {header!r}")
         elif header.startswith(_HEADER_PREFIX):
             raise InvalidOptions(
-                f"unknown header {header[:64]!r}: use {', '.join(_HEADERS.values())}",
+                f"unknown header {shown(header)}: use {', '.join(_HEADERS.values())}",
                 field=header[:64],
             )
     return IngestRequest.from_text(stream, (headers | given).get)
