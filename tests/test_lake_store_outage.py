@@ -1,6 +1,7 @@
-"""A lake's object store that goes away while it is read: the answer is 503
-``storage_unavailable`` (the client may retry), never 400 ``query_error`` (which tells it its
-query is wrong), and the server stays up.
+"""A lake's object store that goes away while it is read, or stops answering: the answer is
+503 ``storage_unavailable`` (the client may retry) within the store's timeout, never 400
+``query_error`` (which tells it its query is wrong) nor a request held for as long as the store
+hangs; ``/ready`` says so, and the server stays up.
 
 The lake here has an S3 store of its own (a real moto server, started for the test, so that
 stopping it disturbs no other test) and a SQLite catalog, which stays up: only the store fails.
@@ -9,6 +10,8 @@ stopping it disturbs no other test) and a SQLite catalog, which stays up: only t
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +43,13 @@ class Store:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait(30)
+
+    def freeze(self) -> None:
+        """The store stops answering, but its connections stay open: requests hang."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
 
 
 def free_port() -> int:
@@ -74,9 +84,8 @@ def store() -> Iterator[Store]:
     found.stop()
 
 
-@pytest.fixture
-def node(tmp_path: Path, store: Store) -> Iterator[ArrowportProcess]:
-    config = {
+def lake_on(tmp_path: Path, store: Store, **settings: object) -> dict[str, object]:
+    return {
         "storage": {"target": "ducklake"},
         "ducklake": {
             "catalog": f"sqlite:{tmp_path / 'catalog.sqlite'}",
@@ -87,16 +96,21 @@ def node(tmp_path: Path, store: Store) -> Iterator[ArrowportProcess]:
             "s3_region": "us-east-1",
             "s3_url_style": "path",
             "s3_use_ssl": False,
+            **settings,
         },
     }
-    with ArrowportProcess(tmp_path / "node", config=config) as process:
+
+
+@pytest.fixture
+def node(tmp_path: Path, store: Store) -> Iterator[ArrowportProcess]:
+    with ArrowportProcess(tmp_path / "node", config=lake_on(tmp_path, store)) as process:
         yield process
 
 
-def rows(start: int) -> pa.Table:
-    values = np.random.default_rng(start).random(ROWS_PER_PUT)
+def rows(start: int, count: int = ROWS_PER_PUT) -> pa.Table:
+    values = np.random.default_rng(start).random(count)
     return pa.table(
-        {"id": pa.array(range(start, start + ROWS_PER_PUT), pa.int64()), "v": pa.array(values)}
+        {"id": pa.array(range(start, start + count), pa.int64()), "v": pa.array(values)}
     )
 
 
@@ -130,3 +144,71 @@ def test_a_read_whose_store_goes_away_is_unavailable_not_a_query_error(
 
         assert http.get("/health").status_code == 200
     assert node.alive()
+
+
+def ready_problem(http: httpx.Client) -> str | None:
+    response = http.get("/ready")
+    if response.status_code == 200:
+        return None
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "storage_error"
+    message: str = response.json()["message"]
+    return message
+
+
+def test_a_store_that_stops_answering_fails_writes_and_readiness_promptly(
+    tmp_path: Path, store: Store
+) -> None:
+    config = lake_on(tmp_path, store, store_timeout_seconds=1, store_retries=0)
+    small = 10_000  # still written to a Parquet file in the store, not inlined in the catalog
+    with (
+        ArrowportProcess(tmp_path / "node", config=config) as node,
+        httpx.Client(base_url=node.url, timeout=120) as http,
+    ):
+        assert post_binary(http, "hung", ipc_bytes(rows(0))).status_code == 200
+        assert ready_problem(http) is None
+
+        store.freeze()
+        try:
+            # Without a timeout of its own a write waited for as long as the store hung.
+            first = {"Idempotency-Key": "hung-store-1"}
+            answer = post_binary(http, "hung", ipc_bytes(rows(ROWS_PER_PUT, small)), headers=first)
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["code"] == "storage_unavailable"
+            assert "Retry-After" in answer.headers
+
+            deadline = time.monotonic() + 60
+            while (problem := ready_problem(http)) is None:
+                assert time.monotonic() < deadline, "/ready stayed 200 with the store hung"
+                time.sleep(0.5)
+            assert "object store" in problem
+
+            # Known to be out of reach now: the next write is refused without waiting on it.
+            second = {"Idempotency-Key": "hung-store-2"}
+            answer = post_binary(
+                http, "hung", ipc_bytes(rows(2 * ROWS_PER_PUT, small)), headers=second
+            )
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["code"] == "storage_unavailable"
+            assert "object store" in answer.json()["message"]
+
+            response = http.post("/query", json={"sql": "SELECT sum(v) AS s FROM hung"})
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "storage_unavailable"
+            assert http.get("/health").status_code == 200
+        finally:
+            store.thaw()
+
+        deadline = time.monotonic() + 60
+        while ready_problem(http) is not None:
+            assert time.monotonic() < deadline, "/ready stayed 503 with the store back"
+            time.sleep(0.5)
+        # Neither refused write was committed: sent again, each lands once.
+        for start, key in ((ROWS_PER_PUT, first), (2 * ROWS_PER_PUT, second)):
+            again = post_binary(http, "hung", ipc_bytes(rows(start, small)), headers=key)
+            assert again.status_code == 200, again.text
+            assert again.json()["duplicate"] is False
+        total = query(http, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM hung")
+        expected = ROWS_PER_PUT + 2 * small
+        assert total.to_pylist() == [{"n": expected, "d": expected}]
+        assert node.alive()

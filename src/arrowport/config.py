@@ -258,6 +258,19 @@ class DuckLakeSettings(_Section):
         "vhost", description="S3 addressing: vhost (AWS) or path (most self-hosted stores)."
     )
     s3_use_ssl: bool = Field(True, description="Reach the S3 store over HTTPS.")
+    store_timeout_seconds: int = Field(
+        10,
+        ge=1,
+        le=3600,
+        description="Longest one try of an S3 request may wait on the store (an upload: may "
+        "move under 1 KB/s). A store that hangs fails a query 503 storage_unavailable after "
+        "about (store_retries + 1) times this, a write after a few times that (it makes several "
+        "requests), and /ready within this plus 5 s; later writes are then refused at once "
+        "until it answers.",
+    )
+    store_retries: int = Field(
+        2, ge=0, le=10, description="Times a failed or timed-out S3 request is tried again."
+    )
     data_inlining_row_limit: int | None = Field(
         None,
         ge=0,

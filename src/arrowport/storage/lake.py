@@ -64,9 +64,11 @@ from arrowport.storage.lake_open import (
     attach,
     load_extensions,
     prepare,
+    probe_path,
     probe_store,
     read_secret,
 )
+from arrowport.storage.lake_store import StoreWatch
 from arrowport.storage.lake_turns import Turns
 from arrowport.storage.schema import arrow_columns
 from arrowport.storage.sql_guard import ReadGuard
@@ -181,6 +183,10 @@ class Lake(Engine):
         self.on_close(
             Periodic("arrowport-lake-figures", FIGURES_SECONDS, self.measure, self.scrub).stop
         )
+        self.store = StoreWatch(
+            super().connect, probe_path(self._data_dir()), lake.store_timeout_seconds, self.scrub
+        )
+        self.on_close(self.store.stop)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -227,7 +233,7 @@ class Lake(Engine):
         return StorageUnavailable(f"the lake cannot be reached now ({reason}); retry shortly")
 
     def ready(self) -> str | None:
-        problem = super().ready()
+        problem = super().ready() or self.store.problem()
         if problem is not None:
             return problem
         try:
@@ -305,6 +311,10 @@ class Lake(Engine):
         """
         for job in jobs:
             self._check_types(job.data.schema)
+        problem = self.store.problem()
+        if problem is not None:
+            # Known now: answered at once rather than after waiting on the store again.
+            raise StorageUnavailable(f"{problem}; retry shortly")
         replayable = all(isinstance(job.data, pa.Table) for job in jobs)
         self._attempt.token = uuid.uuid4().hex
         try:
@@ -316,6 +326,7 @@ class Lake(Engine):
         self, jobs: Sequence[WriteJob], dry_run: bool, block: bool, replayable: bool
     ) -> list[WriteOutcome | ArrowportError]:
         unsure: list[WriteOutcome | ArrowportError] | None = None
+        started = time.monotonic()
         for attempt in range(self.settings.max_retries + 1):
             self._attempt.outcomes = None
             try:
@@ -330,7 +341,11 @@ class Lake(Engine):
                     unsure = self._attempt.outcomes  # its commit may have landed
                     if self._landed():
                         return unsure
-                if not replayable or attempt == self.settings.max_retries:
+                # A lake out of reach is tried again while it fails fast (a catalog restarting),
+                # not once a write has waited on it as long as the store may take to answer.
+                waited = time.monotonic() - started > self.settings.store_timeout_seconds
+                last = attempt == self.settings.max_retries or (exc.unreachable and waited)
+                if not replayable or last:
                     if exc.unreachable:
                         raise StorageUnavailable(
                             f"the lake could not take this commit: {exc}; retry shortly"

@@ -72,6 +72,11 @@ def attach(
         if secret:
             parts.append(f"SECRET {_literal(secret)}")
         root.execute(f"CREATE SECRET arrowport_s3 ({', '.join(parts)})")
+        # GLOBAL: every cursor is a connection of its own, and a SET without it is not seen
+        # there (DuckDB's defaults, 30 s and 3 retries a request, let a hung store hold a
+        # write for minutes).
+        root.execute(f"SET GLOBAL http_timeout = {int(lake.store_timeout_seconds)}")
+        root.execute(f"SET GLOBAL http_retries = {int(lake.store_retries)}")
     else:
         Path(data_path).mkdir(parents=True, exist_ok=True)
     options = [f"DATA_PATH {_literal(data_path)}"]
@@ -84,14 +89,18 @@ def attach(
     root.execute(f"USE {LAKE}")
 
 
+def probe_path(data_dir: str) -> str:
+    """A small object every node writes at start: read to learn whether the store answers."""
+    return os.path.join(data_dir, "_arrowport_probe.csv")
+
+
 def probe_store(
     root: duckdb.DuckDBPyConnection, data_dir: str, scrub: Callable[[str], str]
 ) -> None:
     """Fail at start, not at the first write, when the data path cannot be written (a wrong
     endpoint, bucket or key). Every node overwrites the same small object."""
-    probe = os.path.join(data_dir, "_arrowport_probe.csv")
     try:
-        root.execute(f"COPY (SELECT 1 AS ok) TO {_literal(probe)} (FORMAT csv)")
+        root.execute(f"COPY (SELECT 1 AS ok) TO {_literal(probe_path(data_dir))} (FORMAT csv)")
     except duckdb.Error as exc:
         reason = scrub(str(exc)).splitlines()[0]
         raise StorageError(f"cannot write to the lake's data path: {reason}") from None
