@@ -5,6 +5,8 @@
     python scripts/test_services.py run -- CMD...  # start, run CMD with the variables, stop
     python scripts/test_services.py pause-postgres # stop PostgreSQL only (a catalog outage)
     python scripts/test_services.py resume-postgres # and start it again, same port and data
+    python scripts/test_services.py freeze-postgres # SIGSTOP it: a catalog that hangs
+    python scripts/test_services.py thaw-postgres  # and SIGCONT it
 
 `.services/env` is a shell file of ARROWPORT_TEST_* variables: `set -a; . .services/env; set +a`.
 Both servers listen on free loopback ports with throwaway credentials; nothing survives `stop`.
@@ -285,6 +287,25 @@ def pg_ctl(action: list[str]) -> None:
     )
 
 
+def pg_signal(signum: int) -> None:
+    """Signal every process of the services' PostgreSQL (SIGSTOP: its connections stay open
+    and nothing answers, as a hung server does)."""
+    state = load_state()
+    if not state.get("pg_data"):
+        raise ServiceError("the test services are not running")
+    pid_file = Path(state["pg_data"]) / "pgdata" / "postmaster.pid"
+    postmaster = int(pid_file.read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The parent pid is the second field after the parenthesised command name.
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                children.append(int(stat.parent.name))
+    for pid in [postmaster, *children]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 def run(cmd: list[str]) -> int:
     """Run ``cmd`` with the services' variables; stop the services afterwards if started here."""
     # SIGTERM (e.g. from CI) must still reach the `finally` that stops the services.
@@ -311,6 +332,10 @@ def main(argv: list[str]) -> int:
             pg_ctl(["-m", "fast", "stop"])
         case ["resume-postgres"]:
             pg_ctl(["start"])
+        case ["freeze-postgres"]:
+            pg_signal(signal.SIGSTOP)
+        case ["thaw-postgres"]:
+            pg_signal(signal.SIGCONT)
         case _:
             print(__doc__, file=sys.stderr)
             return 2

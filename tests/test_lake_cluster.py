@@ -237,6 +237,42 @@ def test_a_catalog_outage_gives_clear_errors_writes_nothing_partial_and_recovers
     assert acknowledged == 3
 
 
+def test_a_hung_catalog_makes_ready_answer_503_promptly_and_recover(tmp_path: Path) -> None:
+    node = ArrowportProcess(tmp_path / "node", config=lake_config()).start(timeout=60)
+    try:
+        with httpx.Client(base_url=node.url, timeout=60) as http:
+            assert http.get("/ready").status_code == 200
+            postgres("freeze")
+            try:
+                # The first call may be the one left asking the catalog; later ones answer at
+                # once, and 503 once that question has waited past the catalog's patience
+                # (it used to hang every call for as long as the catalog did).
+                deadline = time.monotonic() + 60
+                while True:
+                    assert time.monotonic() < deadline, "/ready did not turn 503"
+                    try:
+                        answer = http.get("/ready", timeout=3)
+                    except httpx.TimeoutException:
+                        continue
+                    if answer.status_code == 503:
+                        break
+                    time.sleep(0.5)
+                assert "catalog has not answered" in answer.json()["message"]
+                assert http.get("/health").status_code == 200
+            finally:
+                postgres("thaw")
+            deadline = time.monotonic() + 60
+            while http.get("/ready").status_code != 200:
+                assert time.monotonic() < deadline, "/ready stayed 503 with the catalog back"
+                time.sleep(0.5)
+            landed = http.post(
+                "/stream/hungcat", content=batch(0, 0, 40), headers={"Content-Type": ARROW_STREAM}
+            )
+            assert landed.status_code == 200, landed.text
+    finally:
+        node.stop(60)
+
+
 def test_a_node_cannot_start_on_an_unreachable_catalog(tmp_path: Path) -> None:
     config = lake_config()
     config["ducklake"]["catalog"] = (

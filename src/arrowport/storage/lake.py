@@ -21,6 +21,7 @@ What differs from the file (:mod:`arrowport.storage.database`):
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import re
@@ -68,8 +69,8 @@ from arrowport.storage.lake_open import (
     probe_store,
     read_secret,
 )
-from arrowport.storage.lake_store import StoreWatch
 from arrowport.storage.lake_turns import Turns
+from arrowport.storage.lake_watch import STORE_CHECK_SECONDS, Watch, ask_store
 from arrowport.storage.schema import arrow_columns
 from arrowport.storage.sql_guard import ReadGuard
 from arrowport.storage.writes import WriteJob, WriteOutcome
@@ -79,6 +80,9 @@ log = structlog.get_logger(__name__)
 _STARTUP_LOCK_KEY = 8301546
 LAKE_MEMORY_LIMIT = "1GB"
 FIGURES_SECONDS = 10.0
+# A catalog connection that cannot be made fails within libpq's connect_timeout (5 s): a
+# question still unanswered after this is hung.
+CATALOG_PATIENCE = 10.0
 # DuckDB type names a DuckLake table cannot hold (DuckLake 1.0 with DuckDB 1.5.5).
 _UNSUPPORTED = re.compile(r"\b(ENUM|UNION|BIT|BIGNUM|VARINT|TIME_NS)\b|\[\d+\]")
 # Field names inside a type (STRUCT("UNION" INTEGER)) are quoted: not types.
@@ -183,10 +187,12 @@ class Lake(Engine):
         self.on_close(
             Periodic("arrowport-lake-figures", FIGURES_SECONDS, self.measure, self.scrub).stop
         )
-        self.store = StoreWatch(
-            super().connect, probe_path(self._data_dir()), lake.store_timeout_seconds, self.scrub
+        ask = functools.partial(
+            ask_store, super().connect, probe_path(self._data_dir()), self.scrub
         )
-        self.on_close(self.store.stop)
+        self.store = Watch("the lake's object store", ask, lake.store_timeout_seconds)
+        self.on_close(Periodic("arrowport-lake-store", STORE_CHECK_SECONDS, self.store.check).stop)
+        self._catalog_watch = Watch("the lake's catalog", self._ask_catalog, CATALOG_PATIENCE)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -236,6 +242,10 @@ class Lake(Engine):
         problem = super().ready() or self.store.problem()
         if problem is not None:
             return problem
+        self._catalog_watch.check()
+        return self._catalog_watch.problem()
+
+    def _ask_catalog(self) -> str | None:
         try:
             with self.cursor():  # opening one reads the catalog's latest snapshot
                 pass
