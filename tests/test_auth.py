@@ -370,6 +370,13 @@ def test_cors_only_for_listed_origins(tmp_path: Path) -> None:
         )
         assert bad.headers.get("access-control-allow-origin") != "https://evil.example"
         assert "access-control-allow-origin" not in bad.headers
+        assert_error(bad, 403, "forbidden_origin")
+        method = httpx.options(
+            server.url + "/query",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "DELETE"},
+        )
+        assert_error(method, 400, "bad_request")
+        assert "Disallowed CORS method" in method.json()["message"]
         # A binary ingest (answered before FastAPI's routing) gets the same CORS answer.
         with httpx.Client(base_url=server.url) as client:
             landed = post_ipc(client, "cors_events", {"Origin": "https://app.example"})

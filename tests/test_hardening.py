@@ -310,6 +310,28 @@ def test_a_query_body_over_its_limit_is_413_before_it_is_read(
     assert "payload_too_large" in answer
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n",
+        b"POST /query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n\r\n",
+    ],
+)
+def test_a_request_that_is_not_http_is_a_json_400_with_a_code(
+    small_limits: ArrowportProcess, request_bytes: bytes
+) -> None:
+    with open_socket(small_limits.port) as sock:
+        sock.sendall(request_bytes)
+        answer = read_answer(sock)
+    head, _, body = answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 400"), answer
+    assert "content-type: application/json" in head.lower()
+    assert json.loads(body)["code"] == "bad_request"
+    assert "not valid HTTP/1.1" in json.loads(body)["message"]
+    assert small_limits.healthy()
+
+
 def test_deeply_nested_json_is_a_400(small_limits: ArrowportProcess) -> None:
     deep = "[" * 100_000 + "]" * 100_000
     with httpx.Client(base_url=small_limits.url, timeout=60) as http:

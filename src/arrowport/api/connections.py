@@ -42,7 +42,7 @@ import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from arrowport.api.body_chunks import BodyChunks
-from arrowport.errors import HeaderTooLarge
+from arrowport.errors import ArrowportError, BadRequest, HeaderTooLarge
 
 log = structlog.get_logger("arrowport.http")
 
@@ -202,9 +202,17 @@ class GuardedProtocol(HttpToolsProtocol):
             f"the request head is larger than api.max_header_bytes ({self.max_header_bytes})",
             max_header_bytes=self.max_header_bytes,
         )
-        body = json.dumps(error.to_body()).encode()
         log.info("request head too large", client=self.client, limit=self.max_header_bytes)
-        head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+        self._answer_and_close(b"431 Request Header Fields Too Large", error)
+
+    def send_400_response(self, msg: str) -> None:
+        # What the parser could not read (uvicorn answers it in text/plain, without a code).
+        error = BadRequest(f"the request is not valid HTTP/1.1 ({msg.rstrip('.')})")
+        self._answer_and_close(b"400 Bad Request", error)
+
+    def _answer_and_close(self, status: bytes, error: ArrowportError) -> None:
+        body = json.dumps(error.to_body()).encode()
+        head = [b"HTTP/1.1 " + status + b"\r\n"]
         head += [
             name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
         ]

@@ -16,11 +16,14 @@ import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from arrowport.auth import Principal, auth_enabled, authenticate
 from arrowport.config import AuthSettings, Settings
+from arrowport.errors import ArrowportError, BadRequest, ForbiddenOrigin
 from arrowport.services import Services
 
 
@@ -88,12 +91,33 @@ def docs_urls(settings: Settings) -> dict[str, Any]:
     return {"docs_url": None, "redoc_url": None, "openapi_url": None}
 
 
+class _CodedCors(CORSMiddleware):
+    """Starlette's CORS, whose refused preflights are answered as every other refusal is: JSON
+    with a code (a foreign origin 403 ``forbidden_origin``, as its requests are; anything
+    else not allowed 400 ``bad_request``), not a line of text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        refused = bytes(response.body).decode()  # "Disallowed CORS origin, method"
+        error: ArrowportError
+        if " origin" in refused:
+            error = ForbiddenOrigin(f"{refused}: the origin is not in api.cors_origins")
+        else:
+            error = BadRequest(f"{refused} (allowed: GET and POST, any headers)")
+        headers = {
+            k: v for k, v in response.headers.items() if k.lower().startswith(("access-", "vary"))
+        }
+        return JSONResponse(error.to_body(), status_code=error.status, headers=headers)
+
+
 def with_cors(app: ASGIApp, settings: Settings) -> ASGIApp:
     """``app`` behind CORS when origins are configured (normalised by the configuration as
     browsers send them, and as the origin guard compares them)."""
     if not settings.api.cors_origins:
         return app
-    return CORSMiddleware(
+    return _CodedCors(
         app,
         allow_origins=settings.api.cors_origins,
         allow_methods=["GET", "POST"],
