@@ -252,6 +252,8 @@ def start() -> bool:
 
 def stop() -> None:
     state = load_state()
+    with contextlib.suppress(ServiceError, OSError, ValueError):
+        pg_signal(signal.SIGCONT)  # a test that froze it may have died before thawing it
     if data := state.get("pg_data"):
         pgdata = Path(data) / "pgdata"
         if (pgdata / "postmaster.pid").exists():

@@ -377,6 +377,16 @@ def test_cors_only_for_listed_origins(tmp_path: Path) -> None:
         )
         assert_error(method, 400, "bad_request")
         assert "Disallowed CORS method" in method.json()["message"]
+        private = httpx.options(
+            server.url + "/query",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Private-Network": "true",
+            }
+            | preflight,
+        )
+        assert_error(private, 400, "bad_request")
+        assert "Disallowed CORS private-network" in private.json()["message"]
         # A binary ingest (answered before FastAPI's routing) gets the same CORS answer.
         with httpx.Client(base_url=server.url) as client:
             landed = post_ipc(client, "cors_events", {"Origin": "https://app.example"})

@@ -159,13 +159,14 @@ def ready_problem(http: httpx.Client) -> str | None:
 def test_a_store_that_stops_answering_fails_writes_and_readiness_promptly(
     tmp_path: Path, store: Store
 ) -> None:
-    config = lake_on(tmp_path, store, store_timeout_seconds=1, store_retries=0)
+    # Short enough for a quick test, long enough for a loaded machine's healthy store.
+    config = lake_on(tmp_path, store, store_timeout_seconds=2, store_retries=0)
     small = 10_000  # still written to a Parquet file in the store, not inlined in the catalog
     with (
         ArrowportProcess(tmp_path / "node", config=config) as node,
         httpx.Client(base_url=node.url, timeout=120) as http,
     ):
-        assert post_binary(http, "hung", ipc_bytes(rows(0))).status_code == 200
+        assert post_binary(http, "hung", ipc_bytes(rows(0, small))).status_code == 200
         assert ready_problem(http) is None
 
         store.freeze()
@@ -209,6 +210,6 @@ def test_a_store_that_stops_answering_fails_writes_and_readiness_promptly(
             assert again.status_code == 200, again.text
             assert again.json()["duplicate"] is False
         total = query(http, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM hung")
-        expected = ROWS_PER_PUT + 2 * small
+        expected = 3 * small
         assert total.to_pylist() == [{"n": expected, "d": expected}]
         assert node.alive()

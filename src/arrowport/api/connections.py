@@ -132,7 +132,7 @@ class GuardedProtocol(HttpToolsProtocol):
             piece, data = (data[:room], data[room:]) if len(data) > room else (data, b"")
             self._head_bytes += len(piece)
             super().data_received(piece)
-            if self.transport.is_closing():
+            if self._closing():
                 return
         if data:
             super().data_received(data)
@@ -180,6 +180,10 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
+
+    def _closing(self) -> bool:
+        # With TLS the connection is closed below the transport the parser writes to.
+        return self.transport.is_closing() or (self._tcp is not None and self._tcp.is_closing())
 
     def _close(self) -> None:
         """Close the TCP connection (with TLS, without waiting for the client's close_notify)."""

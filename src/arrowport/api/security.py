@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 
 from arrowport.auth import Principal, auth_enabled, authenticate
 from arrowport.config import AuthSettings, Settings
-from arrowport.errors import ArrowportError, BadRequest, ForbiddenOrigin
+from arrowport.errors import BadRequest
 from arrowport.services import Services
 
 
@@ -93,19 +93,18 @@ def docs_urls(settings: Settings) -> dict[str, Any]:
 
 class _CodedCors(CORSMiddleware):
     """Starlette's CORS, whose refused preflights are answered as every other refusal is: JSON
-    with a code (a foreign origin 403 ``forbidden_origin``, as its requests are; anything
-    else not allowed 400 ``bad_request``), not a line of text."""
+    400 ``bad_request``, not a line of text. (A foreign origin never gets here: the origin guard
+    outside refuses it 403 ``forbidden_origin``.)"""
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
         if response.status_code < 400:
             return response
         refused = bytes(response.body).decode()  # "Disallowed CORS origin, method"
-        error: ArrowportError
-        if " origin" in refused:
-            error = ForbiddenOrigin(f"{refused}: the origin is not in api.cors_origins")
-        else:
-            error = BadRequest(f"{refused} (allowed: GET and POST, any headers)")
+        error = BadRequest(
+            f"{refused} (allowed: origins in api.cors_origins, GET and POST, any headers, no "
+            "private-network access)"
+        )
         headers = {
             k: v for k, v in response.headers.items() if k.lower().startswith(("access-", "vary"))
         }

@@ -90,6 +90,7 @@ class Periodic:
                 reason = self._scrub(str(exc))
                 log.info("housekeeping skipped", task=self._thread.name, reason=reason)
 
-    def stop(self) -> None:
+    def stop(self, wait: float | None = None) -> None:
+        """Stop, waiting for a task that is running (at most ``wait`` seconds)."""
         self._stop.set()
-        self._thread.join()
+        self._thread.join(wait)

@@ -187,11 +187,16 @@ class Lake(Engine):
         self.on_close(
             Periodic("arrowport-lake-figures", FIGURES_SECONDS, self.measure, self.scrub).stop
         )
-        ask = functools.partial(
-            ask_store, super().connect, probe_path(self._data_dir()), self.scrub
+        s3 = self.data_path.startswith("s3://")
+        what = "the lake's object store" if s3 else "the lake's data directory"
+        probe = probe_path(self._data_dir())
+        ask = functools.partial(ask_store, super().connect, what, probe, self.scrub)
+        self._store_watch = Watch(what, ask, lake.store_timeout_seconds)
+        store_checks = Periodic(
+            "arrowport-lake-store", STORE_CHECK_SECONDS, self._store_watch.check
         )
-        self.store = Watch("the lake's object store", ask, lake.store_timeout_seconds)
-        self.on_close(Periodic("arrowport-lake-store", STORE_CHECK_SECONDS, self.store.check).stop)
+        # Not held by a check the store never answers: the thread is a daemon.
+        self.on_close(functools.partial(store_checks.stop, wait=1.0))
         self._catalog_watch = Watch("the lake's catalog", self._ask_catalog, CATALOG_PATIENCE)
 
     # -- opening -------------------------------------------------------------------------------
@@ -239,19 +244,23 @@ class Lake(Engine):
         return StorageUnavailable(f"the lake cannot be reached now ({reason}); retry shortly")
 
     def ready(self) -> str | None:
-        problem = super().ready() or self.store.problem()
+        problem = super().ready() or self._store_watch.problem()
         if problem is not None:
             return problem
         self._catalog_watch.check()
         return self._catalog_watch.problem()
 
-    def _ask_catalog(self) -> str | None:
+    def _catalog_error(self) -> ArrowportError | None:
         try:
             with self.cursor():  # opening one reads the catalog's latest snapshot
                 pass
         except ArrowportError as exc:
-            return exc.message
+            return exc
         return None
+
+    def _ask_catalog(self) -> str | None:
+        error = self._catalog_error()
+        return error.message if error is not None else None
 
     def query_failure(self, exc: BaseException) -> ArrowportError | None:
         """An I/O error is the catalog's or the object store's (a read's Parquet files), unless
@@ -263,14 +272,8 @@ class Lake(Engine):
         return super().query_failure(exc) or self._catalog_gone()
 
     def _catalog_gone(self) -> StorageUnavailable | None:
-        try:
-            with self.cursor():  # opening one reads the catalog's latest snapshot
-                pass
-        except StorageUnavailable as exc:
-            return exc
-        except ArrowportError:
-            pass
-        return None
+        error = self._catalog_error()
+        return error if isinstance(error, StorageUnavailable) else None
 
     def catalog_turn(self, long: bool = False) -> contextlib.AbstractContextManager[None]:
         return self._loads.shared(long)
@@ -321,9 +324,10 @@ class Lake(Engine):
         """
         for job in jobs:
             self._check_types(job.data.schema)
-        problem = self.store.problem()
+        problem = self._store_watch.problem()
         if problem is not None:
-            # Known now: answered at once rather than after waiting on the store again.
+            # Known now (until the next check, every few seconds, sees it answer): answered at
+            # once rather than after waiting on the store again.
             raise StorageUnavailable(f"{problem}; retry shortly")
         replayable = all(isinstance(job.data, pa.Table) for job in jobs)
         self._attempt.token = uuid.uuid4().hex
@@ -336,9 +340,9 @@ class Lake(Engine):
         self, jobs: Sequence[WriteJob], dry_run: bool, block: bool, replayable: bool
     ) -> list[WriteOutcome | ArrowportError]:
         unsure: list[WriteOutcome | ArrowportError] | None = None
-        started = time.monotonic()
         for attempt in range(self.settings.max_retries + 1):
             self._attempt.outcomes = None
+            started = time.monotonic()
             try:
                 return super().write(jobs, dry_run, block)
             except ClaimTaken:
@@ -352,7 +356,8 @@ class Lake(Engine):
                     if self._landed():
                         return unsure
                 # A lake out of reach is tried again while it fails fast (a catalog restarting),
-                # not once a write has waited on it as long as the store may take to answer.
+                # not after an attempt that waited on it longer than one try of a request to
+                # the store may take (the store's own retries are spent by then).
                 waited = time.monotonic() - started > self.settings.store_timeout_seconds
                 last = attempt == self.settings.max_retries or (exc.unreachable and waited)
                 if not replayable or last:

@@ -17,9 +17,14 @@ import time
 from collections.abc import Callable
 
 import duckdb
+import structlog
+
+log = structlog.get_logger(__name__)
 
 STORE_CHECK_SECONDS = 5.0
-_NOT_FOUND = 404
+# An HTTP status below this is the store answering (a missing probe, a key that may write but
+# not read): only silence, a refused connection or a server error is a store out of reach.
+_SERVER_ERROR = 500
 
 
 class Watch:
@@ -39,13 +44,18 @@ class Watch:
             if self._asked_at is not None:
                 return
             self._asked_at = time.monotonic()
-        problem = None
+        problem = self._problem  # kept should the question itself fail
         try:
             problem = self._ask()
         finally:
             with self._lock:
                 self._asked_at = None
-                self._problem = problem
+                was, self._problem = self._problem, problem
+            if problem != was and (problem is None or was is None):
+                if problem is None:
+                    log.info("lake service answers again", service=self._what)
+                else:
+                    log.warning("lake service out of reach", service=self._what, reason=problem)
 
     def problem(self) -> str | None:
         """Why the service cannot be relied on now (None: it answered when last asked)."""
@@ -57,9 +67,12 @@ class Watch:
 
 
 def ask_store(
-    connect: Callable[[], duckdb.DuckDBPyConnection], probe: str, scrub: Callable[[str], str]
+    connect: Callable[[], duckdb.DuckDBPyConnection],
+    what: str,
+    probe: str,
+    scrub: Callable[[str], str],
 ) -> str | None:
-    """Whether the object store answers a HEAD of ``probe`` (a missing object is an answer)."""
+    """Whether the store answers a HEAD of ``probe`` (any answer below 500 will do)."""
     try:
         cur = connect()
     except Exception:  # the database is closing
@@ -67,10 +80,13 @@ def ask_store(
     try:
         cur.execute("SELECT size FROM read_blob(?)", [probe]).fetchall()
     except duckdb.Error as exc:
-        if isinstance(exc, duckdb.HTTPException) and getattr(exc, "status_code", 0) == _NOT_FOUND:
+        status = (
+            getattr(exc, "status_code", None) if isinstance(exc, duckdb.HTTPException) else None
+        )
+        if isinstance(status, int) and 0 < status < _SERVER_ERROR:
             return None
         reason = scrub(str(exc)).splitlines()[0]
-        return f"the lake's object store cannot be reached ({reason})"
+        return f"{what} cannot be reached ({reason})"
     finally:
         with contextlib.suppress(duckdb.Error):
             cur.close()
