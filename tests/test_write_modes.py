@@ -312,6 +312,9 @@ def test_reserved_or_malformed_schemas_are_refused(client: httpx.Client, table: 
     response = post(client, pa.table({"k": [1]}), table=table)
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "invalid_name"
+    schema = table.rpartition(".")[0]
+    if schema in ("_arrowport", "information_schema", "system", "lake"):
+        assert f"the schema {schema!r} is reserved" in response.json()["message"]
 
 
 def test_a_schema_named_like_the_database_and_a_dotted_stream_are_refused(

@@ -68,6 +68,14 @@ def is_stream_name(name: str) -> bool:
 
 def check_table_name(name: str) -> str:
     """``name`` if it is a plain identifier (letters, digits, underscores; at most 63)."""
+    schema, _, _ = name.rpartition(".")
+    if _TABLE_RE.fullmatch(name) is not None and not is_table_name(name):
+        raise InvalidName(
+            f"invalid table name {name!r}: the schema {schema!r} is reserved (so are "
+            + ", ".join(sorted(RESERVED_SCHEMAS))
+            + " and names starting with __): write to another schema, or to none (main)",
+            table=name,
+        )
     if not is_table_name(name):
         raise InvalidName(
             f"invalid table name {name!r}: use letters, digits and underscores, "
