@@ -332,6 +332,31 @@ def test_a_request_that_is_not_http_is_a_json_400_with_a_code(
     assert small_limits.healthy()
 
 
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"gzip", b"deflate,chunked"])
+def test_a_transfer_coding_other_than_chunked_is_501_and_nothing_lands(
+    small_limits: ArrowportProcess, coding: bytes
+) -> None:
+    # The body (gzip of an IPC stream) used to reach the ingest still encoded, refused 400
+    # invalid_ipc as if the data were wrong.
+    body = gzip.compress(ipc_bytes(pa.table({"k": [1, 2, 3]})))
+    if coding.endswith(b"chunked"):
+        body = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    with open_socket(small_limits.port) as sock:
+        sock.sendall(
+            b"POST /stream/te_refused HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/vnd.apache.arrow.stream\r\n"
+            b"Transfer-Encoding: " + coding + b"\r\n\r\n" + body
+        )
+        answer = read_answer(sock)
+    head, _, text = answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 501"), answer
+    assert json.loads(text)["code"] == "not_implemented"
+    assert "Content-Encoding" in json.loads(text)["message"]
+    with httpx.Client(base_url=small_limits.url) as http:
+        assert http.get("/tables/te_refused").status_code == 404
+    assert small_limits.healthy()
+
+
 def test_deeply_nested_json_is_a_400(small_limits: ArrowportProcess) -> None:
     deep = "[" * 100_000 + "]" * 100_000
     with httpx.Client(base_url=small_limits.url, timeout=60) as http:

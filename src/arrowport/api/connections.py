@@ -42,7 +42,13 @@ import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from arrowport.api.body_chunks import BodyChunks
-from arrowport.errors import ArrowportError, BadRequest, HeaderTooLarge
+from arrowport.errors import (
+    ArrowportError,
+    BadRequest,
+    HeaderTooLarge,
+    NotImplementedFeature,
+    shown,
+)
 
 log = structlog.get_logger("arrowport.http")
 
@@ -98,6 +104,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._counted = False
         self._reading_head = True  # from a request's first byte to its head's end
         self._head_bytes = 0
+        self._refused = False  # answered from its head: what follows is not read
 
     def accepted(self, tcp: asyncio.BaseTransport) -> None:
         """The TCP connection is open (with TLS, before the handshake): it counts against the
@@ -138,6 +145,8 @@ class GuardedProtocol(HttpToolsProtocol):
             super().data_received(data)
 
     def on_body(self, body: bytes) -> None:
+        if self._refused:
+            return
         cycle = self.cycle
         if cycle is not None and not isinstance(cycle.body, BodyChunks):
             # uvicorn puts back a bytearray after each receive(); it uses only +=, len, bytes()
@@ -148,9 +157,30 @@ class GuardedProtocol(HttpToolsProtocol):
         self._reading_head = False
         self._head_arrived()
         self._in_request = True
+        coding = self._unknown_transfer_coding()
+        if coding is not None:
+            # The parser frames only "chunked": a body in any other coding would reach the
+            # application still encoded, to be refused as if its data were wrong.
+            self._refused = True
+            error = NotImplementedFeature(
+                f"the transfer coding {shown(coding)} is not supported: send the body with "
+                "Content-Length or chunked, and compress it with Content-Encoding"
+            )
+            self._answer_and_close(b"501 Not Implemented", error)
+            return
         super().on_headers_complete()
 
+    def _unknown_transfer_coding(self) -> str | None:
+        for name, value in self.headers:
+            if name == b"transfer-encoding":
+                for coding in value.decode("latin-1").split(","):
+                    if coding.strip().lower() not in ("chunked", "identity", ""):
+                        return coding.strip()
+        return None
+
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         # What follows is the next request's head, with a budget of its own.
         self._reading_head = True
         self._head_bytes = 0
