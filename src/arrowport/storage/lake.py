@@ -24,7 +24,6 @@ import contextlib
 import functools
 import os
 import random
-import re
 import tempfile
 import threading
 import time
@@ -42,7 +41,6 @@ from arrowport.errors import (
     Overloaded,
     StorageError,
     StorageUnavailable,
-    UnsupportedType,
     is_disk_full,
 )
 from arrowport.storage.background import Periodic
@@ -58,6 +56,11 @@ from arrowport.storage.lake_catalog import (
     claim_taken,
     install_claims,
 )
+from arrowport.storage.lake_figures import (
+    FIGURES_SECONDS,
+    MaintenanceRecorder,
+    read_figures,
+)
 from arrowport.storage.lake_ledger import LakeLedger, commit_claim
 from arrowport.storage.lake_open import (
     LAKE,
@@ -70,8 +73,8 @@ from arrowport.storage.lake_open import (
     read_secret,
 )
 from arrowport.storage.lake_turns import Turns
+from arrowport.storage.lake_types import check_lake_types
 from arrowport.storage.lake_watch import STORE_CHECK_SECONDS, Watch, ask_store
-from arrowport.storage.schema import arrow_columns
 from arrowport.storage.sql_guard import ReadGuard
 from arrowport.storage.writes import WriteJob, WriteOutcome
 
@@ -79,28 +82,13 @@ log = structlog.get_logger(__name__)
 
 _STARTUP_LOCK_KEY = 8301546
 LAKE_MEMORY_LIMIT = "1GB"
-FIGURES_SECONDS = 10.0
 # A catalog connection that cannot be made fails within libpq's connect_timeout (5 s): a
 # question still unanswered after this is hung.
 CATALOG_PATIENCE = 10.0
-# DuckDB type names a DuckLake table cannot hold (DuckLake 1.0 with DuckDB 1.5.5).
-_UNSUPPORTED = re.compile(r"\b(ENUM|UNION|BIT|BIGNUM|VARINT|TIME_NS)\b|\[\d+\]")
-# Field names inside a type (STRUCT("UNION" INTEGER)) are quoted: not types.
-_QUOTED = re.compile(r'"(?:[^"]|"")*"')
 
 
 class ClaimTaken(Exception):
     """Another commit claimed a delivery of this one first (the catalog refused the commit)."""
-
-
-def lake_counts(cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
-    """(data files, snapshots) of the lake."""
-    files = cur.execute(f"SELECT sum(file_count) FROM ducklake_table_info('{LAKE}')").fetchone()
-    snapshots = cur.execute(f"SELECT count(*) FROM {LAKE}.snapshots()").fetchone()
-    return (
-        int(files[0]) if files and files[0] is not None else 0,
-        int(snapshots[0]) if snapshots else 0,
-    )
 
 
 class LakeBusy(Exception):
@@ -110,18 +98,6 @@ class LakeBusy(Exception):
     def __init__(self, message: str, unreachable: bool = False) -> None:
         super().__init__(message)
         self.unreachable = unreachable
-
-
-class MaintenanceRecorder:
-    """Counts maintenance runs for the metrics (storage does not know the registry)."""
-
-    def __init__(self) -> None:
-        self.runs: dict[str, int] = {"ok": 0, "failed": 0}
-        self.last_seconds = 0.0
-
-    def ran(self, outcome: str, seconds: float) -> None:
-        self.runs[outcome] = self.runs.get(outcome, 0) + 1
-        self.last_seconds = seconds
 
 
 class Lake(Engine):
@@ -323,7 +299,7 @@ class Lake(Engine):
         claim is in the catalog, and a replay of it is refused by that claim.
         """
         for job in jobs:
-            self._check_types(job.data.schema)
+            check_lake_types(job.data.schema)
         problem = self._store_watch.problem()
         if problem is not None:
             # Known now (until the next check, every few seconds, sees it answer): answered at
@@ -414,20 +390,6 @@ class Lake(Engine):
                 )
         return answers
 
-    def _check_types(self, schema: pa.Schema) -> None:
-        refused = [
-            f"column {column.name!r} ({column.type})"
-            for column in arrow_columns(schema)
-            if _UNSUPPORTED.search(_QUOTED.sub("", column.type))
-        ]
-        if refused:
-            raise UnsupportedType(
-                "a DuckLake cannot store the type of " + ", ".join(refused) + " (ENUM, UNION, "
-                "fixed-size lists, BIT, BIGNUM and TIME_NS are not DuckLake types): cast them "
-                "(e.g. to VARCHAR, a list, TIME) before sending",
-                columns=[c.split("'")[1] for c in refused],
-            )
-
     def before_commit(self, cur: duckdb.DuckDBPyConnection, jobs: Sequence[WriteJob]) -> None:
         if any(job.mode == "upsert" for job in jobs):
             # Upserts take turns: two commits that both update this row conflict.
@@ -455,29 +417,13 @@ class Lake(Engine):
         return int(self._figures.get("size_bytes", 0))
 
     def stats(self) -> dict[str, float]:
-        figures: dict[str, float] = {
-            f"lake_maintenance_runs_{outcome}_total": runs
-            for outcome, runs in self.maintenance.runs.items()
-        }
-        figures["lake_maintenance_last_seconds"] = self.maintenance.last_seconds
-        figures |= {name: value for name, value in self._figures.items() if name != "size_bytes"}
-        return figures
+        sizes = {name: value for name, value in self._figures.items() if name != "size_bytes"}
+        return self.maintenance.figures() | sizes
 
     def measure(self) -> None:
-        """Read the lake's size, data files and snapshots for the metrics. Done in the
-        background (and after maintenance): a scrape never waits on the catalog."""
+        """Read the lake's figures for the metrics, in the background (and after maintenance)."""
         with self.cursor() as cur:
-            row = cur.execute(
-                f"SELECT sum(file_size_bytes + delete_file_size_bytes) "
-                f"FROM ducklake_table_info('{LAKE}')"
-            ).fetchone()
-            files, snapshots = lake_counts(cur)
-        size = float(row[0]) if row and row[0] is not None else 0.0
-        self._figures = {
-            "size_bytes": size,
-            "lake_data_files": files,
-            "lake_snapshots": snapshots,
-        }
+            self._figures = read_figures(cur)
 
     def _before_close(self) -> None:
         with contextlib.suppress(duckdb.Error):

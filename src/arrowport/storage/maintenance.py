@@ -23,8 +23,9 @@ from typing import TypeVar
 import duckdb
 import structlog
 
-from arrowport.storage.lake import Lake, MaintenanceRecorder, lake_counts
+from arrowport.storage.lake import Lake
 from arrowport.storage.lake_catalog import catalog_lock, expire_claims
+from arrowport.storage.lake_figures import MaintenanceRecorder, lake_counts
 from arrowport.storage.lake_ledger import LakeLedger
 from arrowport.storage.lake_open import LAKE
 
