@@ -11,19 +11,16 @@ import httpx
 import pyarrow as pa
 
 from arrowport.client import _endpoints as endpoints
-from arrowport.client._http import Cert, Verify, connection_options, json_body, send_async
-from arrowport.client._ingest import (
+from arrowport.client._batches import (
     Compression,
-    IngestRun,
-    IngestSummary,
-    Planned,
-    Progress,
     arrow_reader,
     as_batch,
     check_iterable,
     encode,
     next_batch,
 )
+from arrowport.client._http import Cert, Verify, connection_options, json_body, send_async
+from arrowport.client._ingest import IngestRun, IngestSummary, Planned, Progress
 from arrowport.client._models import ProducerOffset, StreamInfo, TableInfo
 from arrowport.client._retry import RetryPolicy
 from arrowport.client._sync import DEFAULT_URL

@@ -10,16 +10,9 @@ import httpx
 import pyarrow as pa
 
 from arrowport.client import _endpoints as endpoints
+from arrowport.client._batches import Compression, encode, iter_batches
 from arrowport.client._http import Cert, Verify, connection_options, json_body, send
-from arrowport.client._ingest import (
-    Compression,
-    IngestRun,
-    IngestSummary,
-    Planned,
-    Progress,
-    encode,
-    iter_batches,
-)
+from arrowport.client._ingest import IngestRun, IngestSummary, Planned, Progress
 from arrowport.client._models import ProducerOffset, StreamInfo, TableInfo
 from arrowport.client._retry import RetryPolicy
 from arrowport.options import DuplicateKeysPolicy, SchemaPolicy, WriteMode

@@ -1,0 +1,191 @@
+"""How an ingest turns the caller's data into requests.
+
+The data is read batch by batch; :class:`Cutter` groups the batches (slicing where needed) into
+requests of at most ``request_rows`` rows and ``request_bytes`` bytes of Arrow data; each group is
+written as one Arrow IPC stream, compressed (:func:`encode`), and sent with the producer offset
+``(producer_id, sequence)``. At most a couple of requests are held at once, whatever the size of
+the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable, Iterator, Sequence
+from typing import Any, Literal
+
+import pyarrow as pa
+
+Compression = Literal["zstd", "gzip"]
+
+
+def arrow_reader(data: Any) -> pa.RecordBatchReader | None:
+    """``data`` as a reader when it is Arrow data (anything with ``__arrow_c_stream__``: pyarrow
+    tables and readers, polars and pandas DataFrames, DuckDB relations...), else ``None``."""
+    if isinstance(data, pa.RecordBatchReader):
+        return data
+    if isinstance(data, pa.Table):
+        return data.to_reader()
+    if isinstance(data, pa.RecordBatch):
+        return pa.RecordBatchReader.from_batches(data.schema, [data])
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.RecordBatchReader.from_stream(data)
+    if hasattr(data, "__arrow_c_array__"):
+        batch = pa.record_batch(data)
+        return pa.RecordBatchReader.from_batches(batch.schema, [batch])
+    return None
+
+
+def check_iterable(data: Any, asynchronous: bool = False) -> None:
+    """Refuse what is not iterable, or iterable but not a sequence of batches (text, bytes, a
+    mapping); an asynchronous iterable only for the asynchronous client."""
+    if isinstance(data, str | bytes | bytearray | memoryview | dict):
+        raise TypeError(
+            f"cannot ingest a {type(data).__name__}: pass Arrow data (a pyarrow Table or "
+            "RecordBatchReader, a polars DataFrame, a DuckDB relation...) or an iterable of "
+            "pyarrow.RecordBatch"
+        )
+    if isinstance(data, AsyncIterable) and not isinstance(data, Iterable) and not asynchronous:
+        raise TypeError("an asynchronous iterable needs AsyncClient.ingest")
+    if not isinstance(data, Iterable | AsyncIterable):
+        raise TypeError(
+            f"cannot ingest a {type(data).__name__}: it speaks neither the Arrow PyCapsule "
+            "stream interface (__arrow_c_stream__) nor iteration; for pandas use "
+            "pyarrow.Table.from_pandas(frame)"
+        )
+
+
+def as_batch(item: Any, position: int) -> pa.RecordBatch:
+    """One item of an iterable of batches."""
+    if isinstance(item, pa.RecordBatch):
+        return item
+    if hasattr(item, "__arrow_c_array__"):
+        return pa.record_batch(item)
+    raise TypeError(
+        f"item {position} of the data is a {type(item).__name__}, not a pyarrow.RecordBatch"
+    )
+
+
+def iter_batches(data: Any, cutter: Cutter | None = None) -> Iterator[pa.RecordBatch]:
+    """Every batch of ``data`` (Arrow data, or an iterable of batches), in order; ``cutter``
+    learns the schema of Arrow data before its first batch."""
+    reader = arrow_reader(data)
+    if reader is not None:
+        if cutter is not None:
+            cutter.expect(reader.schema)
+        yield from reader
+        return
+    check_iterable(data)
+    for position, item in enumerate(data):
+        yield as_batch(item, position)
+
+
+def next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+    """The reader's next batch, ``None`` at the end (for a worker thread: no StopIteration)."""
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
+
+
+# -- cutting batches into requests ---------------------------------------------------------------
+
+
+class Cutter:
+    """Groups a sequence of batches into requests of at most ``max_rows`` rows and at most
+    ``max_bytes`` Arrow bytes (``None``: rows alone decide), slicing batches where a limit falls
+    inside one (slices share the batch's memory). A single row larger than ``max_bytes`` goes in
+    a request of its own. A batch whose schema differs from the one before starts a new request.
+    Data without rows makes one request of no rows, when its schema is known: it creates (or,
+    replacing, empties) the table.
+
+    Without ``max_bytes`` the cut depends on the rows alone, never on how they were batched:
+    request ``i`` holds rows ``i * max_rows`` up to ``(i + 1) * max_rows``.
+    """
+
+    def __init__(self, max_rows: int, max_bytes: int | None) -> None:
+        if max_rows < 1:
+            raise ValueError("request_rows must be at least 1")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("request_bytes must be at least 1")
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self._pending: list[pa.RecordBatch] = []
+        self._rows = 0
+        self._bytes = 0
+        self._schema: pa.Schema | None = None
+        self._emitted = 0
+
+    def expect(self, schema: pa.Schema) -> None:
+        """The data's schema, known before its first batch (Arrow data)."""
+        if self._schema is None:
+            self._schema = schema
+
+    def add(self, batch: pa.RecordBatch) -> list[list[pa.RecordBatch]]:
+        """Take ``batch``; the requests it completed."""
+        ready: list[list[pa.RecordBatch]] = []
+        if self._pending and not batch.schema.equals(self._schema):
+            ready.append(self._take())
+        self._schema = batch.schema
+        while batch.num_rows:
+            count = self._fitting(batch)
+            if count == 0:
+                if self._pending:
+                    ready.append(self._take())
+                    continue
+                count = 1  # one row over the byte limit: alone
+            piece = batch if count == batch.num_rows else batch.slice(0, count)
+            self._pending.append(piece)
+            self._rows += count
+            self._bytes += piece.nbytes
+            batch = batch.slice(count)
+            full_bytes = self.max_bytes is not None and self._bytes >= self.max_bytes
+            if self._rows >= self.max_rows or full_bytes:
+                ready.append(self._take())
+        return ready
+
+    def finish(self) -> list[pa.RecordBatch] | None:
+        """The last, partly filled request, if any."""
+        if self._pending:
+            return self._take()
+        if self._emitted == 0 and self._schema is not None:
+            self._emitted += 1
+            return [pa.RecordBatch.from_pylist([], schema=self._schema)]
+        return None
+
+    def _fitting(self, batch: pa.RecordBatch) -> int:
+        """How many of ``batch``'s first rows fit in the request being filled."""
+        count = int(min(batch.num_rows, self.max_rows - self._rows))
+        if self.max_bytes is None:
+            return count
+        room = self.max_bytes - self._bytes
+        if count == batch.num_rows and batch.nbytes <= room:
+            return count
+        if room <= 0:
+            return 0
+        per_row = max(batch.nbytes / batch.num_rows, 1e-9)
+        count = min(count, int(room / per_row))
+        while count > 0:
+            size = int(batch.slice(0, count).nbytes)
+            if size <= room:
+                return count
+            count = min(count - 1, int(count * room / size))
+        return 0
+
+    def _take(self) -> list[pa.RecordBatch]:
+        taken = self._pending
+        self._pending, self._rows, self._bytes = [], 0, 0
+        self._emitted += 1
+        return taken
+
+
+def encode(batches: Sequence[pa.RecordBatch], compression: Compression | None) -> bytes:
+    """One Arrow IPC stream (with its end-of-stream marker) of ``batches``, compressed whole as
+    the ``Content-Encoding`` says."""
+    sink = pa.BufferOutputStream()
+    out = sink if compression is None else pa.CompressedOutputStream(sink, compression)
+    with pa.ipc.new_stream(out, batches[0].schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    if compression is not None:
+        out.close()
+    body: bytes = sink.getvalue().to_pybytes()
+    return body
