@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from tests.conftest import closed_by_server
 from tests.server import ArrowportProcess
 from tests.test_overload import RawResponse, read_response, rss_kib
 from tests.test_tls import Pki
@@ -24,19 +25,6 @@ MIB = 1024**2
 
 def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=30)
-
-
-def closed_within(sock: socket.socket, seconds: float) -> bool:
-    """Whether the server closes ``sock`` (end of stream or reset) within ``seconds``."""
-    sock.settimeout(seconds)
-    try:
-        while sock.recv(4096):
-            pass
-    except TimeoutError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def send_head_and_read(sock: socket.socket, head: Iterator[bytes]) -> RawResponse:
@@ -150,8 +138,8 @@ def test_silent_connections_to_a_tls_server_count_and_are_closed_by_the_head_dea
     with httpx.Client(verify=tls_client(pki), timeout=30) as client:
         # The connections that have waited longest make room for one that answers.
         assert client.get(f"https://127.0.0.1:{tls_server.port}/health").status_code == 200
-    assert closed_within(silent[0], 5)  # closed to make room, long before any deadline
-    assert closed_within(silent[-1], 20)
+    assert closed_by_server(silent[0], 5)  # closed to make room, long before any deadline
+    assert closed_by_server(silent[-1], 20)
     # Closed by api.header_timeout_seconds (2 s), not asyncio's 60 s handshake timeout.
     assert time.monotonic() - last_opened < 20
     for sock in silent:
@@ -166,7 +154,7 @@ def test_a_half_done_handshake_is_closed_by_the_head_deadline(
     with connect(tls_server.port) as sock:
         started = time.monotonic()
         sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's start
-        assert closed_within(sock, 20)
+        assert closed_by_server(sock, 20)
         assert time.monotonic() - started < 20
 
 
@@ -205,7 +193,7 @@ def test_an_oversized_head_is_431_without_holding_it(
             "max_header_bytes": 65536,
         }
         assert answer.headers["content-type"] == "application/json"
-        assert closed_within(sock, 10)
+        assert closed_by_server(sock, 10)
     assert rss_kib(plain_server.proc.pid) - before < 100 * 1024
     assert httpx.get(plain_server.url + "/health", timeout=30).status_code == 200
 
@@ -250,4 +238,4 @@ def test_each_request_on_a_connection_has_its_own_budget_and_bodies_do_not_count
         # Then one head too large on the same connection.
         sock.sendall(head_of(LIMIT + 1))
         assert read_response(sock).status == 431
-        assert closed_within(sock, 10)
+        assert closed_by_server(sock, 10)

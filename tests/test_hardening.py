@@ -29,6 +29,7 @@ from tests.conftest import (
     ARROW_STREAM,
     ENDLESS_QUERY,
     ONE_QUERY_TURN,
+    closed_by_server,
     ipc_bytes,
     post_binary,
     query,
@@ -72,19 +73,6 @@ def _length(data: bytes) -> int:
         if name.strip().lower() == b"content-length":
             return int(value)
     return 0
-
-
-def closed_by_server(sock: socket.socket, within: float) -> bool:
-    """Whether the server closes ``sock`` within ``within`` seconds."""
-    sock.settimeout(within)
-    try:
-        while sock.recv(4096):
-            pass
-    except TimeoutError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 # -- browsers ------------------------------------------------------------------------------------
