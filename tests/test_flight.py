@@ -592,18 +592,10 @@ def test_a_ticket_or_descriptor_over_the_query_limit_is_refused(
 
 
 def test_flight_errors_are_counted_in_metrics(fc: flight.FlightClient, http: httpx.Client) -> None:
-    def flight_errors(code: str) -> float:
-        text = http.get("/metrics").text
-        for line in text.splitlines():
-            labels = f'code="{code}"' in line and 'protocol="flight"' in line
-            if line.startswith("arrowport_errors_total{") and labels:
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
-    before = flight_errors("unknown_table")
+    before = errors_counted(http, "unknown_table")
     with pytest.raises(KeyError):  # NOT_FOUND
         fc.do_get(ticket("not_there_either")).read_all()
-    assert flight_errors("unknown_table") == before + 1
+    assert errors_counted(http, "unknown_table") == before + 1
 
 
 def test_an_abandoned_upload_writes_nothing(
@@ -793,6 +785,15 @@ def test_a_put_cancelled_mid_stream_writes_nothing(tmp_path: Path, path: str) ->
             assert count(http, "cut") == 40
 
 
+def raw_handshake(channel: grpc.Channel) -> grpc.StreamStreamMultiCallable:
+    """Flight's Handshake as plain gRPC: a client stream of bytes that may stay open."""
+    return channel.stream_stream(
+        "/arrow.flight.protocol.FlightService/Handshake",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+
+
 def test_a_handshake_that_never_ends_its_stream_times_out(tmp_path: Path) -> None:
     """A Handshake whose client sends nothing and keeps its stream open ends DEADLINE_EXCEEDED
     once ``limits.body_timeout_seconds`` pass, rather than holding one of the server's calls
@@ -800,11 +801,7 @@ def test_a_handshake_that_never_ends_its_stream_times_out(tmp_path: Path) -> Non
     config = {"limits": {"body_timeout_seconds": 1}, "flight": {"max_concurrent_calls": 2}}
     with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.flight_port}")
-        handshake = channel.stream_stream(
-            "/arrow.flight.protocol.FlightService/Handshake",
-            request_serializer=lambda b: b,
-            response_deserializer=lambda b: b,
-        )
+        handshake = raw_handshake(channel)
         release = threading.Event()
 
         def silent() -> Iterator[bytes]:  # a client stream that stays open, empty
@@ -834,6 +831,88 @@ def test_a_handshake_that_never_ends_its_stream_times_out(tmp_path: Path) -> Non
         client.close()
         with httpx.Client(base_url=server.url, timeout=30) as http:
             assert count(http, "after_stalled_handshakes") == 3
+
+
+def test_a_call_past_the_call_limit_is_refused_overloaded(tmp_path: Path) -> None:
+    """With ``flight.max_concurrent_calls`` calls running, one more of any kind is refused
+    UNAVAILABLE ``overloaded`` (the code every overload has, with when to retry), counted in the
+    metrics; once one of them ends, calls are served again."""
+    config = {"flight": {"max_concurrent_calls": 2}}
+    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.flight_port}")
+        handshake = raw_handshake(channel)
+        releases = [threading.Event(), threading.Event()]
+
+        def held(release: threading.Event) -> Iterator[bytes]:  # open until released
+            release.wait(30)
+            yield from ()
+
+        pool = ThreadPoolExecutor(2)
+        holders = [
+            pool.submit(lambda r: tuple(handshake(held(r), timeout=60)), release)
+            for release in releases
+        ]
+        try:
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                deadline = time.monotonic() + 30
+                while in_flight(http) < 3 and time.monotonic() < deadline:  # 3: and this scrape
+                    time.sleep(0.05)
+                assert in_flight(http) == 3
+                refused_before = errors_counted(http, "overloaded")
+
+                def unary_stream(method: str, request: bytes) -> object:
+                    answered = channel.unary_stream(
+                        f"/arrow.flight.protocol.FlightService/{method}"
+                    )
+                    return list(answered(request, timeout=10))
+
+                def unary(method: str, request: bytes) -> object:
+                    answered = channel.unary_unary(f"/arrow.flight.protocol.FlightService/{method}")
+                    return answered(request, timeout=10)
+
+                raw = [
+                    (unary_stream, "ListActions", b""),
+                    (unary, "GetSchema", path_descriptor(b"t").SerializeToString()),
+                    (unary_stream, "DoGet", b"t"),
+                ]
+                for call, method, request in raw:
+                    with pytest.raises(grpc.RpcError) as refused:
+                        call(method, request)
+                    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, method
+                    details = refused.value.details() or ""
+                    assert details.startswith("overloaded: "), details
+                    assert "flight.max_concurrent_calls" in details
+                    assert details.endswith("(retry after 1 s)")
+
+                client = flight.connect(flight_url(server))
+                with pytest.raises(flight.FlightUnavailableError, match="overloaded: "):
+                    put(client, path("refused"), sample(3))
+                assert errors_counted(http, "overloaded") == refused_before + 4
+
+                releases[0].set()
+                holders[0].result(30)
+                put(client, path("served"), sample(3))
+                assert count(http, "served") == 3
+                assert "refused" not in [t["name"] for t in http.get("/tables").json()]
+                client.close()
+        finally:
+            for release in releases:
+                release.set()
+            for holder in holders:
+                with contextlib.suppress(grpc.RpcError):
+                    holder.result(30)
+            pool.shutdown()
+            channel.close()
+        assert server.healthy()
+
+
+def errors_counted(http: httpx.Client, code: str) -> float:
+    """``arrowport_errors_total`` of Flight calls refused with ``code``."""
+    for line in http.get("/metrics").text.splitlines():
+        labels = f'code="{code}"' in line and 'protocol="flight"' in line
+        if line.startswith("arrowport_errors_total{") and labels:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def test_a_put_holds_its_bytes_against_the_in_flight_budget(tmp_path: Path) -> None:

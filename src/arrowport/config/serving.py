@@ -88,7 +88,9 @@ class FlightSettings(Section):
         "bounds a put's rate).",
     )
     max_concurrent_calls: int = Field(
-        64, ge=1, description="Flight calls served at once (RESOURCE_EXHAUSTED beyond)."
+        64,
+        ge=1,
+        description="Flight calls served at once; more are refused (UNAVAILABLE overloaded).",
     )
     spool_dir: str | None = Field(
         None,

@@ -3,8 +3,9 @@
 The Flight protocol is gRPC with Arrow IPC messages inside; speaking it with ``grpcio`` directly
 (rather than through pyarrow's Flight server) lets every frame be checked before pyarrow decodes
 anything, every error carry its proper gRPC status, and the server's limits be set: at most
-``flight.max_concurrent_calls`` calls at once (RESOURCE_EXHAUSTED beyond), frames of at most
-``limits.max_message_bytes`` plus room for a wide schema.
+``flight.max_concurrent_calls`` calls at once (UNAVAILABLE ``overloaded`` beyond, see
+:mod:`arrowport.flight.call_limit`), frames of at most ``limits.max_message_bytes`` plus room
+for a wide schema.
 
 It is ``grpcio``'s asyncio server, on an event loop of its own thread: ``DoPut`` runs on that
 loop, so a small put costs no thread and its Python runs on one thread only (on the thread-pool
@@ -27,6 +28,7 @@ import structlog
 import uvloop
 
 from arrowport.config import Settings
+from arrowport.flight.call_limit import backstop
 from arrowport.flight.service import FlightService
 from arrowport.services import Services
 
@@ -139,7 +141,9 @@ def start_flight_server(services: Services, shared_port: bool = False) -> Arrowp
     host = settings.flight.host or settings.api.host
     port = settings.flight.port
     credentials = _credentials(settings)
-    calls = settings.flight.max_concurrent_calls
+    # Arrowport's own limit refuses past flight.max_concurrent_calls; gRPC's only past that
+    # and the refusals being sent (and unary calls run on its threads, refusals too).
+    calls = backstop(settings.flight.max_concurrent_calls)
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.limits.max_message_bytes + _FRAME_HEADROOM),
         ("grpc.max_send_message_length", -1),

@@ -34,7 +34,7 @@ import asyncio
 import contextvars
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -48,6 +48,7 @@ from arrowport.auth import Principal
 from arrowport.config import Scope
 from arrowport.errors import InvalidOptions, shown
 from arrowport.flight.arrival import Arrival
+from arrowport.flight.call_limit import CallLimit
 from arrowport.flight.errors import Call, flight_errors, flight_errors_async
 from arrowport.flight.frames import Frame, encode_stream
 from arrowport.flight.protocol import flight_pb2
@@ -115,6 +116,7 @@ class FlightService:
         self._metrics = services.metrics
         self._sql = FlightSql(services)
         self._puts = PutLanding(services)
+        self._calls = CallLimit(services.settings.flight.max_concurrent_calls, self._metrics)
         # Where streamed answers are made, and puts that are not group-committed are written:
         # a step of every call gRPC admits, beside the queries whose callers have gone (they
         # still hold a thread while they wait for their turn, or run until their first answer).
@@ -133,36 +135,43 @@ class FlightService:
         self._sql.close()
 
     def handlers(self) -> grpc.GenericRpcHandler:
+        """Every call's handler, each counted against ``flight.max_concurrent_calls``."""
+        limit = self._calls
+
         def same(data: bytes) -> bytes:
             return data
 
-        def unary_stream(method: Streaming) -> grpc.RpcMethodHandler[bytes, bytes]:
+        def unary_stream(method: str, handler: Streaming) -> grpc.RpcMethodHandler[bytes, bytes]:
+            stall = self._settings.limits.body_timeout_seconds
             return grpc.unary_stream_rpc_method_handler(
-                streamed(method, self._threads, self._settings.limits.body_timeout_seconds),
+                limit.coroutine(method, streamed(handler, self._threads, stall)),
                 request_deserializer=same,
                 response_serializer=same,
             )
 
-        def stream_stream(method: Callable[..., Any]) -> grpc.RpcMethodHandler[bytes, bytes]:
+        def unary_unary(
+            method: str, handler: Callable[[bytes, grpc.ServicerContext], bytes]
+        ) -> grpc.RpcMethodHandler[bytes, bytes]:
+            return grpc.unary_unary_rpc_method_handler(
+                limit.unary(method, handler), request_deserializer=same, response_serializer=same
+            )
+
+        def stream_stream(counted: Callable[..., Any]) -> grpc.RpcMethodHandler[bytes, bytes]:
             return grpc.stream_stream_rpc_method_handler(
-                method, request_deserializer=same, response_serializer=same
+                counted, request_deserializer=same, response_serializer=same
             )
 
         return grpc.method_handlers_generic_handler(
             SERVICE_NAME,
             {
-                "Handshake": stream_stream(self.handshake),
-                "ListFlights": unary_stream(self.list_flights),
-                "GetFlightInfo": grpc.unary_unary_rpc_method_handler(
-                    self.get_flight_info, request_deserializer=same, response_serializer=same
-                ),
-                "GetSchema": grpc.unary_unary_rpc_method_handler(
-                    self.get_schema, request_deserializer=same, response_serializer=same
-                ),
-                "DoGet": unary_stream(self.do_get),
-                "DoPut": stream_stream(self.do_put),
-                "DoAction": unary_stream(self.do_action),
-                "ListActions": unary_stream(self.list_actions),
+                "Handshake": stream_stream(limit.coroutine("handshake", self.handshake)),
+                "ListFlights": unary_stream("list_flights", self.list_flights),
+                "GetFlightInfo": unary_unary("get_flight_info", self.get_flight_info),
+                "GetSchema": unary_unary("get_schema", self.get_schema),
+                "DoGet": unary_stream("do_get", self.do_get),
+                "DoPut": stream_stream(limit.stream("do_put", self.do_put)),
+                "DoAction": unary_stream("do_action", self.do_action),
+                "ListActions": unary_stream("list_actions", self.list_actions),
             },
         )
 
@@ -200,7 +209,7 @@ class FlightService:
 
     async def do_put(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         # On the server's event loop (the other calls run on its threads): a small put is
         # received and group-committed without a thread of its own.
         watched = PutCall(requests, self._settings.limits.body_timeout_seconds)

@@ -1,0 +1,110 @@
+"""At most ``flight.max_concurrent_calls`` Flight calls at once; one past it is refused as any
+overload is, UNAVAILABLE ``overloaded`` with when to retry, counted and logged.
+
+gRPC's own limit (``maximum_concurrent_rpcs``) refuses before any handler runs, with
+RESOURCE_EXHAUSTED "Concurrent RPC limit exceeded!": a status no client can tell from a quota,
+without Arrowport's code, metric or log line. So every handler is wrapped here to count its
+call, and gRPC's limit stays only as a backstop against a flood of calls, far enough above this
+one (:func:`backstop`) that it does not refuse first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from arrowport.errors import Overloaded
+from arrowport.flight.errors import flight_errors, flight_errors_async
+from arrowport.metrics import Metrics
+
+Request = TypeVar("Request")
+AsyncContext = grpc.aio.ServicerContext[bytes, bytes]
+Unary = Callable[[Request, grpc.ServicerContext], bytes]
+Coroutine = Callable[[Request, AsyncContext], Awaitable[None]]
+AsyncStream = Callable[[Request, AsyncContext], AsyncGenerator[bytes, None]]
+
+
+def backstop(calls: int) -> int:
+    """gRPC's own limit for ``calls`` of Arrowport's: room for as many again being refused."""
+    return 2 * calls + 64
+
+
+class CallLimit:
+    """Counts the calls being served (on the event loop and on threads alike)."""
+
+    def __init__(self, most: int, metrics: Metrics) -> None:
+        self._most = most
+        self._metrics = metrics
+        self._running = 0
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def _admit(self) -> bool:
+        with self._lock:
+            if self._running >= self._most:
+                return False
+            self._running += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._running -= 1
+
+    def _refusal(self) -> Overloaded:
+        return Overloaded(
+            f"the server is serving as many Flight calls as it may at once "
+            f"({self._most}, flight.max_concurrent_calls); retry shortly"
+        )
+
+    def unary(self, method: str, handler: Unary[Request]) -> Unary[Request]:
+        """``handler`` (run on a thread of gRPC's), counted."""
+
+        def counted(request: Request, context: grpc.ServicerContext) -> bytes:
+            if not self._admit():
+                with flight_errors(self._metrics, method, context):
+                    raise self._refusal()
+            try:
+                return handler(request, context)
+            finally:
+                self._leave()
+
+        return counted
+
+    def coroutine(self, method: str, handler: Coroutine[Request]) -> Coroutine[Request]:
+        """``handler`` (a coroutine on the event loop, answering with ``context.write``), counted."""
+
+        async def counted(request: Request, context: AsyncContext) -> None:
+            if not self._admit():
+                async with flight_errors_async(self._metrics, method, context):
+                    raise self._refusal()
+            try:
+                await handler(request, context)
+            finally:
+                self._leave()
+
+        return counted
+
+    def stream(self, method: str, handler: AsyncStream[Request]) -> AsyncStream[Request]:
+        """``handler`` (an async generator of answers on the event loop), counted."""
+
+        async def counted(request: Request, context: AsyncContext) -> AsyncGenerator[bytes, None]:
+            if not self._admit():
+                async with flight_errors_async(self._metrics, method, context):
+                    raise self._refusal()
+            answers = handler(request, context)
+            try:
+                async for answer in answers:
+                    yield answer
+            finally:
+                try:  # now, not when the garbage collector gets to it: it holds the put's state
+                    await answers.aclose()
+                finally:
+                    self._leave()
+
+        return counted
