@@ -256,6 +256,84 @@ def test_csv_files_share_one_type_per_column(server: ArrowportProcess, tmp_path:
     ]
 
 
+def late_csv(path: Path, rows: int, late: dict[int, str]) -> None:
+    """A CSV file of ``rows`` rows (an integer column ``n``, and ``late``: empty, then
+    ``late[i]`` on row ``i`` and again on the last row), compressed when ``path`` says so."""
+    lines = ["n,late\n"]
+    for i in range(rows):
+        lines.append(f"{i},{late.get(i, '')}\n")
+    lines.append(f"{rows},{late[max(late)]}\n")
+    data = "".join(lines).encode()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+LATE_VALUES = {  # empty, then one value, then one its type cannot hold
+    "float": ({150_000: "7", 160_000: "2.5"}, pa.float64()),
+    "text": ({150_000: "7", 160_000: "abc"}, pa.string()),
+    "bool_text": ({150_000: "true", 160_000: "maybe"}, pa.string()),
+    "timestamp_text": ({150_000: "2024-05-01 10:00:00", 160_000: "soon"}, pa.string()),
+}
+
+
+@pytest.mark.parametrize("kind", list(LATE_VALUES))
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_a_csv_value_the_first_rows_type_cannot_hold_widens_its_column(
+    server: ArrowportProcess, tmp_path: Path, kind: str, suffix: str
+) -> None:
+    """Types come from the whole file, not its first block: a value far into the file that
+    the first rows' type cannot hold widens the column (before anything is sent), and every row
+    lands, none twice."""
+    late, expected = LATE_VALUES[kind]
+    path = tmp_path / f"late{suffix}"
+    late_csv(path, 200_000, late)
+    table = f"late_{kind}_{suffix.count('.')}"
+    result = arrowport(
+        server.url, "ingest", str(path), "--stream", "s", "--table", table, "--batch-rows", "20000"
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "landed 200,001 rows" in result.stdout
+    assert "200,001 rows)" in result.stderr  # known before sending: the progress's total
+    landed = pa.ipc.open_stream(
+        httpx.post(
+            server.url + "/query",
+            json={"sql": f"SELECT * FROM {table} ORDER BY n"},
+            headers={"Authorization": f"Bearer {SECRET}"},
+            timeout=30,
+        ).content
+    ).read_all()
+    assert landed.schema.field("n").type == pa.int64()
+    assert landed.schema.field("late").type == expected
+    assert landed.column("n").to_pylist() == list(range(200_001))
+    values = landed.column("late").cast(pa.string()).to_pylist()
+    present = {i: v for i, v in enumerate(values) if v not in (None, "")}  # text: "" for empty
+    assert sorted(present) == [*sorted(late), 200_000]
+    assert present[160_000] == late[160_000]
+
+
+def test_a_csv_file_that_breaks_off_late_is_refused_before_sending(
+    server: ArrowportProcess, tmp_path: Path
+) -> None:
+    """A CSV file with a row far into it that cannot be read (more fields than its header)
+    fails before any of its requests is sent: nothing of it lands, where the requests before
+    that row would have."""
+    path = tmp_path / "ragged.csv"
+    rows = [f"{i},{i}\n" for i in range(300_000)]
+    rows[250_000] = "1,2,3\n"
+    path.write_text("a,b\n" + "".join(rows))
+    result = arrowport(
+        server.url, "ingest", str(path), "--stream", "s", "--table", "ragged",
+        "--batch-rows", "10000",
+    )  # fmt: skip
+    assert result.returncode == 1
+    line = last_line(result)
+    assert line.startswith(f"arrowport: {path}: cannot read it as csv: "), line
+    assert "Expected 2 columns, got 3" in line, line
+    tables = httpx.get(
+        server.url + "/tables", headers={"Authorization": f"Bearer {SECRET}"}, timeout=30
+    ).json()
+    assert "ragged" not in [t["name"] for t in tables]
+
+
 def test_an_ndjson_key_first_seen_on_the_last_line_lands(
     server: ArrowportProcess, tmp_path: Path
 ) -> None:

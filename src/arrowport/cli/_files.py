@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from arrowport.cli._connect import CommandError
+from arrowport.cli._csv import csv_schema
 from arrowport.cli._text import ndjson_batches, ndjson_schema, shared_types
 
 Format = Literal["parquet", "ipc", "arrows", "csv", "ndjson"]
@@ -55,7 +56,7 @@ class InputFile:
     format: Format
     size: int
     mtime_ns: int
-    rows: int | None = None  # known from the file's metadata (Parquet, Arrow IPC files)
+    rows: int | None = None  # known before sending (Parquet, Arrow IPC files: metadata; CSV)
     schema: pa.Schema | None = field(default=None, repr=False)  # CSV, NDJSON: read with it
 
     @property
@@ -156,8 +157,9 @@ def find_files(arguments: Sequence[str], format: Format | None) -> list[InputFil
 
 def inspect(files: Sequence[InputFile]) -> None:
     """Read what the files' metadata tells, before anything is sent: row counts (Parquet, Arrow
-    IPC files), the columns and types of CSV and NDJSON files, and that every Arrow IPC file
-    and stream is whole (a truncated one is refused, not landed in part)."""
+    IPC files), the columns and types of CSV and NDJSON files (read through for them; a CSV
+    file's rows counted on the way), and that every Arrow IPC file and stream is whole (a
+    truncated one is refused, not landed in part)."""
     for kind in ("csv", "ndjson"):
         group = [f for f in files if f.format == kind]
         own = [_own_schema(item) for item in group]
@@ -176,10 +178,11 @@ def inspect(files: Sequence[InputFile]) -> None:
 
 
 def _own_schema(item: InputFile) -> pa.Schema:
+    """A CSV or NDJSON file's own columns, with types that hold every value in it."""
     try:
         if item.format == "ndjson":
             return ndjson_schema(item.path)
-        schema: pa.Schema = _fragment(item).physical_schema
+        schema, item.rows = csv_schema(item.path)
         return schema
     except (pa.ArrowException, OSError) as exc:
         raise CommandError(f"{item.path}: cannot read it as {item.format}: {exc}") from None
