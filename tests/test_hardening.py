@@ -126,6 +126,26 @@ def test_a_rebound_host_name_is_refused_without_authentication(
 
 
 @pytest.mark.parametrize(
+    ("version", "status"), [(b"HTTP/1.1", "400"), (b"HTTP/1.0", "200")], ids=["1.1", "1.0"]
+)
+def test_an_http_1_1_request_without_a_host_is_refused(
+    open_server: ArrowportProcess, version: bytes, status: str
+) -> None:
+    """HTTP/1.1 requires ``Host`` (RFC 9112, 3.2): a request without one is 400
+    ``bad_request``, not served for whichever host it meant; HTTP/1.0 had no such rule."""
+    with open_socket(open_server.port) as conn:
+        conn.sendall(b"GET /tables " + version + b"\r\nConnection: close\r\n\r\n")
+        answer = read_answer(conn)
+    head, _, body = answer.partition("\r\n\r\n")
+    assert head.split(" ")[1] == status, answer[:200]
+    if status == "400":
+        refusal = json.loads(body)
+        assert refusal["code"] == "bad_request"
+        assert "Host" in refusal["message"]
+    assert open_server.healthy()
+
+
+@pytest.mark.parametrize(
     ("headers", "code"),
     [
         (b"Host: 127.0.0.1\r\nHost: attacker.example\r\n", "forbidden_host"),
@@ -138,13 +158,11 @@ def test_a_request_with_two_host_or_origin_headers_is_refused(
     open_server: ArrowportProcess, headers: bytes, code: str
 ) -> None:
     """The last of two ``Host`` headers was the one checked, whichever a proxy in front used."""
-    with socket.create_connection(("127.0.0.1", open_server.port), timeout=10) as conn:
+    with open_socket(open_server.port) as conn:
         conn.sendall(b"GET /tables HTTP/1.1\r\n" + headers + b"Connection: close\r\n\r\n")
-        answer = b""
-        while chunk := conn.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 403"), answer[:200]
+        answer = read_answer(conn)
+    head, _, body = answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 403"), answer[:200]
     assert json.loads(body)["code"] == code
 
 

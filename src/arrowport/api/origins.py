@@ -6,6 +6,7 @@ at 127.0.0.1 (DNS rebinding) can even read the answers. Both are refused here, b
 
 * a request whose ``Origin`` is neither this server itself nor one of ``api.cors_origins``, or that
   a browser marks ``Sec-Fetch-Site: cross-site`` without such an origin: 403 ``forbidden_origin``;
+* an HTTP/1.1 request without a ``Host``: 400 ``bad_request``;
 * a ``Host`` that is not one this server answers to: 403 ``forbidden_host``. With
   ``api.allowed_hosts`` set, those names (``*.example.com`` for subdomains, ``*`` for any); else,
   with authentication on, any name (a rebound page has no token); without authentication, only
@@ -23,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from arrowport.auth import auth_enabled, is_loopback
 from arrowport.config import Settings
-from arrowport.errors import Forbidden, ForbiddenHost, ForbiddenOrigin
+from arrowport.errors import ArrowportError, BadRequest, ForbiddenHost, ForbiddenOrigin
 from arrowport.metrics import Metrics
 
 _WILDCARD_BINDS = ("0.0.0.0", "::", "")
@@ -91,7 +92,7 @@ class OriginGuard:
         # Normalised by the configuration as CORS (security.with_cors) sees them too.
         self.origins = frozenset(settings.api.cors_origins)
 
-    def _refusal(self, scope: Scope) -> Forbidden | None:
+    def _refusal(self, scope: Scope) -> ArrowportError | None:
         headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
             name = name.lower()
@@ -100,6 +101,9 @@ class OriginGuard:
                 refused = ForbiddenHost if name == b"host" else ForbiddenOrigin
                 return refused(f"the request carries more than one {name.decode()} header")
             headers[name] = value
+        if b"host" not in headers and scope.get("http_version") == "1.1":
+            # Which host was it for? RFC 9112 (3.2) has a server refuse it rather than guess.
+            return BadRequest("an HTTP/1.1 request must carry a Host header")
         raw_host = headers.get(b"host", b"").decode("latin-1")
         host, port = _split_host(raw_host)
         if raw_host and not self.hosts.allows(host):
