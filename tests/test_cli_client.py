@@ -334,6 +334,25 @@ def test_a_csv_file_that_breaks_off_late_is_refused_before_sending(
     assert "ragged" not in [t["name"] for t in tables]
 
 
+def test_reading_large_csv_files_through_is_announced(
+    server: ArrowportProcess, tmp_path: Path
+) -> None:
+    """Reading 64 MB of CSV through for its types takes a while: stderr says so first (here
+    the file then fails at once, with a row too many fields long, before anything is sent)."""
+    path = tmp_path / "big.csv"
+    with path.open("w") as out:
+        out.write("a,b\n1,2,3\n")
+        out.write("1,2\n" * (17 * 1024**2))  # 68 MiB
+    result = arrowport(server.url, "ingest", str(path), "--stream", "s", "--table", "big")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == (
+        "arrowport: reading 1 CSV/NDJSON file (71 MB) through for their columns' types "
+        "before sending"
+    ), lines
+    assert lines[-1].startswith(f"arrowport: {path}: cannot read it as csv: "), lines
+
+
 def test_an_ndjson_key_first_seen_on_the_last_line_lands(
     server: ArrowportProcess, tmp_path: Path
 ) -> None:

@@ -623,8 +623,8 @@ def test_an_abandoned_upload_writes_nothing(
 
 
 def test_reads_stopped_early_give_their_threads_back(tmp_path: Path) -> None:
-    # Four call threads; six reads each stopped after their first batch. Were a stopped read to
-    # keep its thread, the server would stop answering after four.
+    # Four calls at once; six reads each stopped after their first batch. Were a stopped read
+    # to keep its call (and thread), the server would stop answering after four.
     config = {"flight": {"max_concurrent_calls": 4}}
     with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
         client = flight.connect(flight_url(server))

@@ -126,15 +126,18 @@ def test_a_rebound_host_name_is_refused_without_authentication(
 
 
 @pytest.mark.parametrize(
-    ("version", "status"), [(b"HTTP/1.1", "400"), (b"HTTP/1.0", "200")], ids=["1.1", "1.0"]
+    ("version", "host", "status"),
+    [(b"HTTP/1.1", b"", "400"), (b"HTTP/1.1", b"Host: \r\n", "400"), (b"HTTP/1.0", b"", "200")],
+    ids=["1.1", "1.1-empty", "1.0"],
 )
 def test_an_http_1_1_request_without_a_host_is_refused(
-    open_server: ArrowportProcess, version: bytes, status: str
+    open_server: ArrowportProcess, version: bytes, host: bytes, status: str
 ) -> None:
-    """HTTP/1.1 requires ``Host`` (RFC 9112, 3.2): a request without one is 400
-    ``bad_request``, not served for whichever host it meant; HTTP/1.0 had no such rule."""
+    """HTTP/1.1 requires ``Host`` (RFC 9112, 3.2): a request without one, or with an empty one,
+    is 400 ``bad_request``, not served for whichever host it meant; HTTP/1.0 had no such
+    rule."""
     with open_socket(open_server.port) as conn:
-        conn.sendall(b"GET /tables " + version + b"\r\nConnection: close\r\n\r\n")
+        conn.sendall(b"GET /tables " + version + b"\r\n" + host + b"Connection: close\r\n\r\n")
         answer = read_answer(conn)
     head, _, body = answer.partition("\r\n\r\n")
     assert head.split(" ")[1] == status, answer[:200]

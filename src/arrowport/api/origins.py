@@ -6,7 +6,7 @@ at 127.0.0.1 (DNS rebinding) can even read the answers. Both are refused here, b
 
 * a request whose ``Origin`` is neither this server itself nor one of ``api.cors_origins``, or that
   a browser marks ``Sec-Fetch-Site: cross-site`` without such an origin: 403 ``forbidden_origin``;
-* an HTTP/1.1 request without a ``Host``: 400 ``bad_request``;
+* an HTTP/1.1 request without a ``Host`` (or an empty one): 400 ``bad_request``;
 * a ``Host`` that is not one this server answers to: 403 ``forbidden_host``. With
   ``api.allowed_hosts`` set, those names (``*.example.com`` for subdomains, ``*`` for any); else,
   with authentication on, any name (a rebound page has no token); without authentication, only
@@ -101,7 +101,7 @@ class OriginGuard:
                 refused = ForbiddenHost if name == b"host" else ForbiddenOrigin
                 return refused(f"the request carries more than one {name.decode()} header")
             headers[name] = value
-        if b"host" not in headers and scope.get("http_version") == "1.1":
+        if not headers.get(b"host", b"").strip() and scope.get("http_version") == "1.1":
             # Which host was it for? RFC 9112 (3.2) has a server refuse it rather than guess.
             return BadRequest("an HTTP/1.1 request must carry a Host header")
         raw_host = headers.get(b"host", b"").decode("latin-1")

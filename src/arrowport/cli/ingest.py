@@ -74,6 +74,11 @@ def register(commands: Commands) -> None:
     ingest.set_defaults(run=run)
 
 
+# CSV and NDJSON files are read through for their types before anything is sent; from this
+# much on, the wait is said.
+_SAY_READING_BYTES = 64 * 1024**2
+
+
 @client_command
 def run(args: argparse.Namespace) -> int:
     import pyarrow as pa
@@ -88,6 +93,14 @@ def run(args: argparse.Namespace) -> int:
     if args.key_columns:
         key_columns = [c.strip() for c in args.key_columns.split(",") if c.strip()]
     files = find_files(args.paths, args.format)
+    text = [f for f in files if f.format in ("csv", "ndjson")]
+    if sum(f.size for f in text) >= _SAY_READING_BYTES:  # it takes a while: say why
+        print(
+            f"arrowport: reading {len(text)} CSV/NDJSON file{'s' if len(text) != 1 else ''} "
+            f"({sum(f.size for f in text) / 1e6:,.0f} MB) through for their columns' types "
+            "before sending",
+            file=sys.stderr,
+        )
     try:
         inspect(files)
     except (pa.ArrowException, OSError) as exc:
