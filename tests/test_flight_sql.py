@@ -1242,6 +1242,39 @@ def test_transactions_take_snapshots_lazily_and_give_up_the_least_recently_used(
     held.close()
 
 
+def test_a_client_takes_snapshots_only_from_a_client_holding_more(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every snapshot taken, a new one gives up an idle one of the client holding the most
+    (counting the one being taken), its least recently used: one client opening many cannot
+    take the one another holds, and is refused none of its own."""
+    monkeypatch.setattr(transactions, "MAX_SNAPSHOTS", 3)
+    db.write_one(WriteJob("share", WritePolicy(), pa.table({"k": [1]})))
+    held = transactions.Transactions(lambda: Snapshot(db), per_client=8)
+
+    def read(handle: bytes, owner: str) -> int:
+        with held.query(held.get(handle, owner), "SELECT count(*) AS n FROM share", None) as found:
+            return len(list(found.batches))
+
+    bobs = held.begin("bob")
+    assert read(bobs, "bob") == 1  # bob's one snapshot, the oldest of all
+    alices = [held.begin("alice") for _ in range(4)]
+    for handle in alices:
+        assert read(handle, "alice") == 1
+    assert read(bobs, "bob") == 1  # still his: alice gave up her own least recently used
+    with pytest.raises(TransactionAborted, match="given up"):
+        read(alices[0], "alice")
+    assert read(alices[2], "alice") == 1
+    assert read(alices[3], "alice") == 1
+    carols = held.begin("carol")
+    assert read(carols, "carol") == 1  # alice holds the most: her oldest goes
+    with pytest.raises(TransactionAborted, match="given up"):
+        read(alices[2], "alice")
+    assert read(bobs, "bob") == 1
+    assert read(alices[3], "alice") == 1
+    held.close()
+
+
 def test_registry_bounds_expires_and_tells_expired_from_unknown() -> None:
     closed: list[str] = []
     registry = Registry[str]("thing", "thing", capacity=2, idle_seconds=60, close=closed.append)

@@ -9,8 +9,10 @@ transaction: each put commits on its own.
 
 Bounds, so idle or forgotten clients cannot pile up state:
 
-* at most :data:`MAX_SNAPSHOTS` snapshots are open; taking another gives up the least recently
-  used idle one, and a snapshot unused for :data:`SNAPSHOT_IDLE_SECONDS` is given up too. A
+* at most :data:`MAX_SNAPSHOTS` snapshots are open; taking another gives up an idle one of the
+  client holding the most (counting the one being taken: its own, if that is the taker), its
+  least recently used, so that one client opening many never takes the few another holds; and
+  a snapshot unused for :data:`SNAPSHOT_IDLE_SECONDS` is given up too. A
   transaction whose snapshot was given up (or whose query failed, which aborts it) refuses further
   queries with FAILED_PRECONDITION ``transaction_aborted`` until the client ends it;
 * at most :data:`TRANSACTION_CAPACITY` transactions are recorded, of which one client (a token;
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 from arrowport.errors import Overloaded, TransactionAborted
@@ -39,7 +42,8 @@ KIND = "transaction"
 
 
 class Transaction:
-    def __init__(self) -> None:
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
         self.snapshot: Snapshot | None = None
         self.given_up: str | None = None
         self.used = time.monotonic()
@@ -75,7 +79,7 @@ class Transactions:
         )
 
     def begin(self, owner: str) -> bytes:
-        return self._held.add(owner, Transaction())
+        return self._held.add(owner, Transaction(owner))
 
     def get(self, handle: bytes, owner: str) -> Transaction:
         return self._held.get(handle, owner)
@@ -115,8 +119,10 @@ class Transactions:
                 idle = [t for t in open_ if not t.busy]
                 if not idle:
                     raise Overloaded("too many transactions are reading at once; retry shortly")
-                oldest = min(idle, key=lambda t: t.used)
-                self._give_up(oldest, f"{MAX_SNAPSHOTS} transactions were open")
+                holding = Counter(t.owner for t in open_)
+                holding[txn.owner] += 1  # the one it is taking
+                chosen = min(idle, key=lambda t: (-holding[t.owner], t.used))
+                self._give_up(chosen, f"{MAX_SNAPSHOTS} transactions were open")
             txn.snapshot = self._open()
             return txn.snapshot
 
