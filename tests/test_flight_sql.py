@@ -1275,6 +1275,45 @@ def test_a_client_takes_snapshots_only_from_a_client_holding_more(
     held.close()
 
 
+def test_a_client_whose_snapshots_are_all_busy_takes_none_from_a_smaller_holder(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alice reads in two transactions (both snapshots busy) and bob holds one, idle: alice's
+    third is refused, overloaded, rather than taking bob's; among equal holders the least
+    recently used goes."""
+    monkeypatch.setattr(transactions, "MAX_SNAPSHOTS", 3)
+    db.write_one(WriteJob("busy", WritePolicy(), pa.table({"k": [1]})))
+    held = transactions.Transactions(lambda: Snapshot(db), per_client=8)
+    sql = "SELECT count(*) AS n FROM busy"
+
+    def read(handle: bytes, owner: str) -> int:
+        with held.query(held.get(handle, owner), sql, None) as found:
+            return len(list(found.batches))
+
+    bobs = held.begin("bob")
+    assert read(bobs, "bob") == 1
+    first, second, third = (held.begin("alice") for _ in range(3))
+    with (
+        held.query(held.get(first, "alice"), sql, None),  # reading: busy
+        held.query(held.get(second, "alice"), sql, None),
+    ):
+        with pytest.raises(Overloaded, match="none that this client may take"):
+            read(third, "alice")
+        assert read(bobs, "bob") == 1
+    carols = held.begin("carol")  # holds 1 with it, as bob does (and alice 2): alice's goes,
+    assert read(carols, "carol") == 1  # the one she used least recently (second ended first)
+    with pytest.raises(TransactionAborted, match="given up"):
+        read(second, "alice")
+    assert read(bobs, "bob") == 1
+    dave = held.begin("dave")  # everyone holds one, as dave will: the least recently used goes
+    assert read(dave, "dave") == 1
+    with pytest.raises(TransactionAborted, match="given up"):
+        read(first, "alice")
+    assert read(bobs, "bob") == 1
+    assert read(carols, "carol") == 1
+    held.close()
+
+
 def test_registry_bounds_expires_and_tells_expired_from_unknown() -> None:
     closed: list[str] = []
     registry = Registry[str]("thing", "thing", capacity=2, idle_seconds=60, close=closed.append)

@@ -1,15 +1,17 @@
-"""The types a CSV file's columns are read with, inferred over the whole file.
+"""CSV files: read in order, with types inferred over the whole file.
 
 pyarrow infers a CSV file's types from its first block (about a megabyte) and fails later in the
 file on a value that type cannot hold: text in a column of numbers, a fraction among integers,
 the first value of a column empty until then, a time zone among timestamps without one. Found
 while sending, that failure would leave the requests sent before it landed and the rest not. So
-the file is read through before anything of it is sent. Where a block does not fit, every
-column's type widens to one that holds both what came before and that block's values (as pyarrow
-infers their type from the block alone: an integer column with a fraction becomes a float one;
-with text, a text one), and the reading goes on from that block (a wider type holds every value
-the narrower one did). A file that cannot be read at all (a row with more fields than the
-header, text that is not UTF-8) fails here too, before anything of it is sent.
+the file is read through before anything of it is sent, by the reader that then sends it
+(:func:`csv_batches`), with the types it will be sent with. Where a value does not fit, the
+types widen to hold it: every column that the block around it contradicts (as pyarrow infers
+that block's types alone), to a type that holds both (an integer column with a fraction becomes
+a float one; with text, a text one), and its own column at least to text. Then the file is read
+again from its start, until it reads whole. A file that cannot be read at all (a row with more
+fields than the header, two columns of one name, a header that is not UTF-8) fails here too,
+before anything of it is sent.
 """
 
 from __future__ import annotations
@@ -21,71 +23,86 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.dataset as ds
 
-from arrowport.cli._text import common_type
+from arrowport.cli._text import common_type, opened
 
-# pyarrow's words for a value its column's type cannot hold (the column is 0-based); the value
-# is quoted, unless what did not fit was a time zone, missing or extra.
+# pyarrow's words for a value its column's type cannot hold (the column 0-based); the value is
+# quoted, unless what did not fit was a time zone.
 _MISFIT = re.compile(
     r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to [^:]+: (.*)$", re.DOTALL
 )
 _VALUE = re.compile(r"invalid value '(.*)'$", re.DOTALL)
 
 
+def csv_batches(
+    path: Path, schema: pa.Schema | None = None, skipped: int = 0
+) -> Iterator[pa.RecordBatch]:
+    """The file's rows in order, a block at a time, read with ``schema``'s types (None: those
+    pyarrow infers from the first block), after the first ``skipped`` lines below the header."""
+    read = pacsv.ReadOptions(skip_rows_after_names=skipped)
+    types = None if schema is None else dict(zip(schema.names, schema.types, strict=True))
+    convert = pacsv.ConvertOptions(column_types=types)
+    with opened(path) as source:
+        yield from pacsv.open_csv(source, read_options=read, convert_options=convert)
+
+
 def csv_schema(path: Path) -> tuple[pa.Schema, int]:
     """The columns of the CSV file at ``path`` with types that hold every value in it, and its
-    number of rows. Raises what pyarrow raises for a file it cannot read."""
+    number of rows. Raises what pyarrow raises for a file it cannot read (ValueError for one
+    whose header it cannot take)."""
     schema = _block_types(path, 0)
-    fitted = rows = 0  # rows read with these types (they fit); the reading goes on after them
-    # Each misfit widens at least one column, and a column widens a few times at most.
+    if len(set(schema.names)) < len(schema.names):
+        twice = sorted({name for name in schema.names if schema.names.count(name) > 1})
+        raise ValueError(f"the header names a column more than once: {twice}")
+    # Each misfit widens at least its own column, and a column widens a few times at most.
     for _ in range(4 * len(schema) + 1):
+        rows = 0
         try:
-            for batch in _batches(path, fitted, schema):
+            for batch in csv_batches(path, schema):
                 rows += batch.num_rows
+            return schema, rows
         except pa.ArrowInvalid as exc:
             misfit = _MISFIT.search(str(exc))
             if misfit is None:
                 raise
-            wider = _holding_block(schema, _block_types(path, rows))
+            wider = _holding_block(path, schema, rows)
             column = int(misfit[1])
             field = wider.field(column)
             value = _VALUE.match(misfit[2])
             kind = _holding(field.type, value[1]) if value else pa.string()
+            if kind.equals(schema.field(column).type):  # e.g. seconds past nanoseconds' range
+                kind = pa.string()
             wider = wider.set(column, field.with_type(kind))
-            if wider.equals(schema):
+            if wider.equals(schema):  # text already: the value is not text (not UTF-8)
                 raise
-            schema, fitted = wider, rows
-            continue
-        if fitted:  # rows were skipped by pyarrow's count, which counts empty lines too
-            rows = int(ds.dataset(str(path), format="csv").count_rows())
-        return schema, rows
+            schema = wider
     raise AssertionError("a CSV column kept widening")  # pragma: no cover - bounded above
 
 
-def _batches(path: Path, skipped: int, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
-    """The file's rows after the first ``skipped`` below its header, in order, read with
-    ``schema``'s types (None: those pyarrow infers from the first block read)."""
-    read = pacsv.ReadOptions(skip_rows_after_names=skipped)
-    convert = pacsv.ConvertOptions(
-        column_types=None if schema is None else dict(zip(schema.names, schema.types, strict=True))
-    )
-    with pa.input_stream(str(path), compression="detect") as source:
-        yield from pacsv.open_csv(source, read_options=read, convert_options=convert)
-
-
 def _block_types(path: Path, skipped: int) -> pa.Schema:
-    """The columns' types as pyarrow infers them from the block after the first ``skipped``
-    rows alone."""
+    """The columns' types as pyarrow infers them from one block alone (the one after the first
+    ``skipped`` lines below the header)."""
     read = pacsv.ReadOptions(skip_rows_after_names=skipped)
-    with pa.input_stream(str(path), compression="detect") as source:
+    with opened(path) as source:
         schema: pa.Schema = pacsv.open_csv(source, read_options=read).schema
+    try:
+        schema.names  # noqa: B018 - a header that is not UTF-8 fails here
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the header is not UTF-8 text ({exc})") from None
     return schema
 
 
-def _holding_block(schema: pa.Schema, block: pa.Schema) -> pa.Schema:
-    """``schema`` with each column's type widened to hold ``block``'s, text where no other
-    does."""
+def _holding_block(path: Path, schema: pa.Schema, rows: int) -> pa.Schema:
+    """``schema`` with each column's type widened to hold those pyarrow infers from the block
+    after ``rows`` rows alone (read up to the one that did not fit), text where no other does.
+    Only a guess at what else does not fit (a quoted value over several lines shifts the
+    count), so a block that cannot be read changes nothing."""
+    try:
+        block = _block_types(path, rows)
+    except (pa.ArrowInvalid, ValueError):
+        return schema
+    if block.names != schema.names:
+        return schema
     for index, field in enumerate(schema):
         kind = common_type(field.type, block.field(index).type) or pa.string()
         schema = schema.set(index, field.with_type(kind))

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from arrowport.cli._connect import CommandError
-from arrowport.cli._csv import csv_schema
+from arrowport.cli._csv import csv_batches, csv_schema
 from arrowport.cli._text import ndjson_batches, ndjson_schema, shared_types
 
 Format = Literal["parquet", "ipc", "arrows", "csv", "ndjson"]
@@ -39,7 +39,6 @@ _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 _DATASET_FORMAT: dict[Format, str] = {
     "parquet": "parquet",
     "ipc": "ipc",
-    "csv": "csv",
     "ndjson": "json",
 }
 _IPC_FILE_MAGIC = b"ARROW1"
@@ -184,7 +183,7 @@ def _own_schema(item: InputFile) -> pa.Schema:
             return ndjson_schema(item.path)
         schema, item.rows = csv_schema(item.path)
         return schema
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise CommandError(f"{item.path}: cannot read it as {item.format}: {exc}") from None
 
 
@@ -254,6 +253,9 @@ def read_batches(item: InputFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
         return
     if item.format == "ndjson":
         yield from ndjson_batches(item.path, item.schema or ndjson_schema(item.path), batch_rows)
+        return
+    if item.format == "csv":  # by the reader that settled its types, with them
+        yield from csv_batches(item.path, item.schema)
         return
     fragment = _fragment(item)
     yield from fragment.to_batches(

@@ -23,6 +23,14 @@ from arrowport.cli._connect import CommandError
 
 #: Bytes of NDJSON parsed at once (a block ends at a line's end, so a longer line is whole).
 BLOCK_BYTES = 4 * 1024 * 1024
+# The codec of a compressed file, by its name's last suffix in any case (pyarrow's own
+# detection knows only lower-case suffixes, and would read a .GZ file's bytes as text).
+_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
+
+
+def opened(path: Path) -> pa.NativeFile:
+    """The file as a stream, decompressed as its name says."""
+    return pa.input_stream(str(path), compression=_CODECS.get(path.suffix.lower()))
 
 
 def common_type(first: pa.DataType, second: pa.DataType) -> pa.DataType | None:
@@ -77,7 +85,7 @@ def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
     of its first line; blocks of blank lines alone are left out."""
     line = 1
     pending = bytearray()
-    with pa.input_stream(str(path), compression="detect") as source:
+    with opened(path) as source:
         while True:
             data = source.read(BLOCK_BYTES)
             pending += data

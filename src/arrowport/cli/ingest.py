@@ -76,7 +76,7 @@ def register(commands: Commands) -> None:
 
 # CSV and NDJSON files are read through for their types before anything is sent; from this
 # much on, the wait is said.
-_SAY_READING_BYTES = 64 * 1024**2
+_SAY_READING_BYTES = 64 * 10**6
 
 
 @client_command

@@ -9,10 +9,10 @@ transaction: each put commits on its own.
 
 Bounds, so idle or forgotten clients cannot pile up state:
 
-* at most :data:`MAX_SNAPSHOTS` snapshots are open; taking another gives up an idle one of the
-  client holding the most (counting the one being taken: its own, if that is the taker), its
-  least recently used, so that one client opening many never takes the few another holds; and
-  a snapshot unused for :data:`SNAPSHOT_IDLE_SECONDS` is given up too. A
+* at most :data:`MAX_SNAPSHOTS` snapshots are open; taking another gives up an idle one of a
+  client that holds at least as many as the taker will (see :meth:`Transactions._make_room`),
+  so that one client opening many never takes the fewer another holds (it is refused instead,
+  overloaded); and a snapshot unused for :data:`SNAPSHOT_IDLE_SECONDS` is given up too. A
   transaction whose snapshot was given up (or whose query failed, which aborts it) refuses further
   queries with FAILED_PRECONDITION ``transaction_aborted`` until the client ends it;
 * at most :data:`TRANSACTION_CAPACITY` transactions are recorded, of which one client (a token;
@@ -47,10 +47,13 @@ class Transaction:
         self.snapshot: Snapshot | None = None
         self.given_up: str | None = None
         self.used = time.monotonic()
+        # Queries that took the snapshot and have not given it back: counted from the moment
+        # they take it (under the lock), before the snapshot itself knows of them.
+        self.readers = 0
 
     @property
     def busy(self) -> bool:
-        return self.snapshot is not None and self.snapshot.busy
+        return self.readers > 0 or (self.snapshot is not None and self.snapshot.busy)
 
     def end(self) -> None:
         if self.snapshot is not None:
@@ -100,8 +103,12 @@ class Transactions:
     def query(self, txn: Transaction, sql: str, params: Parameters) -> Iterator[Rows]:
         """Run ``sql`` in ``txn``'s snapshot (taken now if it is its first query)."""
         snapshot = self._snapshot(txn)
-        with snapshot.query(sql, params) as rows:
-            yield rows
+        try:
+            with snapshot.query(sql, params) as rows:
+                yield rows
+        finally:
+            with self._lock:
+                txn.readers -= 1
         txn.used = time.monotonic()
 
     def _snapshot(self, txn: Transaction) -> Snapshot:
@@ -112,19 +119,29 @@ class Transactions:
                     f"the transaction's snapshot was given up ({txn.given_up}): roll it back "
                     "(or commit) to start a new one"
                 )
-            if txn.snapshot is not None:
-                return txn.snapshot
-            open_ = [t for t in self._held.items() if t.snapshot is not None]
-            if len(open_) >= MAX_SNAPSHOTS:
-                idle = [t for t in open_ if not t.busy]
-                if not idle:
-                    raise Overloaded("too many transactions are reading at once; retry shortly")
-                holding = Counter(t.owner for t in open_)
-                holding[txn.owner] += 1  # the one it is taking
-                chosen = min(idle, key=lambda t: (-holding[t.owner], t.used))
-                self._give_up(chosen, f"{MAX_SNAPSHOTS} transactions were open")
-            txn.snapshot = self._open()
+            if txn.snapshot is None:
+                self._make_room(txn)
+                txn.snapshot = self._open()
+            txn.readers += 1
             return txn.snapshot
+
+    def _make_room(self, txn: Transaction) -> None:
+        """With every snapshot taken, give up an idle one of a client that holds at least as
+        many as ``txn``'s will with its new one: of the one holding the most, ``txn``'s own
+        first among equals, its least recently used. None such: overloaded."""
+        open_ = [t for t in self._held.items() if t.snapshot is not None]
+        if len(open_) < MAX_SNAPSHOTS:
+            return
+        holding = Counter(t.owner for t in open_)
+        holding[txn.owner] += 1  # the one it is taking
+        fair = [t for t in open_ if not t.busy and holding[t.owner] >= holding[txn.owner]]
+        if not fair:
+            raise Overloaded(
+                "too many transactions are reading at once, and none that this client may take "
+                "a snapshot from is idle; retry shortly"
+            )
+        chosen = min(fair, key=lambda t: (-holding[t.owner], t.owner != txn.owner, t.used))
+        self._give_up(chosen, f"{MAX_SNAPSHOTS} transactions were open")
 
     def _give_up(self, txn: Transaction, why: str) -> None:
         txn.given_up = why
