@@ -43,11 +43,9 @@ def test_columns_that_widen_late_are_settled_in_a_few_reads(
     reads: list[pa.Schema | None] = []
     batches = _csv.csv_batches
 
-    def counted(
-        where: Path, schema: pa.Schema | None = None, skipped: int = 0
-    ) -> Iterator[pa.RecordBatch]:
+    def counted(where: Path, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
         reads.append(schema)
-        return batches(where, schema, skipped)
+        return batches(where, schema)
 
     monkeypatch.setattr(_csv, "csv_batches", counted)
     schema, rows = _csv.csv_schema(path)

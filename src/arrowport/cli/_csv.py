@@ -34,16 +34,13 @@ _MISFIT = re.compile(
 _VALUE = re.compile(r"invalid value '(.*)'$", re.DOTALL)
 
 
-def csv_batches(
-    path: Path, schema: pa.Schema | None = None, skipped: int = 0
-) -> Iterator[pa.RecordBatch]:
+def csv_batches(path: Path, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
     """The file's rows in order, a block at a time, read with ``schema``'s types (None: those
-    pyarrow infers from the first block), after the first ``skipped`` lines below the header."""
-    read = pacsv.ReadOptions(skip_rows_after_names=skipped)
+    pyarrow infers from the first block)."""
     types = None if schema is None else dict(zip(schema.names, schema.types, strict=True))
     convert = pacsv.ConvertOptions(column_types=types)
     with opened(path) as source:
-        yield from pacsv.open_csv(source, read_options=read, convert_options=convert)
+        yield from pacsv.open_csv(source, convert_options=convert)
 
 
 def csv_schema(path: Path) -> tuple[pa.Schema, int]:
