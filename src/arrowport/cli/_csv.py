@@ -48,8 +48,8 @@ def csv_schema(path: Path) -> tuple[pa.Schema, int]:
     number of rows. Raises what pyarrow raises for a file it cannot read (ValueError for one
     whose header it cannot take)."""
     schema = _block_types(path, 0)
-    if len(set(schema.names)) < len(schema.names):
-        twice = sorted({name for name in schema.names if schema.names.count(name) > 1})
+    twice = sorted({name for name in schema.names if schema.names.count(name) > 1})
+    if twice:
         raise ValueError(f"the header names a column more than once: {twice}")
     # Each misfit widens at least its own column, and a column widens a few times at most.
     for _ in range(4 * len(schema) + 1):

@@ -4,10 +4,11 @@ A file is read with its own columns, never another file's, so that nothing is dr
 made up on the way: a CSV file's are its header's, with types that hold every value in the
 file (see :mod:`arrowport.cli._csv`); an NDJSON file's are every key on any of its lines, with
 types inferred over the whole file (it is read once to learn them, then again to send it), so
-a key first seen on the last line is a column all the same. A column that several files of a format share is read with one type: the
-common one where there is one (NULL and a type, integers and floats, lists and structs of
-such), for CSV text where there is none (every CSV value is text first); an NDJSON column with
-no common type keeps each file's own, and the server's schema policy decides.
+a key first seen on the last line is a column all the same. A column that several files of a
+format share is read with one type: the common one where there is one (NULL and a type,
+integers and floats, lists and structs of such), for CSV text where there is none (every CSV
+value is text first); an NDJSON column with no common type keeps each file's own, and the
+server's schema policy decides.
 """
 
 from __future__ import annotations

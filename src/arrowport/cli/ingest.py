@@ -94,10 +94,11 @@ def run(args: argparse.Namespace) -> int:
         key_columns = [c.strip() for c in args.key_columns.split(",") if c.strip()]
     files = find_files(args.paths, args.format)
     text = [f for f in files if f.format in ("csv", "ndjson")]
-    if sum(f.size for f in text) >= _SAY_READING_BYTES:  # it takes a while: say why
+    text_bytes = sum(f.size for f in text)
+    if text_bytes >= _SAY_READING_BYTES:  # it takes a while: say why
         print(
             f"arrowport: reading {len(text)} CSV/NDJSON file{'s' if len(text) != 1 else ''} "
-            f"({sum(f.size for f in text) / 1e6:,.0f} MB) through for their columns' types "
+            f"({text_bytes / 1e6:,.0f} MB) through for their columns' types "
             "before sending",
             file=sys.stderr,
         )

@@ -10,6 +10,7 @@ one (:func:`backstop`) that it does not refuse first.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TypeVar
@@ -97,14 +98,11 @@ class CallLimit:
             if not self._admit():
                 async with flight_errors_async(self._metrics, method, context):
                     raise self._refusal()
-            answers = handler(request, context)
-            try:
-                async for answer in answers:
-                    yield answer
+            try:  # closed now, not when the garbage collector gets to it: it holds the put's state
+                async with contextlib.aclosing(handler(request, context)) as answers:
+                    async for answer in answers:
+                        yield answer
             finally:
-                try:  # now, not when the garbage collector gets to it: it holds the put's state
-                    await answers.aclose()
-                finally:
-                    self._leave()
+                self._leave()
 
         return counted

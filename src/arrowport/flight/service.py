@@ -118,8 +118,9 @@ class FlightService:
         self._puts = PutLanding(services)
         self._calls = CallLimit(services.settings.flight.max_concurrent_calls, self._metrics)
         # Where streamed answers are made, and puts that are not group-committed are written:
-        # a step of every call admitted (flight.max_concurrent_calls), beside the queries whose callers have gone (they
-        # still hold a thread while they wait for their turn, or run until their first answer).
+        # a step of every call admitted (flight.max_concurrent_calls), beside the queries whose
+        # callers have gone (they still hold a thread while they wait for their turn, or run
+        # until their first answer).
         limits = services.settings.limits
         self._threads = ThreadPoolExecutor(
             services.settings.flight.max_concurrent_calls
