@@ -9,7 +9,7 @@ What differs from the file (:mod:`arrowport.storage.database`):
 * other nodes change the lake too, so table columns are never cached, and a commit the lake
   refuses (another node's commit got there first, a catalog blip) is retried with backoff and
   jitter when the write can be replayed (group-committed requests), or answered with a
-  retryable 503 when it cannot (a stream already read);
+  retryable 503 when it cannot (a stream already read) (:mod:`arrowport.storage.lake_commits`);
 * delivery records are plain rows, made unique across nodes by claims the catalog checks in the
   commit itself (:mod:`arrowport.storage.lake_catalog`, docs/exactly-once.md);
 * upserts on the lake take turns cluster-wide (DuckLake 1.5.5 lets two transactions insert the
@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import random
 import tempfile
 import threading
 import time
@@ -49,13 +48,12 @@ from arrowport.storage.database import open_connection
 from arrowport.storage.delivery import Delivery, DeliveryLedger, Duplicate
 from arrowport.storage.engine import Engine, is_io_failure
 from arrowport.storage.lake_catalog import (
-    CLAIM_TAKEN,
     CatalogLocation,
     catalog_lock,
-    catalog_lost,
     claim_taken,
     install_claims,
 )
+from arrowport.storage.lake_commits import commit_retrying, lake_refusal
 from arrowport.storage.lake_figures import (
     FIGURES_SECONDS,
     MaintenanceRecorder,
@@ -85,19 +83,6 @@ LAKE_MEMORY_LIMIT = "1GB"
 # A catalog connection that cannot be made fails within libpq's connect_timeout (5 s): a
 # question still unanswered after this is hung.
 CATALOG_PATIENCE = 10.0
-
-
-class ClaimTaken(Exception):
-    """Another commit claimed a delivery of this one first (the catalog refused the commit)."""
-
-
-class LakeBusy(Exception):
-    """The lake refused the commit for now: a concurrent commit, or (``unreachable``) the
-    catalog or the store could not be reached."""
-
-    def __init__(self, message: str, unreachable: bool = False) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable
 
 
 class Lake(Engine):
@@ -305,50 +290,24 @@ class Lake(Engine):
             # Known now (until the next check, every few seconds, sees it answer): answered at
             # once rather than after waiting on the store again.
             raise StorageUnavailable(f"{problem}; retry shortly")
-        replayable = all(isinstance(job.data, pa.Table) for job in jobs)
         self._attempt.token = uuid.uuid4().hex
+        write_once = super().write
+
+        def attempt() -> list[WriteOutcome | ArrowportError]:
+            self._attempt.outcomes = None
+            return write_once(jobs, dry_run, block)
+
         try:
-            return self._attempts(jobs, dry_run, block, replayable)
+            return commit_retrying(
+                attempt,
+                lambda: None if dry_run else self._attempt.outcomes,
+                self._landed,
+                lambda: self._as_duplicates(jobs),
+                self.settings,
+                replayable=all(isinstance(job.data, pa.Table) for job in jobs),
+            )
         finally:
             self._attempt.token = self._attempt.outcomes = None
-
-    def _attempts(
-        self, jobs: Sequence[WriteJob], dry_run: bool, block: bool, replayable: bool
-    ) -> list[WriteOutcome | ArrowportError]:
-        unsure: list[WriteOutcome | ArrowportError] | None = None
-        for attempt in range(self.settings.max_retries + 1):
-            self._attempt.outcomes = None
-            started = time.monotonic()
-            try:
-                return super().write(jobs, dry_run, block)
-            except ClaimTaken:
-                if unsure is not None and self._landed():
-                    return unsure
-                if not replayable:
-                    return self._after_claim(jobs)
-            except LakeBusy as exc:
-                if self._attempt.outcomes is not None and not dry_run:
-                    unsure = self._attempt.outcomes  # its commit may have landed
-                    if self._landed():
-                        return unsure
-                # A lake out of reach is tried again while it fails fast (a catalog restarting),
-                # not after an attempt that waited on it longer than one try of a request to
-                # the store may take (the store's own retries are spent by then).
-                waited = time.monotonic() - started > self.settings.store_timeout_seconds
-                last = attempt == self.settings.max_retries or (exc.unreachable and waited)
-                if not replayable or last:
-                    if exc.unreachable:
-                        raise StorageUnavailable(
-                            f"the lake could not take this commit: {exc}; retry shortly"
-                        ) from None
-                    raise Overloaded(
-                        f"the lake did not take this commit: {exc}; retry shortly",
-                        retry_after=1,
-                    ) from None
-            # Another node got there first: a moment's pause (exponential, with jitter), then
-            # again — a delivery it committed is now a duplicate, seen by the ledger.
-            time.sleep(random.uniform(0.5, 1.0) * min(2.0, 0.05 * 2**attempt))
-        raise Overloaded("the lake keeps refusing this commit; retry shortly", retry_after=1)
 
     def _landed(self) -> bool:
         """Whether a commit of the current write is in the catalog. A catalog that cannot be
@@ -366,7 +325,7 @@ class Lake(Engine):
             "producer sequence, which lands it at most once"
         )
 
-    def _after_claim(self, jobs: Sequence[WriteJob]) -> list[WriteOutcome | ArrowportError]:
+    def _as_duplicates(self, jobs: Sequence[WriteJob]) -> list[WriteOutcome | ArrowportError]:
         """A stream already read cannot be written again: its delivery was committed by another
         node meanwhile, so answer as its duplicate."""
         answers: list[WriteOutcome | ArrowportError] = []
@@ -396,22 +355,7 @@ class Lake(Engine):
             cur.execute(f"UPDATE {UPSERT_GUARD} SET turn = turn + 1")
 
     def translate(self, exc: BaseException) -> BaseException:
-        text = str(exc)
-        if isinstance(exc, duckdb.Error) and CLAIM_TAKEN in text:
-            return ClaimTaken(text)
-        if isinstance(exc, duckdb.TransactionException) and "conflict" in text.lower():
-            return LakeBusy("a concurrent commit changed the same table")
-        if isinstance(exc, duckdb.TransactionException) and "Failed to commit DuckLake" in text:
-            # DuckLake 1.5.5 sometimes fails a CREATE OR REPLACE TABLE committed while the table
-            # is being read ("schema not found in metadata catalog"); nothing was committed,
-            # and the same commit goes through when tried again.
-            return LakeBusy("the lake failed this commit")
-        if isinstance(exc, duckdb.IOException) or (
-            isinstance(exc, duckdb.Error) and catalog_lost(text)
-        ):
-            reason = self.scrub(text).splitlines()[0]
-            return LakeBusy(f"the lake could not be reached ({reason})", unreachable=True)
-        return super().translate(exc)
+        return lake_refusal(exc, self.scrub) or super().translate(exc)
 
     def size_bytes(self) -> int:
         return int(self._figures.get("size_bytes", 0))
@@ -431,4 +375,4 @@ class Lake(Engine):
             self._root.execute(f"DETACH {LAKE}")
 
 
-__all__ = ["ClaimTaken", "Delivery", "Lake", "LakeBusy"]
+__all__ = ["Delivery", "Lake"]
