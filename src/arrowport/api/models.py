@@ -108,10 +108,15 @@ class TableResponse(BaseModel):
 
 class StreamInfo(BaseModel):
     name: str
-    table: str
+    table: str | None = Field(description="null: a request must name its table.")
     mode: str
     chunk_size: int
     compression: str | None
+    key_columns: list[str]
+    schema_policy: str
+    duplicate_keys: str
+    locked: bool = Field(description="Requests may not set options that differ from these.")
+    configured: bool = Field(description="false: the defaults of a stream not configured.")
 
 
 class ProducerResponse(BaseModel):

@@ -61,17 +61,18 @@ async def ready(request: Request) -> dict[str, str]:
 )
 async def streams(request: Request) -> list[dict[str, Any]]:
     found = services(request)
-    settings = found.settings
-    return [
-        {
-            "name": name,
-            "table": found.ingest.streams.table_for(name),
-            "mode": stream.mode,
-            "chunk_size": stream.chunk_size or settings.defaults.chunk_size,
-            "compression": stream.compression,
-        }
-        for name, stream in sorted(settings.streams.items())
-    ]
+    return [found.ingest.streams.describe(name) for name in sorted(found.settings.streams)]
+
+
+@router.get(
+    "/streams/{stream_name}",
+    response_model=StreamInfo,
+    responses=error_responses(400, 401, 404),
+    summary="What a request to a stream is written with, unless it says otherwise",
+    dependencies=[Depends(require_ingest_or_read)],
+)
+async def stream(stream_name: str, request: Request) -> dict[str, Any]:
+    return services(request).ingest.streams.describe(stream_name)
 
 
 @router.get(

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 URL_VARIABLE = "ARROWPORT_URL"
 TOKEN_VARIABLE = "ARROWPORT_TOKEN"
 DEFAULT_URL = "http://127.0.0.1:8000"
+# Longer than the server's own limit on a query (300 s by default): a long query ends there.
+DEFAULT_TIMEOUT = 330.0
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +38,14 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         "--ca-file", type=Path, help="CA certificate(s) that sign the server's TLS certificate"
     )
     group.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for each answer (default: "
+        f"{DEFAULT_TIMEOUT:.0f}; 0: no limit); a query still running then fails, not retried",
+    )
+    group.add_argument(
         "--retries",
         type=int,
         default=8,
@@ -51,15 +61,20 @@ class CommandError(Exception):
 
 def token_of(args: argparse.Namespace) -> str | None:
     if args.token is not None:
+        if not args.token.strip():
+            raise CommandError("--token is empty")
         return str(args.token)
     if args.token_file is not None:
         try:
-            return str(args.token_file.read_text(encoding="utf-8").strip())
+            token = str(args.token_file.read_text(encoding="utf-8").strip())
         except OSError as exc:
             message = f"cannot read --token-file {args.token_file}: {exc.strerror}"
             raise CommandError(message) from None
         except UnicodeDecodeError:
             raise CommandError(f"--token-file {args.token_file} is not UTF-8 text") from None
+        if not token:
+            raise CommandError(f"--token-file {args.token_file} is empty")
+        return token
     return os.environ.get(TOKEN_VARIABLE) or None
 
 
@@ -68,6 +83,8 @@ def connect(args: argparse.Namespace) -> Client:
 
     if args.retries < 0:
         raise CommandError("--retries must be 0 or more")
+    if not 0 <= args.timeout < float("inf"):
+        raise CommandError("--timeout must be 0 (no limit) or a number of seconds")
     url = args.url or os.environ.get(URL_VARIABLE) or DEFAULT_URL
     _check_text(url, "--url" if args.url else f"${URL_VARIABLE}")
     token = token_of(args)
@@ -79,6 +96,7 @@ def connect(args: argparse.Namespace) -> Client:
             token=token,
             verify=args.ca_file if args.ca_file is not None else True,
             retry=RetryPolicy(max_retries=args.retries),
+            timeout=args.timeout or None,
         )
     except OSError as exc:  # the CA file is the one file read here
         if args.ca_file is None:

@@ -8,7 +8,7 @@ import glob
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -62,22 +62,29 @@ class InputFile:
     def name(self) -> str:
         return self.path.name
 
-    def producer_id(self, stream: str, table: str | None, rows_per_request: int, run: str) -> str:
+    @property
+    def identity(self) -> list[Any]:
+        """What identifies the file's contents: path, size, modification time and format."""
+        return [str(self.path), self.size, self.mtime_ns, self.format]
+
+    def producer_id(
+        self, stream: str, table: str | None, rows_per_request: int, run: str, load: str = ""
+    ) -> str:
         """The producer this file's requests are sent as: the same for the same file, stream,
-        table and cut (so a rerun continues it), another for anything else."""
-        identity = json.dumps(
-            [
-                stream,
-                table,
-                str(self.path),
-                self.size,
-                self.mtime_ns,
-                self.format,
-                rows_per_request,
-                run,
-            ]
-        )
-        return "arrowport-ingest-" + hashlib.sha256(identity.encode()).hexdigest()[:40]
+        table, cut and ``load`` (so a rerun continues it), another for anything else."""
+        identity = [stream, table, *self.identity, rows_per_request, run]
+        if load:
+            identity.append(load)
+        digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+        return "arrowport-ingest-" + digest[:40]
+
+
+def load_of(files: Sequence[InputFile], mode: str) -> str:
+    """What makes the files one load, in their producers' ids: a load that replaces or creates
+    the table is all of them, its first file replacing or creating it and the others appending
+    (a file that changed is sent again, replacing the table: every file after it must be too)."""
+    together = [mode, *(item.identity for item in files)]
+    return hashlib.sha256(json.dumps(together).encode()).hexdigest()
 
 
 def format_of(path: Path) -> Format | None:
@@ -246,22 +253,36 @@ def _fragment(item: InputFile) -> Any:
 
 def read_batches(item: InputFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """The file's rows in file order, as batches of about ``batch_rows`` rows, with the file's
-    own columns (CSV, NDJSON: those :func:`inspect` found)."""
+    own columns (CSV, NDJSON: those :func:`inspect` found); a file of no rows is one empty
+    batch, so that its columns still create (or, replacing, empty) the table."""
     if item.format == "arrows":
         with pa.OSFile(str(item.path)) as source, pa.ipc.open_stream(source) as reader:
-            yield from reader
+            yield from _or_empty(reader, reader.schema)
         return
     if item.format == "ndjson":
-        yield from ndjson_batches(item.path, item.schema or ndjson_schema(item.path), batch_rows)
+        schema = item.schema or ndjson_schema(item.path)
+        yield from _or_empty(ndjson_batches(item.path, schema, batch_rows), schema)
         return
     if item.format == "csv":  # by the reader that settled its types, with them
-        yield from csv_batches(item.path, item.schema)
+        schema = item.schema if item.schema is not None else csv_schema(item.path)[0]
+        yield from _or_empty(csv_batches(item.path, schema), schema)
         return
     fragment = _fragment(item)
-    yield from fragment.to_batches(
-        schema=item.schema if item.schema is not None else fragment.physical_schema,
+    schema = item.schema if item.schema is not None else fragment.physical_schema
+    batches = fragment.to_batches(
+        schema=schema,
         batch_size=batch_rows,
         batch_readahead=1,
         fragment_readahead=1,
         use_threads=False,
     )
+    yield from _or_empty(batches, schema)
+
+
+def _or_empty(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    empty = True
+    for batch in batches:
+        empty = False
+        yield batch
+    if empty:
+        yield pa.RecordBatch.from_pylist([], schema=schema)

@@ -32,9 +32,11 @@ def print_rows(
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=title, show_lines=False)
-        for name in columns:
-            table.add_column(name, justify="right" if name in right else "left", overflow="fold")
+        table = Table(title=title and _escape(title), show_lines=False)
+        for name in columns:  # a name is text, not markup: "[/]" or "[bold]x" as they are
+            table.add_column(
+                _escape(name), justify="right" if name in right else "left", overflow="fold"
+            )
         for row in rows:
             table.add_row(*(_rich_cell(v) for v in row))
         console = Console(highlight=False)

@@ -23,7 +23,10 @@ from arrowport.cli._connect import (
 from arrowport.cli._types import Commands
 
 if TYPE_CHECKING:
+    from arrowport.cli._files import InputFile
     from arrowport.cli._progress import Tally
+    from arrowport.client import Client
+    from arrowport.options import WriteMode
 
 FORMAT_CHOICES = ("parquet", "ipc", "arrows", "csv", "ndjson")
 DEFAULT_BATCH_ROWS = 100_000
@@ -111,12 +114,12 @@ def run(args: argparse.Namespace) -> int:
     tally = Tally(total_rows=total, files=len(files))
     table = args.table
     with connect(args) as client, Display.choose(tally) as display:
+        whole, load = _whole_load(client, args, files)
         try:
             for index, item in enumerate(files):
                 display.file_started(item, index)
-                mode = args.mode
-                if index > 0 and mode in ("replace", "create"):
-                    mode = "append"  # the first file replaced or created the table
+                # The first file replaced or created the table: the others append to it.
+                mode: WriteMode | None = "append" if index > 0 and whole else args.mode
                 try:
                     summary = client.ingest(
                         args.stream,
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
                         key_columns=key_columns,
                         schema_policy=args.schema_policy,
                         producer_id=item.producer_id(
-                            args.stream, args.table, args.batch_rows, args.run_id
+                            args.stream, args.table, args.batch_rows, args.run_id, load
                         ),
                         resume=True,
                         request_rows=args.batch_rows,
@@ -151,6 +154,30 @@ def run(args: argparse.Namespace) -> int:
             return 130
     print(_summary(tally, len(files), f"table {table}" if table else f"stream {args.stream}"))
     return 0
+
+
+def _whole_load(
+    client: Client, args: argparse.Namespace, files: list[InputFile]
+) -> tuple[bool, str]:
+    """Whether the files replace or create the table (``--mode``, else the stream's own mode),
+    as one load: then only the first does, the others append, and the load's identity (see
+    :func:`load_of`) is in every file's producer id. A locked stream refuses those appends:
+    several files for it are refused before anything is sent."""
+    from arrowport.cli._files import load_of
+
+    if args.mode not in (None, "replace", "create"):
+        return False, ""
+    stream = client.stream(args.stream)
+    mode = args.mode or stream.mode
+    if mode not in ("replace", "create"):
+        return False, ""
+    if stream.locked and len(files) > 1:
+        raise CommandError(
+            f"stream {args.stream!r} is locked to its configuration, so it takes mode {mode} one "
+            f"request at a time: each would {mode} the table, and {len(files)} files cannot "
+            "all land; nothing was sent"
+        )
+    return True, load_of(files, mode)
 
 
 def _summary(tally: Tally, files: int, target: str) -> str:

@@ -65,6 +65,8 @@ def _param(text: str) -> Any:
 
 @client_command
 def run(args: argparse.Namespace) -> int:
+    from arrowport.api.result_values import json_values
+
     format: str = args.format or ("table" if is_terminal() else "csv")
     params = None if args.params is None else [_param(p) for p in args.params]
     if format == "arrow" and is_terminal():
@@ -84,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         note = f"{TABLE_ROWS:,} of {table.num_rows:,} rows shown; --format csv prints them all"
     else:
         note = f"{table.num_rows:,} row{'s' if table.num_rows != 1 else ''}"
-    values = [column.to_pylist() for column in shown.columns]
+    # As the server's JSON answer holds them: dates Python cannot hold (infinity, year 300000)
+    # as text, not an OverflowError.
+    values = [json_values(column.combine_chunks()) for column in shown.columns]
     print_rows(shown.column_names, list(zip(*values, strict=True)), note=note)
     return 0

@@ -141,18 +141,31 @@ class AsyncClient:
         offset = await self.producer(stream, run.producer_id) if run.asks_offset else None
         run.begin(offset)
         sending: asyncio.Task[None] | None = None
+        # The first request waits until it is known whether another follows: the stream's mode
+        # then decides how the others are sent (see IngestRun.learn).
+        first: tuple[Planned, bytes] | None = None
         try:
             async with contextlib.aclosing(self._requests(run, data)) as requests:
                 async for batches in requests:
                     planned = run.plan(batches)
+                    if planned.index == 1 and run.needs_stream:  # before anything is sent
+                        run.learn(await self.stream(stream))
                     if planned.skip:  # only ever the first ones
                         run.skipped(planned)
                         continue
                     body = await asyncio.to_thread(encode, batches, run.compression)
                     del batches
+                    if first is not None:
+                        sending = asyncio.create_task(self._send_request(run, *first))
+                        first = None
+                    if planned.index == 0 and run.needs_stream:
+                        first = (planned, body)
+                        continue
                     if sending is not None:
                         await sending
                     sending = asyncio.create_task(self._send_request(run, planned, body))
+            if first is not None:
+                await self._send_request(run, *first)
             if sending is not None:
                 await sending
         finally:
@@ -222,6 +235,12 @@ class AsyncClient:
         """The streams configured on the server."""
         response, _ = await send_async(self._http, endpoints.streams(), self.retry)
         return endpoints.parse_streams(response)
+
+    async def stream(self, name: str) -> StreamInfo:
+        """How the server writes a request to stream ``name`` that sets no option of its own
+        (its table, mode, key columns, policies), and whether it is locked to them."""
+        response, _ = await send_async(self._http, endpoints.stream(name), self.retry)
+        return endpoints.parse_stream(response)
 
     async def producer(self, stream: str, producer_id: str) -> ProducerOffset:
         """Where a producer stands on a stream (its last committed sequence)."""

@@ -89,6 +89,32 @@ def next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
 # -- cutting batches into requests ---------------------------------------------------------------
 
 
+def rows_bytes(batch: pa.RecordBatch) -> int:
+    """Arrow bytes of ``batch``'s rows, a dictionary column's dictionary left out (a slice's
+    ``nbytes`` counts all of it, however few rows the slice holds)."""
+    return sum(
+        column.indices.nbytes if pa.types.is_dictionary(column.type) else column.nbytes
+        for column in batch.columns
+    )
+
+
+def request_size(batches: Sequence[pa.RecordBatch]) -> int:
+    """Arrow bytes of one request's batches: their rows, and each dictionary they use once (as
+    the IPC stream carries it)."""
+    total = 0
+    seen: set[tuple[int, ...]] = set()
+    for batch in batches:
+        total += rows_bytes(batch)
+        for column in batch.columns:
+            if pa.types.is_dictionary(column.type):
+                dictionary = column.dictionary
+                where = tuple(b.address if b is not None else 0 for b in dictionary.buffers())
+                if where not in seen:
+                    seen.add(where)
+                    total += dictionary.nbytes
+    return total
+
+
 class Cutter:
     """Groups a sequence of batches into requests of at most ``max_rows`` rows and at most
     ``max_bytes`` Arrow bytes (``None``: rows alone decide), slicing batches where a limit falls
@@ -96,6 +122,9 @@ class Cutter:
     a request of its own. A batch whose schema differs from the one before starts a new request.
     Data without rows makes one request of no rows, when its schema is known: it creates (or,
     replacing, empties) the table.
+
+    Bytes are the rows' (:func:`rows_bytes`): a dictionary goes with every request whatever the
+    cut, so cutting finer would only send it more often.
 
     Without ``max_bytes`` the cut depends on the rows alone, never on how they were batched:
     request ``i`` holds rows ``i * max_rows`` up to ``(i + 1) * max_rows``.
@@ -135,7 +164,7 @@ class Cutter:
             piece = batch if count == batch.num_rows else batch.slice(0, count)
             self._pending.append(piece)
             self._rows += count
-            self._bytes += piece.nbytes
+            self._bytes += rows_bytes(piece)
             batch = batch.slice(count)
             full_bytes = self.max_bytes is not None and self._bytes >= self.max_bytes
             if self._rows >= self.max_rows or full_bytes:
@@ -157,14 +186,15 @@ class Cutter:
         if self.max_bytes is None:
             return count
         room = self.max_bytes - self._bytes
-        if count == batch.num_rows and batch.nbytes <= room:
+        size = rows_bytes(batch)
+        if count == batch.num_rows and size <= room:
             return count
         if room <= 0:
             return 0
-        per_row = max(batch.nbytes / batch.num_rows, 1e-9)
+        per_row = max(size / batch.num_rows, 1e-9)
         count = min(count, int(room / per_row))
         while count > 0:
-            size = int(batch.slice(0, count).nbytes)
+            size = rows_bytes(batch.slice(0, count))
             if size <= room:
                 return count
             count = min(count - 1, int(count * room / size))

@@ -40,7 +40,7 @@ def query(sql: str, params: Sequence[Any] | None, format: QueryFormat) -> Call:
             f"such as {exc.object[exc.start]!r} (what bytes that are not UTF-8 decode to)"
         ) from None
     headers = {"Accept": _ACCEPT[format], "Content-Type": "application/json"}
-    return Call("POST", "/query", content=content, headers=headers)
+    return Call("POST", "/query", content=content, headers=headers, retry_timeouts=False)
 
 
 def arrow_table(response: httpx.Response) -> pa.Table:
@@ -76,6 +76,16 @@ def streams() -> Call:
 
 def parse_streams(response: httpx.Response) -> list[StreamInfo]:
     return [StreamInfo.from_json(item) for item in json_body(response)]
+
+
+def stream(name: str) -> Call:
+    if not name:  # the server could not be asked for it
+        _refuse(lambda: IngestRequest(name))
+    return Call("GET", f"/streams/{path_part(name)}")
+
+
+def parse_stream(response: httpx.Response) -> StreamInfo:
+    return StreamInfo.from_json(json_body(response))
 
 
 def producer(stream: str, producer_id: str) -> Call:

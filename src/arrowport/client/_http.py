@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import email.utils
 import logging
+import math
 import os
 import ssl
 import time
@@ -150,6 +151,8 @@ class Call:
     headers: Mapping[str, str] = field(default_factory=dict)
     content: bytes | None = None
     json: Any = None
+    # A query the server is still running when the client stops waiting would only run again.
+    retry_timeouts: bool = True
 
     def describe(self) -> str:
         return self.what or f"{self.method} {self.path}"
@@ -174,6 +177,8 @@ def response_failure(response: httpx.Response) -> ArrowportClientError:
     retry_after = _retry_after(response.headers.get("retry-after"))
     transient = status in _RETRIED or (status >= 500 and status not in _NEVER_RETRIED)
     transient = transient or (status == 408 and code == "request_timeout")
+    # A concurrent write to the same table won: this one was rolled back whole.
+    transient = transient or (status == 409 and code == "write_conflict")
     kind = TransientError if transient else RequestError
     return kind(code, status, message, details, retry_after=retry_after)
 
@@ -182,9 +187,11 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -217,6 +224,13 @@ def _tls_problem(exc: BaseException) -> bool:
 
 def _wait(call: Call, error: ArrowportClientError, retry: int, policy: RetryPolicy) -> float:
     """Seconds to wait before sending ``call`` again; raises ``error`` when it is not retried."""
+    if isinstance(error, ConnectionFailed) and error.code == "timeout" and not call.retry_timeouts:
+        raise ConnectionFailed(
+            "timeout",
+            None,
+            f"{error.message}; {call.describe()} is not sent again: the server may still be "
+            "running it (wait longer: the client's timeout, arrowport --timeout)",
+        )
     if not error.retryable or retry >= policy.max_retries:
         raise error
     wait = policy.delay(retry, error.retry_after)

@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from arrowport.client._batches import Compression, Cutter
+from arrowport.client._batches import Compression, Cutter, request_size
 from arrowport.client._errors import RequestError
 from arrowport.client._http import ARROW_STREAM, Call, path_part
-from arrowport.client._models import ProducerOffset
+from arrowport.client._models import ProducerOffset, StreamInfo
 from arrowport.errors import ArrowportError
 from arrowport.options import (
     DuplicateKeysPolicy,
@@ -142,6 +142,7 @@ class IngestRun:
             None if resume else DEFAULT_REQUEST_BYTES if request_bytes is None else request_bytes,
         )
         self.producer_id: str = self.template.producer_id or ""
+        self._stream_mode: str | None = None  # learnt for data of more than one request
         self._base = 0
         self._skip_below = 0
         self._next_index = 0
@@ -170,16 +171,41 @@ class IngestRun:
             index=index,
             sequence=sequence,
             rows=sum(b.num_rows for b in batches),
-            nbytes=sum(b.nbytes for b in batches),
+            nbytes=request_size(batches),
             skip=sequence < self._skip_below,
         )
 
+    @property
+    def needs_stream(self) -> bool:
+        """Whether the stream's configuration must be learnt (:meth:`learn`) before data of
+        more than one request is sent: the mode asked for, or the stream's, may replace or
+        create the table."""
+        return self._stream_mode is None and self.template.mode in (None, "replace", "create")
+
+    def learn(self, stream: StreamInfo) -> None:
+        """The stream's configuration, for data of more than one request, before any is sent.
+
+        A replace or create (asked for, or the stream's own mode) applies to the data as a
+        whole: its first request replaces or creates the table, the ones after it append. A
+        locked stream refuses those appends, so such data is refused before anything of it is
+        sent, rather than leaving the table replaced by its first request alone.
+        """
+        mode = self.template.mode or stream.mode
+        self._stream_mode = mode
+        if mode in ("replace", "create") and stream.locked:
+            raise RequestError(
+                "stream_locked",
+                403,
+                f"stream {self.stream!r} is locked to its configuration, so it takes mode "
+                f"{mode} one request at a time: each request would {mode} the table, and this "
+                "data is more than one request (request_rows, request_bytes); nothing was sent",
+                {"stream": self.stream},
+            )
+
     def call(self, planned: Planned, body: bytes) -> Call:
         mode = self.template.mode
-        # A replace or create applies to the data as a whole: its first request replaces or
-        # creates the table, the ones after it add to it.
-        if mode in ("replace", "create") and planned.index > 0:
-            mode = "append"
+        if self._stream_mode in ("replace", "create") and planned.index > 0:
+            mode = "append"  # the first request replaced or created the table (see learn)
         request = replace(self.template, mode=mode, sequence=planned.sequence)
         headers = {"Content-Type": ARROW_STREAM} | request.headers()
         if self.compression is not None:

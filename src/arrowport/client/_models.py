@@ -38,22 +38,35 @@ class TableInfo:
 
 @dataclass(frozen=True)
 class StreamInfo:
-    """A stream configured on the server (``GET /streams``)."""
+    """A stream as the server writes it (``GET /streams``, ``GET /streams/{name}``): what a
+    request that sets no option of its own gets. ``table`` is None when a request must name
+    its table; ``locked``: a request may not set options that differ; ``configured``: False
+    for a stream the configuration does not name (it gets the defaults)."""
 
     name: str
-    table: str
+    table: str | None
     mode: str
     chunk_size: int
     compression: str | None = None
+    key_columns: tuple[str, ...] = ()
+    schema_policy: str = "strict"
+    duplicate_keys: str = "error"
+    locked: bool = False
+    configured: bool = True
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> StreamInfo:
         return cls(
             name=body["name"],
-            table=body["table"],
+            table=body.get("table"),
             mode=body["mode"],
             chunk_size=body["chunk_size"],
             compression=body.get("compression"),
+            key_columns=tuple(body.get("key_columns") or ()),
+            schema_policy=body.get("schema_policy", "strict"),
+            duplicate_keys=body.get("duplicate_keys", "error"),
+            locked=bool(body.get("locked", False)),
+            configured=bool(body.get("configured", True)),
         )
 
 

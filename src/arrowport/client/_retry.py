@@ -11,10 +11,12 @@ class RetryPolicy:
     """Retries of transient failures: exponential backoff with jitter.
 
     A request that failed with a :class:`~arrowport.client.TransientError` (no answer, a
-    timeout, 503 with ``Retry-After``, 502, 504, another 5xx) is sent again, byte for byte, up to
+    timeout, 503 with ``Retry-After``, 502, 504, another 5xx, a write that lost to a concurrent
+    one: 409 ``write_conflict``) is sent again, byte for byte, up to
     ``max_retries`` times. Before retry ``n`` (0 for the first) the client waits a random time
     between half and all of ``min(max_backoff, initial_backoff * multiplier ** n)``, and at least
-    what the server asked for in ``Retry-After``. With the defaults the waits add up to about a
+    what the server asked for in ``Retry-After`` (up to ``max_backoff``: a proxy's
+    ``Retry-After: 3600`` does not stall the call for hours). With the defaults the waits add up to about a
     minute: long enough to ride out a server restart.
 
     Retrying is always safe: ingest requests carry producer offsets, so a request that was
@@ -45,5 +47,5 @@ class RetryPolicy:
         ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** min(retry, 64))
         wait = random.uniform(ceiling / 2, ceiling)
         if retry_after is not None:
-            wait = max(wait, retry_after)
+            wait = max(wait, min(retry_after, self.max_backoff))
         return wait

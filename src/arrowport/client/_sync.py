@@ -169,6 +169,8 @@ class Client:
             waiting: tuple[Planned, Future[bytes]] | None = None
             for batches in self._requests(run, data):
                 planned = run.plan(batches)
+                if planned.index == 1 and run.needs_stream:  # before anything is sent
+                    run.learn(self.stream(stream))
                 if planned.skip:  # only ever the first ones
                     run.skipped(planned)
                     continue
@@ -234,6 +236,12 @@ class Client:
         """The streams configured on the server."""
         response, _ = send(self._http, endpoints.streams(), self.retry)
         return endpoints.parse_streams(response)
+
+    def stream(self, name: str) -> StreamInfo:
+        """How the server writes a request to stream ``name`` that sets no option of its own
+        (its table, mode, key columns, policies), and whether it is locked to them."""
+        response, _ = send(self._http, endpoints.stream(name), self.retry)
+        return endpoints.parse_stream(response)
 
     def producer(self, stream: str, producer_id: str) -> ProducerOffset:
         """Where a producer stands on a stream (its last committed sequence)."""

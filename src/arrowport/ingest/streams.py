@@ -14,7 +14,13 @@ from typing import Any
 from arrowport.auth import Principal
 from arrowport.config import Settings, StreamSettings
 from arrowport.errors import InvalidName, InvalidOptions, StreamLocked, UnknownStream
-from arrowport.options import IngestRequest, WriteMode, canonical_table, check_table_name
+from arrowport.options import (
+    IngestRequest,
+    WriteMode,
+    canonical_table,
+    check_stream_name,
+    check_table_name,
+)
 from arrowport.storage.table_writer import WritePolicy
 
 
@@ -49,6 +55,33 @@ class Streams:
         configured = self._settings.streams.get(stream)
         return canonical_table((configured.table if configured else None) or stream)
 
+    def _own_table(self, stream: str, base: StreamSettings) -> str | None:
+        """The stream's own table: configured, else its name, unless a dot in it (which picks
+        no schema) makes it none; a request must then name the table."""
+        return self.table_for(stream) if base.table is not None or "." not in stream else None
+
+    def describe(self, stream: str) -> dict[str, Any]:
+        """What a request to ``stream`` that sets no option of its own is written with, and
+        whether its options are locked (a client splitting data into several requests needs
+        to know whether the first replaces the table)."""
+        check_stream_name(stream)
+        configured = self._settings.streams.get(stream)
+        if configured is None and self._settings.streams_only:
+            raise UnknownStream(f"stream {stream!r} is not configured", stream=stream)
+        base = configured or self._unconfigured
+        return {
+            "name": stream,
+            "table": self._own_table(stream, base),
+            "mode": base.mode,
+            "chunk_size": base.chunk_size or self._settings.defaults.chunk_size,
+            "compression": base.compression,
+            "key_columns": list(base.key_columns or ()),
+            "schema_policy": base.schema_policy,
+            "duplicate_keys": base.duplicate_keys,
+            "locked": base.locked,
+            "configured": configured is not None,
+        }
+
     def resolve(self, request: IngestRequest, principal: Principal) -> IngestOptions:
         """Merge the request with its stream's configuration; check the principal may write it."""
         stream = request.stream
@@ -57,9 +90,7 @@ class Streams:
         if configured is None and self._settings.streams_only:
             raise UnknownStream(f"stream {stream!r} is not configured", stream=stream)
         base = configured or self._unconfigured
-        # The stream's own table: configured, else its name, unless a dot in it (which picks no
-        # schema) makes it none; the request must then name the table.
-        own_table = self.table_for(stream) if base.table is not None or "." not in stream else None
+        own_table = self._own_table(stream, base)
         if configured is not None and configured.locked:
             _check_locked(stream, request, base, own_table or stream)
         wanted = request.table or own_table
