@@ -18,13 +18,13 @@ from typing import TypeVar
 import grpc
 
 from arrowport.errors import Overloaded
-from arrowport.flight.errors import flight_errors, flight_errors_async
+from arrowport.flight.errors import flight_errors_async
 from arrowport.metrics import Metrics
 
 Request = TypeVar("Request")
+Answer = TypeVar("Answer")
 AsyncContext = grpc.aio.ServicerContext[bytes, bytes]
-Unary = Callable[[Request, grpc.ServicerContext], bytes]
-Coroutine = Callable[[Request, AsyncContext], Awaitable[None]]
+Coroutine = Callable[[Request, AsyncContext], Awaitable[Answer]]
 AsyncStream = Callable[[Request, AsyncContext], AsyncGenerator[bytes, None]]
 
 
@@ -63,29 +63,18 @@ class CallLimit:
             f"({self._most}, flight.max_concurrent_calls); retry shortly"
         )
 
-    def unary(self, method: str, handler: Unary[Request]) -> Unary[Request]:
-        """``handler`` (run on a thread of gRPC's), counted."""
+    def coroutine(
+        self, method: str, handler: Coroutine[Request, Answer]
+    ) -> Coroutine[Request, Answer]:
+        """``handler`` (a coroutine on the event loop: its answer, or answering with
+        ``context.write``), counted."""
 
-        def counted(request: Request, context: grpc.ServicerContext) -> bytes:
-            if not self._admit():
-                with flight_errors(self._metrics, method, context):
-                    raise self._refusal()
-            try:
-                return handler(request, context)
-            finally:
-                self._leave()
-
-        return counted
-
-    def coroutine(self, method: str, handler: Coroutine[Request]) -> Coroutine[Request]:
-        """``handler`` (a coroutine on the event loop, answering with ``context.write``), counted."""
-
-        async def counted(request: Request, context: AsyncContext) -> None:
+        async def counted(request: Request, context: AsyncContext) -> Answer:
             if not self._admit():
                 async with flight_errors_async(self._metrics, method, context):
                     raise self._refusal()
             try:
-                await handler(request, context)
+                return await handler(request, context)
             finally:
                 self._leave()
 

@@ -142,7 +142,8 @@ def start_flight_server(services: Services, shared_port: bool = False) -> Arrowp
     port = settings.flight.port
     credentials = _credentials(settings)
     # Arrowport's own limit refuses past flight.max_concurrent_calls; gRPC's only past that
-    # and the refusals being sent (and unary calls run on its threads, refusals too).
+    # and the refusals being sent. (Every handler runs on the event loop or on the Flight
+    # service's own threads: gRPC's thread pool is there for a plain handler, and none is.)
     calls = backstop(settings.flight.max_concurrent_calls)
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.limits.max_message_bytes + _FRAME_HEADROOM),

@@ -62,7 +62,7 @@ from arrowport.flight.requests import (
 )
 from arrowport.flight.security import AnyContext, caller, handshake
 from arrowport.flight.sql import ACTIONS, UNSERVED_ACTIONS, FlightSql, is_wrapped
-from arrowport.flight.threaded import Streaming, ThreadContext, streamed
+from arrowport.flight.threaded import Streaming, ThreadContext, Unary, on_threads, streamed
 from arrowport.ingest.streams import IngestOptions
 from arrowport.options import IngestReply
 from arrowport.reads import limited, result_write_options
@@ -150,11 +150,11 @@ class FlightService:
                 response_serializer=same,
             )
 
-        def unary_unary(
-            method: str, handler: Callable[[bytes, grpc.ServicerContext], bytes]
-        ) -> grpc.RpcMethodHandler[bytes, bytes]:
+        def unary_unary(method: str, handler: Unary) -> grpc.RpcMethodHandler[bytes, bytes]:
             return grpc.unary_unary_rpc_method_handler(
-                limit.unary(method, handler), request_deserializer=same, response_serializer=same
+                limit.coroutine(method, on_threads(handler, self._threads)),
+                request_deserializer=same,
+                response_serializer=same,
             )
 
         def stream_stream(counted: Callable[..., Any]) -> grpc.RpcMethodHandler[bytes, bytes]:
@@ -321,18 +321,19 @@ class FlightService:
             for table in self._reads.tables():
                 yield self._info(ReadRequest(table=table.name)).SerializeToString()
 
-    def get_flight_info(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    def get_flight_info(self, request: bytes, context: ThreadContext) -> bytes:
         with flight_errors(self._metrics, "get_flight_info", context) as call:
             principal = self._caller(context, call)
             descriptor = parse(flight_pb2.FlightDescriptor, request, "the flight descriptor")
-            if _is_sql(descriptor):
-                return self._sql.flight_info(descriptor, principal).SerializeToString()
+            if _is_sql(descriptor):  # a query runs now: stopped if the call ends first
+                info = self._sql.flight_info(descriptor, principal, context.stop)
+                return info.SerializeToString()
             principal.require("read")
             limit = self._settings.limits.max_query_body_bytes
             return self._info(descriptor_request(descriptor, limit)).SerializeToString()
         raise AssertionError("unreachable")  # flight_errors ends the call on any error
 
-    def get_schema(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    def get_schema(self, request: bytes, context: ThreadContext) -> bytes:
         with flight_errors(self._metrics, "get_schema", context) as call:
             principal = self._caller(context, call)
             descriptor = parse(flight_pb2.FlightDescriptor, request, "the flight descriptor")

@@ -40,6 +40,7 @@ log = structlog.get_logger("arrowport.flight")
 _END = object()
 
 Streaming = Callable[[bytes, "ThreadContext"], Generator[bytes, None, None]]
+Unary = Callable[[bytes, "ThreadContext"], bytes]
 
 
 class ThreadContext:
@@ -124,6 +125,34 @@ async def _sent(
             f"the client took no message of the answer for {stall_seconds:g} seconds; the "
             "call was ended (limits.body_timeout_seconds)"
         ) from None
+
+
+def on_threads(
+    handler: Unary, threads: Executor
+) -> Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], Coroutine[Any, Any, bytes]]:
+    """``handler`` (one request, one answer) as an asyncio handler run on ``threads``. When the
+    call ends first (the client cancelled, or its deadline passed), the query the handler runs
+    is stopped: gRPC tells a plain handler on its own threads nothing of that (a Flight SQL
+    query cancelled by its client would run on, holding its turn among the queries, for as long
+    as a query may run), and a plain handler that ends its call once the event loop has stopped
+    waits for it for good (and the process with it)."""
+
+    async def serve(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        on_thread = ThreadContext(context)
+        try:
+            step = threads.submit(handler, request, on_thread)
+        except RuntimeError:  # the executor is shut down
+            stopping = ShuttingDown("the server is shutting down")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, status_message(stopping))
+        try:
+            return await asyncio.wrap_future(step)
+        except Aborted as aborted:
+            await context.abort(aborted.code, aborted.details)
+        except asyncio.CancelledError:
+            on_thread.stop()
+            raise
+
+    return serve
 
 
 def _give_back(

@@ -39,7 +39,7 @@ from arrowport.storage.query import (
     _outside,
     close_cursor,
 )
-from arrowport.storage.query_stop import QueryDeadline
+from arrowport.storage.query_stop import QueryDeadline, QueryStop
 
 if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
@@ -71,8 +71,9 @@ class Snapshot:
         return self._lock.locked()
 
     @contextlib.contextmanager
-    def query(self, sql: str, params: Parameters) -> Iterator[Rows]:
-        """Run ``sql`` in this snapshot; the block reads its rows (other queries wait)."""
+    def query(self, sql: str, params: Parameters, stop: QueryStop | None = None) -> Iterator[Rows]:
+        """Run ``sql`` in this snapshot; the block reads its rows (other queries wait).
+        ``stop`` ends it from another thread."""
         with self._lock:
             if self._closed:
                 raise TransactionAborted("the transaction has ended")
@@ -82,6 +83,8 @@ class Snapshot:
                     "to start a new one"
                 )
             deadline = QueryDeadline(self._cursor, self._db.query_timeout)
+            if stop is not None:
+                stop.watch(self._cursor, deadline)
             try:
                 try:
                     with self._db.catalog_turn():  # may be the transaction's first read of it
@@ -89,22 +92,28 @@ class Snapshot:
                     self._cursor.execute(sql, params if params else None)
                     reader = self._cursor.to_arrow_reader(BATCH_ROWS)
                 except BaseException as exc:
-                    raise self._failure(exc, deadline) from None
-                yield Rows(reader.schema, self._batches(reader, deadline))
+                    raise self._failure(exc, deadline, stop) from None
+                yield Rows(reader.schema, self._batches(reader, deadline, stop))
             finally:
                 deadline.cancel()
+                if stop is not None:
+                    stop.forget()
 
     def _batches(
-        self, reader: pa.RecordBatchReader, deadline: QueryDeadline
+        self, reader: pa.RecordBatchReader, deadline: QueryDeadline, stop: QueryStop | None
     ) -> Iterator[pa.RecordBatch]:
         try:
             yield from reader
         except (duckdb.Error, pa.ArrowException, OSError) as exc:
-            raise self._failure(exc, deadline) from None
+            raise self._failure(exc, deadline, stop) from None
 
-    def _failure(self, exc: BaseException, deadline: QueryDeadline) -> BaseException:
+    def _failure(
+        self, exc: BaseException, deadline: QueryDeadline, stop: QueryStop | None
+    ) -> BaseException:
         """The client's error for ``exc``; notes whether it left the transaction aborted."""
         deadline.cancel()  # the query is over: nothing may interrupt the probe below
+        if stop is not None:
+            stop.forget()
         if isinstance(exc, UnicodeDecodeError):
             return _failed(exc, self._db)
         if not isinstance(exc, duckdb.Error | pa.ArrowException | OSError):

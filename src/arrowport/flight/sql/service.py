@@ -66,6 +66,7 @@ from arrowport.storage import metadata
 from arrowport.storage.background import Periodic
 from arrowport.storage.engine import Engine
 from arrowport.storage.query import Parameters
+from arrowport.storage.query_stop import QueryStop
 from arrowport.storage.snapshot import Snapshot
 
 ACTIONS = {
@@ -137,18 +138,24 @@ class FlightSql:
     # -- GetFlightInfo, GetSchema, DoGet ---------------------------------------------------------
 
     def flight_info(
-        self, descriptor: flight_pb2.FlightDescriptor, principal: Principal
+        self,
+        descriptor: flight_pb2.FlightDescriptor,
+        principal: Principal,
+        stop: QueryStop | None = None,
     ) -> flight_pb2.FlightInfo:
+        """What GetFlightInfo answers; a query is run now (``stop`` ends it from another
+        thread: its call ended first) and its answer kept for the ticket's DoGet."""
         name, body = unpack(descriptor.cmd, "the command")
         if name == "CommandStatementQuery":
             cmd = decode(sql.CommandStatementQuery, body, "the command")
             transaction = cmd.transaction_id if cmd.HasField("transaction_id") else None
-            answer = self._run(self._query_text(cmd.query), None, transaction, principal, True)
+            query = self._query_text(cmd.query)
+            answer = self._run(query, None, transaction, principal, True, stop)
             return self._answer_info(descriptor, answer, principal)
         if name == "CommandPreparedStatementQuery":
             statement = self._statement(body, principal)
             answer = self._run(
-                statement.sql, statement.params, statement.transaction, principal, False
+                statement.sql, statement.params, statement.transaction, principal, False, stop
             )
             return self._answer_info(descriptor, answer, principal)
         schema = self._metadata_schema(name, body, principal)
@@ -198,6 +205,7 @@ class FlightSql:
         transaction: bytes | None,
         principal: Principal,
         strict: bool,
+        stop: QueryStop | None,
     ) -> Answer:
         """Run a query, in ``transaction`` when given (a prepared statement's, not ``strict``:
         run on its own once that transaction has ended)."""
@@ -208,11 +216,11 @@ class FlightSql:
         ):
             txn = self._transactions.get(transaction, principal.name)
         if txn is None:
-            return Streaming(self._reads.query(query, params))
+            return Streaming(self._reads.query(query, params, stop))
         budget = self._reads.budget()
 
         def spool() -> Answer:
-            with self._transactions.query(txn, query, params) as rows:
+            with self._transactions.query(txn, query, params, stop) as rows:
                 return self._answers.spooled(rows, budget)
 
         return self._reads.with_turn(spool)

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from arrowport.errors import Overloaded, TransactionAborted
 from arrowport.flight.sql.handles import Quota, Registry, issued
 from arrowport.storage.query import Parameters
+from arrowport.storage.query_stop import QueryStop
 from arrowport.storage.snapshot import Rows, Snapshot
 
 MAX_SNAPSHOTS = 32
@@ -100,11 +101,14 @@ class Transactions:
             raise self._held.unknown(handle)
 
     @contextlib.contextmanager
-    def query(self, txn: Transaction, sql: str, params: Parameters) -> Iterator[Rows]:
-        """Run ``sql`` in ``txn``'s snapshot (taken now if it is its first query)."""
+    def query(
+        self, txn: Transaction, sql: str, params: Parameters, stop: QueryStop | None = None
+    ) -> Iterator[Rows]:
+        """Run ``sql`` in ``txn``'s snapshot (taken now if it is its first query); ``stop``
+        ends it from another thread."""
         snapshot = self._snapshot(txn)
         try:
-            with snapshot.query(sql, params) as rows:
+            with snapshot.query(sql, params, stop) as rows:
                 yield rows
         finally:
             with self._lock:

@@ -1,0 +1,78 @@
+"""A Flight SQL query whose call ends before it does (the client cancelled it, or its deadline
+passed) is stopped on the server, in a transaction or not: it gives back its turn among
+``limits.max_concurrent_queries`` at once, not when its time runs out."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import adbc_driver_flightsql.dbapi as dbapi
+import httpx
+import pyarrow.flight as flight
+import pytest
+
+from arrowport.flight.protocol import flight_sql_pb2 as sql
+from arrowport.flight.sql.envelope import pack
+from tests.conftest import metric
+from tests.server import ArrowportProcess
+from tests.test_read import wait_until
+
+# Minutes of work on any machine; the server's own limit ends it long after the test has looked.
+ENDLESS = "SELECT sum(a.range * b.range) AS s FROM range(400000) a, range(400000) b"
+CONFIG = {"limits": {"max_concurrent_queries": 2, "query_timeout_seconds": 120}}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
+    with ArrowportProcess(tmp_path_factory.mktemp("sql_cancel"), config=CONFIG) as process:
+        yield process
+
+
+def running(http: httpx.Client) -> float:
+    return metric(http, "arrowport_queries_running")
+
+
+@pytest.mark.parametrize("autocommit", [True, False], ids=["alone", "in_a_transaction"])
+def test_a_query_the_client_cancels_is_stopped(server: ArrowportProcess, autocommit: bool) -> None:
+    failures: list[BaseException] = []
+    with (
+        httpx.Client(base_url=server.url) as http,
+        dbapi.connect(server.flight_url, autocommit=autocommit) as connection,
+        connection.cursor() as cursor,
+    ):
+
+        def execute() -> None:
+            try:
+                cursor.execute(ENDLESS)
+            except BaseException as exc:  # the cancellation
+                failures.append(exc)
+
+        worker = threading.Thread(target=execute)
+        worker.start()
+        wait_until(lambda: running(http) == 1, "the query to run")
+        cursor.adbc_cancel()
+        worker.join(30)
+        assert not worker.is_alive()
+        assert failures, "the query was not cancelled"
+        wait_until(lambda: running(http) == 0, "the query to stop")
+        # Its turn is free: queries run at once.
+        with dbapi.connect(server.flight_url, autocommit=True) as other, other.cursor() as again:
+            again.execute("SELECT 42 AS x")
+            assert again.fetchall() == [(42,)]
+        if not autocommit:
+            connection.rollback()  # the cancelled query may have aborted the transaction
+
+
+def test_a_query_past_its_callers_deadline_is_stopped(server: ArrowportProcess) -> None:
+    descriptor = flight.FlightDescriptor.for_command(
+        pack(sql.CommandStatementQuery(query=ENDLESS.encode()))
+    )
+    with (
+        httpx.Client(base_url=server.url) as http,
+        flight.connect(server.flight_url) as client,
+    ):
+        with pytest.raises(flight.FlightTimedOutError):
+            client.get_flight_info(descriptor, flight.FlightCallOptions(timeout=1.0))
+        wait_until(lambda: running(http) == 0, "the query to stop")
+        assert metric(http, "arrowport_queries_waiting") == 0
