@@ -620,6 +620,10 @@ def test_basic_and_bearer_auth_with_scopes(secured: ArrowportProcess) -> None:
         (b"\x0a\xff", "INVALID_ARGUMENT"),  # not a protobuf message
         (b"\x0a\x03abc", "INVALID_ARGUMENT"),  # an Any of no known type
         (wrap("CommandGetTables", b"\xff\xff"), "INVALID_ARGUMENT"),  # a bad body
+        (wrap("CommandGetPrimaryKeys", b"\xff\xff\xff"), "INVALID_ARGUMENT"),
+        (wrap("CommandGetExportedKeys", b"\xff\xff\xff"), "INVALID_ARGUMENT"),
+        (wrap("CommandGetImportedKeys", b"\x1a\x05ab"), "INVALID_ARGUMENT"),  # cut short
+        (wrap("CommandGetCrossReference", b"\xff"), "INVALID_ARGUMENT"),
         (wrap("CommandStatementQuery", b"\x0a\x02\xff\xfe"), "INVALID_ARGUMENT"),  # not UTF-8
         (wrap("CommandGetXdbcTypeInfo", b""), "UNIMPLEMENTED"),
         (wrap("CommandNoSuchThing", b""), "UNIMPLEMENTED"),
@@ -631,7 +635,23 @@ def test_malformed_commands_are_invalid_arguments(
     descriptor = flight.FlightDescriptor.for_command(command)
     with flight.connect(server.flight_url) as client:
         got, message = flight_error(lambda: client.get_flight_info(descriptor))
-    assert got == code, message
+        assert got == code, message
+        if code == "INVALID_ARGUMENT":  # the command as a ticket too
+            got, message = flight_error(lambda: client.do_get(flight.Ticket(command)).read_all())
+            assert got == code, message
+
+
+def test_key_commands_answer_no_rows(server: ArrowportProcess) -> None:
+    commands = [
+        sql.CommandGetPrimaryKeys(table=b"t"),
+        sql.CommandGetExportedKeys(table=b"t", db_schema=b"main"),
+        sql.CommandGetImportedKeys(table=b"t"),
+        sql.CommandGetCrossReference(pk_table=b"a", fk_table=b"b"),
+    ]
+    with flight.connect(server.flight_url) as client:
+        for cmd in commands:
+            info = client.get_flight_info(flight.FlightDescriptor.for_command(pack(cmd)))
+            assert client.do_get(info.endpoints[0].ticket).read_all().num_rows == 0
 
 
 BAD_PATTERNS = {
@@ -915,7 +935,9 @@ def test_unfetched_answers_in_transactions_cannot_fill_the_spool(tmp_path: Path)
         ]
         # Anonymous callers are one client: this connection's transaction counts for another's.
         with flight.connect(server.flight_url) as other:
-            begin(other, options)
+            reading = begin(other, options)  # with a snapshot: not given up for a new one
+            info = ask(other, options, "SELECT 1 AS one", reading)
+            assert other.do_get(info.endpoints[0].ticket, options).read_all().num_rows == 1
             code, message = flight_error(lambda: begin(other, options))
             assert code == "RESOURCE_EXHAUSTED", message
             assert "flight.max_transactions_per_client (2)" in message
@@ -977,8 +999,9 @@ BOUNDED: dict[str, Any] = SECURED | {
 
 def test_one_client_cannot_take_other_clients_transactions(tmp_path: Path) -> None:
     """Each client (token) holds at most flight.max_transactions_per_client open transactions;
-    one more is refused, RESOURCE_EXHAUSTED naming that bound. Nobody's transaction is
-    forgotten to make room, so another client's goes on reading its snapshot."""
+    one more, when every one it holds has a snapshot, is refused, RESOURCE_EXHAUSTED naming that
+    bound. Nobody's transaction is forgotten to make room for another client's, so another
+    client's goes on reading its snapshot."""
     basic = {"username": "root", "password": SECRETS["root"]}
     with (
         ArrowportProcess(tmp_path / "server", config=BOUNDED) as server,
@@ -991,12 +1014,16 @@ def test_one_client_cannot_take_other_clients_transactions(tmp_path: Path) -> No
         before = ask(client, root, "SELECT count(*) AS n FROM bounded", theirs)
         assert client.do_get(before.endpoints[0].ticket, root).read_all()["n"].to_pylist() == [3]
         mine = [begin(client, reader) for _ in range(3)]
+        for txn in mine:  # each takes its snapshot: none is given up for a new one
+            info = ask(client, reader, "SELECT 1 AS one", txn)
+            assert client.do_get(info.endpoints[0].ticket, reader).read_all().num_rows == 1
         for _ in range(5):
             code, message = flight_error(lambda: begin(client, reader))
             assert code == "RESOURCE_EXHAUSTED", message
             assert message.startswith(
                 "overloaded: this client already holds 3 open transactions, as many as "
-                "flight.max_transactions_per_client (3) allows: end one"
+                "flight.max_transactions_per_client (3) allows: each holds a snapshot or runs a "
+                "query: end one"
             ), message
         ingest(loader, "bounded", rows(3), "append")
         # The other client's transaction is still open, on its snapshot (before the ingest).
@@ -1008,11 +1035,39 @@ def test_one_client_cannot_take_other_clients_transactions(tmp_path: Path) -> No
             assert client.do_get(info.endpoints[0].ticket, reader).read_all().num_rows == 1
         end(client, reader, mine.pop())
         mine.append(begin(client, reader))
+        info = ask(client, reader, "SELECT 1 AS one", mine[-1])
+        assert client.do_get(info.endpoints[0].ticket, reader).read_all().num_rows == 1
         flight_error(lambda: begin(client, reader))
         end(client, root, theirs)
         # An ADBC connection of the other client begins one as it connects, and reads in it.
         with dbapi.connect(server.flight_url, db_kwargs=basic) as conn:
             assert fetch(conn, "SELECT count(*) AS n FROM bounded").to_pylist() == [{"n": 6}]
+        assert server.healthy()
+
+
+def test_connections_that_never_end_their_transaction_do_not_lock_their_client_out(
+    tmp_path: Path,
+) -> None:
+    """The ADBC driver's connection, in its default mode, begins a transaction as it connects
+    and, closed, never ends it. A client at flight.max_transactions_per_client that begins
+    another gives up its own least recently used one that holds no snapshot: connecting again
+    and again goes on working, and a connection still reading keeps its transaction."""
+    basic = {"username": "root", "password": SECRETS["root"]}
+    with (
+        ArrowportProcess(tmp_path / "server", config=BOUNDED) as server,
+        dbapi.connect(server.flight_url, db_kwargs=basic, autocommit=True) as loader,
+    ):
+        ingest(loader, "kept", rows(3), "create")
+        with dbapi.connect(server.flight_url, db_kwargs=basic) as reading:
+            assert fetch(reading, "SELECT count(*) AS n FROM kept").to_pylist() == [{"n": 3}]
+            for _ in range(10):  # each connects, begins one, reads nothing, never ends it
+                with dbapi.connect(server.flight_url, db_kwargs=basic):
+                    pass
+            ingest(loader, "kept", rows(3), "append")
+            # Still its transaction's snapshot, from before the append.
+            assert fetch(reading, "SELECT count(*) AS n FROM kept").to_pylist() == [{"n": 3}]
+            reading.commit()
+            assert fetch(reading, "SELECT count(*) AS n FROM kept").to_pylist() == [{"n": 6}]
         assert server.healthy()
 
 
@@ -1333,6 +1388,50 @@ def test_registry_bounds_expires_and_tells_expired_from_unknown() -> None:
         registry.get(first, "alice")
 
 
+def test_registry_gives_up_an_owners_own_oldest_entry_where_it_may() -> None:
+    closed: list[str] = []
+    busy = {"a2"}
+    registry = Registry[str](
+        "thing",
+        "thing",
+        capacity=10,
+        idle_seconds=60,
+        close=closed.append,
+        busy=lambda item: item in busy,
+        quota=Quota(3, "things_per_client", "close one"),
+        recycle=lambda item: not item.startswith("kept"),
+    )
+    bobs = registry.add("bob", "b1")
+    kept = registry.add("alice", "kept1")
+    registry.add("alice", "a2")
+    third = registry.add("alice", "a3")
+    registry.add("alice", "a4")  # kept1 may not be given up, a2 is busy: a3 is
+    assert closed == ["a3"]
+    with pytest.raises(UnknownHandle, match="no longer open"):
+        registry.get(third, "alice")
+    busy.clear()
+    registry.get(kept, "alice")
+    registry.add("alice", "a5")  # the least recently used that may go: a2
+    assert closed == ["a3", "a2"]
+    assert registry.owned("alice") == 3
+    assert registry.get(bobs, "bob") == "b1"  # never another owner's
+    registry.add("bob", "b2")
+    assert registry.owned("bob") == 2
+
+
+def test_registry_drops_at_most_as_many_idle_entries_as_asked() -> None:
+    closed: list[str] = []
+    registry = Registry[str]("thing", "thing", capacity=10, idle_seconds=60, close=closed.append)
+    for name in ("one", "two", "three"):
+        registry.add("alice", name)
+        time.sleep(0.01)
+    later = time.monotonic() + 30
+    assert registry.drop_idle(5, lambda item: True, now=later, most=1) == 1
+    assert closed == ["one"]  # the least recently used
+    assert registry.drop_idle(5, lambda item: True, now=later) == 2
+    assert sorted(closed) == ["one", "three", "two"]
+
+
 def test_registry_quota_bounds_each_owner_and_never_drops_another_owners_entry() -> None:
     closed: list[str] = []
     quota = Quota(2, "things_per_client", "close one", max_bytes=100, bytes_what=" of things")
@@ -1347,7 +1446,7 @@ def test_registry_quota_bounds_each_owner_and_never_drops_another_owners_entry()
     assert registry.owned("alice") == 2
     with pytest.raises(ClientQuotaExceeded, match=r"more than 100 bytes of things, as much as"):
         registry.resize(first, "alice", 91)
-    registry.resize(first, "alice", 90)
+    assert registry.resize(first, "alice", 90) == 10  # its size until now
     registry.pop(first, "alice")
     assert registry.owned("alice") == 1
     registry.add("alice", "a4")

@@ -4,8 +4,10 @@ passed) is stopped on the server, in a transaction or not: it gives back its tur
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as dbapi
 import httpx
@@ -76,3 +78,28 @@ def test_a_query_past_its_callers_deadline_is_stopped(server: ArrowportProcess) 
             client.get_flight_info(descriptor, flight.FlightCallOptions(timeout=1.0))
         wait_until(lambda: running(http) == 0, "the query to stop")
         assert metric(http, "arrowport_queries_waiting") == 0
+
+
+def test_a_flight_sql_query_running_at_shutdown_does_not_hold_the_process(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM while a Flight SQL query runs: the drain ends the call, the query is stopped,
+    and the process exits within the drain's bound, not when the query's time is up."""
+    config = {"limits": {"shutdown_timeout_seconds": 5, "query_timeout_seconds": 300}}
+    descriptor = flight.FlightDescriptor.for_command(
+        pack(sql.CommandStatementQuery(query=ENDLESS.encode()))
+    )
+    server = ArrowportProcess(tmp_path, config=config).start()
+    try:
+        with httpx.Client(base_url=server.url) as http, flight.connect(server.flight_url) as c:
+            asking = threading.Thread(target=lambda: _refused(c, descriptor), daemon=True)
+            asking.start()
+            wait_until(lambda: running(http) == 1, "the query to run")
+            assert server.stop(timeout=60) == 0
+    finally:
+        server.kill()
+
+
+def _refused(client: flight.FlightClient, descriptor: flight.FlightDescriptor) -> None:
+    with contextlib.suppress(flight.FlightError):  # the drain ends the call
+        client.get_flight_info(descriptor)

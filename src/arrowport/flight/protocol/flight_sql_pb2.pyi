@@ -51,6 +51,52 @@ class CommandGetTableTypes(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class CommandGetPrimaryKeys(_message.Message):
+    __slots__ = ("catalog", "db_schema", "table")
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
+    DB_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    catalog: bytes
+    db_schema: bytes
+    table: bytes
+    def __init__(self, catalog: _Optional[bytes] = ..., db_schema: _Optional[bytes] = ..., table: _Optional[bytes] = ...) -> None: ...
+
+class CommandGetExportedKeys(_message.Message):
+    __slots__ = ("catalog", "db_schema", "table")
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
+    DB_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    catalog: bytes
+    db_schema: bytes
+    table: bytes
+    def __init__(self, catalog: _Optional[bytes] = ..., db_schema: _Optional[bytes] = ..., table: _Optional[bytes] = ...) -> None: ...
+
+class CommandGetImportedKeys(_message.Message):
+    __slots__ = ("catalog", "db_schema", "table")
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
+    DB_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    catalog: bytes
+    db_schema: bytes
+    table: bytes
+    def __init__(self, catalog: _Optional[bytes] = ..., db_schema: _Optional[bytes] = ..., table: _Optional[bytes] = ...) -> None: ...
+
+class CommandGetCrossReference(_message.Message):
+    __slots__ = ("pk_catalog", "pk_db_schema", "pk_table", "fk_catalog", "fk_db_schema", "fk_table")
+    PK_CATALOG_FIELD_NUMBER: _ClassVar[int]
+    PK_DB_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    PK_TABLE_FIELD_NUMBER: _ClassVar[int]
+    FK_CATALOG_FIELD_NUMBER: _ClassVar[int]
+    FK_DB_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    FK_TABLE_FIELD_NUMBER: _ClassVar[int]
+    pk_catalog: bytes
+    pk_db_schema: bytes
+    pk_table: bytes
+    fk_catalog: bytes
+    fk_db_schema: bytes
+    fk_table: bytes
+    def __init__(self, pk_catalog: _Optional[bytes] = ..., pk_db_schema: _Optional[bytes] = ..., pk_table: _Optional[bytes] = ..., fk_catalog: _Optional[bytes] = ..., fk_db_schema: _Optional[bytes] = ..., fk_table: _Optional[bytes] = ...) -> None: ...
+
 class CommandStatementQuery(_message.Message):
     __slots__ = ("query", "transaction_id")
     QUERY_FIELD_NUMBER: _ClassVar[int]

@@ -177,9 +177,10 @@ class Answers:
         return answer
 
     def drop_waiting(self) -> int:
-        """Drop the running queries' answers left unfetched for :data:`ANSWER_TURN_SECONDS`,
-        giving their turns back; how many."""
-        return self.held.drop_idle(ANSWER_TURN_SECONDS, lambda answer: answer.holds_turn)
+        """Drop one running query's answer left unfetched for :data:`ANSWER_TURN_SECONDS` (the
+        least recently used), giving its turn back to a query that waits for one (each waiting
+        query asks again while it waits); how many (0 or 1)."""
+        return self.held.drop_idle(ANSWER_TURN_SECONDS, lambda answer: answer.holds_turn, most=1)
 
     def sweep(self) -> None:
         self.held.sweep()

@@ -11,7 +11,9 @@ A :class:`Registry` holds at most ``capacity`` entries and ``max_bytes`` of thei
 many of them (and bytes) for one owner (RESOURCE_EXHAUSTED ``overloaded`` naming the bound, so
 one client cannot take every place); it drops an entry ``idle_seconds`` after its last use
 (``sweep``, called periodically), closing it. An entry is never dropped to make room for
-another: one client cannot take another's state away.
+another client's: one client cannot take another's state away. Where ``recycle`` allows, an
+owner at its quota gives up its own least recently used entry that ``recycle`` picks (and that
+is not busy) for its new one.
 
 Example::
 
@@ -95,6 +97,7 @@ class Registry(Generic[T]):
         busy: Callable[[T], bool] = lambda item: False,
         sooner: str = "",
         quota: Quota | None = None,
+        recycle: Callable[[T], bool] | None = None,
     ) -> None:
         self.what = what
         self.kind = kind
@@ -104,6 +107,7 @@ class Registry(Generic[T]):
         self.quota = quota
         self._close = close
         self._busy = busy
+        self._recycle = recycle
         self._sooner = sooner  # when an entry may be dropped before idle_seconds, in words
         self._entries: dict[bytes, _Entry[T]] = {}
         self._bytes = 0
@@ -124,17 +128,45 @@ class Registry(Generic[T]):
         bounds, ``item`` is closed and the add refused."""
         self.sweep()
         handle = issue(self.kind)
+        recycled: T | None = None
         with self._lock:
+            if self.quota is not None and self._owned[owner] >= self.quota.count:
+                recycled = self._take_oldest(owner)
             refusal = self._refusal(owner, 1, size)
             if refusal is None:
                 self._put(handle, _Entry(owner, item, size, time.monotonic()))
+        if recycled is not None:
+            log.info("gave up a client's oldest idle entry at its quota", what=self.what)
+            self._closed(recycled)
         if refusal is not None:
             self._close(item)
             raise refusal
         return handle
 
-    def resize(self, handle: bytes, owner: str, size: int) -> None:
-        """Declare a new size for an entry (refused if it no longer fits)."""
+    def _take_oldest(self, owner: str) -> T | None:
+        """Remove ``owner``'s least recently used entry that ``recycle`` picks and that is not
+        busy (None: none such, or no ``recycle``)."""
+        pick = self._recycle
+        if pick is None:
+            return None
+        candidates = [
+            (entry.used, handle)
+            for handle, entry in self._entries.items()
+            if entry.owner == owner and pick(entry.item) and not self._busy(entry.item)
+        ]
+        if not candidates:
+            return None
+        return self._remove(min(candidates)[1]).item
+
+    def _closed(self, item: T) -> None:
+        try:
+            self._close(item)
+        except Exception:  # dropped all the same
+            log.exception("closing a dropped entry failed", what=self.what)
+
+    def resize(self, handle: bytes, owner: str, size: int) -> int:
+        """Declare a new size for an entry (refused if it no longer fits); its size until
+        now."""
         with self._lock:
             entry = self._entries.get(handle)
             if entry is None or entry.owner != owner:
@@ -144,7 +176,8 @@ class Registry(Generic[T]):
                 raise refusal
             self._bytes += size - entry.size
             self._owned_bytes[owner] += size - entry.size
-            entry.size = size
+            before, entry.size = entry.size, size
+            return before
 
     def _refusal(self, owner: str, more: int, size: int) -> Overloaded | None:
         """Why ``more`` entries and ``size`` more bytes for ``owner`` do not fit (None: they
@@ -223,25 +256,29 @@ class Registry(Generic[T]):
         self.drop_idle(self.idle_seconds, lambda item: True, now)
 
     def drop_idle(
-        self, idle_seconds: float, which: Callable[[T], bool], now: float | None = None
+        self,
+        idle_seconds: float,
+        which: Callable[[T], bool],
+        now: float | None = None,
+        most: int | None = None,
     ) -> int:
         """Drop and close the entries ``which`` picks that have been unused for
-        ``idle_seconds`` (and are not busy); how many were dropped."""
+        ``idle_seconds`` (and are not busy), at most ``most`` of them, least recently used
+        first; how many were dropped."""
         now = time.monotonic() if now is None else now
         expired: list[T] = []
         with self._lock:
-            for handle, entry in list(self._entries.items()):
-                if (
-                    now - entry.used >= idle_seconds
-                    and not self._busy(entry.item)
-                    and which(entry.item)
-                ):
-                    expired.append(self._remove(handle).item)
-        for item in expired:
-            try:
-                self._close(item)
-            except Exception:  # the others are still closed
-                log.exception("closing a dropped entry failed", what=self.what)
+            idle = sorted(
+                (entry.used, handle)
+                for handle, entry in self._entries.items()
+                if now - entry.used >= idle_seconds
+                and not self._busy(entry.item)
+                and which(entry.item)
+            )
+            for _, handle in idle[:most]:
+                expired.append(self._remove(handle).item)
+        for item in expired:  # the others are still closed if one fails
+            self._closed(item)
         return len(expired)
 
     def items(self) -> list[T]:
@@ -256,8 +293,5 @@ class Registry(Generic[T]):
             self._bytes = 0
             self._owned.clear()
             self._owned_bytes.clear()
-        for item in items:
-            try:
-                self._close(item)
-            except Exception:  # the others are still closed
-                log.exception("closing an entry failed", what=self.what)
+        for item in items:  # the others are still closed if one fails
+            self._closed(item)

@@ -102,6 +102,14 @@ _METADATA = frozenset(
 SWEEP_SECONDS = 5.0
 
 Put = Callable[[IngestOptions, Iterator[Frame]], IngestReply]
+# The key commands' messages: read (a malformed one is INVALID_ARGUMENT), though no table
+# declares keys.
+_KEY_MESSAGES: dict[str, type[ProtoMessage]] = {
+    "CommandGetPrimaryKeys": sql.CommandGetPrimaryKeys,
+    "CommandGetExportedKeys": sql.CommandGetExportedKeys,
+    "CommandGetImportedKeys": sql.CommandGetImportedKeys,
+    "CommandGetCrossReference": sql.CommandGetCrossReference,
+}
 
 
 class FlightSql:
@@ -262,6 +270,7 @@ class FlightSql:
             decode(sql.CommandGetTableTypes, body, what)
             return catalog.TABLE_TYPES
         if name in catalog.KEY_COMMANDS:
+            decode(_KEY_MESSAGES[name], body, what)
             return catalog.KEY_COMMANDS[name]
         raise unserved(name, what)
 
@@ -280,6 +289,7 @@ class FlightSql:
         if name == "CommandGetTableTypes":
             return catalog.table_types()
         if name in catalog.KEY_COMMANDS:
+            decode(_KEY_MESSAGES[name], body, what)
             return catalog.no_keys(name)
         raise unserved(name, what)
 
@@ -313,11 +323,11 @@ class FlightSql:
             values = self._parameters(everything)
             # Counted (and refused when over the bounds) before anything is converted.
             size = parameters_size(statement.sql, values)
-            self._statements.resize(handle, principal.name, size)
+            before = self._statements.resize(handle, principal.name, size)
             try:
                 statement.bind(values)
-            except BaseException:
-                self._statements.resize(handle, principal.name, len(statement.sql))
+            except BaseException:  # the parameters bound before stay, and so does their size
+                self._statements.resize(handle, principal.name, before)
                 raise
             result = sql.DoPutPreparedStatementResult(prepared_statement_handle=handle)
         elif name in ("CommandStatementUpdate", "CommandPreparedStatementUpdate"):

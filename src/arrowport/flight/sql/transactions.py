@@ -16,9 +16,13 @@ Bounds, so idle or forgotten clients cannot pile up state:
   transaction whose snapshot was given up (or whose query failed, which aborts it) refuses further
   queries with FAILED_PRECONDITION ``transaction_aborted`` until the client ends it;
 * at most :data:`TRANSACTION_CAPACITY` transactions are recorded, of which one client (a token;
-  anonymous clients are one) holds at most ``flight.max_transactions_per_client``; beyond either,
-  ``BeginTransaction`` is refused (nobody's transaction is forgotten to make room: one client
-  cannot end another's). Each is forgotten after :data:`TRANSACTION_IDLE_SECONDS` unused.
+  anonymous clients are one) holds at most ``flight.max_transactions_per_client``. A client at
+  its bound that begins another gives up its own least recently used one that holds no snapshot
+  (the ADBC driver's connections, in their default mode, begin one as they connect and never end
+  it: closing sends only ``CloseSession``); with none such, and beyond the server's bound,
+  ``BeginTransaction`` is refused (nobody's transaction is forgotten to make room for another
+  client's: one client cannot end another's). Each is forgotten after
+  :data:`TRANSACTION_IDLE_SECONDS` unused.
 """
 
 from __future__ import annotations
@@ -69,8 +73,8 @@ class Transactions:
         quota = Quota(
             per_client,
             "flight.max_transactions_per_client",
-            "end one (commit or roll back, or close its connection) before beginning another; "
-            f"one left open is forgotten after {TRANSACTION_IDLE_SECONDS:g} s unused",
+            "each holds a snapshot or runs a query: end one (commit or roll back) before beginning "
+            f"another; one left open is forgotten after {TRANSACTION_IDLE_SECONDS:g} s unused",
         )
         self._held = Registry[Transaction](
             "transaction",
@@ -79,7 +83,10 @@ class Transactions:
             TRANSACTION_IDLE_SECONDS,
             close=Transaction.end,
             busy=lambda txn: txn.busy,
+            sooner=", or given up for a newer one of its client's at "
+            "flight.max_transactions_per_client",
             quota=quota,
+            recycle=lambda txn: txn.snapshot is None,
         )
 
     def begin(self, owner: str) -> bytes:
