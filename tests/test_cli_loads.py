@@ -25,6 +25,7 @@ from tests.test_cli_client import (
     run_on_terminal,
     sample,
     stats,
+    table_exists,
 )
 
 CONFIG: dict[str, Any] = {
@@ -121,10 +122,15 @@ def test_an_arrow_stream_of_no_rows_creates_or_empties_the_table(
     assert stats(server.url, "emptied") == expected(50)
     ingest(server, str(path), "--stream", "loads", "--table", "emptied", "--mode", "replace")
     assert stats(server.url, "emptied") == (0, 0, 0)
+    # A CSV header alone says no column's type: it sends nothing, whatever the mode.
+    pq.write_table(sample(50).select(["id", "label"]), tmp_path / "again.parquet")
+    ingest(server, str(tmp_path / "again.parquet"), "--stream", "loads", "--table", "emptied")
     header = tmp_path / "header.csv"
     header.write_text("id,label\n")
     ingest(server, str(header), "--stream", "loads", "--table", "emptied", "--mode", "replace")
-    assert stats(server.url, "emptied") == (0, 0, 0)
+    assert stats(server.url, "emptied") == expected(50)
+    ingest(server, str(header), "--stream", "loads", "--table", "never_typed")
+    assert not table_exists(server.url, "never_typed")
 
 
 # -- what query draws ----------------------------------------------------------------------------

@@ -261,3 +261,58 @@ def test_a_servers_retry_after_holds_a_call_no_longer_than_max_backoff(header: s
     for retry in range(10):
         assert 0 <= policy.delay(retry, asked) <= 2.0
     assert _retry_after("1.5") == 1.5
+
+
+class ConnectTimesOutOnce(httpx.BaseTransport):
+    """The first query's connection times out (it never reaches the server); the rest go
+    through."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.failed = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/query" and not self.failed:
+            self.failed += 1
+            raise httpx.ConnectTimeout("timed out connecting", request=request)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_query_whose_connection_timed_out_is_sent_again(server: ArrowportProcess) -> None:
+    transport = ConnectTimesOutOnce()
+    with Client(server.url, token=ADMIN, transport=transport, retry=FAST_RETRY) as client:
+        assert client.query("SELECT 7 AS x").to_pylist() == [{"x": 7}]
+    assert transport.failed == 1
+
+
+class OlderServer(httpx.BaseTransport):
+    """A server without ``GET /streams/{name}``: it answers 404 ``not_found``."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.asked = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        parts = request.url.path.split("/")
+        if request.method == "GET" and len(parts) == 3 and parts[1] == "streams":
+            self.asked += 1
+            body = {"status": "error", "message": "Not Found", "code": "not_found"}
+            return httpx.Response(404, json=body)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_server_too_old_to_describe_its_streams_gets_the_mode_asked_for(
+    server: ArrowportProcess, client: Client
+) -> None:
+    transport = OlderServer()
+    with Client(server.url, token=ADMIN, transport=transport, retry=FAST_RETRY) as older:
+        older.ingest("elder", rows(5_000), mode="replace", request_rows=1_000)
+        older.ingest("elder", rows(3_000, 10_000), mode="replace", request_rows=1_000)
+    assert transport.asked == 2
+    assert ids(client, "elder") == (3_000, 10_000, 12_999)

@@ -1297,6 +1297,32 @@ def test_transactions_take_snapshots_lazily_and_give_up_the_least_recently_used(
     held.close()
 
 
+def test_a_transaction_given_up_while_its_query_waited_opens_no_snapshot(db: Database) -> None:
+    """A query got its transaction, then waited for its turn; meanwhile its client, at its
+    bound, began another and gave that transaction (no snapshot yet) up. The query is refused,
+    and no snapshot is left open for a transaction nobody holds."""
+    db.write_one(WriteJob("waited", WritePolicy(), pa.table({"k": [1]})))
+    opened: list[Snapshot] = []
+
+    def open_snapshot() -> Snapshot:
+        opened.append(Snapshot(db))
+        return opened[-1]
+
+    held = transactions.Transactions(open_snapshot, per_client=1)
+    first = held.begin("alice")
+    waiting = held.get(first, "alice")  # the query has it, and waits for its turn
+    held.begin("alice")  # gives the first up: it holds no snapshot
+    with pytest.raises(UnknownHandle):
+        held.get(first, "alice")
+    with (
+        pytest.raises(TransactionAborted, match="ended while this query waited"),
+        held.query(waiting, "SELECT count(*) AS n FROM waited", None),
+    ):
+        pass
+    assert opened == []
+    held.close()
+
+
 def test_a_client_takes_snapshots_only_from_a_client_holding_more(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -70,12 +70,25 @@ def test_a_query_past_its_callers_deadline_is_stopped(server: ArrowportProcess) 
     descriptor = flight.FlightDescriptor.for_command(
         pack(sql.CommandStatementQuery(query=ENDLESS.encode()))
     )
+    outcome: list[BaseException] = []
     with (
         httpx.Client(base_url=server.url) as http,
         flight.connect(server.flight_url) as client,
     ):
-        with pytest.raises(flight.FlightTimedOutError):
-            client.get_flight_info(descriptor, flight.FlightCallOptions(timeout=1.0))
+
+        def ask() -> None:
+            try:
+                client.get_flight_info(descriptor, flight.FlightCallOptions(timeout=3.0))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        wait_until(lambda: running(http) == 1, "the query to run")
+        asking.join(30)
+        assert not asking.is_alive()
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], flight.FlightTimedOutError)
         wait_until(lambda: running(http) == 0, "the query to stop")
         assert metric(http, "arrowport_queries_waiting") == 0
 

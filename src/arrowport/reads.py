@@ -193,13 +193,16 @@ class ReadService:
     def table(self, name: str) -> TableInfo:
         return self.db.table(name)
 
-    def query_schema(self, sql: str, params: Parameters = None) -> pa.Schema:
+    def query_schema(
+        self, sql: str, params: Parameters = None, stop: QueryStop | None = None
+    ) -> pa.Schema:
         """The schema of ``sql``'s result, planned, not run; a query that cannot be described
-        that way is run as an admitted query (a turn of its own), then closed."""
+        that way is run as an admitted query (a turn of its own; ``stop`` ends it from another
+        thread), then closed."""
         schema = self.db.query_schema(sql, params)
         if schema is not None:
             return schema
-        result = self.query(sql, params)
+        result = self.query(sql, params, stop)
         result.close()
         return result.schema
 

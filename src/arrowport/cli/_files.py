@@ -253,8 +253,9 @@ def _fragment(item: InputFile) -> Any:
 
 def read_batches(item: InputFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """The file's rows in file order, as batches of about ``batch_rows`` rows, with the file's
-    own columns (CSV, NDJSON: those :func:`inspect` found); a file of no rows is one empty
-    batch, so that its columns still create (or, replacing, empty) the table."""
+    own columns (CSV, NDJSON: those :func:`inspect` found); a file of no rows whose columns
+    have types is one empty batch, so that they still create (or, replacing, empty) the
+    table."""
     if item.format == "arrows":
         with pa.OSFile(str(item.path)) as source, pa.ipc.open_stream(source) as reader:
             yield from _or_empty(reader, reader.schema)
@@ -284,5 +285,7 @@ def _or_empty(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[
     for batch in batches:
         empty = False
         yield batch
-    if empty:
+    # Columns with no type (a CSV header alone: no value said what they hold) would create or
+    # replace the table with guessed ones: such a file sends nothing.
+    if empty and len(schema) and not any(pa.types.is_null(f.type) for f in schema):
         yield pa.RecordBatch.from_pylist([], schema=schema)

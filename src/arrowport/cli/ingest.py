@@ -164,14 +164,21 @@ def _whole_load(
     :func:`load_of`) is in every file's producer id. A locked stream refuses those appends:
     several files for it are refused before anything is sent."""
     from arrowport.cli._files import load_of
+    from arrowport.client import RequestError
+    from arrowport.client._endpoints import unserved
 
     if args.mode not in (None, "replace", "create"):
         return False, ""
-    stream = client.stream(args.stream)
-    mode = args.mode or stream.mode
+    try:
+        stream = client.stream(args.stream)
+    except RequestError as exc:
+        if not unserved(exc):
+            raise
+        stream = None  # a server too old to say: --mode decides alone
+    mode = args.mode or (stream.mode if stream is not None else "append")
     if mode not in ("replace", "create"):
         return False, ""
-    if stream.locked and len(files) > 1:
+    if stream is not None and stream.locked and len(files) > 1:
         raise CommandError(
             f"stream {args.stream!r} is locked to its configuration, so it takes mode {mode} one "
             f"request at a time: each would {mode} the table, and {len(files)} files cannot "

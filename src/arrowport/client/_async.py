@@ -19,6 +19,7 @@ from arrowport.client._batches import (
     encode,
     next_batch,
 )
+from arrowport.client._errors import RequestError
 from arrowport.client._http import Cert, Verify, connection_options, json_body, send_async
 from arrowport.client._ingest import IngestRun, IngestSummary, Planned, Progress
 from arrowport.client._models import ProducerOffset, StreamInfo, TableInfo
@@ -149,7 +150,7 @@ class AsyncClient:
                 async for batches in requests:
                     planned = run.plan(batches)
                     if planned.index == 1 and run.needs_stream:  # before anything is sent
-                        run.learn(await self.stream(stream))
+                        run.learn(await self._stream_served(stream))
                     if planned.skip:  # only ever the first ones
                         run.skipped(planned)
                         continue
@@ -241,6 +242,15 @@ class AsyncClient:
         (its table, mode, key columns, policies), and whether it is locked to them."""
         response, _ = await send_async(self._http, endpoints.stream(name), self.retry)
         return endpoints.parse_stream(response)
+
+    async def _stream_served(self, name: str) -> StreamInfo | None:
+        """:meth:`stream`, or None from a server too old to serve it."""
+        try:
+            return await self.stream(name)
+        except RequestError as exc:
+            if endpoints.unserved(exc):
+                return None
+            raise
 
     async def producer(self, stream: str, producer_id: str) -> ProducerOffset:
         """Where a producer stands on a stream (its last committed sequence)."""

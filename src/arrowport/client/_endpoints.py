@@ -88,6 +88,12 @@ def parse_stream(response: httpx.Response) -> StreamInfo:
     return StreamInfo.from_json(json_body(response))
 
 
+def unserved(error: RequestError) -> bool:
+    """Whether ``error`` is a server's answer to a path it does not serve at all (an older
+    version's), not its refusal of what was asked."""
+    return error.status == 404 and error.code == "not_found"
+
+
 def producer(stream: str, producer_id: str) -> Call:
     if not stream or not producer_id:  # the server could not be asked for them
         _refuse(lambda: IngestRequest(stream, producer_id=producer_id, sequence=0))

@@ -199,11 +199,25 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def transport_failure(exc: httpx.HTTPError, url: httpx.URL) -> ArrowportClientError:
-    """The error a request that got no answer stands for."""
+def transport_failure(
+    exc: httpx.HTTPError, url: httpx.URL, call: Call | None = None
+) -> ArrowportClientError:
+    """The error a request (``call``) that got no answer stands for."""
     reason = str(exc) or type(exc).__name__
     if _tls_problem(exc):
         return RequestError("tls_error", None, f"TLS with {url} failed: {reason}")
+    if isinstance(exc, httpx.ReadTimeout) and call is not None and not call.retry_timeouts:
+        # The server had the whole request and was working on it: sent again, it would only
+        # run again (a connection or pool that timed out never reached it, and is retried).
+        unanswered = ConnectionFailed(
+            "timeout",
+            None,
+            f"{url} did not answer in time ({reason}); {call.describe()} is not sent again: "
+            "the server may still be running it (wait longer: the client's timeout, "
+            "arrowport --timeout)",
+        )
+        unanswered.retryable = False
+        return unanswered
     if isinstance(exc, httpx.TimeoutException):
         return ConnectionFailed("timeout", None, f"{url} did not answer in time ({reason})")
     if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
@@ -224,13 +238,6 @@ def _tls_problem(exc: BaseException) -> bool:
 
 def _wait(call: Call, error: ArrowportClientError, retry: int, policy: RetryPolicy) -> float:
     """Seconds to wait before sending ``call`` again; raises ``error`` when it is not retried."""
-    if isinstance(error, ConnectionFailed) and error.code == "timeout" and not call.retry_timeouts:
-        raise ConnectionFailed(
-            "timeout",
-            None,
-            f"{error.message}; {call.describe()} is not sent again: the server may still be "
-            "running it (wait longer: the client's timeout, arrowport --timeout)",
-        )
     if not error.retryable or retry >= policy.max_retries:
         raise error
     wait = policy.delay(retry, error.retry_after)
@@ -261,7 +268,7 @@ def send(http: httpx.Client, call: Call, policy: RetryPolicy) -> tuple[httpx.Res
         try:
             response = http.request(call.method, call.path, **_arguments(call))
         except httpx.HTTPError as exc:
-            error = transport_failure(exc, http.base_url)
+            error = transport_failure(exc, http.base_url, call)
         else:
             if response.is_success:
                 return response, retry
@@ -279,7 +286,7 @@ async def send_async(
         try:
             response = await http.request(call.method, call.path, **_arguments(call))
         except httpx.HTTPError as exc:
-            error = transport_failure(exc, http.base_url)
+            error = transport_failure(exc, http.base_url, call)
         else:
             if response.is_success:
                 return response, retry

@@ -182,14 +182,18 @@ class IngestRun:
         create the table."""
         return self._stream_mode is None and self.template.mode in (None, "replace", "create")
 
-    def learn(self, stream: StreamInfo) -> None:
-        """The stream's configuration, for data of more than one request, before any is sent.
+    def learn(self, stream: StreamInfo | None) -> None:
+        """The stream's configuration, for data of more than one request, before any is sent
+        (None: a server too old to say; the mode asked for decides alone).
 
         A replace or create (asked for, or the stream's own mode) applies to the data as a
         whole: its first request replaces or creates the table, the ones after it append. A
         locked stream refuses those appends, so such data is refused before anything of it is
         sent, rather than leaving the table replaced by its first request alone.
         """
+        if stream is None:
+            self._stream_mode = self.template.mode or "append"
+            return
         mode = self.template.mode or stream.mode
         self._stream_mode = mode
         if mode in ("replace", "create") and stream.locked:

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from arrowport.client import _endpoints as endpoints
 from arrowport.client._batches import Compression, encode, iter_batches
+from arrowport.client._errors import RequestError
 from arrowport.client._http import Cert, Verify, connection_options, json_body, send
 from arrowport.client._ingest import IngestRun, IngestSummary, Planned, Progress
 from arrowport.client._models import ProducerOffset, StreamInfo, TableInfo
@@ -170,7 +171,7 @@ class Client:
             for batches in self._requests(run, data):
                 planned = run.plan(batches)
                 if planned.index == 1 and run.needs_stream:  # before anything is sent
-                    run.learn(self.stream(stream))
+                    run.learn(self._stream_served(stream))
                 if planned.skip:  # only ever the first ones
                     run.skipped(planned)
                     continue
@@ -242,6 +243,15 @@ class Client:
         (its table, mode, key columns, policies), and whether it is locked to them."""
         response, _ = send(self._http, endpoints.stream(name), self.retry)
         return endpoints.parse_stream(response)
+
+    def _stream_served(self, name: str) -> StreamInfo | None:
+        """:meth:`stream`, or None from a server too old to serve it."""
+        try:
+            return self.stream(name)
+        except RequestError as exc:
+            if endpoints.unserved(exc):
+                return None
+            raise
 
     def producer(self, stream: str, producer_id: str) -> ProducerOffset:
         """Where a producer stands on a stream (its last committed sequence)."""

@@ -338,7 +338,7 @@ class FlightService:
             principal = self._caller(context, call)
             descriptor = parse(flight_pb2.FlightDescriptor, request, "the flight descriptor")
             if _is_sql(descriptor):
-                schema = self._sql.schema(descriptor, principal)
+                schema = self._sql.schema(descriptor, principal, context.stop)
             else:
                 principal.require("read")
                 limit = self._settings.limits.max_query_body_bytes

@@ -159,28 +159,35 @@ class FlightSql:
             transaction = cmd.transaction_id if cmd.HasField("transaction_id") else None
             query = self._query_text(cmd.query)
             answer = self._run(query, None, transaction, principal, True, stop)
-            return self._answer_info(descriptor, answer, principal)
+            return self._answer_info(descriptor, answer, principal, stop)
         if name == "CommandPreparedStatementQuery":
             statement = self._statement(body, principal)
             answer = self._run(
                 statement.sql, statement.params, statement.transaction, principal, False, stop
             )
-            return self._answer_info(descriptor, answer, principal)
+            return self._answer_info(descriptor, answer, principal, stop)
         schema = self._metadata_schema(name, body, principal)
         return endpoint_info(descriptor, schema, wrap(name, body), -1)
 
-    def schema(self, descriptor: flight_pb2.FlightDescriptor, principal: Principal) -> pa.Schema:
+    def schema(
+        self,
+        descriptor: flight_pb2.FlightDescriptor,
+        principal: Principal,
+        stop: QueryStop | None = None,
+    ) -> pa.Schema:
+        """What GetSchema answers (``stop``: as for :meth:`flight_info`, for a query that must
+        run to be described)."""
         name, body = unpack(descriptor.cmd, "the command")
         if name == "CommandStatementQuery":
             principal.require("read")
             cmd = decode(sql.CommandStatementQuery, body, "the command")
-            return self._reads.query_schema(self._query_text(cmd.query))
+            return self._reads.query_schema(self._query_text(cmd.query), stop=stop)
         if name == "CommandPreparedStatementQuery":
             principal.require("read")
             statement = self._statement(body, principal)
             if statement.shape.schema is not None:
                 return statement.shape.schema
-            return self._reads.query_schema(statement.sql, statement.params)
+            return self._reads.query_schema(statement.sql, statement.params, stop)
         return self._metadata_schema(name, body, principal)
 
     def do_get(self, ticket: bytes, principal: Principal) -> Iterator[bytes]:
@@ -199,10 +206,17 @@ class FlightSql:
         yield from encode_stream(table.schema, catalog.batches(table), options)
 
     def _answer_info(
-        self, descriptor: flight_pb2.FlightDescriptor, answer: Answer, principal: Principal
+        self,
+        descriptor: flight_pb2.FlightDescriptor,
+        answer: Answer,
+        principal: Principal,
+        stop: QueryStop | None,
     ) -> flight_pb2.FlightInfo:
         schema, rows = answer.schema, answer.rows
         handle = self._answers.add(principal.name, answer)
+        if stop is not None and stop.requested:
+            # The call ended as the query did: nobody will fetch the answer, or free its turn.
+            self._answers.take(handle, principal.name).close()
         ticket = pack(sql.TicketStatementQuery(statement_handle=handle))
         return endpoint_info(descriptor, schema, ticket, rows)
 

@@ -51,6 +51,9 @@ class Transaction:
         self.owner = owner
         self.snapshot: Snapshot | None = None
         self.given_up: str | None = None
+        # No longer held (ended, forgotten, given up for its client's newer one): a query that
+        # got it before and waited for its turn meanwhile must not open a snapshot for it.
+        self.ended = False
         self.used = time.monotonic()
         # Queries that took the snapshot and have not given it back: counted from the moment
         # they take it (under the lock), before the snapshot itself knows of them.
@@ -81,7 +84,7 @@ class Transactions:
             KIND,
             TRANSACTION_CAPACITY,
             TRANSACTION_IDLE_SECONDS,
-            close=Transaction.end,
+            close=self._ended,
             busy=lambda txn: txn.busy,
             sooner=", or given up for a newer one of its client's at "
             "flight.max_transactions_per_client",
@@ -103,7 +106,7 @@ class Transactions:
         """Give the transaction's snapshot back (404 only for a handle never issued)."""
         txn = self._held.pop(handle, owner)
         if txn is not None:
-            txn.end()
+            self._ended(txn)
         elif not issued(KIND, handle):
             raise self._held.unknown(handle)
 
@@ -122,9 +125,22 @@ class Transactions:
                 txn.readers -= 1
         txn.used = time.monotonic()
 
+    def _ended(self, txn: Transaction) -> None:
+        """``txn`` is no longer held: its snapshot is given back, and none is taken for it
+        again (under the lock :meth:`_snapshot` takes one under)."""
+        with self._lock:
+            txn.ended = True
+        txn.end()
+
     def _snapshot(self, txn: Transaction) -> Snapshot:
         with self._lock:
             txn.used = time.monotonic()
+            if txn.ended:
+                raise TransactionAborted(
+                    "the transaction ended while this query waited for its turn (it was ended, "
+                    "or given up for a newer one of its client's at "
+                    "flight.max_transactions_per_client): begin another"
+                )
             if txn.given_up is not None:
                 raise TransactionAborted(
                     f"the transaction's snapshot was given up ({txn.given_up}): roll it back "
