@@ -19,6 +19,7 @@ from arrowport.client import (
     AsyncClient,
     Client,
     ConnectionFailed,
+    IngestSummary,
     RequestError,
     RetryPolicy,
 )
@@ -164,6 +165,39 @@ def test_an_unconfigured_stream_under_streams_only_is_not_found(tmp_path: Path) 
         with pytest.raises(RequestError) as caught:
             client.stream("other")
         assert (caught.value.code, caught.value.status) == ("unknown_stream", 404)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_load_into_a_stream_that_replaces_resumes_by_appending(
+    client: Client,
+) -> None:
+    """Its first request replaced the table; the rerun skips what landed and appends the rest,
+    and does not replace the table again."""
+    data = rows(6_000, 70_000)
+
+    def breaks_after(batches: int) -> Iterator[pa.RecordBatch]:
+        for number, batch in enumerate(data.to_batches(max_chunksize=1_000)):
+            if number == batches:
+                raise Interrupted
+            yield batch
+
+    def load(source: object) -> IngestSummary:
+        return client.ingest(
+            "snap", source, producer_id="snap-load-1", resume=True, request_rows=1_000
+        )
+
+    client.ingest("snap", rows(10))  # something to replace
+    with pytest.raises(Interrupted):
+        load(breaks_after(3))
+    landed = ids(client, "snap")
+    assert landed[0] in (2_000, 3_000)  # the first requests; the one in hand may have gone
+    assert landed[1] == 70_000
+    again = load(data)
+    assert again.skipped_rows == landed[0]
+    assert ids(client, "snap") == (6_000, 70_000, 75_999)
 
 
 # -- cutting -------------------------------------------------------------------------------------
