@@ -18,6 +18,7 @@ from arrowport.flight.protocol import flight_sql_pb2 as sql
 from arrowport.flight.sql.envelope import pack
 from tests.conftest import metric
 from tests.server import ArrowportProcess
+from tests.test_flight import errors_counted
 from tests.test_read import wait_until
 
 # Minutes of work on any machine; the server's own limit ends it long after the test has looked.
@@ -58,6 +59,8 @@ def test_a_query_the_client_cancels_is_stopped(server: ArrowportProcess, autocom
         assert not worker.is_alive()
         assert failures, "the query was not cancelled"
         wait_until(lambda: running(http) == 0, "the query to stop")
+        # A cancellation, not a failed query: counted as no error.
+        assert errors_counted(http, "query_error") == 0
         # Its turn is free: queries run at once.
         with dbapi.connect(server.flight_url, autocommit=True) as other, other.cursor() as again:
             again.execute("SELECT 42 AS x")
@@ -90,6 +93,7 @@ def test_a_query_past_its_callers_deadline_is_stopped(server: ArrowportProcess) 
         assert len(outcome) == 1
         assert isinstance(outcome[0], flight.FlightTimedOutError)
         wait_until(lambda: running(http) == 0, "the query to stop")
+        assert errors_counted(http, "query_error") == 0
         assert metric(http, "arrowport_queries_waiting") == 0
 
 

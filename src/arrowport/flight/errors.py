@@ -92,11 +92,23 @@ def flight_errors(
         outcome.status = "CANCELLED"
         raise
     except Exception as exc:
+        if _ended_first(context):
+            # Its client cancelled or went away, and its query was stopped: what that raised
+            # (DuckDB's interrupt) is nobody's error, and nobody hears it.
+            outcome.status = "CANCELLED"
+            raise
         code, message = outcome.refused(exc)
         context.abort(code, message)
         raise AssertionError("unreachable") from None  # context.abort raises
     finally:
         outcome.done()
+
+
+def _ended_first(context: grpc.ServicerContext | ThreadContext) -> bool:
+    """Whether the call of a handler on a thread ended before the handler did."""
+    from arrowport.flight.threaded import ThreadContext  # that module answers with this one's
+
+    return isinstance(context, ThreadContext) and context.stop.requested
 
 
 def flight_errors_async(
