@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor, Future
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import structlog
@@ -38,6 +38,7 @@ from arrowport.storage.query_stop import QueryStop
 log = structlog.get_logger("arrowport.flight")
 
 _END = object()
+T = TypeVar("T")
 
 Streaming = Callable[[bytes, "ThreadContext"], Generator[bytes, None, None]]
 Unary = Callable[[bytes, "ThreadContext"], bytes]
@@ -140,10 +141,9 @@ def on_threads(
     async def serve(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         on_thread = ThreadContext(context)
         try:
-            step = threads.submit(handler, request, on_thread)
-        except RuntimeError:  # the executor is shut down
-            stopping = ShuttingDown("the server is shutting down")
-            await context.abort(grpc.StatusCode.UNAVAILABLE, status_message(stopping))
+            step = _submitted(threads, handler, request, on_thread)
+        except ShuttingDown as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, status_message(exc))
         try:
             return await asyncio.wrap_future(step)
         except Aborted as aborted:
@@ -168,8 +168,12 @@ def _give_back(
 
 
 def _next_step(threads: Executor, answers: Generator[bytes, None, None]) -> Future[object]:
+    return _submitted(threads, next, answers, _END)
+
+
+def _submitted(threads: Executor, work: Callable[..., T], *args: Any) -> Future[T]:
     try:
-        return threads.submit(next, answers, _END)
+        return threads.submit(work, *args)
     except RuntimeError:  # the executor is shut down
         raise ShuttingDown("the server is shutting down") from None
 

@@ -149,14 +149,18 @@ class Registry(Generic[T]):
         pick = self._recycle
         if pick is None:
             return None
-        candidates = [
+        oldest = self._least_recently_used(lambda e: e.owner == owner and pick(e.item))[:1]
+        return self._remove(oldest[0]).item if oldest else None
+
+    def _least_recently_used(self, which: Callable[[_Entry[T]], bool]) -> list[bytes]:
+        """The handles of the entries ``which`` picks that are not busy, least recently used
+        first (under the lock)."""
+        picked = (
             (entry.used, handle)
             for handle, entry in self._entries.items()
-            if entry.owner == owner and pick(entry.item) and not self._busy(entry.item)
-        ]
-        if not candidates:
-            return None
-        return self._remove(min(candidates)[1]).item
+            if which(entry) and not self._busy(entry.item)
+        )
+        return [handle for _, handle in sorted(picked)]
 
     def _closed(self, item: T) -> None:
         try:
@@ -268,14 +272,10 @@ class Registry(Generic[T]):
         now = time.monotonic() if now is None else now
         expired: list[T] = []
         with self._lock:
-            idle = sorted(
-                (entry.used, handle)
-                for handle, entry in self._entries.items()
-                if now - entry.used >= idle_seconds
-                and not self._busy(entry.item)
-                and which(entry.item)
+            idle = self._least_recently_used(
+                lambda e: now - e.used >= idle_seconds and which(e.item)
             )
-            for _, handle in idle[:most]:
+            for handle in idle[:most]:
                 expired.append(self._remove(handle).item)
         for item in expired:  # the others are still closed if one fails
             self._closed(item)
