@@ -296,6 +296,64 @@ def test_retries_give_up_with_a_transient_error(server: ArrowportProcess) -> Non
     assert transport.refused == 3
 
 
+class AnotherSenderMeanwhile(httpx.BaseTransport):
+    """Answers the first ingest request with ``status`` and ``code``, unsent, after another
+    sender has committed the same producer id and sequence (with other rows)."""
+
+    def __init__(self, status: int, code: str) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.status = status
+        self.code = code
+        self.refused = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and not self.refused:
+            self.refused = True
+            other = httpx.Request(
+                "POST",
+                request.url.copy_merge_params({"table": "shared_sequence"}),
+                headers={"Content-Type": "application/vnd.apache.arrow.stream"},
+                content=_ipc(rows(7, 1_000)),
+            )
+            assert self.inner.handle_request(other).status_code == 200
+            body = {"status": "error", "message": "refused", "code": self.code}
+            return httpx.Response(self.status, json=body, headers={"Retry-After": "0"})
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_a_duplicate_after_refusals_is_another_senders(server: ArrowportProcess) -> None:
+    """A retry answered as a duplicate is the call's own commit only when an earlier attempt may
+    have landed: after a refusal that says nothing was written, it is another sender's."""
+    transport = AnotherSenderMeanwhile(503, "overloaded")
+    with (
+        Client(server.url, transport=transport, retry=FAST_RETRY) as client,
+        pytest.raises(RequestError) as caught,
+    ):
+        client.ingest("shared", rows(3), table="shared_sequence", producer_id="twice")
+    assert caught.value.code == "producer_conflict"
+    with Client(server.url) as client:
+        assert counts(client, "shared_sequence") == (7, 7)  # the other sender's rows alone
+
+
+def test_a_duplicate_after_a_proxys_error_counts_as_landed(server: ArrowportProcess) -> None:
+    """A 502 from something in between may follow a commit: its retry's duplicate is taken as
+    the call's own (the rows the other sender wrote stand for it; nothing lands twice)."""
+    transport = AnotherSenderMeanwhile(502, "http_error")
+    with Client(server.url, transport=transport, retry=FAST_RETRY) as client:
+        summary = client.ingest("shared", rows(3), table="proxied_sequence", producer_id="p")
+    assert (summary.rows, summary.duplicates, summary.retries) == (3, 1, 1)
+
+
 def test_server_killed_mid_ingest_lands_every_row_once(tmp_path: Path) -> None:
     """SIGKILL the server while a client streams 100 requests, start it again on the same
     database and port: the client's retries land every row exactly once."""

@@ -199,8 +199,8 @@ class AsyncClient:
             yield last
 
     async def _send_request(self, run: IngestRun, planned: Planned, body: bytes) -> None:
-        response, retries = await send_async(self._http, run.call(planned, body), self.retry)
-        run.acknowledged(planned, body, json_body(response), retries)
+        response, attempts = await send_async(self._http, run.call(planned, body), self.retry)
+        run.acknowledged(planned, body, json_body(response), attempts)
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ Cert = str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[
 # person, and 408 only when the server gave up waiting for a slow body (not a slow query).
 _NEVER_RETRIED = (501, 505, 507)
 _RETRIED = (429, 502, 503, 504)
+# Arrowport's codes for a request it did not carry out (see Attempts).
+_REFUSED = frozenset({"overloaded", "shutting_down", "request_timeout", "write_conflict"})
 
 
 def connection_options(
@@ -252,6 +254,24 @@ def _wait(call: Call, error: ArrowportClientError, retry: int, policy: RetryPoli
     return wait
 
 
+@dataclass(frozen=True)
+class Attempts:
+    """How a call that succeeded got there: ``retries`` before the answer, and whether an earlier
+    attempt may have been carried out (``uncertain``: it reached the server and its answer was
+    lost, or came from something in between) rather than refused by Arrowport itself."""
+
+    retries: int = 0
+    uncertain: bool = False
+
+    def after(self, exc: httpx.HTTPError | None, error: ArrowportClientError) -> Attempts:
+        """These attempts and one more that failed with ``error`` (raised as ``exc``)."""
+        unreached = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        # Refusals that say the request was turned away or rolled back whole; a transport
+        # failure past the connect, a proxy's answer or a storage failure say nothing as sure.
+        refused = exc is None and error.code in _REFUSED
+        return Attempts(self.retries + 1, self.uncertain or not (unreached or refused))
+
+
 def _arguments(call: Call) -> dict[str, Any]:
     arguments: dict[str, Any] = {"params": call.params, "headers": call.headers}
     if call.content is not None:
@@ -261,38 +281,40 @@ def _arguments(call: Call) -> dict[str, Any]:
     return arguments
 
 
-def send(http: httpx.Client, call: Call, policy: RetryPolicy) -> tuple[httpx.Response, int]:
-    """Send ``call``, retrying transient failures; the answer and how many retries it took."""
-    retry = 0
+def send(http: httpx.Client, call: Call, policy: RetryPolicy) -> tuple[httpx.Response, Attempts]:
+    """Send ``call``, retrying transient failures; the answer and the attempts it took."""
+    attempts = Attempts()
     while True:
+        failure: httpx.HTTPError | None = None
         try:
             response = http.request(call.method, call.path, **_arguments(call))
         except httpx.HTTPError as exc:
-            error = transport_failure(exc, http.base_url, call)
+            failure, error = exc, transport_failure(exc, http.base_url, call)
         else:
             if response.is_success:
-                return response, retry
+                return response, attempts
             error = response_failure(response)
-        time.sleep(_wait(call, error, retry, policy))
-        retry += 1
+        time.sleep(_wait(call, error, attempts.retries, policy))
+        attempts = attempts.after(failure, error)
 
 
 async def send_async(
     http: httpx.AsyncClient, call: Call, policy: RetryPolicy
-) -> tuple[httpx.Response, int]:
+) -> tuple[httpx.Response, Attempts]:
     """:func:`send` for ``asyncio``."""
-    retry = 0
+    attempts = Attempts()
     while True:
+        failure: httpx.HTTPError | None = None
         try:
             response = await http.request(call.method, call.path, **_arguments(call))
         except httpx.HTTPError as exc:
-            error = transport_failure(exc, http.base_url, call)
+            failure, error = exc, transport_failure(exc, http.base_url, call)
         else:
             if response.is_success:
-                return response, retry
+                return response, attempts
             error = response_failure(response)
-        await asyncio.sleep(_wait(call, error, retry, policy))
-        retry += 1
+        await asyncio.sleep(_wait(call, error, attempts.retries, policy))
+        attempts = attempts.after(failure, error)
 
 
 def json_body(response: httpx.Response) -> Any:

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from arrowport.client._batches import Compression, Cutter, request_size
 from arrowport.client._errors import RequestError
-from arrowport.client._http import ARROW_STREAM, Call, path_part
+from arrowport.client._http import ARROW_STREAM, Attempts, Call, path_part
 from arrowport.client._models import ProducerOffset, StreamInfo
 from arrowport.errors import ArrowportError
 from arrowport.options import (
@@ -229,10 +229,11 @@ class IngestRun:
             skipped_requests=self._summary.skipped_requests + 1,
         )
 
-    def acknowledged(self, planned: Planned, body: bytes, answer: Any, retries: int) -> None:
+    def acknowledged(self, planned: Planned, body: bytes, answer: Any, attempts: Attempts) -> None:
         reply = IngestReply.from_json(answer)
         summary = self._summary
-        if reply.duplicate and retries == 0:
+        # A duplicate is this call's own commit only if an earlier attempt may have made it.
+        if reply.duplicate and not attempts.uncertain:
             if self.resume:  # committed by an earlier run while this one started
                 self.skipped(planned)
                 return
@@ -250,7 +251,7 @@ class IngestRun:
             requests=summary.requests + 1,
             bytes=summary.bytes + planned.nbytes,
             wire_bytes=summary.wire_bytes + len(body),
-            retries=summary.retries + retries,
+            retries=summary.retries + attempts.retries,
             duplicates=summary.duplicates + (1 if reply.duplicate else 0),
             first_sequence=(
                 planned.sequence if summary.first_sequence is None else summary.first_sequence

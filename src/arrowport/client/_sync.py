@@ -194,8 +194,8 @@ class Client:
 
     def _send_request(self, run: IngestRun, planned: Planned, encoded: Future[bytes]) -> None:
         body = encoded.result()
-        response, retries = send(self._http, run.call(planned, body), self.retry)
-        run.acknowledged(planned, body, json_body(response), retries)
+        response, attempts = send(self._http, run.call(planned, body), self.retry)
+        run.acknowledged(planned, body, json_body(response), attempts)
 
     # -- reading ---------------------------------------------------------------------------------
 
