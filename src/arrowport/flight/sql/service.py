@@ -34,7 +34,7 @@ from arrowport.errors import InvalidOptions, NotImplementedFeature, PayloadTooLa
 from arrowport.flight.frames import Frame, encode_stream, frame_messages
 from arrowport.flight.protocol import flight_pb2
 from arrowport.flight.protocol import flight_sql_pb2 as sql
-from arrowport.flight.sql import catalog, info
+from arrowport.flight.sql import catalog, commands, info
 from arrowport.flight.sql.answers import Answer, Answers, Streaming
 from arrowport.flight.sql.envelope import (
     M,
@@ -89,27 +89,9 @@ UNSERVED_ACTIONS = frozenset(
         "CloseSession",
     }
 )
-_METADATA = frozenset(
-    {
-        "CommandGetSqlInfo",
-        "CommandGetCatalogs",
-        "CommandGetDbSchemas",
-        "CommandGetTables",
-        "CommandGetTableTypes",
-        *catalog.KEY_COMMANDS,
-    }
-)
 SWEEP_SECONDS = 5.0
 
 Put = Callable[[IngestOptions, Iterator[Frame]], IngestReply]
-# The key commands' messages: read (a malformed one is INVALID_ARGUMENT), though no table
-# declares keys.
-_KEY_MESSAGES: dict[str, type[ProtoMessage]] = {
-    "CommandGetPrimaryKeys": sql.CommandGetPrimaryKeys,
-    "CommandGetExportedKeys": sql.CommandGetExportedKeys,
-    "CommandGetImportedKeys": sql.CommandGetImportedKeys,
-    "CommandGetCrossReference": sql.CommandGetCrossReference,
-}
 
 
 class FlightSql:
@@ -166,7 +148,7 @@ class FlightSql:
                 statement.sql, statement.params, statement.transaction, principal, False, stop
             )
             return self._answer_info(descriptor, answer, principal, stop)
-        schema = self._metadata_schema(name, body, principal)
+        schema = commands.schema(name, body, principal)
         return endpoint_info(descriptor, schema, wrap(name, body), -1)
 
     def schema(
@@ -188,7 +170,7 @@ class FlightSql:
             if statement.shape.schema is not None:
                 return statement.shape.schema
             return self._reads.query_schema(statement.sql, statement.params, stop)
-        return self._metadata_schema(name, body, principal)
+        return commands.schema(name, body, principal)
 
     def do_get(self, ticket: bytes, principal: Principal) -> Iterator[bytes]:
         name, body = unpack(ticket, "the ticket")
@@ -202,7 +184,7 @@ class FlightSql:
                     answer.schema, answer.batches(self._reads.budget()), options
                 )
             return
-        table = self._metadata(name, body, principal)
+        table = commands.answer(self._db, self._info, name, body, principal)
         yield from encode_stream(table.schema, catalog.batches(table), options)
 
     def _answer_info(
@@ -262,50 +244,6 @@ class FlightSql:
     def _statement(self, body: bytes, principal: Principal) -> PreparedStatement:
         cmd = decode(sql.CommandPreparedStatementQuery, body, "the command")
         return self._statements.get(cmd.prepared_statement_handle, principal.name)
-
-    # -- catalog commands ------------------------------------------------------------------------
-
-    def _metadata_schema(self, name: str, body: bytes, principal: Principal) -> pa.Schema:
-        """The schema of a catalog command's answer (the command is checked, not run)."""
-        what = "the command"
-        _require_read(name, principal)
-        if name == "CommandGetSqlInfo":
-            decode(sql.CommandGetSqlInfo, body, what)
-            return info.SCHEMA
-        if name == "CommandGetCatalogs":
-            decode(sql.CommandGetCatalogs, body, what)
-            return catalog.CATALOGS
-        if name == "CommandGetDbSchemas":
-            catalog.checked(decode(sql.CommandGetDbSchemas, body, what))
-            return catalog.DB_SCHEMAS
-        if name == "CommandGetTables":
-            return catalog.tables_schema(catalog.checked(decode(sql.CommandGetTables, body, what)))
-        if name == "CommandGetTableTypes":
-            decode(sql.CommandGetTableTypes, body, what)
-            return catalog.TABLE_TYPES
-        if name in catalog.KEY_COMMANDS:
-            decode(_KEY_MESSAGES[name], body, what)
-            return catalog.KEY_COMMANDS[name]
-        raise unserved(name, what)
-
-    def _metadata(self, name: str, body: bytes, principal: Principal) -> pa.Table:
-        """The answer to a catalog command (its ticket is the command itself)."""
-        what = "the ticket"
-        _require_read(name, principal)
-        if name == "CommandGetSqlInfo":
-            return info.sql_info(self._info, decode(sql.CommandGetSqlInfo, body, what).info)
-        if name == "CommandGetCatalogs":
-            return catalog.catalogs(self._db())
-        if name == "CommandGetDbSchemas":
-            return catalog.db_schemas(self._db(), decode(sql.CommandGetDbSchemas, body, what))
-        if name == "CommandGetTables":
-            return catalog.tables(self._db(), decode(sql.CommandGetTables, body, what))
-        if name == "CommandGetTableTypes":
-            return catalog.table_types()
-        if name in catalog.KEY_COMMANDS:
-            decode(_KEY_MESSAGES[name], body, what)
-            return catalog.no_keys(name)
-        raise unserved(name, what)
 
     # -- DoPut -----------------------------------------------------------------------------------
 
@@ -431,10 +369,3 @@ class FlightSql:
         self._answers.close()
         self._transactions.close()
         self._statements.close()
-
-
-def _require_read(command: str, principal: Principal) -> None:
-    """Catalog commands need the ``read`` scope; what the server supports (SqlInfo, which
-    clients ask as they connect) only a valid token."""
-    if command != "CommandGetSqlInfo":
-        principal.require("read")
