@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -414,6 +415,66 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     path.write_text("api:\n  port: 1\n  host: [unclosed\n")
     result = run_serve(tmp_path, "--config", str(path))
     assert_one_line_refusal(result, "YAML", "line")
+
+
+TOKEN = "{name: ops, secret_hash: 'sha256:%s', scopes: [admin]}" % ("0" * 64)
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "env", "needles"),
+    [
+        # A second section of the same name dropped the first's tokens: authentication off.
+        (f"auth:\n  tokens: [{TOKEN}]\nauth:\n  public_metrics: true\n", (), {}, ("line 3",)),
+        ("streams:\n  a: {table: x}\n  a: {table: y}\n", (), {}, ("line 3", "'a'")),
+        # Set but empty (`${VAR}` of an unset one) turned the file's tokens, or TLS, off.
+        (f"auth:\n  tokens: [{TOKEN}]\n", (), {"ARROWPORT_AUTH_TOKENS": ""}, ("auth.tokens",)),
+        ("", (), {"ARROWPORT_TLS_CERT_FILE": " "}, ("tls.cert_file", "empty")),
+        # A section that is not a mapping was replaced by the one setting given over it.
+        (
+            f"auth:\n- {TOKEN}\n",
+            (),
+            {"ARROWPORT_AUTH_PUBLIC_METRICS": "true"},
+            ("auth", "mapping"),
+        ),
+        ("api: 5\n", ("--port", "0"), {}, ("api", "mapping")),
+    ],
+)
+def test_a_setting_hidden_or_emptied_stops_serve(
+    tmp_path: Path, text: str, args: tuple[str, ...], env: dict[str, str], needles: tuple[str, ...]
+) -> None:
+    """Mistakes that had started the server with authentication or TLS silently off."""
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    result = run_serve(tmp_path, "--config", str(path), *args, **env)
+    assert_one_line_refusal(result, *needles)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "auth:\n- {name: admin, secret_hash: 'ap_admin_Vq3xSecretValue'}\n",
+        "ducklake: 'postgres:dbname=x password=hunter2'\n",
+        "tls: '-----BEGIN PRIVATE KEY----- MIIEv'\n",
+    ],
+)
+def test_refusals_of_secret_sections_quote_no_value(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    result = run_serve(tmp_path, "--config", str(path))
+    assert_one_line_refusal(result)
+    for secret in ("Vq3x", "hunter2", "MIIEv"):
+        assert secret not in result.stderr
+
+
+@pytest.mark.parametrize("scopes", [["admin"], ["read"], ["ingest", "admin"], []])
+def test_a_stream_limit_that_would_hold_nothing_back_is_refused(scopes: list[str]) -> None:
+    token = {"name": "t", "secret_hash": "sha256:" + "0" * 64, "scopes": scopes}
+    limited = json.dumps([token | {"streams": ["a"]}])
+    with pytest.raises(ConfigError, match=r"auth\.tokens\.0\.streams"):
+        load_settings(environ={"ARROWPORT_AUTH_TOKENS": limited})
+    assert load_settings(environ={"ARROWPORT_AUTH_TOKENS": json.dumps([token])}).auth.tokens
+    ingest = json.dumps([token | {"scopes": ["ingest", "read"], "streams": ["a"]}])
+    assert load_settings(environ={"ARROWPORT_AUTH_TOKENS": ingest}).auth.tokens[0].streams == ["a"]
 
 
 def test_missing_config_file_stops_serve(tmp_path: Path) -> None:

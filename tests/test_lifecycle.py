@@ -206,6 +206,21 @@ def test_sigterm_idle_then_restart_on_same_file(tmp_path: Path) -> None:
         assert con.execute("SELECT max(id) FROM kept").fetchone() == (10**7 + 1,)
 
 
+def test_a_hang_up_drains_as_sigterm_does(tmp_path: Path) -> None:
+    """SIGHUP (the terminal closed, a service manager's reload) drains and exits 0: it had
+    killed the process on the spot."""
+    db_path = tmp_path / "hup.duckdb"
+    with ArrowportProcess(tmp_path / "server", db_path=db_path) as server:
+        with httpx.Client(base_url=server.url) as client:
+            assert post(client, "hup", ipc_bytes(sample(25))).status_code == 200
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)
+        assert server.wait_for_exit(60) == 0
+    assert any("arrowport stopped" in line for line in server.lines)
+    assert stored_rows(db_path, "hup") == 25
+    assert not db_path.with_name("hup.duckdb.wal").exists()  # checkpointed as it closed
+
+
 def test_a_native_crash_leaves_every_threads_stack_in_the_log(tmp_path: Path) -> None:
     """A crash in native code (DuckDB, an extension) cannot be caught; the log then shows what
     each thread was doing: the group writer's thread among them."""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import signal
 import socket
 import ssl
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any
 
@@ -49,6 +51,23 @@ class _Server(uvicorn.Server):
         self._worker = worker
 
     flight: ArrowportFlightServer | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # A hang-up (the terminal closed, a service manager's reload) drains as SIGTERM does,
+        # rather than kill the process with writes half done.
+        if threading.current_thread() is not threading.main_thread():
+            with super().capture_signals():
+                yield
+            return
+        previous = signal.signal(
+            signal.SIGHUP, lambda _, frame: self.handle_exit(signal.SIGTERM, frame)
+        )
+        try:
+            with super().capture_signals():
+                yield
+        finally:
+            signal.signal(signal.SIGHUP, previous)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Flight puts still running commit before the HTTP side closes the ingest service.
@@ -256,6 +275,11 @@ def serve(settings: Settings) -> int:
             flight_server.close(settings.limits.shutdown_timeout_seconds)
     if not server.started:
         services.close()
+        return 1
+    if server.force_exit:
+        # A second Ctrl-C: the drain was cut short, and what was running got no answer
+        # (committed writes are in the database's log, replayed when it next opens).
+        log.warning("arrowport stopped before its drain finished (a second interrupt)")
         return 1
     log.info("arrowport stopped")
     return 0

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from arrowport.config.base import Scope, Section
 from arrowport.options import is_stream_name
@@ -42,10 +42,18 @@ class TokenSettings(Section):
 
     @field_validator("streams")
     @classmethod
-    def _stream_names(cls, value: list[str] | None) -> list[str] | None:
+    def _stream_names(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
         for name in value or ():
             if not is_stream_name(name):
                 raise ValueError(f"invalid stream name {name!r}")
+        scopes = info.data.get("scopes", [])
+        if value is not None and ("admin" in scopes or "ingest" not in scopes):
+            # The limit applies to ingest alone, and admin may do everything: such a limit
+            # would be read as one and hold nothing back.
+            raise ValueError(
+                "limits ingest, so it needs the ingest scope and no admin scope "
+                f"(this token's scopes: {', '.join(scopes) or 'none'})"
+            )
         return value
 
 

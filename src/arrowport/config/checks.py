@@ -103,6 +103,18 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise ConfigFileError(f" line {mark.line + 1}: YAML aliases (*name) are not supported")
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # A key given twice would otherwise keep its last value alone, silently: a second
+        # `auth:` section would drop the tokens of the first.
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigFileError(f" line {line}: key {excerpt(key)} is given twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
 
 def read_yaml(path: Path) -> Any:
     """The document of the YAML file ``path``. Raises :class:`OSError`, or

@@ -15,6 +15,9 @@ from arrowport.config.checks import EXCERPT_CHARS, ConfigFileError, excerpt, rea
 from arrowport.config.settings import ENV_ALIASES, Settings, env_name, scalar_fields
 
 ENV_CONFIG_FILE = "ARROWPORT_CONFIG"
+# Sections whose values may hold a secret anywhere (a token pasted for its hash, a password in
+# a catalog's connection string, a key file's contents): never echoed in an error.
+_SECRET_SECTIONS = frozenset({"auth", "ducklake", "tls"})
 
 
 def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
@@ -25,11 +28,20 @@ def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
-def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def _deep_merge(
+    base: dict[str, Any], extra: Mapping[str, Any], source: str, prefix: str = ""
+) -> dict[str, Any]:
+    """``extra``'s settings over ``base``'s (from ``source``); a section of ``base`` that is not
+    a mapping is refused here, or the setting given over it would hide it."""
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = _deep_merge(merged[key], value, source, f"{prefix}{key}.")
+        elif isinstance(value, Mapping) and merged.get(key) is not None:
+            raise ConfigError(
+                f"invalid configuration: {prefix}{key}: expected a mapping of settings, "
+                f"found a {type(merged[key]).__name__} (from {source})"
+            )
         else:
             merged[key] = value
     return merged
@@ -42,7 +54,14 @@ def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
     for variable, key in by_variable.items():
         if variable in environ:
             raw = environ[variable]
-            _set_dotted(layer, key, None if raw == "" else raw)
+            if not raw.strip():
+                # Set but empty, as `${VAR}` of an unset one: never taken to switch a setting
+                # off (an empty ARROWPORT_AUTH_TOKENS would turn authentication off).
+                raise ConfigError(
+                    f"invalid configuration: {key}: {variable} is set but empty: unset it, "
+                    "or give it a value"
+                )
+            _set_dotted(layer, key, raw)
             origin[key] = variable
     return layer, origin
 
@@ -72,7 +91,7 @@ def _explain(exc: ValidationError, origin: Mapping[str, str], source: str) -> st
         message = "unknown key"
     value = error.get("input")
     # Never echoed: what might be a secret; otherwise at most a short excerpt.
-    secret = "secret" in key or "password" in key or key.startswith("auth.tokens")
+    secret = "secret" in key or "password" in key or key.split(".")[0] in _SECRET_SECTIONS
     hidden = secret or error["type"] == "extra_forbidden" or isinstance(value, dict)
     shown = "" if hidden else f" {excerpt(value)}"
     return f"invalid configuration: {key}:{shown} {message} (from {where})"
@@ -96,13 +115,13 @@ def load_settings(
         merged = _yaml_layer(Path(config_file))
         source = f"config file {config_file}"
     env_layer, origin = _env_layer(environ)
-    merged = _deep_merge(merged, env_layer)
+    merged = _deep_merge(merged, env_layer, source)
     flag_layer: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(flag_layer, key, value)
             origin[key] = "command line"
-    merged = _deep_merge(merged, flag_layer)
+    merged = _deep_merge(merged, flag_layer, source)
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:

@@ -190,8 +190,10 @@ class GroupWriter:
                 self._commit(ready)
             return
         except Exception as exc:
-            if len(group) == 1:
-                _answer(group[0], exc)
+            if len(group) == 1 or isinstance(exc, Overloaded):
+                # Overloaded: the storage refused for now (or could not say whether the commit
+                # landed, on a lake): each write tried alone might land a second time.
+                _answer_all([(write, exc) for write in group])
                 return
             log.info("group commit failed; retrying its writes one by one", writes=len(group))
             for write in group:

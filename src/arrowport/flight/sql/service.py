@@ -16,8 +16,8 @@ that is Flight SQL's (see :mod:`arrowport.flight.sql.envelope`):
   ``EndTransaction``.
 
 Scopes as for the rest of Flight: ``ingest`` (for the stream) to ingest, ``read`` for queries and
-catalog commands; beginning and ending a transaction needs only a valid token (an ingest-only
-client's DB-API connection begins one when it connects).
+catalog commands; beginning a transaction needs either (an ingest-only client's DB-API
+connection begins one when it connects).
 """
 
 from __future__ import annotations
@@ -315,6 +315,8 @@ class FlightSql:
                 raise self._statements.unknown(handle)
         elif kind == "BeginTransaction":
             self._action(body, sql.ActionBeginTransactionRequest)
+            if not principal.scopes:  # a token for /metrics or /docs alone holds none
+                principal.require("read")
             transaction = self._transactions.begin(principal.name)
             yield action_result(sql.ActionBeginTransactionResult(transaction_id=transaction))
         elif kind == "EndTransaction":
