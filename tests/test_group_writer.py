@@ -15,10 +15,11 @@ import pyarrow as pa
 import pytest
 
 from arrowport.config import GroupCommitSettings
-from arrowport.errors import InvalidIPC
+from arrowport.errors import InvalidIPC, StorageUnavailable
 from arrowport.storage.database import Database
 from arrowport.storage.group_writer import GroupWriter, PendingWrite
 from arrowport.storage.table_writer import WritePolicy
+from arrowport.storage.writes import WriteJob
 
 
 @pytest.fixture
@@ -118,3 +119,31 @@ def test_a_cancelled_wait_withdraws_a_queued_write(writer: GroupWriter, db: Data
     assert asyncio.run(main()) == 2
     assert rows(db, "withdrawn") is None
     assert rows(db, "after") == 2
+
+
+def test_a_group_the_storage_refused_for_now_is_answered_whole(
+    writer: GroupWriter, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal for now (a lake that could not say whether the group's commit landed) is the
+    answer of every write of the group: trying each alone could land one a second time."""
+    calls: list[int] = []
+    real_write = db.write
+
+    def refusing(jobs: list[WriteJob], *args: object, **kwargs: object) -> object:
+        if any(job.table == "refused" for job in jobs):
+            calls.append(len(jobs))
+            raise StorageUnavailable("the lake could not be reached")
+        return real_write(jobs, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(db, "write", refusing)
+
+    async def main() -> list[BaseException | int]:
+        gate = held(writer)
+        waits = [asyncio.ensure_future(writer.committed(write("refused", 4))) for _ in range(3)]
+        await until_queued(writer, 3)
+        gate.set()
+        return await asyncio.gather(*waits, return_exceptions=True)
+
+    answers = asyncio.run(main())
+    assert all(isinstance(answer, StorageUnavailable) for answer in answers)
+    assert calls == [4]  # one attempt of the group (the holder too), none of its writes alone
