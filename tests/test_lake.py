@@ -95,14 +95,74 @@ def test_a_refused_type_in_a_later_batch_leaves_the_table_as_it_was(a: httpx.Cli
     good = pa.table({"id": pa.array([1, 2], pa.int64())})
     assert post_binary(a, "later_refusal", ipc_bytes(good)).status_code == 200
     bad = pa.table({"id": pa.array([3], pa.int64()), "t": UNSUPPORTED["time_ns"]})
-    response = post_binary(
-        a, "later_refusal", ipc_bytes(bad), params={"schema_policy": "add_columns"}
-    )
+    response = post_binary(a, "later_refusal", ipc_bytes(bad), params={"schema_policy": "evolve"})
     assert response.status_code == 422, response.text
     assert query(a, "SELECT * FROM later_refusal ORDER BY id").to_pylist() == [
         {"id": 1},
         {"id": 2},
     ]
+
+
+PLACEHOLDER_VALUES = {
+    # Inlined (a small write) and in a file (its statistics): DuckLake 1.5.5 replaces both.
+    "small": pa.table({"id": pa.array([1], pa.int64()), "s": pa.array(["batch-{SNAPSHOT_ID}"])}),
+    "large": pa.table(
+        {
+            "id": pa.array(range(5_000), pa.int64()),
+            "s": pa.array(["{DATA_PATH}" if i == 4_999 else f"v{i}" for i in range(5_000)]),
+        }
+    ),
+    "binary": pa.table({"id": pa.array([1], pa.int64()), "s": pa.array([b"{NEXT_FILE_ID}"])}),
+    "nested": pa.table({"id": pa.array([1], pa.int64()), "s": pa.array([[{"k": "a{TABLE_ID}"}]])}),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(PLACEHOLDER_VALUES))
+def test_a_value_the_lake_would_change_as_it_commits_is_refused(
+    a: httpx.Client, shape: str
+) -> None:
+    """DuckLake 1.5.5 replaces placeholders such as {SNAPSHOT_ID} in the SQL of its commits,
+    values included: 'batch-{SNAPSHOT_ID}' had landed as 'batch-2'."""
+    stream = f"placeholder_{shape}"
+    first = pa.table({"id": pa.array([0], pa.int64())})
+    assert post_binary(a, stream, ipc_bytes(first)).status_code == 200
+    data = PLACEHOLDER_VALUES[shape]
+    response = post_binary(
+        a, stream, ipc_bytes(data, batch_rows=1_000), params={"schema_policy": "evolve"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_value", response.text
+    assert "column 's'" in response.json()["message"]
+    assert query(a, f"SELECT * FROM {stream}").to_pylist() == [{"id": 0}]  # nothing partial
+
+
+def test_names_and_keys_the_lake_would_change_are_refused(a: httpx.Client) -> None:
+    column = pa.table({"{METADATA_CATALOG}": pa.array([1], pa.int64())})
+    response = post_binary(a, "placeholder_names", ipc_bytes(column))
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_name"
+    rows = pa.table({"id": pa.array([1], pa.int64())})
+    for params, headers in (
+        ({}, {"Idempotency-Key": "load-{SNAPSHOT_ID}"}),
+        ({"producer_id": "load-{SNAPSHOT_ID}", "sequence": "0"}, {}),
+    ):
+        response = post_binary(
+            a, "placeholder_keys", ipc_bytes(rows), params=params, headers=headers
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "invalid_options", response.text
+    assert "placeholder_names" not in table_names(a)
+    assert "placeholder_keys" not in table_names(a)
+    # Braces alone, or a name DuckLake does not replace, land unchanged.
+    kept = pa.table({"s": pa.array(["{SNAPSHOT_ID", "{snapshot_id}", "{NAME}", "{}"])})
+    response = post_binary(
+        a, "placeholder_kept", ipc_bytes(kept), headers={"Idempotency-Key": "{SNAPSHOT_ID"}
+    )
+    assert response.status_code == 200, response.text
+    assert (
+        query(a, "SELECT s FROM placeholder_kept").column("s").to_pylist()
+        == kept.column("s").to_pylist()
+    )
 
 
 def test_a_write_on_one_node_is_read_on_the_other(a: httpx.Client, b: httpx.Client) -> None:

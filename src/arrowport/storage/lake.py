@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -70,6 +71,7 @@ from arrowport.storage.lake_open import (
     probe_store,
     read_secret,
 )
+from arrowport.storage.lake_text import check_lake_delivery, check_lake_names, check_lake_text
 from arrowport.storage.lake_turns import Turns
 from arrowport.storage.lake_types import check_lake_types
 from arrowport.storage.lake_watch import STORE_CHECK_SECONDS, Watch, ask_store
@@ -285,6 +287,11 @@ class Lake(Engine):
         """
         for job in jobs:
             check_lake_types(job.data.schema)
+            check_lake_names(job.table, job.data.schema)
+            check_lake_delivery(job.delivery)
+        jobs = [
+            replace(job, policy=replace(job.policy, value_check=check_lake_text)) for job in jobs
+        ]
         problem = self._store_watch.problem()
         if problem is not None:
             # Known now (until the next check, every few seconds, sees it answer): answered at

@@ -43,7 +43,7 @@ from arrowport.storage.schema import (
     create_table_sql,
     is_safe_cast,
 )
-from arrowport.storage.values import ValueGuard
+from arrowport.storage.values import BatchCheck, ValueGuard
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ class WritePolicy:
     create_missing: bool = True
     # Rows of each batch DuckDB is handed: the request's batches are joined or sliced to it.
     batch_rows: int = ROW_GROUP_ROWS
+    # Values the storage itself refuses (see Lake.write), checked as DuckDB scans each batch.
+    value_check: BatchCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ def write_table(
     # SQL outside Arrowport: none in a table it has just created.
     computed = not created and existing is not None and any(c.computed for c in existing)
     # Values DuckDB would silently change (sub-microsecond time zones, ...) are refused.
-    guard = ValueGuard(coalesced(data, policy.batch_rows))
+    guard = ValueGuard(coalesced(data, policy.batch_rows), policy.value_check)
     try:
         checked = guard.reader
         if (

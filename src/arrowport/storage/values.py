@@ -12,7 +12,7 @@ DuckDB would take unparsed (:mod:`arrowport.storage.json_values`). Only columns 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,6 +21,8 @@ from arrowport.errors import InvalidValue
 from arrowport.storage.json_values import check_json, holds_json
 from arrowport.storage.schema import LIST_ARRAYS, child_types
 
+# Raises InvalidValue for a batch (starting at a request's row ``first_row``) it refuses.
+BatchCheck = Callable[[pa.RecordBatch, int], None]
 _INT64_MAX = 2**63 - 1
 _NANOS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _MICROS_PER = {"s": 1_000_000, "ms": 1_000}
@@ -152,25 +154,34 @@ class ValueGuard:
             raise
     """
 
-    def __init__(self, data: pa.RecordBatchReader | pa.Table) -> None:
+    def __init__(
+        self, data: pa.RecordBatchReader | pa.Table, also: BatchCheck | None = None
+    ) -> None:
+        """``also``: a check of the storage's own, run on every batch after these."""
         self.error: InvalidValue | None = None
         self.reader: pa.RecordBatchReader | pa.Table = data
-        if not needs_value_check(data.schema):
+        self._also = also
+        if not needs_value_check(data.schema) and also is None:
             return
         if isinstance(data, pa.Table):
             # In memory already: check it all now, and keep a table (it may be scanned twice).
             first_row = 0
             for batch in data.to_batches():
-                check_values(batch, first_row)
+                self._check(batch, first_row)
                 first_row += batch.num_rows
         else:
             self.reader = pa.RecordBatchReader.from_batches(data.schema, self._checked(data))
+
+    def _check(self, batch: pa.RecordBatch, first_row: int) -> None:
+        check_values(batch, first_row)
+        if self._also is not None:
+            self._also(batch, first_row)
 
     def _checked(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         first_row = 0
         for batch in batches:
             try:
-                check_values(batch, first_row)
+                self._check(batch, first_row)
             except InvalidValue as exc:
                 self.error = exc
                 raise
