@@ -165,6 +165,25 @@ def test_names_and_keys_the_lake_would_change_are_refused(a: httpx.Client) -> No
     )
 
 
+def test_a_query_the_lake_would_change_is_refused(a: httpx.Client) -> None:
+    """A filter's values reach the catalog's SQL too (to skip files by their statistics):
+    ``s < '{SNAPSHOT_ID}'`` was compared with a snapshot id, and counted no row of these."""
+    rows = pa.table({"s": pa.array([f"a{i}" for i in range(2_000)])})
+    assert post_binary(a, "placeholder_reads", ipc_bytes(rows)).status_code == 200
+    for body in (
+        {"sql": "SELECT count(*) AS n FROM placeholder_reads WHERE s < '{SNAPSHOT_ID}'"},
+        {
+            "sql": "SELECT count(*) AS n FROM placeholder_reads WHERE s < ?",
+            "params": ["{TABLE_ID}"],
+        },
+    ):
+        response = a.post("/query", json=body)
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "invalid_options"
+    counted = query(a, "SELECT count(*) AS n FROM placeholder_reads WHERE s < '{'")
+    assert counted.to_pylist() == [{"n": 2_000}]
+
+
 def test_a_write_on_one_node_is_read_on_the_other(a: httpx.Client, b: httpx.Client) -> None:
     rows = pa.table({"id": pa.array(range(1000), pa.int64()), "v": pa.array(["x"] * 1000)})
     answer = post_binary(a, "shared_reads", ipc_bytes(rows, batch_rows=100))

@@ -71,7 +71,12 @@ from arrowport.storage.lake_open import (
     probe_store,
     read_secret,
 )
-from arrowport.storage.lake_text import check_lake_delivery, check_lake_names, check_lake_text
+from arrowport.storage.lake_text import (
+    check_lake_delivery,
+    check_lake_names,
+    check_lake_query,
+    check_lake_text,
+)
 from arrowport.storage.lake_turns import Turns
 from arrowport.storage.lake_types import check_lake_types
 from arrowport.storage.lake_watch import STORE_CHECK_SECONDS, Watch, ask_store
@@ -142,7 +147,7 @@ class Lake(Engine):
             # Queries see only the lake; the lake itself still reads and writes its data path.
             root.execute("SET allowed_directories = [?]", [self._data_dir()])
             root.execute("SET enable_external_access = false")
-        self.guard = ReadGuard(duck.allow_file_access, self._own_files())
+        self.guard = ReadGuard(duck.allow_file_access, self._own_files(), check_lake_query)
         self.maintenance = MaintenanceRecorder()
         self._figures: dict[str, float] = {}
         with contextlib.suppress(ArrowportError, duckdb.Error):

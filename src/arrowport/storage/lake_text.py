@@ -7,7 +7,8 @@ changed (``'batch-{SNAPSHOT_ID}'`` lands as ``'batch-2'``), a column's statistic
 hold its values (``WHERE s = '{SNAPSHOT_ID}'`` finds no row), and some make every commit fail.
 So on a lake a string or binary value, a table or column name, an idempotency key or a producer
 id holding one of those placeholders is refused: 422 ``invalid_value`` (a value), 400
-``invalid_name`` (a name), 422 ``invalid_options`` (a key or id).
+``invalid_name`` (a name), 422 ``invalid_options`` (a key or id); and so is a query whose text or
+parameters hold one (422 ``invalid_options``), since a filter's values reach the catalog's SQL.
 """
 
 from __future__ import annotations
@@ -144,4 +145,29 @@ def check_lake_text(batch: pa.RecordBatch, first_row: int = 0) -> None:
                 "would store another value, and its statistics would hide the row from "
                 "queries",
                 column=field.name,
+            )
+
+
+def check_lake_query(sql: str, params: object) -> None:
+    """422 ``invalid_options`` for a query whose text or parameters hold a placeholder:
+    DuckLake sends a filter's values to its catalog as SQL too, so ``WHERE s < '{SNAPSHOT_ID}'``
+    would skip files by another value's statistics (a value the query computes, such as
+    ``'{' || 'SNAPSHOT_ID}'``, is not seen here)."""
+    texts = [sql]
+    pending = [params]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, dict):
+            pending += [*value.keys(), *value.values()]
+        elif isinstance(value, list | tuple):
+            pending += value
+    for text in texts:
+        placeholder = _placeholder(text)
+        if placeholder is not None:
+            where = "the query" if text is sql else "a parameter"
+            raise InvalidOptions(
+                f"{where} holds {placeholder}, {_WHY}: on a lake its filters would compare "
+                "with another value"
             )

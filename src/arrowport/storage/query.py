@@ -123,9 +123,11 @@ def _sql_name(schema: str, table: str) -> str:
     return f"{quote(schema)}.{quote(table)}"
 
 
-def _check(db: Database, cur: duckdb.DuckDBPyConnection, sql: str) -> None:
+def _check(
+    db: Database, cur: duckdb.DuckDBPyConnection, sql: str, params: Parameters = None
+) -> None:
     """The read guard (:mod:`arrowport.storage.sql_guard`), against the tables ``cur`` sees."""
-    db.guard.check(sql, _user_tables(cur))
+    db.guard.check(sql, _user_tables(cur), params)
 
 
 class QueryResult:
@@ -209,7 +211,7 @@ def run_query(
     try:
         with db.catalog_turn():  # the transaction's first read of the catalog
             cursor.execute("BEGIN TRANSACTION READ ONLY")
-            _check(db, cursor, sql)
+            _check(db, cursor, sql, params)
         cursor.execute(sql, _bound(params))
         reader = cursor.to_arrow_reader(BATCH_ROWS)
     except BaseException as exc:
@@ -281,7 +283,7 @@ def query_schema(db: Database, sql: str, params: Parameters = None) -> pa.Schema
         query_schema(db, "SELECT * FROM t WHERE id > ?", [10])
     """
     with _snapshot(db) as cur:
-        _check(db, cur, sql)
+        _check(db, cur, sql, params)
         try:
             if not params:
                 # A relation is planned, not run, until it is fetched; LIMIT 0 fetches nothing.

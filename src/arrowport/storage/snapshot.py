@@ -88,7 +88,7 @@ class Snapshot:
             try:
                 try:
                     with self._db.catalog_turn():  # may be the transaction's first read of it
-                        _check(self._db, self._cursor, sql)
+                        _check(self._db, self._cursor, sql, params)
                     self._cursor.execute(sql, params if params else None)
                     reader = self._cursor.to_arrow_reader(BATCH_ROWS)
                 except BaseException as exc:

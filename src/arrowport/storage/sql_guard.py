@@ -31,7 +31,7 @@ import fnmatch
 import json
 import os
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from importlib import resources
 from typing import Any
 
@@ -220,14 +220,23 @@ class ReadGuard:
     read inside (the database's own, its write-ahead log, its spill directory; a lake's data
     directory and catalog file), which matters once file access is on."""
 
-    def __init__(self, file_access: bool, protected: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        file_access: bool,
+        protected: Collection[str] = (),
+        also: Callable[[str, object], None] | None = None,
+    ) -> None:
+        """``also``: a check of the storage's own of a query's text and parameters."""
         self.file_access = file_access
         self._protected = [os.path.realpath(path) for path in protected]
+        self._also = also
 
-    def check(self, sql: str, tables: Collection[tuple[str, str]]) -> None:
+    def check(self, sql: str, tables: Collection[tuple[str, str]], params: object = None) -> None:
         """403 ``read_only`` unless ``sql`` only reads ``tables`` (the database's own tables, as
         (schema, table) pairs) and its own CTEs with allowed functions; 400 if it does not
         parse."""
+        if self._also is not None:
+            self._also(sql, params)
         tree = parse(sql)
         known = {(fold(schema), fold(table)) for schema, table in tables}
         # A table function's own call node is checked as a table function, not as an
