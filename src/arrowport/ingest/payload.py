@@ -36,6 +36,7 @@ from arrowport.ingest.ipc_stream import (
     checked_stream_bytes,
     stream_messages,
 )
+from arrowport.ingest.plain_encodings import plain_batch, plain_schema
 
 Codec = Literal["zstd", "gzip", "lz4"]
 
@@ -113,7 +114,9 @@ class BatchStream:
         chunk_size: int,
         max_rows: int | None = None,
     ) -> None:
-        self.schema = schema
+        # What DuckDB is handed: encodings it misreads decoded (see plain_encodings).
+        self.schema = plain_schema(schema)
+        self._decode = not self.schema.equals(schema)
         self._batches = batches
         self._chunk_size = chunk_size
         self._max_rows = max_rows
@@ -135,6 +138,8 @@ class BatchStream:
                 _validate(batch, self.batches)
                 if self._dictionaries:
                     batch = with_allocated_dictionaries(batch)
+                if self._decode:
+                    batch = plain_batch(batch, self.schema)
                 self.rows += batch.num_rows
                 if self._max_rows is not None and self.rows > self._max_rows:
                     raise PayloadTooLarge(
@@ -230,10 +235,11 @@ class IpcPayload:
     def expecting(self, schema: pa.Schema | None) -> IpcPayload:
         """This payload, once its schema is checked to be ``schema`` (the one its sender
         declared beside it, if any)."""
-        if schema is not None and not self.stream.schema.equals(schema):
+        sent = self._reader.schema
+        if schema is not None and not sent.equals(schema):
             raise SchemaMismatch(
                 "batch.arrow_schema does not match the schema inside batch.data: "
-                f"declared {schema.names}, sent {self.stream.schema.names}"
+                f"declared {schema.names}, sent {sent.names}"
             )
         return self
 

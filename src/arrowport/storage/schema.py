@@ -70,6 +70,10 @@ def child_types(dtype: pa.DataType) -> list[pa.DataType]:
     return [dtype.field(i).type for i in range(dtype.num_fields)]
 
 
+# Arrow's interval types other than month_day_nano (pyarrow reads them, has no constructor).
+_OTHER_INTERVALS = frozenset({"month_interval", "day_time_interval"})
+
+
 def unsupported_reason(dtype: pa.DataType) -> str | None:
     """Why DuckDB cannot store Arrow type ``dtype`` (or anything nested in it) faithfully.
 
@@ -84,6 +88,9 @@ def unsupported_reason(dtype: pa.DataType) -> str | None:
         return f"{dtype}: DuckDB decimals need 0 <= scale <= precision"
     if pa.types.is_union(dtype):
         return f"{dtype}: DuckDB cannot read Arrow unions"
+    if str(dtype) in _OTHER_INTERVALS:
+        # DuckDB 1.5.5 reads their bytes as its own interval's: 1 day 2 ms became 272 years.
+        return f"{dtype} is not read faithfully by DuckDB; send month_day_nano_interval"
     if pa.types.is_struct(dtype):
         if dtype.num_fields == 0:
             return "a struct with no fields has no DuckDB type"
