@@ -95,6 +95,28 @@ def test_malformed_json(client: httpx.Client) -> None:
     assert body["stream"] == "err_json"
 
 
+def test_a_json_number_too_long_for_python_is_invalid_json(client: httpx.Client) -> None:
+    """int() refuses more than 4,300 digits: the ValueError was a 500."""
+    body = b'{"config": {"chunk_size": 1' + b"0" * 5_000 + b'}, "batch": {"data": ""}}'
+    response = client.post(
+        "/stream/err_long_number", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert_refused(client, response, 400, "invalid_json", "err_long_number", None)
+    assert "too long" in response.json()["message"]
+
+
+def test_a_lone_surrogate_quoted_in_an_error_is_escaped(client: httpx.Client) -> None:
+    """A message quoting a JSON string that holds a lone surrogate (\\ud800) could not be
+    encoded as UTF-8: a 500, the connection reset."""
+    body = b'{"config": {"target_table": "t\\ud800"}, "batch": {"data": ""}}'
+    response = client.post(
+        "/stream/err_surrogate", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code in (400, 422), response.text
+    assert response.json()["code"] in ("invalid_name", "invalid_options")
+    assert client.get("/health").status_code == 200
+
+
 def test_json_missing_batch_is_invalid_options(client: httpx.Client) -> None:
     response = client.post("/stream/err_nobatch", json={"config": {}})
     assert_refused(client, response, 422, "invalid_options", "err_nobatch", None)
@@ -469,6 +491,30 @@ def test_column_case_differs_from_existing_table(client: httpx.Client) -> None:
     assert table_state(client, "err_case") == before + 1
     rows = query(client, "SELECT id, name FROM err_case WHERE id = 77").to_pylist()
     assert rows == [{"id": 77, "name": "upper"}]
+
+
+def test_names_differing_only_in_non_ascii_case_are_different_columns(
+    client: httpx.Client,
+) -> None:
+    """DuckDB folds the case of A-Z alone: É and é (or K and the Kelvin sign) are two names. As
+    one, an é into a table of É was a 422 from DuckDB's binder, even under evolve."""
+    first = pa.table({"É": pa.array([1], pa.int64())})
+    assert post_binary(client, "err_accents", ipc_bytes(first)).status_code == 200
+    second = pa.table({"é": pa.array([2], pa.int64())})
+    response = post_binary(client, "err_accents", ipc_bytes(second))
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "schema_conflict"
+    evolve = {"schema_policy": "evolve"}
+    response = post_binary(client, "err_accents", ipc_bytes(second), params=evolve)
+    assert response.status_code == 200, response.text
+    both = pa.table({"É": pa.array([3], pa.int64()), "é": pa.array([4], pa.int64())})
+    assert post_binary(client, "err_accents", ipc_bytes(both)).status_code == 200
+    rows = query(client, 'SELECT "É" AS upper, "é" AS lower FROM err_accents ORDER BY 1, 2')
+    assert rows.to_pylist() == [
+        {"upper": 1, "lower": None},
+        {"upper": 3, "lower": 4},
+        {"upper": None, "lower": 2},
+    ]
 
 
 def test_failed_request_is_atomic(client: httpx.Client) -> None:

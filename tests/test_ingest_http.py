@@ -12,6 +12,10 @@ import pytest
 import zstandard
 
 from arrowport.api.body_chunks import BodyChunks
+from arrowport.auth import ANONYMOUS
+from arrowport.config import load_settings
+from arrowport.ingest.streams import Streams
+from arrowport.options import IngestRequest
 from tests.conftest import (
     ARROW_STREAM,
     batches_ipc,
@@ -268,15 +272,24 @@ def test_unconfigured_stream_lands_in_table_named_after_it(client: httpx.Client)
 
 @pytest.mark.parametrize("body_format", ["binary", "json"])
 def test_chunk_size_honoured(client: httpx.Client, body_format: str) -> None:
-    table = sample(1000)
-    data = ipc_bytes(table)  # one batch of 1000 rows, sliced to 7 rows at a time
+    table = sample(10_000)
+    data = ipc_bytes(table)  # one batch of 10,000 rows, sliced to 2,500 rows at a time
     stream = f"chunks_{body_format}"
     if body_format == "binary":
-        response = post_binary(client, stream, data, params={"chunk_size": "7"})
+        response = post_binary(client, stream, data, params={"chunk_size": "2500"})
     else:
-        response = post_json(client, stream, data, config={"chunk_size": 7})
-    assert_success(response, stream, 1000)
+        response = post_json(client, stream, data, config={"chunk_size": 2500})
+    assert_success(response, stream, 10_000)
     assert rows_of(client, stream) == table.to_pylist()
+
+
+@pytest.mark.parametrize(("asked", "handed"), [(1, 2048), (2047, 2048), (5000, 5000)])
+def test_a_tiny_chunk_size_still_hands_duckdb_whole_vectors(asked: int, handed: int) -> None:
+    """chunk_size=1 had DuckDB insert a 100,000-row request one row at a time: the writer
+    held for 9 s, then DuckDB could run out of memory (a 503, which producers retry)."""
+    streams = Streams(load_settings(environ={}))
+    options = streams.resolve(IngestRequest("tiny", chunk_size=asked), ANONYMOUS)
+    assert (options.chunk_size, options.policy.batch_rows) == (handed, handed)
 
 
 def test_concurrent_small_ingests_all_land(client: httpx.Client, server_url: str) -> None:

@@ -170,3 +170,20 @@ def test_a_parameter_wins_over_its_header(client: httpx.Client) -> None:
 
 def test_a_negative_number_gets_its_range_message(client: httpx.Client) -> None:
     assert_refused(post(client, "neg", "chunk_size=-5"), "positive")
+
+
+@pytest.mark.parametrize("escaped", ["%FF", "%C0", "%ED%A0%80"])
+def test_a_query_string_that_is_not_utf8_is_refused(client: httpx.Client, escaped: str) -> None:
+    """Decoded leniently, %FF, %FE and %C0 were all U+FFFD: three producers counted as one,
+    and the second's and third's rows dropped as duplicates."""
+    response = post(client, "not_utf8", f"producer_id=p{escaped}&sequence=0")
+    assert_refused(response, "UTF-8")
+    assert table_count(client, "not_utf8") is None
+
+
+def test_a_utf8_query_string_lands(client: httpx.Client) -> None:
+    for producer in ("p%C3%A9", "p%C3%A8"):  # pé, pè: two producers
+        response = post(client, "utf8_producers", f"producer_id={producer}&sequence=0")
+        assert response.status_code == 200, response.text
+        assert not response.json()["duplicate"]
+    assert table_count(client, "utf8_producers") == 6

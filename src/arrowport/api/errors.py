@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,7 +41,15 @@ def error_response(request: Request, error: ArrowportError, metrics: Metrics) ->
     if isinstance(error, Unauthenticated):
         headers["WWW-Authenticate"] = CHALLENGE
     log.info("request refused", code=error.code, status=error.status, reason=error.message)
-    return JSONResponse(error.to_body(stream), status_code=error.status, headers=headers)
+    return _AsciiJSONResponse(error.to_body(stream), status_code=error.status, headers=headers)
+
+
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a message may quote what the client sent,
+    a lone surrogate (JSON can escape one) included, which UTF-8 cannot encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def failure_response(request: Request, exc: Exception, metrics: Metrics) -> Response:

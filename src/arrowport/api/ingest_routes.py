@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -78,7 +79,7 @@ def _request_options(request: Request, stream: str) -> IngestRequest:
     may both be given; the parameter wins.
     """
     given: dict[str, str] = {}
-    for name, value in request.query_params.multi_items():
+    for name, value in _query_items(request):
         if name not in _QUERY_NAMES:
             raise InvalidOptions(
                 f"unknown query parameter {shown(name)}: use {', '.join(_QUERY_NAMES)}"
@@ -100,6 +101,19 @@ def _request_options(request: Request, stream: str) -> IngestRequest:
                 field=header[:64],
             )
     return IngestRequest.from_text(stream, (headers | given).get)
+
+
+def _query_items(request: Request) -> list[tuple[str, str]]:
+    """The query's parameters, decoded as UTF-8 strictly: the framework's own decoding turns
+    every invalid byte into U+FFFD, so ``producer_id=%FF`` and ``%FE`` were one producer."""
+    try:
+        text = request.scope["query_string"].decode("utf-8")
+        return urllib.parse.parse_qsl(text, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidOptions(
+            "the query string is not UTF-8 (percent-encoded bytes included): encode "
+            "parameters as UTF-8"
+        ) from None
 
 
 def _set_once(given: dict[str, str], name: str, value: str, what: str) -> None:

@@ -68,7 +68,12 @@ def loads(text: bytes | bytearray, what: str = "the JSON body") -> Any:
             seen.add(key)
         return dict(pairs)
 
-    return json.loads(text, object_pairs_hook=once_each)
+    try:
+        return json.loads(text, object_pairs_hook=once_each)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except ValueError:  # a number of more digits than Python converts (4,300)
+        raise InvalidJSON(f"{what} is not acceptable JSON: a number in it is too long") from None
 
 
 def parse_json(body: bytes | bytearray) -> Any:

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from arrowport.errors import InvalidName, SchemaConflict, UnsupportedType
 from arrowport.storage.identifiers import check_column_name, quote, quote_table
+from arrowport.storage.sql_parse import fold
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,9 @@ def unsupported_reason(dtype: pa.DataType) -> str | None:
             name = dtype.field(i).name
             if not name or "\x00" in name:
                 return f"struct field name {name!r} is not allowed in DuckDB"
-            if name.lower() in seen:
+            if fold(name) in seen:
                 return f"duplicate struct field name {name!r} (DuckDB names are case-insensitive)"
-            seen.add(name.lower())
+            seen.add(fold(name))
     if pa.types.is_fixed_size_list(dtype) and not 1 <= dtype.list_size <= MAX_ARRAY_SIZE:
         return (
             f"fixed_size_list of size {dtype.list_size}: DuckDB arrays hold 1 to "
@@ -178,7 +179,7 @@ def _map_schema(schema: pa.Schema) -> list[Column]:
     seen: dict[str, str] = {}
     for field in schema:
         check_column_name(field.name)
-        folded = field.name.lower()
+        folded = fold(field.name)
         if folded in seen:
             raise InvalidName(
                 f"duplicate column name {field.name!r} (DuckDB column names are "
@@ -276,19 +277,19 @@ def is_safe_cast(source: str, target: str) -> bool:
 
 def check_compatible(table: str, incoming: list[Column], existing: list[Column]) -> None:
     """Raise 409 naming every conflicting column; inserts match columns by name."""
-    by_name = {c.name.lower(): c for c in existing}
-    unknown = [c.name for c in incoming if c.name.lower() not in by_name]
+    by_name = {fold(c.name): c for c in existing}
+    unknown = [c.name for c in incoming if fold(c.name) not in by_name]
     mismatched: list[str] = []
     mismatched_names: list[str] = []
     for column in incoming:
-        target = by_name.get(column.name.lower())
+        target = by_name.get(fold(column.name))
         if target is None or column.all_null:
             continue
         if not is_safe_cast(column.type, target.type):
             mismatched.append(f"{column.name} ({column.type} into {target.type})")
             mismatched_names.append(column.name)
-    present = {c.name.lower() for c in incoming}
-    missing = [c.name for c in existing if not c.nullable and c.name.lower() not in present]
+    present = {fold(c.name) for c in incoming}
+    missing = [c.name for c in existing if not c.nullable and fold(c.name) not in present]
     problems = []
     if unknown:
         problems.append("unknown columns: " + ", ".join(unknown))

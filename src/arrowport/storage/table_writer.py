@@ -43,6 +43,7 @@ from arrowport.storage.schema import (
     create_table_sql,
     is_safe_cast,
 )
+from arrowport.storage.sql_parse import fold
 from arrowport.storage.values import BatchCheck, ValueGuard
 
 
@@ -86,11 +87,11 @@ def reshapes(
 
 def _evolve(table: str, incoming: list[Column], existing: list[Column]) -> list[str]:
     """ALTER statements that make ``existing`` accept ``incoming``; 409 for unsafe changes."""
-    by_name = {c.name.lower(): c for c in existing}
+    by_name = {fold(c.name): c for c in existing}
     statements = []
     unsafe = []
     for column in incoming:
-        target = by_name.get(column.name.lower())
+        target = by_name.get(fold(column.name))
         if target is None:
             statements.append(
                 f"ALTER TABLE {quote_table(table)} ADD COLUMN {quote(column.name)} {column.type}"
@@ -104,8 +105,8 @@ def _evolve(table: str, incoming: list[Column], existing: list[Column]) -> list[
             )
         else:
             unsafe.append(f"{column.name} ({column.type} into {target.type})")
-    present = {c.name.lower() for c in incoming}
-    missing = [c.name for c in existing if not c.nullable and c.name.lower() not in present]
+    present = {fold(c.name) for c in incoming}
+    missing = [c.name for c in existing if not c.nullable and fold(c.name) not in present]
     if unsafe or missing:
         problems = []
         if unsafe:
@@ -162,7 +163,7 @@ def write_table(
     runner = _Runner(cur)
     incoming = arrow_columns(data.schema)
     last_wins = policy.mode == "upsert" and policy.duplicate_keys == "last_wins"
-    if last_wins and any(c.name.lower() == POSITION_COLUMN for c in incoming):
+    if last_wins and any(fold(c.name) == POSITION_COLUMN for c in incoming):
         raise InvalidOptions(
             f"column name {POSITION_COLUMN!r} is reserved for duplicate_keys: last_wins; "
             "rename it or send each key once",
@@ -255,7 +256,7 @@ def _same_names(incoming: list[str], columns: list[str]) -> bool:
     """Whether ``incoming`` names ``columns`` in order, as DuckDB matches names: without
     regard to the case of ASCII letters (only theirs)."""
     return len(incoming) == len(columns) and all(
-        a.encode().lower() == b.encode().lower() for a, b in zip(incoming, columns, strict=True)
+        fold(a) == fold(b) for a, b in zip(incoming, columns, strict=True)
     )
 
 
@@ -332,8 +333,8 @@ def _upsert(
     keys = list(policy.key_columns)
     if not keys:
         raise InvalidOptions("mode upsert needs key columns (stream key_columns or ?key_columns=)")
-    names = {c.name.lower(): c.name for c in incoming}
-    missing = [k for k in keys if k.lower() not in names]
+    names = {fold(c.name): c.name for c in incoming}
+    missing = [k for k in keys if fold(k) not in names]
     if missing:
         raise SchemaConflict(
             f"upsert key columns missing from the batch: {', '.join(missing)}", columns=missing
@@ -374,7 +375,7 @@ def _upsert(
     updates = ", ".join(
         f"{quote(c.name)} = s.{quote(c.name)}"
         for c in incoming
-        if c.name.lower() not in {k.lower() for k in keys}
+        if fold(c.name) not in {fold(k) for k in keys}
     )
     matched = f"WHEN MATCHED THEN UPDATE SET {updates} " if updates else ""
     row = runner.run(
