@@ -628,3 +628,16 @@ def test_error_messages_do_not_show_server_paths(tmp_path: Path) -> None:
                 server.url + "/query", json={"sql": f"SELECT * FROM read_text('{path}')"}
             )
             refused(leak, 403, "read_only")
+
+
+def test_an_internal_error_shows_no_stack_trace(small_limits: ArrowportProcess) -> None:
+    """DuckDB appends its stack trace to an INTERNAL error: the library's install path and
+    memory addresses, which were answered as they were."""
+    sql = "SELECT count(*) FROM repeat_row(1, num_rows := -1)"
+    response = httpx.post(small_limits.url + "/query", json={"sql": sql})
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "query_error"
+    assert "Stack Trace" not in response.text
+    assert "site-packages" not in response.text
+    # This INTERNAL error left the database whole: the server stays ready.
+    assert httpx.get(small_limits.url + "/ready").status_code == 200

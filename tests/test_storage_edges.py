@@ -585,3 +585,20 @@ def test_a_query_the_database_file_fails_to_read_is_a_storage_error(tmp_path: Pa
             assert response.json()["code"] == "storage_error"
             assert str(tmp_path) not in response.text
         assert second.alive()
+
+
+def test_a_database_an_internal_error_invalidated_is_not_ready(db: Database) -> None:
+    """DuckDB's INTERNAL errors invalidate the database: every later statement fails until a
+    restart. /ready said "ready" meanwhile, so nothing restarted the server."""
+    assert db.ready() is None
+    broken = pa.table(
+        {"c": pa.DictionaryArray.from_arrays(pa.array([0], pa.int8()), pa.array([{"x": 1}]))}
+    )
+    with db.cursor() as cur:
+        # A dictionary of structs handed to DuckDB directly (Arrowport decodes it first).
+        cur.register("broken", broken)
+        with pytest.raises(duckdb.Error):
+            cur.execute("CREATE TABLE invalidated AS SELECT * FROM broken")
+    problem = db.ready()
+    assert problem is not None
+    assert "restart the server" in problem

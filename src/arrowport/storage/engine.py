@@ -64,6 +64,10 @@ def is_io_failure(exc: BaseException) -> bool:
     return isinstance(exc, pa.ArrowException | OSError) and str(exc).startswith(_IO_ERROR_PREFIXES)
 
 
+# What DuckDB appends to an INTERNAL error's message.
+_STACK_TRACE = "\n\nStack Trace:"
+
+
 class Engine:
     """A storage target over one DuckDB connection. Thread-safe: every caller gets its own
     cursor. Subclasses open the connection and set :attr:`guard` before serving."""
@@ -120,7 +124,9 @@ class Engine:
         )
 
     def scrub(self, text: str) -> str:
-        """``text`` (a DuckDB error message) without the server's own paths in it."""
+        """``text`` (a DuckDB error message) without the server's own paths in it, nor the
+        stack trace DuckDB appends to an INTERNAL error (its library's path, addresses)."""
+        text = text.split(_STACK_TRACE, 1)[0]
         for path, label in self._paths:
             text = text.replace(path, label)
         return text
@@ -144,13 +150,28 @@ class Engine:
 
     def ready(self) -> str | None:
         """Why the storage cannot take writes now (None: it can)."""
-        return "the database is closed" if self._closed else None
+        if self._closed:
+            return "the database is closed"
+        try:
+            # An INTERNAL error invalidates DuckDB's database: every later statement fails
+            # until the process restarts, which only a readiness check that runs one can tell.
+            with contextlib.closing(self._root.cursor()) as cur:
+                cur.execute("SELECT 1").fetchall()
+        except duckdb.Error as exc:
+            reason = self.scrub(str(exc)).splitlines()[0][:300]
+            return f"the database cannot run a statement ({reason}); restart the server"
+        return None
 
     def query_failure(self, exc: BaseException) -> ArrowportError | None:
         """Asked after a query failed: the error to answer when the storage, not the query, is
         at fault (None: the query's own error stands). Here that is a file that failed to read,
         or a disk with no room to spill: unless ``duckdb.allow_file_access`` lets queries read
-        files of their own, every I/O error is the database's."""
+        files of their own, every I/O error is the database's. So is an INTERNAL error after
+        which DuckDB refuses every statement until the process restarts (most do that)."""
+        if isinstance(exc, duckdb.InternalException | duckdb.FatalException):
+            problem = self.ready()
+            if problem is not None:
+                return StorageError(f"{problem} (/ready answers 503 until then)")
         if not is_io_failure(exc) or self.guard.file_access:
             return None
         return io_error(exc, self.scrub(str(exc)))
