@@ -641,3 +641,47 @@ def test_an_internal_error_shows_no_stack_trace(small_limits: ArrowportProcess) 
     assert "site-packages" not in response.text
     # This INTERNAL error left the database whole: the server stays ready.
     assert httpx.get(small_limits.url + "/ready").status_code == 200
+
+
+def test_a_query_of_too_many_selects_is_refused_before_it_is_planned(
+    small_limits: ArrowportProcess,
+) -> None:
+    """DuckDB plans 20,000 SELECT 1 UNION ALL... in 108 s, which its interrupt cannot stop."""
+    url = small_limits.url + "/query"
+    most = " UNION ALL ".join(["SELECT 1 AS n"] * 999)  # and the one around them: 1,000
+    answered = httpx.post(url, json={"sql": f"SELECT count(*) AS c FROM ({most})"}, timeout=60)
+    assert answered.status_code == 200, answered.text
+    for sql in (
+        " UNION ALL ".join(["SELECT 1"] * 1_001),
+        " UNION ALL ".join(["VALUES (1)"] * 1_002),
+    ):
+        response = httpx.post(url, json={"sql": sql}, timeout=60)
+        assert response.status_code == 400, response.text
+        assert (response.json()["code"], response.json()["limit"]) == ("query_error", 1_000)
+
+
+def test_format_widths_are_bounded_together(small_limits: ArrowportProcess) -> None:
+    """100 conversions of width 9,999 each (a 900-byte pattern) took 2 GB for a vector."""
+    url = small_limits.url + "/query"
+    within = httpx.post(url, json={"sql": "SELECT length(printf('%5000d%5000d', 1, 2)) AS n"})
+    assert within.status_code == 200, within.text
+    for sql in (
+        "SELECT printf('" + "%9999d" * 2 + "', 1, 2) AS s FROM range(2048)",
+        "SELECT format('" + "{:>9999}" * 2 + "', 1, 2) AS s FROM range(2048)",
+    ):
+        response = httpx.post(url, json={"sql": sql})
+        assert response.status_code == 403, response.text
+        assert response.json()["rule"] == "literal_size"
+
+
+@pytest.mark.parametrize(
+    "value", [[[1], [[2]]], 123456789012345678901234567890123456789012], ids=["mixed", "huge"]
+)
+def test_a_parameter_duckdb_cannot_bind_is_an_invalid_value(
+    small_limits: ArrowportProcess, value: object
+) -> None:
+    """It was 400 query_error; the errors table says 422 invalid_value, as Flight SQL does."""
+    body = {"sql": "SELECT ? AS a", "params": [value]}
+    response = httpx.post(small_limits.url + "/query", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_value"

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from arrowport.errors import (
     ArrowportError,
+    InvalidValue,
     QueryError,
     ReadOnly,
     UnknownTable,
@@ -79,12 +80,23 @@ def _outside(exc: duckdb.Error, db: Database) -> ReadOnly:
     )
 
 
+# How DuckDB says that a Python value (a parameter) has no DuckDB value: a list mixing values and
+# lists, an integer past 128 bits.
+_UNBINDABLE = ("Failed to cast value: Unimplemented type for cast", "Python integer too large")
+
+
 def _failed(exc: BaseException, db: Database) -> ArrowportError:
     """A failed query's error: the storage's if it is at fault (a disk that fails, a lake out
     of reach: 5xx), else the query's own."""
     if isinstance(exc, UnicodeDecodeError):
         # DuckDB's message itself was not UTF-8 (it quoted raw file bytes): not worth a 500.
         return QueryError("query failed (DuckDB's error message could not be decoded)")
+    if isinstance(exc, duckdb.InvalidInputException) and any(
+        sign in str(exc) for sign in _UNBINDABLE
+    ):
+        return InvalidValue(
+            f"a query parameter cannot be bound as sent: {db.scrub(str(exc))[:500]}"
+        )
     if isinstance(exc, pa.ArrowException) and _TOO_DEEP in str(exc):
         return UnsupportedType(
             "the answer's type is nested deeper than Arrow can carry (at most 62 levels of "

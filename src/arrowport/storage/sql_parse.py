@@ -32,6 +32,11 @@ _PARSERS = threading.local()  # each thread's cursor
 # DuckDB's parse of a chain of AND or OR takes time growing with the square of its length (50,000
 # terms: ~4 s, in which nothing interrupts it); long lists of alternatives belong in IN (...).
 MAX_BOOLEAN_OPERATORS = 5_000
+# DuckDB's planning of many SELECTs (a chain of UNION ALL, of subqueries) takes time growing
+# faster than their number, none of which its interrupt stops: 20,000 SELECT 1 UNION ALL... ran
+# 108 s past a 10 s query timeout.
+MAX_SELECTS = 1_000
+_SET_OPERATORS = ("union", "except", "intersect")
 # Every view DuckDB itself defines (duckdb_databases, pg_settings...): naming one is an attempt
 # to read the catalog, not a typo for a table.
 DUCKDB_VIEWS = frozenset(
@@ -60,6 +65,14 @@ def parse(sql: str) -> dict[str, Any]:
             f"the query has {operators} AND / OR operators, more than the "
             f"{MAX_BOOLEAN_OPERATORS} allowed; write a long list of alternatives as IN (...)",
             limit=MAX_BOOLEAN_OPERATORS,
+        )
+    selects = max(keywords.count("select"), sum(map(keywords.count, _SET_OPERATORS)))
+    if selects > MAX_SELECTS:
+        raise QueryError(
+            f"the query has {selects} SELECTs or set operations (UNION, EXCEPT, INTERSECT), "
+            f"more than the {MAX_SELECTS} allowed: load many rows as data, or query them in "
+            "parts",
+            limit=MAX_SELECTS,
         )
     try:
         row = _parser().execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
