@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pyarrow as pa
+import pyarrow.flight as flight
 import pytest
 import zstandard
 
@@ -685,3 +686,26 @@ def test_a_parameter_duckdb_cannot_bind_is_an_invalid_value(
     response = httpx.post(small_limits.url + "/query", json=body)
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "invalid_value"
+
+
+SLOW_TO_PLAN = (
+    "SELECT list_sum(list_transform(range(3000), x -> list_sum(list_transform(range(3000), "
+    "y -> list_sum(list_transform(range(10), z -> z + y + x)))))) AS folded"
+)
+
+
+def test_describing_a_query_is_held_to_the_query_time_limit(tmp_path: Path) -> None:
+    """DuckDB folds constants as it plans: describing a query (Flight get_schema,
+    get_flight_info) ran for a minute past a 10 s limit, holding no query turn."""
+    config = {"limits": {"query_timeout_seconds": 1}}
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        flight.connect(server.flight_url) as client,
+    ):
+        descriptor = flight.FlightDescriptor.for_command(json.dumps({"sql": SLOW_TO_PLAN}))
+        for call in (client.get_schema, client.get_flight_info):
+            # DEADLINE_EXCEEDED: pyarrow raises some as a plain OSError ("timeout error").
+            with pytest.raises((flight.FlightError, OSError)) as caught:
+                call(descriptor)
+            assert "timeout" in str(caught.value)
+            assert "query_timeout: the query ran longer than 1 seconds" in str(caught.value)

@@ -419,7 +419,7 @@ class _PlansNothing(Database):
     """A database whose queries cannot be described without running them (no statement the
     read guard lets through is such a one today; this keeps the last resort tested)."""
 
-    def query_schema(self, sql: str, params: Any = None) -> pa.Schema | None:
+    def query_schema(self, sql: str, params: Any = None, stop: Any = None) -> pa.Schema | None:
         return None
 
 
@@ -439,6 +439,25 @@ def test_a_query_schema_that_must_run_it_waits_for_a_query_turn(tmp_path: Path) 
             reads.query_schema(sql, [1])
         held.close()
         assert reads.query_schema(sql, [1]).names == ["a"]
+    finally:
+        reads.close()
+        db.close()
+
+
+def test_describing_a_query_takes_a_query_turn(tmp_path: Path) -> None:
+    """Planning can take long (constant folding): with every turn taken, describing a query
+    is refused like a query, not run beside them."""
+    db = Database(DuckDBSettings(path=str(tmp_path / "plans.duckdb")))
+    settings = Settings.model_validate(
+        {"limits": {"max_concurrent_queries": 1, "max_queued_queries": 0}}
+    )
+    reads = ReadService(settings, db)
+    try:
+        held = reads.query("SELECT 1")
+        with pytest.raises(Overloaded):
+            reads.query_schema("SELECT 2 AS b")
+        held.close()
+        assert reads.query_schema("SELECT 2 AS b").names == ["b"]
     finally:
         reads.close()
         db.close()
@@ -498,7 +517,7 @@ def test_a_small_write_matches_names_as_duckdb_does(db: Database) -> None:
     """Only ASCII letters match whatever their case, as in DuckDB's BY NAME."""
     db.write_one(WriteJob("u", WritePolicy(), pa.table({"é": [1], "b": [2]})))
     db.write_one(WriteJob("u", WritePolicy(), pa.table({"é": [3], "B": [4]})))
-    with pytest.raises(InvalidValue, match="É"):
+    with pytest.raises(SchemaConflict, match="É"):  # a column the table does not have
         db.write_one(WriteJob("u", WritePolicy(), pa.table({"É": [5], "b": [6]})))
     assert _rows(db, 'SELECT "é", b FROM u ORDER BY b') == [(1, 2), (3, 4)]
 

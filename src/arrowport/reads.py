@@ -196,10 +196,10 @@ class ReadService:
     def query_schema(
         self, sql: str, params: Parameters = None, stop: QueryStop | None = None
     ) -> pa.Schema:
-        """The schema of ``sql``'s result, planned, not run; a query that cannot be described
-        that way is run as an admitted query (a turn of its own; ``stop`` ends it from another
-        thread), then closed."""
-        schema = self.db.query_schema(sql, params)
+        """The schema of ``sql``'s result, planned, not run (planning, which can take long,
+        takes a turn too); a query that cannot be described that way is run as an admitted
+        query, then closed. ``stop`` ends either from another thread."""
+        schema = self.with_turn(lambda: self.db.query_schema(sql, params, stop))
         if schema is not None:
             return schema
         result = self.query(sql, params, stop)

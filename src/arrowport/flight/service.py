@@ -330,7 +330,8 @@ class FlightService:
                 return info.SerializeToString()
             principal.require("read")
             limit = self._settings.limits.max_query_body_bytes
-            return self._info(descriptor_request(descriptor, limit)).SerializeToString()
+            asked = descriptor_request(descriptor, limit)
+            return self._info(asked, context.stop).SerializeToString()
         raise AssertionError("unreachable")  # flight_errors ends the call on any error
 
     def get_schema(self, request: bytes, context: ThreadContext) -> bytes:
@@ -342,7 +343,7 @@ class FlightService:
             else:
                 principal.require("read")
                 limit = self._settings.limits.max_query_body_bytes
-                schema = self._schema(descriptor_request(descriptor, limit))
+                schema = self._schema(descriptor_request(descriptor, limit), context.stop)
             return flight_pb2.SchemaResult(
                 schema=schema.serialize().to_pybytes()
             ).SerializeToString()
@@ -354,14 +355,14 @@ class FlightService:
         assert request.sql is not None
         return self._reads.query(request.sql, request.params, stop)
 
-    def _schema(self, request: ReadRequest) -> pa.Schema:
+    def _schema(self, request: ReadRequest, stop: QueryStop | None = None) -> pa.Schema:
         # Planned, not run: describing a query must not cost the query.
         if request.table is not None:
             return self._reads.table_schema(request.table)
         assert request.sql is not None
-        return self._reads.query_schema(request.sql, request.params)
+        return self._reads.query_schema(request.sql, request.params, stop)
 
-    def _info(self, request: ReadRequest) -> flight_pb2.FlightInfo:
+    def _info(self, request: ReadRequest, stop: QueryStop | None = None) -> flight_pb2.FlightInfo:
         records = -1
         if request.table is not None:
             info = self._reads.table(request.table)
@@ -377,7 +378,7 @@ class FlightService:
         # No locations: the data is fetched from this same server.
         endpoint = flight_pb2.FlightEndpoint(ticket=flight_pb2.Ticket(ticket=request.ticket()))
         return flight_pb2.FlightInfo(
-            schema=self._schema(request).serialize().to_pybytes(),
+            schema=self._schema(request, stop).serialize().to_pybytes(),
             flight_descriptor=descriptor,
             endpoint=[endpoint],
             total_records=records,

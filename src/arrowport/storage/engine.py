@@ -206,8 +206,10 @@ class Engine:
     def table(self, name: str) -> TableInfo:
         return describe_table(self, name)
 
-    def query_schema(self, sql: str, params: Parameters = None) -> pa.Schema | None:
-        return query_schema(self, sql, params)
+    def query_schema(
+        self, sql: str, params: Parameters = None, stop: QueryStop | None = None
+    ) -> pa.Schema | None:
+        return query_schema(self, sql, params, stop)
 
     def table_schema(self, name: str) -> pa.Schema:
         return table_schema(self, name)

@@ -286,33 +286,54 @@ def read_table(db: Database, name: str) -> QueryResult:
     return run_query(db, f"SELECT * FROM {_sql_name(schema, table)}")
 
 
-def query_schema(db: Database, sql: str, params: Parameters = None) -> pa.Schema | None:
+def query_schema(
+    db: Database, sql: str, params: Parameters = None, stop: QueryStop | None = None
+) -> pa.Schema | None:
     """The Arrow schema of ``sql``'s result, without computing its rows; None for a query that
     cannot be described without running it (the caller runs it as a query, admitted as one).
+    Planning can take long too (DuckDB folds constants as it plans): it is held to the query
+    time limit, and ``stop`` ends it from another thread.
 
     For Flight's ``get_schema`` / ``get_flight_info``, which must not run a query to describe it::
 
         query_schema(db, "SELECT * FROM t WHERE id > ?", [10])
     """
     with _snapshot(db) as cur:
-        _check(db, cur, sql, params)
+        deadline = QueryDeadline(cur, db.query_timeout)
+        if stop is not None:
+            stop.watch(cur, deadline)
         try:
-            if not params:
-                # A relation is planned, not run, until it is fetched; LIMIT 0 fetches nothing.
-                return cur.sql(sql).limit(0).to_arrow_table().schema
-            # Parameters are bound only by execute, so the query is wrapped to return no rows
-            # (its own line, in case it ends with a comment; without its final ';', even one
-            # followed by a comment). Caveat: a subquery renames duplicate output names
-            # (a, a -> a, a_1).
-            wrapped = f"SELECT * FROM (\n{_without_final_semicolons(sql)}\n) LIMIT 0"
-            try:
-                return cur.execute(wrapped, _bound(params)).to_arrow_reader().schema
-            except duckdb.ParserException:
-                return None
-        except duckdb.PermissionException as exc:
-            raise _outside(exc, db) from None
-        except (duckdb.Error, UnicodeDecodeError, pa.ArrowException) as exc:
-            raise _failed(exc, db) from None
+            return _planned_schema(db, cur, sql, params)
+        except BaseException:
+            deadline.check()  # 408 when its time ran out (DuckDB says "interrupted")
+            raise
+        finally:
+            deadline.cancel()
+            if stop is not None:
+                stop.forget()
+
+
+def _planned_schema(
+    db: Database, cur: duckdb.DuckDBPyConnection, sql: str, params: Parameters
+) -> pa.Schema | None:
+    _check(db, cur, sql, params)
+    try:
+        if not params:
+            # A relation is planned, not run, until it is fetched; LIMIT 0 fetches nothing.
+            return cur.sql(sql).limit(0).to_arrow_table().schema
+        # Parameters are bound only by execute, so the query is wrapped to return no rows
+        # (its own line, in case it ends with a comment; without its final ';', even one
+        # followed by a comment). Caveat: a subquery renames duplicate output names
+        # (a, a -> a, a_1).
+        wrapped = f"SELECT * FROM (\n{_without_final_semicolons(sql)}\n) LIMIT 0"
+        try:
+            return cur.execute(wrapped, _bound(params)).to_arrow_reader().schema
+        except duckdb.ParserException:
+            return None
+    except duckdb.PermissionException as exc:
+        raise _outside(exc, db) from None
+    except (duckdb.Error, UnicodeDecodeError, pa.ArrowException) as exc:
+        raise _failed(exc, db) from None
 
 
 def _without_final_semicolons(sql: str) -> str:

@@ -348,7 +348,7 @@ class FlightSql:
         if request.HasField("transaction_id"):
             transaction = request.transaction_id
             self._transactions.get(transaction, principal.name)  # 404 unless held
-        shape = metadata.describe_query(self._db(), query)
+        shape = self._reads.with_turn(lambda: metadata.describe_query(self._db(), query))
         statement = PreparedStatement(query, shape, transaction)
         handle = self._statements.add(principal.name, statement, size=len(query))
         return sql.ActionCreatePreparedStatementResult(
