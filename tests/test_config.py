@@ -658,3 +658,26 @@ def test_a_date_yaml_cannot_build_stops_serve(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("streams:\n  s:\n    table: 2024-13-45\n")
     assert_one_line_refusal(run_serve(tmp_path, "--config", str(path)), "config.yaml")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("max_temp_directory_size", "huge"), ("memory_limit", "lots")],
+)
+def test_a_size_duckdb_cannot_read_stops_serve(tmp_path: Path, setting: str, value: str) -> None:
+    """max_temp_directory_size: huge was a traceback; memory_limit: lots "cannot open database
+    ...: Parser Error", naming no setting."""
+    path = write_yaml(tmp_path / "config.yaml", {"duckdb": {setting: value}})
+    result = run_serve(tmp_path, "--config", str(path))
+    assert_one_line_refusal(result, f"duckdb.{setting}", repr(value))
+
+
+def test_a_metrics_port_in_use_stops_serve(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = {"api": {"metrics_port": port, "enable_metrics": True}}
+        path = write_yaml(tmp_path / "config.yaml", config)
+        result = run_serve(tmp_path, "--config", str(path), "--port", "0", "--flight-port", "0")
+    assert_one_line_refusal(result, "cannot serve metrics", str(port))

@@ -224,11 +224,16 @@ def serve(settings: Settings) -> int:
     }
     api = settings.api
     if api.enable_metrics and api.metrics_port is not None:
-        metrics_server, _ = start_http_server(
-            api.metrics_port + index if api.metrics_port else 0,
-            addr=api.host,
-            registry=metrics.registry,
-        )
+        port = api.metrics_port + index if api.metrics_port else 0
+        try:
+            metrics_server, _ = start_http_server(port, addr=api.host, registry=metrics.registry)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            print(
+                f"arrowport: cannot serve metrics on {api.host}:{port}: {reason}", file=sys.stderr
+            )
+            services.close()
+            return 1
         announce["metrics_port"] = metrics_server.server_port
     try:
         http_socket = _listening_socket(api.host, api.port, shared)

@@ -37,6 +37,7 @@ def open_connection(
     """A DuckDB connection with the server's settings: nothing is ever downloaded or loaded
     behind its back, no SQL name ever resolves to a Python variable of the server's, time zone
     columns read back in UTC, spill to disk capped."""
+    _check_sizes(settings)
     config: dict[str, str | bool | int | float | list[str]] = {
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
@@ -56,6 +57,24 @@ def open_connection(
     # time and spills up to 90% of the disk instead.
     root.execute("SET GLOBAL max_temp_directory_size = ?", [settings.max_temp_directory_size])
     return root
+
+
+def _check_sizes(settings: DuckDBSettings) -> None:
+    """A size DuckDB cannot read is refused naming its setting (it had been a traceback, or
+    "cannot open database: Parser Error"), before the database opens."""
+    with contextlib.closing(duckdb.connect(":memory:")) as probe:
+        for name in ("memory_limit", "max_temp_directory_size"):
+            value = getattr(settings, name)
+            if not value:
+                continue
+            try:
+                probe.execute(f"SET {name} = ?", [value])
+            except duckdb.Error as exc:
+                reason = str(exc).splitlines()[0]
+                raise StorageError(
+                    f"invalid configuration: duckdb.{name}: {value!r} is not a size DuckDB "
+                    f"reads ({reason}); write it as 2GB or 512MiB"
+                ) from None
 
 
 class Database(Engine):
