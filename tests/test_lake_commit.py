@@ -149,6 +149,12 @@ def test_a_keyed_write_whose_reply_is_lost_is_its_own_original_answer(
         "unexpectedly\n\tThis probably means the server terminated abnormally",
         'TransactionContext Error: Failed to commit: Failed to execute query "ROLLBACK": no '
         "connection to the server",
+        # libpq's words for a connection lost mid-query, over TLS, or a catalog restarting.
+        "IO Error: could not receive data from server: Connection reset by peer",
+        "SSL SYSCALL error: EOF detected",
+        "SSL connection has been closed unexpectedly",
+        "FATAL:  the database system is shutting down",
+        "FATAL:  the database system is in recovery mode",
     ],
 )
 def test_a_lost_catalog_connection_is_the_lakes_failure_not_the_batchs(message: str) -> None:

@@ -140,9 +140,10 @@ class Lake(Engine):
             # Nodes starting together on a new lake take turns to create its catalog tables.
             with catalog_lock(self.location, _STARTUP_LOCK_KEY, lake.metadata_schema):
                 self._open(root, lake)
-        except StorageError as exc:
+        except (StorageError, duckdb.Error) as exc:
             root.close()
-            raise StorageError(f"cannot open the lake: {self.scrub(exc.message)}") from None
+            message = exc.message if isinstance(exc, StorageError) else str(exc)
+            raise StorageError(f"cannot open the lake: {self.scrub(message)}") from None
         if not duck.allow_file_access:
             # Queries see only the lake; the lake itself still reads and writes its data path.
             root.execute("SET allowed_directories = [?]", [self._data_dir()])

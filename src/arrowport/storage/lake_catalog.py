@@ -277,6 +277,13 @@ _CATALOG_LOST = (
     "no connection to the server",
     "terminating connection due to administrator command",
     'failed to execute query "rollback"',
+    "could not receive data from server",
+    "could not send data to server",
+    "ssl syscall error",
+    "ssl connection has been closed unexpectedly",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is starting up",
 )
 
 
