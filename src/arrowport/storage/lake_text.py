@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from arrowport.errors import InvalidName, InvalidOptions, InvalidValue
 from arrowport.storage.delivery import Delivery
-from arrowport.storage.schema import LIST_ARRAYS
+from arrowport.storage.schema import child_arrays
 
 # The placeholders DuckLake 1.5.5 replaces in its commits' SQL (metadata managers and
 # server-side commit of the duckdb/ducklake v1.5 sources).
@@ -120,19 +120,7 @@ def _placeholder_in(array: pa.Array) -> str | None:
         value = pc.filter(array, found)[0].as_py()
         text = value if isinstance(value, str) else value.decode("utf-8", "replace")
         return _placeholder(text)
-    if isinstance(array, pa.DictionaryArray):
-        return _placeholder_in(array.dictionary)
-    if isinstance(array, pa.RunEndEncodedArray):
-        return _placeholder_in(array.values)
-    if isinstance(array, pa.ExtensionArray):
-        return _placeholder_in(array.storage)
-    if isinstance(array, pa.MapArray):
-        return _placeholder_in(array.keys) or _placeholder_in(array.items)
-    if isinstance(array, pa.StructArray):
-        return next(filter(None, (_placeholder_in(child) for child in array.flatten())), None)
-    if isinstance(array, LIST_ARRAYS):
-        return _placeholder_in(array.flatten())
-    return None
+    return next(filter(None, map(_placeholder_in, child_arrays(array))), None)
 
 
 def check_lake_text(batch: pa.RecordBatch, first_row: int = 0) -> None:

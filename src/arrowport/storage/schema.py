@@ -63,6 +63,27 @@ LIST_ARRAYS = (
 )
 
 
+def child_arrays(array: pa.Array) -> list[pa.Array]:
+    """The arrays holding ``array``'s values one level down: a list's items, a struct's fields,
+    a map's entries (as a struct of keys and items), a dictionary's or run-end encoding's
+    values, an extension's storage; none for flat values."""
+    if isinstance(array, pa.DictionaryArray):
+        return [array.dictionary]
+    if isinstance(array, pa.RunEndEncodedArray):
+        return [array.values]
+    if isinstance(array, pa.ExtensionArray):
+        return [array.storage]
+    if isinstance(array, pa.MapArray):
+        # list_flatten has no kernel for maps: view the entries as a list of structs.
+        entries = pa.ListArray.from_arrays(array.offsets, array.values, mask=array.is_null())
+        return [entries.flatten()]
+    if isinstance(array, pa.StructArray):
+        return list(array.flatten())
+    if isinstance(array, LIST_ARRAYS):
+        return [array.flatten()]
+    return []
+
+
 def child_types(dtype: pa.DataType) -> list[pa.DataType]:
     if isinstance(dtype, pa.DictionaryType | pa.RunEndEncodedType):
         return [dtype.value_type]

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from arrowport.errors import InvalidValue
 from arrowport.storage.json_values import check_json, holds_json
-from arrowport.storage.schema import LIST_ARRAYS, child_types
+from arrowport.storage.schema import child_arrays, child_types
 
 # Raises InvalidValue for a batch (starting at a request's row ``first_row``) it refuses.
 BatchCheck = Callable[[pa.RecordBatch, int], None]
@@ -107,25 +107,7 @@ def _value_problem(array: pa.Array) -> str | None:
                 "microseconds: round it to microseconds"
             )
         return None
-    if isinstance(array, pa.DictionaryArray):
-        return _value_problem(array.dictionary)
-    if isinstance(array, pa.RunEndEncodedArray):
-        return _value_problem(array.values)
-    if isinstance(array, pa.ExtensionArray):
-        return _value_problem(array.storage)
-    if isinstance(array, pa.MapArray):
-        # list_flatten has no kernel for maps: view the entries as a list of structs.
-        entries = pa.ListArray.from_arrays(array.offsets, array.values, mask=array.is_null())
-        return _value_problem(entries.flatten())
-    if isinstance(array, pa.StructArray):
-        for child in array.flatten():
-            problem = _value_problem(child)
-            if problem is not None:
-                return problem
-        return None
-    if isinstance(array, LIST_ARRAYS):
-        return _value_problem(array.flatten())
-    return None
+    return next(filter(None, map(_value_problem, child_arrays(array))), None)
 
 
 def check_values(batch: pa.RecordBatch, first_row: int = 0) -> None:
