@@ -502,6 +502,10 @@ def test_a_query_whose_client_goes_away_is_stopped_and_gives_its_turn_back(
                     break
                 time.sleep(0.1)
             assert answer.status_code == 200, answer.text
+            # Stopped for its client, not failed: counted as a disconnect, no query error.
+            exposition = http.get("/metrics").text
+            assert 'code="client_disconnected"' in exposition
+            assert 'code="query_error"' not in exposition
         assert server.healthy()
 
 

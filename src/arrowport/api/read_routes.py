@@ -10,13 +10,20 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from arrowport.api.errors import invalid_options
 from arrowport.api.models import ProducerResponse, QueryRequest, StreamInfo, TableResponse
 from arrowport.api.openapi import error_responses
 from arrowport.api.results import ARROW_STREAM, CSV, JSON, chunks, render, size
 from arrowport.api.security import require_ingest_or_read, require_read, services
-from arrowport.errors import InvalidOptions, ShuttingDown, StorageError, UnsupportedMediaType
+from arrowport.errors import (
+    ArrowportError,
+    InvalidOptions,
+    ShuttingDown,
+    StorageError,
+    UnsupportedMediaType,
+)
 from arrowport.ingest.pipe import read_body
 from arrowport.ingest.seed_json import parse_json
 from arrowport.reads import result_write_options
@@ -222,6 +229,10 @@ async def query(request: Request) -> Response:
     watcher = asyncio.ensure_future(_when_gone(request, stop))
     try:
         spool = await reads.run(answer)
+    except ArrowportError:
+        if stop.requested:  # stopped because its client went: no query error
+            raise ClientDisconnect() from None
+        raise
     finally:
         watcher.cancel()
     headers = {"Content-Length": str(size(spool))}
