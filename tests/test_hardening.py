@@ -307,6 +307,28 @@ def test_large_answers_are_413_in_every_format_in_bounded_memory(
     assert small_limits.peak_rss() - before < 300 * MiB
 
 
+def test_a_long_dictionary_value_renders_as_text_in_bounded_memory(
+    small_limits: ArrowportProcess,
+) -> None:
+    """An ENUM of one 16,000-character label over 122,880 rows is 125 KB of Arrow and 2 GB of
+    JSON: rendered in slices sized by the Arrow bytes alone, it took 6 GB before its 413."""
+    label = "a" * 16_000
+    sql = f"SELECT CAST('{label}' AS ENUM('{label}')) AS e FROM range(122880)"
+    before = small_limits.peak_rss()
+    with httpx.Client(base_url=small_limits.url, timeout=120) as http:
+        for accept in ("application/json", "text/csv"):
+            response = http.post("/query", json={"sql": sql}, headers={"Accept": accept})
+            refused(response, 413, "result_too_large")
+        small = http.post(
+            "/query",
+            json={"sql": sql.replace("122880", "3")},
+            headers={"Accept": "application/json"},
+        )
+        assert small.status_code == 200, small.text
+        assert small.json()["rows"] == [{"e": label}] * 3
+    assert small_limits.peak_rss() - before < 300 * MiB
+
+
 def test_a_query_body_over_its_limit_is_413_before_it_is_read(
     small_limits: ArrowportProcess,
 ) -> None:
