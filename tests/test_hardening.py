@@ -735,3 +735,11 @@ def test_describing_a_query_is_held_to_the_query_time_limit(tmp_path: Path) -> N
                 call(descriptor)
             assert "timeout" in str(caught.value)
             assert "query_timeout: the query ran longer than 1 seconds" in str(caught.value)
+
+
+def test_a_long_table_name_is_not_echoed_whole(small_limits: ArrowportProcess) -> None:
+    """A 60,000-character name was quoted twice in full: a 120 KB error."""
+    response = httpx.get(small_limits.url + "/tables/" + "x" * 60_000)
+    assert response.status_code == 400, response.text[:300]
+    assert response.json()["code"] == "invalid_name"
+    assert len(response.content) < 2_000

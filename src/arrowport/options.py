@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
-from arrowport.errors import InvalidName, InvalidOptions, shown
+from arrowport.errors import SHOWN_CHARS, InvalidName, InvalidOptions, shown
 
 WriteMode = Literal["append", "replace", "create", "upsert"]
 SchemaPolicy = Literal["strict", "evolve"]
@@ -71,19 +71,19 @@ def check_table_name(name: str) -> str:
     schema, _, _ = name.rpartition(".")
     if _TABLE_RE.fullmatch(name) is not None and not is_table_name(name):
         raise InvalidName(
-            f"invalid table name {name!r}: the schema {schema!r} is reserved (so are "
+            f"invalid table name {shown(name)}: the schema {shown(schema)} is reserved (so are "
             + ", ".join(sorted(RESERVED_SCHEMAS))
             + " and names starting with __): write to another schema, or to none (main)",
-            table=name,
+            table=name[:SHOWN_CHARS],
         )
     if not is_table_name(name):
         raise InvalidName(
-            f"invalid table name {name!r}: use letters, digits and underscores, "
+            f"invalid table name {shown(name)}: use letters, digits and underscores, "
             "starting with a letter or underscore, at most 63 characters, optionally after a "
             "schema's name and a dot (schema.table; not "
             + ", ".join(sorted(RESERVED_SCHEMAS))
             + " or a name starting with __)",
-            table=name,
+            table=name[:SHOWN_CHARS],
         )
     return name
 
