@@ -150,6 +150,10 @@ class Engine:
 
     def ready(self) -> str | None:
         """Why the storage cannot take writes now (None: it can)."""
+        return self._database_problem()
+
+    def _database_problem(self) -> str | None:
+        """Why the database itself cannot run a statement (None: it can)."""
         if self._closed:
             return "the database is closed"
         try:
@@ -169,7 +173,7 @@ class Engine:
         files of their own, every I/O error is the database's. So is an INTERNAL error after
         which DuckDB refuses every statement until the process restarts (most do that)."""
         if isinstance(exc, duckdb.InternalException | duckdb.FatalException):
-            problem = self.ready()
+            problem = self._database_problem()
             if problem is not None:
                 return StorageError(f"{problem} (/ready answers 503 until then)")
         if not is_io_failure(exc) or self.guard.file_access:
