@@ -6,7 +6,7 @@ process supervises: it settles the ports (a free one where 0 was asked for), sta
 with the same settings that all listen on those ports (``SO_REUSEPORT``: the kernel spreads
 connections across them; each worker reads the settings from a pipe on its standard input, so
 that no secret in them is ever written to disk), restarts a worker that dies (backing off one that keeps dying), and
-on SIGTERM or Ctrl-C passes the signal on and waits for every worker to finish its writes (one
+on SIGTERM, SIGHUP or Ctrl-C passes SIGTERM on and waits for every worker to finish its writes (one
 still running past the shutdown timeout is killed). Workers get SIGTERM if the supervisor
 itself dies, so none is left unsupervised. Worker ``i`` serves its metrics on
 ``api.metrics_port + i`` when a metrics port is set (each process counts its own).
@@ -222,8 +222,9 @@ class _Supervisor:
         return float(min(_MAX_RESTART_DELAY, _RESTART_DELAY * 2 ** (self._restarts[index] - 1)))
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
+        # A hang-up stops the workers as SIGTERM does (they drain), as a single process's does.
+        for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(stop_signal, self._stop)
         for index in range(len(self._workers)):
             self._start(index)
         starting: bool | None = True
