@@ -36,7 +36,6 @@ from arrowport.ingest.ipc_stream import (
     checked_stream_bytes,
     stream_messages,
 )
-from arrowport.ingest.plain_encodings import plain_batch, plain_schema
 
 Codec = Literal["zstd", "gzip", "lz4"]
 
@@ -114,9 +113,7 @@ class BatchStream:
         chunk_size: int,
         max_rows: int | None = None,
     ) -> None:
-        # What DuckDB is handed: encodings it misreads decoded (see plain_encodings).
-        self.schema = plain_schema(schema)
-        self._decode = not self.schema.equals(schema)
+        self.schema = schema
         self._batches = batches
         self._chunk_size = chunk_size
         self._max_rows = max_rows
@@ -138,8 +135,6 @@ class BatchStream:
                 _validate(batch, self.batches)
                 if self._dictionaries:
                     batch = with_allocated_dictionaries(batch)
-                if self._decode:
-                    batch = plain_batch(batch, self.schema)
                 self.rows += batch.num_rows
                 if self._max_rows is not None and self.rows > self._max_rows:
                     raise PayloadTooLarge(
@@ -235,11 +230,10 @@ class IpcPayload:
     def expecting(self, schema: pa.Schema | None) -> IpcPayload:
         """This payload, once its schema is checked to be ``schema`` (the one its sender
         declared beside it, if any)."""
-        sent = self._reader.schema
-        if schema is not None and not sent.equals(schema):
+        if schema is not None and not self.stream.schema.equals(schema):
             raise SchemaMismatch(
                 "batch.arrow_schema does not match the schema inside batch.data: "
-                f"declared {schema.names}, sent {sent.names}"
+                f"declared {schema.names}, sent {self.stream.schema.names}"
             )
         return self
 

@@ -74,9 +74,12 @@ def child_arrays(array: pa.Array) -> list[pa.Array]:
     if isinstance(array, pa.ExtensionArray):
         return [array.storage]
     if isinstance(array, pa.MapArray):
-        # list_flatten has no kernel for maps: view the entries as a list of structs.
-        entries = pa.ListArray.from_arrays(array.offsets, array.values, mask=array.is_null())
-        return [entries.flatten()]
+        # list_flatten has no kernel for maps: the entries this slice's offsets span (a null
+        # map spans none), as a struct of keys and items.
+        offsets = array.offsets
+        start = offsets[0].as_py() if len(offsets) else 0
+        end = offsets[-1].as_py() if len(offsets) else 0
+        return [array.values.slice(start, end - start)]
     if isinstance(array, pa.StructArray):
         return list(array.flatten())
     if isinstance(array, LIST_ARRAYS):
@@ -96,6 +99,35 @@ def child_types(dtype: pa.DataType) -> list[pa.DataType]:
 _OTHER_INTERVALS = frozenset({"month_interval", "day_time_interval"})
 
 
+def _misread_encoding(dtype: pa.DataType) -> str | None:
+    """Why DuckDB 1.5.5 would misread a dictionary or run-end encoding at ``dtype``'s top: one of
+    nested values (a dictionary of structs or lists was an INTERNAL error that invalidated the
+    database until a restart), or a run-end encoding of a dictionary (stored as its indices).
+    Refused, not decoded here: decoding could make gigabytes of a few bytes."""
+    if isinstance(dtype, pa.DictionaryType | pa.RunEndEncodedType) and child_types(
+        dtype.value_type
+    ):
+        kind = "dictionary" if isinstance(dtype, pa.DictionaryType) else "run-end encoding"
+        return (
+            f"a {kind} of {dtype.value_type} is misread by DuckDB 1.5.5; send the values "
+            "without the encoding"
+        )
+    if isinstance(dtype, pa.FixedSizeListType) and _encoded(dtype.value_type):
+        # Read as the indices, or a crash (SIGSEGV).
+        return (
+            f"{dtype}: DuckDB 1.5.5 misreads a dictionary or run-end encoding inside a "
+            "fixed-size list; send the values without the encoding, or as a list"
+        )
+    return None
+
+
+def _encoded(dtype: pa.DataType) -> bool:
+    """Whether ``dtype`` is, or nests, a dictionary or run-end encoding."""
+    return isinstance(dtype, pa.DictionaryType | pa.RunEndEncodedType) or any(
+        map(_encoded, child_types(dtype))
+    )
+
+
 def unsupported_reason(dtype: pa.DataType) -> str | None:
     """Why DuckDB cannot store Arrow type ``dtype`` (or anything nested in it) faithfully.
 
@@ -110,6 +142,9 @@ def unsupported_reason(dtype: pa.DataType) -> str | None:
         return f"{dtype}: DuckDB decimals need 0 <= scale <= precision"
     if pa.types.is_union(dtype):
         return f"{dtype}: DuckDB cannot read Arrow unions"
+    misread = _misread_encoding(dtype)
+    if misread is not None:
+        return misread
     if str(dtype) in _OTHER_INTERVALS:
         # DuckDB 1.5.5 reads their bytes as its own interval's: 1 day 2 ms became 272 years.
         return f"{dtype} is not read faithfully by DuckDB; send month_day_nano_interval"
