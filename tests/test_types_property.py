@@ -583,5 +583,25 @@ def test_map_with_duplicate_keys_is_refused(client: httpx.Client) -> None:
     assert client.get("/health").status_code == 200
 
 
+def test_a_map_of_checked_values_with_null_maps_lands_in_slices(client: httpx.Client) -> None:
+    """A batch sliced to chunk_size whose map column (of values that are checked) holds null
+    maps: its entries were rebuilt with a null mask over sliced offsets, a 500."""
+    rows = 5_000
+    maps = pa.array(
+        [None if i % 7 == 0 else [("k", i * 1_000)] for i in range(rows)],
+        pa.map_(pa.string(), pa.timestamp("ns", "UTC")),
+    )
+    table = pa.table({"rid": pa.array(range(rows), pa.int32()), "m": maps})
+    response = client.post(
+        "/stream/types",
+        params={"table": "sliced_maps", "chunk_size": "2048"},
+        content=ipc_bytes(table),
+        headers={"Content-Type": ARROW_STREAM},
+    )
+    assert response.status_code == 200, response.text
+    back = query(client, "SELECT count(*) AS n, count(m) AS maps FROM sliced_maps")
+    assert back.to_pylist() == [{"n": rows, "maps": rows - len(range(0, rows, 7))}]
+
+
 def test_time_zone_columns_read_back_in_utc(client: httpx.Client) -> None:
     assert server_zone(client) == "UTC"
