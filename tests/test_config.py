@@ -401,6 +401,7 @@ def assert_one_line_refusal(result: subprocess.CompletedProcess[str], *needles: 
         ("streams:\n  clicks:\n    mode: merge\n", "streams.clicks.mode"),
         ("api: [unclosed\n", "config.yaml"),
         ("- just\n- a list\n", "config.yaml"),
+        ("? [a, b]\n: 1\n", "config.yaml"),  # a complex key: not a setting, no traceback
     ],
 )
 def test_invalid_config_file_stops_serve(tmp_path: Path, text: str, needle: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import signal
 import socket
 import ssl
@@ -283,8 +284,11 @@ def serve(settings: Settings) -> int:
         return 1
     if server.force_exit:
         # A second Ctrl-C: the drain was cut short, and what was running got no answer
-        # (committed writes are in the database's log, replayed when it next opens).
+        # (committed writes are in the database's log, replayed when it next opens). Exit
+        # now: a query still running would otherwise hold the exit until it ended.
         log.warning("arrowport stopped before its drain finished (a second interrupt)")
-        return 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     log.info("arrowport stopped")
     return 0
