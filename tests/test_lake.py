@@ -172,6 +172,8 @@ def test_a_query_the_lake_would_change_is_refused(a: httpx.Client) -> None:
     assert post_binary(a, "placeholder_reads", ipc_bytes(rows)).status_code == 200
     for body in (
         {"sql": "SELECT count(*) AS n FROM placeholder_reads WHERE s < '{SNAPSHOT_ID}'"},
+        # An escape DuckDB reads as a brace.
+        {"sql": "SELECT count(*) AS n FROM placeholder_reads WHERE s < E'\\x7BSNAPSHOT_ID}'"},
         {
             "sql": "SELECT count(*) AS n FROM placeholder_reads WHERE s < ?",
             "params": ["{TABLE_ID}"],

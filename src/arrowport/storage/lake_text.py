@@ -67,6 +67,8 @@ def check_lake_names(table: str, schema: pa.Schema) -> None:
             fields = [kind.value_field]
         elif isinstance(kind, pa.DictionaryType):
             fields = [pa.field("", kind.value_type)]
+        elif isinstance(kind, pa.BaseExtensionType):
+            fields = [pa.field("", kind.storage_type)]
         else:
             fields = []
         names += [field.name for field in fields]
@@ -137,7 +139,8 @@ def check_lake_text(batch: pa.RecordBatch, first_row: int = 0) -> None:
 
 
 def check_lake_query(sql: str, params: object) -> None:
-    """422 ``invalid_options`` for a query whose text or parameters hold a placeholder:
+    """422 ``invalid_options`` for a query (``sql``: its text or parse tree) or parameters
+    holding a placeholder:
     DuckLake sends a filter's values to its catalog as SQL too, so ``WHERE s < '{SNAPSHOT_ID}'``
     would skip files by another value's statistics (a value the query computes, such as
     ``'{' || 'SNAPSHOT_ID}'``, is not seen here)."""
@@ -147,6 +150,8 @@ def check_lake_query(sql: str, params: object) -> None:
         value = pending.pop()
         if isinstance(value, str):
             texts.append(value)
+        elif isinstance(value, bytes | bytearray):
+            texts.append(bytes(value).decode("latin-1"))
         elif isinstance(value, dict):
             pending += [*value.keys(), *value.values()]
         elif isinstance(value, list | tuple):

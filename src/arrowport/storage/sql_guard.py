@@ -226,7 +226,8 @@ class ReadGuard:
         protected: Collection[str] = (),
         also: Callable[[str, object], None] | None = None,
     ) -> None:
-        """``also``: a check of the storage's own of a query's text and parameters."""
+        """``also``: a check of the storage's own of a query (its parse tree, as JSON text) and
+        its parameters."""
         self.file_access = file_access
         self._protected = [os.path.realpath(path) for path in protected]
         self._also = also
@@ -235,9 +236,10 @@ class ReadGuard:
         """403 ``read_only`` unless ``sql`` only reads ``tables`` (the database's own tables, as
         (schema, table) pairs) and its own CTEs with allowed functions; 400 if it does not
         parse."""
-        if self._also is not None:
-            self._also(sql, params)
         tree = parse(sql)
+        if self._also is not None:
+            # The parsed query: its literals as DuckDB reads them (E'\x7B' is a brace).
+            self._also(json.dumps(tree), params)
         known = {(fold(schema), fold(table)) for schema, table in tables}
         # A table function's own call node is checked as a table function, not as an
         # expression (its arguments are expressions all the same).
