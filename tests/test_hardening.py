@@ -695,6 +695,8 @@ def test_format_widths_are_bounded_together(small_limits: ArrowportProcess) -> N
     for sql in (
         "SELECT printf('" + "%9999d" * 2 + "', 1, 2) AS s FROM range(2048)",
         "SELECT format('" + "{:>9999}" * 2 + "', 1, 2) AS s FROM range(2048)",
+        # Several calls: the widths of the whole query count together.
+        "SELECT printf('%6000d', 1) || printf('%6000d', 2) AS s FROM range(2048)",
     ):
         response = httpx.post(url, json={"sql": sql})
         assert response.status_code == 403, response.text

@@ -244,11 +244,18 @@ class ReadGuard:
         # A table function's own call node is checked as a table function, not as an
         # expression (its arguments are expressions all the same).
         table_calls: set[int] = set()
+        widths = 0  # of every format of the query's printf and format calls together
         for node, ctes in _scoped_nodes(tree):
             kind = node.get("class")
             if kind is not None:
                 if kind == "FUNCTION" and id(node) not in table_calls:
-                    self._function(node)
+                    widths += self._function(node)
+                    if widths > _MAX_SIZE:
+                        raise _refuse(
+                            f"the widths of the query's printf and format patterns add up to "
+                            f"more than {_MAX_SIZE}",
+                            rule="literal_size",
+                        )
                 elif kind == "WINDOW":
                     self._window(node)
                 elif kind == "CAST" and _has_variant(node.get("cast_type")):
@@ -267,7 +274,8 @@ class ReadGuard:
                 elif ref not in _COMPOSITE_REFS:
                     raise _refuse(f"a {ref} table reference is not allowed")
 
-    def _function(self, node: dict[str, Any]) -> None:
+    def _function(self, node: dict[str, Any]) -> int:
+        """Check a function call; the widths its format pattern asks for (printf, format)."""
         name = fold(str(node.get("function_name", "")))
         if name not in EXPRESSION_FUNCTIONS:
             raise _refuse(f"the function {name}() is not allowed", function=name)
@@ -292,9 +300,10 @@ class ReadGuard:
             pattern = _literal_path(children[0]) if children else None
             widths = _NUMBER_RE.findall(pattern[0]) if pattern else None
             # The widths together, too: 100 conversions of width 9,999 made 2 GB for a vector.
+            total = None if widths is None else sum(int(width[:12]) for width in widths)
             if (
-                widths is None
-                or sum(int(width[:12]) for width in widths) > _MAX_SIZE
+                total is None
+                or total > _MAX_SIZE
                 or _argument_width(name, pattern[0] if pattern else "")
             ):
                 raise _refuse(
@@ -303,6 +312,8 @@ class ReadGuard:
                     function=name,
                     rule="literal_size",
                 )
+            return total
+        return 0
 
     def _window(self, node: dict[str, Any]) -> None:
         name = fold(str(node.get("function_name", "")))
