@@ -314,11 +314,18 @@ def test_a_long_dictionary_value_renders_as_text_in_bounded_memory(
     JSON: rendered in slices sized by the Arrow bytes alone, it took 6 GB before its 413."""
     label = "a" * 16_000
     sql = f"SELECT CAST('{label}' AS ENUM('{label}')) AS e FROM range(122880)"
+    labels = ", ".join([f"'{label}'"] + [f"'s{i}'" for i in range(2_000)])
     before = small_limits.peak_rss()
     with httpx.Client(base_url=small_limits.url, timeout=120) as http:
-        for accept in ("application/json", "text/csv"):
-            response = http.post("/query", json={"sql": sql}, headers={"Accept": accept})
-            refused(response, 413, "result_too_large")
+        for shaped in (
+            sql,
+            # Nested in a struct, and among many short labels (the mean is short).
+            f"SELECT {{'a': CAST('{label}' AS ENUM('{label}'))}} AS e FROM range(122880)",
+            f"SELECT CAST('{label}' AS ENUM({labels})) AS e FROM range(122880)",
+        ):
+            for accept in ("application/json", "text/csv"):
+                response = http.post("/query", json={"sql": shaped}, headers={"Accept": accept})
+                refused(response, 413, "result_too_large")
         small = http.post(
             "/query",
             json={"sql": sql.replace("122880", "3")},

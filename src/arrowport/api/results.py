@@ -40,6 +40,7 @@ from arrowport.api.result_values import finite, json_value, json_values, unique_
 from arrowport.errors import InvalidOptions, ResultTooLarge
 from arrowport.reads import ResultBudget
 from arrowport.storage.query import QueryResult
+from arrowport.storage.schema import child_arrays, has_dictionary
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 JSON = "application/json"
@@ -124,18 +125,25 @@ def _checked(result: QueryResult, budget: ResultBudget) -> Iterator[pa.RecordBat
 
 
 def _rendered_bytes(batch: pa.RecordBatch) -> int:
-    """About the bytes ``batch``'s values take once decoded: a dictionary column's rows each
-    hold a value of its dictionary (an ENUM of 16,000-character labels is 125 KB of Arrow for
-    122,880 rows, and 2 GB of JSON), not the dictionary once."""
-    total = 0
-    for column in batch.columns:
-        if isinstance(column, pa.DictionaryArray):
-            dictionary = column.dictionary
-            each = dictionary.nbytes // max(1, len(dictionary))
-            total += column.indices.nbytes + len(column) * each
+    """About the bytes ``batch``'s values take once decoded: a dictionary's rows each hold a
+    value of it (an ENUM of 16,000-character labels is 125 KB of Arrow for 122,880 rows, and
+    2 GB of JSON), not the dictionary once."""
+    return sum(map(_decoded_bytes, batch.columns))
+
+
+def _decoded_bytes(array: pa.Array) -> int:
+    if not has_dictionary(array.type):
+        return int(array.get_total_buffer_size())
+    if isinstance(array, pa.DictionaryArray):
+        values = array.dictionary
+        if len(values) == 0:
+            return int(array.indices.nbytes)
+        if pa.types.is_string(values.type) or pa.types.is_binary(values.type):
+            each = int(pc.max(pc.binary_length(values)).as_py() or 0)  # the longest, not the mean
         else:
-            total += column.get_total_buffer_size()
-    return total
+            each = _decoded_bytes(values) // len(values)
+        return int(array.indices.nbytes) + len(array) * each
+    return sum(map(_decoded_bytes, child_arrays(array)))
 
 
 def _slices(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -13,12 +13,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from arrowport.errors import InvalidIPC
-from arrowport.storage.schema import child_types
-
-
-def has_dictionary(dtype: pa.DataType) -> bool:
-    """Whether ``dtype`` is, or nests, a dictionary type (only then is a batch looked at)."""
-    return isinstance(dtype, pa.DictionaryType) or any(map(has_dictionary, child_types(dtype)))
+from arrowport.storage.schema import has_dictionary
 
 
 def with_allocated_dictionaries(batch: pa.RecordBatch) -> pa.RecordBatch:

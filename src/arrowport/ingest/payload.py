@@ -27,7 +27,7 @@ from arrowport.errors import (
     SchemaMismatch,
     UnsupportedMediaType,
 )
-from arrowport.ingest.empty_dictionaries import has_dictionary, with_allocated_dictionaries
+from arrowport.ingest.empty_dictionaries import with_allocated_dictionaries
 from arrowport.ingest.ipc_messages import Message, PayloadBudget, PayloadLimits
 from arrowport.ingest.ipc_stream import (
     CheckedStream,
@@ -36,6 +36,7 @@ from arrowport.ingest.ipc_stream import (
     checked_stream_bytes,
     stream_messages,
 )
+from arrowport.storage.schema import has_dictionary
 
 Codec = Literal["zstd", "gzip", "lz4"]
 

@@ -128,6 +128,11 @@ def _encoded(dtype: pa.DataType) -> bool:
     )
 
 
+def has_dictionary(dtype: pa.DataType) -> bool:
+    """Whether ``dtype`` is, or nests, a dictionary type."""
+    return isinstance(dtype, pa.DictionaryType) or any(map(has_dictionary, child_types(dtype)))
+
+
 def unsupported_reason(dtype: pa.DataType) -> str | None:
     """Why DuckDB cannot store Arrow type ``dtype`` (or anything nested in it) faithfully.
 
