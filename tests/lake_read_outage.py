@@ -35,8 +35,10 @@ def main(settings: dict[str, object]) -> int:
     lake.write_one(WriteJob("counted", WritePolicy(), pa.table({"k": pa.array([1, 2, 3])})))
     checked = query._check
 
-    def check_then_lose_the_catalog(db: Lake, cur: duckdb.DuckDBPyConnection, sql: str) -> None:
-        checked(db, cur, sql)
+    def check_then_lose_the_catalog(
+        db: Lake, cur: duckdb.DuckDBPyConnection, sql: str, params: object = None
+    ) -> None:
+        checked(db, cur, sql, params)  # type: ignore[arg-type]
         postgres("pause")
 
     query._check = check_then_lose_the_catalog  # type: ignore[assignment]
@@ -47,7 +49,7 @@ def main(settings: dict[str, object]) -> int:
     except ArrowportError as exc:
         print(f"the read failed: {exc.code}")
     finally:
-        query._check = checked  # type: ignore[assignment]
+        query._check = checked
         postgres("resume")
     # The same in a transaction of its own (Flight SQL's): its first query reads the catalog,
     # the next one finds it gone; the transaction then ends.
