@@ -396,6 +396,9 @@ def test_modifying_sql_in_do_get_is_refused_as_read_only(
         (command(stream_name="s", chunk_size=0), "invalid_options"),
         (command(stream_name="s", mode="sideways"), "invalid_options"),
         (flight.FlightDescriptor.for_path("a", "b"), "invalid_options"),
+        # A lone surrogate (JSON can escape one) cannot be stored: it was INTERNAL.
+        (command(stream_name="s", idempotency_key="\ud800"), "invalid_options"),
+        (command(stream_name="s", producer_id="a\udfff", sequence=0), "invalid_options"),
     ],
 )
 def test_bad_put_descriptors_are_invalid_arguments(
@@ -1289,6 +1292,16 @@ def test_producer_offsets_and_the_producer_offset_action(
         "invalid_options",
         "invalid_argument",
     )
+    for bad in (
+        {"stream": "fl_prod", "producer_id": "p", "extra": 1},  # refused, as put commands do
+        {"stream": "fl_prod", "producer_id": "\ud800"},  # was INTERNAL
+    ):
+        body = json.dumps(bad).encode()
+        expect_error(
+            lambda body=body: list(fc.do_action(flight.Action("producer_offset", body))),
+            "invalid_options",
+            "invalid_argument",
+        )
 
 
 @pytest.mark.parametrize("credentials", ["Basic !!not-base64", "Basic bm9jb2xvbg=="])

@@ -44,18 +44,25 @@ def test_metadata_frames_between_messages_are_dropped(tmp_path: Path) -> None:
             assert query(http, "SELECT count(*) AS n FROM noted").to_pylist() == [{"n": 10}]
 
 
-def test_a_stream_of_metadata_frames_stalls_the_upload(tmp_path: Path) -> None:
-    """A put that sends only ``app_metadata`` after its schema, a frame every 0.4 s, ends as a
-    silent one does after ``limits.body_timeout_seconds``: each frame used to start the stall
-    timeout again, so such a put held its call for as long as its client liked."""
+@pytest.mark.parametrize("carrying", ["app_metadata", "descriptor"])
+def test_a_stream_of_metadata_frames_stalls_the_upload(tmp_path: Path, carrying: str) -> None:
+    """A put that sends only ``app_metadata`` (or a descriptor) after its schema, a frame every
+    0.4 s, ends as a silent one does after ``limits.body_timeout_seconds``: each frame used to
+    start the stall timeout again, so such a put held its call for as long as its client
+    liked."""
     schema, batch = frames_of(b"chatty")
     config = {"limits": {"body_timeout_seconds": 2}}
+
+    def chatter(i: int) -> Frame:
+        if carrying == "descriptor":
+            return Frame(descriptor=schema.descriptor)
+        return Frame(app_metadata=b"still here %d" % i)
 
     def slow() -> Iterator[bytes]:
         yield schema.encode()
         for i in range(100):  # 40 s of chatter
             time.sleep(0.4)
-            yield Frame(app_metadata=b"still here %d" % i).encode()
+            yield chatter(i).encode()
         yield batch.encode()
 
     with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:

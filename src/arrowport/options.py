@@ -88,6 +88,20 @@ def check_table_name(name: str) -> str:
     return name
 
 
+def check_key(label: str, value: str) -> str:
+    """``value``, an idempotency key or producer id (``label``): 1 to :data:`MAX_KEY_LENGTH`
+    characters of valid Unicode (a lone surrogate, which JSON can escape, cannot be stored)."""
+    if not 0 < len(value) <= MAX_KEY_LENGTH:
+        raise InvalidOptions(f"{label} must be 1 to {MAX_KEY_LENGTH} characters", field=label)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidOptions(
+            f"{label} is not valid Unicode (it holds a lone surrogate)", field=label
+        ) from None
+    return value
+
+
 def check_stream_name(name: str) -> str:
     if not is_stream_name(name):
         raise InvalidName(
@@ -139,10 +153,8 @@ class IngestRequest:
             ("idempotency_key", self.idempotency_key),
             ("producer_id", self.producer_id),
         ):
-            if value is not None and not (0 < len(value) <= MAX_KEY_LENGTH):
-                raise InvalidOptions(
-                    f"{label} must be 1 to {MAX_KEY_LENGTH} characters", field=label
-                )
+            if value is not None:
+                check_key(label, value)
         if (self.producer_id is None) != (self.sequence is None):
             raise InvalidOptions(
                 "producer_id and sequence go together: send both or neither", field="sequence"

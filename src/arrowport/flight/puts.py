@@ -230,9 +230,9 @@ class PutCall:
 
     async def frame(self) -> Frame | None:
         """The upload's next frame that carries something, as it arrives; None once it has
-        ended. Frames after the first that carry only ``app_metadata`` (or nothing) are dropped
-        here, and do not count as the upload arriving: a stream of them stalls it as silence
-        would."""
+        ended. Frames after the first that carry no IPC message (``app_metadata``, a descriptor,
+        or nothing) are dropped here, and do not count as the upload arriving: a stream of them
+        stalls it as silence would."""
         since = asyncio.get_running_loop().time()
         while True:
             raw = await self._arrival.next()
@@ -247,7 +247,9 @@ class PutCall:
                     f"the {MAX_APP_METADATA_BYTES} this server takes (it does not read them)"
                 )
             first, self._first = self._first, False
-            if first or frame.header or frame.body or frame.descriptor is not None:
+            # A descriptor after the first frame is not read either: a stream of frames that
+            # carry one alone had kept a put alive past its stall limit.
+            if first or frame.header or frame.body:
                 return frame
             if asyncio.get_running_loop().time() - since >= self._stall_seconds:
                 raise self._arrival.stalled()

@@ -178,6 +178,9 @@ def producer_request(body: bytes) -> ProducerRequest:
     """The body of the ``producer_offset`` action: ``{"stream": ..., "producer_id": ...}``."""
     what = "the producer_offset action body"
     document = _json_object(body, what)
+    unknown = sorted(set(document) - {"stream", "producer_id"})
+    if unknown:
+        raise InvalidOptions(f'{what} takes "stream" and "producer_id", not {shown(unknown[0])}')
     stream = _optional(document, "stream", str, what)
     producer_id = _optional(document, "producer_id", str, what)
     if not stream or not producer_id:

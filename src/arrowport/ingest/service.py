@@ -29,7 +29,7 @@ import pyarrow as pa
 import structlog
 
 from arrowport.config import Settings
-from arrowport.errors import InvalidOptions, ShuttingDown
+from arrowport.errors import ShuttingDown
 from arrowport.ingest.admission import Admission, Reservation
 from arrowport.ingest.bodies import Body
 from arrowport.ingest.ipc_messages import Message, PayloadLimits
@@ -37,7 +37,7 @@ from arrowport.ingest.payload import BatchStream, Codec, IpcPayload, decompressi
 from arrowport.ingest.pipe import BodyPace, BodyPipe, pump
 from arrowport.ingest.streams import IngestOptions, Streams
 from arrowport.metrics import Metrics
-from arrowport.options import MAX_KEY_LENGTH, IngestReply, check_stream_name
+from arrowport.options import IngestReply, check_key, check_stream_name
 from arrowport.storage.delivery import Delivery
 from arrowport.storage.group_writer import GroupWriter, PendingWrite
 from arrowport.storage.interface import Storage
@@ -331,10 +331,7 @@ class IngestService:
         """The last sequence committed for a producer; a name no request could carry is
         refused as its ingest would be (400 ``invalid_name``, 422 ``invalid_options``)."""
         check_stream_name(stream)
-        if not 0 < len(producer_id) <= MAX_KEY_LENGTH:
-            raise InvalidOptions(
-                f"producer_id must be 1 to {MAX_KEY_LENGTH} characters", field="producer_id"
-            )
+        check_key("producer_id", producer_id)
         return self.db.last_sequence(stream, producer_id)
 
     # -- lifecycle -----------------------------------------------------------------------------
