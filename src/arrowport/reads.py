@@ -193,6 +193,9 @@ class ReadService:
     def table(self, name: str) -> TableInfo:
         return self.db.table(name)
 
+    def table_schemas(self) -> list[tuple[TableInfo, pa.Schema]]:
+        return self.db.table_schemas()
+
     def query_schema(
         self, sql: str, params: Parameters = None, stop: QueryStop | None = None
     ) -> pa.Schema:

@@ -318,8 +318,8 @@ class FlightService:
     def list_flights(self, request: bytes, context: ThreadContext) -> Generator[bytes, None, None]:
         with flight_errors(self._metrics, "list_flights", context) as call:
             self._caller(context, call, "read")
-            for table in self._reads.tables():
-                yield self._info(ReadRequest(table=table.name)).SerializeToString()
+            for table, schema in self._reads.table_schemas():
+                yield _table_info(table.name, table.row_count, schema).SerializeToString()
 
     def get_flight_info(self, request: bytes, context: ThreadContext) -> bytes:
         with flight_errors(self._metrics, "get_flight_info", context) as call:
@@ -363,27 +363,35 @@ class FlightService:
         return self._reads.query_schema(request.sql, request.params, stop)
 
     def _info(self, request: ReadRequest, stop: QueryStop | None = None) -> flight_pb2.FlightInfo:
-        records = -1
         if request.table is not None:
             info = self._reads.table(request.table)
-            request = ReadRequest(table=info.name)
-            records = info.row_count
-            descriptor = flight_pb2.FlightDescriptor(
-                type=flight_pb2.FlightDescriptor.PATH, path=[info.name.encode()]
-            )
-        else:
-            descriptor = flight_pb2.FlightDescriptor(
-                type=flight_pb2.FlightDescriptor.CMD, cmd=request.ticket()
-            )
-        # No locations: the data is fetched from this same server.
-        endpoint = flight_pb2.FlightEndpoint(ticket=flight_pb2.Ticket(ticket=request.ticket()))
-        return flight_pb2.FlightInfo(
-            schema=self._schema(request, stop).serialize().to_pybytes(),
-            flight_descriptor=descriptor,
-            endpoint=[endpoint],
-            total_records=records,
-            total_bytes=-1,
+            schema = self._reads.table_schema(info.name)
+            return _table_info(info.name, info.row_count, schema)
+        descriptor = flight_pb2.FlightDescriptor(
+            type=flight_pb2.FlightDescriptor.CMD, cmd=request.ticket()
         )
+        return _flight_info(descriptor, request, self._schema(request, stop), -1)
+
+
+def _table_info(name: str, rows: int, schema: pa.Schema) -> flight_pb2.FlightInfo:
+    descriptor = flight_pb2.FlightDescriptor(
+        type=flight_pb2.FlightDescriptor.PATH, path=[name.encode()]
+    )
+    return _flight_info(descriptor, ReadRequest(table=name), schema, rows)
+
+
+def _flight_info(
+    descriptor: flight_pb2.FlightDescriptor, request: ReadRequest, schema: pa.Schema, rows: int
+) -> flight_pb2.FlightInfo:
+    # No locations: the data is fetched from this same server.
+    endpoint = flight_pb2.FlightEndpoint(ticket=flight_pb2.Ticket(ticket=request.ticket()))
+    return flight_pb2.FlightInfo(
+        schema=schema.serialize().to_pybytes(),
+        flight_descriptor=descriptor,
+        endpoint=[endpoint],
+        total_records=rows,
+        total_bytes=-1,
+    )
 
 
 def _is_sql(descriptor: flight_pb2.FlightDescriptor) -> bool:

@@ -28,6 +28,7 @@ from arrowport.storage.query import (
     QueryResult,
     TableInfo,
     describe_table,
+    list_table_schemas,
     list_tables,
     query_schema,
     read_table,
@@ -209,6 +210,9 @@ class Engine:
 
     def table(self, name: str) -> TableInfo:
         return describe_table(self, name)
+
+    def table_schemas(self) -> list[tuple[TableInfo, pa.Schema]]:
+        return list_table_schemas(self)
 
     def query_schema(
         self, sql: str, params: Parameters = None, stop: QueryStop | None = None

@@ -274,6 +274,20 @@ def list_tables(db: Database) -> list[TableInfo]:
         return [_describe(cur, schema, table) for schema, table in _user_tables(cur)]
 
 
+def list_table_schemas(db: Database) -> list[tuple[TableInfo, pa.Schema]]:
+    """Every table of the database with its Arrow schema, as one consistent snapshot (each
+    table looked up by name instead lists them all again: a square of their number)."""
+    with _snapshot(db) as cur:
+        return [
+            (_describe(cur, schema, table), _arrow_schema(cur, schema, table))
+            for schema, table in _user_tables(cur)
+        ]
+
+
+def _arrow_schema(cur: duckdb.DuckDBPyConnection, schema: str, table: str) -> pa.Schema:
+    return cur.sql(f"SELECT * FROM {_sql_name(schema, table)}").limit(0).to_arrow_table().schema
+
+
 def describe_table(db: Database, name: str) -> TableInfo:
     with _snapshot(db) as cur:
         return _describe(cur, *_locate(cur, name))
@@ -350,5 +364,4 @@ def _without_final_semicolons(sql: str) -> str:
 def table_schema(db: Database, name: str) -> pa.Schema:
     """The Arrow schema of table ``name`` (404 if it does not exist), without reading rows."""
     with _snapshot(db) as cur:
-        schema, table = _locate(cur, name)
-        return cur.sql(f"SELECT * FROM {_sql_name(schema, table)}").limit(0).to_arrow_table().schema
+        return _arrow_schema(cur, *_locate(cur, name))
