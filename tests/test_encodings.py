@@ -72,7 +72,7 @@ LANDING = {
     "dictionary_of_strings": STRINGS.dictionary_encode(),
     "run_ends_of_strings": ree(pa.array(["x", None, "y"])),
     "list_of_a_dictionary_of_strings": pa.ListArray.from_arrays(
-        pa.array([0, 2, 2, 4], pa.int32()), STRINGS.dictionary_encode()
+        pa.array([0, 2, 2, 4], pa.int32()), pa.array(["a", "b", "b", "c"]).dictionary_encode()
     ),
     "struct_of_run_ends": pa.StructArray.from_arrays([ree(pa.array([1, 2, None]))], ["r"]),
 }
@@ -114,6 +114,60 @@ def test_an_encoding_duckdb_reads_lands_as_its_values(client: httpx.Client, case
     assert response.status_code == 200, response.text
     back = query(client, f"SELECT c FROM {case} ORDER BY i").column("c").to_pylist()
     assert back == column.to_pylist()
+
+
+def _sliced_cases() -> dict[str, pa.Array]:
+    rows = 10_000
+    runs = pa.RunEndEncodedArray.from_arrays(
+        pa.array(range(100, rows + 1, 100), pa.int32()),
+        pa.array([None if i % 3 == 0 else i for i in range(rows // 100)], pa.int64()),
+    )
+    labels = pa.array([f"l{i % 7}" for i in range(rows * 2)])
+    return {
+        "struct_of_run_ends": pa.StructArray.from_arrays([runs], ["r"]),
+        "list_of_a_dictionary": pa.ListArray.from_arrays(
+            pa.array(range(0, rows * 2 + 1, 2), pa.int32()), labels.dictionary_encode()
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", ["struct_of_run_ends", "list_of_a_dictionary"])
+def test_an_encoding_nested_in_a_sliced_batch_lands_as_its_values(
+    client: httpx.Client, case: str
+) -> None:
+    """The server slices a request's batches (chunk_size, row groups); DuckDB 1.5.5 misreads a
+    run-end encoding or a dictionary with null indices inside a sliced list or struct, with no
+    error: most of a struct of run ends' rows landed NULL."""
+    column = _sliced_cases()[case]
+    name = f"sliced_{case}"
+    sent = ipc_bytes(table_of(column))
+    response = post_binary(client, name, sent, params={"chunk_size": "2500"})
+    assert response.status_code == 200, response.text
+    back = query(client, f"SELECT c FROM {name} ORDER BY i").column("c").to_pylist()
+    assert back == column.to_pylist()
+
+
+@pytest.mark.parametrize("shape", ["list", "map"])
+def test_a_null_index_of_a_dictionary_in_a_list_is_refused(
+    client: httpx.Client, shape: str
+) -> None:
+    """DuckDB 1.5.5 corrupts its heap reading a null index of a dictionary inside a list or a
+    map's items (malloc(): corrupted top size): the process died."""
+    labels = pa.array([None if i % 5 == 0 else f"l{i % 7}" for i in range(4_000)])
+    offsets = pa.array(range(0, 4_001, 2), pa.int32())
+    column = (
+        pa.ListArray.from_arrays(offsets, labels.dictionary_encode())
+        if shape == "list"
+        else pa.MapArray.from_arrays(
+            offsets, pa.array(["k", "v"] * 2_000), labels.dictionary_encode()
+        )
+    )
+    name = f"null_index_{shape}"
+    response = post_binary(client, name, ipc_bytes(table_of(column)))
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_value"
+    assert client.get(f"/tables/{name}").status_code == 404
+    assert query(client, "SELECT 42 AS n").to_pylist() == [{"n": 42}]
 
 
 def test_flight_puts_refuse_them_too(server: ArrowportProcess, client: httpx.Client) -> None:

@@ -278,7 +278,10 @@ def serve(settings: Settings) -> int:
         server.run(sockets=[http_socket])
     finally:
         if flight_server is not None:
-            flight_server.close(settings.limits.shutdown_timeout_seconds)
+            # A second Ctrl-C (a forced exit) does not wait for Flight calls either.
+            flight_server.close(
+                0 if server.force_exit else settings.limits.shutdown_timeout_seconds
+            )
     if not server.started:
         services.close()
         return 1

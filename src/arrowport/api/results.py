@@ -131,6 +131,15 @@ def _rendered_bytes(batch: pa.RecordBatch) -> int:
     return sum(map(_decoded_bytes, batch.columns))
 
 
+def _text_like(dtype: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(dtype)
+        or pa.types.is_large_string(dtype)
+        or pa.types.is_binary(dtype)
+        or pa.types.is_large_binary(dtype)
+    )
+
+
 def _decoded_bytes(array: pa.Array) -> int:
     if not has_dictionary(array.type):
         return int(array.get_total_buffer_size())
@@ -138,7 +147,7 @@ def _decoded_bytes(array: pa.Array) -> int:
         values = array.dictionary
         if len(values) == 0:
             return int(array.indices.nbytes)
-        if pa.types.is_string(values.type) or pa.types.is_binary(values.type):
+        if _text_like(values.type):
             each = int(pc.max(pc.binary_length(values)).as_py() or 0)  # the longest, not the mean
         else:
             each = _decoded_bytes(values) // len(values)

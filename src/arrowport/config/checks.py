@@ -106,15 +106,15 @@ class _NoAliasLoader(yaml.SafeLoader):
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         # A key given twice would otherwise keep its last value alone, silently: a second
         # `auth:` section would drop the tokens of the first.
-        seen: set[tuple[type, Any]] = set()
+        seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool):
                 continue  # a complex key: the settings never hold one, and refuse it
-            if (type(key), key) in seen:
+            if key in seen:  # as the mapping would see it (1 and true are one key to it)
                 line = key_node.start_mark.line + 1
                 raise ConfigFileError(f" line {line}: key {excerpt(key)} is given twice")
-            seen.add((type(key), key))
+            seen.add(key)
         return super().construct_mapping(node, deep)
 
 

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
+from arrowport.storage.schema import child_types
+
 # DuckDB's row group size, and the default of ``defaults.coalesce_rows``.
 ROW_GROUP_ROWS = 122_880
 
@@ -95,6 +97,30 @@ def _joined(pieces: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
         return list(pieces)
 
 
+def _nests_encoding(dtype: pa.DataType) -> bool:
+    """Whether a dictionary or run-end encoding sits below ``dtype``'s top level."""
+    return any(
+        isinstance(child, pa.DictionaryType | pa.RunEndEncodedType) or _nests_encoding(child)
+        for child in child_types(dtype)
+    )
+
+
+def _rebased(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """``batches``, each column that nests an encoding copied to start at offset 0 where it is a
+    slice: DuckDB 1.5.5 misreads a run-end encoding (or a dictionary with null indices) inside a
+    sliced list or struct, silently (177,120 of 300,000 rows of a struct of run ends landed
+    wrong, mostly NULL)."""
+    nesting = [i for i, field in enumerate(schema) if _nests_encoding(field.type)]
+    for batch in batches:
+        if nesting and any(batch.column(i).offset for i in nesting):
+            columns = list(batch.columns)
+            for i in nesting:
+                if columns[i].offset:
+                    columns[i] = pa.concat_arrays([columns[i]])
+            batch = pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+        yield batch
+
+
 def coalesced(data: pa.RecordBatchReader | pa.Table, rows: int) -> pa.RecordBatchReader | pa.Table:
     """``data`` with its batches coalesced: a reader lazily, one batch at a time; a table (small,
     in memory already) at once, as a table."""
@@ -108,5 +134,7 @@ def coalesced(data: pa.RecordBatchReader | pa.Table, rows: int) -> pa.RecordBatc
             batches = _joined(batches) if batches else []
         else:
             batches = list(coalesce(batches, rows))
-        return pa.Table.from_batches(batches, schema=data.schema)
-    return pa.RecordBatchReader.from_batches(data.schema, coalesce(data, rows))
+        return pa.Table.from_batches(_rebased(batches, data.schema), schema=data.schema)
+    return pa.RecordBatchReader.from_batches(
+        data.schema, _rebased(coalesce(data, rows), data.schema)
+    )

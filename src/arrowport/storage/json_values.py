@@ -77,10 +77,14 @@ def _first_invalid(array: pa.Array) -> tuple[int, str] | None:
     if isinstance(array, pa.ExtensionArray):
         return _first_invalid(array.storage)
     if isinstance(array, pa.DictionaryArray):
-        if _first_invalid(array.dictionary) is None:
+        found = _first_invalid(array.dictionary)
+        if found is None:
             return None
-        # A bad entry that no row refers to does not land: look at the rows.
-        return _first_invalid(pc.take(array.dictionary, array.indices))
+        # The first row that refers to that entry (taking the values for the rows could make
+        # gigabytes of a few bytes of indices); a bad entry no row refers to is refused too.
+        entry, text = found
+        row = pc.index(array.indices, entry).as_py()
+        return (row if row >= 0 else 0), text
     if isinstance(array, pa.RunEndEncodedArray):
         start = array.find_physical_offset()
         found = _first_invalid(array.values.slice(start, array.find_physical_length()))
@@ -91,7 +95,9 @@ def _first_invalid(array: pa.Array) -> tuple[int, str] | None:
         return row, text
     if isinstance(array, pa.MapArray):
         # list_flatten has no kernel for maps: view the entries as a list of structs.
-        array = pa.ListArray.from_arrays(array.offsets, array.values, mask=array.is_null())
+        # (A null mask over a slice's offsets is refused by pyarrow: the entries' view is
+        # taken without one, which only shows entries of null maps, that are checked too.)
+        array = pa.ListArray.from_arrays(array.offsets, array.values)
     if isinstance(array, pa.StructArray):
         found_in = [_first_invalid(child) for child in array.flatten()]
         return min((found for found in found_in if found is not None), default=None)

@@ -105,7 +105,7 @@ def _misread_encoding(dtype: pa.DataType) -> str | None:
     database until a restart), or a run-end encoding of a dictionary (stored as its indices).
     Refused, not decoded here: decoding could make gigabytes of a few bytes."""
     if isinstance(dtype, pa.DictionaryType | pa.RunEndEncodedType) and child_types(
-        dtype.value_type
+        _storage(dtype.value_type)
     ):
         kind = "dictionary" if isinstance(dtype, pa.DictionaryType) else "run-end encoding"
         return (
@@ -119,6 +119,13 @@ def _misread_encoding(dtype: pa.DataType) -> str | None:
             "fixed-size list; send the values without the encoding, or as a list"
         )
     return None
+
+
+def _storage(dtype: pa.DataType) -> pa.DataType:
+    """An extension type's storage (DuckDB reads a dictionary of ``arrow.json`` as of text)."""
+    while isinstance(dtype, pa.BaseExtensionType):
+        dtype = dtype.storage_type
+    return dtype
 
 
 def _encoded(dtype: pa.DataType) -> bool:

@@ -39,9 +39,39 @@ def _checked(dtype: pa.DataType) -> bool:
     return any(_checked(child) for child in child_types(dtype))
 
 
+def _dictionary_in_list(dtype: pa.DataType, in_list: bool = False) -> bool:
+    """True when a dictionary sits inside a list or map of ``dtype`` (at any depth)."""
+    if isinstance(dtype, pa.DictionaryType):
+        return in_list
+    inside = in_list or pa.types.is_map(dtype) or bool(_is_list_type(dtype))
+    return any(_dictionary_in_list(child, inside) for child in child_types(dtype))
+
+
+def _is_list_type(dtype: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_list(dtype)
+        or pa.types.is_large_list(dtype)
+        or pa.types.is_fixed_size_list(dtype)
+        or pa.types.is_list_view(dtype)
+        or pa.types.is_large_list_view(dtype)
+    )
+
+
 def needs_value_check(schema: pa.Schema) -> bool:
     """True when some column's values must pass :func:`check_values` before DuckDB scans them."""
-    return any(_checked(field.type) or holds_json(field.type) for field in schema)
+    return any(
+        _checked(field.type) or holds_json(field.type) or _dictionary_in_list(field.type)
+        for field in schema
+    )
+
+
+def _null_index_in_list(array: pa.Array, in_list: bool = False) -> bool:
+    """Whether a dictionary inside a list or map of ``array`` has a null index: DuckDB 1.5.5
+    corrupts its heap reading one (malloc(): corrupted top size, then the process dies)."""
+    if isinstance(array, pa.DictionaryArray):
+        return in_list and array.indices.null_count > 0
+    inside = in_list or pa.types.is_map(array.type) or _is_list_type(array.type)
+    return any(_null_index_in_list(child, inside) for child in child_arrays(array))
 
 
 def _sub_micro(ints: pa.Array) -> bool:
@@ -115,6 +145,11 @@ def check_values(batch: pa.RecordBatch, first_row: int = 0) -> None:
     (or take unparsed as JSON); ``first_row`` is the row of the request the batch starts at."""
     for field, column in zip(batch.schema, batch.columns, strict=True):
         problem = _value_problem(column)
+        if problem is None and _dictionary_in_list(field.type) and _null_index_in_list(column):
+            problem = (
+                "has a null index in a dictionary inside a list or map, which crashes DuckDB "
+                "1.5.5: send the values without the dictionary (a list of strings), or no nulls"
+            )
         if problem is not None:
             raise InvalidValue(f"column {field.name!r} {problem}", column=field.name)
         if holds_json(field.type):
