@@ -63,6 +63,17 @@ LIST_ARRAYS = (
 )
 
 
+def is_list_type(dtype: pa.DataType) -> bool:
+    """Whether ``dtype`` is one of Arrow's list types (values: a list of one child)."""
+    return bool(
+        pa.types.is_list(dtype)
+        or pa.types.is_large_list(dtype)
+        or pa.types.is_fixed_size_list(dtype)
+        or pa.types.is_list_view(dtype)
+        or pa.types.is_large_list_view(dtype)
+    )
+
+
 def child_arrays(array: pa.Array) -> list[pa.Array]:
     """The arrays holding ``array``'s values one level down: a list's items, a struct's fields,
     a map's entries (as a struct of keys and items), a dictionary's or run-end encoding's

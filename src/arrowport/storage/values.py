@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from arrowport.errors import InvalidValue
 from arrowport.storage.json_values import check_json, holds_json
-from arrowport.storage.schema import child_arrays, child_types
+from arrowport.storage.schema import child_arrays, child_types, is_list_type
 
 # Raises InvalidValue for a batch (starting at a request's row ``first_row``) it refuses.
 BatchCheck = Callable[[pa.RecordBatch, int], None]
@@ -43,18 +43,8 @@ def _dictionary_in_list(dtype: pa.DataType, in_list: bool = False) -> bool:
     """True when a dictionary sits inside a list or map of ``dtype`` (at any depth)."""
     if isinstance(dtype, pa.DictionaryType):
         return in_list
-    inside = in_list or pa.types.is_map(dtype) or bool(_is_list_type(dtype))
+    inside = in_list or pa.types.is_map(dtype) or is_list_type(dtype)
     return any(_dictionary_in_list(child, inside) for child in child_types(dtype))
-
-
-def _is_list_type(dtype: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_list(dtype)
-        or pa.types.is_large_list(dtype)
-        or pa.types.is_fixed_size_list(dtype)
-        or pa.types.is_list_view(dtype)
-        or pa.types.is_large_list_view(dtype)
-    )
 
 
 def needs_value_check(schema: pa.Schema) -> bool:
@@ -70,7 +60,7 @@ def _null_index_in_list(array: pa.Array, in_list: bool = False) -> bool:
     corrupts its heap reading one (malloc(): corrupted top size, then the process dies)."""
     if isinstance(array, pa.DictionaryArray):
         return in_list and array.indices.null_count > 0
-    inside = in_list or pa.types.is_map(array.type) or _is_list_type(array.type)
+    inside = in_list or pa.types.is_map(array.type) or is_list_type(array.type)
     return any(_null_index_in_list(child, inside) for child in child_arrays(array))
 
 

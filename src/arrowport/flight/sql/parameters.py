@@ -29,6 +29,7 @@ import pyarrow as pa
 from duckdb.sqltypes import INTERVAL, TIME_NS, TIMESTAMP_NS, DuckDBPyType
 
 from arrowport.errors import InvalidValue, UnsupportedType
+from arrowport.storage.schema import is_list_type
 
 # DuckDB's widest decimal.
 MAX_DECIMAL_DIGITS = 38
@@ -67,7 +68,7 @@ def python_value(scalar: pa.Scalar, where: str) -> Any:
         keys = [python_value(key, where) for key in entries.field(0)]
         items = [python_value(item, where) for item in entries.field(1)]
         return {"key": keys, "value": items}  # DuckDB binds this form as a MAP
-    if _is_list(kind):
+    if is_list_type(kind):
         return [python_value(item, where) for item in scalar.values]
     if pa.types.is_decimal(kind):
         return _decimal(scalar, kind, where)
@@ -98,16 +99,6 @@ def python_value(scalar: pa.Scalar, where: str) -> Any:
     raise UnsupportedType(f"{where} is of type {kind}, which cannot be bound")
 
 
-def _is_list(kind: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_list(kind)
-        or pa.types.is_large_list(kind)
-        or pa.types.is_fixed_size_list(kind)
-        or pa.types.is_list_view(kind)
-        or pa.types.is_large_list_view(kind)
-    )
-
-
 def _is_text(kind: pa.DataType) -> bool:
     return bool(
         pa.types.is_string(kind)
@@ -132,7 +123,7 @@ def _check_struct(kind: pa.StructType, where: str) -> None:
         raise UnsupportedType(
             f"{where} is a struct that names the field {repeated[0]!r} more than once"
         )
-    if sorted(names) == ["key", "value"] and all(_is_list(field.type) for field in kind):
+    if sorted(names) == ["key", "value"] and all(is_list_type(field.type) for field in kind):
         raise UnsupportedType(
             f"{where} is a struct of two lists named key and value, which DuckDB would bind "
             "as a MAP: name its fields otherwise"
