@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
-from arrowport.storage.schema import child_types
+from arrowport.storage.schema import child_types, has_encoding
 
 # DuckDB's row group size, and the default of ``defaults.coalesce_rows``.
 ROW_GROUP_ROWS = 122_880
@@ -97,20 +97,15 @@ def _joined(pieces: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
         return list(pieces)
 
 
-def _nests_encoding(dtype: pa.DataType) -> bool:
-    """Whether a dictionary or run-end encoding sits below ``dtype``'s top level."""
-    return any(
-        isinstance(child, pa.DictionaryType | pa.RunEndEncodedType) or _nests_encoding(child)
-        for child in child_types(dtype)
-    )
-
-
 def _rebased(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """``batches``, each column that nests an encoding copied to start at offset 0 where it is a
     slice: DuckDB 1.5.5 misreads a run-end encoding (or a dictionary with null indices) inside a
     sliced list or struct, silently (177,120 of 300,000 rows of a struct of run ends landed
     wrong, mostly NULL)."""
-    nesting = [i for i, field in enumerate(schema) if _nests_encoding(field.type)]
+    # Columns with a dictionary or run-end encoding below their top level.
+    nesting = [
+        i for i, field in enumerate(schema) if any(map(has_encoding, child_types(field.type)))
+    ]
     for batch in batches:
         if nesting and any(batch.column(i).offset for i in nesting):
             columns = list(batch.columns)

@@ -106,9 +106,11 @@ def _placeholder_in(array: pa.Array) -> str | None:
     kind = array.type
     if len(array) == 0:
         return None
-    if pa.types.is_string_view(kind) or pa.types.is_binary_view(kind):
-        return _placeholder_in(array.cast(pa.large_binary()))
-    if pa.types.is_fixed_size_binary(kind):
+    if (
+        pa.types.is_string_view(kind)
+        or pa.types.is_binary_view(kind)
+        or pa.types.is_fixed_size_binary(kind)
+    ):
         return _placeholder_in(array.cast(pa.large_binary()))
     if (
         pa.types.is_string(kind)

@@ -85,8 +85,8 @@ def child_arrays(array: pa.Array) -> list[pa.Array]:
     if isinstance(array, pa.ExtensionArray):
         return [array.storage]
     if isinstance(array, pa.MapArray):
-        # list_flatten has no kernel for maps: the entries this slice's offsets span (a null
-        # map spans none), as a struct of keys and items.
+        # list_flatten has no kernel for maps: the entries this slice's offsets span (those of
+        # a null map among them, if it spans any), as a struct of keys and items.
         offsets = array.offsets
         start = offsets[0].as_py() if len(offsets) else 0
         end = offsets[-1].as_py() if len(offsets) else 0
@@ -123,7 +123,7 @@ def _misread_encoding(dtype: pa.DataType) -> str | None:
             f"a {kind} of {dtype.value_type} is misread by DuckDB 1.5.5; send the values "
             "without the encoding"
         )
-    if isinstance(dtype, pa.FixedSizeListType) and _encoded(dtype.value_type):
+    if isinstance(dtype, pa.FixedSizeListType) and has_encoding(dtype.value_type):
         # Read as the indices, or a crash (SIGSEGV).
         return (
             f"{dtype}: DuckDB 1.5.5 misreads a dictionary or run-end encoding inside a "
@@ -139,10 +139,10 @@ def _storage(dtype: pa.DataType) -> pa.DataType:
     return dtype
 
 
-def _encoded(dtype: pa.DataType) -> bool:
+def has_encoding(dtype: pa.DataType) -> bool:
     """Whether ``dtype`` is, or nests, a dictionary or run-end encoding."""
     return isinstance(dtype, pa.DictionaryType | pa.RunEndEncodedType) or any(
-        map(_encoded, child_types(dtype))
+        map(has_encoding, child_types(dtype))
     )
 
 
