@@ -836,6 +836,79 @@ def test_a_handshake_that_never_ends_its_stream_times_out(tmp_path: Path) -> Non
             assert count(http, "after_stalled_handshakes") == 3
 
 
+def raw_request_stream(channel: grpc.Channel, method: str) -> grpc.StreamStreamMultiCallable:
+    """A Flight call of one request (DoGet, GetFlightInfo, …) as plain gRPC with a client
+    stream: the same bytes on the wire, but the client decides when (and whether) the request
+    message is sent."""
+    return channel.stream_stream(
+        f"/arrow.flight.protocol.FlightService/{method}",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+
+
+def test_a_call_whose_request_never_arrives_times_out(tmp_path: Path) -> None:
+    """A single-message call whose client never sends its request ends DEADLINE_EXCEEDED once
+    ``limits.body_timeout_seconds`` pass (the call limit admits it before its request is read),
+    and one that ends its stream without a request is INVALID_ARGUMENT; the server serves on."""
+    config = {"limits": {"body_timeout_seconds": 1}, "flight": {"max_concurrent_calls": 2}}
+    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.flight_port}")
+        release = threading.Event()
+
+        def silent() -> Iterator[bytes]:
+            release.wait(30)
+            yield from ()
+
+        def outcome(method: str, requests: Iterator[bytes]) -> tuple[grpc.StatusCode, str]:
+            try:
+                tuple(raw_request_stream(channel, method)(requests, timeout=20))
+            except grpc.RpcError as exc:
+                return exc.code(), exc.details() or ""
+            raise AssertionError(f"{method} was answered")
+
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                stalled = list(pool.map(lambda m: outcome(m, silent()), ["DoGet", "GetSchema"]))
+        finally:
+            release.set()
+        assert time.monotonic() - started < 15
+        for status, details in stalled:
+            assert status == grpc.StatusCode.DEADLINE_EXCEEDED, details
+            assert details.startswith("request_timeout: no data of the request arrived for 1 ")
+        for method in ("DoGet", "GetFlightInfo", "DoAction", "ListFlights"):
+            status, details = outcome(method, iter(()))
+            assert status == grpc.StatusCode.INVALID_ARGUMENT, (method, details)
+            assert details == "invalid_options: the call ended without its request message"
+        channel.close()
+        client = flight.connect(flight_url(server))
+        put(client, path("after_silent_requests"), sample(3))
+        assert client.do_get(ticket("after_silent_requests")).read_all().num_rows == 3
+        client.close()
+
+
+def test_a_request_message_longer_than_any_call_takes_is_refused(
+    fc: flight.FlightClient, flight_server: ArrowportProcess
+) -> None:
+    """A request of a single-message call is at most ``limits.max_query_body_bytes`` and 16 MiB
+    for a schema: one longer is RESOURCE_EXHAUSTED ``payload_too_large`` before anything
+    parses it (each parse copied it again: eight 200 MB tickets took 5.6 GB)."""
+    longest = 1024**2 + 16 * 1024**2
+    huge = b"x" * (longest + 1)
+    calls = [
+        lambda: fc.do_get(flight.Ticket(huge)).read_all(),
+        lambda: fc.get_flight_info(flight.FlightDescriptor.for_command(huge)),
+        lambda: list(fc.do_action(flight.Action("producer_offset", huge))),
+        lambda: list(fc.list_flights(huge)),
+    ]
+    for call in calls:
+        message = expect_error(call, "payload_too_large", "resource_exhausted")
+        assert message.startswith("payload_too_large: the request message is "), message
+        assert f"({longest}: limits.max_query_body_bytes and 16 MiB for a schema)" in message
+    assert flight_server.healthy()
+
+
 def test_a_call_past_the_call_limit_is_refused_overloaded(tmp_path: Path) -> None:
     """With ``flight.max_concurrent_calls`` calls running, one more of any kind is refused
     UNAVAILABLE ``overloaded`` (the code every overload has, with when to retry), counted in the

@@ -32,6 +32,9 @@ _APP_METADATA = 3
 _BODY = 1000
 # Arrow buffers must start at multiples of 8 (DuckDB's scan reads them in place).
 _ALIGNMENT = 8
+# Room in a message for the metadata of up to limits.max_columns columns (about 100 bytes each):
+# a frame's schema, or a Flight SQL request carrying a schema.
+SCHEMA_ROOM = 16 * 1024**2
 # Batches sent to clients are cut below this: Flight clients refuse messages over 16 MiB.
 MAX_SEND_BYTES = 8 * 1024**2
 

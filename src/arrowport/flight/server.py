@@ -29,14 +29,11 @@ import uvloop
 
 from arrowport.config import Settings
 from arrowport.flight.call_limit import backstop
+from arrowport.flight.frames import SCHEMA_ROOM
 from arrowport.flight.service import FlightService
 from arrowport.services import Services
 
 log = structlog.get_logger("arrowport.flight")
-
-# A frame carries one IPC message: its body, plus the metadata of up to limits.max_columns
-# columns (about 100 bytes each).
-_FRAME_HEADROOM = 16 * 1024**2
 
 
 class FlightStartError(Exception):
@@ -146,7 +143,7 @@ def start_flight_server(services: Services, shared_port: bool = False) -> Arrowp
     # service's own threads: gRPC's thread pool is there for a plain handler, and none is.)
     calls = backstop(settings.flight.max_concurrent_calls)
     options: list[tuple[str, Any]] = [
-        ("grpc.max_receive_message_length", settings.limits.max_message_bytes + _FRAME_HEADROOM),
+        ("grpc.max_receive_message_length", settings.limits.max_message_bytes + SCHEMA_ROOM),
         ("grpc.max_send_message_length", -1),
         # Without this, a port another process already serves would be shared silently.
         ("grpc.so_reuseport", 1 if shared_port else 0),

@@ -50,7 +50,7 @@ from arrowport.errors import InvalidOptions, shown
 from arrowport.flight.arrival import Arrival
 from arrowport.flight.call_limit import CallLimit
 from arrowport.flight.errors import Call, flight_errors, flight_errors_async
-from arrowport.flight.frames import Frame, encode_stream
+from arrowport.flight.frames import SCHEMA_ROOM, Frame, encode_stream
 from arrowport.flight.protocol import flight_pb2
 from arrowport.flight.puts import PutCall, PutLanding, bridged
 from arrowport.flight.requests import (
@@ -61,6 +61,7 @@ from arrowport.flight.requests import (
     read_request,
 )
 from arrowport.flight.security import AnyContext, caller, handshake
+from arrowport.flight.single_request import SingleRequest
 from arrowport.flight.sql import ACTIONS, UNSERVED_ACTIONS, FlightSql, is_wrapped
 from arrowport.flight.threaded import Streaming, ThreadContext, Unary, on_threads, streamed
 from arrowport.ingest.streams import IngestOptions
@@ -142,17 +143,24 @@ class FlightService:
         def same(data: bytes) -> bytes:
             return data
 
+        stall = self._settings.limits.body_timeout_seconds
+        # Calls of one request message are read as streams: admitted and authenticated before
+        # gRPC reads that message (see arrowport.flight.single_request).
+        largest = self._settings.limits.max_query_body_bytes + SCHEMA_ROOM
+        single = SingleRequest(self._settings.auth, self._metrics, stall, largest)
+
         def unary_stream(method: str, handler: Streaming) -> grpc.RpcMethodHandler[bytes, bytes]:
-            stall = self._settings.limits.body_timeout_seconds
-            return grpc.unary_stream_rpc_method_handler(
-                limit.coroutine(method, streamed(handler, self._threads, stall)),
+            return grpc.stream_stream_rpc_method_handler(
+                limit.coroutine(
+                    method, single.reading(method, streamed(handler, self._threads, stall))
+                ),
                 request_deserializer=same,
                 response_serializer=same,
             )
 
         def unary_unary(method: str, handler: Unary) -> grpc.RpcMethodHandler[bytes, bytes]:
-            return grpc.unary_unary_rpc_method_handler(
-                limit.coroutine(method, on_threads(handler, self._threads)),
+            return grpc.stream_unary_rpc_method_handler(
+                limit.coroutine(method, single.reading(method, on_threads(handler, self._threads))),
                 request_deserializer=same,
                 response_serializer=same,
             )
