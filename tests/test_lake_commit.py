@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 
 from arrowport.config import DuckDBSettings, DuckLakeSettings
+from arrowport.errors import StorageUnavailable
 from arrowport.storage.delivery import Delivery
 from arrowport.storage.lake import Lake
 from arrowport.storage.lake_catalog import catalog_lost
@@ -36,6 +37,7 @@ class CommitReplyCutter:
         self.port = int(self._listener.getsockname()[1])
         self.armed = False
         self.fired = 0
+        self.drop_commit = False  # cut before the COMMIT reaches PostgreSQL: nothing commits
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -65,7 +67,8 @@ class CommitReplyCutter:
                     committing = True
                 if up and self.armed and committing and b"COMMIT" in data:
                     cut.set()  # the reply is dropped from now on
-                    dst.sendall(data)
+                    if not self.drop_commit:
+                        dst.sendall(data)
                     cut.wait(0.3)  # PostgreSQL commits meanwhile
                     self.armed = False
                     self.fired += 1
@@ -137,6 +140,25 @@ def test_a_keyed_write_whose_reply_is_lost_is_its_own_original_answer(
     assert not isinstance(again, Exception)
     assert again.duplicate
     assert rows(target) == [{"x": 0, "n": 1}, {"x": 7, "n": 1}, {"x": 8, "n": 1}]
+
+
+def test_a_commit_cut_off_unanswered_is_answered_as_maybe_landed(
+    lake: tuple[Lake, CommitReplyCutter],
+) -> None:
+    """A commit that never reached PostgreSQL, its connection cut: to the node it is one
+    whose answer was lost and whose claim is not (yet) in the catalog, so it may still land.
+    A stream (not replayed) is answered 503 ``storage_unavailable`` (possibly landed: a client
+    retries it with the same key or sequence), never ``overloaded``, which says nothing was
+    written (a client then takes a duplicate answer to its retry for another sender's)."""
+    target, cutter = lake
+    table = pa.table({"x": pa.array([5, 6], pa.int64())})
+    cutter.armed = cutter.drop_commit = True
+    stream = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+    with pytest.raises(StorageUnavailable) as unsure:
+        target.write([WriteJob("t", WritePolicy(), stream)])
+    assert cutter.fired == 1
+    assert "may have landed" in unsure.value.message, unsure.value.message
+    assert rows(target) == [{"x": 0, "n": 1}]
 
 
 @pytest.mark.parametrize(

@@ -30,12 +30,16 @@ class ClaimTaken(Exception):
 
 
 class LakeBusy(Exception):
-    """The lake refused the commit for now: a concurrent commit, or (``unreachable``) the
-    catalog or the store could not be reached."""
+    """The lake refused the commit for now: a concurrent commit (``nothing_committed``: the
+    lake said so before committing), or (``unreachable``) the catalog or the store could not be
+    reached."""
 
-    def __init__(self, message: str, unreachable: bool = False) -> None:
+    def __init__(
+        self, message: str, unreachable: bool = False, nothing_committed: bool = False
+    ) -> None:
         super().__init__(message)
         self.unreachable = unreachable
+        self.nothing_committed = nothing_committed
 
 
 def lake_refusal(exc: BaseException, scrub: Callable[[str], str]) -> Exception | None:
@@ -45,17 +49,19 @@ def lake_refusal(exc: BaseException, scrub: Callable[[str], str]) -> Exception |
     if isinstance(exc, duckdb.Error) and CLAIM_TAKEN in text:
         return ClaimTaken(text)
     if isinstance(exc, duckdb.TransactionException) and "conflict" in text.lower():
-        return LakeBusy("a concurrent commit changed the same table")
-    if isinstance(exc, duckdb.TransactionException) and "Failed to commit DuckLake" in text:
-        # DuckLake 1.5.5 sometimes fails a CREATE OR REPLACE TABLE committed while the table is
-        # being read ("schema not found in metadata catalog"); nothing was committed, and the
-        # same commit goes through when tried again.
-        return LakeBusy("the lake failed this commit")
+        return LakeBusy("a concurrent commit changed the same table", nothing_committed=True)
     if isinstance(exc, duckdb.IOException) or (
         isinstance(exc, duckdb.Error) and catalog_lost(text)
     ):
-        reason = scrub(text).splitlines()[0]
+        lines = scrub(text).splitlines() or [type(exc).__name__]
+        # The line that says what was lost, rather than DuckLake's "Failed to commit" above it.
+        reason = next((line.strip() for line in lines if catalog_lost(line)), lines[0])
         return LakeBusy(f"the lake could not be reached ({reason})", unreachable=True)
+    if isinstance(exc, duckdb.TransactionException) and "Failed to commit DuckLake" in text:
+        # DuckLake 1.5.5 sometimes fails a CREATE OR REPLACE TABLE committed while the table is
+        # being read ("schema not found in metadata catalog"); the same commit goes through
+        # when tried again. DuckLake says the same of a commit whose reply it did not get.
+        return LakeBusy("the lake failed this commit")
     return None
 
 
@@ -97,6 +103,12 @@ def commit_retrying(
             waited = time.monotonic() - started > settings.store_timeout_seconds
             last = tried == settings.max_retries or (exc.unreachable and waited)
             if not replayable or last:
+                if refused is not None and not exc.nothing_committed:
+                    raise StorageUnavailable(
+                        f"this write's commit got no answer ({exc}) and is not in the lake's "
+                        "catalog, but it may have landed, or land yet: retry with the same "
+                        "idempotency key or producer sequence, which lands it at most once"
+                    ) from None
                 if exc.unreachable:
                     raise StorageUnavailable(
                         f"the lake could not take this commit: {exc}; retry shortly"
