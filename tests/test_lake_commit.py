@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from arrowport.config import DuckDBSettings, DuckLakeSettings
-from arrowport.errors import StorageUnavailable
+from arrowport.errors import StorageError, StorageUnavailable
 from arrowport.storage.delivery import Delivery
 from arrowport.storage.lake import Lake
 from arrowport.storage.lake_catalog import catalog_lost
@@ -140,6 +140,32 @@ def test_a_keyed_write_whose_reply_is_lost_is_its_own_original_answer(
     assert not isinstance(again, Exception)
     assert again.duplicate
     assert rows(target) == [{"x": 0, "n": 1}, {"x": 7, "n": 1}, {"x": 8, "n": 1}]
+
+
+@pytest.mark.parametrize("shape", ["in memory", "streamed"])
+def test_a_landed_commit_whose_files_duckdb_deleted_is_not_answered_as_landed(
+    lake: tuple[Lake, CommitReplyCutter], shape: str
+) -> None:
+    """Rows past DuckLake's inlining limit go to Parquet files, which DuckLake 1.5.5 deletes
+    after any failed commit, a commit whose reply was lost included: the catalog then lists
+    files the store does not have. Found by its claim, such a write was answered as landed;
+    now the node looks for the files that snapshot added and answers 503 ``storage_error``
+    naming the snapshot and the table."""
+    target, cutter = lake
+    table = pa.table({"x": pa.array(range(100, 1_100), pa.int64())})
+    data = (
+        table
+        if shape == "in memory"
+        else pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+    )
+    cutter.armed = True
+    with pytest.raises(StorageError) as lost:
+        target.write([WriteJob("t", WritePolicy(), data)])
+    assert cutter.fired == 1
+    message = lost.value.message
+    assert "committed to the lake (snapshot " in message, message
+    assert "DuckLake deleted the 1 file(s) it had written" in message, message
+    assert "reads of 't' fail" in message, message
 
 
 def test_a_commit_cut_off_unanswered_is_answered_as_maybe_landed(

@@ -42,6 +42,7 @@ from arrowport.errors import (
     StorageError,
     StorageUnavailable,
     is_disk_full,
+    shown,
 )
 from arrowport.storage.background import Periodic
 from arrowport.storage.catalog import TableCatalog, TransactionCatalog
@@ -51,7 +52,7 @@ from arrowport.storage.engine import Engine, is_io_failure
 from arrowport.storage.lake_catalog import (
     CatalogLocation,
     catalog_lock,
-    claim_taken,
+    claimed_snapshot,
     install_claims,
 )
 from arrowport.storage.lake_commits import commit_retrying, lake_refusal
@@ -60,6 +61,7 @@ from arrowport.storage.lake_figures import (
     MaintenanceRecorder,
     read_figures,
 )
+from arrowport.storage.lake_files import lost_files
 from arrowport.storage.lake_ledger import LakeLedger, commit_claim
 from arrowport.storage.lake_open import (
     LAKE,
@@ -304,6 +306,7 @@ class Lake(Engine):
             # once rather than after waiting on the store again.
             raise StorageUnavailable(f"{problem}; retry shortly")
         self._attempt.token = uuid.uuid4().hex
+        self._attempt.tables = [job.table for job in jobs]
         write_once = super().write
 
         def attempt() -> list[WriteOutcome | ArrowportError]:
@@ -320,7 +323,7 @@ class Lake(Engine):
                 replayable=all(isinstance(job.data, pa.Table) for job in jobs),
             )
         finally:
-            self._attempt.token = self._attempt.outcomes = None
+            self._attempt.token = self._attempt.outcomes = self._attempt.tables = None
 
     def _landed(self) -> bool:
         """Whether a commit of the current write is in the catalog. A catalog that cannot be
@@ -328,14 +331,52 @@ class Lake(Engine):
         claim = commit_claim(self._attempt.token)
         for attempt in range(5):
             try:
-                return claim_taken(self.location, self.settings.metadata_schema, claim)
+                snapshot = claimed_snapshot(self.location, self.settings.metadata_schema, claim)
+                break
             except Exception as exc:  # psycopg or sqlite3: the catalog is unreachable
                 reason = self.scrub(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
                 time.sleep(min(2.0, 0.1 * 2**attempt))
-        raise StorageUnavailable(
-            f"the lake's catalog could not be reached to learn whether this write was "
-            f"committed ({reason}); it may have been: retry with the same idempotency key or "
-            "producer sequence, which lands it at most once"
+        else:
+            raise StorageUnavailable(
+                f"the lake's catalog could not be reached to learn whether this write was "
+                f"committed ({reason}); it may have been: retry with the same idempotency key "
+                "or producer sequence, which lands it at most once"
+            )
+        if snapshot is None:
+            return False
+        self._check_files(snapshot)
+        return True
+
+    def _check_files(self, snapshot: int) -> None:
+        """A commit found in the catalog after its answer was lost must still have its files
+        (see :mod:`arrowport.storage.lake_files`): it is not answered as landed without them."""
+        tables = sorted(set(self._attempt.tables))
+        try:
+            with self.cursor() as cur:
+                missing = lost_files(cur, LAKE, tables, snapshot)
+        except (duckdb.Error, ArrowportError) as exc:  # the lake is out of reach again
+            log.warning(
+                "the files of a commit whose answer was lost could not be checked",
+                snapshot=snapshot,
+                tables=tables,
+                reason=self.scrub(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
+            return
+        if not missing:
+            return
+        log.error(
+            "a lake commit landed without its files",
+            snapshot=snapshot,
+            tables=tables,
+            missing=len(missing),
+            files=[self.scrub(path) for path in missing[:10]],
+        )
+        raise StorageError(
+            f"this write was committed to the lake (snapshot {snapshot}), but its answer was "
+            f"lost and DuckLake deleted the {len(missing)} file(s) it had written, as it does "
+            f"after any failed commit: the catalog lists files the store no longer has, and "
+            f"reads of {', '.join(shown(t) for t in tables)} fail until the table is repaired "
+            "(see docs/exactly-once.md)"
         )
 
     def _as_duplicates(self, jobs: Sequence[WriteJob]) -> list[WriteOutcome | ArrowportError]:

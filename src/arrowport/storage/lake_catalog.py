@@ -220,22 +220,28 @@ def _install_sqlite(path: str) -> None:
         ) from None
 
 
-def claim_taken(location: CatalogLocation, metadata_schema: str | None, claim: str) -> bool:
-    """Whether a committed lake commit holds ``claim`` (it lives and dies with its commit)."""
+def claimed_snapshot(
+    location: CatalogLocation, metadata_schema: str | None, claim: str
+) -> int | None:
+    """The snapshot of the committed lake commit that holds ``claim`` (it lives and dies with
+    its commit); None if none does."""
     if location.kind == "postgres":
         import psycopg
 
         with psycopg.connect(location.target) as conn:
             row = conn.execute(
-                f"SELECT 1 FROM {_schema(metadata_schema)}.arrowport_claims WHERE claim = %s",
+                f"SELECT snapshot_id FROM {_schema(metadata_schema)}.arrowport_claims "
+                "WHERE claim = %s",
                 [claim],
             ).fetchone()
-            return row is not None
+            return None if row is None else int(row[0])
     if location.kind == "sqlite":
         with contextlib.closing(sqlite3.connect(location.target, timeout=30)) as lite:
-            found = lite.execute("SELECT 1 FROM arrowport_claims WHERE claim = ?", [claim])
-            return found.fetchone() is not None
-    return False  # a DuckDB-file catalog commits in this process: a failed commit is none
+            found = lite.execute(
+                "SELECT snapshot_id FROM arrowport_claims WHERE claim = ?", [claim]
+            ).fetchone()
+            return None if found is None else int(found[0])
+    return None  # a DuckDB-file catalog commits in this process: a failed commit is none
 
 
 def expire_claims(
