@@ -26,6 +26,7 @@ from arrowport.errors import (
     Overloaded,
     QueryTimeout,
     SchemaConflict,
+    StorageError,
     WriteConflict,
 )
 from arrowport.reads import ReadService
@@ -621,3 +622,26 @@ def test_a_database_an_internal_error_invalidated_is_not_ready(db: Database) -> 
     problem = db.ready()
     assert problem is not None
     assert "restart the server" in problem
+
+
+def test_a_write_after_an_internal_error_invalidated_the_database_is_a_storage_error(
+    tmp_path: Path,
+) -> None:
+    """Once an INTERNAL error has invalidated DuckDB's database (every statement then fails
+    until a restart), a write is answered 503 ``storage_error`` saying to restart, as a query
+    is, not 500 ``internal_error`` (the database invalidated by a call no query may make)."""
+    db = Database(DuckDBSettings(path=str(tmp_path / "invalidated.duckdb")))
+    try:
+        db.write_one(WriteJob("t", WritePolicy(), pa.table({"x": [1]})))
+        cur = db.connect()
+        with pytest.raises(duckdb.InternalException) as internal:
+            cur.execute("SELECT reservoir_quantile(1.5, [])").fetchall()
+        cur.close()
+        translated = db.translate(internal.value)
+        assert isinstance(translated, StorageError)
+        with pytest.raises(StorageError) as refused:
+            db.write_one(WriteJob("t", WritePolicy(), pa.table({"x": [2]})))
+        assert "restart the server" in refused.value.message
+        assert "(/ready answers 503 until then)" in refused.value.message
+    finally:
+        db.close()

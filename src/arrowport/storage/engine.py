@@ -173,13 +173,21 @@ class Engine:
         or a disk with no room to spill: unless ``duckdb.allow_file_access`` lets queries read
         files of their own, every I/O error is the database's. So is an INTERNAL error after
         which DuckDB refuses every statement until the process restarts (most do that)."""
+        invalidated = self._invalidated(exc)
+        if invalidated is not None:
+            return invalidated
+        if not is_io_failure(exc) or self.guard.file_access:
+            return None
+        return io_error(exc, self.scrub(str(exc)))
+
+    def _invalidated(self, exc: BaseException) -> StorageError | None:
+        """The error to answer for an INTERNAL error after which DuckDB refuses every statement
+        until the process restarts (most do that); None for any other error."""
         if isinstance(exc, duckdb.InternalException | duckdb.FatalException):
             problem = self._database_problem()
             if problem is not None:
                 return StorageError(f"{problem} (/ready answers 503 until then)")
-        if not is_io_failure(exc) or self.guard.file_access:
-            return None
-        return io_error(exc, self.scrub(str(exc)))
+        return None
 
     def size_bytes(self) -> int:
         return 0
@@ -234,8 +242,9 @@ class Engine:
 
     def translate(self, exc: BaseException) -> BaseException:
         """A failure of a write transaction as the client should hear it (without the server's
-        paths or secrets in its message)."""
-        translated = translate_error(exc)
+        paths or secrets in its message): an INTERNAL error that invalidated the database is a
+        503 ``storage_error``, as it is for a query."""
+        translated = self._invalidated(exc) or translate_error(exc)
         if isinstance(translated, ArrowportError) and translated is not exc:
             translated.message = self.scrub(translated.message)
             translated.args = (translated.message,)
@@ -298,6 +307,12 @@ class Engine:
                 reshaping = self._reshapes(cur, jobs, appended)
                 with self.transaction_turn(reshaping):
                     return self._transaction(cur, jobs, dry_run, reshaping)
+        except (duckdb.InternalException, duckdb.FatalException) as exc:
+            # Before the transaction (the table's columns): the database may be invalidated.
+            invalidated = self._invalidated(exc)
+            if invalidated is None:
+                raise
+            raise invalidated from None
         finally:
             cur.close()
 
