@@ -735,6 +735,58 @@ def test_a_put_that_sends_slowly_but_steadily_is_not_timed_out(tmp_path: Path) -
         client.close()
 
 
+def test_a_put_or_handshake_that_trickles_is_timed_out(tmp_path: Path) -> None:
+    """A put whose frames keep coming, each within ``limits.body_timeout_seconds``, but slower
+    than ``limits.min_body_bytes_per_second`` over such a period, ends DEADLINE_EXCEEDED
+    ``request_timeout`` with nothing written, as an HTTP body does (a frame every minute held
+    a put, and one of the server's calls, for ever); so does a Handshake that trickles."""
+    config = {"limits": {"body_timeout_seconds": 1, "min_body_bytes_per_second": 100_000}}
+    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
+        client = flight.connect(flight_url(server))
+        data = sample(200)
+        writer, reader = client.do_put(
+            path("trickled"), data.schema, options=flight.FlightCallOptions(timeout=20)
+        )
+        started = time.monotonic()
+
+        def trickle() -> None:
+            for batch in data.to_batches(max_chunksize=10):
+                writer.write_batch(batch)
+                time.sleep(0.3)
+            writer.done_writing()
+            reader.read()
+
+        message = expect_error(trickle, "request_timeout", "deadline_exceeded")
+        assert message.startswith(
+            "request_timeout: the upload arrives slower than 100000 bytes a second "
+            "(limits.min_body_bytes_per_second)"
+        ), message
+        assert time.monotonic() - started < 15
+        with contextlib.suppress(pa.ArrowException):
+            writer.close()
+
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.flight_port}")
+
+        def dribble() -> Iterator[bytes]:
+            for _ in range(30):
+                yield b"x"
+                time.sleep(0.3)
+
+        with pytest.raises(grpc.RpcError) as refused:
+            tuple(raw_handshake(channel)(dribble(), timeout=20))
+        channel.close()
+        assert refused.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert (refused.value.details() or "").startswith(
+            "request_timeout: the handshake arrives slower than 100000 bytes a second"
+        )
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.get("/tables/trickled").status_code == 404
+        put(client, path("trickled"), sample(10))
+        client.close()
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert count(http, "trickled") == 10
+
+
 # How a put reaches its commit: group-committed on the event loop; in a transaction of its own
 # (not an append) or streamed (past ``limits.small_body_bytes``), written from a thread that reads
 # its frames from the loop; or as Flight SQL's bulk ingestion, answered on a thread.
@@ -849,10 +901,15 @@ def raw_request_stream(channel: grpc.Channel, method: str) -> grpc.StreamStreamM
 
 def test_a_call_whose_request_never_arrives_times_out(tmp_path: Path) -> None:
     """A single-message call whose client never sends its request ends DEADLINE_EXCEEDED once
-    ``limits.body_timeout_seconds`` pass (the call limit admits it before its request is read),
-    and one that ends its stream without a request is INVALID_ARGUMENT; the server serves on."""
+    ``limits.body_timeout_seconds`` pass (the call limit admits it before its request is read,
+    and the metrics count it in flight and time it from its start), and one that ends its
+    stream without a request is INVALID_ARGUMENT; one its client cancels before sending its
+    request is a cancellation, not the client's error. The server serves on."""
     config = {"limits": {"body_timeout_seconds": 1}, "flight": {"max_concurrent_calls": 2}}
-    with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
+    with (
+        ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
         channel = grpc.insecure_channel(f"127.0.0.1:{server.flight_port}")
         release = threading.Event()
 
@@ -870,17 +927,44 @@ def test_a_call_whose_request_never_arrives_times_out(tmp_path: Path) -> None:
         started = time.monotonic()
         try:
             with ThreadPoolExecutor(2) as pool:
-                stalled = list(pool.map(lambda m: outcome(m, silent()), ["DoGet", "GetSchema"]))
+                waiting = [pool.submit(outcome, m, silent()) for m in ["DoGet", "GetSchema"]]
+                deadline = time.monotonic() + 0.8
+                while in_flight(http) < 3 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert in_flight(http) == 3  # the two calls waiting, and this scrape
+                stalled = [future.result() for future in waiting]
         finally:
             release.set()
         assert time.monotonic() - started < 15
         for status, details in stalled:
             assert status == grpc.StatusCode.DEADLINE_EXCEEDED, details
             assert details.startswith("request_timeout: no data of the request arrived for 1 ")
+        timed = metric(
+            http,
+            'arrowport_request_duration_seconds_sum{method="GRPC",route="flight/do_get",'
+            'status="DEADLINE_EXCEEDED"}',
+        )
+        assert timed >= 0.9  # from the call's start, not from its refusal
+
+        refused_before = errors_counted(http, "invalid_options")
         for method in ("DoGet", "GetFlightInfo", "DoAction", "ListFlights"):
             status, details = outcome(method, iter(()))
             assert status == grpc.StatusCode.INVALID_ARGUMENT, (method, details)
             assert details == "invalid_options: the call ended without its request message"
+        assert errors_counted(http, "invalid_options") == refused_before + 4
+        held = threading.Event()
+
+        def unsent() -> Iterator[bytes]:
+            held.wait(30)
+            yield from ()
+
+        for _ in range(5):
+            call = raw_request_stream(channel, "GetFlightInfo")(unsent(), timeout=20)
+            time.sleep(0.2)
+            call.cancel()
+        time.sleep(0.5)
+        held.set()
+        assert errors_counted(http, "invalid_options") == refused_before + 4
         channel.close()
         client = flight.connect(flight_url(server))
         put(client, path("after_silent_requests"), sample(3))

@@ -85,8 +85,8 @@ class LimitsSettings(Section):
     min_body_bytes_per_second: int = Field(
         1024,
         ge=0,
-        description="Slowest a body may arrive, averaged over each body_timeout_seconds (408 "
-        "below; 0: no minimum).",
+        description="Slowest a body, Flight put or Handshake may arrive, averaged over each "
+        "body_timeout_seconds (408, DEADLINE_EXCEEDED over Flight, below; 0: no minimum).",
     )
     query_timeout_seconds: float | None = Field(
         300.0,

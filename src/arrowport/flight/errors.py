@@ -112,25 +112,34 @@ def _ended_first(context: grpc.ServicerContext | ThreadContext) -> bool:
 
 
 def flight_errors_async(
-    metrics: Metrics, method: str, context: grpc.aio.ServicerContext[bytes, bytes]
+    metrics: Metrics,
+    method: str,
+    context: grpc.aio.ServicerContext[bytes, bytes],
+    started: float | None = None,
 ) -> _AsyncFlightErrors:
-    """:func:`flight_errors` for a handler on gRPC's asyncio server."""
-    return _AsyncFlightErrors(metrics, method, context)
+    """:func:`flight_errors` for a handler on gRPC's asyncio server (``started``: when the call
+    began, ``time.perf_counter()``, if before this)."""
+    return _AsyncFlightErrors(metrics, method, context, started)
 
 
 class _AsyncFlightErrors:
     # A class, not an async generator: every async generator an event loop starts is tracked
     # in a set of the loop's, and a small put is over in well under a millisecond.
     def __init__(
-        self, metrics: Metrics, method: str, context: grpc.aio.ServicerContext[bytes, bytes]
+        self,
+        metrics: Metrics,
+        method: str,
+        context: grpc.aio.ServicerContext[bytes, bytes],
+        started: float | None,
     ) -> None:
         self._metrics = metrics
         self._method = method
         self._context = context
+        self._started = started
         self._outcome: _Outcome | None = None
 
     async def __aenter__(self) -> Call:
-        self._outcome = _Outcome(self._metrics, Call(self._method))
+        self._outcome = _Outcome(self._metrics, Call(self._method), self._started)
         return self._outcome.call
 
     async def __aexit__(
@@ -161,11 +170,11 @@ class _AsyncFlightErrors:
 class _Outcome:
     """A call's status as its handler ends: counted, logged, and timed."""
 
-    def __init__(self, metrics: Metrics, call: Call) -> None:
+    def __init__(self, metrics: Metrics, call: Call, started: float | None = None) -> None:
         self.call = call
         self.status = "OK"
         self._metrics = metrics
-        self._started = time.perf_counter()
+        self._started = time.perf_counter() if started is None else started
         metrics.in_flight.inc()
 
     def refused(self, exc: Exception) -> tuple[grpc.StatusCode, str]:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import structlog
 
 from arrowport.errors import PayloadTooLarge, TruncatedStream
-from arrowport.flight.arrival import Arrival
+from arrowport.flight.arrival import CANCEL_GRACE_SECONDS, Arrival
 from arrowport.flight.frames import Frame, frame_messages, parse_frame
 from arrowport.flight.put_buffer import PutBuffer
 from arrowport.ingest.admission import Reservation
@@ -198,16 +198,6 @@ class PutLanding:
         return written.result()
 
 
-# gRPC's asyncio server ends a cancelled call's request stream just like a finished one, and
-# reports the cancellation separately, a moment later: 0.3-0.5 ms at the median, later than 2 ms
-# for ~7 % of calls, at most 3.4 ms on an idle machine (9 ms beside CPU-bound processes). So
-# the end of a put's stream is reported this long after it came, and only then can the put
-# commit: a cancellation reported meanwhile stops a small put on the event loop before it is
-# handed to the group writer, and marks a larger one (or a Flight SQL put, read from a thread)
-# as abandoned before its writer's check before the commit. (Waited on the writer's thread
-# instead, the grace was hidden behind the insert, but then a cancellation later than both let
-# a put cut off mid-stream commit what had come.)
-CANCEL_GRACE_SECONDS = 0.003
 # The most ``app_metadata`` one frame of a put may carry: the server never reads it, and a frame
 # that carries nothing else is dropped, so more is only memory held for nothing.
 MAX_APP_METADATA_BYTES = 1024**2
@@ -215,10 +205,15 @@ MAX_APP_METADATA_BYTES = 1024**2
 
 class PutCall:
     """A put's call as the put sees it: its frames as they arrive (each within
-    ``stall_seconds`` of asking for it), and whether the client has given up on it."""
+    ``stall_seconds`` of asking for it, and at least ``min_rate`` bytes a second over each such
+    period), and whether the client has given up on it."""
 
-    def __init__(self, requests: AsyncIterator[bytes], stall_seconds: float) -> None:
-        self._arrival = Arrival(requests, stall_seconds, "the upload", "nothing was written")
+    def __init__(
+        self, requests: AsyncIterator[bytes], stall_seconds: float, min_rate: int = 0
+    ) -> None:
+        self._arrival = Arrival(
+            requests, stall_seconds, "the upload", "nothing was written", min_rate
+        )
         self._stall_seconds = stall_seconds
         self._first = True
         # Set when gRPC cancels the handler (the client cancelled or went away); gRPC's own

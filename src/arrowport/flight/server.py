@@ -142,8 +142,12 @@ def start_flight_server(services: Services, shared_port: bool = False) -> Arrowp
     # and the refusals being sent. (Every handler runs on the event loop or on the Flight
     # service's own threads: gRPC's thread pool is there for a plain handler, and none is.)
     calls = backstop(settings.flight.max_concurrent_calls)
+    # A put's frame carries an IPC message; another call's request, a query (see
+    # arrowport.flight.single_request, which holds those to their own limit).
+    limits = settings.limits
+    receive_limit = max(limits.max_message_bytes, limits.max_query_body_bytes) + SCHEMA_ROOM
     options: list[tuple[str, Any]] = [
-        ("grpc.max_receive_message_length", settings.limits.max_message_bytes + SCHEMA_ROOM),
+        ("grpc.max_receive_message_length", receive_limit),
         ("grpc.max_send_message_length", -1),
         # Without this, a port another process already serves would be shared silently.
         ("grpc.so_reuseport", 1 if shared_port else 0),

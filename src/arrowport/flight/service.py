@@ -206,8 +206,14 @@ class FlightService:
                 call.token = principal.name
             if bearer is not None:
                 await context.send_initial_metadata((("authorization", bearer),))
-            stall = self._settings.limits.body_timeout_seconds
-            arrival = Arrival(requests, stall, "the handshake", "it was ended")
+            limits = self._settings.limits
+            arrival = Arrival(
+                requests,
+                limits.body_timeout_seconds,
+                "the handshake",
+                "it was ended",
+                limits.min_body_bytes_per_second,
+            )
             try:
                 while await arrival.next() is not None:
                     pass
@@ -221,7 +227,8 @@ class FlightService:
     ) -> AsyncGenerator[bytes, None]:
         # On the server's event loop (the other calls run on its threads): a small put is
         # received and group-committed without a thread of its own.
-        watched = PutCall(requests, self._settings.limits.body_timeout_seconds)
+        limits = self._settings.limits
+        watched = PutCall(requests, limits.body_timeout_seconds, limits.min_body_bytes_per_second)
         try:
             async with flight_errors_async(self._metrics, "do_put", context) as call:
                 started = time.perf_counter()

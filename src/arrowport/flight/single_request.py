@@ -21,6 +21,7 @@ authenticated caller may still make the server hold is one message per call: at 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -28,7 +29,7 @@ import grpc
 
 from arrowport.config import AuthSettings
 from arrowport.errors import InvalidOptions, PayloadTooLarge
-from arrowport.flight.arrival import Arrival
+from arrowport.flight.arrival import CANCEL_GRACE_SECONDS, Arrival
 from arrowport.flight.errors import flight_errors_async
 from arrowport.flight.security import caller
 from arrowport.metrics import Metrics
@@ -63,14 +64,20 @@ class SingleRequest:
     async def _request(
         self, method: str, requests: AsyncIterator[bytes], context: AsyncContext
     ) -> bytes:
-        arrival = Arrival(requests, self._stall_seconds, "the request", "the call was ended")
+        started = time.perf_counter()
+        arrival: Arrival | None = None
         token: str | None = None
+        # A call being read is in flight (its handler counts it from then on).
+        self._metrics.in_flight.inc()
         try:
             principal = caller(context, self._auth)  # before a byte of the request is read
             if not principal.anonymous:
                 token = principal.name
+            arrival = Arrival(requests, self._stall_seconds, "the request", "the call was ended")
             message = await arrival.next()
             if message is None:
+                # A cancelled call's stream ends as this one did; its cancellation comes next.
+                await asyncio.sleep(CANCEL_GRACE_SECONDS)
                 raise InvalidOptions("the call ended without its request message")
             if len(message) > self._largest:
                 raise PayloadTooLarge(
@@ -82,8 +89,10 @@ class SingleRequest:
         except (Exception, asyncio.CancelledError) as exc:
             failure = exc
         finally:
-            arrival.close()
+            self._metrics.in_flight.dec()
+            if arrival is not None:
+                arrival.close()
         # The handler never runs: the call's status, count and log line are answered here.
-        async with flight_errors_async(self._metrics, method, context) as call:
+        async with flight_errors_async(self._metrics, method, context, started) as call:
             call.token = token
             raise failure

@@ -143,10 +143,17 @@ class BodyPace:
     and then cannot hold a writer (or memory) for ever. Time spent waiting for the server (a
     full pipe) is not the client's and does not count."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, min_rate: int) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float,
+        min_rate: int,
+        what: str = "the body",
+    ) -> None:
         self._loop = loop
         self.timeout = timeout
         self._min_rate = min_rate
+        self._what = what
         self._window_start = loop.time()
         self._window_bytes = 0
 
@@ -157,7 +164,8 @@ class BodyPace:
             return
         if self._window_bytes < self._min_rate * elapsed:
             raise RequestTimeout(
-                f"the body arrives slower than {self._min_rate} bytes a second; giving up"
+                f"{self._what} arrives slower than {self._min_rate} bytes a second "
+                "(limits.min_body_bytes_per_second); giving up"
             )
         self._window_start = self._loop.time()
         self._window_bytes = 0
