@@ -334,6 +334,46 @@ def test_a_csv_file_that_breaks_off_late_is_refused_before_sending(
     assert "ragged" not in [t["name"] for t in tables]
 
 
+def test_a_csv_file_that_is_not_utf8_is_refused_or_read_in_its_encoding(
+    server: ArrowportProcess, tmp_path: Path
+) -> None:
+    """A Latin-1 CSV file is refused, naming the column and ``--encoding``, whether its first
+    block or a later one is not UTF-8 (a first block was taken for bytes and landed as BLOB);
+    with ``--encoding latin-1`` it lands as text."""
+    early = tmp_path / "early.csv"
+    early.write_bytes("name,n\ncafé,1\nbar,2\n".encode("latin-1"))
+    late = tmp_path / "late.csv"
+    rows = [f"row{i},{i}\n" for i in range(200_000)] + ["café,1\n"]
+    late.write_bytes(("name,n\n" + "".join(rows)).encode("latin-1"))
+    for path in (early, late):
+        result = arrowport(
+            server.url, "ingest", str(path), "--stream", "s", "--table", "latin_" + path.stem
+        )  # fmt: skip
+        assert result.returncode == 1
+        line = last_line(result)
+        assert line == (
+            f"arrowport: {path}: cannot read it as csv: column 'name' holds bytes that are not "
+            "UTF-8 text: give the file's encoding with --encoding (e.g. latin-1, cp1252), or "
+            "convert the file to UTF-8"
+        ), line
+    result = arrowport(
+        server.url, "ingest", str(early), "--stream", "s", "--table", "latin_read",
+        "--encoding", "latin-1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert query_rows(server.url, "SELECT name, typeof(name) AS t FROM latin_read") == [
+        {"name": "café", "t": "VARCHAR"},
+        {"name": "bar", "t": "VARCHAR"},
+    ]
+    tables = httpx.get(
+        server.url + "/tables", headers={"Authorization": f"Bearer {SECRET}"}, timeout=30
+    ).json()
+    assert not {"latin_early", "latin_late"} & {t["name"] for t in tables}
+    result = arrowport(server.url, "ingest", str(early), "--stream", "s", "--encoding", "klingon")
+    assert result.returncode == 1
+    assert last_line(result) == "arrowport: --encoding: unknown text encoding 'klingon'"
+
+
 def test_reading_large_csv_files_through_is_announced(
     server: ArrowportProcess, tmp_path: Path
 ) -> None:

@@ -43,9 +43,11 @@ def test_columns_that_widen_late_are_settled_in_a_few_reads(
     reads: list[pa.Schema | None] = []
     batches = _csv.csv_batches
 
-    def counted(where: Path, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
+    def counted(
+        where: Path, schema: pa.Schema | None = None, encoding: str = _csv.UTF8
+    ) -> Iterator[pa.RecordBatch]:
         reads.append(schema)
-        return batches(where, schema)
+        return batches(where, schema, encoding)
 
     monkeypatch.setattr(_csv, "csv_batches", counted)
     schema, rows = _csv.csv_schema(path)

@@ -10,12 +10,14 @@ types widen to hold it: every column that the block around it contradicts (as py
 that block's types alone), to a type that holds both (an integer column with a fraction becomes
 a float one; with text, a text one), and its own column at least to text. Then the file is read
 again from its start, until it reads whole. A file that cannot be read at all (a row with more
-fields than the header, two columns of one name, a header that is not UTF-8) fails here too,
-before anything of it is sent.
+fields than the header, two columns of one name, a value that is not text in the file's
+encoding, UTF-8 unless ``--encoding`` says otherwise) fails here too, before anything of it is
+sent.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
 from collections.abc import Iterator
@@ -32,22 +34,42 @@ _MISFIT = re.compile(
     r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to [^:]+: (.*)$", re.DOTALL
 )
 _VALUE = re.compile(r"invalid value '(.*)'$", re.DOTALL)
+# How pyarrow names UTF-8, the encoding it reads as it is.
+UTF8 = "utf8"
 
 
-def csv_batches(path: Path, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
+def csv_encoding(name: str) -> str:
+    """The name pyarrow reads a text encoding by (``utf8``, read as it is; any other is
+    decoded to UTF-8 as the file is read); ValueError for an encoding Python does not know."""
+    try:
+        known = codecs.lookup(name).name
+    except LookupError:
+        raise ValueError(f"unknown text encoding {name!r}") from None
+    return UTF8 if known == "utf-8" else known
+
+
+def csv_batches(
+    path: Path, schema: pa.Schema | None = None, encoding: str = UTF8
+) -> Iterator[pa.RecordBatch]:
     """The file's rows in order, a block at a time, read with ``schema``'s types (None: those
     pyarrow infers from the first block)."""
     types = None if schema is None else dict(zip(schema.names, schema.types, strict=True))
     convert = pacsv.ConvertOptions(column_types=types)
+    read = pacsv.ReadOptions(encoding=encoding)
     with opened(path) as source:
-        yield from pacsv.open_csv(source, convert_options=convert)
+        yield from pacsv.open_csv(source, read_options=read, convert_options=convert)
 
 
-def csv_schema(path: Path) -> tuple[pa.Schema, int]:
+def csv_schema(path: Path, encoding: str = UTF8) -> tuple[pa.Schema, int]:
     """The columns of the CSV file at ``path`` with types that hold every value in it, and its
     number of rows. Raises what pyarrow raises for a file it cannot read (ValueError for one
-    whose header it cannot take)."""
-    schema = _block_types(path, 0)
+    whose header it cannot take, or that is not text in ``encoding``)."""
+    schema = _block_types(path, 0, encoding)
+    for field in schema:
+        # pyarrow takes a column whose first block is not valid text for bytes: it would land
+        # as BLOB, silently, where a later block that is not text fails.
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            raise ValueError(_not_text(field.name, encoding))
     twice = sorted({name for name in schema.names if schema.names.count(name) > 1})
     if twice:
         raise ValueError(f"the header names a column more than once: {twice}")
@@ -55,14 +77,14 @@ def csv_schema(path: Path) -> tuple[pa.Schema, int]:
     for _ in range(4 * len(schema) + 1):
         rows = 0
         try:
-            for batch in csv_batches(path, schema):
+            for batch in csv_batches(path, schema, encoding):
                 rows += batch.num_rows
             return schema, rows
         except pa.ArrowInvalid as exc:
             misfit = _MISFIT.search(str(exc))
             if misfit is None:
                 raise
-            wider = _holding_block(path, schema, rows)
+            wider = _holding_block(path, schema, rows, encoding)
             column = int(misfit[1])
             field = wider.field(column)
             value = _VALUE.match(misfit[2])
@@ -71,15 +93,25 @@ def csv_schema(path: Path) -> tuple[pa.Schema, int]:
                 kind = pa.string()
             wider = wider.set(column, field.with_type(kind))
             if wider.equals(schema):  # text already: the value is not text (not UTF-8)
+                if "invalid UTF8" in misfit[2]:
+                    raise ValueError(_not_text(schema.field(column).name, encoding)) from None
                 raise
             schema = wider
     raise AssertionError("a CSV column kept widening")  # pragma: no cover - bounded above
 
 
-def _block_types(path: Path, skipped: int) -> pa.Schema:
+def _not_text(column: str, encoding: str) -> str:
+    return (
+        f"column {column!r} holds bytes that are not {'UTF-8' if encoding == UTF8 else encoding} "
+        "text: give the file's encoding with --encoding (e.g. latin-1, cp1252), or convert "
+        "the file to UTF-8"
+    )
+
+
+def _block_types(path: Path, skipped: int, encoding: str) -> pa.Schema:
     """The columns' types as pyarrow infers them from one block alone (the one after the first
     ``skipped`` lines below the header)."""
-    read = pacsv.ReadOptions(skip_rows_after_names=skipped)
+    read = pacsv.ReadOptions(skip_rows_after_names=skipped, encoding=encoding)
     with opened(path) as source:
         schema: pa.Schema = pacsv.open_csv(source, read_options=read).schema
     try:
@@ -89,13 +121,13 @@ def _block_types(path: Path, skipped: int) -> pa.Schema:
     return schema
 
 
-def _holding_block(path: Path, schema: pa.Schema, rows: int) -> pa.Schema:
+def _holding_block(path: Path, schema: pa.Schema, rows: int, encoding: str) -> pa.Schema:
     """``schema`` with each column's type widened to hold those pyarrow infers from the block
     after ``rows`` rows alone (read up to the one that did not fit), text where no other does.
     Only a guess at what else does not fit (a quoted value over several lines shifts the
     count), so a block that cannot be read changes nothing."""
     try:
-        block = _block_types(path, rows)
+        block = _block_types(path, rows, encoding)
     except (pa.ArrowInvalid, ValueError):
         return schema
     if block.names != schema.names:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from arrowport.cli._connect import CommandError
-from arrowport.cli._csv import csv_batches, csv_schema
+from arrowport.cli._csv import UTF8, csv_batches, csv_schema
 from arrowport.cli._text import ndjson_batches, ndjson_schema, shared_types
 
 Format = Literal["parquet", "ipc", "arrows", "csv", "ndjson"]
@@ -57,6 +57,7 @@ class InputFile:
     mtime_ns: int
     rows: int | None = None  # known before sending (Parquet, Arrow IPC files: metadata; CSV)
     schema: pa.Schema | None = field(default=None, repr=False)  # CSV, NDJSON: read with it
+    encoding: str = UTF8  # CSV: the text's encoding, as pyarrow names it
 
     @property
     def name(self) -> str:
@@ -64,8 +65,12 @@ class InputFile:
 
     @property
     def identity(self) -> list[Any]:
-        """What identifies the file's contents: path, size, modification time and format."""
-        return [str(self.path), self.size, self.mtime_ns, self.format]
+        """What identifies the file's contents: path, size, modification time and format (and
+        a CSV file's encoding, other than UTF-8: its values read otherwise are others)."""
+        identity: list[Any] = [str(self.path), self.size, self.mtime_ns, self.format]
+        if self.format == "csv" and self.encoding != UTF8:
+            identity.append(self.encoding)
+        return identity
 
     def producer_id(
         self, stream: str, table: str | None, rows_per_request: int, run: str, load: str = ""
@@ -114,10 +119,13 @@ def _hidden(path: Path) -> bool:
     return path.name.startswith((".", "_"))
 
 
-def find_files(arguments: Sequence[str], format: Format | None) -> list[InputFile]:
+def find_files(
+    arguments: Sequence[str], format: Format | None, encoding: str = UTF8
+) -> list[InputFile]:
     """The files named by ``arguments``: files, directories (every data file below them,
     hidden ones and ``_``-prefixed ones skipped) and glob patterns (``**`` too), each once, in
-    the order given (sorted within a directory or pattern)."""
+    the order given (sorted within a directory or pattern); CSV files are read as text in
+    ``encoding``."""
     found: list[Path] = []
     for argument in arguments:
         path = Path(argument).expanduser()
@@ -157,7 +165,7 @@ def find_files(arguments: Sequence[str], format: Format | None) -> list[InputFil
                 f"{path}: cannot tell its format from its name; use --format ({', '.join(FORMATS)})"
             )
         stat = resolved.stat()
-        files.append(InputFile(resolved, kind, stat.st_size, stat.st_mtime_ns))
+        files.append(InputFile(resolved, kind, stat.st_size, stat.st_mtime_ns, encoding=encoding))
     return files
 
 
@@ -188,7 +196,7 @@ def _own_schema(item: InputFile) -> pa.Schema:
     try:
         if item.format == "ndjson":
             return ndjson_schema(item.path)
-        schema, item.rows = csv_schema(item.path)
+        schema, item.rows = csv_schema(item.path, item.encoding)
         return schema
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise CommandError(f"{item.path}: cannot read it as {item.format}: {exc}") from None
@@ -265,8 +273,10 @@ def read_batches(item: InputFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
         yield from _or_empty(ndjson_batches(item.path, schema, batch_rows), schema)
         return
     if item.format == "csv":  # by the reader that settled its types, with them
-        schema = item.schema if item.schema is not None else csv_schema(item.path)[0]
-        yield from _or_empty(csv_batches(item.path, schema), schema)
+        schema = item.schema
+        if schema is None:
+            schema = csv_schema(item.path, item.encoding)[0]
+        yield from _or_empty(csv_batches(item.path, schema, item.encoding), schema)
         return
     fragment = _fragment(item)
     schema = item.schema if item.schema is not None else fragment.physical_schema

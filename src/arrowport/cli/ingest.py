@@ -60,6 +60,12 @@ def register(commands: Commands) -> None:
     )
     ingest.add_argument("--format", choices=FORMAT_CHOICES, help="read every file as this format")
     ingest.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="text encoding of CSV files (default: utf-8; e.g. latin-1, cp1252), decoded to "
+        "UTF-8 as they are read",
+    )
+    ingest.add_argument(
         "--batch-rows",
         type=int,
         default=DEFAULT_BATCH_ROWS,
@@ -86,6 +92,7 @@ _SAY_READING_BYTES = 64 * 10**6
 def run(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
+    from arrowport.cli._csv import csv_encoding
     from arrowport.cli._files import find_files, inspect, read_batches
     from arrowport.cli._progress import Display, Tally
     from arrowport.client import ArrowportClientError
@@ -95,7 +102,11 @@ def run(args: argparse.Namespace) -> int:
     key_columns = None
     if args.key_columns:
         key_columns = [c.strip() for c in args.key_columns.split(",") if c.strip()]
-    files = find_files(args.paths, args.format)
+    try:
+        encoding = csv_encoding(args.encoding)
+    except ValueError as exc:
+        raise CommandError(f"--encoding: {exc}") from None
+    files = find_files(args.paths, args.format, encoding)
     text = [f for f in files if f.format in ("csv", "ndjson")]
     text_bytes = sum(f.size for f in text)
     if text_bytes >= _SAY_READING_BYTES:  # it takes a while: say why
