@@ -716,7 +716,8 @@ def test_a_put_that_stops_sending_times_out_and_writes_nothing(
 
 def test_a_put_that_sends_slowly_but_steadily_is_not_timed_out(tmp_path: Path) -> None:
     """``limits.body_timeout_seconds`` bounds each wait for the next frame, not the put: one
-    whose batches keep coming, each within the timeout, lands whole however long it takes."""
+    whose batches keep coming, each within the timeout (and at the minimum rate,
+    ``limits.min_body_bytes_per_second``), lands whole however long it takes."""
     config = {"limits": {"body_timeout_seconds": 1}}
     with ArrowportProcess(tmp_path, args=FLIGHT_ARGS, config=config) as server:
         client = flight.connect(flight_url(server))
@@ -782,9 +783,22 @@ def test_a_put_or_handshake_that_trickles_is_timed_out(tmp_path: Path) -> None:
         with httpx.Client(base_url=server.url, timeout=30) as http:
             assert http.get("/tables/trickled").status_code == 404
         put(client, path("trickled"), sample(10))
+
+        # The first period starts with the first frame: a client may open its put, then
+        # take its time to produce a first batch, then send fast enough.
+        paused = sample(14_000)
+        writer, reader = client.do_put(path("paused"), paused.schema)
+        time.sleep(0.8)
+        for batch in paused.to_batches(max_chunksize=700):  # ~20 KB each, 10 a second
+            writer.write_batch(batch)
+            time.sleep(0.1)
+        writer.done_writing()
+        reader.read()
+        writer.close()
         client.close()
         with httpx.Client(base_url=server.url, timeout=30) as http:
             assert count(http, "trickled") == 10
+            assert count(http, "paused") == 14_000
 
 
 # How a put reaches its commit: group-committed on the event loop; in a transaction of its own
@@ -888,6 +902,21 @@ def test_a_handshake_that_never_ends_its_stream_times_out(tmp_path: Path) -> Non
             assert count(http, "after_stalled_handshakes") == 3
 
 
+def test_grpc_message_compression_is_refused(flight_server: ArrowportProcess) -> None:
+    """gRPC's own message compression is not taken (UNIMPLEMENTED): a few hundred KB of gzip
+    made the server inflate and parse up to its receive limit, and counted toward a put's
+    minimum rate as if sent. Uncompressed calls on the same server are served."""
+    address = f"127.0.0.1:{flight_server.flight_port}"
+    with grpc.insecure_channel(address, compression=grpc.Compression.Gzip) as channel:
+        list_actions = channel.unary_stream("/arrow.flight.protocol.FlightService/ListActions")
+        with pytest.raises(grpc.RpcError) as refused:
+            tuple(list_actions(b"", timeout=10))
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    with grpc.insecure_channel(address) as channel:
+        list_actions = channel.unary_stream("/arrow.flight.protocol.FlightService/ListActions")
+        assert tuple(list_actions(b"", timeout=10))
+
+
 def raw_request_stream(channel: grpc.Channel, method: str) -> grpc.StreamStreamMultiCallable:
     """A Flight call of one request (DoGet, GetFlightInfo, …) as plain gRPC with a client
     stream: the same bytes on the wire, but the client decides when (and whether) the request
@@ -945,6 +974,18 @@ def test_a_call_whose_request_never_arrives_times_out(tmp_path: Path) -> None:
             'status="DEADLINE_EXCEEDED"}',
         )
         assert timed >= 0.9  # from the call's start, not from its refusal
+
+        def late() -> Iterator[bytes]:
+            time.sleep(0.5)
+            yield b""  # ListFlights' Criteria: all
+
+        assert tuple(raw_request_stream(channel, "ListFlights")(late(), timeout=20)) == ()
+        served = metric(
+            http,
+            'arrowport_request_duration_seconds_sum{method="GRPC",route="flight/list_flights",'
+            'status="OK"}',
+        )
+        assert served >= 0.45  # a served call too: its request's reading counts
 
         refused_before = errors_counted(http, "invalid_options")
         for method in ("DoGet", "GetFlightInfo", "DoAction", "ListFlights"):

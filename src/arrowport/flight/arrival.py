@@ -6,8 +6,9 @@ client's stream (a put, a Handshake) reads it through an :class:`Arrival`, which
 DEADLINE_EXCEEDED ``request_timeout`` once ``limits.body_timeout_seconds`` pass without a
 message, or, with a minimum rate (``limits.min_body_bytes_per_second``), once its messages have
 come slower than that over such a period, as an HTTP body must (a few bytes every minute held a
-put, and so its call, for ever). Time between reads, when the server was not asking for the
-next message (DuckDB busy writing the last ones), is not the client's and does not count.
+put, and so its call, for ever). The first period starts with the first bytes counted (a put's
+first batch); time between reads, when the server was not asking for the next message (DuckDB
+busy writing the last ones), is not the client's and does not count.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class Arrival:
         what: str,
         consequence: str,
         min_rate: int = 0,
+        count_messages: bool = True,
     ) -> None:
         self._source = aiter(requests)
         self._stall_seconds = stall_seconds
@@ -117,6 +119,8 @@ class Arrival:
         self._watch = _StallWatch(stall_seconds)
         loop = asyncio.get_running_loop()
         self._pace = BodyPace(loop, stall_seconds, min_rate, what) if min_rate else None
+        self._count_messages = count_messages
+        self._counting = False
         self._asked_at: float | None = None  # when the last message was handed over
 
     async def next(self) -> bytes | None:
@@ -144,9 +148,24 @@ class Arrival:
         finally:
             watch.read()
         if pace is not None:
-            pace.arrived(len(message))  # too slow over the last period: RequestTimeout
             self._asked_at = watch.now()
+            if self._count_messages:
+                self.counted(len(message))
         return message
+
+    def counted(self, size: int) -> None:
+        """Count ``size`` bytes of the last message toward the minimum rate (raises
+        :class:`RequestTimeout` if too little came over the last period). :meth:`next` counts
+        every message whole unless the stream's reader counts what it uses itself. The first
+        period starts with the first bytes counted: a client may open its call before it has
+        data (the stall timeout bounds that wait)."""
+        pace = self._pace
+        if pace is None:
+            return
+        if not self._counting:
+            self._counting = True
+            pace.restart()
+        pace.arrived(size)
 
     def close(self) -> None:
         """Stop watching (the call is over)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,6 +71,14 @@ def capped(message: str, limit: int = MAX_STATUS_BYTES) -> str:
     return data[:end].decode("utf-8") + marker
 
 
+# When the current call began (``time.perf_counter()``), where that is before its handler: a
+# call of one request is read first (see arrowport.flight.single_request), and its latency counts
+# from then. Set in the call's task; a handler on a thread has it from its ThreadContext.
+CALL_STARTED: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "arrowport_flight_call_started", default=None
+)
+
+
 @dataclass
 class Call:
     """What a handler knows about its call, for the error it may have to answer with."""
@@ -85,7 +94,7 @@ def flight_errors(
 ) -> Iterator[Call]:
     """Run a handler's body; whatever it raises ends the call with a clean status. The call's
     duration (streaming included) and status go to the latency metric, route ``flight/<method>``."""
-    outcome = _Outcome(metrics, Call(method))
+    outcome = _Outcome(metrics, Call(method), getattr(context, "started", None))
     try:
         yield outcome.call
     except GeneratorExit:  # the client went away while a streaming answer was being sent

@@ -211,8 +211,10 @@ class PutCall:
     def __init__(
         self, requests: AsyncIterator[bytes], stall_seconds: float, min_rate: int = 0
     ) -> None:
+        # Only what frames after the first carry of IPC messages counts toward the rate: the
+        # rest is dropped.
         self._arrival = Arrival(
-            requests, stall_seconds, "the upload", "nothing was written", min_rate
+            requests, stall_seconds, "the upload", "nothing was written", min_rate, False
         )
         self._stall_seconds = stall_seconds
         self._first = True
@@ -242,6 +244,8 @@ class PutCall:
                     f"the {MAX_APP_METADATA_BYTES} this server takes (it does not read them)"
                 )
             first, self._first = self._first, False
+            if not first:  # a client sends its schema as it opens the put, its data later
+                self._arrival.counted(frame.size)
             # A descriptor after the first frame is not read either: a stream of frames that
             # carry one alone had kept a put alive past its stall limit.
             if first or frame.header or frame.body:

@@ -149,6 +149,11 @@ def start_flight_server(services: Services, shared_port: bool = False) -> Arrowp
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", receive_limit),
         ("grpc.max_send_message_length", -1),
+        # No gRPC message compression (identity only; a gzip'd call is UNIMPLEMENTED): a few
+        # hundred KB of gzip made the server inflate and parse up to the receive limit, and
+        # bytes that cost the client nothing counted toward a put's minimum rate. Arrow's own
+        # buffer compression (IPC zstd or lz4) is read as over HTTP.
+        ("grpc.compression_enabled_algorithms_bitset", 1),
         # Without this, a port another process already serves would be shared silently.
         ("grpc.so_reuseport", 1 if shared_port else 0),
         # A fixed window: gRPC's bandwidth-delay probe grows it while DuckDB is busy, and a

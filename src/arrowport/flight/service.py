@@ -47,7 +47,7 @@ from google.protobuf.message import Message as ProtoMessage
 from arrowport.auth import Principal
 from arrowport.config import Scope
 from arrowport.errors import InvalidOptions, shown
-from arrowport.flight.arrival import Arrival
+from arrowport.flight.arrival import CANCEL_GRACE_SECONDS, Arrival
 from arrowport.flight.call_limit import CallLimit
 from arrowport.flight.errors import Call, flight_errors, flight_errors_async
 from arrowport.flight.frames import SCHEMA_ROOM, Frame, encode_stream
@@ -217,6 +217,8 @@ class FlightService:
             try:
                 while await arrival.next() is not None:
                     pass
+                # A cancelled call's stream ends as a finished one; its cancellation comes next.
+                await asyncio.sleep(CANCEL_GRACE_SECONDS)
             finally:
                 arrival.close()
 

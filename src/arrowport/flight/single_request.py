@@ -30,7 +30,7 @@ import grpc
 from arrowport.config import AuthSettings
 from arrowport.errors import InvalidOptions, PayloadTooLarge
 from arrowport.flight.arrival import CANCEL_GRACE_SECONDS, Arrival
-from arrowport.flight.errors import flight_errors_async
+from arrowport.flight.errors import CALL_STARTED, flight_errors_async
 from arrowport.flight.security import caller
 from arrowport.metrics import Metrics
 
@@ -65,6 +65,7 @@ class SingleRequest:
         self, method: str, requests: AsyncIterator[bytes], context: AsyncContext
     ) -> bytes:
         started = time.perf_counter()
+        CALL_STARTED.set(started)  # the handler's latency counts from here too
         arrival: Arrival | None = None
         token: str | None = None
         # A call being read is in flight (its handler counts it from then on).

@@ -32,7 +32,7 @@ import grpc
 import structlog
 
 from arrowport.errors import RequestTimeout, ShuttingDown
-from arrowport.flight.errors import status_message
+from arrowport.flight.errors import CALL_STARTED, status_message
 from arrowport.storage.query_stop import QueryStop
 
 log = structlog.get_logger("arrowport.flight")
@@ -52,6 +52,7 @@ class ThreadContext:
     def __init__(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
         self._context = context
         self.stop = QueryStop()
+        self.started = CALL_STARTED.get()  # made on the event loop, in the call's task
 
     def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]] | None:
         return self._context.invocation_metadata()  # type: ignore[return-value]

@@ -157,6 +157,11 @@ class BodyPace:
         self._window_start = loop.time()
         self._window_bytes = 0
 
+    def restart(self) -> None:
+        """Start the first period now (what came before was waited for within the timeout)."""
+        self._window_start = self._loop.time()
+        self._window_bytes = 0
+
     def arrived(self, size: int) -> None:
         self._window_bytes += size
         elapsed = self._loop.time() - self._window_start

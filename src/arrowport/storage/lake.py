@@ -409,6 +409,12 @@ class Lake(Engine):
             cur.execute(f"UPDATE {UPSERT_GUARD} SET turn = turn + 1")
 
     def translate(self, exc: BaseException) -> BaseException:
+        # An invalidated database first: its errors repeat the one that invalidated it, which
+        # may read as the lake refusing a commit (a lost catalog), tried again for nothing.
+        if isinstance(exc, duckdb.FatalException):
+            invalidated = self._invalidated(exc)
+            if invalidated is not None:
+                return invalidated
         return lake_refusal(exc, self.scrub) or super().translate(exc)
 
     def size_bytes(self) -> int:
