@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -760,6 +763,52 @@ def test_flight_reads_no_request_of_an_unauthenticated_call(tmp_path: Path) -> N
             assert message.startswith("unauthenticated: "), message
         assert server.peak_rss() - before < 64 * 1024**2
         assert server.healthy()
+
+
+def test_one_token_holds_at_most_its_share_of_flight_calls(tmp_path: Path) -> None:
+    """``flight.max_concurrent_calls_per_client``: a token with that many calls running (here
+    requests it never sends) is refused another, RESOURCE_EXHAUSTED ``overloaded``, while
+    other tokens are served; its calls count again once they end."""
+    config = {
+        **CONFIG,
+        "flight": {"max_concurrent_calls": 8, "max_concurrent_calls_per_client": 2},
+        "limits": {"body_timeout_seconds": 30},
+    }
+    with ArrowportProcess(tmp_path, config=config) as server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.flight_port}")
+        release = threading.Event()
+
+        def unsent() -> Iterator[bytes]:
+            release.wait(30)
+            yield from ()
+
+        get = channel.stream_stream(
+            "/arrow.flight.protocol.FlightService/DoGet",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        reader = [("authorization", f"Bearer {SECRETS['reader']}")]
+        held = [get(unsent(), metadata=reader, timeout=60) for _ in range(2)]
+        try:
+            time.sleep(0.5)
+            with flight.FlightClient(server.flight_url) as client:
+                mine = flight_options("reader")
+                with pytest.raises(pa.ArrowException) as refused:  # RESOURCE_EXHAUSTED
+                    list(client.list_flights(options=mine))
+                message = grpc_error(refused.value)[1]
+                assert message.startswith("overloaded: this token has 2 Flight calls running"), (
+                    message
+                )
+                assert "flight.max_concurrent_calls_per_client" in message
+                assert list(client.list_flights(options=flight_options("root"))) is not None
+        finally:
+            release.set()
+            for call in held:
+                with contextlib.suppress(grpc.RpcError):
+                    tuple(call)
+            channel.close()
+        with flight.FlightClient(server.flight_url) as client:
+            assert list(client.list_flights(options=flight_options("reader"))) is not None
 
 
 def test_flight_unauthenticated_calls_are_counted(

@@ -92,6 +92,13 @@ class FlightSettings(Section):
         ge=1,
         description="Flight calls served at once; more are refused (UNAVAILABLE overloaded).",
     )
+    max_concurrent_calls_per_client: int = Field(
+        32,
+        ge=1,
+        description="Flight calls one token may have at once, of max_concurrent_calls; more "
+        "are refused (RESOURCE_EXHAUSTED overloaded). Callers without a token (no tokens "
+        "configured) count only toward max_concurrent_calls.",
+    )
     spool_dir: str | None = Field(
         None,
         description="Directory for the temporary files of query answers that do not fit in "

@@ -1,5 +1,8 @@
 """At most ``flight.max_concurrent_calls`` Flight calls at once; one past it is refused as any
-overload is, UNAVAILABLE ``overloaded`` with when to retry, counted and logged.
+overload is, UNAVAILABLE ``overloaded`` with when to retry, counted and logged. Of them, one
+token may have at most ``flight.max_concurrent_calls_per_client`` (RESOURCE_EXHAUSTED
+``overloaded`` beyond: only that client can free room), so that one client opening calls and
+sending nothing cannot take every call from the others until its calls time out.
 
 gRPC's own limit (``maximum_concurrent_rpcs``) refuses before any handler runs, with
 RESOURCE_EXHAUSTED "Concurrent RPC limit exceeded!": a status no client can tell from a quota,
@@ -12,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import grpc
 
-from arrowport.errors import Overloaded
+from arrowport.errors import ClientQuotaExceeded, Overloaded
 from arrowport.flight.errors import flight_errors_async
 from arrowport.metrics import Metrics
 
@@ -36,11 +39,39 @@ def backstop(calls: int) -> int:
 class CallLimit:
     """Counts the calls being served (on the event loop and on threads alike)."""
 
-    def __init__(self, most: int, metrics: Metrics) -> None:
+    def __init__(self, most: int, metrics: Metrics, most_per_client: int | None = None) -> None:
         self._most = most
+        self._most_per_client = most if most_per_client is None else most_per_client
         self._metrics = metrics
         self._running = 0
+        self._by_client: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def client(self, name: str | None) -> Iterator[None]:
+        """Held while a call of the token ``name`` runs (None, a caller without a token: not
+        counted); :class:`ClientQuotaExceeded` if it has as many as it may."""
+        if name is None:
+            yield
+            return
+        with self._lock:
+            running = self._by_client.get(name, 0)
+            if running >= self._most_per_client:
+                raise ClientQuotaExceeded(
+                    f"this token has {running} Flight calls running, as many as one client may "
+                    "(flight.max_concurrent_calls_per_client); let some end before starting "
+                    "more"
+                )
+            self._by_client[name] = running + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._by_client[name] - 1
+                if left:
+                    self._by_client[name] = left
+                else:
+                    del self._by_client[name]
 
     @property
     def running(self) -> int:

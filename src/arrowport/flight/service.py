@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import time
@@ -117,7 +118,10 @@ class FlightService:
         self._metrics = services.metrics
         self._sql = FlightSql(services)
         self._puts = PutLanding(services)
-        self._calls = CallLimit(services.settings.flight.max_concurrent_calls, self._metrics)
+        flight = services.settings.flight
+        self._calls = CallLimit(
+            flight.max_concurrent_calls, self._metrics, flight.max_concurrent_calls_per_client
+        )
         # Where streamed answers are made, and puts that are not group-committed are written:
         # a step of every call admitted (flight.max_concurrent_calls), beside the queries whose
         # callers have gone (they still hold a thread while they wait for their turn, or run
@@ -147,7 +151,7 @@ class FlightService:
         # Calls of one request message are read as streams: admitted and authenticated before
         # gRPC reads that message (see arrowport.flight.single_request).
         largest = self._settings.limits.max_query_body_bytes + SCHEMA_ROOM
-        single = SingleRequest(self._settings.auth, self._metrics, stall, largest)
+        single = SingleRequest(self._settings.auth, self._metrics, stall, largest, limit)
 
         def unary_stream(method: str, handler: Streaming) -> grpc.RpcMethodHandler[bytes, bytes]:
             return grpc.stream_stream_rpc_method_handler(
@@ -231,10 +235,12 @@ class FlightService:
         # received and group-committed without a thread of its own.
         limits = self._settings.limits
         watched = PutCall(requests, limits.body_timeout_seconds, limits.min_body_bytes_per_second)
+        held = contextlib.ExitStack()  # the caller's call slot, until the put is answered
         try:
             async with flight_errors_async(self._metrics, "do_put", context) as call:
                 started = time.perf_counter()
                 principal = self._caller(context, call)
+                held.enter_context(self._calls.client(client_of(principal)))
                 first = await watched.frame()
                 if first is None:
                     raise InvalidOptions(NO_FRAMES)
@@ -273,6 +279,7 @@ class FlightService:
             watched.cancelled = True  # a write still queued or committing must not land
             raise
         finally:
+            held.close()
             watched.close()
 
     # -- actions -------------------------------------------------------------------------------

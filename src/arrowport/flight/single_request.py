@@ -12,7 +12,8 @@ tell a unary request from a stream of one message): the call limit admits the ca
 (:mod:`arrowport.flight.call_limit`), the caller's token is checked, and only then is the one
 message read, within ``limits.body_timeout_seconds``; one longer than any such request may be
 (``largest``: ``limits.max_query_body_bytes`` and room for a schema) is refused
-RESOURCE_EXHAUSTED ``payload_too_large`` before anything parses it. Until its message is read a call holds no
+RESOURCE_EXHAUSTED ``payload_too_large`` before anything parses it. The caller's token holds
+one of its calls (``flight.max_concurrent_calls_per_client``) from its check to the answer. Until its message is read a call holds no
 more than gRPC's flow-control window (``flight.receive_window_bytes``). What an admitted,
 authenticated caller may still make the server hold is one message per call: at most
 ``flight.max_concurrent_calls`` of them at once.
@@ -21,6 +22,7 @@ authenticated caller may still make the server hold is one message per call: at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -30,6 +32,7 @@ import grpc
 from arrowport.config import AuthSettings
 from arrowport.errors import InvalidOptions, PayloadTooLarge
 from arrowport.flight.arrival import CANCEL_GRACE_SECONDS, Arrival
+from arrowport.flight.call_limit import CallLimit
 from arrowport.flight.errors import CALL_STARTED, flight_errors_async
 from arrowport.flight.security import caller
 from arrowport.metrics import Metrics
@@ -45,9 +48,15 @@ class SingleRequest:
     after the caller's token is checked."""
 
     def __init__(
-        self, auth: AuthSettings, metrics: Metrics, stall_seconds: float, largest: int
+        self,
+        auth: AuthSettings,
+        metrics: Metrics,
+        stall_seconds: float,
+        largest: int,
+        calls: CallLimit,
     ) -> None:
         self._auth = auth
+        self._calls = calls
         self._largest = largest
         self._metrics = metrics
         self._stall_seconds = stall_seconds
@@ -56,13 +65,18 @@ class SingleRequest:
         """``handler``, called with the call's one request message once it is read."""
 
         async def serve(requests: AsyncIterator[bytes], context: AsyncContext) -> Answer:
-            request = await self._request(method, requests, context)
-            return await handler(request, context)
+            with contextlib.ExitStack() as held:  # the caller's call slot, until the answer
+                request = await self._request(method, requests, context, held)
+                return await handler(request, context)
 
         return serve
 
     async def _request(
-        self, method: str, requests: AsyncIterator[bytes], context: AsyncContext
+        self,
+        method: str,
+        requests: AsyncIterator[bytes],
+        context: AsyncContext,
+        held: contextlib.ExitStack,
     ) -> bytes:
         started = time.perf_counter()
         CALL_STARTED.set(started)  # the handler's latency counts from here too
@@ -74,6 +88,7 @@ class SingleRequest:
             principal = caller(context, self._auth)  # before a byte of the request is read
             if not principal.anonymous:
                 token = principal.name
+            held.enter_context(self._calls.client(token))
             arrival = Arrival(requests, self._stall_seconds, "the request", "the call was ended")
             message = await arrival.next()
             if message is None:
