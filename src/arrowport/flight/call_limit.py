@@ -39,9 +39,9 @@ def backstop(calls: int) -> int:
 class CallLimit:
     """Counts the calls being served (on the event loop and on threads alike)."""
 
-    def __init__(self, most: int, metrics: Metrics, most_per_client: int | None = None) -> None:
+    def __init__(self, most: int, metrics: Metrics, most_per_client: int) -> None:
         self._most = most
-        self._most_per_client = most if most_per_client is None else most_per_client
+        self._most_per_client = most_per_client
         self._metrics = metrics
         self._running = 0
         self._by_client: dict[str, int] = {}

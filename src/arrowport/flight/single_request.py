@@ -13,10 +13,10 @@ tell a unary request from a stream of one message): the call limit admits the ca
 message read, within ``limits.body_timeout_seconds``; one longer than any such request may be
 (``largest``: ``limits.max_query_body_bytes`` and room for a schema) is refused
 RESOURCE_EXHAUSTED ``payload_too_large`` before anything parses it. The caller's token holds
-one of its calls (``flight.max_concurrent_calls_per_client``) from its check to the answer. Until its message is read a call holds no
-more than gRPC's flow-control window (``flight.receive_window_bytes``). What an admitted,
-authenticated caller may still make the server hold is one message per call: at most
-``flight.max_concurrent_calls`` of them at once.
+one of its calls (``flight.max_concurrent_calls_per_client``) from its check to the answer.
+Until its message is read a call holds no more than gRPC's flow-control window
+(``flight.receive_window_bytes``). What an admitted, authenticated caller may still make the
+server hold is one message per call: at most ``flight.max_concurrent_calls`` of them at once.
 """
 
 from __future__ import annotations
