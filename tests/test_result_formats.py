@@ -11,12 +11,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pytest
 
 from tests.server import ArrowportProcess
 
 JSON = "application/json"
 CSV = "text/csv"
+ARROW = "application/vnd.apache.arrow.stream"
 
 
 def answer(client: httpx.Client, sql: str, accept: str) -> httpx.Response:
@@ -164,6 +166,36 @@ def test_infinities_in_unions_and_nested_values_render_as_at_top_level(
     )
 
 
+def test_structs_and_maps_holding_unions_render(client: httpx.Client) -> None:
+    """pyarrow's ``StructArray.flatten`` aborts the process on a struct holding a union: a
+    struct of an ENUM and a union, asked for as JSON or CSV, killed the server."""
+    enum = "'a'::ENUM('a', 'b')"
+    sql = (
+        f"SELECT {{'e': {enum}, 'u': union_value(x := i::INTEGER)}} AS s, "
+        "if(i = 1, NULL, {'d': 'infinity'::DATE, 'u': union_value(x := 'y')}) AS n, "
+        f"map([i], [union_value(x := {enum})]) AS m, "
+        f"union_value(x := {{'e': {enum}}}) AS v "
+        "FROM range(2) r(i) ORDER BY i"
+    )
+    assert json_rows(client, sql) == [
+        {
+            "s": {"e": "a", "u": i},
+            "n": None if i == 1 else {"d": "infinity", "u": "y"},
+            "m": [[i, "a"]],
+            "v": {"e": "a"},
+        }
+        for i in range(2)
+    ]
+    assert csv_text(client, sql) == (
+        '"s","n","m","v"\n'
+        '"{""e"":""a"",""u"":0}","{""d"":""infinity"",""u"":""y""}","[[0,""a""]]",'
+        '"{""e"":""a""}"\n'
+        '"{""e"":""a"",""u"":1}",,"[[1,""a""]]","{""e"":""a""}"\n'
+    )
+    table = pa.ipc.open_stream(answer(client, sql, ARROW).content).read_all()
+    assert table.column("s").to_pylist() == [{"e": "a", "u": 0}, {"e": "a", "u": 1}]
+
+
 def test_a_column_with_an_infinity_keeps_the_format_of_its_other_values(
     client: httpx.Client,
 ) -> None:
@@ -256,8 +288,6 @@ def test_json_keeps_both_sides_of_a_join(client: httpx.Client) -> None:
 
 
 # -- which format: the Accept header -----------------------------------------------------------
-
-ARROW = "application/vnd.apache.arrow.stream"
 
 
 @pytest.mark.parametrize(

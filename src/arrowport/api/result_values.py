@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from arrowport.api.calendar_text import calendar_values, is_calendar
+from arrowport.storage.schema import struct_fields
 
 
 def unique_names(names: list[str]) -> list[str]:
@@ -55,7 +56,7 @@ def json_values(array: pa.Array) -> list[Any]:
         return json_values(array.dictionary_decode())
     if isinstance(array, pa.StructArray):
         names = unique_names([field.name for field in dtype])
-        children = [json_values(child) for child in array.flatten()]
+        children = [json_values(child) for child in struct_fields(array)]
         rows = list(zip(*children, strict=True)) if children else [()] * len(array)
         valid = array.is_valid().to_pylist()
         pairs = zip(valid, rows, strict=True)
@@ -63,7 +64,7 @@ def json_values(array: pa.Array) -> list[Any]:
     if isinstance(array, pa.MapArray):
         entries = pa.struct([dtype.key_field, dtype.item_field])
         as_list = array.view(pa.list_(pa.field("entries", entries, nullable=False)))
-        keys, items = as_list.flatten().flatten()
+        keys, items = struct_fields(as_list.flatten())
         return _split(list(zip(json_values(keys), json_values(items), strict=True)), as_list)
     if isinstance(array, pa.ListArray | pa.LargeListArray | pa.FixedSizeListArray):
         return _split(json_values(array.flatten()), array)

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
-from arrowport.storage.schema import child_types, has_encoding
+from arrowport.storage.schema import child_types, has_encoding, has_union
 
 # DuckDB's row group size, and the default of ``defaults.coalesce_rows``.
 ROW_GROUP_ROWS = 122_880
@@ -71,19 +71,9 @@ def _size(batch: pa.RecordBatch) -> int:
     """Bytes of ``batch``: of a slice, its own part of the buffers (``nbytes``). pyarrow 26
     crashes computing that for a list of unions with null entries, so a batch holding a union
     (which DuckDB cannot read anyway) counts its buffers whole."""
-    if any(_has_union(field.type) for field in batch.schema):
+    if any(has_union(field.type) for field in batch.schema):
         return int(batch.get_total_buffer_size())
     return int(batch.nbytes)
-
-
-def _has_union(dtype: pa.DataType) -> bool:
-    if pa.types.is_union(dtype):
-        return True
-    if isinstance(dtype, pa.DictionaryType):
-        return _has_union(dtype.value_type)
-    if isinstance(dtype, pa.BaseExtensionType):
-        return _has_union(dtype.storage_type)
-    return any(_has_union(dtype.field(i).type) for i in range(dtype.num_fields))
 
 
 def _joined(pieces: list[pa.RecordBatch]) -> list[pa.RecordBatch]:

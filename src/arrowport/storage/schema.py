@@ -76,8 +76,8 @@ def is_list_type(dtype: pa.DataType) -> bool:
 
 def child_arrays(array: pa.Array) -> list[pa.Array]:
     """The arrays holding ``array``'s values one level down: a list's items, a struct's fields,
-    a map's entries (as a struct of keys and items), a dictionary's or run-end encoding's
-    values, an extension's storage; none for flat values."""
+    a union's children, a map's entries (as a struct of keys and items), a dictionary's or
+    run-end encoding's values, an extension's storage; none for flat values."""
     if isinstance(array, pa.DictionaryArray):
         return [array.dictionary]
     if isinstance(array, pa.RunEndEncodedArray):
@@ -92,10 +92,22 @@ def child_arrays(array: pa.Array) -> list[pa.Array]:
         end = offsets[-1].as_py() if len(offsets) else 0
         return [array.values.slice(start, end - start)]
     if isinstance(array, pa.StructArray):
-        return list(array.flatten())
+        return struct_fields(array)
+    if isinstance(array, pa.UnionArray):
+        # A sparse union's children come sliced with it; a dense union's whole.
+        return [array.field(i) for i in range(array.type.num_fields)]
     if isinstance(array, LIST_ARRAYS):
         return [array.flatten()]
     return []
+
+
+def struct_fields(array: pa.StructArray) -> list[pa.Array]:
+    """A struct's fields, null where the struct is (``flatten``); as stored where a field is a
+    union, which has no nulls of its own to take the struct's: pyarrow's ``flatten`` aborts the
+    process on those (a failed check, not an exception)."""
+    if any(pa.types.is_union(field.type) for field in array.type):
+        return [array.field(i) for i in range(array.type.num_fields)]
+    return list(array.flatten())
 
 
 def child_types(dtype: pa.DataType) -> list[pa.DataType]:
@@ -149,6 +161,11 @@ def has_encoding(dtype: pa.DataType) -> bool:
 def has_dictionary(dtype: pa.DataType) -> bool:
     """Whether ``dtype`` is, or nests, a dictionary type."""
     return isinstance(dtype, pa.DictionaryType) or any(map(has_dictionary, child_types(dtype)))
+
+
+def has_union(dtype: pa.DataType) -> bool:
+    """Whether ``dtype`` is, or nests, a union."""
+    return bool(pa.types.is_union(dtype)) or any(map(has_union, child_types(dtype)))
 
 
 def unsupported_reason(dtype: pa.DataType) -> str | None:
