@@ -307,6 +307,54 @@ def test_large_answers_are_413_in_every_format_in_bounded_memory(
     assert small_limits.peak_rss() - before < 300 * MiB
 
 
+def test_wide_rows_are_fetched_and_rendered_in_bounded_memory(
+    small_limits: ArrowportProcess,
+) -> None:
+    """DuckDB builds each Arrow batch of a result whole, outside its memory limit, before the
+    answer's size is checked: a 5,000-character literal over 122,880 rows took 1.3 GB as one
+    batch. And JSON names every column on every row, a struct its fields in JSON and CSV: a
+    column named with 5,000 characters over 122,880 rows of NULL (500 KB of Arrow) took 1.26 GB
+    before its 413. Rows holding text now come a DuckDB vector at a time, and names count."""
+    literal = "x" * 5_000
+    name = "a" * 5_000
+    before = small_limits.peak_rss()
+    with httpx.Client(base_url=small_limits.url, timeout=120) as http:
+        wide = {"sql": f"SELECT '{literal}' AS s FROM range(122880)"}
+        for accept in (ARROW_STREAM, "application/json", "text/csv"):
+            refused(
+                http.post("/query", json=wide, headers={"Accept": accept}), 413, "result_too_large"
+            )
+        named = f'SELECT NULL AS "{name}" FROM range(122880)'
+        in_struct = f"SELECT {{'{name}': NULL}} AS s FROM range(122880)"
+        for sql, accept in (
+            (named, "application/json"),
+            (in_struct, "application/json"),
+            (in_struct, "text/csv"),
+        ):
+            response = http.post("/query", json={"sql": sql}, headers={"Accept": accept})
+            refused(response, 413, "result_too_large")
+    assert small_limits.healthy()
+    assert small_limits.peak_rss() - before < 300 * MiB
+
+
+def test_an_enum_dictionary_counts_once_in_a_flight_answer(small_limits: ArrowportProcess) -> None:
+    """DuckDB gives an ENUM's whole dictionary with every Arrow batch of a result, and an IPC
+    stream sends it once: counted with every batch, a 400 KB label over 30 batches of rows with
+    text was refused as larger than 8 MiB, an answer of under 3 MB."""
+    label = "a" * 400_000
+    sql = f"SELECT CAST('{label}' AS ENUM('{label}')) AS e, i::VARCHAR AS s FROM range(245760) t(i)"
+    client = flight.connect(small_limits.flight_url)
+    table = client.do_get(flight.Ticket(json.dumps({"sql": sql}).encode())).read_all()
+    assert table.num_rows == 245_760
+    assert table.column("e").chunk(0).dictionary.to_pylist() == [label]
+    assert table.column("s").to_pylist()[-1] == "245759"
+    wider = flight.Ticket(
+        json.dumps({"sql": sql.replace("AS s", "AS s, repeat(s, 20) AS t")}).encode()
+    )
+    with pytest.raises(pa.ArrowInvalid, match="RESOURCE_EXHAUSTED:result_too_large"):
+        client.do_get(wider).read_all()
+
+
 def test_a_long_dictionary_value_renders_as_text_in_bounded_memory(
     small_limits: ArrowportProcess,
 ) -> None:

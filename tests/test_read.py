@@ -124,6 +124,32 @@ def test_query_answers_arrow_ipc_by_default(client: httpx.Client, read_table: st
     assert response.content.endswith(b"\xff\xff\xff\xff\x00\x00\x00\x00")
 
 
+def test_rows_of_a_few_mb_render_as_csv_and_json(client: httpx.Client) -> None:
+    """Rows are sized by their own bytes when they are rendered one by one: 25 rows of 2 to
+    4 MB (80 MB in all) were refused as "a row larger than 64 MB", each one-row slice counting
+    the buffers of its whole batch."""
+    sql = "SELECT repeat(repeat(r::varchar, 1000), 2000) AS s FROM range(25) t(r)"
+    for accept in ("text/csv", "application/json"):
+        response = client.post("/query", json={"sql": sql}, headers={"Accept": accept})
+        assert response.status_code == 200, response.text[:300]
+        if accept == "text/csv":
+            lines = response.text.splitlines()
+            assert len(lines) == 26
+            assert lines[25].strip('"') == "24" * 2000 * 1000
+        else:
+            rows = response.json()["rows"]
+            assert [len(row["s"]) for row in rows] == [len(str(r)) * 2_000_000 for r in range(25)]
+
+
+def test_repeated_names_in_an_answer_are_told_apart(client: httpx.Client) -> None:
+    """JSON keys must differ: repeats of a name get the first free suffix, whatever else the
+    answer is named (a, a_3, a_4, a_5, a_2)."""
+    sql = "SELECT 1 AS a, 2 AS a, 3 AS a, 4 AS a, 5 AS a_2"
+    response = client.post("/query", json={"sql": sql}, headers={"Accept": "application/json"})
+    assert response.status_code == 200, response.text
+    assert response.json()["rows"] == [{"a": 1, "a_3": 2, "a_4": 3, "a_5": 4, "a_2": 5}]
+
+
 def test_query_answers_json(client: httpx.Client, read_table: str) -> None:
     response = client.post(
         "/query",

@@ -25,12 +25,16 @@ def unique_names(names: list[str]) -> list[str]:
     row's object, which would otherwise keep only the last of the values sharing a name."""
     taken = set(names)
     seen: set[str] = set()
+    # The next suffix to try for each name: each repeat starts where the last one stopped
+    # (trying from 2 each time took 17 s for 10,000 repeats of one name).
+    suffix: dict[str, int] = {}
     unique = []
     for name in names:
         if name in seen:
-            number = 2
+            number = suffix.get(name, 2)
             while f"{name}_{number}" in taken:
                 number += 1
+            suffix[name] = number + 1
             name = f"{name}_{number}"
             taken.add(name)
         seen.add(name)

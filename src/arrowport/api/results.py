@@ -40,7 +40,7 @@ from arrowport.api.result_values import finite, json_value, json_values, unique_
 from arrowport.errors import InvalidOptions, ResultTooLarge
 from arrowport.reads import ResultBudget
 from arrowport.storage.query import QueryResult
-from arrowport.storage.schema import child_arrays, has_dictionary
+from arrowport.storage.schema import child_arrays, child_types, has_dictionary, has_union
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 JSON = "application/json"
@@ -127,8 +127,20 @@ def _checked(result: QueryResult, budget: ResultBudget) -> Iterator[pa.RecordBat
 def _rendered_bytes(batch: pa.RecordBatch) -> int:
     """About the bytes ``batch``'s values take once decoded: a dictionary's rows each hold a
     value of it (an ENUM of 16,000-character labels is 125 KB of Arrow for 122,880 rows, and
-    2 GB of JSON), not the dictionary once."""
-    return sum(map(_decoded_bytes, batch.columns))
+    2 GB of JSON), not the dictionary once; and every row names its columns, and every struct
+    its fields (a column named with 10,000 characters over 122,880 rows of NULL is 500 KB of
+    Arrow and 1.2 GB of JSON)."""
+    names = sum(len(name.encode()) + _NAME_QUOTES for name in batch.schema.names)
+    return int(batch.num_rows) * names + sum(map(_decoded_bytes, batch.columns))
+
+
+# What JSON adds to a name: its quotes, and the colon after it.
+_NAME_QUOTES = 3
+
+
+def _has_names(dtype: pa.DataType) -> bool:
+    """Whether ``dtype`` is, or nests, a struct (whose field names each value repeats)."""
+    return bool(pa.types.is_struct(dtype)) or any(map(_has_names, child_types(dtype)))
 
 
 def _text_like(dtype: pa.DataType) -> bool:
@@ -141,8 +153,11 @@ def _text_like(dtype: pa.DataType) -> bool:
 
 
 def _decoded_bytes(array: pa.Array) -> int:
-    if not has_dictionary(array.type):
-        return int(array.get_total_buffer_size())
+    dtype = array.type
+    if not (has_dictionary(dtype) or _has_names(dtype) or has_union(dtype)):
+        # Of these rows alone: a slice's buffers are its whole batch's. (A union is summed from
+        # its children below: pyarrow has crashed computing nbytes of one in a list.)
+        return int(array.nbytes)
     if isinstance(array, pa.DictionaryArray):
         values = array.dictionary
         if len(values) == 0:
@@ -152,7 +167,10 @@ def _decoded_bytes(array: pa.Array) -> int:
         else:
             each = _decoded_bytes(values) // len(values)
         return int(array.indices.nbytes) + len(array) * each
-    return sum(map(_decoded_bytes, child_arrays(array)))
+    names = 0
+    if pa.types.is_struct(array.type):
+        names = len(array) * sum(len(field.name.encode()) + _NAME_QUOTES for field in array.type)
+    return names + sum(map(_decoded_bytes, child_arrays(array)))
 
 
 def _slices(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -67,7 +67,7 @@ from arrowport.flight.sql import ACTIONS, UNSERVED_ACTIONS, FlightSql, is_wrappe
 from arrowport.flight.threaded import Streaming, ThreadContext, Unary, on_threads, streamed
 from arrowport.ingest.streams import IngestOptions
 from arrowport.options import IngestReply
-from arrowport.reads import limited, result_write_options
+from arrowport.reads import answer_batches, result_write_options
 from arrowport.services import Services
 from arrowport.storage.query import QueryResult
 from arrowport.storage.query_stop import QueryStop
@@ -334,7 +334,7 @@ class FlightService:
 
     def stream_result(self, result: QueryResult) -> Iterator[bytes]:
         """A query's answer as DoGet frames, counted against ``limits.max_result_bytes``."""
-        batches = limited(iter(result), self._reads.budget())
+        batches = answer_batches(iter(result), self._reads.budget())
         yield from encode_stream(
             result.schema, batches, result_write_options(self._settings.compression)
         )

@@ -35,6 +35,7 @@ from arrowport.storage.identifiers import (
     table_name,
 )
 from arrowport.storage.query_stop import QueryDeadline, QueryStop
+from arrowport.storage.result_batches import batch_rows, streaming
 from arrowport.storage.schema import Column
 
 # Bound values: positional (``?``, ``$1``) as a sequence, named (``$name``) as a mapping.
@@ -42,8 +43,6 @@ Parameters = Sequence[Any] | Mapping[str, Any] | None
 
 if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
-
-BATCH_ROWS = 122_880
 
 # pyarrow's words when a result's type nests deeper than its C data interface takes.
 _TOO_DEEP = "Recursion level in ArrowSchema"
@@ -221,11 +220,12 @@ def run_query(
     if stop is not None:
         stop.watch(cursor, deadline)
     try:
+        streaming(cursor)
         with db.catalog_turn():  # the transaction's first read of the catalog
             cursor.execute("BEGIN TRANSACTION READ ONLY")
             _check(db, cursor, sql, params)
         cursor.execute(sql, _bound(params))
-        reader = cursor.to_arrow_reader(BATCH_ROWS)
+        reader = cursor.to_arrow_reader(batch_rows(cursor.description))
     except BaseException as exc:
         deadline.cancel()
         if stop is not None:

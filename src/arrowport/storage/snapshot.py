@@ -32,7 +32,6 @@ from arrowport.errors import (
     TransactionAborted,
 )
 from arrowport.storage.query import (
-    BATCH_ROWS,
     Parameters,
     _check,
     _failed,
@@ -40,6 +39,7 @@ from arrowport.storage.query import (
     close_cursor,
 )
 from arrowport.storage.query_stop import QueryDeadline, QueryStop
+from arrowport.storage.result_batches import batch_rows, streaming
 
 if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
@@ -61,6 +61,7 @@ class Snapshot:
         self.aborted: str | None = None
         self._cursor = db.connect()
         try:
+            streaming(self._cursor)
             self._cursor.execute("BEGIN TRANSACTION READ ONLY")
         except duckdb.Error as exc:
             self._cursor.close()
@@ -90,7 +91,7 @@ class Snapshot:
                     with self._db.catalog_turn():  # may be the transaction's first read of it
                         _check(self._db, self._cursor, sql, params)
                     self._cursor.execute(sql, params if params else None)
-                    reader = self._cursor.to_arrow_reader(BATCH_ROWS)
+                    reader = self._cursor.to_arrow_reader(batch_rows(self._cursor.description))
                 except BaseException as exc:
                     raise self._failure(exc, deadline, stop) from None
                 yield Rows(reader.schema, self._batches(reader, deadline, stop))

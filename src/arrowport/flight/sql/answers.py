@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from arrowport.errors import ResultTooLarge
 from arrowport.flight.sql.handles import Registry
-from arrowport.reads import ResultBudget, limited
+from arrowport.reads import ResultBudget, answer_batches
 from arrowport.storage.query import QueryResult
 from arrowport.storage.snapshot import Rows
 
@@ -60,7 +60,7 @@ class Streaming:
 
     def batches(self, budget: ResultBudget) -> Iterator[pa.RecordBatch]:
         with self._result:
-            yield from limited(iter(self._result), budget)
+            yield from answer_batches(iter(self._result), budget)
 
     def close(self) -> None:
         self._result.close()
@@ -112,7 +112,7 @@ class Spooled:
         )
         try:
             with pa.ipc.new_stream(pa.PythonFile(self._spool, mode="w"), rows.schema) as writer:
-                for batch in limited(rows.batches, budget):
+                for batch in answer_batches(rows.batches, budget):
                     size = batch.get_total_buffer_size()
                     self._room.take(size)
                     self._held += size
