@@ -40,11 +40,17 @@ UTF8 = "utf8"
 
 def csv_encoding(name: str) -> str:
     """The name pyarrow reads a text encoding by (``utf8``, read as it is; any other is
-    decoded to UTF-8 as the file is read); ValueError for an encoding Python does not know."""
+    decoded to UTF-8 as the file is read); ValueError for an encoding Python does not know, or
+    a codec of bytes to bytes (``zlib_codec``) or text to text (``rot13``), which pyarrow would
+    fail on with a traceback."""
     try:
         known = codecs.lookup(name).name
     except LookupError:
         raise ValueError(f"unknown text encoding {name!r}") from None
+    try:
+        "".encode(known)  # str.encode takes text encodings only
+    except LookupError:
+        raise ValueError(f"{name!r} is not a text encoding") from None
     return UTF8 if known == "utf-8" else known
 
 
