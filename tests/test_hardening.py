@@ -337,22 +337,65 @@ def test_wide_rows_are_fetched_and_rendered_in_bounded_memory(
     assert small_limits.peak_rss() - before < 300 * MiB
 
 
+def test_what_a_query_makes_duckdb_repeat_is_bounded(small_limits: ArrowportProcess) -> None:
+    """DuckDB builds each row's values outside its memory limit. A sized function repeats its
+    other arguments up to its size, a lambda its body for every element of a list: a 100-byte
+    literal repeated 10,000 times is 1 MB a row (of 100 KB, 1 GB), a sized function inside one
+    of them 100 MB. A literal selected over many rows is copied into each, several vectors of
+    2,048 rows ahead of the reader: 500 KB over 8,192 rows took 3.9 GB. Those are refused, and
+    a literal of the longest allowed comes in few rows a batch."""
+    text = "x" * 100_000
+    before = small_limits.peak_rss()
+    with httpx.Client(base_url=small_limits.url, timeout=120) as http:
+        for body in (
+            {"sql": "SELECT repeat(repeat('a', 10000), 10000) AS s"},
+            {"sql": "SELECT list_transform(range(10000), x -> repeat('a', 10000)) AS l"},
+            {"sql": "SELECT [range(10000) FOR x IN range(10000)] AS l"},
+            {"sql": f"SELECT repeat('{text[:100]}', 10000) AS s"},
+            {"sql": f"SELECT list_resize([], 10000, '{text[:100]}') AS l"},
+            {"sql": "SELECT repeat(?, 10000) AS s", "params": [text[:100]]},
+            {"sql": f"SELECT '{'x' * 500_000}' AS s FROM range(8192)"},
+            {"sql": "SELECT ?::VARCHAR AS s FROM range(8192)", "params": [text]},
+        ):
+            response = http.post("/query", json=body)
+            assert response.status_code == 403, (body["sql"][:80], response.text[:300])
+            assert response.json()["rule"] == "literal_size", response.text[:300]
+        allowed = http.post(
+            "/query",
+            json={"sql": "SELECT repeat('ab', 3) AS s, list_transform([1, 2], x -> x || 'a') AS t"},
+            headers={"Accept": "application/json"},
+        )
+        assert allowed.status_code == 200, allowed.text
+        assert allowed.json()["rows"] == [{"s": "ababab", "t": ["1a", "2a"]}]
+        longest = {"sql": f"SELECT '{'x' * 16_384}' AS s FROM range(122880)"}
+        for accept in (ARROW_STREAM, "application/json"):
+            response = http.post("/query", json=longest, headers={"Accept": accept})
+            refused(response, 413, "result_too_large")
+    assert small_limits.healthy()
+    assert small_limits.peak_rss() - before < 300 * MiB
+
+
 def test_an_enum_dictionary_counts_once_in_a_flight_answer(small_limits: ArrowportProcess) -> None:
     """DuckDB gives an ENUM's whole dictionary with every Arrow batch of a result, and an IPC
     stream sends it once: counted with every batch, a 400 KB label over 30 batches of rows with
-    text was refused as larger than 8 MiB, an answer of under 3 MB."""
+    text was refused as larger than 8 MiB, an answer of under 3 MB (at the top level, in a
+    list or in a struct alike)."""
     label = "a" * 400_000
-    sql = f"SELECT CAST('{label}' AS ENUM('{label}')) AS e, i::VARCHAR AS s FROM range(245760) t(i)"
+    enum = f"CAST(NULL AS ENUM('{label}'))"
     client = flight.connect(small_limits.flight_url)
-    table = client.do_get(flight.Ticket(json.dumps({"sql": sql}).encode())).read_all()
-    assert table.num_rows == 245_760
-    assert table.column("e").chunk(0).dictionary.to_pylist() == [label]
-    assert table.column("s").to_pylist()[-1] == "245759"
-    wider = flight.Ticket(
-        json.dumps({"sql": sql.replace("AS s", "AS s, repeat(s, 20) AS t")}).encode()
-    )
+    for shaped, dictionary in (
+        (enum, lambda e: e.dictionary),
+        (f"[{enum}]", lambda e: e.values.dictionary),
+        (f"{{'v': {enum}}}", lambda e: e.field(0).dictionary),
+    ):
+        sql = f"SELECT {shaped} AS e, i::VARCHAR AS s FROM range(245760) t(i)"
+        table = client.do_get(flight.Ticket(json.dumps({"sql": sql}).encode())).read_all()
+        assert table.num_rows == 245_760
+        assert dictionary(table.column("e").chunk(0)).to_pylist() == [label]
+        assert table.column("s").to_pylist()[-1] == "245759"
+    wider = sql.replace("AS s", "AS s, repeat(s, 20) AS t")
     with pytest.raises(pa.ArrowInvalid, match="RESOURCE_EXHAUSTED:result_too_large"):
-        client.do_get(wider).read_all()
+        client.do_get(flight.Ticket(json.dumps({"sql": wider}).encode())).read_all()
 
 
 def test_a_long_dictionary_value_renders_as_text_in_bounded_memory(
@@ -771,9 +814,12 @@ def test_a_parameter_duckdb_cannot_bind_is_an_invalid_value(
     assert response.json()["code"] == "invalid_value"
 
 
+# Folded as it is planned: 60 million additions (~5 s). A lambda holds lists of literals, as
+# range() is not allowed in one.
 SLOW_TO_PLAN = (
-    "SELECT list_sum(list_transform(range(3000), x -> list_sum(list_transform(range(3000), "
-    "y -> list_sum(list_transform(range(10), z -> z + y + x)))))) AS folded"
+    "SELECT list_sum(list_transform(range(10000), x -> list_sum(list_transform("
+    f"{list(range(600))}, y -> list_sum(list_transform({list(range(10))}, z -> z + y + x))))))"
+    " AS folded"
 )
 
 

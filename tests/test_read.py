@@ -125,20 +125,35 @@ def test_query_answers_arrow_ipc_by_default(client: httpx.Client, read_table: st
 
 
 def test_rows_of_a_few_mb_render_as_csv_and_json(client: httpx.Client) -> None:
-    """Rows are sized by their own bytes when they are rendered one by one: 25 rows of 2 to
-    4 MB (80 MB in all) were refused as "a row larger than 64 MB", each one-row slice counting
-    the buffers of its whole batch."""
-    sql = "SELECT repeat(repeat(r::varchar, 1000), 2000) AS s FROM range(25) t(r)"
+    """Rows are sized by their own bytes when they are rendered one by one: 25 rows of 3 MB
+    (75 MB in all) were refused as "a row larger than 64 MB", each one-row slice counting the
+    buffers of its whole batch."""
+    sql = "SELECT repeat(printf('%0300d', r), 10000) AS s FROM range(25) t(r)"
     for accept in ("text/csv", "application/json"):
         response = client.post("/query", json={"sql": sql}, headers={"Accept": accept})
         assert response.status_code == 200, response.text[:300]
         if accept == "text/csv":
             lines = response.text.splitlines()
             assert len(lines) == 26
-            assert lines[25].strip('"') == "24" * 2000 * 1000
+            assert lines[25].strip('"') == f"{24:0300d}" * 10_000
         else:
             rows = response.json()["rows"]
-            assert [len(row["s"]) for row in rows] == [len(str(r)) * 2_000_000 for r in range(25)]
+            assert [row["s"] for row in rows] == [f"{r:0300d}" * 10_000 for r in range(25)]
+
+
+def test_a_row_too_large_to_render_is_refused_among_small_ones(client: httpx.Client) -> None:
+    """A 70 MB value among 8,191 short ones went into a slice of many rows, past the check of
+    single rows, and was rendered as JSON whole. It is cut down to its row, and refused as
+    such; the Arrow answer has it."""
+    sql = "SELECT if(r = 5, repeat(printf('%010000d', r), 7000), 'x') AS s FROM range(8192) t(r)"
+    for accept in ("text/csv", "application/json"):
+        response = client.post("/query", json={"sql": sql}, headers={"Accept": accept})
+        assert response.status_code == 413, response.text[:300]
+        assert response.json()["code"] == "result_too_large"
+        assert "a row of the answer is larger than" in response.json()["message"]
+    table = query(client, sql)
+    assert table.column("s")[5].as_py() == f"{5:010000d}" * 7000
+    assert table.column("s")[6].as_py() == "x"
 
 
 def test_repeated_names_in_an_answer_are_told_apart(client: httpx.Client) -> None:

@@ -30,12 +30,14 @@ from arrowport.storage.coalesce import ROW_GROUP_ROWS, coalesce
 from arrowport.storage.interface import Storage
 from arrowport.storage.query import Parameters, QueryResult, TableInfo
 from arrowport.storage.query_stop import QueryStop
+from arrowport.storage.schema import child_arrays, has_dictionary
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-# A Flight answer's messages join DuckDB's batches up to this size (see answer_batches).
+# A Flight answer's messages join DuckDB's batches up to this size (see answer_batches): as
+# large as the Flight adapter sends one (flight.frames.MAX_SEND_BYTES).
 ANSWER_MESSAGE_BYTES = 8 * 1024**2
 
 
@@ -234,27 +236,39 @@ def answer_batches(
 
 
 def limited(batches: Iterator[pa.RecordBatch], budget: ResultBudget) -> Iterator[pa.RecordBatch]:
-    """``batches``, counted against ``budget`` by their Arrow size as they pass. A column's
-    dictionary counts when it differs from its last batch's, as an IPC stream sends it: DuckDB
-    gives an ENUM's whole dictionary with every batch."""
-    sent: dict[int, pa.Array] = {}
+    """``batches``, counted against ``budget`` by their Arrow size as they pass. A dictionary
+    counts when it differs from the last batch's at its place, as an IPC stream sends it:
+    DuckDB gives an ENUM's whole dictionary with every batch."""
+    sent: dict[tuple[int, ...], pa.Array] = {}
     for batch in batches:
         budget.add(_new_bytes(batch, sent))
         yield batch
 
 
-def _new_bytes(batch: pa.RecordBatch, sent: dict[int, pa.Array]) -> int:
-    """``batch``'s Arrow size, less the dictionaries ``sent`` already (by column index)."""
+def _new_bytes(batch: pa.RecordBatch, sent: dict[tuple[int, ...], pa.Array]) -> int:
+    """``batch``'s Arrow size, less the dictionaries ``sent`` already (by their place)."""
     size = int(batch.get_total_buffer_size())
     for index, column in enumerate(batch.columns):
-        if not isinstance(column, pa.DictionaryArray):
+        if not has_dictionary(column.type):
             continue
-        dictionary = column.dictionary
-        last = sent.get(index)
-        if last is not None and last.equals(dictionary):
-            size -= int(dictionary.get_total_buffer_size())
-        sent[index] = dictionary
-    return size
+        for place, dictionary in _dictionaries(column, (index,)):
+            last = sent.get(place)
+            if last is not None and last.equals(dictionary):
+                size -= int(dictionary.get_total_buffer_size())
+            sent[place] = dictionary
+    return max(0, size)
+
+
+def _dictionaries(
+    array: pa.Array, place: tuple[int, ...]
+) -> Iterator[tuple[tuple[int, ...], pa.Array]]:
+    """The dictionaries in ``array`` at any depth, each with its place (child indexes)."""
+    if isinstance(array, pa.DictionaryArray):
+        yield place, array.dictionary
+        return
+    for index, child in enumerate(child_arrays(array)):
+        if has_dictionary(child.type):
+            yield from _dictionaries(child, (*place, index))
 
 
 def result_write_options(settings: CompressionSettings) -> pa.ipc.IpcWriteOptions:

@@ -130,12 +130,14 @@ def _rendered_bytes(batch: pa.RecordBatch) -> int:
     2 GB of JSON), not the dictionary once; and every row names its columns, and every struct
     its fields (a column named with 10,000 characters over 122,880 rows of NULL is 500 KB of
     Arrow and 1.2 GB of JSON)."""
-    names = sum(len(name.encode()) + _NAME_QUOTES for name in batch.schema.names)
+    names = sum(map(_json_name_bytes, batch.schema.names))
     return int(batch.num_rows) * names + sum(map(_decoded_bytes, batch.columns))
 
 
-# What JSON adds to a name: its quotes, and the colon after it.
-_NAME_QUOTES = 3
+def _json_name_bytes(name: str) -> int:
+    """A name's bytes as a JSON key: quoted, escaped (a control character is six bytes, an
+    emoji twelve), and its colon."""
+    return len(json.dumps(name)) + 1
 
 
 def _has_names(dtype: pa.DataType) -> bool:
@@ -169,26 +171,35 @@ def _decoded_bytes(array: pa.Array) -> int:
         return int(array.indices.nbytes) + len(array) * each
     names = 0
     if pa.types.is_struct(array.type):
-        names = len(array) * sum(len(field.name.encode()) + _NAME_QUOTES for field in array.type)
+        names = len(array) * sum(_json_name_bytes(field.name) for field in array.type)
     return names + sum(map(_decoded_bytes, child_arrays(array)))
 
 
 def _slices(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Each batch in row slices of about :data:`RENDER_SLICE_BYTES` once decoded."""
     for batch in batches:
-        size = _rendered_bytes(batch)
-        if size <= RENDER_SLICE_BYTES:
-            yield batch
-            continue
-        rows = max(1, batch.num_rows * RENDER_SLICE_BYTES // size)
-        for offset in range(0, batch.num_rows, rows):
-            piece = batch.slice(offset, rows)
-            if rows == 1 and _rendered_bytes(piece) > MAX_TEXT_ROW_BYTES:
-                raise ResultTooLarge(
-                    f"a row of the answer is larger than {MAX_TEXT_ROW_BYTES} bytes: too large "
-                    "to render as JSON or CSV; ask for Arrow (the default)"
-                )
-            yield piece
+        yield from _fitting(batch)
+
+
+def _fitting(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+    """``batch`` cut into slices of at most :data:`RENDER_SLICE_BYTES` once decoded, but for
+    single rows (413 past :data:`MAX_TEXT_ROW_BYTES`). A slice still over, one large value among
+    small ones, is cut again, in halves at least, however unevenly its rows weigh."""
+    size = _rendered_bytes(batch)
+    if size <= RENDER_SLICE_BYTES:
+        yield batch
+        return
+    if batch.num_rows == 1:
+        if size > MAX_TEXT_ROW_BYTES:
+            raise ResultTooLarge(
+                f"a row of the answer is larger than {MAX_TEXT_ROW_BYTES} bytes: too large "
+                "to render as JSON or CSV; ask for Arrow (the default)"
+            )
+        yield batch
+        return
+    rows = max(1, min(batch.num_rows // 2, batch.num_rows * RENDER_SLICE_BYTES // size))
+    for offset in range(0, batch.num_rows, rows):
+        yield from _fitting(batch.slice(offset, rows))
 
 
 def _arrow(

@@ -49,8 +49,12 @@ def csv_encoding(name: str) -> str:
         raise ValueError(f"unknown text encoding {name!r}") from None
     try:
         "".encode(known)  # str.encode takes text encodings only
-    except LookupError:
-        raise ValueError(f"{name!r} is not a text encoding") from None
+        # pyarrow hands the decoder its own buffers, which some codecs cannot take (punycode).
+        codecs.getincrementaldecoder(known)().decode(pa.py_buffer(b"a,b\n"), final=True)
+    except UnicodeError:
+        pass  # the sample is not text in it (UTF-16 without a byte order mark), but was read
+    except Exception:  # whatever the codec raises, it cannot read the file
+        raise ValueError(f"{name!r} is not a text encoding pyarrow can read") from None
     return UTF8 if known == "utf-8" else known
 
 

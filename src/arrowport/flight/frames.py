@@ -25,6 +25,7 @@ from arrowport.flight.protocol import flight_pb2
 from arrowport.ingest.body_buffers import BODY_BUFFERS, POOLED_BYTES
 from arrowport.ingest.ipc_messages import Message, PayloadLimits
 from arrowport.ingest.ipc_stream import ByteCollector, ViewReader, stream_messages
+from arrowport.storage.coalesce import batch_bytes
 
 _DESCRIPTOR = 1
 _HEADER = 2
@@ -159,8 +160,9 @@ def encode_frame(message: Message, app_metadata: bytes = b"") -> bytes:
 
 
 def _pieces(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
-    """``batch`` in slices small enough for any Flight client to receive."""
-    size = batch.get_total_buffer_size()
+    """``batch`` in slices small enough for any Flight client to receive (measured as the
+    answer's batches were joined, so that a joined one is not cut again)."""
+    size = batch_bytes(batch)
     if size <= MAX_SEND_BYTES or batch.num_rows <= 1:
         yield batch
         return

@@ -44,7 +44,7 @@ def coalesce(
     pending_bytes = 0.0
     for batch in batches:
         count = batch.num_rows
-        row_bytes = _size(batch) / count if count else 0.0
+        row_bytes = batch_bytes(batch) / count if count else 0.0
         offset = 0
         while offset < count:
             take = min(rows - pending_rows, count - offset)
@@ -67,7 +67,7 @@ def coalesce(
         yield from _joined(pending)
 
 
-def _size(batch: pa.RecordBatch) -> int:
+def batch_bytes(batch: pa.RecordBatch) -> int:
     """Bytes of ``batch``: of a slice, its own part of the buffers (``nbytes``). pyarrow 26
     crashes computing that for a list of unions with null entries, so a batch holding a union
     (which DuckDB cannot read anyway) counts its buffers whole."""

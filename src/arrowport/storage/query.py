@@ -136,9 +136,10 @@ def _sql_name(schema: str, table: str) -> str:
 
 def _check(
     db: Database, cur: duckdb.DuckDBPyConnection, sql: str, params: Parameters = None
-) -> None:
-    """The read guard (:mod:`arrowport.storage.sql_guard`), against the tables ``cur`` sees."""
-    db.guard.check(sql, _user_tables(cur), params)
+) -> int:
+    """The read guard (:mod:`arrowport.storage.sql_guard`), against the tables ``cur`` sees;
+    the bytes of the longest text the query holds."""
+    return db.guard.check(sql, _user_tables(cur), params)
 
 
 class QueryResult:
@@ -223,9 +224,9 @@ def run_query(
         streaming(cursor)
         with db.catalog_turn():  # the transaction's first read of the catalog
             cursor.execute("BEGIN TRANSACTION READ ONLY")
-            _check(db, cursor, sql, params)
+            widest = _check(db, cursor, sql, params)
         cursor.execute(sql, _bound(params))
-        reader = cursor.to_arrow_reader(batch_rows(cursor.description))
+        reader = cursor.to_arrow_reader(batch_rows(cursor.description, widest))
     except BaseException as exc:
         deadline.cancel()
         if stop is not None:

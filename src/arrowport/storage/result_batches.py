@@ -62,11 +62,13 @@ _FIXED_BYTES = {
 }
 
 
-def batch_rows(description: Sequence[Sequence[Any]] | None) -> int:
-    """Rows per batch for a result whose columns a cursor's ``description`` gives."""
+def batch_rows(description: Sequence[Sequence[Any]] | None, widest_input: int = 0) -> int:
+    """Rows per batch for a result whose columns a cursor's ``description`` gives, of a query
+    holding text of up to ``widest_input`` bytes (literal or bound), which any of its rows may
+    hold: a 1 MB literal selected over 8,192 rows is an 8 GB batch, over 8 rows 8 MB."""
     widths = [_FIXED_BYTES.get(str(getattr(column[1], "id", ""))) for column in description or ()]
     if not widths or any(width is None for width in widths):
-        return VARIABLE_BATCH_ROWS
+        return max(1, min(VARIABLE_BATCH_ROWS, BATCH_BYTES // max(1, widest_input)))
     row_bytes = sum(width for width in widths if width is not None) + 1  # and validity
     rows = BATCH_BYTES // row_bytes // MIN_BATCH_ROWS * MIN_BATCH_ROWS
     return max(MIN_BATCH_ROWS, min(MAX_BATCH_ROWS, rows))

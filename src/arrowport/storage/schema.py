@@ -102,10 +102,10 @@ def child_arrays(array: pa.Array) -> list[pa.Array]:
 
 
 def struct_fields(array: pa.StructArray) -> list[pa.Array]:
-    """A struct's fields, null where the struct is (``flatten``); as stored where a field is a
-    union, which has no nulls of its own to take the struct's: pyarrow's ``flatten`` aborts the
-    process on those (a failed check, not an exception)."""
-    if any(pa.types.is_union(field.type) for field in array.type):
+    """A struct's fields, null where the struct is (``flatten``); as stored where a field is or
+    holds a union, which has no nulls of its own to take the struct's: pyarrow's ``flatten``
+    aborts the process on those (a failed check, not an exception)."""
+    if any(has_union(field.type) for field in array.type):
         return [array.field(i) for i in range(array.type.num_fields)]
     return list(array.flatten())
 

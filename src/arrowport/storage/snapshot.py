@@ -89,9 +89,10 @@ class Snapshot:
             try:
                 try:
                     with self._db.catalog_turn():  # may be the transaction's first read of it
-                        _check(self._db, self._cursor, sql, params)
+                        widest = _check(self._db, self._cursor, sql, params)
                     self._cursor.execute(sql, params if params else None)
-                    reader = self._cursor.to_arrow_reader(batch_rows(self._cursor.description))
+                    description = self._cursor.description
+                    reader = self._cursor.to_arrow_reader(batch_rows(description, widest))
                 except BaseException as exc:
                     raise self._failure(exc, deadline, stop) from None
                 yield Rows(reader.schema, self._batches(reader, deadline, stop))

@@ -15,7 +15,8 @@ what is known to be harmless:
   another database;
 * no ``VARIANT`` (no cast to it, no JSON structure or file reader's column type naming it),
   and ``lag``/``lead`` only with a small literal offset (both crash DuckDB 1.5.5 on crafted
-  input); functions that build values as large as an argument asks, only with literal sizes;
+  input); functions that build values as large as an argument asks, only with literal sizes,
+  and not where what they repeat is repeated again (:mod:`arrowport.storage.query_growth`);
 * with ``duckdb.allow_file_access``, the file readers too, but only with literal paths that are
   none of the database's own files.
 
@@ -37,6 +38,7 @@ from typing import Any
 
 from arrowport.errors import QueryError, ReadOnly
 from arrowport.storage.identifiers import INTERNAL_SCHEMA
+from arrowport.storage.query_growth import SIZED_ARGUMENTS, check_growth
 from arrowport.storage.sql_parse import DUCKDB_VIEWS, fold, parse
 
 _CATALOGUE = json.loads(
@@ -75,21 +77,6 @@ FILE_READERS = frozenset(
 # lag(x, -9223372036854775808) crashes DuckDB 1.5.5 (any offset not a plain small literal).
 _OFFSET_WINDOWS = frozenset({"lag", "lead"})
 _MAX_OFFSET = 2**31
-# Functions whose result grows with an argument, allocated outside DuckDB's memory_limit:
-# repeat('x', 1000000000) takes 3 GB. Those arguments (by position) must be literals up to
-# _MAX_SIZE: a value per row of 10,000 bytes or elements is 20-160 MB for a vector of rows.
-_SIZED_ARGUMENTS = {
-    "repeat": (1,),
-    "lpad": (1,),
-    "rpad": (1,),
-    "list_resize": (1,),
-    "array_resize": (1,),
-    "bitstring": (1,),
-    "bar": (3,),
-    "to_base": (2,),
-    "range": (0, 1, 2),
-    "generate_series": (0, 1, 2),
-}
 _FORMATTERS = frozenset({"printf", "format"})
 # Functions that build a type from a structure given as text (its second argument): a deep one
 # crashes DuckDB 1.5.5 (SIGSEGV at ~100,000 nested lists), and one may name VARIANT.
@@ -232,10 +219,11 @@ class ReadGuard:
         self._protected = [os.path.realpath(path) for path in protected]
         self._also = also
 
-    def check(self, sql: str, tables: Collection[tuple[str, str]], params: object = None) -> None:
+    def check(self, sql: str, tables: Collection[tuple[str, str]], params: object = None) -> int:
         """403 ``read_only`` unless ``sql`` only reads ``tables`` (the database's own tables, as
         (schema, table) pairs) and its own CTEs with allowed functions; 400 if it does not
-        parse."""
+        parse. Answers the bytes of the longest text the query holds, literal or bound (see
+        :func:`~arrowport.storage.query_growth.widest_input`)."""
         tree = parse(sql)
         if self._also is not None:
             # The parsed query: its literals as DuckDB reads them (E'\x7B' is a brace).
@@ -273,6 +261,7 @@ class ReadGuard:
                         raise _refuse("SHOW of the catalog is not allowed; use GET /tables")
                 elif ref not in _COMPOSITE_REFS:
                     raise _refuse(f"a {ref} table reference is not allowed")
+        return check_growth(tree, params)
 
     def _function(self, node: dict[str, Any]) -> int:
         """Check a function call; the widths its format pattern asks for (printf, format)."""
@@ -280,7 +269,7 @@ class ReadGuard:
         if name not in EXPRESSION_FUNCTIONS:
             raise _refuse(f"the function {name}() is not allowed", function=name)
         children = node.get("children") or []
-        for position in _SIZED_ARGUMENTS.get(name, ()):
+        for position in SIZED_ARGUMENTS.get(name, ()):
             if position < len(children) and not _small_literal(children[position], _MAX_SIZE):
                 raise _refuse(
                     f"{name}() takes only a literal size from 0 to {_MAX_SIZE}",

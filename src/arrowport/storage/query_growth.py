@@ -1,0 +1,189 @@
+"""How large a read query can make each row of its answer, judged from its parse tree.
+
+DuckDB builds a row's values, and then each Arrow batch of them, outside its ``memory_limit``,
+before any limit of the server's can count them. A query's own inputs can be multiplied that
+way: a function that builds a value as large as an argument asks (:data:`SIZED_ARGUMENTS`:
+``repeat``, ``range``...) repeats its other arguments up to that size, and a lambda repeats its
+body for every element of a list. So, besides the literal sizes the read guard asks of those
+functions:
+
+* none of them may sit inside another, or inside a lambda (``repeat(repeat(s, 10000),
+  10000)``, or ``list_transform(range(10000), x -> repeat(s, 10000))``: 100 MB a row);
+* ``repeat``, ``list_resize`` and ``array_resize`` may repeat literal text (or bound values)
+  to at most :data:`MAX_REPEATED_BYTES` a row (``repeat('<10 KB>', 10000)``: 100 MB a row);
+* no text or blob the query holds, literal or bound, may be longer than
+  :data:`MAX_LITERAL_BYTES`: selected over many rows, DuckDB copies it into every one;
+* and the longest of them, :func:`widest_input`, sizes the answer's Arrow batches (see
+  :mod:`arrowport.storage.result_batches`).
+
+Values the query reads from tables are not bounded by this (``repeat(text_column, 10000)`` is
+as large as the stored text makes it), nor is what a lambda makes for each element of a list
+(``list_transform(range(10000), x -> '<10 KB>')``: 100 MB a row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from arrowport.errors import ReadOnly
+
+# Functions whose result grows with an argument (by position), allocated outside DuckDB's
+# memory_limit: repeat('x', 1000000000) takes 3 GB. The read guard takes only literal sizes
+# there, up to its own limit; what else they are given is repeated up to that size.
+SIZED_ARGUMENTS = {
+    "repeat": (1,),
+    "lpad": (1,),
+    "rpad": (1,),
+    "list_resize": (1,),
+    "array_resize": (1,),
+    "bitstring": (1,),
+    "bar": (3,),
+    "to_base": (2,),
+    "range": (0, 1, 2),
+    "generate_series": (0, 1, 2),
+}
+# Functions that repeat their other arguments as many times as their size (the second
+# argument) asks; the others make a value of that size whatever they are given.
+_REPEATING = frozenset({"repeat", "list_resize", "array_resize"})
+# The bytes a row of literal text and bound values may be repeated to, by those functions.
+MAX_REPEATED_BYTES = 100_000
+# The longest text or blob a query may hold, literal or bound. DuckDB repeats one selected over
+# many rows in every row, a vector of 2,048 rows at a time and several vectors ahead of its
+# reader, whatever rows an Arrow batch holds: a 500 KB literal over 8,192 rows took 3.9 GB, a
+# 50 KB one 415 MB. (Queries may be 1 MiB long.)
+MAX_LITERAL_BYTES = 16 * 1024
+
+
+def check_growth(tree: Any, params: object) -> int:
+    """403 ``read_only`` (rule ``literal_size``) for text longer than :data:`MAX_LITERAL_BYTES`,
+    a sized function inside another or inside a lambda, or a function that would repeat
+    literal text to more than :data:`MAX_REPEATED_BYTES` a row (see the module's text).
+    Answers the bytes of the query's longest text (:func:`widest_input`)."""
+    widest = widest_input(tree, params)
+    if widest > MAX_LITERAL_BYTES:
+        raise _refused(
+            f"a text or blob of {widest} bytes, literal or bound: at most {MAX_LITERAL_BYTES} "
+            "are allowed"
+        )
+    parameter_bytes = _widest(params)
+    stack: list[tuple[Any, str | None]] = [(tree, None)]
+    while stack:
+        item, repeated_by = stack.pop()
+        if isinstance(item, list):
+            stack.extend((value, repeated_by) for value in item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        within = repeated_by
+        kind = item.get("class")
+        if kind == "FUNCTION":
+            name = str(item.get("function_name", "")).lower()
+            if name in SIZED_ARGUMENTS:
+                if repeated_by is not None:
+                    raise _refused(f"{name}() inside {repeated_by} is not allowed")
+                within = f"{name}()"
+                _check_repeats(name, item.get("children") or [], parameter_bytes)
+        elif kind == "LAMBDA":
+            stack.append((item.get("lhs"), repeated_by))
+            stack.append((item.get("expr"), repeated_by or "a lambda"))
+            continue
+        stack.extend((value, within) for value in item.values())
+    return widest
+
+
+def _check_repeats(name: str, arguments: list[Any], parameter_bytes: int) -> None:
+    """Refuse a call of :data:`_REPEATING` whose literal text, repeated, passes the bound."""
+    if name not in _REPEATING or len(arguments) < 2:
+        return
+    size = _integer(arguments[1])
+    repeated = sum(
+        _text_bytes(argument, parameter_bytes)
+        for position, argument in enumerate(arguments)
+        if position != 1
+    )
+    if size * repeated > MAX_REPEATED_BYTES:
+        raise _refused(
+            f"{name}() would repeat {repeated} bytes of literal text {size} times, more than "
+            f"{MAX_REPEATED_BYTES} bytes a row"
+        )
+
+
+def widest_input(tree: Any, params: object) -> int:
+    """The bytes of the longest text or blob the query holds, literal or bound: a row of its
+    answer may hold it, whatever else it holds."""
+    literals = (_input_bytes(_constant_value(node)) for node in _constants(tree))
+    return max(max(literals, default=0), _widest(params))
+
+
+def _refused(message: str) -> ReadOnly:
+    return ReadOnly(
+        f"{message} (DuckDB builds every row's values in memory outside duckdb.memory_limit)",
+        rule="literal_size",
+    )
+
+
+def _constants(tree: Any) -> Iterator[dict[str, Any]]:
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("class") == "CONSTANT":
+                yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _text_bytes(tree: Any, parameter_bytes: int) -> int:
+    """The bytes of the text and blob literals in ``tree``, a parameter counting
+    ``parameter_bytes``."""
+    held = 0
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            kind = item.get("class")
+            if kind == "CONSTANT":
+                held += _input_bytes(_constant_value(item))
+            elif kind == "PARAMETER":
+                held += parameter_bytes
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return held
+
+
+def _integer(node: Any) -> int:
+    """An integer literal's value (the read guard allows only those as sizes); 0 otherwise."""
+    if isinstance(node, dict) and node.get("class") == "CAST":
+        node = node.get("child")
+    value = _constant_value(node) if isinstance(node, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _constant_value(node: dict[str, Any]) -> object:
+    value = node.get("value")
+    return value.get("value") if isinstance(value, dict) else None
+
+
+def _input_bytes(value: object) -> int:
+    """The bytes of a value's text and blobs, all of them (a list's, a struct's)."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(_input_bytes(item) for item in value.values())
+    if isinstance(value, Sequence):
+        return sum(_input_bytes(item) for item in value)
+    return 0
+
+
+def _widest(params: object) -> int:
+    """The bytes of the longest bound value."""
+    if isinstance(params, Mapping):
+        return max((_input_bytes(value) for value in params.values()), default=0)
+    if isinstance(params, Sequence) and not isinstance(params, str | bytes):
+        return max((_input_bytes(value) for value in params), default=0)
+    return 0
