@@ -360,13 +360,35 @@ def test_what_a_query_makes_duckdb_repeat_is_bounded(small_limits: ArrowportProc
             response = http.post("/query", json=body)
             assert response.status_code == 403, (body["sql"][:80], response.text[:300])
             assert response.json()["rule"] == "literal_size", response.text[:300]
-        allowed = http.post(
-            "/query",
-            json={"sql": "SELECT repeat('ab', 3) AS s, list_transform([1, 2], x -> x || 'a') AS t"},
-            headers={"Accept": "application/json"},
-        )
-        assert allowed.status_code == 200, allowed.text
-        assert allowed.json()["rows"] == [{"s": "ababab", "t": ["1a", "2a"]}]
+        # What ordinary queries do with these stays allowed: a function of a fixed size in a
+        # lambda, a table function under a sized one, many short values bound as a list.
+        ids = [f"id-{i:05d}" for i in range(2000)]
+        for body, rows in (
+            (
+                {"sql": "SELECT repeat('ab', 3) AS s, list_transform([1, 2], x -> x || 'a') AS t"},
+                [{"s": "ababab", "t": ["1a", "2a"]}],
+            ),
+            (
+                {"sql": "SELECT list_transform([1, 23], x -> lpad(x::VARCHAR, 3, '0')) AS l"},
+                [{"l": ["001", "023"]}],
+            ),
+            (
+                {"sql": "SELECT repeat((SELECT max(i) FROM range(10) t(i))::VARCHAR, 2) AS s"},
+                [{"s": "99"}],
+            ),
+            (
+                {
+                    "sql": "SELECT count(*) AS n FROM range(3000) t(i) WHERE i::VARCHAR = ANY(?)".replace(
+                        "i::VARCHAR", "'id-' || lpad(i::VARCHAR, 5, '0')"
+                    ),
+                    "params": [ids],
+                },
+                [{"n": 2000}],
+            ),
+        ):
+            allowed = http.post("/query", json=body, headers={"Accept": "application/json"})
+            assert allowed.status_code == 200, allowed.text
+            assert allowed.json()["rows"] == rows
         longest = {"sql": f"SELECT '{'x' * 16_384}' AS s FROM range(122880)"}
         for accept in (ARROW_STREAM, "application/json"):
             response = http.post("/query", json=longest, headers={"Accept": accept})

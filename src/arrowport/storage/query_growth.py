@@ -7,8 +7,10 @@ way: a function that builds a value as large as an argument asks (:data:`SIZED_A
 body for every element of a list. So, besides the literal sizes the read guard asks of those
 functions:
 
-* none of them may sit inside another, or inside a lambda (``repeat(repeat(s, 10000),
-  10000)``, or ``list_transform(range(10000), x -> repeat(s, 10000))``: 100 MB a row);
+* those that repeat what they are given (``repeat``, ``list_resize``, ``array_resize``) or
+  make lists (``range``, ``generate_series``) may not sit inside one another, or inside a
+  lambda (``repeat(repeat(s, 10000), 10000)``, or ``list_transform(range(10000), x ->
+  range(10000))``: 100 MB a row);
 * ``repeat``, ``list_resize`` and ``array_resize`` may repeat literal text (or bound values)
   to at most :data:`MAX_REPEATED_BYTES` a row (``repeat('<10 KB>', 10000)``: 100 MB a row);
 * no text or blob the query holds, literal or bound, may be longer than
@@ -16,9 +18,14 @@ functions:
 * and the longest of them, :func:`widest_input`, sizes the answer's Arrow batches (see
   :mod:`arrowport.storage.result_batches`).
 
-Values the query reads from tables are not bounded by this (``repeat(text_column, 10000)`` is
-as large as the stored text makes it), nor is what a lambda makes for each element of a list
-(``list_transform(range(10000), x -> '<10 KB>')``: 100 MB a row).
+These look at one call and one literal at a time, so they stop the direct forms and nothing
+more: a value made in a subquery or CTE and repeated outside it, many literals joined into one
+value (``concat`` of sixty 16 KB literals), text grown by other functions (``replace``,
+``bin``), stored values repeated (``repeat(text_column, 10000)``), a window aggregate over a
+whole partition, and what a lambda makes for each element of a list
+(``list_transform(range(10000), x -> '<10 KB>')`` peaked at 11.8 GB over 100 rows) all escape
+them. No check of a parse tree bounds a row's size, as every text and list function composes:
+the bound on the process's memory is its operator's (the README's security section).
 """
 
 from __future__ import annotations
@@ -44,8 +51,11 @@ SIZED_ARGUMENTS = {
     "generate_series": (0, 1, 2),
 }
 # Functions that repeat their other arguments as many times as their size (the second
-# argument) asks; the others make a value of that size whatever they are given.
+# argument) asks, and those that make a list of as many elements as asked. The other sized
+# functions (lpad, bar...) make a value of a size asked, whatever they are given, as a literal
+# of that size would: they may sit anywhere.
 _REPEATING = frozenset({"repeat", "list_resize", "array_resize"})
+_MULTIPLYING = _REPEATING | {"range", "generate_series"}
 # The bytes a row of literal text and bound values may be repeated to, by those functions.
 MAX_REPEATED_BYTES = 100_000
 # The longest text or blob a query may hold, literal or bound. DuckDB repeats one selected over
@@ -66,7 +76,7 @@ def check_growth(tree: Any, params: object) -> int:
             f"a text or blob of {widest} bytes, literal or bound: at most {MAX_LITERAL_BYTES} "
             "are allowed"
         )
-    parameter_bytes = _widest(params)
+    bound = _bound_bytes(params)
     stack: list[tuple[Any, str | None]] = [(tree, None)]
     while stack:
         item, repeated_by = stack.pop()
@@ -77,13 +87,19 @@ def check_growth(tree: Any, params: object) -> int:
             continue
         within = repeated_by
         kind = item.get("class")
+        if item.get("type") == "TABLE_FUNCTION" and isinstance(item.get("function"), dict):
+            # A table function (range(10) as a table) makes rows, not a value: only its
+            # arguments are looked at.
+            stack.append((item["function"].get("children"), repeated_by))
+            stack.extend((v, repeated_by) for k, v in item.items() if k != "function")
+            continue
         if kind == "FUNCTION":
             name = str(item.get("function_name", "")).lower()
-            if name in SIZED_ARGUMENTS:
+            if name in _MULTIPLYING:
                 if repeated_by is not None:
                     raise _refused(f"{name}() inside {repeated_by} is not allowed")
                 within = f"{name}()"
-                _check_repeats(name, item.get("children") or [], parameter_bytes)
+                _check_repeats(name, item.get("children") or [], bound)
         elif kind == "LAMBDA":
             stack.append((item.get("lhs"), repeated_by))
             stack.append((item.get("expr"), repeated_by or "a lambda"))
@@ -92,15 +108,14 @@ def check_growth(tree: Any, params: object) -> int:
     return widest
 
 
-def _check_repeats(name: str, arguments: list[Any], parameter_bytes: int) -> None:
-    """Refuse a call of :data:`_REPEATING` whose literal text, repeated, passes the bound."""
+def _check_repeats(name: str, arguments: list[Any], bound: Mapping[str, int]) -> None:
+    """Refuse a call of :data:`_REPEATING` whose literal text, repeated, passes the bound
+    (``bound``: each parameter's bytes, by its identifier)."""
     if name not in _REPEATING or len(arguments) < 2:
         return
     size = _integer(arguments[1])
     repeated = sum(
-        _text_bytes(argument, parameter_bytes)
-        for position, argument in enumerate(arguments)
-        if position != 1
+        _text_bytes(argument, bound) for position, argument in enumerate(arguments) if position != 1
     )
     if size * repeated > MAX_REPEATED_BYTES:
         raise _refused(
@@ -135,9 +150,8 @@ def _constants(tree: Any) -> Iterator[dict[str, Any]]:
             stack.extend(item)
 
 
-def _text_bytes(tree: Any, parameter_bytes: int) -> int:
-    """The bytes of the text and blob literals in ``tree``, a parameter counting
-    ``parameter_bytes``."""
+def _text_bytes(tree: Any, bound: Mapping[str, int]) -> int:
+    """The bytes of the text and blob literals and bound values in ``tree``."""
     held = 0
     stack = [tree]
     while stack:
@@ -147,7 +161,7 @@ def _text_bytes(tree: Any, parameter_bytes: int) -> int:
             if kind == "CONSTANT":
                 held += _input_bytes(_constant_value(item))
             elif kind == "PARAMETER":
-                held += parameter_bytes
+                held += bound.get(str(item.get("identifier", "")).lower(), 0)
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
@@ -181,9 +195,26 @@ def _input_bytes(value: object) -> int:
 
 
 def _widest(params: object) -> int:
-    """The bytes of the longest bound value."""
+    """The bytes of the longest bound value (a list's element, as its literals would count:
+    ids bound for ``= ANY(?)`` are many short values)."""
     if isinstance(params, Mapping):
-        return max((_input_bytes(value) for value in params.values()), default=0)
+        return max((_longest(value) for value in params.values()), default=0)
     if isinstance(params, Sequence) and not isinstance(params, str | bytes):
-        return max((_input_bytes(value) for value in params), default=0)
+        return max((_longest(value) for value in params), default=0)
     return 0
+
+
+def _bound_bytes(params: object) -> dict[str, int]:
+    """Each bound value's bytes, by the identifier DuckDB's parse gives its parameter (``1``
+    for the first ``?`` or ``$1``, the name of a ``$name``)."""
+    if isinstance(params, Mapping):
+        return {str(name).lower(): _input_bytes(value) for name, value in params.items()}
+    if isinstance(params, Sequence) and not isinstance(params, str | bytes):
+        return {str(index): _input_bytes(value) for index, value in enumerate(params, 1)}
+    return {}
+
+
+def _longest(value: object) -> int:
+    if isinstance(value, list | tuple):
+        return max((_longest(item) for item in value), default=0)
+    return _input_bytes(value)

@@ -3,9 +3,10 @@ DuckDB computes ahead of the reader.
 
 DuckDB builds a whole batch in memory of its own, outside ``duckdb.memory_limit``, before the
 server sees it, so a batch's rows are chosen by what a row may weigh: about :data:`BATCH_BYTES`
-a batch when every column has a fixed width (at least :data:`MIN_BATCH_ROWS`, at most a row
-group, :data:`MAX_BATCH_ROWS`), and :data:`VARIABLE_BATCH_ROWS` when any column does not (text,
-blobs, lists, maps, structs holding them): a row of those weighs what the query makes it. A
+a batch when every column has a fixed width (whole vectors of :data:`MIN_BATCH_ROWS`, at most a
+row group, :data:`MAX_BATCH_ROWS`; fewer rows where a row is wider than 4 KB, an ARRAY of
+thousands), and :data:`VARIABLE_BATCH_ROWS` when any column does not (text, blobs, lists, maps,
+structs holding them): a row of those weighs what the query makes it. A
 5,000-character literal over 122,880 rows took 1.3 GB as one batch; in batches of 8,192 rows it
 takes 40 MB a batch. (Fewer rows a batch cost reads: 2,048-row batches made a 10M-row scan
 ~20 % slower; 8,192-row ones ran as fast as row groups.)
@@ -66,12 +67,26 @@ def batch_rows(description: Sequence[Sequence[Any]] | None, widest_input: int = 
     """Rows per batch for a result whose columns a cursor's ``description`` gives, of a query
     holding text of up to ``widest_input`` bytes (literal or bound), which any of its rows may
     hold: a 1 MB literal selected over 8,192 rows is an 8 GB batch, over 8 rows 8 MB."""
-    widths = [_FIXED_BYTES.get(str(getattr(column[1], "id", ""))) for column in description or ()]
+    widths = [_width(column[1]) for column in description or ()]
     if not widths or any(width is None for width in widths):
         return max(1, min(VARIABLE_BATCH_ROWS, BATCH_BYTES // max(1, widest_input)))
     row_bytes = sum(width for width in widths if width is not None) + 1  # and validity
-    rows = BATCH_BYTES // row_bytes // MIN_BATCH_ROWS * MIN_BATCH_ROWS
-    return max(MIN_BATCH_ROWS, min(MAX_BATCH_ROWS, rows))
+    rows = BATCH_BYTES // row_bytes
+    if rows < MIN_BATCH_ROWS:  # wide rows (an ARRAY of thousands): fewer than a vector
+        return max(1, rows)
+    return min(MAX_BATCH_ROWS, rows // MIN_BATCH_ROWS * MIN_BATCH_ROWS)
+
+
+def _width(dtype: Any) -> int | None:
+    """The bytes a value of a DuckDB type takes in an Arrow batch; None where values vary (an
+    ARRAY of a fixed-width type is as wide as its size makes it)."""
+    kind = str(getattr(dtype, "id", ""))
+    if kind != "array":
+        return _FIXED_BYTES.get(kind)
+    parts = dict(getattr(dtype, "children", ()))
+    child = _width(parts.get("child"))
+    size = parts.get("size")
+    return None if child is None or not isinstance(size, int) else child * size + 1
 
 
 def streaming(cursor: duckdb.DuckDBPyConnection) -> None:
