@@ -30,10 +30,11 @@ the bound on the process's memory is its operator's (the README's security secti
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from arrowport.errors import ReadOnly
+from arrowport.storage.sql_parse import nodes
 
 # Functions whose result grows with an argument (by position), allocated outside DuckDB's
 # memory_limit: repeat('x', 1000000000) takes 3 GB. The read guard takes only literal sizes
@@ -127,7 +128,11 @@ def _check_repeats(name: str, arguments: list[Any], bound: Mapping[str, int]) ->
 def widest_input(tree: Any, params: object) -> int:
     """The bytes of the longest text or blob the query holds, literal or bound: a row of its
     answer may hold it, whatever else it holds."""
-    literals = (_input_bytes(_constant_value(node)) for node in _constants(tree))
+    literals = (
+        _input_bytes(_constant_value(node))
+        for node in nodes(tree)
+        if node.get("class") == "CONSTANT"
+    )
     return max(max(literals, default=0), _widest(params))
 
 
@@ -138,33 +143,14 @@ def _refused(message: str) -> ReadOnly:
     )
 
 
-def _constants(tree: Any) -> Iterator[dict[str, Any]]:
-    stack = [tree]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if item.get("class") == "CONSTANT":
-                yield item
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
 def _text_bytes(tree: Any, bound: Mapping[str, int]) -> int:
     """The bytes of the text and blob literals and bound values in ``tree``."""
     held = 0
-    stack = [tree]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            kind = item.get("class")
-            if kind == "CONSTANT":
-                held += _input_bytes(_constant_value(item))
-            elif kind == "PARAMETER":
-                held += bound.get(str(item.get("identifier", "")).lower(), 0)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+    for node in nodes(tree):
+        if node.get("class") == "CONSTANT":
+            held += _input_bytes(_constant_value(node))
+        elif node.get("class") == "PARAMETER":
+            held += bound.get(str(node.get("identifier", "")).lower(), 0)
     return held
 
 

@@ -39,7 +39,7 @@ from typing import Any
 from arrowport.errors import QueryError, ReadOnly
 from arrowport.storage.identifiers import INTERNAL_SCHEMA
 from arrowport.storage.query_growth import SIZED_ARGUMENTS, check_growth
-from arrowport.storage.sql_parse import DUCKDB_VIEWS, fold, parse
+from arrowport.storage.sql_parse import DUCKDB_VIEWS, fold, nodes, parse
 
 _CATALOGUE = json.loads(
     resources.files("arrowport.storage").joinpath("read_functions.json").read_text("utf-8")
@@ -98,20 +98,8 @@ def _refuse(message: str, **details: Any) -> ReadOnly:
     )
 
 
-def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
-    """Every object in the parse tree (iteratively: the tree may be deep)."""
-    stack = [tree]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            yield item
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
 def _has_variant(dtype: Any) -> bool:
-    return any(node.get("id") == "VARIANT" for node in _nodes(dtype))
+    return any(node.get("id") == "VARIANT" for node in nodes(dtype))
 
 
 def _plain_structure(text: str) -> bool:
@@ -330,7 +318,7 @@ class ReadGuard:
             for path in paths:
                 self._readable(path)
             # Its options may give a column's type as text: never VARIANT (see the casts).
-            for node in _nodes(children[1:]):
+            for node in nodes(children[1:]):
                 value = node.get("value") if node.get("class") == "CONSTANT" else None
                 text = value.get("value") if isinstance(value, dict) else None
                 if isinstance(text, str) and "variant" in fold(text):

@@ -12,6 +12,7 @@ import json
 import re
 import string
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import duckdb
@@ -50,6 +51,18 @@ def fold(name: str) -> str:
     """``name`` in lower case as DuckDB compares names: A-Z only. ``str.lower`` folds more (the
     Kelvin sign to ``k``), so two names it makes equal can be different names to DuckDB."""
     return name.translate(_ASCII_LOWER)
+
+
+def nodes(tree: Any) -> Iterator[dict[str, Any]]:
+    """Every object in a parse tree (iteratively: the tree may be deep)."""
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def parse(sql: str) -> dict[str, Any]:
