@@ -394,9 +394,9 @@ def test_what_a_query_makes_duckdb_repeat_is_bounded(small_limits: ArrowportProc
             response = http.post("/query", json=longest, headers={"Accept": accept})
             refused(response, 413, "result_too_large")
     assert small_limits.healthy()
-    # The longest literal allowed over many rows took ~270 MB (a 500 KB one: 3.9 GB); DuckDB
-    # computes further ahead of a slower reader, so the bound leaves room for a busy machine.
-    assert small_limits.peak_rss() - before < 600 * MiB
+    # The longest literal allowed over many rows took ~270 MB on a fresh server and ~450 MB
+    # after this module's other tests (a 500 KB one: 3.9 GB): the bound leaves room for that.
+    assert small_limits.peak_rss() - before < 1024 * MiB
 
 
 def test_an_enum_dictionary_counts_once_in_a_flight_answer(small_limits: ArrowportProcess) -> None:
