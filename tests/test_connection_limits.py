@@ -159,9 +159,12 @@ def test_a_half_done_handshake_is_closed_by_the_head_deadline(
 
 
 def test_an_oversized_head_over_tls_is_431(pki: Pki, tls_server: ArrowportProcess) -> None:
+    """A head past the limit (64 KiB) but not by so much that the client is still sending when
+    the server closes: unread bytes make the close a reset, which can overtake the answer (a
+    4 MiB head lost it once in three runs). Heads far past the limit are tested without TLS."""
     raw = connect(tls_server.port)
     with tls_client(pki).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
-        answer = send_head_and_read(sock, many_header_lines(4 * MIB))
+        answer = send_head_and_read(sock, many_header_lines(128 * 1024))
     assert answer.status == 431
     assert answer.json()["code"] == "header_too_large"
     with httpx.Client(verify=tls_client(pki), timeout=30) as client:
