@@ -44,6 +44,9 @@ def test_a_query_the_client_cancels_is_stopped(server: ArrowportProcess, autocom
         dbapi.connect(server.flight_url, autocommit=autocommit) as connection,
         connection.cursor() as cursor,
     ):
+        # Prepared here, so the turn the prepare takes is over before the query runs: a
+        # cancel that found only the prepare in flight would leave the query itself running.
+        cursor.adbc_prepare(ENDLESS)
 
         def execute() -> None:
             try:
