@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from arrowport.api.connections import LINGER_BYTES
 from tests.conftest import closed_by_server
 from tests.server import ArrowportProcess
 from tests.test_overload import RawResponse, read_response, rss_kib
@@ -158,15 +159,22 @@ def test_a_half_done_handshake_is_closed_by_the_head_deadline(
         assert time.monotonic() - started < 20
 
 
+def send_all_then_read(sock: socket.socket, head: Iterator[bytes]) -> RawResponse:
+    """Send the whole of ``head`` before reading anything, as a simple client does."""
+    for piece in head:
+        sock.sendall(piece)
+    return read_response(sock)
+
+
 def test_an_oversized_head_over_tls_is_431(pki: Pki, tls_server: ArrowportProcess) -> None:
-    """A head past the limit (64 KiB) but not by so much that the client is still sending when
-    the server closes: unread bytes make the close a reset, which can overtake the answer (a
-    4 MiB head lost it once in three runs). Heads far past the limit are tested without TLS."""
+    """The client is still sending long after the server has answered: the server reads and
+    drops the rest, so the answer is not lost to a reset."""
     raw = connect(tls_server.port)
     with tls_client(pki).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
-        answer = send_head_and_read(sock, many_header_lines(128 * 1024))
-    assert answer.status == 431
-    assert answer.json()["code"] == "header_too_large"
+        answer = send_all_then_read(sock, many_header_lines(16 * MIB))
+        assert answer.status == 431
+        assert answer.json()["code"] == "header_too_large"
+        assert closed_by_server(sock, 20)
     with httpx.Client(verify=tls_client(pki), timeout=30) as client:
         assert client.get(f"https://127.0.0.1:{tls_server.port}/health").status_code == 200
 
@@ -198,6 +206,35 @@ def test_an_oversized_head_is_431_without_holding_it(
         assert answer.headers["content-type"] == "application/json"
         assert closed_by_server(sock, 10)
     assert rss_kib(plain_server.proc.pid) - before < 100 * 1024
+    assert httpx.get(plain_server.url + "/health", timeout=30).status_code == 200
+
+
+def test_a_client_that_sends_its_whole_oversized_head_before_reading_gets_the_431(
+    plain_server: ArrowportProcess,
+) -> None:
+    """Closed at once, with megabytes of the head unread, the connection would be reset, and
+    the client would lose the answer (its send fails, or its read does)."""
+    with connect(plain_server.port) as sock:
+        answer = send_all_then_read(sock, many_header_lines(16 * MIB))
+        assert answer.status == 431
+        assert answer.json()["code"] == "header_too_large"
+        assert closed_by_server(sock, 10)
+
+
+def test_a_client_sending_past_the_lingering_bound_is_closed(
+    plain_server: ArrowportProcess,
+) -> None:
+    """What the server reads after its answer is bounded: past LINGER_BYTES, it closes."""
+    total = LINGER_BYTES + 16 * MIB
+    sent = 0
+    with connect(plain_server.port) as sock:
+        try:
+            for piece in many_header_lines(total):
+                sock.sendall(piece)
+                sent += len(piece)
+        except OSError:
+            pass
+    assert 16 * MIB < sent < total
     assert httpx.get(plain_server.url + "/health", timeout=30).status_code == 200
 
 

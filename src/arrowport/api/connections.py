@@ -23,6 +23,13 @@ request to the end of its head; a body does not count, and each request on a kep
 connection has a budget of its own (one whose head begins in the same read as the previous
 request's end may get up to that read's size beyond it).
 
+A connection answered from its head (431, a head the parser refuses, a transfer coding it
+cannot frame) is not closed at once: while the client is still sending, a close with its bytes
+unread is a TCP reset, which can reach the client before the answer does and make it lose the
+answer. So the server lingers, as nginx does: it sends its end (where the transport can), reads
+and drops what still comes, for at most :data:`LINGER_SECONDS` and :data:`LINGER_BYTES`, and
+closes once the client does. A lingering connection is the first closed to make room.
+
 The protocol also keeps a request body's chunks as they arrive (:mod:`arrowport.api.body_chunks`)
 instead of copying them twice on the event loop.
 """
@@ -51,6 +58,11 @@ from arrowport.errors import (
 )
 
 log = structlog.get_logger("arrowport.http")
+
+# How long, and for how many of the client's bytes, a connection answered from its head keeps
+# reading (and dropping) what the client still sends before it closes.
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 64 * 1024**2
 
 
 class _Shared:
@@ -105,6 +117,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._reading_head = True  # from a request's first byte to its head's end
         self._head_bytes = 0
         self._refused = False  # answered from its head: what follows is not read
+        self._linger: asyncio.TimerHandle | None = None  # set while lingering before the close
+        self._dropped = 0
 
     def accepted(self, tcp: asyncio.BaseTransport) -> None:
         """The TCP connection is open (with TLS, before the handshake): it counts against the
@@ -122,6 +136,8 @@ class GuardedProtocol(HttpToolsProtocol):
             self._counted = False
             self.shared.open -= 1
         self._head_arrived()
+        if self._linger is not None:
+            self._linger.cancel()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -129,6 +145,9 @@ class GuardedProtocol(HttpToolsProtocol):
             self.accepted(transport)
 
     def data_received(self, data: bytes) -> None:
+        if self._linger is not None:
+            self._drop(len(data))
+            return
         if self._head_deadline is None and not self._in_request:
             self._await_head()  # the first bytes of a new request on a kept-alive connection
         while data and self._reading_head:
@@ -213,7 +232,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _closing(self) -> bool:
         # With TLS the connection is closed below the transport the parser writes to.
-        return self.transport.is_closing() or (self._tcp is not None and self._tcp.is_closing())
+        return (
+            self._linger is not None
+            or self.transport.is_closing()
+            or (self._tcp is not None and self._tcp.is_closing())
+        )
 
     def _close(self) -> None:
         """Close the TCP connection (with TLS, without waiting for the client's close_notify)."""
@@ -256,7 +279,25 @@ class GuardedProtocol(HttpToolsProtocol):
             b"connection: close\r\n\r\n",
         ]
         self.transport.write(b"".join(head) + body)
-        self._close()
+        self._linger_then_close()
+
+    def _linger_then_close(self) -> None:
+        """Send this side's end, then read and drop what the client still sends until it
+        closes, or for at most LINGER_SECONDS and LINGER_BYTES (see the module's docstring)."""
+        self._head_arrived()
+        if self._tcp is None or self._tcp.is_closing():
+            return
+        if self.transport.can_write_eof():  # not with TLS: its close_notify ends reading too
+            self.transport.write_eof()
+        self._linger = self.loop.call_later(LINGER_SECONDS, self._close)
+        if self._counted:  # the first to go when a connection must make room
+            self.shared.waiting[id(self)] = self
+            self.shared.waiting.move_to_end(id(self), last=False)
+
+    def _drop(self, size: int) -> None:
+        self._dropped += size
+        if self._dropped > LINGER_BYTES:
+            self._close()
 
 
 class TlsConnection(SSLProtocol):
