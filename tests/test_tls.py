@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,6 +192,12 @@ def test_flight_needs_tls_and_a_trusted_certificate(pki: Pki, tls_server: Arrowp
     ):
         list(untrusting.list_flights(options=options))
     assert tls_server.alive()
+    # gRPC's C core logs each failed handshake as a text line of its own on stderr, where the
+    # server's JSON lines go: it is told to keep to errors. Its line comes a moment after the
+    # client has failed.
+    time.sleep(1)
+    for line in tls_server.lines:
+        assert isinstance(json.loads(line), dict), line
 
 
 def test_flight_handshake_over_tls(pki: Pki, tls_server: ArrowportProcess) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import os
 import sys
 
 from arrowport.cli._types import Commands
@@ -53,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"arrowport: {exc}", file=sys.stderr)
         return 2
+    # gRPC's C core writes lines of its own to stderr, where the JSON logs go: an INFO line for
+    # every failed TLS handshake (anyone can cause those). Only its errors, unless asked.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from arrowport.server import serve  # imported late: keeps the other commands fast
 
     return serve(settings)
