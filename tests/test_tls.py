@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import ssl
@@ -19,16 +20,24 @@ import pytest
 import trustme
 
 from arrowport.auth import hash_secret, new_token
-from tests.conftest import ARROW_STREAM, ipc_bytes
+from tests.conftest import ARROW_STREAM, ipc_bytes, metric
 from tests.server import ArrowportProcess
 
 SECRET = new_token("tls_client")
 
 
 class Pki:
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        not_before: datetime.datetime | None = None,
+        not_after: datetime.datetime | None = None,
+    ) -> None:
         self.ca = trustme.CA()
-        issued = self.ca.issue_cert("127.0.0.1", "localhost")
+        issued = self.ca.issue_cert(
+            "127.0.0.1", "localhost", not_before=not_before, not_after=not_after
+        )
+        self.not_after = not_after
         self.ca_file = directory / "ca.pem"
         self.cert_file = directory / "server.pem"
         self.key_file = directory / "server.key"
@@ -211,3 +220,49 @@ def test_flight_handshake_over_tls(pki: Pki, tls_server: ArrowportProcess) -> No
         options = flight.FlightCallOptions(headers=[header])
         assert isinstance(list(client.list_flights(options=options)), list)
     assert SECRET not in "\n".join(tls_server.lines)
+
+
+def certificate_warnings(server: ArrowportProcess) -> list[str]:
+    events = [json.loads(line) for line in server.lines]
+    return [
+        e["event"]
+        for e in events
+        if e.get("level") == "warning" and str(e["event"]).startswith("tls.cert_file")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("days", "warning"),
+    [(-1, "expired at"), (5, "expires at"), (400, None)],
+    ids=["expired", "soon", "valid"],
+)
+def test_the_certificate_s_end_is_told_at_start_and_in_the_metrics(
+    tmp_path: Path, days: int, warning: str | None
+) -> None:
+    """A certificate past its end makes every TLS client fail, and the server would not say
+    why: it warns at start-up (as it does two weeks before the end), and /metrics carries the
+    end for an alert."""
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    pki = Pki(
+        tmp_path,
+        not_before=now - datetime.timedelta(days=30),
+        not_after=now + datetime.timedelta(days=days),
+    )
+    with ArrowportProcess(tmp_path / "server", config=tls_config(pki)) as server:
+        warnings = certificate_warnings(server)
+        if warning is None:
+            assert warnings == []
+        else:
+            assert len(warnings) == 1, warnings
+            assert warning in warnings[0]
+        # The server serves even so (clients decide; a renewed certificate needs a restart).
+        trusting = ssl.create_default_context(cafile=pki.ca_file) if days > 0 else False
+        with httpx.Client(base_url=https_url(server), verify=trusting) as client:
+            end = metric(client, "arrowport_tls_certificate_expiry_timestamp_seconds")
+    assert end == (now + datetime.timedelta(days=days)).timestamp()
+
+
+def test_a_plain_server_has_no_certificate_metric(tmp_path: Path) -> None:
+    with ArrowportProcess(tmp_path) as server:
+        text = httpx.get(server.url + "/metrics").text
+    assert "arrowport_tls_certificate" not in text

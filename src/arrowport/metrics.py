@@ -99,6 +99,14 @@ class Metrics:
             registry=self.registry,
         )
 
+    def certificate_expires(self, timestamp: float) -> None:
+        """The server certificate's end (a gauge only where the server serves TLS)."""
+        Gauge(
+            "arrowport_tls_certificate_expiry_timestamp_seconds",
+            "When the server's TLS certificate (tls.cert_file) expires, in Unix time.",
+            registry=self.registry,
+        ).set(timestamp)
+
     def record_ingest(self, stream: str, rows: int, batches: int, size: int) -> None:
         if stream not in self._stream_labels:
             if len(self._stream_labels) >= MAX_STREAM_LABELS:

@@ -32,6 +32,7 @@ from arrowport.memory import keep_memory_flat
 from arrowport.metrics import Metrics, Readings
 from arrowport.services import Services
 from arrowport.storage.open import open_storage
+from arrowport.tls_certificate import validity, validity_warning
 
 log = structlog.get_logger("arrowport")
 
@@ -154,6 +155,10 @@ def _check_access(settings: Settings) -> str | None:
     problem = (
         exposure_refusal(settings) or _tls_problem(settings.tls) or _open_metrics_port(settings)
     )
+    if problem is None and settings.tls.cert_file is not None:
+        warning = validity_warning(settings.tls.cert_file)
+        if warning is not None:
+            log.warning(warning)
     if problem is None and exposed_hosts(settings):
         log.warning(
             "AUTHENTICATION IS OFF on a non-loopback address: anyone who can connect may read "
@@ -216,6 +221,9 @@ def serve(settings: Settings) -> int:
             storage_stats=storage.stats,
         )
     )
+    period = validity(settings.tls.cert_file) if settings.tls.cert_file is not None else None
+    if period is not None:
+        metrics.certificate_expires(period[1].timestamp())
     app = create_app(services)
     announce: dict[str, Any] = {
         "storage": storage.target,
