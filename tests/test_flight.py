@@ -1107,10 +1107,10 @@ def test_a_call_past_the_call_limit_is_refused_overloaded(tmp_path: Path) -> Non
         assert server.healthy()
 
 
-def errors_counted(http: httpx.Client, code: str) -> float:
-    """``arrowport_errors_total`` of Flight calls refused with ``code``."""
+def errors_counted(http: httpx.Client, code: str, protocol: str = "flight") -> float:
+    """``arrowport_errors_total`` of Flight calls (or ``protocol``'s) refused with ``code``."""
     for line in http.get("/metrics").text.splitlines():
-        labels = f'code="{code}"' in line and 'protocol="flight"' in line
+        labels = f'code="{code}"' in line and f'protocol="{protocol}"' in line
         if line.startswith("arrowport_errors_total{") and labels:
             return float(line.rsplit(" ", 1)[1])
     return 0.0

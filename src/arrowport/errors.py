@@ -38,6 +38,7 @@
     │   │                                   storage_unavailable (with Retry-After)
     │   └── ClientQuotaExceeded             overloaded (a client's own quota)       RESOURCE_EXHAUSTED
     └── StorageError                    503 storage_error                       UNAVAILABLE
+        ├── OutOfMemory                     out_of_memory                       RESOURCE_EXHAUSTED
         └── InsufficientStorage         507 insufficient_storage                RESOURCE_EXHAUSTED
 
 The HTTP layer answers with ``status``; the Flight layer with the gRPC status ``grpc_code``
@@ -340,6 +341,14 @@ class StorageError(ArrowportError):
     status = 503
     code = "storage_error"
     grpc_code: ClassVar[GrpcCode] = "unavailable"
+
+
+class OutOfMemory(StorageError):
+    """The server's memory passed its bound (``limits.max_server_memory_bytes``) while a query
+    ran, and the query was stopped."""
+
+    code = "out_of_memory"
+    grpc_code: ClassVar[GrpcCode] = "resource_exhausted"
 
 
 class InsufficientStorage(StorageError):

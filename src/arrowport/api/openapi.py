@@ -32,7 +32,7 @@ _REASONS = {
     415: "Unsupported content type or encoding",
     422: "Invalid options or values",
     501: "Not implemented",
-    503: "Overloaded, shutting down, or storage unavailable (see Retry-After)",
+    503: "Overloaded, shutting down, storage unavailable (see Retry-After), or out of memory",
     507: "No room left to write",
 }
 

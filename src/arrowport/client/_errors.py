@@ -3,8 +3,8 @@
 ::
 
     ArrowportClientError            .code .status .message .details .retryable .retry_after
-    ├── TransientError              retryable: 5xx (but 501, 505, 507), 429, 408 request_timeout,
-    │                               409 write_conflict
+    ├── TransientError              retryable: 5xx (but 501, 505, 507, out_of_memory), 429,
+    │                               408 request_timeout, 409 write_conflict
     │   └── ConnectionFailed        no answer at all: refused, reset, timed out (status None)
     └── RequestError                not retryable: the server refused the request as it is
 """

@@ -181,6 +181,9 @@ def response_failure(response: httpx.Response) -> ArrowportClientError:
     transient = transient or (status == 408 and code == "request_timeout")
     # A concurrent write to the same table won: this one was rolled back whole.
     transient = transient or (status == 409 and code == "write_conflict")
+    # A query stopped as the server's memory passed its bound: the same query, sent again at
+    # once, is likely to grow it as far again; the caller decides.
+    transient = transient and code != "out_of_memory"
     kind = TransientError if transient else RequestError
     return kind(code, status, message, details, retry_after=retry_after)
 

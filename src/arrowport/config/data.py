@@ -106,6 +106,13 @@ class LimitsSettings(Section):
         ge=1,
         description="Largest query answer in any format (413 result_too_large above).",
     )
+    max_server_memory_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="Resident memory of the server process past which the queries running are "
+        "stopped (503 out_of_memory); unset: 80% of the memory the process may use (the "
+        "machine's, or its cgroup's limit), shared among api.workers; 0: never.",
+    )
     max_concurrent_queries: int = Field(
         4, ge=1, description="Queries run at once; more wait (see max_queued_queries)."
     )

@@ -42,6 +42,10 @@ def open_connection(
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
         "python_enable_replacements": False,
+        # DuckDB's allocator (jemalloc) hands freed pages back to the system only as DuckDB
+        # allocates again, unless a thread of its own does it: after a query that took 600 MB,
+        # an idle server stayed 600 MB larger (with the thread: back within two seconds).
+        "allocator_background_threads": True,
         **(extra or {}),
     }
     if settings.threads:

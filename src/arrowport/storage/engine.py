@@ -23,6 +23,7 @@ from arrowport.errors import ArrowportError, StorageError, TruncatedStream
 from arrowport.storage.catalog import TableCatalog, TransactionCatalog
 from arrowport.storage.delivery import DeliveryLedger, Duplicate
 from arrowport.storage.identifiers import check_table_name
+from arrowport.storage.memory_guard import MemoryGuard
 from arrowport.storage.query import (
     Parameters,
     QueryResult,
@@ -78,6 +79,8 @@ class Engine:
     def __init__(self, root: duckdb.DuckDBPyConnection, query_timeout: float | None) -> None:
         self._root = root
         self.query_timeout = query_timeout
+        # Stops the queries running when the server's memory passes its bound (None: never).
+        self.memory_guard: MemoryGuard | None = None
         self.guard = ReadGuard(False)
         self._paths: list[tuple[str, str]] = []
         self._locks = WriteLocks()

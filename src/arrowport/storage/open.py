@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from arrowport.config import Settings
+from arrowport.storage.engine import Engine
 from arrowport.storage.interface import Storage
+from arrowport.storage.memory_guard import MemoryGuard, default_limit
 
 # How often a lake's delivery state is expired (one node at a time), maintenance or not.
 EXPIRY_SECONDS = 600.0
@@ -12,9 +14,29 @@ EXPIRY_SECONDS = 600.0
 def open_storage(settings: Settings, scheduled: bool = True) -> Storage:
     """The DuckDB file (``storage.target: duckdb``) or the DuckLake (``ducklake``); raises
     :class:`~arrowport.errors.StorageError` with one line saying why it cannot be opened.
-    ``scheduled``: with the lake's periodic maintenance (a server), or without (a command)."""
+    ``scheduled``: with the lake's periodic maintenance and the guard of the server's memory
+    (a server), or without (a command)."""
     window = settings.delivery.idempotency_window_hours
     timeout = settings.limits.query_timeout_seconds
+    storage = _open(settings, scheduled, window, timeout)
+    if scheduled:
+        guard = memory_guard(settings)
+        if guard is not None:
+            storage.memory_guard = guard
+            storage.on_close(guard.close)
+    return storage
+
+
+def memory_guard(settings: Settings) -> MemoryGuard | None:
+    """The server's guard of its memory while queries run (None: ``0``, or a system that does
+    not say how much memory there is)."""
+    limit = settings.limits.max_server_memory_bytes
+    if limit is None:
+        limit = default_limit(settings.api.workers)
+    return MemoryGuard(limit) if limit else None
+
+
+def _open(settings: Settings, scheduled: bool, window: float, timeout: float | None) -> Engine:
     if settings.storage.target == "ducklake":
         from arrowport.storage.background import Periodic
         from arrowport.storage.lake import Lake

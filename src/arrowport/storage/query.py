@@ -217,7 +217,7 @@ def run_query(
     """Start a read-only query; the caller iterates (or closes) the result. ``stop`` can end
     it from another thread."""
     cursor = db.connect()
-    deadline = QueryDeadline(cursor, db.query_timeout)
+    deadline = QueryDeadline(cursor, db.query_timeout, db.memory_guard)
     if stop is not None:
         stop.watch(cursor, deadline)
     try:
@@ -314,7 +314,7 @@ def query_schema(
         query_schema(db, "SELECT * FROM t WHERE id > ?", [10])
     """
     with _snapshot(db) as cur:
-        deadline = QueryDeadline(cur, db.query_timeout)
+        deadline = QueryDeadline(cur, db.query_timeout, db.memory_guard)
         if stop is not None:
             stop.watch(cur, deadline)
         try:

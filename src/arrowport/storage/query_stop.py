@@ -11,24 +11,51 @@ import time
 
 import duckdb
 
-from arrowport.errors import QueryTimeout
+from arrowport.errors import OutOfMemory, QueryTimeout
+from arrowport.storage.memory_guard import MemoryGuard
 
 
 class QueryDeadline:
-    """Interrupts a query's cursor when its time is up (``limits.query_timeout_seconds``)."""
+    """Interrupts a query's cursor when its time is up (``limits.query_timeout_seconds``), or
+    when ``memory`` finds the server's memory past its bound while the query runs."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, seconds: float | None) -> None:
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        seconds: float | None,
+        memory: MemoryGuard | None = None,
+    ) -> None:
+        self._cursor = cursor
         self._seconds = seconds
         # When the time is up, on time.monotonic()'s clock (None: never).
         self.ends_at = None if seconds is None else time.monotonic() + seconds
         self._interrupter = None if seconds is None else _Interrupter(cursor, after=seconds)
+        self._memory = memory
+        self._out_of_memory: OutOfMemory | None = None
+        self._memory_interrupter: _Interrupter | None = None
+        if memory is not None:
+            memory.watch(self)
 
     @property
     def expired(self) -> bool:
         return self._interrupter is not None and self._interrupter.fired
 
+    def stop_for_memory(self, resident: int, limit: int) -> None:
+        """Stop the query: the server's memory is past its bound (called by the guard)."""
+        self._out_of_memory = OutOfMemory(
+            f"the server's memory ({resident // 1024**2} MiB) passed "
+            f"limits.max_server_memory_bytes ({limit // 1024**2} MiB) while this query ran, "
+            "and it was stopped: ask for less at once (fewer rows, shorter values), or retry "
+            "when the server has less to do",
+            resident_bytes=resident,
+            limit_bytes=limit,
+        )
+        self._memory_interrupter = _Interrupter(self._cursor)
+
     def check(self) -> None:
-        """Raise 408 if the query's time ran out."""
+        """Raise 503 if the query was stopped for memory, 408 if its time ran out."""
+        if self._out_of_memory is not None:
+            raise self._out_of_memory
         if self.expired:
             raise QueryTimeout(
                 f"the query ran longer than {self._seconds:g} seconds and was stopped "
@@ -43,8 +70,12 @@ class QueryDeadline:
         )
 
     def cancel(self) -> None:
+        if self._memory is not None:
+            self._memory.forget(self)  # first: the guard cannot start an interrupter after this
         if self._interrupter is not None:
             self._interrupter.stop()
+        if self._memory_interrupter is not None:
+            self._memory_interrupter.stop()
 
 
 class QueryStop:

@@ -83,7 +83,7 @@ class Snapshot:
                     f"the transaction was aborted ({self.aborted}): roll it back (or commit) "
                     "to start a new one"
                 )
-            deadline = QueryDeadline(self._cursor, self._db.query_timeout)
+            deadline = QueryDeadline(self._cursor, self._db.query_timeout, self._db.memory_guard)
             if stop is not None:
                 stop.watch(self._cursor, deadline)
             try:
@@ -124,9 +124,9 @@ class Snapshot:
             self.aborted = "a query in it failed"
         try:
             deadline.check()
-        except ArrowportError as timeout:
-            self.aborted = "a query in it ran out of time"
-            return timeout
+        except ArrowportError as stopped:
+            self.aborted = f"a query in it was stopped: {stopped.code}"
+            return stopped
         text = self._db.scrub(str(exc))
         if isinstance(exc, duckdb.PermissionException):
             return _outside(exc, self._db)
