@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from cryptography import x509
-
 # A certificate ending sooner than this is worth a warning at start-up.
 EXPIRY_WARNING = timedelta(days=14)
 
@@ -17,6 +15,8 @@ def validity(cert_file: str) -> tuple[datetime, datetime] | None:
     """The start and end (UTC) of the first certificate in ``cert_file`` (the server's own,
     before its chain); None if it cannot be read so (TLS itself loaded it first, and said so
     if it could not)."""
+    from cryptography import x509  # here: 15 MB of memory, for servers that serve TLS only
+
     try:
         with open(cert_file, "rb") as pem:
             first = x509.load_pem_x509_certificates(pem.read())[0]
