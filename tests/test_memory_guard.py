@@ -2,9 +2,9 @@
 ``out_of_memory``, RESOURCE_EXHAUSTED over Flight), the server stays up, its memory comes back,
 and the next query runs.
 
-The queries are ones the read guard lets through. ``concat`` of twenty 16,000-character literals
-(each under the 16 KiB literal bound) makes 320 KB a row, and DuckDB computes such rows far ahead
-of its reader (a process without the guard peaked at ~7 GB on it).
+The query is one the read guard lets through: ``concat`` of ten 16,000-character literals (each
+under the 16 KiB literal bound) makes 160 KB a row, and DuckDB computes such rows far ahead of its
+reader (a process without the guard grew by gigabytes on it).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pyarrow.flight as flight
@@ -26,7 +27,7 @@ from tests.test_flight import errors_counted, expect_error
 MIB = 1024**2
 LIMIT = 640 * MIB
 LITERAL = "'" + "x" * 16_000 + "'"
-GROWING = f"SELECT concat({', '.join([LITERAL] * 20)}) AS c FROM range(20000)"
+GROWING = f"SELECT concat({', '.join([LITERAL] * 10)}) AS c FROM range(40000)"
 # Far above what the guard lets the growing query reach (the limit, and what DuckDB makes before
 # it next looks for an interrupt), far below what the query takes unguarded.
 PEAK_BOUND = 2048 * MIB
@@ -53,14 +54,17 @@ def test_a_query_growing_the_server_past_its_bound_is_stopped(server: ArrowportP
         assert body["limit_bytes"] == LIMIT
         assert server.peak_rss() < PEAK_BOUND
         assert http_errors(http, "out_of_memory") == 1
-        # The server stays up, and the next query runs, even while the stopped query's memory
-        # is still being given back.
-        small = http.post(
-            "/query", json={"sql": "SELECT 42 AS x"}, headers={"Accept": "application/json"}
-        )
-        assert small.status_code == 200, small.text
-        assert small.json()["rows"] == [{"x": 42}]
+        # The server stays up, and the next query runs once the memory is back (it waits for
+        # that up to 2 s; tried again for longer here, on a busy machine).
+        assert wait_for(lambda: small_query_runs(http), 30)
     assert server.alive()
+
+
+def small_query_runs(http: httpx.Client) -> bool:
+    answer = http.post(
+        "/query", json={"sql": "SELECT 42 AS x"}, headers={"Accept": "application/json"}
+    )
+    return answer.status_code == 200 and answer.json()["rows"] == [{"x": 42}]
 
 
 def test_over_flight_the_query_is_resource_exhausted(server: ArrowportProcess) -> None:
@@ -69,11 +73,10 @@ def test_over_flight_the_query_is_resource_exhausted(server: ArrowportProcess) -
         expect_error(
             lambda: client.do_get(ticket).read_all(), "out_of_memory", "resource_exhausted"
         )
-        answer = client.do_get(flight.Ticket(b'{"sql": "SELECT 7 AS n"}')).read_all()
-    assert answer.column("n").to_pylist() == [7]
     assert server.peak_rss() < PEAK_BOUND
     with httpx.Client(base_url=server.url) as http:
         assert errors_counted(http, "out_of_memory") == 1
+        assert wait_for(lambda: small_query_runs(http), 30)
 
 
 def test_the_client_does_not_send_a_stopped_query_again(server: ArrowportProcess) -> None:
@@ -138,3 +141,32 @@ def test_the_default_bound_is_a_share_of_the_usable_memory() -> None:
     assert usable > 0
     assert memory_guard.default_limit(1) == int(usable * memory_guard.DEFAULT_SHARE)
     assert memory_guard.default_limit(4) == int(usable * memory_guard.DEFAULT_SHARE / 4)
+    # Never below what DuckDB's buffers may keep, and some room above it.
+    buffers = usable * 2
+    assert memory_guard.default_limit(1, buffers) == buffers + memory_guard.BUFFER_HEADROOM_BYTES
+
+
+def test_a_cgroup_s_limit_is_read_from_its_own_directory_and_those_above(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under systemd a service's limit is in its own cgroup's directory, not at the root."""
+    service = tmp_path / "system.slice" / "arrowport.service"
+    service.mkdir(parents=True)
+    (service / "memory.max").write_text("1073741824\n")
+    (tmp_path / "system.slice" / "memory.max").write_text("max\n")
+    (tmp_path / "memory.max").write_text("4294967296\n")
+    monkeypatch.setattr(memory_guard, "_CGROUPS", tmp_path)
+    assert memory_guard._up(tmp_path, "/system.slice/arrowport.service") == [
+        service,
+        tmp_path / "system.slice",
+        tmp_path,
+    ]
+    proc = tmp_path / "proc_cgroup"
+    proc.write_text("0::/system.slice/arrowport.service\n")
+    real_path = memory_guard.Path
+
+    def path(name: str) -> Path:
+        return proc if name == "/proc/self/cgroup" else real_path(name)
+
+    monkeypatch.setattr(memory_guard, "Path", path)
+    assert sorted(memory_guard._cgroup_limits()) == [1073741824, 4294967296]

@@ -39,7 +39,8 @@ def validity_warning(cert_file: str, now: datetime | None = None) -> str | None:
             f"tls.cert_file is not valid before {start:%Y-%m-%d %H:%M} UTC: TLS clients will "
             "refuse it until then"
         )
-    if end - now < EXPIRY_WARNING:
-        days = (end - now).days
-        return f"tls.cert_file expires at {end:%Y-%m-%d %H:%M} UTC, in {days} days"
+    left = end - now
+    if left < EXPIRY_WARNING:
+        when = f"{left.days} days" if left.days else f"{left.seconds // 3600} hours"
+        return f"tls.cert_file expires at {end:%Y-%m-%d %H:%M} UTC, in {when}"
     return None

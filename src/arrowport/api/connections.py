@@ -116,7 +116,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._counted = False
         self._reading_head = True  # from a request's first byte to its head's end
         self._head_bytes = 0
-        self._refused = False  # answered from its head: what follows is not read
+        self._refused = False  # answered from its head: what follows is not parsed
         self._linger: asyncio.TimerHandle | None = None  # set while lingering before the close
         self._dropped = 0
 
@@ -163,6 +163,11 @@ class GuardedProtocol(HttpToolsProtocol):
         if data:
             super().data_received(data)
 
+    def on_message_begin(self) -> None:
+        if self._refused:  # the rest of a read the parser had been given
+            return
+        super().on_message_begin()
+
     def on_body(self, body: bytes) -> None:
         if self._refused:
             return
@@ -173,6 +178,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
         self._reading_head = False
         self._head_arrived()
         self._in_request = True
@@ -180,7 +187,6 @@ class GuardedProtocol(HttpToolsProtocol):
         if coding is not None:
             # The parser frames only "chunked": a body in any other coding would reach the
             # application still encoded, to be refused as if its data were wrong.
-            self._refused = True
             error = NotImplementedFeature(
                 f"the transfer coding {shown(coding)} is not supported: send the body with "
                 "Content-Length or chunked, and compress it with Content-Encoding"
@@ -264,10 +270,13 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         # What the parser could not read (uvicorn answers it in text/plain, without a code).
+        if self._refused:  # already answered (a 501 head whose body the parser then refused)
+            return
         error = BadRequest(f"the request is not valid HTTP/1.1 ({msg.rstrip('.')})")
         self._answer_and_close(b"400 Bad Request", error)
 
     def _answer_and_close(self, status: bytes, error: ArrowportError) -> None:
+        self._refused = True
         body = json.dumps(error.to_body()).encode()
         head = [b"HTTP/1.1 " + status + b"\r\n"]
         head += [
@@ -287,9 +296,17 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_arrived()
         if self._tcp is None or self._tcp.is_closing():
             return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # A request of this connection still running (its body was refused midway) is
+            # answered already: its application sees the client gone, as at a close.
+            cycle.disconnected = True
+            cycle.message_event.set()
         if self.transport.can_write_eof():  # not with TLS: its close_notify ends reading too
             self.transport.write_eof()
-        self._linger = self.loop.call_later(LINGER_SECONDS, self._close)
+        if self.flow is not None:
+            self.flow.resume_reading()  # reading may have been paused for a body or a pipeline
+        self._linger = self.loop.call_later(LINGER_SECONDS, self._abort)
         if self._counted:  # the first to go when a connection must make room
             self.shared.waiting[id(self)] = self
             self.shared.waiting.move_to_end(id(self), last=False)
@@ -297,7 +314,17 @@ class GuardedProtocol(HttpToolsProtocol):
     def _drop(self, size: int) -> None:
         self._dropped += size
         if self._dropped > LINGER_BYTES:
-            self._close()
+            self._abort()
+
+    def _abort(self) -> None:
+        """Close at once, dropping what was not sent: the client has had its time (a close
+        would wait for a client that never reads, and the connection would stay counted)."""
+        self._head_arrived()
+        tcp = self._tcp
+        if isinstance(tcp, asyncio.Transport) and not tcp.is_closing():
+            tcp.abort()
+        elif tcp is not None and not tcp.is_closing():
+            tcp.close()
 
 
 class TlsConnection(SSLProtocol):

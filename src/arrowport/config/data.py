@@ -111,7 +111,8 @@ class LimitsSettings(Section):
         ge=0,
         description="Resident memory of the server process past which the queries running are "
         "stopped (503 out_of_memory); unset: 80% of the memory the process may use (the "
-        "machine's, or its cgroup's limit), shared among api.workers; 0: never.",
+        "machine's, or its cgroup's limit), shared among api.workers, and at least 512 MiB "
+        "above duckdb.memory_limit; 0: never.",
     )
     max_concurrent_queries: int = Field(
         4, ge=1, description="Queries run at once; more wait (see max_queued_queries)."

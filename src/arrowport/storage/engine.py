@@ -55,6 +55,9 @@ from arrowport.storage.writes import (
     translate_error,
 )
 
+# The units DuckDB shows a size in ("183.1 MiB").
+_SIZE_UNITS = {"bytes": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
+
 # DuckDB's I/O errors, as DuckDB raises them, or as its Arrow reader passes them on mid-stream.
 _IO_ERROR_PREFIXES = ("IO Error:", "HTTP Error:")
 
@@ -194,6 +197,12 @@ class Engine:
 
     def size_bytes(self) -> int:
         return 0
+
+    def buffer_limit_bytes(self) -> int:
+        """DuckDB's ``memory_limit`` in bytes: what its buffers may hold, and keep, in memory."""
+        row = self._root.execute("SELECT current_setting('memory_limit')").fetchone()
+        number, _, unit = str(row[0] if row else "0 bytes").partition(" ")
+        return int(float(number) * _SIZE_UNITS.get(unit, 1))
 
     def stats(self) -> dict[str, float]:
         """Figures of the target's own for the metrics, by name (``*_total``: counters)."""

@@ -46,12 +46,13 @@ DEFAULT_SHARE = 0.8
 # How long a query that starts while the memory is past the bound waits for it to come back.
 ROOM_WAIT_SECONDS = 2.0
 
+# DuckDB keeps its buffers (up to duckdb.memory_limit) after queries: a default bound is at
+# least that much above them.
+BUFFER_HEADROOM_BYTES = 512 * 1024**2
+
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-# cgroup v2, then v1: the memory the process's container may use.
-_CGROUP_LIMITS = (
-    Path("/sys/fs/cgroup/memory.max"),
-    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
-)
+_STATM = "/proc/self/statm"
+_CGROUPS = Path("/sys/fs/cgroup")
 
 
 class Stoppable(Protocol):
@@ -60,40 +61,88 @@ class Stoppable(Protocol):
     def stop_for_memory(self, resident: int, limit: int) -> None: ...
 
 
+class ResidentMemory:
+    """This process's resident memory, read from one file descriptor kept open (a read
+    cannot then fail for want of descriptors)."""
+
+    def __init__(self) -> None:
+        self._fd = os.open(_STATM, os.O_RDONLY)  # OSError where there is no /proc
+
+    def __call__(self) -> int:
+        return int(os.pread(self._fd, 256, 0).split()[1]) * _PAGE_BYTES
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 def resident_bytes() -> int:
-    """This process's resident memory."""
-    with open("/proc/self/statm", "rb") as statm:
+    """This process's resident memory (Linux)."""
+    with open(_STATM, "rb") as statm:
         return int(statm.read().split()[1]) * _PAGE_BYTES
 
 
 def usable_bytes() -> int | None:
-    """The memory this process may use: the machine's, or less where its cgroup is limited;
-    None where the system does not say."""
-    machine = os.sysconf("SC_PHYS_PAGES") * _PAGE_BYTES if hasattr(os, "sysconf") else 0
+    """The memory this process may use: the machine's, or less where the cgroup it runs in (or
+    one above it) is limited; None where the system does not say."""
+    try:
+        machine = os.sysconf("SC_PHYS_PAGES") * _PAGE_BYTES
+    except (ValueError, OSError):
+        machine = 0
     limits = [machine] if machine > 0 else []
-    for path in _CGROUP_LIMITS:
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            limits.append(int(text))
+    limits += _cgroup_limits()
     return min(limits) if limits else None
 
 
-def default_limit(workers: int) -> int | None:
+def _cgroup_limits() -> list[int]:
+    """The memory limits of this process's cgroup and those above it (v2, or v1's memory
+    controller), as /proc/self/cgroup names them under /sys/fs/cgroup."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    files: list[Path] = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one hierarchy
+            files += [d / "memory.max" for d in _up(_CGROUPS, path)]
+        elif "memory" in controllers.split(","):
+            files += [d / "memory.limit_in_bytes" for d in _up(_CGROUPS / "memory", path)]
+    limits = []
+    for file in files:
+        try:
+            text = file.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max": no limit
+            limits.append(int(text))
+    return limits
+
+
+def _up(root: Path, path: str) -> list[Path]:
+    """``root / path`` and each directory above it, up to ``root`` (a container sees its own
+    cgroup as the root)."""
+    here = root / path.strip("/")
+    return [here, *[p for p in here.parents if p == root or root in p.parents]]
+
+
+def default_limit(workers: int, buffers: int = 0) -> int | None:
     """``limits.max_server_memory_bytes`` when it is not set: :data:`DEFAULT_SHARE` of the
-    memory the process may use, shared among ``workers`` processes."""
+    memory the process may use, shared among ``workers`` processes, and at least
+    :data:`BUFFER_HEADROOM_BYTES` above ``buffers`` (DuckDB's ``memory_limit``)."""
     usable = usable_bytes()
-    return None if usable is None else int(usable * DEFAULT_SHARE / max(1, workers))
+    if usable is None:
+        return None
+    return max(int(usable * DEFAULT_SHARE / max(1, workers)), buffers + BUFFER_HEADROOM_BYTES)
 
 
 class MemoryGuard:
-    """Reads resident memory while queries run; past ``limit`` bytes, stops them."""
+    """Reads resident memory while queries run; past ``limit`` bytes, stops them. Raises
+    OSError where the process cannot read its resident memory (no /proc)."""
 
     def __init__(self, limit: int, sample_seconds: float = SAMPLE_SECONDS) -> None:
         self.limit = limit
         self._every = sample_seconds
+        self._resident = ResidentMemory()
         self._running: set[Stoppable] = set()
         self._stopping: set[Stoppable] = set()  # stopped, and not over yet
         self._changed = threading.Condition()
@@ -129,41 +178,63 @@ class MemoryGuard:
 
     def close(self) -> None:
         with self._changed:
+            if self._closed:
+                return
             self._closed = True
             self._running.clear()
             self._stopping.clear()
             self._changed.notify()
+            if self._thread is None:
+                self._resident.close()  # else the thread closes it as it ends
 
     def _wait_for_room(self) -> None:
+        if self._read() <= self.limit:
+            return
+        release_free_heap()  # what earlier work left free in the heap, first
         ends = time.monotonic() + ROOM_WAIT_SECONDS
-        while resident_bytes() > self.limit and time.monotonic() < ends:
+        while self._read() > self.limit and time.monotonic() < ends:
             time.sleep(self._every)
+
+    def _read(self) -> int:
+        """Resident memory, or 0 (under any bound) if it cannot be read: a guard that cannot
+        see must not stop queries."""
+        try:
+            return self._resident()
+        except (OSError, ValueError, IndexError):
+            return 0
 
     def _run(self) -> None:
-        while True:
-            with self._changed:
-                while not (self._running or self._trim_due or self._closed):
-                    self._changed.wait()
-                if self._closed:
-                    return
-                trim, self._trim_due = self._trim_due, False
-                if self._running:
-                    resident = resident_bytes()
-                    if resident > self.limit:
-                        self._stop_all(resident)
-            if trim:
-                release_free_heap()
-            # Outside the lock: queries start and end meanwhile.
-            time.sleep(self._every)
+        try:
+            while self._step():
+                time.sleep(self._every)  # outside the lock: queries start and end meanwhile
+        finally:
+            self._resident.close()
 
-    def _stop_all(self, resident: int) -> None:
-        log.warning(
-            "memory past limits.max_server_memory_bytes: stopping the queries running",
-            resident_bytes=resident,
-            limit_bytes=self.limit,
-            queries=len(self._running),
-        )
-        for query in self._running:
-            query.stop_for_memory(resident, self.limit)
-        self._stopping |= self._running
-        self._running.clear()
+    def _step(self) -> bool:
+        """One look at the memory; False once the guard is closed."""
+        stopped: list[Stoppable] = []
+        with self._changed:
+            while not (self._running or self._trim_due or self._closed):
+                self._changed.wait()
+            if self._closed:
+                return False
+            trim, self._trim_due = self._trim_due, False
+            resident = self._read() if self._running else 0
+            if resident > self.limit:
+                # Under the lock: a query that ends meanwhile (forget) is not stopped after it
+                # has ended, when its cursor may run another query (a transaction's).
+                stopped = list(self._running)
+                for query in stopped:
+                    query.stop_for_memory(resident, self.limit)
+                self._stopping |= self._running
+                self._running.clear()
+        if trim:
+            release_free_heap()
+        if stopped:
+            log.warning(
+                "memory past limits.max_server_memory_bytes: stopped the queries running",
+                resident_bytes=resident,
+                limit_bytes=self.limit,
+                queries=len(stopped),
+            )
+        return True

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import structlog
+
 from arrowport.config import Settings
 from arrowport.storage.engine import Engine
 from arrowport.storage.interface import Storage
-from arrowport.storage.memory_guard import MemoryGuard, default_limit
+from arrowport.storage.memory_guard import BUFFER_HEADROOM_BYTES, MemoryGuard, default_limit
+
+log = structlog.get_logger("arrowport.storage")
 
 # How often a lake's delivery state is expired (one node at a time), maintenance or not.
 EXPIRY_SECONDS = 600.0
@@ -20,20 +24,36 @@ def open_storage(settings: Settings, scheduled: bool = True) -> Storage:
     timeout = settings.limits.query_timeout_seconds
     storage = _open(settings, scheduled, window, timeout)
     if scheduled:
-        guard = memory_guard(settings)
+        guard = memory_guard(settings, storage.buffer_limit_bytes())
         if guard is not None:
             storage.memory_guard = guard
             storage.on_close(guard.close)
     return storage
 
 
-def memory_guard(settings: Settings) -> MemoryGuard | None:
+def memory_guard(settings: Settings, buffers: int) -> MemoryGuard | None:
     """The server's guard of its memory while queries run (None: ``0``, or a system that does
-    not say how much memory there is)."""
+    not say how much memory there is, or where a process cannot read its own). ``buffers``:
+    DuckDB's ``memory_limit``, which its buffers keep after queries."""
     limit = settings.limits.max_server_memory_bytes
     if limit is None:
-        limit = default_limit(settings.api.workers)
-    return MemoryGuard(limit) if limit else None
+        limit = default_limit(settings.api.workers, buffers)
+    elif limit and limit < buffers + BUFFER_HEADROOM_BYTES:
+        log.warning(
+            "limits.max_server_memory_bytes leaves little room above duckdb.memory_limit: "
+            "once DuckDB's buffers fill, queries will be stopped",
+            limit_bytes=limit,
+            memory_limit_bytes=buffers,
+        )
+    if not limit:
+        return None
+    try:
+        guard = MemoryGuard(limit)
+    except OSError:  # no /proc: resident memory cannot be read
+        log.warning("the server cannot read its own memory: queries are not stopped for it")
+        return None
+    log.info("queries stop past limits.max_server_memory_bytes", limit_bytes=limit)
+    return guard
 
 
 def _open(settings: Settings, scheduled: bool, window: float, timeout: float | None) -> Engine:
