@@ -495,9 +495,18 @@ def test_a_request_that_is_not_http_is_a_json_400_with_a_code(
     assert small_limits.healthy()
 
 
+BEHIND_THE_REFUSED = {
+    "a_request": b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "an_upgrade": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+    b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("behind", list(BEHIND_THE_REFUSED))
 @pytest.mark.parametrize("coding", [b"gzip, chunked", b"gzip", b"deflate,chunked"])
 def test_a_transfer_coding_other_than_chunked_is_501_and_nothing_lands(
-    small_limits: ArrowportProcess, coding: bytes
+    small_limits: ArrowportProcess, coding: bytes, behind: str
 ) -> None:
     # The body (gzip of an IPC stream) used to reach the ingest still encoded, refused 400
     # invalid_ipc as if the data were wrong.
@@ -510,8 +519,7 @@ def test_a_transfer_coding_other_than_chunked_is_501_and_nothing_lands(
         sock.sendall(
             b"POST /stream/te_refused HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/vnd.apache.arrow.stream\r\n"
-            b"Transfer-Encoding: " + coding + b"\r\n\r\n" + body + b"GET /health HTTP/1.1\r\n"
-            b"Host: 127.0.0.1\r\n\r\n"
+            b"Transfer-Encoding: " + coding + b"\r\n\r\n" + body + BEHIND_THE_REFUSED[behind]
         )
         answer = read_to_close(sock)
     assert answer.count("HTTP/1.1 ") == 1, answer

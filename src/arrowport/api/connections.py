@@ -46,7 +46,7 @@ from collections import OrderedDict
 from typing import Any
 
 import structlog
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from arrowport.api.body_chunks import BodyChunks
 from arrowport.errors import (
@@ -118,6 +118,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._refused = False  # answered from its head: what follows is not parsed
         self._linger: asyncio.TimerHandle | None = None  # set while lingering before the close
+        self._earlier: list[RequestResponseCycle] = []  # requests still answering, oldest first
         self._dropped = 0
 
     def accepted(self, tcp: asyncio.BaseTransport) -> None:
@@ -163,10 +164,27 @@ class GuardedProtocol(HttpToolsProtocol):
         if data:
             super().data_received(data)
 
+    # What the parser still reads after an answer from the head (the rest of the same read)
+    # is dropped: no request of it reaches the application or an upgrade.
+
     def on_message_begin(self) -> None:
-        if self._refused:  # the rest of a read the parser had been given
-            return
-        super().on_message_begin()
+        if not self._refused:
+            super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if not self._refused:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._refused:
+            super().on_header(name, value)
+
+    def _should_upgrade(self) -> bool:
+        return not self._refused and super()._should_upgrade()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        if not self._refused:
+            super()._unsupported_upgrade_warning()
 
     def on_body(self, body: bytes) -> None:
         if self._refused:
@@ -180,6 +198,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._refused:
             return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._earlier.append(self.cycle)  # pipelined behind it: uvicorn forgets it here
         self._reading_head = False
         self._head_arrived()
         self._in_request = True
@@ -213,6 +233,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self._in_request = False
+        self._earlier = [cycle for cycle in self._earlier if not cycle.response_complete]
         super().on_response_complete()
         # Waiting for the next request: uvicorn's keep-alive timeout covers the silence, this
         # connection may be closed to make room, and its next head gets a deadline of its own.
@@ -258,7 +279,10 @@ class GuardedProtocol(HttpToolsProtocol):
         """Close the connection that has waited longest for a request head (this one, if none
         other is waiting)."""
         oldest = next(iter(self.shared.waiting.values()), self)
-        oldest._close()
+        if oldest._linger is not None:
+            oldest._abort()  # answered already; a close would wait for a client not reading
+        else:
+            oldest._close()
 
     def _refuse_head(self) -> None:
         error = HeaderTooLarge(
@@ -296,12 +320,20 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_arrived()
         if self._tcp is None or self._tcp.is_closing():
             return
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            # A request of this connection still running (its body was refused midway) is
-            # answered already: its application sees the client gone, as at a close.
-            cycle.disconnected = True
+        # Requests of this connection not yet answered (one whose body was refused midway, one
+        # running with others pipelined behind it) are answered already: their applications
+        # see the client gone, as at a close, and write nothing after the answer.
+        cycles = [*self._earlier, *(cycle for cycle, _ in self.pipeline)]
+        if self.cycle is not None:
+            cycles.append(self.cycle)
+        for cycle in cycles:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+            cycle.waiting_for_100_continue = False
             cycle.message_event.set()
+        self._earlier.clear()
+        if self.flow is not None:
+            self.flow.resume_writing()
         if self.transport.can_write_eof():  # not with TLS: its close_notify ends reading too
             self.transport.write_eof()
         if self.flow is not None:
@@ -320,11 +352,11 @@ class GuardedProtocol(HttpToolsProtocol):
         """Close at once, dropping what was not sent: the client has had its time (a close
         would wait for a client that never reads, and the connection would stay counted)."""
         self._head_arrived()
-        tcp = self._tcp
-        if isinstance(tcp, asyncio.Transport) and not tcp.is_closing():
-            tcp.abort()
-        elif tcp is not None and not tcp.is_closing():
-            tcp.close()
+        abort = getattr(self._tcp, "abort", None)  # uvloop's transports have it too
+        if abort is not None:
+            abort()
+        elif self._tcp is not None:
+            self._tcp.close()
 
 
 class TlsConnection(SSLProtocol):

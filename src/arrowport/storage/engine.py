@@ -56,7 +56,15 @@ from arrowport.storage.writes import (
 )
 
 # The units DuckDB shows a size in ("183.1 MiB").
-_SIZE_UNITS = {"bytes": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
+_SIZE_UNITS = {
+    "bytes": 1,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "TiB": 1024**4,
+    "PiB": 1024**5,
+    "EiB": 1024**6,
+}
 
 # DuckDB's I/O errors, as DuckDB raises them, or as its Arrow reader passes them on mid-stream.
 _IO_ERROR_PREFIXES = ("IO Error:", "HTTP Error:")
@@ -202,7 +210,7 @@ class Engine:
         """DuckDB's ``memory_limit`` in bytes: what its buffers may hold, and keep, in memory."""
         row = self._root.execute("SELECT current_setting('memory_limit')").fetchone()
         number, _, unit = str(row[0] if row else "0 bytes").partition(" ")
-        return int(float(number) * _SIZE_UNITS.get(unit, 1))
+        return int(float(number) * _SIZE_UNITS.get(unit, 0))  # unknown: no floor from it
 
     def stats(self) -> dict[str, float]:
         """Figures of the target's own for the metrics, by name (``*_total``: counters)."""

@@ -69,10 +69,14 @@ class ResidentMemory:
         self._fd = os.open(_STATM, os.O_RDONLY)  # OSError where there is no /proc
 
     def __call__(self) -> int:
+        if self._fd < 0:
+            raise OSError("closed")
         return int(os.pread(self._fd, 256, 0).split()[1]) * _PAGE_BYTES
 
     def close(self) -> None:
-        os.close(self._fd)
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def resident_bytes() -> int:
@@ -102,7 +106,10 @@ def _cgroup_limits() -> list[int]:
         return []
     files: list[Path] = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3 or os.path.normpath(fields[2]).startswith(".."):
+            continue  # not a line of ours, or a cgroup outside this namespace's view
+        _, controllers, path = fields
         if controllers == "":  # v2: one hierarchy
             files += [d / "memory.max" for d in _up(_CGROUPS, path)]
         elif "memory" in controllers.split(","):
@@ -157,12 +164,13 @@ class MemoryGuard:
         with self._changed:
             if self._closed:
                 return
-            self._running.add(query)
             if self._thread is None:
-                self._thread = threading.Thread(
+                thread = threading.Thread(
                     target=self._run, name="arrowport-memory-guard", daemon=True
                 )
-                self._thread.start()
+                thread.start()  # may fail (no thread to be had): tried again next time
+                self._thread = thread
+            self._running.add(query)
             self._changed.notify()
 
     def forget(self, query: Stoppable) -> None:
@@ -184,8 +192,7 @@ class MemoryGuard:
             self._running.clear()
             self._stopping.clear()
             self._changed.notify()
-            if self._thread is None:
-                self._resident.close()  # else the thread closes it as it ends
+            self._resident.close()
 
     def _wait_for_room(self) -> None:
         if self._read() <= self.limit:
@@ -196,19 +203,21 @@ class MemoryGuard:
             time.sleep(self._every)
 
     def _read(self) -> int:
-        """Resident memory, or 0 (under any bound) if it cannot be read: a guard that cannot
-        see must not stop queries."""
+        """Resident memory, or 0 (under any bound) if it cannot be read (the guard is closed):
+        a guard that cannot see must not stop queries."""
         try:
             return self._resident()
         except (OSError, ValueError, IndexError):
             return 0
 
     def _run(self) -> None:
-        try:
-            while self._step():
-                time.sleep(self._every)  # outside the lock: queries start and end meanwhile
-        finally:
-            self._resident.close()
+        while True:
+            try:
+                if not self._step():
+                    return
+            except Exception as exc:  # the guard must go on guarding
+                log.error("the memory guard failed a step", reason=repr(exc))
+            time.sleep(self._every)  # outside the lock: queries start and end meanwhile
 
     def _step(self) -> bool:
         """One look at the memory; False once the guard is closed."""
@@ -224,10 +233,13 @@ class MemoryGuard:
                 # Under the lock: a query that ends meanwhile (forget) is not stopped after it
                 # has ended, when its cursor may run another query (a transaction's).
                 stopped = list(self._running)
-                for query in stopped:
-                    query.stop_for_memory(resident, self.limit)
                 self._stopping |= self._running
                 self._running.clear()
+                for query in stopped:
+                    try:
+                        query.stop_for_memory(resident, self.limit)
+                    except Exception as exc:  # the others are stopped all the same
+                        log.error("a query could not be stopped", reason=repr(exc))
         if trim:
             release_free_heap()
         if stopped:

@@ -7,7 +7,12 @@ import structlog
 from arrowport.config import Settings
 from arrowport.storage.engine import Engine
 from arrowport.storage.interface import Storage
-from arrowport.storage.memory_guard import BUFFER_HEADROOM_BYTES, MemoryGuard, default_limit
+from arrowport.storage.memory_guard import (
+    BUFFER_HEADROOM_BYTES,
+    MemoryGuard,
+    default_limit,
+    usable_bytes,
+)
 
 log = structlog.get_logger("arrowport.storage")
 
@@ -47,6 +52,15 @@ def memory_guard(settings: Settings, buffers: int) -> MemoryGuard | None:
         )
     if not limit:
         return None
+    usable = usable_bytes()
+    if usable is not None and limit >= usable:
+        log.warning(
+            "limits.max_server_memory_bytes is at or above the memory the process may use: "
+            "the system will end the process before queries are stopped for it (lower "
+            "duckdb.memory_limit, or set limits.max_server_memory_bytes)",
+            limit_bytes=limit,
+            usable_bytes=usable,
+        )
     try:
         guard = MemoryGuard(limit)
     except OSError:  # no /proc: resident memory cannot be read

@@ -217,7 +217,11 @@ def run_query(
     """Start a read-only query; the caller iterates (or closes) the result. ``stop`` can end
     it from another thread."""
     cursor = db.connect()
-    deadline = QueryDeadline(cursor, db.query_timeout, db.memory_guard)
+    try:
+        deadline = QueryDeadline(cursor, db.query_timeout, db.memory_guard)
+    except BaseException:
+        close_cursor(cursor)
+        raise
     if stop is not None:
         stop.watch(cursor, deadline)
     try:

@@ -27,14 +27,16 @@ class QueryDeadline:
     ) -> None:
         self._cursor = cursor
         self._seconds = seconds
-        # When the time is up, on time.monotonic()'s clock (None: never).
-        self.ends_at = None if seconds is None else time.monotonic() + seconds
-        self._interrupter = None if seconds is None else _Interrupter(cursor, after=seconds)
         self._memory = memory
         self._out_of_memory: OutOfMemory | None = None
         self._memory_interrupter: _Interrupter | None = None
+        self._interrupter: _Interrupter | None = None
         if memory is not None:
-            memory.watch(self)
+            memory.watch(self)  # first: it may wait, or fail, and then no timer is left behind
+        # When the time is up, on time.monotonic()'s clock (None: never).
+        self.ends_at = None if seconds is None else time.monotonic() + seconds
+        if seconds is not None:
+            self._interrupter = _Interrupter(cursor, after=seconds)
 
     @property
     def expired(self) -> bool:
