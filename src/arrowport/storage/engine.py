@@ -208,7 +208,10 @@ class Engine:
 
     def buffer_limit_bytes(self) -> int:
         """DuckDB's ``memory_limit`` in bytes: what its buffers may hold, and keep, in memory."""
-        row = self._root.execute("SELECT current_setting('memory_limit')").fetchone()
+        # A cursor of its own, closed at once: a result left open on the root connection would
+        # hold its transaction, and no checkpoint could run.
+        with self._root.cursor() as cur:
+            row = cur.execute("SELECT current_setting('memory_limit')").fetchone()
         number, _, unit = str(row[0] if row else "0 bytes").partition(" ")
         return int(float(number) * _SIZE_UNITS.get(unit, 0))  # unknown: no floor from it
 

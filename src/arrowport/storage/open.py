@@ -62,12 +62,10 @@ def memory_guard(settings: Settings, buffers: int) -> MemoryGuard | None:
             usable_bytes=usable,
         )
     try:
-        guard = MemoryGuard(limit)
+        return MemoryGuard(limit)
     except OSError:  # no /proc: resident memory cannot be read
         log.warning("the server cannot read its own memory: queries are not stopped for it")
         return None
-    log.info("queries stop past limits.max_server_memory_bytes", limit_bytes=limit)
-    return guard
 
 
 def _open(settings: Settings, scheduled: bool, window: float, timeout: float | None) -> Engine:
