@@ -20,7 +20,7 @@ import pytest
 
 from arrowport.client import Client, RequestError
 from arrowport.storage import memory_guard
-from arrowport.storage.memory_guard import MemoryGuard, resident_bytes
+from arrowport.storage.memory_guard import MemoryGuard, ResidentMemory
 from tests.server import ArrowportProcess
 from tests.test_flight import errors_counted, expect_error
 
@@ -112,7 +112,9 @@ def test_the_queries_running_when_the_memory_passes_the_bound_are_stopped() -> N
     """Past the bound, the queries running are stopped; one that starts while the memory is
     still past it waits for it to come back, and is stopped if it does not; once the memory is
     back under the bound, queries run."""
-    guard = MemoryGuard(resident_bytes() + 64 * MIB)
+    resident = ResidentMemory()
+    guard = MemoryGuard(resident() + 64 * MIB)
+    resident.close()
     try:
         running = Recorded()
         guard.watch(running)

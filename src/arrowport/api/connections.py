@@ -332,11 +332,10 @@ class GuardedProtocol(HttpToolsProtocol):
             cycle.waiting_for_100_continue = False
             cycle.message_event.set()
         self._earlier.clear()
-        if self.flow is not None:
-            self.flow.resume_writing()
         if self.transport.can_write_eof():  # not with TLS: its close_notify ends reading too
             self.transport.write_eof()
         if self.flow is not None:
+            self.flow.resume_writing()
             self.flow.resume_reading()  # reading may have been paused for a body or a pipeline
         self._linger = self.loop.call_later(LINGER_SECONDS, self._abort)
         if self._counted:  # the first to go when a connection must make room

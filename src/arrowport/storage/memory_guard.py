@@ -79,12 +79,6 @@ class ResidentMemory:
             os.close(fd)
 
 
-def resident_bytes() -> int:
-    """This process's resident memory (Linux)."""
-    with open(_STATM, "rb") as statm:
-        return int(statm.read().split()[1]) * _PAGE_BYTES
-
-
 def usable_bytes() -> int | None:
     """The memory this process may use: the machine's, or less where the cgroup it runs in (or
     one above it) is limited; None where the system does not say."""
