@@ -320,6 +320,21 @@ def test_one_machine_lake_with_a_sqlite_catalog_and_two_workers(tmp_path: Path) 
         node.stop(60)
 
 
+def test_workers_leave_start_up_warnings_to_their_supervisor(tmp_path: Path) -> None:
+    config = {
+        "storage": {"target": "ducklake"},
+        "ducklake": {
+            "catalog": f"sqlite:{tmp_path / 'catalog.sqlite'}",
+            "data_path": str(tmp_path / "data"),
+        },
+    }
+    args = ["--workers", "3", "--host", "0.0.0.0", "--allow-unauthenticated"]
+    with ArrowportProcess(tmp_path / "node", config=config, args=args) as node:
+        assert httpx.get(node.url + "/health", timeout=30).status_code == 200
+        warnings = [line for line in node.lines if "AUTHENTICATION IS OFF" in line]
+    assert len(warnings) == 1, node.lines
+
+
 def test_concurrent_bulk_writes_to_one_lake_node_all_land(nodes: list[ArrowportProcess]) -> None:
     # Each 1M-row write holds Parquet row groups in DuckDB's buffer pool until its commit.
     rows = 1_000_000

@@ -151,21 +151,24 @@ def _open_metrics_port(settings: Settings) -> str | None:
 
 def _check_access(settings: Settings) -> str | None:
     """One line saying why the server must not start (None: it may), after a loud warning
-    when it will serve a non-loopback address without authentication."""
+    when it will serve a non-loopback address without authentication, or a certificate near
+    or past its end. A worker leaves the warnings to its supervisor, which said them once."""
     problem = (
         exposure_refusal(settings) or _tls_problem(settings.tls) or _open_metrics_port(settings)
     )
-    if problem is None and settings.tls.cert_file is not None:
+    if problem is not None or workers.worker_index() is not None:
+        return problem
+    if settings.tls.cert_file is not None:
         warning = validity_warning(settings.tls.cert_file)
         if warning is not None:
             log.warning(warning)
-    if problem is None and exposed_hosts(settings):
+    if exposed_hosts(settings):
         log.warning(
             "AUTHENTICATION IS OFF on a non-loopback address: anyone who can connect may read "
             "and write every table (auth.allow_unauthenticated); configure auth.tokens to fix",
             hosts=exposed_hosts(settings),
         )
-    return problem
+    return None
 
 
 def _listening_socket(host: str, port: int, shared: bool) -> socket.socket:
