@@ -17,9 +17,9 @@ import pytest
 
 from arrowport.api.connections import LINGER_BYTES
 from tests.conftest import closed_by_server
+from tests.pki import Pki
 from tests.server import ArrowportProcess
 from tests.test_overload import RawResponse, read_response, rss_kib
-from tests.test_tls import Pki
 
 MIB = 1024**2
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ipc_bytes, post_binary
+from tests.pki import Pki, https_url, tls_config
 from tests.server import ArrowportProcess
 
 DASHBOARD_PATH = Path(__file__).resolve().parent.parent / "dashboards" / "arrowport.json"
@@ -265,10 +267,12 @@ class Exposition:
 @pytest.fixture(scope="module")
 def exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exposition]:
     """/metrics of a server that took one ingest and refused one request, so that the per-stream,
-    per-route and per-error series exist."""
+    per-route and per-error series exist; over TLS, which has a series of its own."""
+    pki = Pki(tmp_path_factory.mktemp("dashboard_pki"))
+    trusting = ssl.create_default_context(cafile=pki.ca_file)
     with (
-        ArrowportProcess(tmp_path_factory.mktemp("dashboard")) as server,
-        httpx.Client(base_url=server.url, timeout=60) as client,
+        ArrowportProcess(tmp_path_factory.mktemp("dashboard"), config=tls_config(pki)) as server,
+        httpx.Client(base_url=https_url(server), timeout=60, verify=trusting) as client,
     ):
         table = pa.table({"k": pa.array([1, 2, 3], pa.int64()), "v": ["a", "b", "c"]})
         accepted = post_binary(client, "dashboard_events", ipc_bytes(table))

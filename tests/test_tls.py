@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pyarrow as pa
@@ -21,41 +20,15 @@ import trustme
 
 from arrowport.auth import hash_secret, new_token
 from tests.conftest import ARROW_STREAM, ipc_bytes, metric
+from tests.pki import Pki, https_url, tls_config
 from tests.server import ArrowportProcess
 
 SECRET = new_token("tls_client")
 
 
-class Pki:
-    def __init__(
-        self,
-        directory: Path,
-        not_before: datetime.datetime | None = None,
-        not_after: datetime.datetime | None = None,
-    ) -> None:
-        self.ca = trustme.CA()
-        issued = self.ca.issue_cert(
-            "127.0.0.1", "localhost", not_before=not_before, not_after=not_after
-        )
-        self.not_after = not_after
-        self.ca_file = directory / "ca.pem"
-        self.cert_file = directory / "server.pem"
-        self.key_file = directory / "server.key"
-        self.ca.cert_pem.write_to_path(str(self.ca_file))
-        self.cert_file.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
-        issued.private_key_pem.write_to_path(str(self.key_file))
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(tmp_path_factory.mktemp("pki"))
-
-
-def tls_config(pki: Pki, **auth: Any) -> dict[str, Any]:
-    return {
-        "tls": {"cert_file": str(pki.cert_file), "key_file": str(pki.key_file)},
-        "auth": auth,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +37,6 @@ def tls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
     config = tls_config(pki, tokens=tokens)
     with ArrowportProcess(tmp_path_factory.mktemp("tls"), config=config) as server:
         yield server
-
-
-def https_url(server: ArrowportProcess) -> str:
-    return f"https://127.0.0.1:{server.port}"
 
 
 def test_https_round_trip_verified_by_the_ca(pki: Pki, tls_server: ArrowportProcess) -> None:
