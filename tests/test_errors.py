@@ -296,6 +296,43 @@ def test_invalid_mode_header(client: httpx.Client) -> None:
     assert_refused(client, response, 422, "invalid_options", "err_mode_hdr", None)
 
 
+@pytest.mark.parametrize(
+    ("params", "headers", "config", "field"),
+    [
+        ({"table": "err_cfg_a"}, {}, {"target_table": "err_cfg_b"}, "table"),
+        ({}, {"X-Arrowport-Table": "err_cfg_a"}, {"target_table": "err_cfg_b"}, "table"),
+        ({"mode": "create"}, {}, {"mode": "append"}, "mode"),
+        ({"key_columns": "k"}, {}, {"mode": "upsert", "key_columns": ["k", "v"]}, "key_columns"),
+    ],
+    ids=["table", "table-header", "mode", "key_columns"],
+)
+def test_an_option_given_in_the_request_and_in_the_json_config_must_agree(
+    client: httpx.Client,
+    params: dict[str, str],
+    headers: dict[str, str],
+    config: dict[str, object],
+    field: str,
+) -> None:
+    """Which of two differing values was meant cannot be guessed: nothing lands anywhere."""
+    batch = {"data": base64.b64encode(ipc_bytes(sample())).decode()}
+    response = client.post(
+        "/stream/err_cfg", params=params, headers=headers, json={"config": config, "batch": batch}
+    )
+    body = assert_refused(client, response, 422, "invalid_options", "err_cfg_b", None)
+    assert body["field"] == field
+    assert table_state(client, "err_cfg_a") is None
+    assert table_state(client, "err_cfg") is None
+    # The same value given both ways is no conflict.
+    same = f"err_cfg_same_{field}" + ("_header" if headers else "")
+    response = client.post(
+        "/stream/err_cfg",
+        params={"table": same},
+        json={"config": {"target_table": same}, "batch": batch},
+    )
+    assert response.status_code == 200, response.text
+    assert table_state(client, same) == sample().num_rows
+
+
 def test_invalid_mode_json(client: httpx.Client) -> None:
     response = post_json(client, "err_mode_json", ipc_bytes(sample()), config={"mode": "merge"})
     assert_refused(client, response, 422, "invalid_options", "err_mode_json", None)

@@ -135,17 +135,32 @@ def _without_schema(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_config(asked: IngestRequest, config: StreamConfig) -> IngestRequest:
-    """The JSON body's config wins over the query parameters; delivery options stay there."""
-    return replace(
-        asked,
-        table=config.target_table or asked.table,
-        mode=config.mode or asked.mode,
-        chunk_size=config.chunk_size or asked.chunk_size,
-        key_columns=tuple(config.key_columns) if config.key_columns else asked.key_columns,
-        schema_policy=config.schema_policy or asked.schema_policy,
-        duplicate_keys=config.duplicate_keys or asked.duplicate_keys,
-        dry_run=config.dry_run or asked.dry_run,
-    )
+    """The options of the query parameters and headers with those of the JSON body's config;
+    delivery options stay there. An option given both ways must be given the same: which one
+    was meant cannot be guessed (422 invalid_options)."""
+    from_body: dict[str, Any] = {
+        "table": config.target_table,
+        "mode": config.mode,
+        "chunk_size": config.chunk_size,
+        "key_columns": tuple(config.key_columns) if config.key_columns else None,
+        "schema_policy": config.schema_policy,
+        "duplicate_keys": config.duplicate_keys,
+        "dry_run": config.dry_run or None,
+    }
+    chosen: dict[str, Any] = {}
+    for name, value in from_body.items():
+        if value is None:
+            continue
+        given = getattr(asked, name)
+        if given not in (None, False) and given != value:
+            body_name = "target_table" if name == "table" else name
+            raise InvalidOptions(
+                f"{name} is {given!r} in the request's parameters or headers but "
+                f"config.{body_name} is {value!r} in the JSON body: give it once, or the same",
+                field=name,
+            )
+        chosen[name] = value
+    return replace(asked, **chosen)
 
 
 def _validated(document: Any) -> StreamRequest:
