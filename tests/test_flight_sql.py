@@ -612,6 +612,30 @@ def test_a_transaction_reads_one_snapshot_until_commit_or_rollback(
         assert fetch(reader, total).to_pylist() == [{"n": 16}]
 
 
+def test_a_transaction_prepares_and_describes_queries_in_its_snapshot(
+    server: ArrowportProcess,
+) -> None:
+    """A table replaced with other columns after the transaction's first query: its later
+    queries are prepared (and described) as they read it, not as it is now."""
+    with (
+        dbapi.connect(server.flight_url) as reader,
+        dbapi.connect(server.flight_url, autocommit=True) as writer,
+    ):
+        ingest(writer, "sq_reshaped", pa.table({"a": pa.array([1], pa.int64())}), "create")
+        assert fetch(reader, "SELECT count(*) AS n FROM sq_reshaped").to_pylist() == [{"n": 1}]
+        reshaped = pa.table({"a": ["text"], "c": [1.5]})
+        ingest(writer, "sq_reshaped", reshaped, "replace")
+        assert fetch(reader, "SELECT a + 1 AS b FROM sq_reshaped").to_pylist() == [{"b": 2}]
+        with reader.cursor() as cur:
+            assert cur.adbc_execute_schema("SELECT * FROM sq_reshaped").names == ["a"]
+            status, message = adbc_error(lambda: cur.execute("SELECT c FROM sq_reshaped"))
+        assert status == AdbcStatusCode.INVALID_ARGUMENT
+        assert "query_error" in message
+        reader.rollback()  # a query that could not be planned aborted nothing to keep
+        assert fetch(reader, "SELECT c FROM sq_reshaped").to_pylist() == [{"c": 1.5}]
+        assert fetch(writer, "SELECT a FROM sq_reshaped").to_pylist() == [{"a": "text"}]
+
+
 # -- auth -----------------------------------------------------------------------------------------------
 
 

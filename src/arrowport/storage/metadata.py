@@ -31,7 +31,7 @@ from arrowport.storage.identifiers import (
     USER_SCHEMAS_SQL,
     quote,
 )
-from arrowport.storage.query import _check, _failed, _snapshot, query_schema
+from arrowport.storage.query import _check, _failed, _snapshot, schema_in
 
 if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
@@ -183,15 +183,20 @@ def describe_query(db: Database, sql: str) -> QueryShape:
     """What ``sql`` takes and returns, checked by the read guard like any query (403
     ``read_only`` for anything but a read-only SELECT, 400 ``query_error`` for bad SQL)."""
     with _snapshot(db) as cur:
-        _check(db, cur, sql)
-        try:
-            statements = cur.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise _failed(exc, db) from None
+        return describe_query_in(db, cur, sql)
+
+
+def describe_query_in(db: Database, cur: duckdb.DuckDBPyConnection, sql: str) -> QueryShape:
+    """:func:`describe_query` on ``cur``, in the transaction it is in (a client's snapshot)."""
+    _check(db, cur, sql)
+    try:
+        statements = cur.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise _failed(exc, db) from None
     names: set[str] = set()
     for statement in statements:
         names |= set(statement.named_parameters)
     ordered = tuple(sorted(names, key=_position))
     if ordered:
         return QueryShape(ordered, None)
-    return QueryShape((), query_schema(db, sql))
+    return QueryShape((), schema_in(db, cur, sql))

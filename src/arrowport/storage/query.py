@@ -318,18 +318,30 @@ def query_schema(
         query_schema(db, "SELECT * FROM t WHERE id > ?", [10])
     """
     with _snapshot(db) as cur:
-        deadline = QueryDeadline(cur, db.query_timeout, db.memory_guard)
+        return schema_in(db, cur, sql, params, stop)
+
+
+def schema_in(
+    db: Database,
+    cur: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: Parameters = None,
+    stop: QueryStop | None = None,
+) -> pa.Schema | None:
+    """:func:`query_schema` planned on ``cur``, in the transaction it is in (a client's
+    snapshot: a table replaced since plans as it was)."""
+    deadline = QueryDeadline(cur, db.query_timeout, db.memory_guard)
+    if stop is not None:
+        stop.watch(cur, deadline)
+    try:
+        return _planned_schema(db, cur, sql, params)
+    except BaseException:
+        deadline.check()  # 408 when its time ran out (DuckDB says "interrupted")
+        raise
+    finally:
+        deadline.cancel()
         if stop is not None:
-            stop.watch(cur, deadline)
-        try:
-            return _planned_schema(db, cur, sql, params)
-        except BaseException:
-            deadline.check()  # 408 when its time ran out (DuckDB says "interrupted")
-            raise
-        finally:
-            deadline.cancel()
-            if stop is not None:
-                stop.forget()
+            stop.forget()
 
 
 def _planned_schema(

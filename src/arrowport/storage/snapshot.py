@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -31,18 +31,22 @@ from arrowport.errors import (
     StorageError,
     TransactionAborted,
 )
+from arrowport.storage.metadata import QueryShape, describe_query_in
 from arrowport.storage.query import (
     Parameters,
     _check,
     _failed,
     _outside,
     close_cursor,
+    schema_in,
 )
 from arrowport.storage.query_stop import QueryDeadline, QueryStop
 from arrowport.storage.result_batches import batch_rows, streaming
 
 if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -71,18 +75,44 @@ class Snapshot:
     def busy(self) -> bool:
         return self._lock.locked()
 
+    def describe(self, sql: str) -> QueryShape:
+        """What ``sql`` takes and returns, planned in this snapshot (a table replaced since it
+        was taken is described as the snapshot's queries read it)."""
+        return self._planned(lambda: describe_query_in(self._db, self._cursor, sql))
+
+    def schema(
+        self, sql: str, params: Parameters, stop: QueryStop | None = None
+    ) -> pa.Schema | None:
+        """``sql``'s result schema, planned in this snapshot (see :func:`schema_in`)."""
+        return self._planned(lambda: schema_in(self._db, self._cursor, sql, params, stop))
+
+    def _planned(self, plan: Callable[[], _T]) -> _T:
+        with self._lock:
+            self._check_usable()
+            try:
+                with self._db.catalog_turn():
+                    return plan()
+            except BaseException:
+                # Planning folds constants: one that fails ('a'::INT) aborts the transaction.
+                if self._is_aborted():
+                    self.aborted = "a query in it failed"
+                raise
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise TransactionAborted("the transaction has ended")
+        if self.aborted is not None:
+            raise TransactionAborted(
+                f"the transaction was aborted ({self.aborted}): roll it back (or commit) "
+                "to start a new one"
+            )
+
     @contextlib.contextmanager
     def query(self, sql: str, params: Parameters, stop: QueryStop | None = None) -> Iterator[Rows]:
         """Run ``sql`` in this snapshot; the block reads its rows (other queries wait).
         ``stop`` ends it from another thread."""
         with self._lock:
-            if self._closed:
-                raise TransactionAborted("the transaction has ended")
-            if self.aborted is not None:
-                raise TransactionAborted(
-                    f"the transaction was aborted ({self.aborted}): roll it back (or commit) "
-                    "to start a new one"
-                )
+            self._check_usable()
             deadline = QueryDeadline(self._cursor, self._db.query_timeout, self._db.memory_guard)
             if stop is not None:
                 stop.watch(self._cursor, deadline)

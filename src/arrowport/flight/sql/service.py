@@ -57,7 +57,7 @@ from arrowport.flight.sql.statements import (
     read_parameters,
     statements,
 )
-from arrowport.flight.sql.transactions import SNAPSHOT_IDLE_SECONDS, Transactions
+from arrowport.flight.sql.transactions import SNAPSHOT_IDLE_SECONDS, Transaction, Transactions
 from arrowport.ingest.streams import IngestOptions
 from arrowport.options import IngestReply
 from arrowport.reads import result_write_options
@@ -163,14 +163,37 @@ class FlightSql:
         if name == "CommandStatementQuery":
             principal.require("read")
             cmd = decode(sql.CommandStatementQuery, body, "the command")
-            return self._reads.query_schema(self._query_text(cmd.query), stop=stop)
+            query = self._query_text(cmd.query)
+            if cmd.HasField("transaction_id"):
+                txn = self._transactions.get(cmd.transaction_id, principal.name)
+                return self._planned_in(txn, query, None, stop)
+            return self._reads.query_schema(query, stop=stop)
         if name == "CommandPreparedStatementQuery":
             principal.require("read")
             statement = self._statement(body, principal)
             if statement.shape.schema is not None:
                 return statement.shape.schema
+            held = statement.transaction
+            if held is not None and self._transactions.held(held, principal.name):
+                txn = self._transactions.get(held, principal.name)
+                return self._planned_in(txn, statement.sql, statement.params, stop)
             return self._reads.query_schema(statement.sql, statement.params, stop)
         return commands.schema(name, body, principal)
+
+    def _planned_in(
+        self, txn: Transaction, query: str, params: Parameters, stop: QueryStop | None
+    ) -> pa.Schema:
+        """``query``'s result schema as ``txn``'s snapshot plans it, in a query turn; one that
+        cannot be planned without running the query is what running it there answers."""
+
+        def describe() -> pa.Schema:
+            schema = self._transactions.schema(txn, query, params, stop)
+            if schema is not None:
+                return schema
+            with self._transactions.query(txn, query, params, stop) as rows:
+                return rows.schema
+
+        return self._reads.with_turn(describe)
 
     def do_get(self, ticket: bytes, principal: Principal) -> Iterator[bytes]:
         name, body = unpack(ticket, "the ticket")
@@ -348,7 +371,11 @@ class FlightSql:
         if request.HasField("transaction_id"):
             transaction = request.transaction_id
             self._transactions.get(transaction, principal.name)  # 404 unless held
-        shape = self._reads.with_turn(lambda: metadata.describe_query(self._db(), query))
+        if transaction is None:
+            shape = self._reads.with_turn(lambda: metadata.describe_query(self._db(), query))
+        else:  # planned as the transaction's queries read the tables
+            txn = self._transactions.get(transaction, principal.name)
+            shape = self._reads.with_turn(lambda: self._transactions.describe(txn, query))
         statement = PreparedStatement(query, shape, transaction)
         handle = self._statements.add(principal.name, statement, size=len(query))
         return sql.ActionCreatePreparedStatementResult(

@@ -33,8 +33,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+import pyarrow as pa
+
 from arrowport.errors import Overloaded, TransactionAborted
 from arrowport.flight.sql.handles import Quota, Registry, issued
+from arrowport.storage.metadata import QueryShape
 from arrowport.storage.query import Parameters
 from arrowport.storage.query_stop import QueryStop
 from arrowport.storage.snapshot import Rows, Snapshot
@@ -116,10 +119,27 @@ class Transactions:
     ) -> Iterator[Rows]:
         """Run ``sql`` in ``txn``'s snapshot (taken now if it is its first query); ``stop``
         ends it from another thread."""
+        with self._reading(txn) as snapshot, snapshot.query(sql, params, stop) as rows:
+            yield rows
+
+    def describe(self, txn: Transaction, sql: str) -> QueryShape:
+        """What ``sql`` takes and returns, as ``txn``'s snapshot plans it (a prepared statement
+        of the transaction)."""
+        with self._reading(txn) as snapshot:
+            return snapshot.describe(sql)
+
+    def schema(
+        self, txn: Transaction, sql: str, params: Parameters, stop: QueryStop | None = None
+    ) -> pa.Schema | None:
+        """``sql``'s result schema as ``txn``'s snapshot plans it."""
+        with self._reading(txn) as snapshot:
+            return snapshot.schema(sql, params, stop)
+
+    @contextlib.contextmanager
+    def _reading(self, txn: Transaction) -> Iterator[Snapshot]:
         snapshot = self._snapshot(txn)
         try:
-            with snapshot.query(sql, params, stop) as rows:
-                yield rows
+            yield snapshot
         finally:
             with self._lock:
                 txn.readers -= 1
