@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -294,14 +295,19 @@ def test_a_node_with_a_store_it_cannot_reach_refuses_to_start(tmp_path: Path) ->
     assert services()["ARROWPORT_TEST_S3_SECRET"] not in log
 
 
-def test_one_machine_lake_with_a_sqlite_catalog_and_two_workers(tmp_path: Path) -> None:
-    config = {
+def sqlite_lake_config(tmp_path: Path) -> dict[str, Any]:
+    """A lake on this machine alone: a SQLite catalog and local data files (no services)."""
+    return {
         "storage": {"target": "ducklake"},
         "ducklake": {
             "catalog": f"sqlite:{tmp_path / 'catalog.sqlite'}",
             "data_path": str(tmp_path / "data"),
         },
     }
+
+
+def test_one_machine_lake_with_a_sqlite_catalog_and_two_workers(tmp_path: Path) -> None:
+    config = sqlite_lake_config(tmp_path)
     node = ArrowportProcess(tmp_path / "node", config=config, args=["--workers", "2"])
     node.start(timeout=90)
     try:
@@ -321,13 +327,7 @@ def test_one_machine_lake_with_a_sqlite_catalog_and_two_workers(tmp_path: Path) 
 
 
 def test_workers_leave_start_up_warnings_to_their_supervisor(tmp_path: Path) -> None:
-    config = {
-        "storage": {"target": "ducklake"},
-        "ducklake": {
-            "catalog": f"sqlite:{tmp_path / 'catalog.sqlite'}",
-            "data_path": str(tmp_path / "data"),
-        },
-    }
+    config = sqlite_lake_config(tmp_path)
     args = ["--workers", "3", "--host", "0.0.0.0", "--allow-unauthenticated"]
     with ArrowportProcess(tmp_path / "node", config=config, args=args) as node:
         assert httpx.get(node.url + "/health", timeout=30).status_code == 200
