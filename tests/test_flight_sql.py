@@ -8,6 +8,7 @@ import math
 import os
 import random
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -846,6 +847,69 @@ def test_unknown_handles_and_unserved_actions(server: ArrowportProcess) -> None:
         assert flight_error(lambda: client.do_get(ticket).read_all())[0] == "NOT_FOUND"
         types = {a.type for a in client.list_actions()}
         assert {"producer_offset", "CreatePreparedStatement", "BeginTransaction"} <= types
+
+
+def test_ending_a_handle_the_server_does_not_hold_is_a_no_op_but_using_it_is_not_found(
+    server: ArrowportProcess,
+) -> None:
+    """A well-formed handle this process does not hold (never issued here, or by an earlier
+    process of the server) ends as a no-op, and using it is NOT_FOUND; a byte string of no
+    handle's shape is refused, saying so."""
+    stranger = b"x" * 32
+    rollback = sql.ActionEndTransactionRequest.END_TRANSACTION_ROLLBACK
+    options = flight.FlightCallOptions()
+    with flight.connect(server.flight_url) as client:
+        end(client, options, stranger)
+        close = sql.ActionClosePreparedStatementRequest(prepared_statement_handle=stranger)
+        assert do(client, options, "ClosePreparedStatement", close) is None
+        code, message = flight_error(lambda: ask(client, options, "SELECT 1 AS one", stranger))
+        assert code == "NOT_FOUND", message
+        assert message.startswith(
+            "unknown_handle: unknown transaction handle: this server process never issued it"
+        ), message
+        junk = sql.ActionEndTransactionRequest(transaction_id=b"junk", action=rollback)
+        code, message = flight_error(lambda: do(client, options, "EndTransaction", junk))
+        assert (code, message) == (
+            "NOT_FOUND",
+            "unknown_handle: not a transaction handle of this server: its handles are 32 bytes, "
+            "this one is 4",
+        )
+        close = sql.ActionClosePreparedStatementRequest(prepared_statement_handle=b"nope")
+        code, message = flight_error(lambda: do(client, options, "ClosePreparedStatement", close))
+        assert code == "NOT_FOUND", message
+        assert message.startswith("unknown_handle: not a prepared statement handle"), message
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_a_manual_commit_connection_carries_on_after_the_server_restarts(tmp_path: Path) -> None:
+    """Transactions and prepared statements live in the server's process. After a restart (same
+    database, same ports) the connection's next query is told its transaction is unknown;
+    closing a cursor prepared before and rolling back are no-ops that succeed, and the driver
+    then begins a new transaction in which the connection goes on reading."""
+    ports = ["--port", str(free_port()), "--flight-port", str(free_port())]
+    server = ArrowportProcess(tmp_path, args=ports)
+    with server, dbapi.connect(server.flight_url) as conn:
+        ingest(conn, "kept", rows(3), "create")
+        cursor = conn.cursor()
+        cursor.execute("SELECT count(*) AS n FROM kept")
+        assert cursor.fetch_arrow_table().to_pylist() == [{"n": 3}]
+        server.stop()
+        server.start()
+        status, message = adbc_error(lambda: fetch(conn, "SELECT count(*) AS n FROM kept"))
+        assert status == AdbcStatusCode.NOT_FOUND, message
+        assert "unknown_handle: unknown transaction handle" in message
+        cursor.close()  # its statement was prepared by the earlier process
+        conn.rollback()
+        assert fetch(conn, "SELECT count(*) AS n FROM kept").to_pylist() == [{"n": 3}]
+        ingest(conn, "kept", rows(3), "append")
+        conn.commit()
+        assert fetch(conn, "SELECT count(*) AS n FROM kept").to_pylist() == [{"n": 6}]
 
 
 def test_an_answer_nobody_fetches_gives_its_turn_to_a_waiting_query(tmp_path: Path) -> None:

@@ -4,7 +4,10 @@ and the bounded table that holds that state.
 A handle is 16 random bytes plus a 16-byte tag (HMAC with a key of this process), so the server
 can tell a handle it issued and has since dropped (closed, expired) from one it never issued,
 without remembering the dropped ones. Each entry belongs to the token that made it: another
-token gets NOT_FOUND, as if it did not exist.
+token gets NOT_FOUND, as if it did not exist. A handle of an earlier process (the server
+restarted) looks never issued: using it is NOT_FOUND, but ending it (:meth:`Registry.release`)
+is a no-op, as for any well-formed handle not held, so that a client can end what it held and
+begin anew.
 
 A :class:`Registry` holds at most ``capacity`` entries and ``max_bytes`` of their declared size
 (503 ``overloaded`` beyond, after dropping expired ones), and, with a :class:`Quota`, at most so
@@ -44,6 +47,7 @@ log = structlog.get_logger(__name__)
 _KEY = secrets.token_bytes(32)
 _NONCE = 16
 _TAG = 16
+HANDLE_BYTES = _NONCE + _TAG
 
 T = TypeVar("T")
 
@@ -53,9 +57,14 @@ def issue(kind: str) -> bytes:
     return nonce + _tag(kind, nonce)
 
 
+def well_formed(handle: bytes) -> bool:
+    """Whether ``handle`` has the shape of the handles this server issues (any process)."""
+    return len(handle) == HANDLE_BYTES
+
+
 def issued(kind: str, handle: bytes) -> bool:
     """Whether this process issued ``handle`` for ``kind`` (held now or not)."""
-    if len(handle) != _NONCE + _TAG:
+    if not well_formed(handle):
         return False
     return hmac.compare_digest(handle[_NONCE:], _tag(kind, handle[:_NONCE]))
 
@@ -247,13 +256,30 @@ class Registry(Generic[T]):
                 return None
             return self._remove(handle).item
 
+    def release(self, handle: bytes, owner: str) -> T | None:
+        """What a client's close or end of ``handle`` removes: its item, or None when ``owner``
+        holds none (closed, dropped, another token's, or issued by an earlier process of the
+        server): ending what is not held is a no-op, so a client whose server restarted can end
+        its state and begin anew. Only a handle of no shape this server issues is refused."""
+        if not well_formed(handle):
+            raise self.unknown(handle)
+        return self.pop(handle, owner)
+
     def unknown(self, handle: bytes) -> UnknownHandle:
+        if not well_formed(handle):
+            return UnknownHandle(
+                f"not a {self.what} handle of this server: its handles are {HANDLE_BYTES} "
+                f"bytes, this one is {len(handle)}"
+            )
         if issued(self.kind, handle):
             return UnknownHandle(
                 f"this {self.what} is no longer open: it was closed, or dropped after "
                 f"{self.idle_seconds:g} s unused{self._sooner}"
             )
-        return UnknownHandle(f"unknown {self.what} handle")
+        return UnknownHandle(
+            f"unknown {self.what} handle: this server process never issued it (the server may "
+            "have restarted since)"
+        )
 
     def sweep(self, now: float | None = None) -> None:
         """Drop and close the entries unused for ``idle_seconds`` (and not busy)."""

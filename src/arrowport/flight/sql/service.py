@@ -48,7 +48,6 @@ from arrowport.flight.sql.envelope import (
     unserved,
     wrap,
 )
-from arrowport.flight.sql.handles import issued
 from arrowport.flight.sql.ingest import ingest_options
 from arrowport.flight.sql.statements import (
     STATEMENT_IDLE_SECONDS,
@@ -333,9 +332,8 @@ class FlightSql:
             handle = self._action(
                 body, sql.ActionClosePreparedStatementRequest
             ).prepared_statement_handle
-            closed = self._statements.pop(handle, principal.name)
-            if closed is None and not issued(self._statements.kind, handle):
-                raise self._statements.unknown(handle)
+            # Not held (closed, dropped, or prepared before the server restarted): a no-op.
+            self._statements.release(handle, principal.name)
         elif kind == "BeginTransaction":
             self._action(body, sql.ActionBeginTransactionRequest)
             if not principal.scopes:  # a token for /metrics or /docs alone holds none

@@ -4,7 +4,8 @@
 transaction, :class:`~arrowport.storage.snapshot.Snapshot`) is taken by its first query, so a
 client that only ingests (the Python DB-API connection begins one as soon as it connects) holds
 nothing in the database. ``EndTransaction`` (commit or rollback: nothing in it was written) gives
-the snapshot back; ending one the server no longer holds is a no-op. Bulk ingestion never joins a
+the snapshot back; ending one the server does not hold (ended, forgotten, or begun before the
+server restarted) is a no-op, so a client can end it and begin another. Bulk ingestion never joins a
 transaction: each put commits on its own.
 
 Bounds, so idle or forgotten clients cannot pile up state:
@@ -36,7 +37,7 @@ from collections.abc import Callable, Iterator
 import pyarrow as pa
 
 from arrowport.errors import Overloaded, TransactionAborted
-from arrowport.flight.sql.handles import Quota, Registry, issued
+from arrowport.flight.sql.handles import Quota, Registry
 from arrowport.storage.metadata import QueryShape
 from arrowport.storage.query import Parameters
 from arrowport.storage.query_stop import QueryStop
@@ -106,12 +107,11 @@ class Transactions:
         return self._held.holds(handle, owner)
 
     def end(self, handle: bytes, owner: str) -> None:
-        """Give the transaction's snapshot back (404 only for a handle never issued)."""
-        txn = self._held.pop(handle, owner)
+        """Give the transaction's snapshot back; a no-op when it is not held (404 only for a
+        handle of no shape this server issues)."""
+        txn = self._held.release(handle, owner)
         if txn is not None:
             self._ended(txn)
-        elif not issued(KIND, handle):
-            raise self._held.unknown(handle)
 
     @contextlib.contextmanager
     def query(
