@@ -37,6 +37,7 @@ from arrowport.errors import (
     UnknownHandle,
     UnknownTable,
 )
+from arrowport.flight.protocol import flight_pb2
 from arrowport.flight.protocol import flight_sql_pb2 as sql
 from arrowport.flight.sql import transactions
 from arrowport.flight.sql.answers import (
@@ -837,7 +838,7 @@ def test_unknown_handles_and_unserved_actions(server: ArrowportProcess) -> None:
     close = pack(sql.ActionClosePreparedStatementRequest(prepared_statement_handle=b"nope"))
     cases = [
         (flight.Action("ClosePreparedStatement", close), "NOT_FOUND"),
-        (flight.Action("CloseSession", b""), "UNIMPLEMENTED"),
+        (flight.Action("GetSessionOptions", b""), "UNIMPLEMENTED"),
         (flight.Action("BeginTransaction", b"junk"), "INVALID_ARGUMENT"),
     ]
     with flight.connect(server.flight_url) as client:
@@ -910,6 +911,34 @@ def test_a_manual_commit_connection_carries_on_after_the_server_restarts(tmp_pat
         ingest(conn, "kept", rows(3), "append")
         conn.commit()
         assert fetch(conn, "SELECT count(*) AS n FROM kept").to_pylist() == [{"n": 6}]
+
+
+def flight_errors(http: httpx.Client) -> float:
+    """Every Flight call refused so far (``arrowport_errors_total``, all codes)."""
+    lines = http.get("/metrics").text.splitlines()
+    counted = (line for line in lines if line.startswith("arrowport_errors_total{"))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in counted if 'protocol="flight"' in line)
+
+
+def test_closing_a_connection_closes_its_session_without_an_error(
+    server: ArrowportProcess, http: httpx.Client
+) -> None:
+    """The ADBC driver sends Flight's CloseSession as a connection closes: it is served (CLOSED;
+    the server keeps no session), so a normal close is no refusal, counted or logged."""
+    before, logged = flight_errors(http), len(server.lines)
+    connection = dbapi.connect(server.flight_url)
+    assert fetch(connection, "SELECT 1 AS one").to_pylist() == [{"one": 1}]
+    connection.close()
+    with dbapi.connect(server.flight_url, autocommit=True) as connection:
+        assert fetch(connection, "SELECT 2 AS two").to_pylist() == [{"two": 2}]
+    assert flight_errors(http) == before
+    assert not [line for line in server.lines[logged:] if "flight request refused" in line]
+    with flight.connect(server.flight_url) as client:
+        results = list(client.do_action(flight.Action("CloseSession", b"")))
+        assert len(results) == 1
+        result = flight_pb2.CloseSessionResult.FromString(results[0].body.to_pybytes())
+        assert result.status == flight_pb2.CloseSessionResult.CLOSED
+        assert "CloseSession" in {action.type for action in client.list_actions()}
 
 
 def test_an_answer_nobody_fetches_gives_its_turn_to_a_waiting_query(tmp_path: Path) -> None:

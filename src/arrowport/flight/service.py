@@ -9,7 +9,9 @@
   (``{"sql": "...", "params": [...]}``).
 * ``ListFlights`` lists every table; ``GetFlightInfo`` / ``GetSchema`` describe a table
   (descriptor path ``[table]``) or a query (descriptor command, same JSON as a ticket).
-* ``DoAction`` ``producer_offset``: the last committed sequence of a producer.
+* ``DoAction`` ``producer_offset``: the last committed sequence of a producer; ``CloseSession``
+  (Flight's, sent by the ADBC driver as a connection closes): CLOSED, as nothing is kept per
+  session.
 * Flight SQL (the ADBC drivers' protocol) on the same calls: a descriptor command, ticket or
   action that is Flight SQL's (a ``google.protobuf.Any`` of one of its messages) goes to
   :mod:`arrowport.flight.sql`; a put there lands through the same put flow as these.
@@ -77,6 +79,7 @@ log = structlog.get_logger("arrowport.flight")
 SERVICE_NAME = "arrow.flight.protocol.FlightService"
 _ACTIONS = {
     "producer_offset": 'Last committed sequence of a producer: body {"stream", "producer_id"}',
+    "CloseSession": "Flight: close the client's session (CLOSED; the server keeps none)",
     **ACTIONS,
 }
 
@@ -297,6 +300,14 @@ class FlightService:
             kind = action.type.decode("utf-8", errors="replace")
             if kind in ACTIONS or kind in UNSERVED_ACTIONS:
                 yield from self._sql.do_action(kind, action.body, principal)
+                return
+            if kind == "CloseSession":
+                # What the ADBC driver sends as a connection closes. The server keeps no session:
+                # a client's transactions and statements are its token's, ended or dropped on
+                # their own (see arrowport.flight.sql), so there is nothing to close.
+                parse(flight_pb2.CloseSessionRequest, action.body, "the action body")
+                closed = flight_pb2.CloseSessionResult(status=flight_pb2.CloseSessionResult.CLOSED)
+                yield flight_pb2.Result(body=closed.SerializeToString()).SerializeToString()
                 return
             if kind not in _ACTIONS:
                 raise InvalidOptions(

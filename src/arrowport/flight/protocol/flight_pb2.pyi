@@ -136,3 +136,23 @@ class PutResult(_message.Message):
     APP_METADATA_FIELD_NUMBER: _ClassVar[int]
     app_metadata: bytes
     def __init__(self, app_metadata: _Optional[bytes] = ...) -> None: ...
+
+class CloseSessionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CloseSessionResult(_message.Message):
+    __slots__ = ("status",)
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        UNSPECIFIED: _ClassVar[CloseSessionResult.Status]
+        CLOSED: _ClassVar[CloseSessionResult.Status]
+        CLOSING: _ClassVar[CloseSessionResult.Status]
+        NOT_CLOSEABLE: _ClassVar[CloseSessionResult.Status]
+    UNSPECIFIED: CloseSessionResult.Status
+    CLOSED: CloseSessionResult.Status
+    CLOSING: CloseSessionResult.Status
+    NOT_CLOSEABLE: CloseSessionResult.Status
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: CloseSessionResult.Status
+    def __init__(self, status: _Optional[_Union[CloseSessionResult.Status, str]] = ...) -> None: ...

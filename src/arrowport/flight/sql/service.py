@@ -85,7 +85,6 @@ UNSERVED_ACTIONS = frozenset(
         "RenewFlightEndpoint",
         "SetSessionOptions",
         "GetSessionOptions",
-        "CloseSession",
     }
 )
 SWEEP_SECONDS = 5.0
