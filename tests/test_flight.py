@@ -917,6 +917,32 @@ def test_grpc_message_compression_is_refused(flight_server: ArrowportProcess) ->
         assert tuple(list_actions(b"", timeout=10))
 
 
+def test_calls_the_server_does_not_serve_are_refused_with_a_code(
+    fc: flight.FlightClient, flight_server: ArrowportProcess, http: httpx.Client
+) -> None:
+    """DoExchange and PollFlightInfo are answered UNIMPLEMENTED ``not_implemented`` saying what
+    to use instead, counted as any refusal: not gRPC's bare "Method not found!"."""
+    before = errors_counted(http, "not_implemented")
+
+    def exchange() -> None:
+        writer, reader = fc.do_exchange(path("exchanged"))
+        with writer:
+            reader.read_all()
+
+    message = expect_error(exchange, "not_implemented", "UNIMPLEMENTED")
+    assert "DoExchange is not served by this server: send data with DoPut" in message
+    descriptor = flight_pb2.FlightDescriptor(type=flight_pb2.FlightDescriptor.PATH, path=[b"t"])
+    with grpc.insecure_channel(f"127.0.0.1:{flight_server.flight_port}") as channel:
+        poll = channel.unary_unary("/arrow.flight.protocol.FlightService/PollFlightInfo")
+        with pytest.raises(grpc.RpcError) as refused:
+            poll(descriptor.SerializeToString(), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert refused.value.details().startswith(
+        "not_implemented: PollFlightInfo is not served by this server: use GetFlightInfo"
+    ), refused.value.details()
+    assert errors_counted(http, "not_implemented") == before + 2
+
+
 def raw_request_stream(channel: grpc.Channel, method: str) -> grpc.StreamStreamMultiCallable:
     """A Flight call of one request (DoGet, GetFlightInfo, …) as plain gRPC with a client
     stream: the same bytes on the wire, but the client decides when (and whether) the request

@@ -12,6 +12,7 @@
 * ``DoAction`` ``producer_offset``: the last committed sequence of a producer; ``CloseSession``
   (Flight's, sent by the ADBC driver as a connection closes): CLOSED, as nothing is kept per
   session.
+* ``DoExchange`` and ``PollFlightInfo``: UNIMPLEMENTED ``not_implemented``, as any refusal.
 * Flight SQL (the ADBC drivers' protocol) on the same calls: a descriptor command, ticket or
   action that is Flight SQL's (a ``google.protobuf.Any`` of one of its messages) goes to
   :mod:`arrowport.flight.sql`; a put there lands through the same put flow as these.
@@ -37,7 +38,14 @@ import contextlib
 import contextvars
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+)
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -49,7 +57,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from arrowport.auth import Principal
 from arrowport.config import Scope
-from arrowport.errors import InvalidOptions, shown
+from arrowport.errors import InvalidOptions, NotImplementedFeature, shown
 from arrowport.flight.arrival import CANCEL_GRACE_SECONDS, Arrival
 from arrowport.flight.call_limit import CallLimit
 from arrowport.flight.errors import Call, flight_errors, flight_errors_async
@@ -93,6 +101,15 @@ NO_FRAMES = (
     "there is no table or command to act on; an ADBC adbc_ingest of zero rows sends exactly "
     "this: to create a table with no rows or append none, ingest a zero-row RecordBatch "
     "(pyarrow.RecordBatch.from_pylist([], schema=...)), which carries its descriptor and schema"
+)
+
+DO_EXCHANGE = (
+    "DoExchange is not served by this server: send data with DoPut (one transaction per put) and "
+    "read it with DoGet"
+)
+POLL_FLIGHT_INFO = (
+    "PollFlightInfo is not served by this server: use GetFlightInfo (a Flight SQL query runs as it "
+    "is asked for, and its answer waits for the ticket's DoGet)"
 )
 
 P = TypeVar("P", bound=ProtoMessage)
@@ -188,8 +205,35 @@ class FlightService:
                 "DoPut": stream_stream(limit.stream("do_put", self.do_put)),
                 "DoAction": unary_stream("do_action", self.do_action),
                 "ListActions": unary_stream("list_actions", self.list_actions),
+                # Not served, but answered as any refusal (gRPC's own answer to a method it
+                # has no handler for, "Method not found!", carries no code of Arrowport's).
+                "DoExchange": stream_stream(
+                    limit.coroutine("do_exchange", self.unserved("do_exchange", DO_EXCHANGE))
+                ),
+                "PollFlightInfo": grpc.stream_unary_rpc_method_handler(
+                    limit.coroutine(
+                        "poll_flight_info", self.unserved("poll_flight_info", POLL_FLIGHT_INFO)
+                    ),
+                    request_deserializer=same,
+                    response_serializer=same,
+                ),
             },
         )
+
+    def unserved(
+        self, method: str, why: str
+    ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[bytes, bytes]], Awaitable[None]]:
+        """A handler that refuses its calls UNIMPLEMENTED ``not_implemented: why`` once the
+        caller's token is checked, without reading what they send."""
+
+        async def refuse(
+            requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+        ) -> None:
+            async with flight_errors_async(self._metrics, method, context) as call:
+                self._caller(context, call)
+                raise NotImplementedFeature(why)
+
+        return refuse
 
     def _caller(self, context: AnyContext, call: Call, scope: Scope | None = None) -> Principal:
         """The authenticated caller, checked for ``scope`` (``None``: any valid token)."""
