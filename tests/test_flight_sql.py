@@ -1174,6 +1174,9 @@ def test_one_client_cannot_take_other_clients_transactions(tmp_path: Path) -> No
                 "flight.max_transactions_per_client (3) allows: each holds a snapshot or runs a "
                 "query: end one"
             ), message
+            # Retrying helps only once an idle snapshot is given up: the hint says when.
+            tail = r"given up, 300 s after its last query \(retry after 30[0-5] s\)$"
+            assert re.search(tail, message), message
         ingest(loader, "bounded", rows(3), "append")
         # The other client's transaction is still open, on its snapshot (before the ingest).
         after = ask(client, root, "SELECT count(*) AS n FROM bounded", theirs)
@@ -1443,6 +1446,32 @@ def test_transactions_take_snapshots_lazily_and_give_up_the_least_recently_used(
         held.end(b"never issued", "alice")
     with pytest.raises(UnknownHandle):
         held.get(second, "bob")
+    held.close()
+
+
+def test_a_client_refused_a_transaction_is_told_when_room_comes(db: Database) -> None:
+    """At flight.max_transactions_per_client with a snapshot in each, no transaction is given
+    up for a new one: the refusal says to end one, or when the snapshot idle the longest is given
+    up (after SNAPSHOT_IDLE_SECONDS unused, at the next sweep), and its retry hint is that time,
+    not a second."""
+    db.write_one(WriteJob("room", WritePolicy(), pa.table({"k": [1]})))
+    held = transactions.Transactions(lambda: Snapshot(db), per_client=2, sweep_seconds=5)
+    txns = [held.get(held.begin("alice"), "alice") for _ in range(2)]
+    for txn in txns:
+        with held.query(txn, "SELECT count(*) AS n FROM room", None) as found:
+            list(found.batches)
+    with pytest.raises(ClientQuotaExceeded) as refused:
+        held.begin("alice")
+    assert refused.value.retry_after == 305
+    assert refused.value.message.endswith(
+        "allows: each holds a snapshot or runs a query: end one (commit or roll back) to begin "
+        "another, or retry once the snapshot of one left idle is given up, 300 s after its last "
+        "query"
+    ), refused.value.message
+    txns[1].used -= 200  # idle for 200 s: given up 100 s from now, at the next sweep
+    with pytest.raises(ClientQuotaExceeded) as refused:
+        held.begin("alice")
+    assert refused.value.retry_after == 105
     held.close()
 
 

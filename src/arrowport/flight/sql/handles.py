@@ -16,7 +16,8 @@ one client cannot take every place); it drops an entry ``idle_seconds`` after it
 (``sweep``, called periodically), closing it. An entry is never dropped to make room for
 another client's: one client cannot take another's state away. Where ``recycle`` allows, an
 owner at its quota gives up its own least recently used entry that ``recycle`` picks (and that
-is not busy) for its new one.
+is not busy) for its new one; with none such, ``room_in`` may tell when one will be (the
+refusal's retry hint, and how, in words).
 
 Example::
 
@@ -107,6 +108,7 @@ class Registry(Generic[T]):
         sooner: str = "",
         quota: Quota | None = None,
         recycle: Callable[[T], bool] | None = None,
+        room_in: Callable[[list[T]], tuple[int, str]] | None = None,
     ) -> None:
         self.what = what
         self.kind = kind
@@ -117,6 +119,9 @@ class Registry(Generic[T]):
         self._close = close
         self._busy = busy
         self._recycle = recycle
+        # For an owner at its quota with nothing to recycle, given its entries: in how many
+        # seconds one will be recyclable with nothing done, and what makes it so, in words.
+        self._room_in = room_in
         self._sooner = sooner  # when an entry may be dropped before idle_seconds, in words
         self._entries: dict[bytes, _Entry[T]] = {}
         self._bytes = 0
@@ -199,9 +204,15 @@ class Registry(Generic[T]):
         if quota is not None:
             held = self._owned[owner]
             if more and held + more > quota.count:
+                advice, retry_after = quota.advice, 1
+                if self._room_in is not None:
+                    mine = [entry.item for entry in self._entries.values() if entry.owner == owner]
+                    retry_after, later = self._room_in(mine)
+                    advice = f"{advice}, {later}"
                 return ClientQuotaExceeded(
                     f"this client already holds {held} open {self.what}s, as many as "
-                    f"{quota.count_name} ({quota.count}) allows: {quota.advice}",
+                    f"{quota.count_name} ({quota.count}) allows: {advice}",
+                    retry_after=retry_after,
                     limit=quota.count,
                 )
             if quota.max_bytes is not None and self._owned_bytes[owner] + size > quota.max_bytes:

@@ -106,7 +106,7 @@ class FlightSql:
         services.metrics.spooled_answer_bytes.set_function(lambda: self._answers.room.used)
         self._reads.reclaim_turns_with(self._answers.drop_waiting)
         self._transactions = Transactions(
-            lambda: Snapshot(self._db()), flight.max_transactions_per_client
+            lambda: Snapshot(self._db()), flight.max_transactions_per_client, SWEEP_SECONDS
         )
         self._info = info.values(
             int(STATEMENT_IDLE_SECONDS * 1000), int(SNAPSHOT_IDLE_SECONDS * 1000)

@@ -22,13 +22,15 @@ Bounds, so idle or forgotten clients cannot pile up state:
   (the ADBC driver's connections, in their default mode, begin one as they connect and never end
   it: closing sends only ``CloseSession``); with none such, and beyond the server's bound,
   ``BeginTransaction`` is refused (nobody's transaction is forgotten to make room for another
-  client's: one client cannot end another's). Each is forgotten after
-  :data:`TRANSACTION_IDLE_SECONDS` unused.
+  client's: one client cannot end another's; the refusal's retry hint is when its longest idle
+  snapshot will be given up, after which that transaction is given up for a new one). Each is
+  forgotten after :data:`TRANSACTION_IDLE_SECONDS` unused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections import Counter
@@ -74,14 +76,18 @@ class Transaction:
 
 
 class Transactions:
-    def __init__(self, open_snapshot: Callable[[], Snapshot], per_client: int) -> None:
+    def __init__(
+        self, open_snapshot: Callable[[], Snapshot], per_client: int, sweep_seconds: float = 0.0
+    ) -> None:
+        """``sweep_seconds``: how often :meth:`sweep` runs (an idle snapshot is given up at
+        most that long after it is due)."""
         self._open = open_snapshot
         self._lock = threading.Lock()
+        self._sweep_seconds = sweep_seconds
         quota = Quota(
             per_client,
             "flight.max_transactions_per_client",
-            "each holds a snapshot or runs a query: end one (commit or roll back) before beginning "
-            f"another; one left open is forgotten after {TRANSACTION_IDLE_SECONDS:g} s unused",
+            "each holds a snapshot or runs a query: end one (commit or roll back) to begin another",
         )
         self._held = Registry[Transaction](
             "transaction",
@@ -94,7 +100,21 @@ class Transactions:
             "flight.max_transactions_per_client",
             quota=quota,
             recycle=lambda txn: txn.snapshot is None,
+            room_in=self._room_in,
         )
+
+    def _room_in(self, held: list[Transaction]) -> tuple[int, str]:
+        """When a client whose every transaction holds a snapshot or runs a query gets room
+        with nothing ended: once the sweep gives up the snapshot idle the longest (one running a
+        query is idle from its end, at the soonest now)."""
+        now = time.monotonic()
+        idle = max((now - txn.used for txn in held if not txn.busy), default=0.0)
+        due = max(SNAPSHOT_IDLE_SECONDS - idle, 0.0) + self._sweep_seconds
+        later = (
+            "or retry once the snapshot of one left idle is given up, "
+            f"{SNAPSHOT_IDLE_SECONDS:g} s after its last query"
+        )
+        return max(math.ceil(due), 1), later
 
     def begin(self, owner: str) -> bytes:
         return self._held.add(owner, Transaction(owner))
