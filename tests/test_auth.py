@@ -589,6 +589,19 @@ def test_flight_without_a_token_is_unauthenticated(
     assert "flight_anon" not in tables(http)
 
 
+def test_flight_puts_refused_before_reading_leave_no_warnings(tmp_path: Path) -> None:
+    """A put refused before its first message is read (no token, a wrong one) never starts
+    gRPC's request stream: the server's log has no "coroutine ... was never awaited" for it."""
+    wrong = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer wrong")])
+    with ArrowportProcess(tmp_path, config=CONFIG) as server:
+        for options in [wrong] * 100 + [flight_options(None)] * 20:
+            with pytest.raises(flight.FlightUnauthenticatedError):
+                flight_put(server, "refused", options)
+        server.stop()
+    time.sleep(0.2)  # the stderr reader catches up with the last lines
+    assert not [line for line in server.lines if "never awaited" in line]
+
+
 def test_flight_scopes_match_http(secured: ArrowportProcess, http: httpx.Client) -> None:
     with pytest.raises(flight.FlightUnauthorizedError):
         flight_put(secured, "flight_reader", flight_options("reader"))

@@ -112,7 +112,11 @@ class Arrival:
         min_rate: int = 0,
         count_messages: bool = True,
     ) -> None:
-        self._source = aiter(requests)
+        self._requests = requests
+        # Made at the first read: gRPC's request stream is a Cython async generator, which warns
+        # "coroutine '_MessageReceiver._async_message_receiver' was never awaited" when dropped
+        # unstarted, as a call refused before its first read (a wrong token) would drop it.
+        self._source: AsyncIterator[bytes] | None = None
         self._stall_seconds = stall_seconds
         self._what = what
         self._consequence = consequence
@@ -129,9 +133,12 @@ class Arrival:
         pace = self._pace
         if pace is not None and self._asked_at is not None:
             pace.waited(watch.now() - self._asked_at)  # the server's time, not the client's
+        source = self._source
+        if source is None:
+            source = self._source = aiter(self._requests)
         watch.reading()
         try:
-            message = await anext(self._source)
+            message = await anext(source)
         except StopAsyncIteration:
             watch.close()
             return None
