@@ -243,6 +243,18 @@ def test_an_append_becomes_an_upsert_with_arrowport_mode(
     assert "upsert goes with the append modes" in message
 
 
+def test_an_upsert_of_keys_alone_counts_the_keys_already_there(
+    conn: dbapi.Connection, http: httpx.Client
+) -> None:
+    keys = pa.table({"k": pa.array([1, 2], pa.int64())})
+    ingest(conn, "sq_keys_only", keys, "create")
+    upsert = {"arrowport.mode": "upsert", "arrowport.key_columns": "k"}
+    assert ingest(conn, "sq_keys_only", keys, "append", **upsert) == 2
+    more = pa.table({"k": pa.array([1, 2, 3, 9, 10], pa.int64())})
+    assert ingest(conn, "sq_keys_only", more, "append", **upsert) == 5
+    assert count(http, "sq_keys_only") == 5
+
+
 def flight_error(call: Callable[[], object]) -> tuple[str, str]:
     """The gRPC code and message of the error a pyarrow Flight call raises."""
     with pytest.raises(pa.ArrowException) as raised:

@@ -78,6 +78,34 @@ def test_upsert_duplicate_keys_refused_unless_last_wins(client: httpx.Client) ->
     ]
 
 
+def test_upsert_counts_every_row_when_only_keys_are_sent(client: httpx.Client) -> None:
+    """Rows whose key exists count as written even when there is no other column to update:
+    a key-only table, and a batch of only the keys of a table with values."""
+    keys = pa.table({"k": pa.array([1, 2], pa.int64())})
+    assert post(client, keys, table="ko1", mode="upsert", key_columns="k").status_code == 200
+    again = post(client, keys, table="ko1", mode="upsert", key_columns="k")
+    assert again.status_code == 200, again.text
+    assert again.json()["rows_processed"] == 2
+    more = pa.table({"k": pa.array([1, 2, 3, 9, 10], pa.int64())})
+    response = post(client, more, table="ko1", mode="upsert", key_columns="k")
+    assert response.json()["rows_processed"] == 5
+    repeated = pa.table({"k": pa.array([3, 3, 11], pa.int64())})
+    last = post(
+        client, repeated, table="ko1", mode="upsert", key_columns="k", duplicate_keys="last_wins"
+    )
+    assert last.json()["rows_processed"] == 2  # one per key, as with a value column
+    assert table_rows(client, "ko1") == [{"k": k} for k in (1, 2, 3, 9, 10, 11)]
+    valued = pa.table({"k": [1, 2], "v": ["a", "b"]})
+    assert post(client, valued, table="ko2", mode="upsert", key_columns="k").status_code == 200
+    only_keys = post(client, pa.table({"k": [2, 3]}), table="ko2", mode="upsert", key_columns="k")
+    assert only_keys.json()["rows_processed"] == 2
+    assert table_rows(client, "ko2") == [
+        {"k": 1, "v": "a"},
+        {"k": 2, "v": "b"},
+        {"k": 3, "v": None},
+    ]
+
+
 def test_upsert_needs_keys_and_non_null_keys(client: httpx.Client) -> None:
     no_keys = post(client, pa.table({"k": [1]}), table="upk", mode="upsert")
     assert no_keys.status_code == 422

@@ -354,13 +354,14 @@ def _upsert(
         runner.run(
             f"CREATE TEMP TABLE {quote(staged)} AS SELECT * FROM {quote(source)}", record=False
         )
-    null_keys = runner.run(
-        f"SELECT count(*) FROM {quote(staged)} WHERE "
-        + " OR ".join(f"{quote(k)} IS NULL" for k in keys),
+    any_null = " OR ".join(f"{quote(k)} IS NULL" for k in keys)
+    counted = runner.run(
+        f"SELECT count(*), count(*) FILTER (WHERE {any_null}) FROM {quote(staged)}",
         record=False,
     ).fetchone()
-    if null_keys and null_keys[0]:
-        raise InvalidValue(f"{null_keys[0]} rows have a NULL upsert key ({', '.join(keys)})")
+    staged_rows, null_keys = (int(counted[0]), int(counted[1])) if counted else (0, 0)
+    if null_keys:
+        raise InvalidValue(f"{null_keys} rows have a NULL upsert key ({', '.join(keys)})")
     repeated = runner.run(
         f"SELECT {key_list} FROM {quote(staged)} GROUP BY ALL HAVING count(*) > 1 LIMIT 5",
         record=False,
@@ -378,14 +379,16 @@ def _upsert(
         if fold(c.name) not in {fold(k) for k in keys}
     )
     matched = f"WHEN MATCHED THEN UPDATE SET {updates} " if updates else ""
-    row = runner.run(
+    runner.run(
         f"MERGE INTO {quote_table(table)} AS t USING {quote(staged)} AS s ON ({on}) "
         f"{matched}WHEN NOT MATCHED THEN INSERT BY NAME",
         record=False,
-    ).fetchone()
+    )
     runner.actions.append(f"MERGE INTO {quote_table(table)} ON ({key_list}) (batch rows)")
     # Dropped only on success: after a failed statement DuckDB has aborted the transaction and
     # refuses every further one (the DROP's error would hide the real one); the caller's rollback
     # removes the staging table then.
     runner.run(f"DROP TABLE {quote(staged)}", record=False)
-    return int(row[0]) if row else 0
+    # Every staged row was written or matched. MERGE's own count leaves out the matched rows
+    # when only keys are sent (no column to update): a key already there counted as nothing.
+    return staged_rows
