@@ -35,6 +35,19 @@ def test_replace_swaps_contents(client: httpx.Client) -> None:
     assert table_rows(client, "rep") == [{"k": 7, "extra": "x"}]
 
 
+def test_replace_says_a_table_was_created_only_when_there_was_none(client: httpx.Client) -> None:
+    new = post(client, pa.table({"k": [1, 2]}), table="rep_created", mode="replace")
+    assert new.status_code == 200, new.text
+    assert new.json()["table_created"] is True
+    existing = post(client, pa.table({"k": [3]}), table="rep_created", mode="replace")
+    assert existing.status_code == 200, existing.text
+    assert existing.json()["table_created"] is False
+    assert table_rows(client, "rep_created") == [{"k": 3}]
+    dry = post(client, pa.table({"k": [4]}), table="rep_created", mode="replace", dry_run=True)
+    assert dry.json()["table_created"] is False
+    assert table_rows(client, "rep_created") == [{"k": 3}]
+
+
 def test_create_refuses_existing_table(client: httpx.Client) -> None:
     assert post(client, pa.table({"k": [1]}), table="cre", mode="create").status_code == 200
     again = post(client, pa.table({"k": [2]}), table="cre", mode="create")

@@ -174,12 +174,13 @@ def write_table(
         raise TableExists(f"table {table!r} already exists", table=table)
     if existing is None and not policy.create_missing:
         raise UnknownTable(f"table {table!r} does not exist", table=table)
-    created = False
+    # A replace of an existing table makes a table too, but answers that none was created:
+    # the table was there already.
+    created = existing is None
     if policy.mode == "replace" or existing is None:
         catalog.mark_changed(table)
         _create_schema(runner, table)
         runner.run(create_table_sql(table, incoming, replace=policy.mode == "replace"))
-        created = True
     elif policy.schema_policy == "evolve":
         for statement in _evolve(table, incoming, existing):
             catalog.mark_changed(table)
@@ -187,8 +188,10 @@ def write_table(
     else:
         check_compatible(table, incoming, existing)
     # Columns DuckDB fills in itself (a DEFAULT or GENERATED expression) are only ever made by
-    # SQL outside Arrowport: none in a table it has just created.
-    computed = not created and existing is not None and any(c.computed for c in existing)
+    # SQL outside Arrowport: none in a table it has just created or replaced.
+    computed = (
+        policy.mode != "replace" and existing is not None and any(c.computed for c in existing)
+    )
     # Values DuckDB would silently change (sub-microsecond time zones, ...) are refused.
     guard = ValueGuard(coalesced(data, policy.batch_rows), policy.value_check)
     try:
