@@ -338,6 +338,47 @@ def test_invalid_mode_json(client: httpx.Client) -> None:
     assert_refused(client, response, 422, "invalid_options", "err_mode_json", None)
 
 
+@pytest.mark.parametrize(
+    ("stream", "params", "config", "field"),
+    [
+        ("err_upo_append", {"mode": "append", "key_columns": "id"}, None, "key_columns"),
+        ("err_upo_default", {"key_columns": "id"}, None, "key_columns"),  # the stream's: append
+        (
+            "err_upo_replace",
+            {"mode": "replace", "duplicate_keys": "last_wins"},
+            None,
+            "duplicate_keys",
+        ),
+        ("err_upo_error", {"duplicate_keys": "error"}, None, "duplicate_keys"),
+        ("err_upo_json", {}, {"mode": "create", "key_columns": ["id"]}, "key_columns"),
+    ],
+)
+def test_upsert_options_for_another_mode_are_refused(
+    client: httpx.Client,
+    stream: str,
+    params: dict[str, str],
+    config: dict[str, object] | None,
+    field: str,
+) -> None:
+    before = seed_table(client, stream)
+    if config is None:
+        response = post_binary(client, stream, ipc_bytes(sample()), params=params)
+    else:
+        response = post_json(client, stream, ipc_bytes(sample()), config=config)
+    body = assert_refused(client, response, 422, "invalid_options", stream, before)
+    assert body["field"] == field
+    assert "mode upsert only" in str(body["message"])
+    # With mode upsert the same options land (the keys are there: no row is added).
+    upsert = post_binary(
+        client,
+        stream,
+        ipc_bytes(sample()),
+        params={"mode": "upsert", "key_columns": "id", "duplicate_keys": "last_wins"},
+    )
+    assert upsert.status_code == 200, upsert.text
+    assert table_state(client, stream) == before
+
+
 @pytest.mark.parametrize("chunk_size", ["0", "-5", "many"])
 def test_invalid_chunk_size(client: httpx.Client, chunk_size: str) -> None:
     response = post_binary(

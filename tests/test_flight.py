@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -409,6 +410,21 @@ def test_bad_put_descriptors_are_invalid_arguments(
 ) -> None:
     expect_error(lambda: put(fc, descriptor, sample(1)), code, "invalid_argument")
     assert flight_server.healthy()
+
+
+def test_upsert_options_for_another_mode_are_refused_over_flight(
+    fc: flight.FlightClient, http: httpx.Client
+) -> None:
+    put(fc, path("upsert_only_put"), sample(3))
+    for options in ({"mode": "append", "key_columns": ["id"]}, {"duplicate_keys": "last_wins"}):
+        descriptor = command(stream_name="upsert_only_put", **options)
+        message = expect_error(
+            partial(put, fc, descriptor, sample(2, 10)),
+            "invalid_options",
+            "invalid_argument",
+        )
+        assert "mode upsert only" in message
+    assert count(http, "upsert_only_put") == 3
 
 
 def test_a_put_that_ends_before_any_frame_is_told_it_carried_nothing(

@@ -243,6 +243,20 @@ def test_an_append_becomes_an_upsert_with_arrowport_mode(
     assert "upsert goes with the append modes" in message
 
 
+def test_upsert_options_without_arrowport_mode_upsert_are_refused(
+    conn: dbapi.Connection, http: httpx.Client
+) -> None:
+    ingest(conn, "sq_upsert_only", rows(10), "create")
+    for mode in ("append", "replace"):
+        keyed = {"arrowport.key_columns": "id"}
+        status, message = adbc_error(
+            partial(ingest, conn, "sq_upsert_only", rows(5), mode, **keyed)
+        )
+        assert status == AdbcStatusCode.INVALID_ARGUMENT
+        assert "key_columns applies to mode upsert only" in message
+    assert count(http, "sq_upsert_only") == 10
+
+
 def test_an_upsert_of_keys_alone_counts_the_keys_already_there(
     conn: dbapi.Connection, http: httpx.Client
 ) -> None:

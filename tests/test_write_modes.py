@@ -232,6 +232,38 @@ def test_stream_config_sets_mode_keys_and_policy(tmp_path: Any) -> None:
         ]
 
 
+def test_upsert_options_go_with_the_mode_the_stream_configuration_resolves(
+    tmp_path: Any,
+) -> None:
+    """A stream configured to upsert takes key_columns and duplicate_keys from a request; a
+    request that asks another mode may not send them (the configured keys do not count)."""
+    config = {"streams": {"keyed": {"mode": "upsert", "key_columns": ["id"]}}}
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        keyed = pa.table({"id": [1, 2], "v": ["a", "b"]})
+        for params in ({}, {"key_columns": "id", "duplicate_keys": "last_wins"}):
+            response = post_binary(client, "keyed", ipc_bytes(keyed), params)
+            assert response.status_code == 200, response.text
+        refused = post_binary(
+            client, "keyed", ipc_bytes(keyed), {"mode": "append", "key_columns": "id"}
+        )
+        assert refused.status_code == 422, refused.text
+        assert (refused.json()["code"], refused.json()["field"]) == (
+            "invalid_options",
+            "key_columns",
+        )
+        appended = post_binary(client, "keyed", ipc_bytes(keyed), {"mode": "append"})
+        assert appended.status_code == 200, appended.text
+        assert table_rows(client, "keyed", order="id, v") == [
+            {"id": 1, "v": "a"},
+            {"id": 1, "v": "a"},
+            {"id": 2, "v": "b"},
+            {"id": 2, "v": "b"},
+        ]
+
+
 def flight_put(
     fc: flight.FlightClient, descriptor: flight.FlightDescriptor, batch: pa.Table
 ) -> None:

@@ -115,7 +115,9 @@ class Streams:
             duplicate_keys=request.duplicate_keys or base.duplicate_keys,
             batch_rows=min(chunk_size, self._settings.defaults.coalesce_rows),
         )
-        if policy.mode == "upsert" and not policy.key_columns:
+        if policy.mode != "upsert":
+            _check_upsert_only(request, policy.mode)
+        elif not policy.key_columns:
             raise InvalidOptions(
                 "mode upsert needs key columns: configure the stream's key_columns "
                 "or send ?key_columns=a,b"
@@ -133,6 +135,19 @@ class Streams:
             idempotency_key=request.idempotency_key,
             producer_id=request.producer_id,
             sequence=request.sequence,
+        )
+
+
+def _check_upsert_only(request: IngestRequest, mode: WriteMode) -> None:
+    """Refuse upsert options sent for another mode: ignored, they would hide a mistake (the
+    mode left out, or the options meant for another stream)."""
+    given = [name for name in ("key_columns", "duplicate_keys") if getattr(request, name)]
+    if given:
+        whose = "" if request.mode is not None else " (the stream's: the request sends none)"
+        raise InvalidOptions(
+            f"{given[0]} applies to mode upsert only, and this request's mode is {mode!r}"
+            f"{whose}: leave {' and '.join(given)} out, or send mode upsert",
+            field=given[0],
         )
 
 
