@@ -405,6 +405,25 @@ def test_a_schema_named_like_the_database_and_a_dotted_stream_are_refused(
     assert "app" not in {t["name"].split(".")[0] for t in client.get("/tables").json()}
 
 
+@pytest.mark.parametrize("stream", ["app.v1", "my-stream", "2024_events", "s" * 64])
+def test_a_stream_whose_name_is_no_table_name_must_name_its_table(
+    client: httpx.Client, stream: str
+) -> None:
+    """As a dotted stream does: told to name the table, described with none, landing where
+    the request says."""
+    refused = post_binary(client, stream, ipc_bytes(pa.table({"k": [1]})))
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "invalid_name"
+    assert "is not a table name: name the table" in refused.json()["message"]
+    described = client.get(f"/streams/{stream}")
+    assert described.status_code == 200, described.text
+    assert described.json()["table"] is None
+    named = post_binary(client, stream, ipc_bytes(pa.table({"k": [2]})), {"table": "named_t"})
+    assert named.status_code == 200, named.text
+    assert named.json()["table"] == "named_t"
+    assert {"k": 2} in table_rows(client, "named_t")
+
+
 def test_tables_sql_created_under_any_names_are_listed_and_read(tmp_path: Any) -> None:
     db_path = tmp_path / "made.duckdb"
     with duckdb.connect(str(db_path)) as made:

@@ -20,6 +20,7 @@ from arrowport.options import (
     canonical_table,
     check_stream_name,
     check_table_name,
+    is_table_name,
 )
 from arrowport.storage.table_writer import WritePolicy
 
@@ -59,9 +60,12 @@ class Streams:
         return canonical_table((configured.table if configured else None) or stream)
 
     def _own_table(self, stream: str, base: StreamSettings) -> str | None:
-        """The stream's own table: configured, else its name, unless a dot in it (which picks
-        no schema) makes it none; a request must then name the table."""
-        return self.table_for(stream) if base.table is not None or "." not in stream else None
+        """The stream's own table: configured, else its name if that is a table name without a
+        dot (a dot picks no schema); otherwise none (``app.v1``, ``my-stream``), and a request
+        must name the table."""
+        if base.table is not None or ("." not in stream and is_table_name(stream)):
+            return self.table_for(stream)
+        return None
 
     def describe(self, stream: str) -> dict[str, Any]:
         """What a request to ``stream`` that sets no option of its own is written with, and
