@@ -28,7 +28,7 @@ STATUSES = {
     ("get", "/tables/{name}"): {200, 400, 401, 403, 404, 503},
     ("get", "/streams"): {200, 401, 403},
     ("get", "/streams/{stream_name}"): {200, 400, 401, 403, 404},
-    ("get", "/streams/{stream_name}/producers/{producer_id}"): {200, 400, 401, 403, 422, 503},
+    ("get", "/streams/{stream_name}/producers/{producer_id}"): {200, 400, 401, 403, 404, 422, 503},
     ("get", "/health"): {200, 403},
     ("get", "/ready"): {200, 403, 503},
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import socket
 import threading
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import httpx
 import pyarrow as pa
+import pyarrow.flight as flight
 import pytest
 
-from tests.conftest import ARROW_STREAM, ENDLESS_QUERY, ipc_bytes, metric, query
+from tests.conftest import ARROW_STREAM, ENDLESS_QUERY, grpc_error, ipc_bytes, metric, query
 from tests.server import ArrowportProcess
 
 ON_LAKE = True  # every test on the module's server runs on the DuckDB file and on a DuckLake
@@ -342,6 +344,30 @@ def test_streams_only_refuses_unknown_stream(streams_server: ArrowportProcess) -
         json_response = client.post("/stream/unknown_two", json={"batch": {"data": ""}})
         assert json_response.status_code == 404, json_response.text
         assert client.get("/health").status_code == 200
+
+
+def test_streams_only_answers_no_producer_offset_of_an_unknown_stream(
+    streams_server: ArrowportProcess,
+) -> None:
+    with httpx.Client(base_url=streams_server.url) as client:
+        for path in ("/streams/nope", "/streams/nope/producers/x"):
+            response = client.get(path)
+            assert response.status_code == 404, response.text
+            assert (response.json()["code"], response.json()["stream"]) == (
+                "unknown_stream",
+                "nope",
+            )
+        known = client.get("/streams/orders/producers/x")
+        assert known.status_code == 200, known.text
+        assert known.json()["last_sequence"] is None
+    body = json.dumps({"stream": "nope", "producer_id": "x"}).encode()
+    with (
+        flight.FlightClient(streams_server.flight_url) as fc,
+        pytest.raises(pa.ArrowException) as refused,
+    ):
+        list(fc.do_action(flight.Action("producer_offset", body)))
+    status, message = grpc_error(refused.value)
+    assert (status, message.split(":")[0]) == ("NOT_FOUND", "unknown_stream")
 
 
 def test_configured_stream_lands_in_its_table(streams_server: ArrowportProcess) -> None:

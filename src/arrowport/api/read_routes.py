@@ -85,7 +85,7 @@ async def stream(stream_name: str, request: Request) -> dict[str, Any]:
 @router.get(
     "/streams/{stream_name}/producers/{producer_id}",
     response_model=ProducerResponse,
-    responses=error_responses(400, 401, 422, 503),
+    responses=error_responses(400, 401, 404, 422, 503),
     summary="The last sequence committed for a producer (where a restarted producer resumes)",
     dependencies=[Depends(require_ingest_or_read)],
 )

@@ -329,9 +329,11 @@ class IngestService:
 
     def last_sequence(self, stream: str, producer_id: str) -> int | None:
         """The last sequence committed for a producer; a name no request could carry is
-        refused as its ingest would be (400 ``invalid_name``, 422 ``invalid_options``)."""
+        refused as its ingest would be (400 ``invalid_name``, 422 ``invalid_options``, 404
+        ``unknown_stream`` under ``streams_only``)."""
         check_stream_name(stream)
         check_key("producer_id", producer_id)
+        self.streams.configured(stream)
         return self.db.last_sequence(stream, producer_id)
 
     # -- lifecycle -----------------------------------------------------------------------------

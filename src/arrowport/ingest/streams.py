@@ -67,14 +67,20 @@ class Streams:
             return self.table_for(stream)
         return None
 
+    def configured(self, stream: str) -> StreamSettings | None:
+        """``stream``'s configuration (None: it has none); 404 ``unknown_stream`` for a stream
+        that has none under ``streams_only``."""
+        configured = self._settings.streams.get(stream)
+        if configured is None and self._settings.streams_only:
+            raise UnknownStream(f"stream {stream!r} is not configured", stream=stream)
+        return configured
+
     def describe(self, stream: str) -> dict[str, Any]:
         """What a request to ``stream`` that sets no option of its own is written with, and
         whether its options are locked (a client splitting data into several requests needs
         to know whether the first replaces the table)."""
         check_stream_name(stream)
-        configured = self._settings.streams.get(stream)
-        if configured is None and self._settings.streams_only:
-            raise UnknownStream(f"stream {stream!r} is not configured", stream=stream)
+        configured = self.configured(stream)
         base = configured or self._unconfigured
         return {
             "name": stream,
@@ -93,9 +99,7 @@ class Streams:
         """Merge the request with its stream's configuration; check the principal may write it."""
         stream = request.stream
         principal.require("ingest", stream=stream)
-        configured = self._settings.streams.get(stream)
-        if configured is None and self._settings.streams_only:
-            raise UnknownStream(f"stream {stream!r} is not configured", stream=stream)
+        configured = self.configured(stream)
         base = configured or self._unconfigured
         own_table = self._own_table(stream, base)
         if configured is not None and configured.locked:
