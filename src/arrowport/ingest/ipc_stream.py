@@ -24,6 +24,9 @@ from arrowport.ingest.ipc_messages import (
     PayloadLimits,
 )
 
+# What an Arrow IPC file (Feather v2) starts with: the stream format inside it comes after.
+FILE_MAGIC = b"ARROW1"
+
 
 class Readable(Protocol):
     """Anything with a ``read(size)`` (a file, a pipe, a decompressor)."""
@@ -83,6 +86,17 @@ def stream_messages(
         prefix = read_exact(raw, 8)
         if not prefix and not require_end:
             return
+        if count == 0 and not prefix:
+            raise TruncatedStream(
+                "the Arrow IPC stream is empty (an empty body, or an empty batch.data in "
+                "JSON): send its schema, any record batches and its end-of-stream marker"
+            )
+        if count == 0 and bytes(prefix[:6]) == FILE_MAGIC:
+            raise InvalidIPC(
+                "the body is in the Arrow IPC file format (Feather v2: it starts with ARROW1), "
+                "not the stream format: send an IPC stream (pyarrow: pa.ipc.new_stream, not "
+                "pa.ipc.new_file or feather.write_feather)"
+            )
         if count == 0 and bytes(prefix[:4]) != CONTINUATION[: len(prefix[:4])]:
             raise InvalidIPC(
                 "the body is not an Arrow IPC stream (it does not start with an IPC message)"
