@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -37,7 +36,7 @@ from arrowport.client import (
     RetryPolicy,
     TransientError,
 )
-from tests.server import ArrowportProcess
+from tests.server import ArrowportProcess, free_port
 
 FAST_RETRY = RetryPolicy(max_retries=5, initial_backoff=0.01, max_backoff=0.05)
 
@@ -66,13 +65,6 @@ def counts(client: Client, table: str) -> tuple[int, int]:
     """(rows, distinct ids) of ``table``."""
     answer = client.query(f'SELECT count(*) AS n, count(DISTINCT id) AS d FROM "{table}"')
     return answer.column("n")[0].as_py(), answer.column("d")[0].as_py()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # -- what can be sent --------------------------------------------------------------------------

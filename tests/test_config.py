@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel
 
 from arrowport.config import ConfigError, Settings, load_settings
-from tests.server import ArrowportProcess
+from tests.server import ArrowportProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,13 +49,6 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARROWPORT_")}
     return env | extra
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def model_keys() -> set[str]:

@@ -8,7 +8,6 @@ import math
 import os
 import random
 import re
-import socket
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -55,7 +54,7 @@ from arrowport.storage.snapshot import Snapshot
 from arrowport.storage.table_writer import WritePolicy
 from arrowport.storage.writes import WriteJob
 from tests.conftest import ARROW_STREAM, grpc_error, ipc_bytes, metric, query
-from tests.server import ArrowportProcess
+from tests.server import ArrowportProcess, free_port
 
 HEADER = "adbc.flight.sql.rpc.call_header."
 SECRETS = {name: new_token(name) for name in ("reader", "loader", "root")}
@@ -905,13 +904,6 @@ def test_ending_a_handle_the_server_does_not_hold_is_a_no_op_but_using_it_is_not
         code, message = flight_error(lambda: do(client, options, "ClosePreparedStatement", close))
         assert code == "NOT_FOUND", message
         assert message.startswith("unknown_handle: not a prepared statement handle"), message
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_a_manual_commit_connection_carries_on_after_the_server_restarts(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import pyarrow.flight as flight
 import pytest
 
 from tests.conftest import ipc_bytes, post_binary, query
-from tests.server import ArrowportProcess
+from tests.server import ArrowportProcess, free_port
 
 BUCKET = "outage"
 PUTS = 8
@@ -50,13 +49,6 @@ class Store:
 
     def thaw(self) -> None:
         os.kill(self.process.pid, signal.SIGCONT)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ import pyarrow.flight as flight
 import pytest
 
 from tests.conftest import ARROW_STREAM, ENDLESS_QUERY, grpc_error, ipc_bytes, metric, query
-from tests.server import ArrowportProcess
+from tests.server import ArrowportProcess, free_port
 
 ON_LAKE = True  # every test on the module's server runs on the DuckDB file and on a DuckLake
 
@@ -314,7 +313,7 @@ STREAMS_CONFIG = {
 @pytest.fixture(scope="module")
 def streams_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrowportProcess]:
     """Configured streams, ``streams_only`` and a separate metrics port."""
-    port = _free_port()
+    port = free_port()
     config = STREAMS_CONFIG | {"api": {"metrics_port": port}}
     with ArrowportProcess(Path(tmp_path_factory.mktemp("streams")), config=config) as process:
         yield process
@@ -426,13 +425,6 @@ def test_metrics_count_errors(client: httpx.Client) -> None:
     )
     assert response.status_code == 400
     assert errors(client.get("/metrics").text) == before + 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_metrics_port(streams_server: ArrowportProcess) -> None:
