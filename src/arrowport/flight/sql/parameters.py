@@ -6,7 +6,6 @@ nanosecond is dropped, a decimal of more than 38 digits becomes a double, a date
 has no Python form at all. So each Arrow type is turned into what DuckDB reads back as the same
 value: a map into DuckDB's ``{"key": [...], "value": [...]}`` form, decimals, nanosecond
 timestamps and times, and intervals into a literal of DuckDB's type (:class:`duckdb.Value`).
-Numbers keep their width the same way (DuckDB would take an int64 of 5 as INTEGER).
 What cannot be bound exactly is refused, naming the parameter: 422 ``invalid_value`` for a value
 (out of range, finer than DuckDB keeps), 422 ``unsupported_type`` for a type (a struct with a
 repeated or no field name).
@@ -85,11 +84,11 @@ def python_value(scalar: pa.Scalar, where: str) -> Any:
         return _duration(scalar, kind, where)
     if kind == pa.month_day_nano_interval():
         return _interval(scalar, where)
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        return _number(scalar.as_py(), kind)
     if (
         pa.types.is_null(kind)
         or pa.types.is_boolean(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)  # float16 too: a Python float holds it exactly
         or pa.types.is_time(kind)
         or _is_text(kind)
     ):
@@ -98,32 +97,6 @@ def python_value(scalar: pa.Scalar, where: str) -> Any:
         except UnicodeDecodeError:
             raise InvalidValue(f"{where} is not valid UTF-8 text") from None
     raise UnsupportedType(f"{where} is of type {kind}, which cannot be bound")
-
-
-def _number(value: float, kind: pa.DataType) -> duckdb.Value:
-    """A number as a value of DuckDB's type for ``kind``: a Python int would bind as INTEGER
-    whenever it fits one, so ``? * ?`` of two int64 overflowed at 2**31, and a float as DOUBLE.
-    NaN is bound from its text: DuckDB turns a NaN given as a float into NULL here."""
-    return duckdb.Value("nan" if value != value else value, _NUMBER_TYPES[str(kind)])
-
-
-# Arrow's integer and floating types by name, as DuckDB's (float16: FLOAT holds it exactly).
-_NUMBER_TYPES = {
-    arrow: DuckDBPyType(duck)
-    for arrow, duck in {
-        "int8": "TINYINT",
-        "int16": "SMALLINT",
-        "int32": "INTEGER",
-        "int64": "BIGINT",
-        "uint8": "UTINYINT",
-        "uint16": "USMALLINT",
-        "uint32": "UINTEGER",
-        "uint64": "UBIGINT",
-        "halffloat": "FLOAT",
-        "float": "FLOAT",
-        "double": "DOUBLE",
-    }.items()
-}
 
 
 def _is_text(kind: pa.DataType) -> bool:
