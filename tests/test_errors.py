@@ -343,15 +343,35 @@ def test_an_option_given_in_the_request_and_in_the_json_config_must_agree(
     assert body["field"] == field
     assert table_state(client, "err_cfg_a") is None
     assert table_state(client, "err_cfg") is None
-    # The same value given both ways is no conflict.
-    same = f"err_cfg_same_{field}" + ("_header" if headers else "")
+
+
+@pytest.mark.parametrize(
+    ("table", "params", "config"),
+    [
+        ("err_cfg_case", {"table": "Err_Cfg_Case"}, {"target_table": "err_cfg_case"}),
+        ("err_cfg_main", {"table": "main.err_cfg_main"}, {"target_table": "err_cfg_main"}),
+        ("err_cfg_mode", {"table": "err_cfg_mode", "mode": "create"}, {"mode": "create"}),
+        (
+            "err_cfg_keys",
+            {"table": "err_cfg_keys", "key_columns": "NAME,id"},
+            {"mode": "upsert", "key_columns": ["id", "name"]},
+        ),
+    ],
+    ids=["table-case", "main-schema", "mode", "key_columns"],
+)
+def test_an_option_given_both_ways_alike_is_no_conflict(
+    client: httpx.Client, table: str, params: dict[str, str], config: dict[str, object]
+) -> None:
+    """The same table however spelt (DuckDB's names ignore case; main.t is t), and the same
+    upsert keys in any order or case."""
+    if table == "err_cfg_keys":
+        seed_table(client, table)
+    batch = {"data": base64.b64encode(ipc_bytes(sample())).decode()}
     response = client.post(
-        "/stream/err_cfg",
-        params={"table": same},
-        json={"config": {"target_table": same}, "batch": batch},
+        "/stream/err_cfg_alike", params=params, json={"config": config, "batch": batch}
     )
     assert response.status_code == 200, response.text
-    assert table_state(client, same) == sample().num_rows
+    assert table_state(client, table) == sample().num_rows
 
 
 def test_invalid_mode_json(client: httpx.Client) -> None:

@@ -35,7 +35,7 @@ from arrowport.ingest.payload import sniff_codec
 from arrowport.ingest.pipe import read_body, receive
 from arrowport.ingest.seed_json import DATA_KEY, SeedJsonReader, loads, off_the_loop, parse_json
 from arrowport.ingest.service import IngestService
-from arrowport.options import IngestReply, IngestRequest
+from arrowport.options import IngestReply, IngestRequest, canonical_table
 
 # Only bodies this large are worth the shortcut of :func:`_load_document`.
 _SPLICE_BYTES = 1024**2
@@ -152,7 +152,7 @@ def _with_config(asked: IngestRequest, config: StreamConfig) -> IngestRequest:
         if value is None:
             continue
         given = getattr(asked, name)
-        if given not in (None, False) and given != value:
+        if given not in (None, False) and _meaning(name, given) != _meaning(name, value):
             body_name = "target_table" if name == "table" else name
             raise InvalidOptions(
                 f"{name} is {given!r} in the request's parameters or headers but "
@@ -161,6 +161,16 @@ def _with_config(asked: IngestRequest, config: StreamConfig) -> IngestRequest:
             )
         chosen[name] = value
     return replace(asked, **chosen)
+
+
+def _meaning(name: str, value: Any) -> Any:
+    """What an option names, for comparing two spellings of it: DuckDB's names are
+    case-insensitive, ``main.t`` is ``t``, and upsert keys are a set."""
+    if name == "table":
+        return canonical_table(value).lower()
+    if name == "key_columns":
+        return sorted(column.lower() for column in value)
+    return value
 
 
 def _validated(document: Any) -> StreamRequest:
