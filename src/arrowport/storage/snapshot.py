@@ -125,7 +125,12 @@ class Snapshot:
                     reader = self._cursor.to_arrow_reader(batch_rows(description, widest))
                 except BaseException as exc:
                     raise self._failure(exc, deadline, stop) from None
-                yield Rows(reader.schema, self._batches(reader, deadline, stop))
+                try:
+                    yield Rows(reader.schema, self._batches(reader, deadline, stop))
+                finally:
+                    # Rows left unread (a caller wanting only the schema) end with the block,
+                    # not at the transaction's next query.
+                    reader.close()
             finally:
                 deadline.cancel()
                 if stop is not None:
