@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -197,6 +198,15 @@ class Registry(Generic[T]):
             before, entry.size = entry.size, size
             return before
 
+    def _dropped_in(self, owner: str) -> int:
+        """Seconds until ``owner``'s entry unused the longest is dropped for being idle (the
+        next :meth:`add` sweeps first), at least 1; with every entry busy, ``idle_seconds``."""
+        idle = [
+            e.used for e in self._entries.values() if e.owner == owner and not self._busy(e.item)
+        ]
+        due = self.idle_seconds - (time.monotonic() - min(idle)) if idle else self.idle_seconds
+        return max(math.ceil(due), 1)
+
     def _refusal(self, owner: str, more: int, size: int) -> Overloaded | None:
         """Why ``more`` entries and ``size`` more bytes for ``owner`` do not fit (None: they
         do). The owner's quota is told first: it is what that client can do something about."""
@@ -204,7 +214,7 @@ class Registry(Generic[T]):
         if quota is not None:
             held = self._owned[owner]
             if more and held + more > quota.count:
-                advice, retry_after = quota.advice, 1
+                advice, retry_after = quota.advice, self._dropped_in(owner)
                 if self._room_in is not None:
                     mine = [entry.item for entry in self._entries.values() if entry.owner == owner]
                     retry_after, later = self._room_in(mine)
