@@ -214,11 +214,12 @@ class Registry(Generic[T]):
         if quota is not None:
             held = self._owned[owner]
             if more and held + more > quota.count:
-                advice, retry_after = quota.advice, self._dropped_in(owner)
-                if self._room_in is not None:
+                if self._room_in is None:
+                    advice, retry_after = quota.advice, self._dropped_in(owner)
+                else:
                     mine = [entry.item for entry in self._entries.values() if entry.owner == owner]
                     retry_after, later = self._room_in(mine)
-                    advice = f"{advice}, {later}"
+                    advice = f"{quota.advice}, {later}"
                 return ClientQuotaExceeded(
                     f"this client already holds {held} open {self.what}s, as many as "
                     f"{quota.count_name} ({quota.count}) allows: {advice}",

@@ -367,12 +367,11 @@ class FlightSql:
         transaction = None
         if request.HasField("transaction_id"):
             transaction = request.transaction_id
-            self._transactions.get(transaction, principal.name)  # 404 unless held
-        if transaction is None:
-            shape = self._reads.with_turn(lambda: metadata.describe_query(self._db(), query))
-        else:  # planned as the transaction's queries read the tables
-            txn = self._transactions.get(transaction, principal.name)
+            txn = self._transactions.get(transaction, principal.name)  # 404 unless held
+            # Planned as the transaction's queries read the tables.
             shape = self._reads.with_turn(lambda: self._transactions.describe(txn, query))
+        else:
+            shape = self._reads.with_turn(lambda: metadata.describe_query(self._db(), query))
         statement = PreparedStatement(query, shape, transaction)
         handle = self._statements.add(principal.name, statement, size=len(query))
         return sql.ActionCreatePreparedStatementResult(
