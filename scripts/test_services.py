@@ -7,9 +7,14 @@
     python scripts/test_services.py resume-postgres # and start it again, same port and data
     python scripts/test_services.py freeze-postgres # SIGSTOP it: a catalog that hangs
     python scripts/test_services.py thaw-postgres  # and SIGCONT it
+    python scripts/test_services.py start-postgres # PostgreSQL alone (see below)
 
 `.services/env` is a shell file of ARROWPORT_TEST_* variables: `set -a; . .services/env; set +a`.
 Both servers listen on free loopback ports with throwaway credentials; nothing survives `stop`.
+
+ARROWPORT_TEST_SERVICES_DIR names another state directory than `.services`: a second, independent
+set. A test that stops or freezes its catalog starts a PostgreSQL of its own there
+(`start-postgres`), so that the tests running beside it keep theirs.
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-STATE = Path(__file__).resolve().parent.parent / ".services"
+STATE = Path(
+    os.environ.get("ARROWPORT_TEST_SERVICES_DIR")
+    or Path(__file__).resolve().parent.parent / ".services"
+)
 ENV_FILE = STATE / "env"
 STATE_FILE = STATE / "state.json"
 DATABASE = "arrowport_test"
@@ -192,10 +200,15 @@ def start_s3(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def env_vars(state: dict[str, Any]) -> dict[str, str]:
+def pg_env(state: dict[str, Any]) -> dict[str, str]:
     return {
         "ARROWPORT_TEST_PG_DSN": f"dbname={DATABASE} host=127.0.0.1 port={state['pg_port']} "
-        f"user={PG_USER} password={state['pg_password']}",
+        f"user={PG_USER} password={state['pg_password']}"
+    }
+
+
+def env_vars(state: dict[str, Any]) -> dict[str, str]:
+    return pg_env(state) | {
         "ARROWPORT_TEST_S3_ENDPOINT": f"127.0.0.1:{state['s3_port']}",
         "ARROWPORT_TEST_S3_BUCKET": BUCKET,
         "ARROWPORT_TEST_S3_KEY_ID": state["s3_key_id"],
@@ -244,10 +257,25 @@ def start() -> bool:
     except BaseException:
         stop()
         raise
-    ENV_FILE.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in env_vars(state).items()))
+    write_env(env_vars(state))
     took, pg, s3 = time.monotonic() - t0, state["pg_port"], state["s3_port"]
     print(f"test services up in {took:.1f}s: PostgreSQL :{pg}, S3 :{s3} ({ENV_FILE})", flush=True)
     return True
+
+
+def write_env(variables: dict[str, str]) -> None:
+    ENV_FILE.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in variables.items()))
+
+
+def start_postgres_alone() -> None:
+    """PostgreSQL only, in a state directory of its own (replacing what was there)."""
+    stop()
+    STATE.mkdir(parents=True, exist_ok=True)
+    try:
+        write_env(pg_env(start_postgres()))
+    except BaseException:
+        stop()
+        raise
 
 
 def stop() -> None:
@@ -330,6 +358,8 @@ def main(argv: list[str]) -> int:
             stop()
         case ["run", "--", *cmd] if cmd:
             return run(cmd)
+        case ["start-postgres"]:
+            start_postgres_alone()
         case ["pause-postgres"]:
             pg_ctl(["-m", "fast", "stop"])
         case ["resume-postgres"]:

@@ -15,7 +15,7 @@ import pytest
 
 from arrowport.config import DuckDBSettings
 from arrowport.storage.database import Database
-from tests.lake import lake_config
+from tests.lake import OwnCatalog, lake_config
 from tests.server import ArrowportProcess
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -198,6 +198,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Modules that set ``ON_LAKE = True`` run their ``server`` tests on both storage targets."""
     if "target" in metafunc.fixturenames and getattr(metafunc.module, "ON_LAKE", False):
         metafunc.parametrize("target", ["duckdb", "ducklake"], indirect=True, scope="module")
+
+
+@pytest.fixture
+def own_catalog(tmp_path: Path) -> Iterator[OwnCatalog]:
+    """A PostgreSQL of the test's own for a lake catalog that the test stops or freezes."""
+    catalog = OwnCatalog(tmp_path / "services")
+    try:
+        yield catalog
+    finally:
+        catalog.stop()
 
 
 @pytest.fixture(scope="module")

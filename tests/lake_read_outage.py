@@ -3,7 +3,8 @@ Arrowport's storage: run as a process of its own (``python -m tests.lake_read_ou
 SETTINGS``), since the failure it looks for aborts the process. The catalog is paused right
 after the read guard's look at the catalog (the only thing arranged here; the outage and
 DuckDB's handling of it are real); then the same in a transaction (Flight SQL's). Prints what
-each raised, then ``alive``."""
+each raised, then ``alive``. The catalog is the PostgreSQL that ARROWPORT_TEST_SERVICES_DIR names
+(``tests.lake.OwnCatalog``), not the one other tests share."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Many nodes, one DuckLake: exactly once across nodes, under SIGKILL, races and catalog outages.
 
 Every node is a real ``arrowport serve`` process on a lake with its catalog in the test services'
-PostgreSQL and its data in their S3 server. What landed is counted from the lake afterwards.
+PostgreSQL (a test that stops or freezes the catalog starts a PostgreSQL of its own) and its data
+in their S3 server. What landed is counted from the lake afterwards.
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ import yaml
 
 from arrowport.storage.lake_catalog import CatalogLocation, catalog_lock
 from tests.conftest import ARROW_STREAM, ipc_bytes
-from tests.lake import lake_config, new_lake_name, services
+from tests.lake import OwnCatalog, lake_config, new_lake_name, services
 from tests.server import ArrowportProcess
-
-SERVICES = Path(__file__).resolve().parent.parent / "scripts" / "test_services.py"
 
 
 class Cluster:
@@ -191,14 +190,11 @@ def test_two_nodes_given_one_key_at_the_same_instant_land_it_once(tmp_path: Path
         cluster.stop()
 
 
-def postgres(action: str) -> None:
-    subprocess.run([sys.executable, str(SERVICES), f"{action}-postgres"], check=True, timeout=60)
-
-
 def test_a_catalog_outage_gives_clear_errors_writes_nothing_partial_and_recovers(
-    tmp_path: Path,
+    tmp_path: Path, own_catalog: OwnCatalog
 ) -> None:
-    node = ArrowportProcess(tmp_path / "node", config=lake_config()).start(timeout=60)
+    config = own_catalog.lake_config()
+    node = ArrowportProcess(tmp_path / "node", config=config).start(timeout=60)
     acknowledged = 0
     try:
         with httpx.Client(base_url=node.url, timeout=60) as http:
@@ -213,7 +209,7 @@ def test_a_catalog_outage_gives_clear_errors_writes_nothing_partial_and_recovers
 
             assert send(0).status_code == 200
             acknowledged += 1
-            postgres("pause")
+            own_catalog.control("pause")
             try:
                 refused = send(1)
                 assert refused.status_code == 503, refused.text
@@ -223,7 +219,7 @@ def test_a_catalog_outage_gives_clear_errors_writes_nothing_partial_and_recovers
                 assert http.get("/ready").status_code == 503
                 assert http.get("/health").status_code == 200
             finally:
-                postgres("resume")
+                own_catalog.control("resume")
             deadline = time.monotonic() + 60
             while http.get("/ready").status_code != 200 and time.monotonic() < deadline:
                 time.sleep(0.5)
@@ -237,12 +233,15 @@ def test_a_catalog_outage_gives_clear_errors_writes_nothing_partial_and_recovers
     assert acknowledged == 3
 
 
-def test_a_hung_catalog_makes_ready_answer_503_promptly_and_recover(tmp_path: Path) -> None:
-    node = ArrowportProcess(tmp_path / "node", config=lake_config()).start(timeout=60)
+def test_a_hung_catalog_makes_ready_answer_503_promptly_and_recover(
+    tmp_path: Path, own_catalog: OwnCatalog
+) -> None:
+    config = own_catalog.lake_config()
+    node = ArrowportProcess(tmp_path / "node", config=config).start(timeout=60)
     try:
         with httpx.Client(base_url=node.url, timeout=60) as http:
             assert http.get("/ready").status_code == 200
-            postgres("freeze")
+            own_catalog.control("freeze")
             try:
                 # The first call may be the one left asking the catalog; later ones answer at
                 # once, and 503 once that question has waited past the catalog's patience
@@ -260,7 +259,7 @@ def test_a_hung_catalog_makes_ready_answer_503_promptly_and_recover(tmp_path: Pa
                 assert "catalog has not answered" in answer.json()["message"]
                 assert http.get("/health").status_code == 200
             finally:
-                postgres("thaw")
+                own_catalog.control("thaw")
             deadline = time.monotonic() + 60
             while http.get("/ready").status_code != 200:
                 assert time.monotonic() < deadline, "/ready stayed 503 with the catalog back"

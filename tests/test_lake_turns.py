@@ -5,6 +5,7 @@ commit read freed memory, and the process dies)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ import pytest
 from arrowport.storage.lake_turns import Turns
 from arrowport.storage.schema import arrow_columns
 from arrowport.storage.table_writer import WritePolicy, reshapes
-from tests.lake import lake_config
+from tests.lake import OwnCatalog, lake_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -167,16 +168,19 @@ def test_which_writes_reshape_a_table(
     assert reshapes("t", write, pa.schema(incoming), None)  # no table yet: it is created
 
 
-def test_a_read_whose_catalog_goes_away_mid_transaction_does_not_abort_the_process() -> None:
+def test_a_read_whose_catalog_goes_away_mid_transaction_does_not_abort_the_process(
+    own_catalog: OwnCatalog,
+) -> None:
     """Closing a cursor with its transaction still open rolls it back in DuckDB's destructor;
     with the catalog gone that rollback fails, and the process aborted (``terminate called
     after throwing ... Failed to execute query "ROLLBACK"``, seen in a soak while a test
     paused the catalog). The read now rolls back itself first, and is answered 503, since the
     catalog, not the query, is at fault."""
-    settings = lake_config()["ducklake"]
+    settings = own_catalog.lake_config()["ducklake"]
     ran = subprocess.run(
         [sys.executable, "-m", "tests.lake_read_outage", json.dumps(settings)],
         cwd=REPO,
+        env=os.environ | own_catalog.env,
         capture_output=True,
         text=True,
         timeout=180,
