@@ -171,6 +171,26 @@ def test_streams_from_yaml(tmp_path: Path) -> None:
     assert (stream.table, stream.mode, stream.chunk_size) == ("click_events", "replace", 9)
 
 
+def test_upsert_options_of_a_stream_locked_to_another_mode_are_refused(tmp_path: Path) -> None:
+    locked = {"mode": "append", "key_columns": ["id"], "locked": True}
+    path = write_yaml(tmp_path / "c.yaml", {"streams": {"clicks": locked}})
+    with pytest.raises(
+        ConfigError, match=r"streams\.clicks: .*key_columns .*locked to mode append"
+    ):
+        load_settings(path, {}, {})
+    path = write_yaml(tmp_path / "c.yaml", {"streams": {"c": locked | {"mode": "upsert"}}})
+    assert load_settings(path, {}, {}).streams["c"].key_columns == ["id"]
+    # Unlocked, they are the keys of a request that asks for mode upsert.
+    path = write_yaml(tmp_path / "c.yaml", {"streams": {"c": locked | {"locked": False}}})
+    assert load_settings(path, {}, {}).streams["c"].key_columns == ["id"]
+    path = write_yaml(
+        tmp_path / "c.yaml",
+        {"streams": {"c": {"mode": "replace", "duplicate_keys": "last_wins", "locked": True}}},
+    )
+    with pytest.raises(ConfigError, match=r"duplicate_keys apply to mode upsert only"):
+        load_settings(path, {}, {})
+
+
 @pytest.mark.parametrize(
     ("data", "key"),
     [

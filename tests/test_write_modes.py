@@ -236,8 +236,14 @@ def test_upsert_options_go_with_the_mode_the_stream_configuration_resolves(
     tmp_path: Any,
 ) -> None:
     """A stream configured to upsert takes key_columns and duplicate_keys from a request; a
-    request that asks another mode may not send them (the configured keys do not count)."""
-    config = {"streams": {"keyed": {"mode": "upsert", "key_columns": ["id"]}}}
+    request that asks another mode may not send them (the configured keys do not count). Keys
+    configured beside another mode are those of a request that asks for upsert."""
+    config = {
+        "streams": {
+            "keyed": {"mode": "upsert", "key_columns": ["id"]},
+            "mostly_appended": {"mode": "append", "key_columns": ["id"]},
+        }
+    }
     with (
         ArrowportProcess(tmp_path, config=config) as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
@@ -261,6 +267,17 @@ def test_upsert_options_go_with_the_mode_the_stream_configuration_resolves(
             {"id": 1, "v": "a"},
             {"id": 2, "v": "b"},
             {"id": 2, "v": "b"},
+        ]
+        for params in ({}, {"mode": "upsert"}):
+            answer = post_binary(client, "mostly_appended", ipc_bytes(keyed), params)
+            assert answer.status_code == 200, answer.text
+        changed = pa.table({"id": [2, 3], "v": ["B", "c"]})
+        upserted = post_binary(client, "mostly_appended", ipc_bytes(changed), {"mode": "upsert"})
+        assert upserted.status_code == 200, upserted.text
+        assert table_rows(client, "mostly_appended", order="id, v") == [
+            {"id": 1, "v": "a"},
+            {"id": 2, "v": "B"},
+            {"id": 3, "v": "c"},
         ]
 
 

@@ -3,7 +3,7 @@ configured streams."""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from arrowport.config.base import ResultCodec, Section
 from arrowport.options import DuplicateKeysPolicy, SchemaPolicy, WriteMode, is_table_name
@@ -181,3 +181,17 @@ class StreamSettings(Section):
         if value is not None and not is_table_name(value):
             raise ValueError(f"invalid table name {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _upsert_options_can_apply(self) -> StreamSettings:
+        # Beside another mode they are the keys a request asking for upsert gets; a locked
+        # stream's requests cannot ask, so there they would never apply.
+        given = [
+            name for name in ("key_columns", "duplicate_keys") if name in self.model_fields_set
+        ]
+        if self.locked and self.mode != "upsert" and given:
+            raise ValueError(
+                f"{' and '.join(given)} apply to mode upsert only, and this stream is locked "
+                f"to mode {self.mode}"
+            )
+        return self
