@@ -1577,3 +1577,34 @@ def test_without_tokens_flight_is_open_and_the_handshake_still_answers(
         writer.close()
         assert client.do_get(ticket("fl_open_handshake"), options=options).read_all().num_rows == 5
     assert count(http, "fl_open_handshake") == 5
+
+
+class MessageAuth(flight.ClientAuthHandler):  # type: ignore[misc]
+    """An auth handler that exchanges messages: it sends one and reads the server's reply
+    before it ends the Handshake (pyarrow's ``ClientAuthHandler`` pattern)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reply: bytes | None = None
+
+    def authenticate(self, outgoing: Any, incoming: Any) -> None:
+        outgoing.write(b"credentials")
+        self.reply = incoming.read()
+
+    def get_token(self) -> bytes:
+        return b""
+
+
+def test_a_handshake_answers_each_message_at_once(
+    flight_server: ArrowportProcess, http: httpx.Client
+) -> None:
+    """Each Handshake message gets an empty reply: such a handler waited for one until
+    ``limits.body_timeout_seconds`` (60 s) ended the call DEADLINE_EXCEEDED."""
+    with flight.connect(flight_url(flight_server)) as client:
+        handler = MessageAuth()
+        started = time.monotonic()
+        client.authenticate(handler, options=flight.FlightCallOptions(timeout=10))
+        assert time.monotonic() - started < 5
+        assert handler.reply == b""
+        put(client, path("fl_message_auth"), sample(4))
+    assert count(http, "fl_message_auth") == 4

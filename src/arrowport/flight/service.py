@@ -57,7 +57,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from arrowport.auth import Principal
 from arrowport.config import Scope
-from arrowport.errors import InvalidOptions, NotImplementedFeature, shown
+from arrowport.errors import InvalidOptions, NotImplementedFeature, RequestTimeout, shown
 from arrowport.flight.arrival import CANCEL_GRACE_SECONDS, Arrival
 from arrowport.flight.call_limit import CallLimit
 from arrowport.flight.errors import Call, flight_errors, flight_errors_async
@@ -249,8 +249,9 @@ class FlightService:
     async def handshake(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> None:
-        # On the event loop, reading the client's messages (which carry nothing used here)
-        # within the stall timeout: a Handshake never sent to its end does not hold a call.
+        # On the event loop, reading the client's messages (which carry nothing used here, and
+        # are each answered with an empty one) within the stall timeout: a Handshake never sent
+        # to its end does not hold a call.
         async with flight_errors_async(self._metrics, "handshake", context) as call:
             principal, bearer = handshake(context, self._settings.auth)
             if not principal.anonymous:
@@ -267,7 +268,7 @@ class FlightService:
             )
             try:
                 while await arrival.next() is not None:
-                    pass
+                    await _answer_handshake(context, limits.body_timeout_seconds)
                 # A cancelled call's stream ends as a finished one; its cancellation comes next.
                 await asyncio.sleep(CANCEL_GRACE_SECONDS)
             finally:
@@ -450,6 +451,26 @@ class FlightService:
             type=flight_pb2.FlightDescriptor.CMD, cmd=request.ticket()
         )
         return _flight_info(descriptor, request, self._schema(request, stop), -1)
+
+
+# What a Handshake answers each message with: credentials come from the call's header only, so
+# the reply carries none.
+_HANDSHAKE_REPLY = flight_pb2.HandshakeResponse().SerializeToString()
+
+
+async def _answer_handshake(
+    context: grpc.aio.ServicerContext[bytes, bytes], stall_seconds: float
+) -> None:
+    """Reply to one Handshake message. A payload-exchanging auth handler (pyarrow's
+    ``ClientAuthHandler``) reads a reply to each message before it ends its stream: unanswered,
+    it waited out ``limits.body_timeout_seconds``. A client that takes no reply for that long
+    is timed out as one that sends nothing."""
+    try:
+        await asyncio.wait_for(context.write(_HANDSHAKE_REPLY), stall_seconds)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the client took no reply of the handshake for {stall_seconds:g} seconds; it was ended"
+        ) from None
 
 
 def _table_info(name: str, rows: int, schema: pa.Schema) -> flight_pb2.FlightInfo:
