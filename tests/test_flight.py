@@ -74,10 +74,11 @@ def put(
     client: flight.FlightClient,
     descriptor: flight.FlightDescriptor,
     data: pa.Table,
+    options: flight.FlightCallOptions | None = None,
     batch_rows: int | None = None,
 ) -> dict[str, Any]:
     """One ``do_put``; returns the server's JSON reply (sent after the commit)."""
-    writer, reader = client.do_put(descriptor, data.schema)
+    writer, reader = client.do_put(descriptor, data.schema, options=options)
     writer.write_table(data, max_chunksize=batch_rows)
     writer.done_writing()
     reply = reader.read()
@@ -1608,3 +1609,20 @@ def test_a_handshake_answers_each_message_at_once(
         assert handler.reply == b""
         put(client, path("fl_message_auth"), sample(4))
     assert count(http, "fl_message_auth") == 4
+
+
+@pytest.mark.parametrize("header", ["arrowport.idempotency_key", "arrowport.sequence"])
+def test_a_put_option_sent_as_a_call_header_is_refused(
+    fc: flight.FlightClient, http: httpx.Client, header: str
+) -> None:
+    """Flight SQL's ingestion reads ``arrowport.*`` call headers; a plain put reads its command
+    only, and ignored an idempotency key sent that way (a retry then landed twice)."""
+    options = flight.FlightCallOptions(headers=[(header.encode(), b"7")])
+    for descriptor in (path("fl_header_option"), command(stream_name="fl_header_option")):
+        message = expect_error(
+            lambda descriptor=descriptor: put(fc, descriptor, sample(2), options),
+            "invalid_options",
+            "invalid_argument",
+        )
+        assert f"the call header '{header}' is not read by a plain Flight put" in message
+    assert http.get("/tables/fl_header_option").status_code == 404

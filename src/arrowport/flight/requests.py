@@ -7,6 +7,9 @@ command::
      "key_columns": ["id"], "schema_policy": "evolve", "duplicate_keys": "last_wins",
      "dry_run": false, "idempotency_key": "...", "producer_id": "...", "sequence": 7}
 
+Its options come from the command only: an ``arrowport.*`` call header (how Flight SQL's bulk
+ingestion takes them) is refused rather than ignored.
+
 A read ticket (or a ``get_flight_info`` / ``get_schema`` command) names a table, as plain text or
 ``{"table": "t"}``, or carries a read-only query: ``{"sql": "SELECT ...", "params": [...]}``. It is
 held to ``limits.max_query_body_bytes``, as a ``POST /query`` body is (RESOURCE_EXHAUSTED
@@ -19,6 +22,7 @@ JSON is read as HTTP reads it: a document that repeats a key, at any depth, is r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +35,7 @@ from arrowport.errors import (
     shown,
 )
 from arrowport.flight.protocol import flight_pb2
+from arrowport.flight.sql.ingest import PREFIX as OPTION_HEADER_PREFIX
 from arrowport.ingest import seed_json
 from arrowport.options import IngestRequest, checked_json
 from arrowport.storage.query_inputs import check_parameters, check_sql
@@ -110,6 +115,21 @@ def put_request(descriptor: flight_pb2.FlightDescriptor) -> IngestRequest:
             raise InvalidOptions(f"{what}: target_table and table disagree", field="table")
         document["table"] = target
     return IngestRequest.from_json(stream, document, what)
+
+
+def check_put_headers(headers: Iterable[tuple[str, str]]) -> None:
+    """Refuse a put option sent as a call header (``arrowport.idempotency_key``, as Flight SQL's
+    ingestion takes them): a plain put reads its options from its command only, and an
+    idempotency key or sequence it ignored would let a retry land twice."""
+    for key, _ in headers:
+        if key.startswith(OPTION_HEADER_PREFIX):
+            raise InvalidOptions(
+                f"the call header {shown(key)} is not read by a plain Flight put: send its "
+                "options in its JSON command (FlightDescriptor.for_command), such as "
+                '{"stream_name": "events", "idempotency_key": "k-1"}; call headers carry '
+                "options for Flight SQL's bulk ingestion only",
+                field=key[:SHOWN_CHARS],
+            )
 
 
 def read_request(raw: bytes, max_bytes: int, what: str = "the ticket") -> ReadRequest:

@@ -66,6 +66,7 @@ from arrowport.flight.protocol import flight_pb2
 from arrowport.flight.puts import PutCall, PutLanding, bridged
 from arrowport.flight.requests import (
     ReadRequest,
+    check_put_headers,
     descriptor_request,
     producer_request,
     put_request,
@@ -317,6 +318,7 @@ class FlightService:
                     return
                 request = put_request(first.descriptor)
                 call.stream = request.stream
+                check_put_headers(_text_metadata(context))
                 options = self._ingest.streams.resolve(request, principal)
                 reply = await self._puts.land_arriving(
                     options, first, watched.frame, client, gone, started, self._threads
