@@ -1626,3 +1626,22 @@ def test_a_put_option_sent_as_a_call_header_is_refused(
         )
         assert f"the call header '{header}' is not read by a plain Flight put" in message
     assert http.get("/tables/fl_header_option").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        # Each was refused with a message that misnamed the mistake.
+        ({"stream_name": 5}, "stream_name must be a string"),  # "stream_name is required"
+        ({"stream_name": "s", "target_table": 5}, "target_table must be a string"),  # "table"
+        ({"stream_name": "s", "chunk_size": 1.5}, "chunk_size must be an integer"),  # "a number"
+        ({"stream_name": "s", "dry_run": "yes"}, "dry_run must be true or false"),  # "a true or"
+    ],
+)
+def test_a_put_option_of_the_wrong_type_is_named_as_such(
+    fc: flight.FlightClient, fields: dict[str, Any], expected: str
+) -> None:
+    message = expect_error(
+        lambda: put(fc, command(**fields), sample(1)), "invalid_options", "invalid_argument"
+    )
+    assert message == f"invalid_options: the put command: {expected}", message

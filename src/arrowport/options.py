@@ -249,7 +249,7 @@ TEXT_OPTIONS = tuple(f.name for f in fields(IngestRequest) if f.name != "stream"
 # An empty option means "the stream's configuration decides", as if it were not sent (Flight
 # SQL options; HTTP refuses empty query parameters and headers).
 _EMPTY_IS_UNSET = ("table", "mode", "key_columns", "schema_policy", "duplicate_keys")
-_KIND_NAMES = {int: "number", str: "string", bool: "true or false", list: "list of strings"}
+_KIND_NAMES = {int: "an integer", str: "a string", bool: "true or false", list: "a list of strings"}
 # An integer as text: decimal digits, optionally after "-" (the range checks then say why not);
 # no sign "+", spaces or "_" (Python's int() takes them all).
 _INTEGER_TEXT = re.compile(r"-?[0-9]+")
@@ -267,7 +267,7 @@ def checked_json(name: str, value: Any, kind: type, what: str) -> Any:
     if kind is list and not wrong:
         wrong = not all(isinstance(item, str) for item in value)
     if wrong:
-        raise InvalidOptions(f"{what}: {name} must be a {_KIND_NAMES[kind]}", field=name)
+        raise InvalidOptions(f"{what}: {name} must be {_KIND_NAMES[kind]}", field=name)
     return value
 
 

@@ -106,10 +106,10 @@ def put_request(descriptor: flight_pb2.FlightDescriptor) -> IngestRequest:
         raise InvalidOptions("a put descriptor is a path or a command")
     what = "the put command"
     document = _json_object(descriptor.cmd, what)
-    stream = document.pop("stream_name", None)
-    if not isinstance(stream, str) or not stream:
+    stream = checked_json("stream_name", document.pop("stream_name", None), str, what)
+    if not stream:
         raise InvalidOptions(f"{what}: stream_name is required", field="stream_name")
-    target = document.pop("target_table", None)
+    target = checked_json("target_table", document.pop("target_table", None), str, what)
     if target is not None:
         if document.get("table") not in (None, target):
             raise InvalidOptions(f"{what}: target_table and table disagree", field="table")
