@@ -1645,3 +1645,18 @@ def test_a_put_option_of_the_wrong_type_is_named_as_such(
         lambda: put(fc, command(**fields), sample(1)), "invalid_options", "invalid_argument"
     )
     assert message == f"invalid_options: the put command: {expected}", message
+
+
+def test_describing_a_query_without_its_parameters_says_they_are_missing(
+    fc: flight.FlightClient,
+) -> None:
+    """A query with placeholders described without ``params`` was refused with DuckDB's "This
+    type of statement can't be prepared!", as if it could never take parameters."""
+    descriptor = command(sql="SELECT ? AS a, ? AS b")
+    for describe in (fc.get_flight_info, fc.get_schema):
+        message = expect_error(
+            lambda describe=describe: describe(descriptor), "query_error", "invalid_argument"
+        )
+        assert "the query takes parameters (1, 2) and no values were sent for them" in message
+    described = fc.get_schema(command(sql="SELECT ? AS a", params=[1])).schema
+    assert described.names == ["a"]

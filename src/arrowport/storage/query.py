@@ -351,7 +351,11 @@ def _planned_schema(
     try:
         if not params:
             # A relation is planned, not run, until it is fetched; LIMIT 0 fetches nothing.
-            return cur.sql(sql).limit(0).to_arrow_table().schema
+            try:
+                return cur.sql(sql).limit(0).to_arrow_table().schema
+            except duckdb.BinderException:
+                _check_no_parameters(cur, sql)
+                raise
         # Parameters are bound only by execute, so the query is wrapped to return no rows
         # (its own line, in case it ends with a comment; without its final ';', even one
         # followed by a comment). Caveat: a subquery renames duplicate output names
@@ -365,6 +369,21 @@ def _planned_schema(
         raise _outside(exc, db) from None
     except (duckdb.Error, UnicodeDecodeError, pa.ArrowException) as exc:
         raise _failed(exc, db) from None
+
+
+def _check_no_parameters(cur: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """400 naming the parameters ``sql`` takes, if any: planned without their values, DuckDB
+    says such a query "can't be prepared" (which it can; its values are missing)."""
+    try:
+        statements = cur.extract_statements(sql)
+    except duckdb.Error:
+        return  # the planner's own error says what is wrong
+    names = {name for statement in statements for name in statement.named_parameters}
+    if names:
+        listed = ", ".join(sorted(names, key=lambda name: (len(name), name)))
+        raise QueryError(
+            f"query failed: the query takes parameters ({listed}) and no values were sent for them"
+        )
 
 
 def _without_final_semicolons(sql: str) -> str:
