@@ -1660,3 +1660,16 @@ def test_describing_a_query_without_its_parameters_says_they_are_missing(
         assert "the query takes parameters (1, 2) and no values were sent for them" in message
     described = fc.get_schema(command(sql="SELECT ? AS a", params=[1])).schema
     assert described.names == ["a"]
+
+
+def test_an_upsert_without_key_columns_says_how_a_flight_put_sends_them(
+    fc: flight.FlightClient,
+) -> None:
+    """The refusal named only HTTP's query parameter (``?key_columns=a,b``), which a Flight put
+    cannot send."""
+    message = expect_error(
+        lambda: put(fc, command(stream_name="fl_upsert_no_keys", mode="upsert"), sample(1)),
+        "invalid_options",
+        "invalid_argument",
+    )
+    assert 'a Flight put command: "key_columns": ["a", "b"]' in message, message

@@ -127,8 +127,10 @@ class Streams:
             _check_upsert_only(request, policy.mode)
         elif not policy.key_columns:
             raise InvalidOptions(
-                "mode upsert needs key columns: configure the stream's key_columns "
-                "or send ?key_columns=a,b"
+                "mode upsert needs key columns: configure the stream's key_columns, or send "
+                "key_columns with the request (HTTP: ?key_columns=a,b; a Flight put command: "
+                '"key_columns": ["a", "b"]; Flight SQL: arrowport.key_columns=a,b)',
+                field="key_columns",
             )
         # A stream-limited token writes only to its stream's own table: without this it could
         # name any target table in the request.
