@@ -180,6 +180,33 @@ def test_requests_are_cut_by_rows_and_sent_uncompressed(server: ArrowportProcess
     assert summary.requests == 4
 
 
+def _few_requests(summary: IngestSummary) -> None:
+    assert summary.requests <= 10, "cut into requests of a row or so"
+
+
+@pytest.mark.parametrize("kind", ["polars", "iterable"])
+def test_long_text_views_are_cut_by_their_rows(client: Client, kind: str) -> None:
+    # polars sends strings as views; values past 12 bytes live in buffers every slice shares.
+    text = [f"{i:06d}" + "x" * 994 for i in range(2_000)]  # 2 MB of text
+    frame = pl.DataFrame({"id": range(2_000), "label": text})
+    views = frame.to_arrow(compat_level=pl.CompatLevel.newest())
+    assert views.schema.field("label").type == pa.string_view()
+    data = frame if kind == "polars" else views.to_batches()
+    summary = client.ingest(
+        "kinds",
+        data,
+        table=f"text_views_{kind}",
+        request_bytes=1 << 20,
+        compression=None,
+        progress=_few_requests,
+    )
+    assert summary.requests == 2
+    assert summary.wire_bytes < 2 * 2_000_000  # the text once, not once per request
+    assert counts(client, f"text_views_{kind}") == (2_000, 2_000)
+    landed = client.query(f"SELECT label FROM text_views_{kind} ORDER BY id")
+    assert landed.column("label").to_pylist() == text
+
+
 def test_replace_replaces_once_then_appends(client: Client) -> None:
     client.ingest("modes", rows(500), table="replaced")
     summary = client.ingest(

@@ -19,19 +19,63 @@ Compression = Literal["zstd", "gzip"]
 
 def arrow_reader(data: Any) -> pa.RecordBatchReader | None:
     """``data`` as a reader when it is Arrow data (anything with ``__arrow_c_stream__``: pyarrow
-    tables and readers, polars and pandas DataFrames, DuckDB relations...), else ``None``."""
+    tables and readers, polars and pandas DataFrames, DuckDB relations...), else ``None``; text
+    and binary views come out as large strings and binaries (:func:`without_views`)."""
     if isinstance(data, pa.RecordBatchReader):
-        return data
-    if isinstance(data, pa.Table):
-        return data.to_reader()
-    if isinstance(data, pa.RecordBatch):
-        return pa.RecordBatchReader.from_batches(data.schema, [data])
-    if hasattr(data, "__arrow_c_stream__"):
-        return pa.RecordBatchReader.from_stream(data)
-    if hasattr(data, "__arrow_c_array__"):
+        reader = data
+    elif isinstance(data, pa.Table):
+        reader = data.to_reader()
+    elif isinstance(data, pa.RecordBatch):
+        reader = pa.RecordBatchReader.from_batches(data.schema, [data])
+    elif hasattr(data, "__arrow_c_stream__"):
+        reader = pa.RecordBatchReader.from_stream(data)
+    elif hasattr(data, "__arrow_c_array__"):
         batch = pa.record_batch(data)
-        return pa.RecordBatchReader.from_batches(batch.schema, [batch])
-    return None
+        reader = pa.RecordBatchReader.from_batches(batch.schema, [batch])
+    else:
+        return None
+    schema = without_views(reader.schema)
+    if schema.equals(reader.schema):
+        return reader
+    return pa.RecordBatchReader.from_batches(schema, (batch.cast(schema) for batch in reader))
+
+
+# -- text and binary views -----------------------------------------------------------------------
+
+
+def without_views(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with every text or binary view (polars' strings and binaries, at any depth
+    but inside a dictionary) made a large string or binary.
+
+    The values of a view column live in buffers that every slice of it shares: a slice's
+    ``nbytes``, and the IPC stream of a request holding it, count them all, so a frame of long
+    strings was cut into requests of one row, each carrying all of its text. The large types
+    hold the same values (DuckDB stores both as VARCHAR or BLOB) in buffers a slice cuts.
+    """
+    return pa.schema(
+        [field.with_type(_without_views(field.type)) for field in schema], metadata=schema.metadata
+    )
+
+
+def _without_views(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_string_view(kind):
+        return pa.large_string()
+    if pa.types.is_binary_view(kind):
+        return pa.large_binary()
+    if pa.types.is_list(kind):
+        return pa.list_(kind.value_field.with_type(_without_views(kind.value_type)))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(kind.value_field.with_type(_without_views(kind.value_type)))
+    if pa.types.is_fixed_size_list(kind):
+        value = kind.value_field.with_type(_without_views(kind.value_type))
+        return pa.list_(value, kind.list_size)
+    if pa.types.is_map(kind):
+        key = kind.key_field.with_type(_without_views(kind.key_type))
+        item = kind.item_field.with_type(_without_views(kind.item_type))
+        return pa.map_(key, item, keys_sorted=kind.keys_sorted)
+    if pa.types.is_struct(kind):
+        return pa.struct([field.with_type(_without_views(field.type)) for field in kind])
+    return kind
 
 
 def check_iterable(data: Any, asynchronous: bool = False) -> None:
@@ -54,14 +98,17 @@ def check_iterable(data: Any, asynchronous: bool = False) -> None:
 
 
 def as_batch(item: Any, position: int) -> pa.RecordBatch:
-    """One item of an iterable of batches."""
+    """One item of an iterable of batches (views made large types: :func:`without_views`)."""
     if isinstance(item, pa.RecordBatch):
-        return item
-    if hasattr(item, "__arrow_c_array__"):
-        return pa.record_batch(item)
-    raise TypeError(
-        f"item {position} of the data is a {type(item).__name__}, not a pyarrow.RecordBatch"
-    )
+        batch = item
+    elif hasattr(item, "__arrow_c_array__"):
+        batch = pa.record_batch(item)
+    else:
+        raise TypeError(
+            f"item {position} of the data is a {type(item).__name__}, not a pyarrow.RecordBatch"
+        )
+    schema = without_views(batch.schema)
+    return batch if schema.equals(batch.schema) else batch.cast(schema)
 
 
 def iter_batches(data: Any, cutter: Cutter | None = None) -> Iterator[pa.RecordBatch]:
