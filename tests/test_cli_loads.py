@@ -21,6 +21,7 @@ from tests.test_cli_client import (
     arrowport,
     environment,
     expected,
+    last_line,
     one_line,
     run_on_terminal,
     sample,
@@ -74,6 +75,26 @@ def test_a_changed_file_of_a_replace_load_sends_the_whole_load_again(
     assert stats(server.url, "replaced")[0] == 1_800
     ingest(server, alone, "--stream", "loads", "--table", "replaced", "--mode", "replace")
     assert stats(server.url, "replaced") == expected(300, 5_000)
+
+
+def test_a_replace_load_whose_first_file_sends_nothing_replaces_with_the_next(
+    server: ArrowportProcess, tmp_path: Path
+) -> None:
+    pq.write_table(sample(100, 1_000), tmp_path / "old.parquet")
+    ingest(server, str(tmp_path / "old.parquet"), "--stream", "loads", "--table", "header_first")
+    load = tmp_path / "load"
+    load.mkdir()
+    (load / "1.csv").write_text("id,label,value\n")  # a header alone: no types, sends nothing
+    pq.write_table(sample(50), load / "2.parquet")
+    into = ["--stream", "loads", "--table", "header_first"]
+    created = arrowport(server.url, "ingest", str(load), *into, "--mode", "create")
+    assert created.returncode == 1
+    assert last_line(created).startswith("arrowport: table_exists (409): ")
+    assert stats(server.url, "header_first") == expected(100, 1_000)
+    out = ingest(server, str(load), *into, "--mode", "replace")
+    assert "landed 50 rows from 2 files" in out
+    assert stats(server.url, "header_first") == expected(50)
+    assert "nothing to send" in ingest(server, str(load), *into, "--mode", "replace")
 
 
 def test_files_for_a_stream_that_replaces_land_whole(

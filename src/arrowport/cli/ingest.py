@@ -126,11 +126,13 @@ def run(args: argparse.Namespace) -> int:
     table = args.table
     with connect(args) as client, Display.choose(tally) as display:
         whole, load = _whole_load(client, args, files)
+        begun = False  # whether a file has sent the load's first request
         try:
             for index, item in enumerate(files):
                 display.file_started(item, index)
-                # The first file replaced or created the table: the others append to it.
-                mode: WriteMode | None = "append" if index > 0 and whole else args.mode
+                # The first file to send anything replaced or created the table (a CSV header
+                # alone sends nothing): the others append to it.
+                mode: WriteMode | None = "append" if whole and begun else args.mode
                 try:
                     summary = client.ingest(
                         args.stream,
@@ -154,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
                     where = f"{item.path}, file {index + 1} of {len(files)}"
                     raise CommandError(f"{exc} ({where})") from None
                 table = summary.table or table
+                begun = begun or summary.requests + summary.skipped_requests > 0
                 display.file_done(item, summary)
         except KeyboardInterrupt:
             display.close()
@@ -171,9 +174,9 @@ def _whole_load(
     client: Client, args: argparse.Namespace, files: list[InputFile]
 ) -> tuple[bool, str]:
     """Whether the files replace or create the table (``--mode``, else the stream's own mode),
-    as one load: then only the first does, the others append, and the load's identity (see
-    :func:`load_of`) is in every file's producer id. A locked stream refuses those appends:
-    several files for it are refused before anything is sent."""
+    as one load: then only the first to send anything does, the others append, and the load's
+    identity (see :func:`load_of`) is in every file's producer id. A locked stream refuses those
+    appends: several files for it are refused before anything is sent."""
     from arrowport.cli._files import load_of
     from arrowport.client import RequestError
     from arrowport.client._endpoints import unserved
