@@ -182,6 +182,25 @@ def test_a_directory_and_a_glob_land_every_file(server: ArrowportProcess, tmp_pa
     assert stats(server.url, "from_glob") == expected(4_000)
 
 
+def test_a_quoted_glob_under_the_home_directory_lands(
+    server: ArrowportProcess, tmp_path: Path
+) -> None:
+    (tmp_path / "exports").mkdir()
+    pq.write_table(sample(400), tmp_path / "exports" / "a.parquet")
+    pq.write_table(sample(600, 400), tmp_path / "exports" / "b.parquet")
+    result = subprocess.run(
+        [*ARROWPORT, "ingest", "~/exports/*.parquet", "--stream", "s", "--table", "from_home"],
+        env=environment(server.url) | {"HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "landed 1,000 rows from 2 files" in result.stdout
+    assert stats(server.url, "from_home") == expected(1_000)
+
+
 def test_format_option_overrides_the_name(server: ArrowportProcess, tmp_path: Path) -> None:
     pacsv.write_csv(sample(300), tmp_path / "export.txt")
     result = arrowport(

@@ -143,7 +143,9 @@ def find_files(
                 raise CommandError(f"{argument}: no data files in this directory")
             found += chosen
         elif glob.has_magic(argument):
-            matches = sorted(Path(m) for m in glob.glob(argument, recursive=True))
+            # A quoted pattern reaches us with its ``~`` as typed, as a quoted file name does.
+            pattern = os.path.expanduser(argument)
+            matches = sorted(Path(m) for m in glob.glob(pattern, recursive=True))
             matches = [m for m in matches if m.is_file()]
             if not matches:
                 raise CommandError(f"{argument}: no file matches")
