@@ -112,6 +112,16 @@ def test_every_input_kind_lands_exactly(client: Client, kind: str) -> None:
     assert total == N * (N - 1) // 2
 
 
+def test_a_named_pandas_index_is_sent_as_a_column_even_as_a_range(client: Client) -> None:
+    frame = pd.DataFrame({"id": [1, 2, 3], "label": ["a", "b", "c"]}).set_index("id")
+    assert isinstance(frame.index, pd.RangeIndex)  # pandas keeps 1, 2, 3 as a range
+    client.ingest("kinds", frame, table="pandas_named_range")
+    landed = client.query("SELECT id, label FROM pandas_named_range ORDER BY id").to_pylist()
+    assert landed == [{"id": 1, "label": "a"}, {"id": 2, "label": "b"}, {"id": 3, "label": "c"}]
+    client.ingest("kinds", frame.reset_index(drop=True), table="pandas_unnamed_range")
+    assert [c.name for c in client.table("pandas_unnamed_range").columns] == ["label"]
+
+
 def test_what_is_not_arrow_data_is_refused(client: Client) -> None:
     with pytest.raises(TypeError, match="Arrow PyCapsule"):
         client.ingest("kinds", 42)

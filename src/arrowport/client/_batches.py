@@ -9,6 +9,7 @@ the data.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -27,6 +28,8 @@ def arrow_reader(data: Any) -> pa.RecordBatchReader | None:
         reader = data.to_reader()
     elif isinstance(data, pa.RecordBatch):
         reader = pa.RecordBatchReader.from_batches(data.schema, [data])
+    elif _named_range_index(data):
+        reader = pa.Table.from_pandas(data, preserve_index=True).to_reader()
     elif hasattr(data, "__arrow_c_stream__"):
         reader = pa.RecordBatchReader.from_stream(data)
     elif hasattr(data, "__arrow_c_array__"):
@@ -38,6 +41,22 @@ def arrow_reader(data: Any) -> pa.RecordBatchReader | None:
     if schema.equals(reader.schema):
         return reader
     return pa.RecordBatchReader.from_batches(schema, (batch.cast(schema) for batch in reader))
+
+
+def _named_range_index(data: Any) -> bool:
+    """Whether ``data`` is a pandas DataFrame indexed by a named range.
+
+    pyarrow leaves a range index out (the default 0, 1, 2... is no data), named or not; but
+    pandas keeps ``set_index("id")`` of consecutive numbers as a range, named ``id``: the
+    column would be dropped for its values' order alone.
+    """
+    pandas = sys.modules.get("pandas")  # loaded already if data is one of its frames
+    return (
+        pandas is not None
+        and isinstance(data, pandas.DataFrame)
+        and isinstance(data.index, pandas.RangeIndex)
+        and data.index.name is not None
+    )
 
 
 # -- text and binary views -----------------------------------------------------------------------
