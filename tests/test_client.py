@@ -5,6 +5,8 @@ with their codes, resumes, the read calls, TLS, the asyncio client and a light i
 from __future__ import annotations
 
 import asyncio
+import datetime
+import decimal
 import io
 import json
 import subprocess
@@ -569,6 +571,45 @@ def test_arguments_no_request_could_carry_are_refused_at_the_call(
             assert refused.value.code == "invalid_name"
             with pytest.raises(ValueError, match="request_rows must be at least 1"):
                 await client.ingest("events", rows(10), request_rows=0)
+
+    asyncio.run(asynchronous())
+
+
+class Paths(httpx.BaseTransport):
+    """Sends through the network and notes every request's path."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.paths: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_query_parameters_no_request_could_carry_are_refused_at_the_call(
+    server: ArrowportProcess,
+) -> None:
+    paths = Paths()
+    with Client(server.url, transport=paths, retry=FAST_RETRY) as client:
+        for params in ({"a": 1}, "ab", b"ab"):  # listed: their keys, characters or bytes
+            with pytest.raises(TypeError, match="params must be a list of values"):
+                client.query("SELECT ? AS a", params)
+        for value in (datetime.date(2024, 5, 1), decimal.Decimal("1.5"), b"x"):
+            with pytest.raises(ValueError, match="query parameters must be JSON values"):
+                client.query("SELECT ? AS a", [value])
+        assert paths.paths == []
+        date = client.query("SELECT ?::DATE AS d", [str(datetime.date(2024, 5, 1))])
+        assert date.to_pylist() == [{"d": datetime.date(2024, 5, 1)}]
+        assert client.query("SELECT ? AS a", (7,)).to_pylist() == [{"a": 7}]
+
+    async def asynchronous() -> None:
+        async with AsyncClient(server.url, retry=FAST_RETRY) as client:
+            with pytest.raises(TypeError, match="params must be a list of values"):
+                await client.query("SELECT ? AS a", {"a": 1})
 
     asyncio.run(asynchronous())
 

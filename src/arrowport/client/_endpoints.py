@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import httpx
@@ -24,13 +24,19 @@ def query(sql: str, params: Sequence[Any] | None, format: QueryFormat) -> Call:
         raise ValueError(f"format must be one of {', '.join(_ACCEPT)}, not {format!r}")
     body: dict[str, Any] = {"sql": sql}
     if params is not None:
-        body["params"] = list(params)
+        body["params"] = _parameters(params)
     try:
         text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except ValueError:
         raise ValueError(
             "query parameters must be JSON values, and JSON has no NaN or infinity: pass such a "
             "number as text ('NaN', 'inf') and cast it in the SQL (?::DOUBLE)"
+        ) from None
+    except TypeError as exc:  # a date, a Decimal, bytes...: json names the type
+        raise ValueError(
+            "query parameters must be JSON values (None, booleans, numbers, text, lists and "
+            f"dicts of them): {exc}; pass such a value as text (str(value)) and cast it in the "
+            "SQL (?::DATE, ?::DECIMAL(18, 3))"
         ) from None
     try:
         content = text.encode("utf-8")
@@ -41,6 +47,17 @@ def query(sql: str, params: Sequence[Any] | None, format: QueryFormat) -> Call:
         ) from None
     headers = {"Accept": _ACCEPT[format], "Content-Type": "application/json"}
     return Call("POST", "/query", content=content, headers=headers, retry_timeouts=False)
+
+
+def _parameters(params: Sequence[Any]) -> list[Any]:
+    """The values for the placeholders, in order. A mapping or text is refused: listed, it
+    would bind its keys or its characters, one to each placeholder."""
+    if isinstance(params, str | bytes | bytearray | Mapping):
+        raise TypeError(
+            "params must be a list of values, one for each ? or $n placeholder in order, not a "
+            f"{type(params).__name__}"
+        )
+    return list(params)
 
 
 def arrow_table(response: httpx.Response) -> pa.Table:
