@@ -34,6 +34,7 @@ CONFIG: dict[str, Any] = {
     "streams": {
         "snap": {"table": "snap", "mode": "replace"},
         "locked_snap": {"table": "locked_snap", "mode": "replace", "locked": True},
+        "locked_log": {"table": "locked_log", "mode": "append", "locked": True},
     },
 }
 
@@ -127,6 +128,21 @@ def test_files_for_a_locked_stream_that_replaces_are_refused_before_sending(
     assert many.returncode == 1
     assert "stream_locked (403)" in one_line(many.stderr)
     assert stats(server.url, "locked_snap") == expected(10)  # untouched
+
+
+def test_files_replacing_through_a_stream_locked_to_append_are_refused_for_what_it_is(
+    server: ArrowportProcess, tmp_path: Path
+) -> None:
+    pq.write_table(sample(10), tmp_path / "a.parquet")
+    pq.write_table(sample(20, 100), tmp_path / "b.parquet")
+    result = arrowport(
+        server.url, "ingest", str(tmp_path), "--stream", "locked_log", "--mode", "replace"
+    )
+    assert result.returncode == 1
+    line = last_line(result)
+    assert line.startswith("arrowport: stream_locked (403): "), line
+    assert "mode='replace' (configured: 'append')" in line
+    assert not table_exists(server.url, "locked_log")
 
 
 def test_an_arrow_stream_of_no_rows_creates_or_empties_the_table(

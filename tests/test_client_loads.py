@@ -45,6 +45,7 @@ CONFIG = {
         "snap": {"table": "snap", "mode": "replace"},
         "fresh": {"mode": "create"},
         "locked_snap": {"table": "locked_snap", "mode": "replace", "locked": True},
+        "locked_log": {"table": "locked_log", "mode": "append", "locked": True},
         "keyed": {"mode": "upsert", "key_columns": ["id"], "schema_policy": "evolve"},
     },
 }
@@ -110,6 +111,17 @@ def test_a_locked_stream_that_replaces_refuses_many_requests_before_sending(
             assert (caught.value.code, caught.value.status) == ("stream_locked", 403)
             assert "nothing was sent" in caught.value.message
     assert ids(client, "locked_snap") == (300, 0, 299)  # untouched
+
+
+def test_a_mode_a_locked_stream_is_not_locked_to_is_refused_for_what_it_is(
+    client: Client,
+) -> None:
+    for mode in ("replace", "create"):
+        with pytest.raises(RequestError) as caught:
+            client.ingest("locked_log", rows(5_000), mode=mode, request_rows=1_000)
+        assert (caught.value.code, caught.value.status) == ("stream_locked", 403)
+        assert f"mode={mode!r} (configured: 'append')" in caught.value.message
+    assert "locked_log" not in [t.name for t in client.tables()]
 
 
 def test_the_async_client_learns_the_stream_too(server: ArrowportProcess, client: Client) -> None:

@@ -192,7 +192,8 @@ def _whole_load(
     mode = args.mode or (stream.mode if stream is not None else "append")
     if mode not in ("replace", "create"):
         return False, ""
-    if stream is not None and stream.locked and len(files) > 1:
+    # Another mode than its own is refused by the server with the first request, saying so.
+    if stream is not None and stream.locked and mode == stream.mode and len(files) > 1:
         raise CommandError(
             f"stream {args.stream!r} is locked to its configuration, so it takes mode {mode} one "
             f"request at a time: each would {mode} the table, and {len(files)} files cannot "

@@ -196,7 +196,9 @@ class IngestRun:
             return
         mode = self.template.mode or stream.mode
         self._stream_mode = mode
-        if mode in ("replace", "create") and stream.locked:
+        # A mode the locked stream is not locked to is the server's to refuse, with the first
+        # request (nothing lands): it says which option differs.
+        if mode in ("replace", "create") and stream.locked and mode == stream.mode:
             raise RequestError(
                 "stream_locked",
                 403,
