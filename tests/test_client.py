@@ -180,6 +180,24 @@ def test_requests_are_cut_by_size(server: ArrowportProcess) -> None:
     assert summary.wire_bytes == sum(len(b) for b in recording.bodies)
 
 
+def test_long_text_views_are_made_large_strings_a_piece_at_a_time(client: Client) -> None:
+    # 64 MB of text in one polars chunk: cast whole, the call would hold a copy of all of it.
+    frame = pl.DataFrame(
+        {"id": range(64_000), "label": [f"{i:06d}" + "x" * 994 for i in range(64_000)]}
+    )
+    peak = 0
+
+    def progress(summary: IngestSummary) -> None:
+        nonlocal peak
+        peak = max(peak, pa.total_allocated_bytes() - before)
+
+    before = pa.total_allocated_bytes()
+    summary = client.ingest("kinds", frame, table="text_views_pieces", progress=progress)
+    assert summary.rows == 64_000
+    assert peak < 48_000_000  # about two requests of 16 MiB, whatever the size of the data
+    assert counts(client, "text_views_pieces") == (64_000, 64_000)
+
+
 def test_requests_are_cut_by_rows_and_sent_uncompressed(server: ArrowportProcess) -> None:
     recording = Recording()
     with Client(server.url, transport=recording) as client:

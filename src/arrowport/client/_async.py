@@ -14,7 +14,7 @@ from arrowport.client import _endpoints as endpoints
 from arrowport.client._batches import (
     Compression,
     arrow_reader,
-    as_batch,
+    as_batches,
     check_iterable,
     encode,
     next_batch,
@@ -186,14 +186,16 @@ class AsyncClient:
         elif isinstance(data, AsyncIterable):
             position = 0
             async for item in data:
-                for ready in run.cutter.add(as_batch(item, position)):
-                    yield ready
+                for batch in as_batches(item, position):
+                    for ready in run.cutter.add(batch):
+                        yield ready
                 position += 1
         else:
             check_iterable(data, asynchronous=True)
             for position, item in enumerate(data):
-                for ready in run.cutter.add(as_batch(item, position)):
-                    yield ready
+                for batch in as_batches(item, position):
+                    for ready in run.cutter.add(batch):
+                        yield ready
         last = run.cutter.finish()
         if last is not None:
             yield last

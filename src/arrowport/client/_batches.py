@@ -16,6 +16,8 @@ from typing import Any, Literal
 import pyarrow as pa
 
 Compression = Literal["zstd", "gzip"]
+#: Arrow bytes of text and binary views cast to large types at once (see :func:`without_views`).
+_CAST_BYTES = 16 * 1024 * 1024
 
 
 def arrow_reader(data: Any) -> pa.RecordBatchReader | None:
@@ -40,7 +42,8 @@ def arrow_reader(data: Any) -> pa.RecordBatchReader | None:
     schema = without_views(reader.schema)
     if schema.equals(reader.schema):
         return reader
-    return pa.RecordBatchReader.from_batches(schema, (batch.cast(schema) for batch in reader))
+    pieces = (piece for batch in reader for piece in _cast_views(batch, schema))
+    return pa.RecordBatchReader.from_batches(schema, pieces)
 
 
 def _named_range_index(data: Any) -> bool:
@@ -74,6 +77,22 @@ def without_views(schema: pa.Schema) -> pa.Schema:
     return pa.schema(
         [field.with_type(_without_views(field.type)) for field in schema], metadata=schema.metadata
     )
+
+
+def _cast_views(batch: pa.RecordBatch, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """``batch`` as ``schema`` (:func:`without_views`), cast a piece of about
+    :data:`_CAST_BYTES` at a time: a copy of all of a large frame's text at once would double
+    the memory the call holds."""
+    if schema.equals(batch.schema):
+        yield batch
+        return
+    if batch.num_rows == 0:
+        yield batch.cast(schema)
+        return
+    # The batch's nbytes counts each shared buffer once: its rows' bytes, about.
+    step = max(1, _CAST_BYTES * batch.num_rows // max(batch.nbytes, 1))
+    for start in range(0, batch.num_rows, step):
+        yield batch.slice(start, step).cast(schema)
 
 
 def _without_views(kind: pa.DataType) -> pa.DataType:
@@ -116,8 +135,9 @@ def check_iterable(data: Any, asynchronous: bool = False) -> None:
         )
 
 
-def as_batch(item: Any, position: int) -> pa.RecordBatch:
-    """One item of an iterable of batches (views made large types: :func:`without_views`)."""
+def as_batches(item: Any, position: int) -> Iterator[pa.RecordBatch]:
+    """One item of an iterable of batches, in pieces where its views are cast
+    (:func:`without_views`)."""
     if isinstance(item, pa.RecordBatch):
         batch = item
     elif hasattr(item, "__arrow_c_array__"):
@@ -126,8 +146,7 @@ def as_batch(item: Any, position: int) -> pa.RecordBatch:
         raise TypeError(
             f"item {position} of the data is a {type(item).__name__}, not a pyarrow.RecordBatch"
         )
-    schema = without_views(batch.schema)
-    return batch if schema.equals(batch.schema) else batch.cast(schema)
+    yield from _cast_views(batch, without_views(batch.schema))
 
 
 def iter_batches(data: Any, cutter: Cutter | None = None) -> Iterator[pa.RecordBatch]:
@@ -141,7 +160,7 @@ def iter_batches(data: Any, cutter: Cutter | None = None) -> Iterator[pa.RecordB
         return
     check_iterable(data)
     for position, item in enumerate(data):
-        yield as_batch(item, position)
+        yield from as_batches(item, position)
 
 
 def next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
