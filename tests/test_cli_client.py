@@ -486,6 +486,24 @@ def test_an_ndjson_key_with_no_common_type_is_refused_before_sending(
         assert not table_exists(server.url, path.stem)
 
 
+def test_a_json_array_is_refused_as_not_one_object_per_line(
+    server: ArrowportProcess, tmp_path: Path
+) -> None:
+    for name, text in (
+        ("array.json", '[{"a": 1}, {"a": 2}]\n'),
+        ("pretty.json", '[\n  {"a": 1},\n  {"a": 2}\n]\n'),
+        ("later.ndjson", '{"a": 1}\n[{"a": 2}]\n'),
+    ):
+        path = tmp_path / name
+        path.write_text(text)
+        result = arrowport(server.url, "ingest", str(path), "--stream", "s", "--table", "arrays")
+        assert result.returncode == 1
+        message = one_line(result.stderr)
+        line = 2 if name == "later.ndjson" else 1
+        assert f"{name}: line {line} starts a JSON array: ndjson holds one JSON object" in message
+        assert not table_exists(server.url, "arrays")
+
+
 def ipc_stream_prefix(batches: list[pa.RecordBatch]) -> bytes:
     """An IPC stream of ``batches`` as a writer leaves it before it is closed: no end marker."""
     sink = pa.BufferOutputStream()

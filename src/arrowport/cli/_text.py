@@ -133,6 +133,12 @@ _CHANGED = re.compile(r"^JSON parse error: Column\(/(.*)\) changed from (\w+) to
 
 def _failure(path: Path, first: int, block: bytes, message: str) -> CommandError:
     """pyarrow's parse error, with the file's line for the block's row it names."""
+    if (array := _array_line(first, block)) is not None:
+        # A .json file is often one JSON array, which pyarrow reports as a column's change.
+        return CommandError(
+            f"{path}: line {array} starts a JSON array: ndjson holds one JSON object per line "
+            "(`jq -c '.[]'` writes an array's objects that way)"
+        )
     row = _ROW.search(message)
     if row is None:
         return CommandError(f"{path}: cannot read it as ndjson ({_lines(first, block)}): {message}")
@@ -145,6 +151,14 @@ def _failure(path: Path, first: int, block: bytes, message: str) -> CommandError
             "column cannot hold both"
         )
     return CommandError(f"{path}: cannot read it as ndjson (line {line}): {message[: row.start()]}")
+
+
+def _array_line(first: int, block: bytes) -> int | None:
+    """The line of the block's first line that starts a JSON array, if any."""
+    for offset, text in enumerate(block.split(b"\n")):
+        if text.lstrip().startswith(b"["):
+            return first + offset
+    return None
 
 
 def _line_of(first: int, block: bytes, row: int) -> int:
