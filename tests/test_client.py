@@ -23,6 +23,7 @@ import httpx
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pytest
 import trustme
 import zstandard
@@ -96,6 +97,14 @@ INPUTS: dict[str, Any] = {
     "pandas_dataframe": lambda: pd.DataFrame(
         {"id": range(N), "label": [f"row-{i}" for i in range(N)]}
     ),
+    "pyarrow_dataset": lambda: ds.dataset(rows(N).to_batches(max_chunksize=4_000)),
+    "pyarrow_scanner": lambda: ds.dataset(rows(N)).scanner(batch_size=2_500),
+    "iterable_of_frames": lambda: (
+        pl.DataFrame(
+            {"id": range(s, s + 5_000), "label": [f"row-{i}" for i in range(s, s + 5_000)]}
+        )
+        for s in range(0, N, 5_000)
+    ),
     "duckdb_relation": lambda: duckdb.sql(
         f"SELECT range AS id, 'row-' || range AS label FROM range({N})"
     ),
@@ -131,6 +140,10 @@ def test_what_is_not_arrow_data_is_refused(client: Client) -> None:
         client.ingest("kinds", "SELECT 1")
     with pytest.raises(TypeError, match="item 1 of the data is a int"):
         client.ingest("kinds", [rows(1).to_batches()[0], 7], table="refused")
+    with pytest.raises(
+        TypeError, match=r"LazyFrame \(a polars LazyFrame: pass frame.collect\(\)\)"
+    ):
+        client.ingest("kinds", pl.LazyFrame({"id": [1]}), table="refused")
 
 
 # -- cutting into requests -----------------------------------------------------------------------

@@ -32,6 +32,8 @@ def arrow_reader(data: Any) -> pa.RecordBatchReader | None:
         reader = pa.RecordBatchReader.from_batches(data.schema, [data])
     elif _named_range_index(data):
         reader = pa.Table.from_pandas(data, preserve_index=True).to_reader()
+    elif (scanned := _scanned(data)) is not None:
+        reader = scanned
     elif hasattr(data, "__arrow_c_stream__"):
         reader = pa.RecordBatchReader.from_stream(data)
     elif hasattr(data, "__arrow_c_array__"):
@@ -44,6 +46,19 @@ def arrow_reader(data: Any) -> pa.RecordBatchReader | None:
         return reader
     pieces = (piece for batch in reader for piece in _cast_views(batch, schema))
     return pa.RecordBatchReader.from_batches(schema, pieces)
+
+
+def _scanned(data: Any) -> pa.RecordBatchReader | None:
+    """A pyarrow Dataset or Scanner (which do not speak the stream interface), read batch by
+    batch in file order; ``None`` for anything else."""
+    dataset = sys.modules.get("pyarrow.dataset")  # loaded already if data is one of its own
+    if dataset is None:
+        return None
+    if isinstance(data, dataset.Dataset):
+        return data.scanner().to_reader()
+    if isinstance(data, dataset.Scanner):
+        return data.to_reader()
+    return None
 
 
 def _named_range_index(data: Any) -> bool:
@@ -128,25 +143,29 @@ def check_iterable(data: Any, asynchronous: bool = False) -> None:
     if isinstance(data, AsyncIterable) and not isinstance(data, Iterable) and not asynchronous:
         raise TypeError("an asynchronous iterable needs AsyncClient.ingest")
     if not isinstance(data, Iterable | AsyncIterable):
+        lazy = " (a polars LazyFrame: pass frame.collect())" if hasattr(data, "collect") else ""
         raise TypeError(
-            f"cannot ingest a {type(data).__name__}: it speaks neither the Arrow PyCapsule "
-            "stream interface (__arrow_c_stream__) nor iteration; for pandas use "
-            "pyarrow.Table.from_pandas(frame)"
+            f"cannot ingest a {type(data).__name__}{lazy}: it speaks neither the Arrow "
+            "PyCapsule stream interface (__arrow_c_stream__) nor iteration"
         )
 
 
 def as_batches(item: Any, position: int) -> Iterator[pa.RecordBatch]:
-    """One item of an iterable of batches, in pieces where its views are cast
-    (:func:`without_views`)."""
+    """One item of an iterable of batches (or of tables and frames), in pieces where its views
+    are cast (:func:`without_views`)."""
     if isinstance(item, pa.RecordBatch):
-        batch = item
+        batches: Iterable[pa.RecordBatch] = (item,)
     elif hasattr(item, "__arrow_c_array__"):
-        batch = pa.record_batch(item)
+        batches = (pa.record_batch(item),)
+    elif hasattr(item, "__arrow_c_stream__"):
+        batches = pa.RecordBatchReader.from_stream(item)
     else:
         raise TypeError(
-            f"item {position} of the data is a {type(item).__name__}, not a pyarrow.RecordBatch"
+            f"item {position} of the data is a {type(item).__name__}, not a pyarrow.RecordBatch "
+            "(nor a table or frame speaking the Arrow PyCapsule interface)"
         )
-    yield from _cast_views(batch, without_views(batch.schema))
+    for batch in batches:
+        yield from _cast_views(batch, without_views(batch.schema))
 
 
 def iter_batches(data: Any, cutter: Cutter | None = None) -> Iterator[pa.RecordBatch]:
