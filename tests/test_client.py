@@ -489,6 +489,25 @@ class Interrupted(Exception):
     pass
 
 
+def test_a_request_cut_by_rows_alone_sends_a_large_batch_as_messages_the_server_takes(
+    tmp_path: Path,
+) -> None:
+    """``resume=True`` cuts by rows alone: 1M rows of 40 bytes are one request, and one batch
+    of them was one IPC message, past the server's ``limits.max_message_bytes`` (413)."""
+    config = {"limits": {"max_message_bytes": 24 * 1024**2}}
+    data = pa.table(
+        {"id": pa.array(range(1_000_000), pa.int64()), "pad": pa.array(["x" * 28] * 1_000_000)}
+    )
+    assert data.nbytes > 36 * 1024**2
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        Client(server.url, retry=FAST_RETRY) as client,
+    ):
+        summary = client.ingest("wide", data, table="wide", producer_id="p", resume=True)
+        assert (summary.rows, summary.requests) == (1_000_000, 1)
+        assert counts(client, "wide") == (1_000_000, 1_000_000)
+
+
 def test_resume_skips_what_an_interrupted_run_landed(client: Client) -> None:
     data = rows(10_000)
 

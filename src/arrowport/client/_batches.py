@@ -190,6 +190,24 @@ def next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
         return None
 
 
+# -- IPC messages ---------------------------------------------------------------------------------
+
+#: Most Arrow bytes of one IPC message: a request cut by rows alone (``resume=True``) may hold a
+#: batch of any size, and the server refuses a message past ``limits.max_message_bytes``.
+MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def _messages(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+    """``batch`` in slices of about :data:`MESSAGE_BYTES` at most (by its rows' mean size)."""
+    size = rows_bytes(batch)
+    if size <= MESSAGE_BYTES or batch.num_rows <= 1:
+        yield batch
+        return
+    rows = max(1, batch.num_rows * MESSAGE_BYTES // size)
+    for offset in range(0, batch.num_rows, rows):
+        yield batch.slice(offset, rows)
+
+
 # -- cutting batches into requests ---------------------------------------------------------------
 
 
@@ -313,12 +331,14 @@ class Cutter:
 
 def encode(batches: Sequence[pa.RecordBatch], compression: Compression | None) -> bytes:
     """One Arrow IPC stream (with its end-of-stream marker) of ``batches``, compressed whole as
-    the ``Content-Encoding`` says."""
+    the ``Content-Encoding`` says; a batch of more than :data:`MESSAGE_BYTES` goes as several
+    messages."""
     sink = pa.BufferOutputStream()
     out = sink if compression is None else pa.CompressedOutputStream(sink, compression)
     with pa.ipc.new_stream(out, batches[0].schema) as writer:
         for batch in batches:
-            writer.write_batch(batch)
+            for piece in _messages(batch):
+                writer.write_batch(piece)
     if compression is not None:
         out.close()
     body: bytes = sink.getvalue().to_pybytes()
