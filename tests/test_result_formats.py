@@ -106,6 +106,33 @@ def test_bignum_is_written_as_its_digits(client: httpx.Client) -> None:
     assert csv_text(client, sql) == f'"a","b","c","d","e"\n"1","-256",,"{2**100}","[""0""]"\n'
 
 
+# -- DECIMAL -----------------------------------------------------------------------------------
+
+
+def test_decimals_are_plain_digits_at_their_scale(client: httpx.Client) -> None:
+    """Small decimals came out in exponent form (``0E-10``, ``1.000E-7``), as Python's and
+    Arrow's decimal text writes them: in JSON and in CSV alike."""
+    sql = (
+        "SELECT 0::DECIMAL(18, 10) AS z, 0.0000001::DECIMAL(18, 10) AS s, "
+        "(-0.00000005)::DECIMAL(10, 8) AS n, 123.45::DECIMAL(5, 2) AS d, "
+        "[0.0000001::DECIMAL(18, 10), NULL] AS l, NULL::DECIMAL(20, 12) AS e"
+    )
+    assert json_rows(client, sql) == [
+        {
+            "z": "0.0000000000",
+            "s": "0.0000001000",
+            "n": "-0.00000005",
+            "d": "123.45",
+            "l": ["0.0000001000", None],
+            "e": None,
+        }
+    ]
+    assert csv_text(client, sql) == (
+        '"z","s","n","d","l","e"\n'
+        '"0.0000000000","0.0000001000","-0.00000005",123.45,"[""0.0000001000"",null]",\n'
+    )
+
+
 # -- DuckDB's infinities and dates Python cannot hold ------------------------------------------------
 
 INFINITIES = (

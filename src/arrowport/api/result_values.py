@@ -151,6 +151,12 @@ def finite(value: Any) -> Any:
     return value
 
 
+def decimal_text(value: decimal.Decimal) -> str:
+    """A decimal as plain digits at its scale: ``str`` writes small ones in exponent form
+    (``0E-10``, ``1.000E-7``), which is not the number's text in DuckDB or a spreadsheet."""
+    return format(value, "f")
+
+
 def json_value(value: Any) -> Any:
     """What ``json.dumps`` writes for a value it cannot write as it is."""
     if isinstance(value, dt.datetime | dt.date | dt.time):
@@ -158,7 +164,7 @@ def json_value(value: Any) -> Any:
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
     if isinstance(value, decimal.Decimal):
-        return str(value)
+        return decimal_text(value)
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if isinstance(value, uuid.UUID):

@@ -9,12 +9,13 @@ Rendering counts against the query's time limit like the query itself.
 
 JSON is ``{"columns": [{"name", "type"}], "rows": [{...}], "row_count": n}``: dates, times and
 timestamps in ISO form (years past 9999 too; DuckDB's ``infinity`` and ``-infinity`` by name),
-decimals and BIGNUMs as strings, binary as base64, NaN and infinities as null, a union as its
-value. Columns (and struct fields) that share a name get a suffix (``a``, ``a_2``) so that no
-value is lost from a row's object.
+decimals (plain digits, never exponent form) and BIGNUMs as strings, binary as base64, NaN and
+infinities as null, a union as its value. Columns (and struct fields) that share a name get a
+suffix (``a``, ``a_2``) so that no value is lost from a row's object.
 
 CSV writes numbers, booleans, text, dates, times and timestamps as Arrow does (the same names for
-the infinities); every other value — binary, lists, structs, maps, unions, fixed-size arrays,
+the infinities), but for decimals Arrow would write in exponent form (quoted plain digits
+instead); every other value — binary, lists, structs, maps, unions, fixed-size arrays,
 intervals, BIGNUMs — is written as its JSON rendering (binary as base64, nested values as JSON
 text), so a value never breaks the CSV or is left out.
 """
@@ -36,7 +37,13 @@ from arrowport.api.calendar_text import (
     is_calendar,
     outside_calendar,
 )
-from arrowport.api.result_values import finite, json_value, json_values, unique_names
+from arrowport.api.result_values import (
+    decimal_text,
+    finite,
+    json_value,
+    json_values,
+    unique_names,
+)
 from arrowport.errors import InvalidOptions, ResultTooLarge
 from arrowport.reads import ResultBudget
 from arrowport.storage.query import QueryResult
@@ -233,11 +240,21 @@ def _csv_column(column: pa.Array) -> pa.Array:
     dtype = column.type
     if is_calendar(dtype):
         return _calendar_csv(column)
+    if _exponent_decimal(dtype):
+        digits = [None if value is None else decimal_text(value) for value in column.to_pylist()]
+        return pa.array(digits, pa.string())
     if _csv_plain(dtype):
         return column
     if isinstance(dtype, pa.DictionaryType):
         return _csv_column(column.dictionary_decode())
     return pa.array([_csv_cell(value) for value in json_values(column)], pa.string())
+
+
+def _exponent_decimal(dtype: pa.DataType) -> bool:
+    """Whether Arrow may write this decimal type's values in exponent form: it does where a
+    value's exponent would be below -6 (``0E-10`` for zero at scale 10, ``1.000E-7``), so for
+    any scale above 6."""
+    return bool(pa.types.is_decimal(dtype)) and not 0 <= dtype.scale <= 6
 
 
 def _csv_plain(dtype: pa.DataType) -> bool:
