@@ -415,6 +415,27 @@ def test_queries_and_parameterised_queries(conn: dbapi.Connection) -> None:
     assert big.num_rows == 300_000
 
 
+UNSIGNED = (
+    "SELECT '340282366920938463463374607431768211455'::UHUGEINT AS u, "
+    "?::UHUGEINT + 170141183460469231731687303715884105727::UHUGEINT AS v"
+)
+
+
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_uhugeints_past_2_to_the_127_are_answered_exactly(
+    server: ArrowportProcess, autocommit: bool
+) -> None:
+    """DuckDB exports UHUGEINT as a decimal128 holding its bits: 2^128 - 1 was answered as -1.
+    Described and answered as decimal256(39, 0), in a transaction or not."""
+    with dbapi.connect(server.flight_url, autocommit=autocommit) as connection:
+        with connection.cursor() as cur:
+            described = cur.adbc_execute_schema(UNSIGNED.replace("?", "1"))
+        table = fetch(connection, UNSIGNED, [1])
+    unsigned = pa.decimal256(39, 0)
+    assert described.types == table.schema.types == [unsigned, unsigned]
+    assert table.to_pylist() == [{"u": Decimal(2**128 - 1), "v": Decimal(2**127)}]
+
+
 def test_a_query_without_rows_answers_its_schema(conn: dbapi.Connection) -> None:
     empty = fetch(conn, "SELECT 1 AS a, 'x' AS b WHERE false")
     assert empty.num_rows == 0

@@ -133,6 +133,29 @@ def test_decimals_are_plain_digits_at_their_scale(client: httpx.Client) -> None:
     )
 
 
+# -- UHUGEINT ----------------------------------------------------------------------------------
+
+UNSIGNED = (
+    "SELECT x::UHUGEINT AS u FROM (VALUES (1, '0'), (2, '170141183460469231731687303715884105728'), "
+    "(3, '340282366920938463463374607431768211455'), (4, NULL)) v(i, x) ORDER BY i"
+)
+UNSIGNED_VALUES = [0, 2**127, 2**128 - 1, None]
+
+
+def test_uhugeints_past_2_to_the_127_read_back_as_they_are(client: httpx.Client) -> None:
+    """DuckDB exports UHUGEINT as a decimal128 holding its bits, so 2^128 - 1 read back as -1
+    (and 2^127 as -2^127) in every format."""
+    table = pa.ipc.open_stream(answer(client, UNSIGNED, ARROW).content).read_all()
+    assert table.schema.field("u").type == pa.decimal256(39, 0)
+    assert [None if v is None else int(v) for v in table.column("u").to_pylist()] == (
+        UNSIGNED_VALUES
+    )
+    rows = json_rows(client, UNSIGNED)
+    assert [row["u"] for row in rows] == [None if v is None else str(v) for v in UNSIGNED_VALUES]
+    lines = csv_text(client, UNSIGNED).splitlines()
+    assert lines == ['"u"', "0", str(2**127), str(2**128 - 1), ""]
+
+
 # -- DuckDB's infinities and dates Python cannot hold ------------------------------------------------
 
 INFINITIES = (

@@ -32,6 +32,7 @@ from arrowport.storage.identifiers import (
     quote,
 )
 from arrowport.storage.query import _check, _failed, _snapshot, schema_in
+from arrowport.storage.result_types import relation_schema
 
 if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
@@ -168,8 +169,9 @@ def tables(
                 continue
             arrow_schema = None
             if with_schemas:
-                relation = cur.sql(f"SELECT * FROM {quote(schema)}.{quote(name)}")
-                arrow_schema = relation.limit(0).to_arrow_table().schema
+                arrow_schema = relation_schema(
+                    cur.sql(f"SELECT * FROM {quote(schema)}.{quote(name)}")
+                )
             found.append(TableEntry(catalog, schema, name, arrow_schema))
     return found
 

@@ -36,6 +36,12 @@ from arrowport.storage.identifiers import (
 )
 from arrowport.storage.query_stop import QueryDeadline, QueryStop
 from arrowport.storage.result_batches import batch_rows, streaming
+from arrowport.storage.result_types import (
+    column_mends,
+    mended_batch,
+    mended_schema,
+    relation_schema,
+)
 from arrowport.storage.schema import Column
 
 # Bound values: positional (``?``, ``$1``) as a sequence, named (``$name``) as a mapping.
@@ -155,7 +161,8 @@ class QueryResult:
         self._db = db
         self._cursor = cursor
         self.reader = reader
-        self.schema: pa.Schema = reader.schema
+        self._mends = column_mends(cursor.description)
+        self.schema: pa.Schema = mended_schema(reader.schema, self._mends)
         self._deadline = deadline
         self._closed = False
         self._on_close: list[Callable[[], None]] = []
@@ -176,7 +183,8 @@ class QueryResult:
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         try:
-            yield from self.reader
+            for batch in self.reader:
+                yield mended_batch(batch, self._mends)
         except duckdb.PermissionException as exc:
             raise _outside(exc, self._db) from None
         except (duckdb.Error, pa.ArrowException, OSError) as exc:
@@ -290,7 +298,7 @@ def list_table_schemas(db: Database) -> list[tuple[TableInfo, pa.Schema]]:
 
 
 def _arrow_schema(cur: duckdb.DuckDBPyConnection, schema: str, table: str) -> pa.Schema:
-    return cur.sql(f"SELECT * FROM {_sql_name(schema, table)}").limit(0).to_arrow_table().schema
+    return relation_schema(cur.sql(f"SELECT * FROM {_sql_name(schema, table)}"))
 
 
 def describe_table(db: Database, name: str) -> TableInfo:
@@ -352,7 +360,7 @@ def _planned_schema(
         if not params:
             # A relation is planned, not run, until it is fetched; LIMIT 0 fetches nothing.
             try:
-                return cur.sql(sql).limit(0).to_arrow_table().schema
+                return relation_schema(cur.sql(sql))
             except duckdb.BinderException:
                 _check_no_parameters(cur, sql)
                 raise
@@ -362,7 +370,8 @@ def _planned_schema(
         # (a, a -> a, a_1).
         wrapped = f"SELECT * FROM (\n{_without_final_semicolons(sql)}\n) LIMIT 0"
         try:
-            return cur.execute(wrapped, _bound(params)).to_arrow_reader().schema
+            reader = cur.execute(wrapped, _bound(params)).to_arrow_reader()
+            return mended_schema(reader.schema, column_mends(cur.description))
         except duckdb.ParserException:
             return None
     except duckdb.PermissionException as exc:

@@ -42,6 +42,7 @@ from arrowport.storage.query import (
 )
 from arrowport.storage.query_stop import QueryDeadline, QueryStop
 from arrowport.storage.result_batches import batch_rows, streaming
+from arrowport.storage.result_types import column_mends, mended_batch, mended_schema
 
 if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
@@ -125,8 +126,11 @@ class Snapshot:
                     reader = self._cursor.to_arrow_reader(batch_rows(description, widest))
                 except BaseException as exc:
                     raise self._failure(exc, deadline, stop) from None
+                mends = column_mends(description)
+                schema = mended_schema(reader.schema, mends)
+                batches = (mended_batch(b, mends) for b in self._batches(reader, deadline, stop))
                 try:
-                    yield Rows(reader.schema, self._batches(reader, deadline, stop))
+                    yield Rows(schema, batches)
                 finally:
                     # Rows left unread (a caller wanting only the schema) end with the block,
                     # not at the transaction's next query.
