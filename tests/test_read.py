@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import re
@@ -290,6 +291,26 @@ def test_query_unsupported_content_type(client: httpx.Client) -> None:
     )
     assert response.status_code == 415
     assert response.json()["code"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zstd", "br"])
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
+def test_a_compressed_query_body_is_415(
+    client: httpx.Client, encoding: str, content_type: str
+) -> None:
+    """The body was read as it came: gzip's bytes were 400 invalid_json, or 422 not UTF-8."""
+    body = json.dumps({"sql": "SELECT 1"}) if content_type == "application/json" else "SELECT 1"
+    packed = gzip.compress(body.encode()) if encoding == "gzip" else body.encode()
+    response = client.post(
+        "/query",
+        content=packed,
+        headers={"Content-Type": content_type, "Content-Encoding": encoding},
+    )
+    assert response.status_code == 415, response.text
+    assert response.json()["code"] == "unsupported_media_type"
+    assert encoding in response.json()["message"]
+    plain = client.post("/query", content=body, headers={"Content-Type": content_type})
+    assert plain.status_code == 200, plain.text
 
 
 # -- streams -------------------------------------------------------------------------------------

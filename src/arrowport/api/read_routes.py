@@ -129,6 +129,7 @@ async def _query_request(request: Request) -> QueryRequest:
         raise UnsupportedMediaType(
             f"unsupported Content-Type {media_type!r}: send application/json or text/plain"
         )
+    _check_uncompressed(request)
     ingest = services(request).ingest
     limit = services(request).settings.limits.max_query_body_bytes
     declared = request.headers.get("content-length")
@@ -151,6 +152,17 @@ async def _query_request(request: Request) -> QueryRequest:
         # A megabyte of values takes a while to walk: not on the event loop.
         await run_in_threadpool(check_parameters, parsed.params)
     return parsed
+
+
+def _check_uncompressed(request: Request) -> None:
+    """415 for a compressed body: a query is small, and read as it is, gzip's bytes were
+    answered as JSON or SQL that is not valid (400, 422) instead of as the encoding refused."""
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"unsupported Content-Encoding {encoding!r}: send the query uncompressed",
+            content_encoding=encoding,
+        )
 
 
 _ANSWER_TYPES = (ARROW_STREAM, JSON, CSV)  # in the order preferred at equal quality
