@@ -156,6 +156,22 @@ def test_uhugeints_past_2_to_the_127_read_back_as_they_are(client: httpx.Client)
     assert lines == ['"u"', "0", str(2**127), str(2**128 - 1), ""]
 
 
+# -- BIT ---------------------------------------------------------------------------------------
+
+BITS = "SELECT '0101'::BIT AS b, '1'::BIT AS one, '10000000011'::BIT AS long, NULL::BIT AS n"
+
+
+def test_bits_are_answered_as_their_digits(client: httpx.Client) -> None:
+    """DuckDB exports BIT as its own bytes: '0101' was answered as the bytes 04 f5 (base64
+    "BPU=" in JSON and CSV)."""
+    table = pa.ipc.open_stream(answer(client, BITS, ARROW).content).read_all()
+    assert table.schema.types == [pa.string()] * 4
+    expected = {"b": "0101", "one": "1", "long": "10000000011", "n": None}
+    assert table.to_pylist() == [expected]
+    assert json_rows(client, BITS) == [expected]
+    assert csv_text(client, BITS) == '"b","one","long","n"\n"0101","1","10000000011",\n'
+
+
 # -- DuckDB's infinities and dates Python cannot hold ------------------------------------------------
 
 INFINITIES = (

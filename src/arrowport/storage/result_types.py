@@ -3,8 +3,11 @@
 DuckDB 1.5.5 exports a ``UHUGEINT`` column as ``decimal128(38, 0)`` holding the value's 128 bits
 as they are, so values from 2^127 up read back negative (2^128 - 1 as -1) in every format. Such
 a column is answered as ``decimal256(39, 0)``, which holds every ``UHUGEINT``: a value stored
-negative is the unsigned one minus 2^128. Only a column that is itself of such a type is
-mended: one nested in a list or struct is exported as DuckDB writes it.
+negative is the unsigned one minus 2^128. A ``BIT`` column is exported as DuckDB's own bytes (a
+count of padding bits, then the bits padded with ones: ``'0101'`` as ``04 f5``), which mean
+nothing to a client; it is answered as text, ``'0101'``, as DuckDB writes it. Only a column
+that is itself of such a type is mended: one nested in a list or struct is exported as DuckDB
+writes it.
 
 Example::
 
@@ -38,6 +41,15 @@ def _unsigned(array: pa.Array) -> pa.Array:
     return unsigned.cast(UNSIGNED_128)
 
 
+def _bits(data: bytes) -> str:
+    """DuckDB's bytes of a BIT value as its digits (the first byte counts the padding)."""
+    return "".join(f"{byte:08b}" for byte in data[1:])[data[0] :]
+
+
+def _bit_text(array: pa.Array) -> pa.Array:
+    return pa.array([None if v is None else _bits(v) for v in array.to_pylist()], pa.string())
+
+
 @dataclass(frozen=True)
 class Mend:
     """What a column of one DuckDB type is answered as, and how its values get there."""
@@ -47,7 +59,7 @@ class Mend:
 
 
 # By DuckDB's type id.
-_MENDS = {"uhugeint": Mend(UNSIGNED_128, _unsigned)}
+_MENDS = {"uhugeint": Mend(UNSIGNED_128, _unsigned), "bit": Mend(pa.string(), _bit_text)}
 
 # The mends of an answer's columns, by position.
 Mends = Mapping[int, Mend]
