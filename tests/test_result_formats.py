@@ -156,6 +156,27 @@ def test_uhugeints_past_2_to_the_127_read_back_as_they_are(client: httpx.Client)
     assert lines == ['"u"', "0", str(2**127), str(2**128 - 1), ""]
 
 
+# -- FLOAT -------------------------------------------------------------------------------------
+
+FLOATS = (
+    "SELECT 0.1::REAL AS f, [0.1::REAL, NULL, 'nan'::REAL] AS l, {'x': 3.4028235e38::REAL} AS s, "
+    "16777217::REAL AS w, 0.1::DOUBLE AS d"
+)
+
+
+def test_floats_are_their_shortest_decimal_in_json_and_csv(client: httpx.Client) -> None:
+    """A FLOAT was written as the double it widens to (0.1 as 0.10000000149011612) in JSON, and
+    in CSV where nested, though a plain CSV cell of it said 0.1."""
+    body = answer(client, FLOATS, JSON).text
+    assert "0.10000000149011612" not in body
+    assert json.loads(body)["rows"] == [
+        {"f": 0.1, "l": [0.1, None, None], "s": {"x": 3.4028235e38}, "w": 16777216, "d": 0.1}
+    ]
+    assert csv_text(client, FLOATS) == (
+        '"f","l","s","w","d"\n0.1,"[0.1,null,null]","{""x"":3.4028235e+38}",16777216,0.1\n'
+    )
+
+
 # -- BIT ---------------------------------------------------------------------------------------
 
 BITS = "SELECT '0101'::BIT AS b, '1'::BIT AS one, '10000000011'::BIT AS long, NULL::BIT AS n"

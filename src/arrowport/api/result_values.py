@@ -52,6 +52,8 @@ def json_values(array: pa.Array) -> list[Any]:
         return values
     if is_calendar(dtype):
         return calendar_values(array)
+    if pa.types.is_float32(dtype):
+        return _float32_values(array)
     if isinstance(array, pa.ExtensionArray):
         if _is_bignum(dtype):
             return [None if v is None else str(_bignum(v)) for v in array.storage.to_pylist()]
@@ -106,9 +108,16 @@ def _union_values(array: pa.UnionArray) -> list[Any]:
     return [children[child_of[code]][offset] for code, offset in pairs]
 
 
+def _float32_values(array: pa.Array) -> list[float | None]:
+    """FLOAT values as the shortest decimals that read back as them: ``to_pylist`` widens them
+    to Python's double, 0.1 to 0.10000000149011612 (which CSV, like DuckDB, writes as 0.1).
+    Arrow's text for a float32 is that shortest decimal."""
+    return [None if text is None else float(text) for text in array.cast(pa.string()).to_pylist()]
+
+
 def _delicate(dtype: pa.DataType) -> bool:
     """Whether ``to_pylist`` may fail or mislead on this type (see :func:`_values`)."""
-    if is_calendar(dtype):
+    if is_calendar(dtype) or pa.types.is_float32(dtype):
         return True
     if isinstance(dtype, pa.BaseExtensionType):
         return _is_bignum(dtype) or _delicate(dtype.storage_type)
