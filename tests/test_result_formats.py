@@ -8,6 +8,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -154,6 +155,37 @@ def test_uhugeints_past_2_to_the_127_read_back_as_they_are(client: httpx.Client)
     assert [row["u"] for row in rows] == [None if v is None else str(v) for v in UNSIGNED_VALUES]
     lines = csv_text(client, UNSIGNED).splitlines()
     assert lines == ['"u"', "0", str(2**127), str(2**128 - 1), ""]
+
+
+NESTED = (
+    "SELECT [NULL, '340282366920938463463374607431768211455'::UHUGEINT] AS l, "
+    "{'u': '170141183460469231731687303715884105728'::UHUGEINT, 'b': '0101'::BIT} AS s, "
+    "map(['0101'::BIT], [['1'::BIT]]) AS m, "
+    "['170141183460469231731687303715884105728'::UHUGEINT]::UHUGEINT[1] AS a"
+)
+
+
+def test_uhugeints_and_bits_nested_in_lists_structs_and_maps_read_back_as_they_are(
+    client: httpx.Client,
+) -> None:
+    table = pa.ipc.open_stream(answer(client, NESTED, ARROW).content).read_all()
+    assert str(table.schema.field("s").type) == "struct<u: decimal256(39, 0), b: string>"
+    assert table.to_pylist() == [
+        {
+            "l": [None, Decimal(2**128 - 1)],
+            "s": {"u": Decimal(2**127), "b": "0101"},
+            "m": [("0101", ["1"])],
+            "a": [Decimal(2**127)],
+        }
+    ]
+    assert json_rows(client, NESTED) == [
+        {
+            "l": [None, str(2**128 - 1)],
+            "s": {"u": str(2**127), "b": "0101"},
+            "m": [["0101", ["1"]]],
+            "a": [str(2**127)],
+        }
+    ]
 
 
 # -- FLOAT -------------------------------------------------------------------------------------

@@ -5,9 +5,8 @@ as they are, so values from 2^127 up read back negative (2^128 - 1 as -1) in eve
 a column is answered as ``decimal256(39, 0)``, which holds every ``UHUGEINT``: a value stored
 negative is the unsigned one minus 2^128. A ``BIT`` column is exported as DuckDB's own bytes (a
 count of padding bits, then the bits padded with ones: ``'0101'`` as ``04 f5``), which mean
-nothing to a client; it is answered as text, ``'0101'``, as DuckDB writes it. Only a column
-that is itself of such a type is mended: one nested in a list or struct is exported as DuckDB
-writes it.
+nothing to a client; it is answered as text, ``'0101'``, as DuckDB writes it. So are such
+values in lists, fixed-size arrays, structs and maps, at any depth (not in a union).
 
 Example::
 
@@ -26,6 +25,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from arrowport.storage.schema import struct_fields
 
 UNSIGNED_128 = pa.decimal256(39, 0)
 # Wide enough for a stored value plus 2^128 (pc.add widens its result by a digit).
@@ -52,14 +53,118 @@ def _bit_text(array: pa.Array) -> pa.Array:
 
 @dataclass(frozen=True)
 class Mend:
-    """What a column of one DuckDB type is answered as, and how its values get there."""
+    """How a column whose DuckDB type is, or holds, one exported wrongly is answered: its Arrow
+    type, and its values, put right."""
 
-    type: pa.DataType
+    retype: Callable[[pa.DataType], pa.DataType]
     apply: Callable[[pa.Array], pa.Array]
 
 
 # By DuckDB's type id.
-_MENDS = {"uhugeint": Mend(UNSIGNED_128, _unsigned), "bit": Mend(pa.string(), _bit_text)}
+_LEAVES = {
+    "uhugeint": Mend(lambda _: UNSIGNED_128, _unsigned),
+    "bit": Mend(lambda _: pa.string(), _bit_text),
+}
+
+
+def _mend(dtype: Any) -> Mend | None:
+    """The mend of a column of DuckDB type ``dtype``; None where it needs none (a union is
+    left as it is)."""
+    kind = str(getattr(dtype, "id", ""))
+    if kind in _LEAVES:
+        return _LEAVES[kind]
+    if kind not in ("list", "array", "map", "struct"):
+        return None  # ``children`` raises for a type that has none
+    # (An array's children hold its size too.)
+    children = [child for _, child in dtype.children if not isinstance(child, int)]
+    if kind in ("list", "array"):
+        inner = _mend(children[0])
+        return None if inner is None else _list_mend(inner)
+    if kind == "map":
+        key, item = (_mend(child) for child in children)
+        return None if key is None and item is None else _map_mend(key, item)
+    if kind == "struct":
+        fields = [_mend(child) for child in children]
+        return _struct_mend(fields) if any(fields) else None
+    return None
+
+
+def _nulls(array: pa.Array) -> pa.Array | None:
+    return array.is_null() if array.null_count else None
+
+
+def _offsets(array: pa.Array) -> tuple[pa.Array, int, int]:
+    """A list or map array's offsets, from 0, and where its values start and how many there
+    are (pyarrow builds no list from a slice's offsets and its nulls)."""
+    offsets = array.offsets
+    if not offsets.offset:
+        return offsets, 0, len(array.values)
+    start, end = offsets[0].as_py(), offsets[-1].as_py()
+    return pc.subtract(offsets, start), start, end - start
+
+
+def _list_mend(inner: Mend) -> Mend:
+    def retype(dtype: pa.DataType) -> pa.DataType:
+        field = dtype.value_field.with_type(inner.retype(dtype.value_type))
+        if pa.types.is_fixed_size_list(dtype):
+            return pa.list_(field, dtype.list_size)
+        return pa.large_list(field) if pa.types.is_large_list(dtype) else pa.list_(field)
+
+    def apply(array: pa.Array) -> pa.Array:
+        dtype = retype(array.type)
+        if isinstance(array, pa.FixedSizeListArray):
+            size = array.type.list_size
+            values = array.values.slice(array.offset * size, len(array) * size)
+            return pa.FixedSizeListArray.from_arrays(
+                inner.apply(values), type=dtype, mask=_nulls(array)
+            )
+        kind = pa.LargeListArray if isinstance(array, pa.LargeListArray) else pa.ListArray
+        offsets, start, count = _offsets(array)
+        values = inner.apply(array.values.slice(start, count))
+        return kind.from_arrays(offsets, values, type=dtype, mask=_nulls(array))
+
+    return Mend(retype, apply)
+
+
+def _map_mend(key: Mend | None, item: Mend | None) -> Mend:
+    def retype(dtype: pa.DataType) -> pa.DataType:
+        keys, items = dtype.key_field, dtype.item_field
+        keys = keys if key is None else keys.with_type(key.retype(keys.type))
+        items = items if item is None else items.with_type(item.retype(items.type))
+        return pa.map_(keys, items, keys_sorted=dtype.keys_sorted)
+
+    def apply(array: pa.Array) -> pa.Array:
+        offsets, start, count = _offsets(array)
+        keys, items = array.keys.slice(start, count), array.items.slice(start, count)
+        keys = keys if key is None else key.apply(keys)
+        items = items if item is None else item.apply(items)
+        return pa.MapArray.from_arrays(
+            offsets, keys, items, type=retype(array.type), mask=_nulls(array)
+        )
+
+    return Mend(retype, apply)
+
+
+def _struct_mend(fields: list[Mend | None]) -> Mend:
+    def retype(dtype: pa.DataType) -> pa.DataType:
+        return pa.struct(
+            [
+                f if m is None else f.with_type(m.retype(f.type))
+                for f, m in zip(dtype, fields, strict=True)
+            ]
+        )
+
+    def apply(array: pa.Array) -> pa.Array:
+        children = [
+            c if m is None else m.apply(c)
+            for c, m in zip(struct_fields(array), fields, strict=True)
+        ]
+        return pa.StructArray.from_arrays(
+            children, fields=list(retype(array.type)), mask=_nulls(array)
+        )
+
+    return Mend(retype, apply)
+
 
 # The mends of an answer's columns, by position.
 Mends = Mapping[int, Mend]
@@ -70,8 +175,7 @@ def column_mends(types: Iterable[Any] | None) -> Mends:
     cursor's ``description``, whose rows hold the type second)."""
     found = {}
     for position, entry in enumerate(types or ()):
-        dtype = entry[1] if isinstance(entry, tuple) else entry
-        mend = _MENDS.get(str(getattr(dtype, "id", "")))
+        mend = _mend(entry[1] if isinstance(entry, tuple) else entry)
         if mend is not None:
             found[position] = mend
     return found
@@ -79,7 +183,8 @@ def column_mends(types: Iterable[Any] | None) -> Mends:
 
 def mended_schema(schema: pa.Schema, mends: Mends) -> pa.Schema:
     for position, mend in mends.items():
-        schema = schema.set(position, schema.field(position).with_type(mend.type))
+        field = schema.field(position)
+        schema = schema.set(position, field.with_type(mend.retype(field.type)))
     return schema
 
 
