@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import duckdb
 import httpx
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -291,6 +292,33 @@ def test_query_unsupported_content_type(client: httpx.Client) -> None:
     )
     assert response.status_code == 415
     assert response.json()["code"] == "unsupported_media_type"
+
+
+def test_a_view_is_refused_as_a_view_not_said_not_to_exist(tmp_path: Path) -> None:
+    """Views (made outside the server) are not readable; the refusal said 400 "table 'v' does
+    not exist", sending the user to look for a typo."""
+    path = tmp_path / "db.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+        con.execute("CREATE VIEW v AS SELECT x FROM t")
+    with (
+        ArrowportProcess(tmp_path, db_path=path) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        for sql, name in [
+            ("SELECT * FROM v", "v"),
+            ("SELECT * FROM V", "V"),
+            ("WITH w AS (FROM v) FROM w", "v"),
+        ]:
+            response = client.post("/query", json={"sql": sql})
+            assert response.status_code == 403, response.text
+            body = response.json()
+            assert (body["code"], body["table"]) == ("read_only", name)
+            assert "view" in body["message"]
+        missing = client.post("/query", json={"sql": "SELECT * FROM nothing"})
+        assert missing.status_code == 400, missing.text
+        assert missing.json()["code"] == "query_error"
+        assert client.post("/query", json={"sql": "SELECT * FROM t"}).status_code == 200
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "zstd", "br"])

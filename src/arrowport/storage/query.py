@@ -145,7 +145,27 @@ def _check(
 ) -> int:
     """The read guard (:mod:`arrowport.storage.sql_guard`), against the tables ``cur`` sees;
     the bytes of the longest text the query holds."""
-    return db.guard.check(sql, _user_tables(cur), params)
+    try:
+        return db.guard.check(sql, _user_tables(cur), params)
+    except QueryError as exc:
+        name = exc.details.get("table")
+        if isinstance(name, str) and _is_view(cur, name):
+            raise ReadOnly(
+                f"{name!r} is a view: queries read only this database's own tables",
+                table=name,
+            ) from None
+        raise
+
+
+def _is_view(cur: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the default schema has a view ``name``: the guard, which knows only tables,
+    said that no table of that name exists."""
+    row = cur.execute(
+        f"SELECT count(*) FROM duckdb_views() WHERE {USER_SCHEMAS_SQL} "
+        f"AND schema_name = '{DEFAULT_SCHEMA}' AND lower(view_name) = lower(?)",
+        [name],
+    ).fetchone()
+    return bool(row and row[0])
 
 
 class QueryResult:
