@@ -294,6 +294,27 @@ def test_query_unsupported_content_type(client: httpx.Client) -> None:
     assert response.json()["code"] == "unsupported_media_type"
 
 
+def test_every_table_listed_can_be_described_by_its_listed_name(tmp_path: Path) -> None:
+    """Tables made by SQL outside the server may hold dots in their schema's or their own
+    names: listed as s2.a.b (table "a.b" of schema s2), they were 400 invalid_name when asked
+    for by that name."""
+    path = tmp_path / "db.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute('CREATE SCHEMA s2; CREATE TABLE s2."a.b" (y INTEGER)')
+        con.execute('CREATE SCHEMA "x.y"; CREATE TABLE "x.y".t (z INTEGER)')
+        con.execute('CREATE TABLE "a.b" (x INTEGER); CREATE TABLE s2.plain (w INTEGER)')
+    with (
+        ArrowportProcess(tmp_path, db_path=path) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        listed = {t["name"]: t for t in client.get("/tables").json()}
+        assert set(listed) == {"a.b", "s2.a.b", "s2.plain", "x.y.t"}
+        for name, info in listed.items():
+            response = client.get(f"/tables/{name}")
+            assert response.status_code == 200, response.text
+            assert response.json() == info
+
+
 def test_a_view_is_refused_as_a_view_not_said_not_to_exist(tmp_path: Path) -> None:
     """Views (made outside the server) are not readable; the refusal said 400 "table 'v' does
     not exist", sending the user to look for a typo."""

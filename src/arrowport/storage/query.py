@@ -122,7 +122,9 @@ def _user_tables(cur: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
 def _locate(cur: duckdb.DuckDBPyConnection, name: str) -> tuple[str, str]:
     """The (schema, table) ``name`` means: ``schema.table`` when that table exists, else the
     default schema's table of that very name (tables created by SQL may have any name, and are
-    listed by it); 400 for a name no table could have, 404 for one no table has."""
+    listed by it), else a table listed by that name whose schema or name holds a dot
+    (``s."a.b"``, listed as ``s.a.b``); 400 for a name no table could have, 404 for one no
+    table has."""
     tables = {
         (schema.lower(), table.lower()): (schema, table) for schema, table in _user_tables(cur)
     }
@@ -131,9 +133,18 @@ def _locate(cur: duckdb.DuckDBPyConnection, name: str) -> tuple[str, str]:
         (DEFAULT_SCHEMA, name.lower())
     )
     if found is None:
+        found = next(filter(None, map(tables.get, _dotted(name.lower()))), None)
+    if found is None:
         check_table_name(name)
         raise UnknownTable(f"table {name!r} does not exist", table=name)
     return found
+
+
+def _dotted(name: str) -> Iterator[tuple[str, str]]:
+    """Every (schema, table) that ``name`` can be split into at one of its dots."""
+    for position, character in enumerate(name):
+        if character == ".":
+            yield name[:position], name[position + 1 :]
 
 
 def _sql_name(schema: str, table: str) -> str:
