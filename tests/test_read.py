@@ -315,6 +315,40 @@ def test_every_table_listed_can_be_described_by_its_listed_name(tmp_path: Path) 
             assert response.json() == info
 
 
+def test_a_function_that_does_not_exist_is_a_query_error_not_a_refusal(tmp_path: Path) -> None:
+    """A misspelt function was 403 read_only "not allowed", as if it were held back; it is 400
+    query_error, as a misspelt table is, with the nearest allowed name. A function (or macro)
+    that exists and is not allowed is refused as before."""
+    path = tmp_path / "db.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+        con.execute("CREATE MACRO twice(a) AS a * 2")
+    with (
+        ArrowportProcess(tmp_path, db_path=path) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        for sql, name, hint in [
+            ("SELECT coutn(*) FROM t", "coutn", "; did you mean count()?"),
+            ("SELECT row_numbr() OVER () FROM t", "row_numbr", "; did you mean row_number()?"),
+            ("SELECT * FROM generate_seriez(1, 3)", "generate_seriez", "generate_series()?"),
+            ("SELECT qqqzzz(x) FROM t", "qqqzzz", ""),
+        ]:
+            response = client.post("/query", json={"sql": sql})
+            assert response.status_code == 400, response.text
+            body = response.json()
+            assert (body["code"], body["function"]) == ("query_error", name)
+            assert f"function {name}() does not exist" in body["message"]
+            assert body["message"].endswith(hint)
+            assert ("did you mean" in body["message"]) == bool(hint)
+        for sql, name in [
+            ("SELECT twice(x) FROM t", "twice"),
+            ("FROM read_text('x')", "read_text"),
+        ]:
+            response = client.post("/query", json={"sql": sql})
+            assert response.status_code == 403, response.text
+            assert (response.json()["code"], response.json()["function"]) == ("read_only", name)
+
+
 def test_a_view_is_refused_as_a_view_not_said_not_to_exist(tmp_path: Path) -> None:
     """Views (made outside the server) are not readable; the refusal said 400 "table 'v' does
     not exist", sending the user to look for a typo."""

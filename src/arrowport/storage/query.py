@@ -43,6 +43,7 @@ from arrowport.storage.result_types import (
     relation_schema,
 )
 from arrowport.storage.schema import Column
+from arrowport.storage.sql_guard import allowed_like
 
 # Bound values: positional (``?``, ``$1``) as a sequence, named (``$name``) as a mapping.
 Parameters = Sequence[Any] | Mapping[str, Any] | None
@@ -166,6 +167,28 @@ def _check(
                 table=name,
             ) from None
         raise
+    except ReadOnly as exc:
+        name = exc.details.get("function")
+        if isinstance(name, str) and not _is_function(cur, name):
+            # A typo, not a function the guard holds back: say so, as for a table.
+            near = allowed_like(name)
+            raise QueryError(
+                f"function {name}() does not exist" + (f"; did you mean {near}()?" if near else ""),
+                function=name,
+            ) from None
+        raise
+
+
+def _is_function(cur: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether DuckDB knows a function (or macro) ``name``, in any schema: the guard refused
+    it as not allowed. (One it cannot look up counts as known: the refusal stands.)"""
+    try:
+        row = cur.execute(
+            "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = ?", [name]
+        ).fetchone()
+    except duckdb.Error:
+        return True
+    return bool(row and row[0])
 
 
 def _is_view(cur: duckdb.DuckDBPyConnection, name: str) -> bool:

@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import json
 import os
@@ -88,6 +89,12 @@ _MAX_SIZE = 10_000
 _NUMBER_RE = re.compile(r"\d+")
 # Table references that only combine or contain other parts of the tree.
 _COMPOSITE_REFS = frozenset({"JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST", "PIVOT", "DELIM_GET"})
+
+
+def allowed_like(name: str) -> str | None:
+    """The allowed function whose name is nearest ``name`` (a typo's), if one is near."""
+    near = difflib.get_close_matches(name, EXPRESSION_FUNCTIONS | TABLE_FUNCTIONS, 1, 0.75)
+    return near[0] if near else None
 
 
 def _refuse(message: str, **details: Any) -> ReadOnly:
