@@ -617,6 +617,21 @@ def test_get_info_objects_and_table_schema(conn: dbapi.Connection) -> None:
     assert all(not c["catalog_db_schemas"] for c in others)
 
 
+def test_table_schemas_keep_their_not_null_columns(
+    conn: dbapi.Connection, http: httpx.Client
+) -> None:
+    """DuckDB's Arrow export marks every column nullable: a NOT NULL column was described as
+    nullable by adbc_get_table_schema (and GetTables' table_schema), unlike HTTP's /tables."""
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("note", pa.string())])
+    data = pa.Table.from_pylist([{"id": 1, "note": None}], schema=schema)
+    ingest(conn, "sq_not_null", data, "create")
+    columns = http.get("/tables/sq_not_null").json()["columns"]
+    assert [(c["name"], c["nullable"]) for c in columns] == [("id", False), ("note", True)]
+    described = conn.adbc_get_table_schema("sq_not_null")
+    assert [(f.name, f.nullable) for f in described] == [("id", False), ("note", True)]
+    assert described.types == [pa.int64(), pa.string()]
+
+
 # -- transactions --------------------------------------------------------------------------------------
 
 

@@ -167,13 +167,27 @@ def tables(
         for schema, name in rows:
             if not (_keeps(schemas, schema) and _keeps(names, name)):
                 continue
-            arrow_schema = None
-            if with_schemas:
-                arrow_schema = relation_schema(
-                    cur.sql(f"SELECT * FROM {quote(schema)}.{quote(name)}")
-                )
+            arrow_schema = _declared_schema(cur, schema, name) if with_schemas else None
             found.append(TableEntry(catalog, schema, name, arrow_schema))
     return found
+
+
+def _declared_schema(cur: duckdb.DuckDBPyConnection, schema: str, table: str) -> pa.Schema:
+    """The Arrow schema of ``schema``'s ``table`` as declared: DuckDB's Arrow export marks
+    every column nullable, so its ``NOT NULL`` columns are marked so from its catalog."""
+    exported = relation_schema(cur.sql(f"SELECT * FROM {quote(schema)}.{quote(table)}"))
+    rows = cur.execute(
+        "SELECT is_nullable FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = ? AND table_name = ? ORDER BY column_index",
+        [schema, table],
+    ).fetchall()
+    if len(rows) != len(exported):
+        return exported
+    fields = [
+        field if nullable else field.with_nullable(False)
+        for field, (nullable,) in zip(exported, rows, strict=True)
+    ]
+    return pa.schema(fields, metadata=exported.metadata)
 
 
 def _position(name: str) -> tuple[int, str]:
