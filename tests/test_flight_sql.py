@@ -632,6 +632,30 @@ def test_table_schemas_keep_their_not_null_columns(
     assert described.types == [pa.int64(), pa.string()]
 
 
+def test_get_objects_reports_each_columns_duckdb_type_name(
+    conn: dbapi.Connection, http: httpx.Client
+) -> None:
+    """The table schemas carried no TYPE_NAME: every xdbc_type_name was null (DuckDB's own
+    ADBC driver says BIGINT, DECIMAL(10,2)...), so a tool could not tell a UUID from text."""
+    data = pa.table(
+        {
+            "id": pa.array([1], pa.int64()),
+            "amount": pa.array([Decimal("1.50")], pa.decimal128(10, 2)),
+            "tag": ["x"],
+        }
+    )
+    ingest(conn, "sq_type_names", data, "create")
+    declared = [c["type"] for c in http.get("/tables/sq_type_names").json()["columns"]]
+    assert declared == ["BIGINT", "DECIMAL(10,2)", "VARCHAR"]
+    objects = conn.adbc_get_objects(depth="columns", table_name_filter="sq_type_names")
+    [catalog] = objects.read_all().to_pylist()
+    [main] = [s for s in catalog["catalog_db_schemas"] if s["db_schema_name"] == "main"]
+    [table] = main["db_schema_tables"]
+    assert [c["xdbc_type_name"] for c in table["table_columns"]] == declared
+    described = conn.adbc_get_table_schema("sq_type_names")
+    assert [f.metadata[b"ARROW:FLIGHT:SQL:TYPE_NAME"].decode() for f in described] == declared
+
+
 # -- transactions --------------------------------------------------------------------------------------
 
 

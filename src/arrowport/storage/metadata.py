@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from arrowport.storage.engine import Engine as Database
 
 TABLE_TYPE = "TABLE"
+# The field metadata key of a column's type as the database names it (Flight SQL's).
+TYPE_NAME_KEY = b"ARROW:FLIGHT:SQL:TYPE_NAME"
 # The longest filter pattern taken (a table name Arrowport writes is at most 127 characters).
 MAX_PATTERN_CHARS = 1024
 
@@ -174,18 +176,23 @@ def tables(
 
 def _declared_schema(cur: duckdb.DuckDBPyConnection, schema: str, table: str) -> pa.Schema:
     """The Arrow schema of ``schema``'s ``table`` as declared: DuckDB's Arrow export marks
-    every column nullable, so its ``NOT NULL`` columns are marked so from its catalog."""
+    every column nullable, so its ``NOT NULL`` columns are marked so from its catalog, and each
+    field carries DuckDB's name for its type (Flight SQL's ``TYPE_NAME``, what ADBC reports as
+    ``xdbc_type_name``: an Arrow ``string`` may be a ``UUID`` or a ``BIT``)."""
     exported = relation_schema(cur.sql(f"SELECT * FROM {quote(schema)}.{quote(table)}"))
     rows = cur.execute(
-        "SELECT is_nullable FROM duckdb_columns() WHERE database_name = current_database() "
-        "AND schema_name = ? AND table_name = ? ORDER BY column_index",
+        "SELECT data_type, is_nullable FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = ? AND table_name = ? "
+        "ORDER BY column_index",
         [schema, table],
     ).fetchall()
     if len(rows) != len(exported):
         return exported
     fields = [
-        field if nullable else field.with_nullable(False)
-        for field, (nullable,) in zip(exported, rows, strict=True)
+        field.with_nullable(field.nullable and nullable).with_metadata(
+            {**(field.metadata or {}), TYPE_NAME_KEY: data_type.encode()}
+        )
+        for field, (data_type, nullable) in zip(exported, rows, strict=True)
     ]
     return pa.schema(fields, metadata=exported.metadata)
 
