@@ -545,6 +545,22 @@ def test_a_failed_query_aborts_its_transaction_until_rollback(conn: dbapi.Connec
     assert fetch(conn, "SELECT count(*) AS n FROM sq_abort").to_pylist() == [{"n": 4}]
 
 
+@pytest.mark.parametrize("parameters", [None, []], ids=["none", "empty"])
+def test_a_query_run_without_its_parameters_is_refused_and_leaves_its_transaction(
+    conn: dbapi.Connection, parameters: list[int] | None
+) -> None:
+    """Run with none bound, the query failed in DuckDB, aborting the transaction
+    (transaction_aborted until a rollback), where too few parameters are refused first."""
+    ingest(conn, "sq_unbound", rows(4), "replace")
+    conn.commit()
+    assert fetch(conn, "SELECT count(*) AS n FROM sq_unbound").to_pylist() == [{"n": 4}]
+    query = "SELECT count(*) AS n FROM sq_unbound WHERE id > ?"
+    status, message = adbc_error(lambda: fetch(conn, query, parameters))
+    assert status == AdbcStatusCode.INVALID_ARGUMENT
+    assert "invalid_options: the query takes 1 parameters; none were bound" in message
+    assert fetch(conn, query, [1]).to_pylist() == [{"n": 2}]  # the same transaction goes on
+
+
 def test_a_schema_is_created_on_demand_and_is_the_same_table_everywhere(
     conn: dbapi.Connection, http: httpx.Client
 ) -> None:

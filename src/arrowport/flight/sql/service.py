@@ -143,7 +143,7 @@ class FlightSql:
         if name == "CommandPreparedStatementQuery":
             statement = self._statement(body, principal)
             answer = self._run(
-                statement.sql, statement.params, statement.transaction, principal, False, stop
+                statement.sql, statement.arguments(), statement.transaction, principal, False, stop
             )
             return self._answer_info(descriptor, answer, principal, stop)
         schema = commands.schema(name, body, principal)

@@ -120,6 +120,17 @@ class PreparedStatement:
     def parameter_schema(self) -> pa.Schema:
         return pa.schema([pa.field(name, pa.null()) for name in self.shape.parameters])
 
+    def arguments(self) -> Parameters:
+        """The parameters to run with; 422 before it runs if it takes some and none were bound,
+        as for too few: run, it would fail in DuckDB and abort the transaction it runs in."""
+        wanted = len(self.shape.parameters)
+        if self.params is None and wanted:
+            raise InvalidOptions(
+                f"the query takes {wanted} parameters; none were bound "
+                "(execute it with its parameters)"
+            )
+        return self.params
+
     def bind(self, values: pa.Table) -> None:
         """Bind a batch of parameters: one row, or none. Its columns are the placeholders in order
         (``?``, ``$1``), or, for a query with named ones (``$name``), by their names."""
