@@ -672,6 +672,24 @@ def test_get_objects_reports_each_columns_duckdb_type_name(
     assert [f.metadata[b"ARROW:FLIGHT:SQL:TYPE_NAME"].decode() for f in described] == declared
 
 
+def test_get_table_schema_of_a_name_in_two_schemas_is_the_main_tables_as_queries_read_it(
+    conn: dbapi.Connection,
+) -> None:
+    """The driver takes the first table of that name GetTables lists: sorted by schema name,
+    analytics.sq_amb came before main.sq_amb, which is what a query of sq_amb reads."""
+    ingest(conn, "sq_amb", pa.table({"main_col": [1]}), "replace")
+    with conn.cursor() as cur:
+        cur.adbc_ingest("sq_amb", pa.table({"other_col": [1]}), "replace", db_schema_name="ab")
+    conn.commit()
+    assert fetch(conn, "SELECT * FROM sq_amb").column_names == ["main_col"]
+    assert conn.adbc_get_table_schema("sq_amb").names == ["main_col"]
+    assert conn.adbc_get_table_schema("sq_amb", db_schema_filter="ab").names == ["other_col"]
+    objects = conn.adbc_get_objects(depth="tables", table_name_filter="sq_amb").read_all()
+    schemas = [s["db_schema_name"] for s in objects.to_pylist()[0]["catalog_db_schemas"]]
+    assert schemas[0] == "main"
+    assert "ab" in schemas
+
+
 # -- transactions --------------------------------------------------------------------------------------
 
 

@@ -43,6 +43,11 @@ TYPE_NAME_KEY = b"ARROW:FLIGHT:SQL:TYPE_NAME"
 # The longest filter pattern taken (a table name Arrowport writes is at most 127 characters).
 MAX_PATTERN_CHARS = 1024
 
+# Listings put the default schema first, then the others by name: the ADBC driver's
+# GetTableSchema takes the first table of its name in any schema, and a query's ``events`` is
+# ``main.events`` (by name, ``analytics.events`` came first).
+_MAIN_FIRST = f"schema_name <> '{DEFAULT_SCHEMA}', schema_name"
+
 # One stretch of a pattern between its ``%``: a character to match, or None for ``_``.
 _Part = tuple[str | None, ...]
 
@@ -146,7 +151,7 @@ def db_schemas(db: Database, pattern: str | None) -> list[TableEntry]:
             f"AND (schema_name = '{DEFAULT_SCHEMA}' OR NOT internal) "
             f"AND schema_name <> '{INTERNAL_SCHEMA}'"
         )
-        rows = cur.execute(sql + " ORDER BY schema_name").fetchall()
+        rows = cur.execute(sql + f" ORDER BY {_MAIN_FIRST}").fetchall()
     return [TableEntry(catalog, schema, "") for (schema,) in rows if _keeps(matching, schema)]
 
 
@@ -164,7 +169,7 @@ def tables(
         row = cur.execute("SELECT current_database()").fetchone()
         catalog = str(row[0]) if row else ""
         sql = f"SELECT schema_name, table_name FROM duckdb_tables() WHERE {USER_SCHEMAS_SQL}"
-        rows = cur.execute(sql + " ORDER BY schema_name, table_name").fetchall()
+        rows = cur.execute(sql + f" ORDER BY {_MAIN_FIRST}, table_name").fetchall()
         found = []
         for schema, name in rows:
             if not (_keeps(schemas, schema) and _keeps(names, name)):
