@@ -172,6 +172,17 @@ def test_create_on_an_existing_table_and_append_to_a_missing_one_are_refused(
     assert "sq_missing" not in {t["name"] for t in http.get("/tables").json()}
 
 
+def test_an_ingest_into_an_invalid_table_name_is_told_of_the_table(conn: dbapi.Connection) -> None:
+    """The stream defaults to the table's name, so the error blamed an "invalid stream name"
+    the user never gave."""
+    for table in ("t\u00e5ble", 'we"ird', "my-table"):
+        with conn.cursor() as cur:
+            status, message = adbc_error(lambda t=table: cur.adbc_ingest(t, rows(2), mode="create"))  # type: ignore[misc]
+        assert status == AdbcStatusCode.INVALID_ARGUMENT
+        assert "invalid_name: invalid table name" in message, message
+        assert "stream" not in message
+
+
 @pytest.mark.parametrize(
     ("options", "expected"),
     [

@@ -76,6 +76,8 @@ def ingest_options(
     schema = text(cmd.schema, "the schema name") if cmd.HasField("schema") else ""
     if schema:
         table = canonical_table(check_table_name(f"{schema}.{table}"))
+    else:
+        check_table_name(table)  # here, not as the stream it names when none is given
     given = _options(cmd, headers)
     mode, create_missing = _mode(cmd.table_definition_options, given.pop("mode", None))
     stream = given.pop("stream", None) or table
