@@ -535,6 +535,11 @@ def test_statements_that_would_write_are_read_only(
         status, message = adbc_error(lambda: cur.executescript("DELETE FROM sq_ro"))
     assert status == AdbcStatusCode.UNAUTHORIZED
     assert "read_only" in message
+    with conn.cursor() as cur:  # a query sent as an update is told how to run it
+        status, message = adbc_error(lambda: cur.executemany("SELECT ?", [[1], [2]]))
+    assert status == AdbcStatusCode.UNAUTHORIZED
+    assert "executemany" in message
+    assert "Run a query with execute" in message
     with flight.connect(server.flight_url) as client:
         descriptor = flight.FlightDescriptor.for_command(
             pack(sql.CommandStatementQuery(query=b"DELETE FROM sq_ro"))

@@ -304,9 +304,12 @@ class FlightSql:
                 raise
             result = sql.DoPutPreparedStatementResult(prepared_statement_handle=handle)
         elif name in ("CommandStatementUpdate", "CommandPreparedStatementUpdate"):
+            # A SELECT comes this way too, from the DB-API's executemany: say what runs it.
             raise ReadOnly(
-                "statements that change data are not accepted: SQL here is read-only; "
-                "load data with bulk ingestion (adbc_ingest, CommandStatementIngest)"
+                "statements run as updates (ExecuteUpdate; the DB-API's executemany) are not "
+                "accepted: SQL here is read-only. Run a query with execute, one set of "
+                "parameters at a time; load data with bulk ingestion (adbc_ingest, "
+                "CommandStatementIngest)"
             )
         else:
             raise unserved(name, "the put command")
