@@ -498,6 +498,16 @@ def test_missing_config_file_stops_serve(tmp_path: Path) -> None:
     assert_one_line_refusal(result, "gone.yaml")
 
 
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_config_file_variable_stops_serve(tmp_path: Path, value: str) -> None:
+    """`ARROWPORT_CONFIG=${CONFIG}` with CONFIG unset started the server on its defaults:
+    another database, and none of the file's tokens or streams."""
+    result = run_serve(tmp_path, "--port", "0", "--flight-port", "0", ARROWPORT_CONFIG=value)
+    assert_one_line_refusal(result, "ARROWPORT_CONFIG", "empty")
+    assert result.returncode == 2
+    assert not (tmp_path / "x.duckdb").exists()
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "key"),
     [

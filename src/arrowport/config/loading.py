@@ -66,6 +66,20 @@ def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
     return layer, origin
 
 
+def _config_file_variable(environ: Mapping[str, str]) -> str | None:
+    """The config file ``ARROWPORT_CONFIG`` names. Set but empty (a template's unset
+    ``${VAR}``) it is refused, as every ``ARROWPORT_*`` variable is: taken as unset, the server
+    would start on its defaults, with another database and none of the file's tokens."""
+    if ENV_CONFIG_FILE not in environ:
+        return None
+    if not environ[ENV_CONFIG_FILE].strip():
+        raise ConfigError(
+            f"invalid configuration: {ENV_CONFIG_FILE} is set but empty: unset it, or name a "
+            "config file"
+        )
+    return environ[ENV_CONFIG_FILE]
+
+
 def _yaml_layer(path: Path) -> dict[str, Any]:
     try:
         data = read_yaml(path)
@@ -107,8 +121,9 @@ def load_settings(
     Raises :class:`ConfigError` with a one-line message naming the offending key.
     """
     environ = os.environ if environ is None else environ
-    if config_file is None and environ.get(ENV_CONFIG_FILE):
-        config_file = environ[ENV_CONFIG_FILE]
+    named = _config_file_variable(environ)
+    if config_file is None:
+        config_file = named
     merged: dict[str, Any] = {}
     source = "defaults"
     if config_file is not None:
