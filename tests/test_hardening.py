@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 import zstandard
+from prometheus_client.parser import text_string_to_metric_families
 
 from arrowport.auth import hash_secret, new_token
 from tests.conftest import (
@@ -534,6 +535,47 @@ def test_a_transfer_coding_other_than_chunked_is_501_and_nothing_lands(
     with httpx.Client(base_url=small_limits.url) as http:
         assert http.get("/tables/te_refused").status_code == 404
     assert small_limits.healthy()
+
+
+REFUSED_FROM_THEIR_HEADS = {
+    "bad_request": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n",
+    "header_too_large": b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX: "
+    + b"a" * 70_000
+    + b"\r\n\r\n",
+    "not_implemented": b"POST /stream/te HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Transfer-Encoding: gzip\r\n\r\n",
+}
+
+
+def http_errors(url: str) -> dict[str, float]:
+    """``arrowport_errors_total`` of protocol http, by code."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return {
+        sample.labels["code"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "arrowport_errors_total" and sample.labels["protocol"] == "http"
+    }
+
+
+def test_requests_refused_from_their_heads_are_counted_and_logged(tmp_path: Path) -> None:
+    """A head the parser refuses (400), one too large (431) and a transfer coding that is not
+    chunked (501) are answered before any route: they were in no metric and no log line."""
+    with ArrowportProcess(tmp_path) as server:
+        for code, request in REFUSED_FROM_THEIR_HEADS.items():
+            with open_socket(server.port) as sock:
+                sock.sendall(request)
+                assert json.loads(read_to_close(sock).partition("\r\n\r\n")[2])["code"] == code
+        assert {code: http_errors(server.url).get(code) for code in REFUSED_FROM_THEIR_HEADS} == {
+            code: 1.0 for code in REFUSED_FROM_THEIR_HEADS
+        }
+        deadline = time.monotonic() + 10  # info lines leave the event loop within 10 ms
+        while True:
+            refused = [json.loads(line) for line in server.lines if '"request refused"' in line]
+            if len(refused) >= len(REFUSED_FROM_THEIR_HEADS) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert sorted(line["code"] for line in refused) == sorted(REFUSED_FROM_THEIR_HEADS)
 
 
 def test_deeply_nested_json_is_a_400(small_limits: ArrowportProcess) -> None:

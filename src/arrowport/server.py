@@ -271,7 +271,9 @@ def serve(settings: Settings) -> int:
         host=api.host,
         port=api.port,
         loop="uvloop",
-        http=protocol_class(api.header_timeout_seconds, api.max_connections, api.max_header_bytes),
+        http=protocol_class(
+            api.header_timeout_seconds, api.max_connections, api.max_header_bytes, metrics
+        ),
         lifespan="on",
         log_config=None,
         access_log=False,

@@ -56,6 +56,7 @@ from arrowport.errors import (
     NotImplementedFeature,
     shown,
 )
+from arrowport.metrics import Metrics
 
 log = structlog.get_logger("arrowport.http")
 
@@ -75,9 +76,13 @@ class _Shared:
 
 
 def protocol_class(
-    header_timeout: float, max_connections: int, max_header_bytes: int = 64 * 1024
+    header_timeout: float,
+    max_connections: int,
+    max_header_bytes: int = 64 * 1024,
+    metrics: Metrics | None = None,
 ) -> type[GuardedProtocol]:
-    """A protocol class for ``uvicorn.Config(http=...)`` with these limits."""
+    """A protocol class for ``uvicorn.Config(http=...)`` with these limits; the requests it
+    refuses from their heads count in ``metrics``' errors."""
     return type(
         "ArrowportHttpProtocol",
         (GuardedProtocol,),
@@ -86,6 +91,7 @@ def protocol_class(
             "max_connections": max_connections,
             "max_header_bytes": max_header_bytes,
             "shared": _Shared(),
+            "metrics": metrics,
         },
     )
 
@@ -107,6 +113,7 @@ class GuardedProtocol(HttpToolsProtocol):
     max_connections: int = 1024
     max_header_bytes: int = 64 * 1024
     shared: _Shared = _Shared()
+    metrics: Metrics | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -289,7 +296,6 @@ class GuardedProtocol(HttpToolsProtocol):
             f"the request head is larger than api.max_header_bytes ({self.max_header_bytes})",
             max_header_bytes=self.max_header_bytes,
         )
-        log.info("request head too large", client=self.client, limit=self.max_header_bytes)
         self._answer_and_close(b"431 Request Header Fields Too Large", error)
 
     def send_400_response(self, msg: str) -> None:
@@ -300,6 +306,17 @@ class GuardedProtocol(HttpToolsProtocol):
         self._answer_and_close(b"400 Bad Request", error)
 
     def _answer_and_close(self, status: bytes, error: ArrowportError) -> None:
+        # Never routed, so neither the request context nor the error handlers see it: counted
+        # and logged here, as they count and log every other refusal.
+        if self.metrics is not None:
+            self.metrics.errors.labels(error.code, "http").inc()
+        log.info(
+            "request refused",
+            code=error.code,
+            status=error.status,
+            reason=error.message,
+            client=self.client,
+        )
         self._refused = True
         body = json.dumps(error.to_body()).encode()
         head = [b"HTTP/1.1 " + status + b"\r\n"]
