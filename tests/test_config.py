@@ -690,10 +690,12 @@ def test_a_date_yaml_cannot_build_stops_serve(tmp_path: Path) -> None:
 )
 def test_a_size_duckdb_cannot_read_stops_serve(tmp_path: Path, setting: str, value: str) -> None:
     """max_temp_directory_size: huge was a traceback; memory_limit: lots "cannot open database
-    ...: Parser Error", naming no setting."""
+    ...: Parser Error", naming no setting. A bad setting, so exit 2 (it was 1, as for a database
+    that cannot be opened)."""
     path = write_yaml(tmp_path / "config.yaml", {"duckdb": {setting: value}})
     result = run_serve(tmp_path, "--config", str(path))
     assert_one_line_refusal(result, f"duckdb.{setting}", repr(value))
+    assert result.returncode == 2
 
 
 def test_a_metrics_port_in_use_stops_serve(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from arrowport.logs import configure_logging
 from arrowport.memory import keep_memory_flat
 from arrowport.metrics import Metrics, Readings
 from arrowport.services import Services
+from arrowport.storage.database import size_problem
 from arrowport.storage.open import open_storage
 from arrowport.tls_certificate import validity, validity_warning
 
@@ -192,7 +193,7 @@ def _listening_socket(host: str, port: int, shared: bool) -> socket.socket:
 
 def serve(settings: Settings) -> int:
     configure_logging(settings.logging)
-    problem = _check_access(settings) or workers.refusal(settings)
+    problem = _check_access(settings) or workers.refusal(settings) or size_problem(settings.duckdb)
     if problem is not None:
         print(f"arrowport: {problem}", file=sys.stderr)
         return 2

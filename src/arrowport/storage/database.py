@@ -27,6 +27,7 @@ __all__ = [
     "WriteJob",
     "WriteOutcome",
     "open_connection",
+    "size_problem",
     "translate_error",
 ]
 
@@ -63,9 +64,10 @@ def open_connection(
     return root
 
 
-def _check_sizes(settings: DuckDBSettings) -> None:
-    """A size DuckDB cannot read is refused naming its setting (it had been a traceback, or
-    "cannot open database: Parser Error"), before the database opens."""
+def size_problem(settings: DuckDBSettings) -> str | None:
+    """One line naming a size setting DuckDB cannot read (None: it reads them all). Only
+    DuckDB knows what it reads as a size; the server asks before it starts, with the other
+    settings' checks."""
     with contextlib.closing(duckdb.connect(":memory:")) as probe:
         for name in ("memory_limit", "max_temp_directory_size"):
             value = getattr(settings, name)
@@ -75,10 +77,19 @@ def _check_sizes(settings: DuckDBSettings) -> None:
                 probe.execute(f"SET {name} = ?", [value])
             except duckdb.Error as exc:
                 reason = str(exc).splitlines()[0]
-                raise StorageError(
+                return (
                     f"invalid configuration: duckdb.{name}: {value!r} is not a size DuckDB "
                     f"reads ({reason}); write it as 2GB or 512MiB"
-                ) from None
+                )
+    return None
+
+
+def _check_sizes(settings: DuckDBSettings) -> None:
+    """A size DuckDB cannot read is refused naming its setting (it had been a traceback, or
+    "cannot open database: Parser Error"), before the database opens."""
+    problem = size_problem(settings)
+    if problem is not None:
+        raise StorageError(problem)
 
 
 class Database(Engine):
