@@ -1,10 +1,16 @@
-"""Per-stream metrics keep a bounded number of labels, whatever streams clients name."""
+"""Metric labels: per-stream metrics keep a bounded number, whatever streams clients name;
+requests are timed under the route they were served by."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from arrowport.metrics import MAX_STREAM_LABELS, OTHER_STREAMS, Metrics
+from tests.server import ArrowportProcess
 
 
 def test_streams_past_the_label_bound_are_counted_together() -> None:
@@ -22,3 +28,21 @@ def test_streams_past_the_label_bound_are_counted_together() -> None:
     assert f'arrowport_ingested_rows_total{{stream="{OTHER_STREAMS}"}} {2.0 * extra}' in lines
     assert 'arrowport_ingested_rows_total{stream="s0"} 5.0' in lines
     assert not any(f'stream="s{MAX_STREAM_LABELS}"' in line for line in lines)
+
+
+def test_the_docs_are_timed_under_their_own_routes(tmp_path: Path) -> None:
+    """FastAPI's own docs routes named no route: their 200s were timed as ``unmatched``, the
+    label of paths the server does not serve."""
+    with ArrowportProcess(tmp_path) as server, httpx.Client(base_url=server.url) as http:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert http.get(path).status_code == 200
+        assert http.get("/nowhere").status_code == 404
+        text = http.get("/metrics").text
+    timed = {
+        (sample.labels["route"], sample.labels["status"])
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "arrowport_request_duration_seconds_count"
+    }
+    assert {("/docs", "200"), ("/redoc", "200"), ("/openapi.json", "200")} <= timed
+    assert [status for route, status in timed if route == "unmatched"] == ["404"]

@@ -84,10 +84,9 @@ def docs_public(settings: Settings) -> bool:
 
 
 def docs_urls(settings: Settings) -> dict[str, Any]:
-    """FastAPI's own (unguarded) docs routes, or none when :func:`install_docs_guard` adds
-    guarded ones."""
-    if docs_public(settings):
-        return {}
+    """None of FastAPI's own docs routes: :func:`install_docs_guard` adds them, guarded or
+    not. (FastAPI's are plain Starlette routes, which name no route in the request's scope:
+    their requests were timed under ``route="unmatched"``, with unknown paths.)"""
     return {"docs_url": None, "redoc_url": None, "openapi_url": None}
 
 
@@ -126,10 +125,8 @@ def with_cors(app: ASGIApp, settings: Settings) -> ASGIApp:
 
 
 def install_docs_guard(app: FastAPI, settings: Settings) -> None:
-    """Token-guarded ``/docs``, ``/redoc`` and ``/openapi.json`` when they are not public."""
-    if docs_public(settings):
-        return
-    guarded = [Depends(authenticated)]
+    """``/docs``, ``/redoc`` and ``/openapi.json``, token-guarded when they are not public."""
+    guarded = [] if docs_public(settings) else [Depends(authenticated)]
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
     async def openapi() -> JSONResponse:
