@@ -542,6 +542,24 @@ def test_token_create_prints_a_secret_that_works_when_pasted(tmp_path: Path) -> 
         assert_error(client.get("/tables"), 401, "unauthenticated")
 
 
+def test_token_create_without_a_scope_makes_the_documented_scraper_token(tmp_path: Path) -> None:
+    """The README's `prometheus` token (`scopes: []`, /metrics and /docs only): the command
+    refused to make it (--scope was required), leaving the config line to be written by hand."""
+    result = subprocess.run(
+        [*CREATE, "prometheus"], capture_output=True, text=True, timeout=60, check=True
+    )
+    secret, line = result.stdout.strip().splitlines()
+    assert "/metrics" in result.stderr
+    (tmp_path / "config.yaml").write_text("auth:\n  tokens:\n  " + line + "\n")
+    server = ArrowportProcess(tmp_path, args=["--config", str(tmp_path / "config.yaml")])
+    with server, httpx.Client(base_url=server.url) as client:
+        auth = {"Authorization": f"Bearer {secret}"}
+        assert client.get("/metrics", headers=auth).status_code == 200
+        assert client.get("/docs", headers=auth).status_code == 200
+        assert_error(client.get("/tables", headers=auth), 403, "forbidden")
+        assert_error(post_ipc(client, "clicks", auth), 403, "forbidden")
+
+
 def test_token_create_secrets_differ_and_bad_names_fail() -> None:
     def create(name: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -19,9 +19,10 @@ def register(commands: Commands) -> None:
         "--scope",
         dest="scopes",
         action="append",
-        required=True,
+        default=[],
         choices=["ingest", "read", "admin"],
-        help="what the token may do (repeatable; admin implies the others)",
+        help="what the token may do (repeatable; admin implies the others; none: /metrics "
+        "and /docs only, for a scraper)",
     )
     create.add_argument(
         "--stream",
@@ -57,4 +58,9 @@ def create_token(args: argparse.Namespace) -> int:
         "config file; it holds only the secret's hash.",
         file=sys.stderr,
     )
+    if not args.scopes:
+        print(
+            "It has no scope: it may read /metrics and /docs only (give --scope for more).",
+            file=sys.stderr,
+        )
     return 0
