@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import threading
@@ -251,3 +252,17 @@ def test_a_taken_http_port_stops_start_up_with_one_clear_line(tmp_path: Path) ->
     reasons = [line for line in server.lines if line.startswith("arrowport: ")]
     assert reasons == [f"arrowport: cannot serve HTTP on 127.0.0.1:{port}: Address already in use"]
     assert not [line for line in server.lines if "Traceback" in line]
+
+
+def test_the_ready_and_stopped_lines_are_written_at_any_log_level(tmp_path: Path) -> None:
+    """At `logging.level: warning` or `error` the `arrowport ready` line, the one that says
+    which ports `--port 0` picked, was filtered out with the access lines."""
+    server = ArrowportProcess(tmp_path, env={"ARROWPORT_LOGGING_LEVEL": "error"})
+    try:
+        server.start()
+        assert server.healthy()
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    events = [json.loads(line)["event"] for line in server.lines]
+    assert events == ["arrowport ready", "arrowport stopped"]

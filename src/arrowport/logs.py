@@ -137,6 +137,16 @@ class SinkHandler(logging.Handler):
 
 
 _sink: LineSink | None = None
+# Where the server says that it serves, and on which ports, and that it stopped: lines that
+# pass whatever logging.level says (a caller of `--port 0` learns its ports from them).
+_lifecycle: structlog.typing.FilteringBoundLogger | None = None
+
+
+def lifecycle() -> structlog.typing.FilteringBoundLogger:
+    """The logger of the server's start and stop lines: info lines, written at any level."""
+    if _lifecycle is None:
+        return structlog.get_logger("arrowport")  # type: ignore[no-any-return]
+    return _lifecycle
 
 
 def _stderr_sink() -> LineSink:
@@ -158,11 +168,22 @@ def configure_logging(settings: LoggingSettings) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    processors: list[structlog.typing.Processor] = [
+        *shared,
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *_: SinkLogger(sink),
         cache_logger_on_first_use=True,
+    )
+    global _lifecycle
+    _lifecycle = structlog.wrap_logger(
+        SinkLogger(sink),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
     )
     handler = SinkHandler(sink)
     handler.setFormatter(

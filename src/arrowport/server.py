@@ -27,7 +27,7 @@ from arrowport.auth import auth_enabled, exposed_hosts, exposure_refusal
 from arrowport.config import Settings, TlsSettings
 from arrowport.errors import StorageError
 from arrowport.flight import ArrowportFlightServer, FlightStartError, start_flight_server
-from arrowport.logs import configure_logging
+from arrowport.logs import configure_logging, lifecycle
 from arrowport.memory import keep_memory_flat
 from arrowport.metrics import Metrics, Readings
 from arrowport.services import Services
@@ -114,10 +114,10 @@ class _Server(uvicorn.Server):
             return
         port = self.servers[0].sockets[0].getsockname()[1] if self.servers else None
         if self._worker is None:
-            log.info("arrowport ready", http_port=port, **self._announce)
+            lifecycle().info("arrowport ready", http_port=port, **self._announce)
         else:
             # The supervisor says "ready" once every worker is.
-            log.info("arrowport worker ready", worker=self._worker, http_port=port)
+            lifecycle().info("arrowport worker ready", worker=self._worker, http_port=port)
             workers.report_ready()
 
 
@@ -307,5 +307,5 @@ def serve(settings: Settings) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
-    log.info("arrowport stopped")
+    lifecycle().info("arrowport stopped")
     return 0

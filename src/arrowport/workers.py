@@ -29,6 +29,7 @@ import structlog
 import yaml
 
 from arrowport.config import Settings
+from arrowport.logs import lifecycle
 from arrowport.storage.lake_catalog import CatalogLocation
 
 log = structlog.get_logger("arrowport")
@@ -236,7 +237,7 @@ class _Supervisor:
             self._wait_all()
             return 1
         if not self._stopping:
-            log.info("arrowport ready", **self._announce)
+            lifecycle().info("arrowport ready", **self._announce)
         due: dict[int, float] = {}  # workers to start again, and when
         while not self._stopping:
             time.sleep(0.2)
