@@ -6,11 +6,13 @@ server turns into write errors instead of being killed), then raising it again.
 
 from __future__ import annotations
 
+import json
 import resource
 from pathlib import Path
 
 import httpx
 import pyarrow as pa
+import pyarrow.flight as flight
 import pytest
 
 from tests.conftest import ARROW_STREAM, ipc_bytes, query
@@ -49,3 +51,37 @@ def test_disk_full_is_507_and_writes_resume_when_space_is_back(tmp_path: Path, r
         assert again.status_code == 200, again.text
         ids = query(client, "SELECT count(*) AS n, min(id) AS lo FROM diskfull").to_pylist()
         assert ids == [{"n": 2000, "lo": 0}]
+
+
+def test_a_full_disk_is_a_warning_with_the_request_id(tmp_path: Path) -> None:
+    """Its refusals were info lines among the access lines: at `logging.level: warning` (how a
+    busy server keeps its log small) a full disk left no line at all, over HTTP or Flight."""
+    config = {"logging": {"level": "warning"}}
+    with (
+        ArrowportProcess(tmp_path, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        assert server.proc is not None
+        assert post(client, 1000, 0).status_code == 200
+        files = [server.db_path, Path(f"{server.db_path}.wal")]
+        size = max(f.stat().st_size for f in files if f.exists())
+        unlimited = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (size, unlimited[1]))
+        try:
+            refused = post(client, 2_000, 1000)
+            assert refused.status_code == 507, refused.text
+            put = flight.connect(server.flight_url)
+            table = pa.table({"id": list(range(5000, 7000)), "pad": ["x" * 64] * 2000})
+            writer, _ = put.do_put(flight.FlightDescriptor.for_path("diskfull"), table.schema)
+            writer.write_table(table)
+            with pytest.raises(pa.ArrowException, match="insufficient_storage"):
+                writer.close()
+        finally:
+            resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, unlimited)
+        logged = [json.loads(line) for line in server.lines if line.startswith("{")]
+    warnings = [line for line in logged if line.get("code") == "insufficient_storage"]
+    assert [(line["event"], line["level"]) for line in warnings] == [
+        ("request refused", "warning"),
+        ("flight request refused", "warning"),
+    ]
+    assert warnings[0]["request_id"] == refused.headers["x-request-id"]

@@ -83,6 +83,9 @@ class ArrowportError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     grpc_code: ClassVar[GrpcCode] = "internal"
+    # The server's own trouble (its database or disk failing), not the request's: the log
+    # line of its refusal is a warning, seen where the access lines are not.
+    server_fault: ClassVar[bool] = False
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -341,6 +344,7 @@ class StorageError(ArrowportError):
     status = 503
     code = "storage_error"
     grpc_code: ClassVar[GrpcCode] = "unavailable"
+    server_fault = True
 
 
 class OutOfMemory(StorageError):

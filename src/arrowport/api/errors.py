@@ -40,7 +40,8 @@ def error_response(request: Request, error: ArrowportError, metrics: Metrics) ->
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, Unauthenticated):
         headers["WWW-Authenticate"] = CHALLENGE
-    log.info("request refused", code=error.code, status=error.status, reason=error.message)
+    refused = log.warning if error.server_fault else log.info
+    refused("request refused", code=error.code, status=error.status, reason=error.message)
     return _AsciiJSONResponse(error.to_body(stream), status_code=error.status, headers=headers)
 
 

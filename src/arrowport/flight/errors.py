@@ -192,7 +192,8 @@ class _Outcome:
         if isinstance(exc, ArrowportError):
             self.status = exc.grpc_code.upper()
             self._metrics.errors.labels(exc.code, "flight").inc()
-            log.info(
+            refused = log.warning if exc.server_fault else log.info
+            refused(
                 "flight request refused",
                 method=call.method,
                 stream=call.stream,
