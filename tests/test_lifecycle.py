@@ -266,3 +266,30 @@ def test_the_ready_and_stopped_lines_are_written_at_any_log_level(tmp_path: Path
         server.kill()
     events = [json.loads(line)["event"] for line in server.lines]
     assert events == ["arrowport ready", "arrowport stopped"]
+
+
+def test_sigterm_stops_a_query_still_running_at_the_shutdown_deadline(tmp_path: Path) -> None:
+    """The database's close waited for the query: the server stopped only once the query
+    ended by itself, up to limits.query_timeout_seconds later (a service manager kills it
+    first)."""
+    env = {
+        "ARROWPORT_LIMITS_SHUTDOWN_TIMEOUT_SECONDS": "2",
+        "ARROWPORT_LIMITS_QUERY_TIMEOUT_SECONDS": "120",
+        "ARROWPORT_DUCKDB_THREADS": "1",
+    }
+    server = ArrowportProcess(tmp_path, env=env).start()
+    endless = "SELECT count(*) FROM range(100000000000) t(x) WHERE x % 7 = 3"
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+
+            def run_query() -> None:
+                with contextlib.suppress(httpx.HTTPError):  # cut off at the deadline
+                    client.post("/query", json={"sql": endless})
+
+            threading.Thread(target=run_query, daemon=True).start()
+            time.sleep(1.0)  # running in DuckDB by now
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.wait_for_exit(20) == 0
+    finally:
+        server.kill()

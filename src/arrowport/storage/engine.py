@@ -36,7 +36,7 @@ from arrowport.storage.query import (
     run_query,
     table_schema,
 )
-from arrowport.storage.query_stop import QueryStop
+from arrowport.storage.query_stop import QueryStop, RunningQueries
 from arrowport.storage.schema import Column
 from arrowport.storage.sql_guard import ReadGuard
 from arrowport.storage.table_writer import reshapes, write_table
@@ -92,6 +92,7 @@ class Engine:
         self.query_timeout = query_timeout
         # Stops the queries running when the server's memory passes its bound (None: never).
         self.memory_guard: MemoryGuard | None = None
+        self.running_queries = RunningQueries()
         self.guard = ReadGuard(False)
         self._paths: list[tuple[str, str]] = []
         self._locks = WriteLocks()
@@ -152,6 +153,8 @@ class Engine:
 
     def close(self) -> None:
         if not self._closed:
+            # The connection's close would wait for every query still running.
+            self.running_queries.stop_all()
             for closer in self._closers:
                 closer()
             self._before_close()

@@ -280,7 +280,7 @@ def run_query(
     it from another thread."""
     cursor = db.connect()
     try:
-        deadline = QueryDeadline(cursor, db.query_timeout, db.memory_guard)
+        deadline = QueryDeadline(cursor, db.query_timeout, db.memory_guard, db.running_queries)
     except BaseException:
         close_cursor(cursor)
         raise
@@ -392,7 +392,7 @@ def schema_in(
 ) -> pa.Schema | None:
     """:func:`query_schema` planned on ``cur``, in the transaction it is in (a client's
     snapshot: a table replaced since plans as it was)."""
-    deadline = QueryDeadline(cur, db.query_timeout, db.memory_guard)
+    deadline = QueryDeadline(cur, db.query_timeout, db.memory_guard, db.running_queries)
     if stop is not None:
         stop.watch(cur, deadline)
     try:

@@ -11,7 +11,7 @@ import time
 
 import duckdb
 
-from arrowport.errors import OutOfMemory, QueryTimeout
+from arrowport.errors import OutOfMemory, QueryTimeout, ShuttingDown
 from arrowport.storage.memory_guard import MemoryGuard
 
 
@@ -24,19 +24,25 @@ class QueryDeadline:
         cursor: duckdb.DuckDBPyConnection,
         seconds: float | None,
         memory: MemoryGuard | None = None,
+        running: RunningQueries | None = None,
     ) -> None:
         self._cursor = cursor
         self._seconds = seconds
         self._memory = memory
+        self._running = running
         self._out_of_memory: OutOfMemory | None = None
         self._memory_interrupter: _Interrupter | None = None
         self._interrupter: _Interrupter | None = None
+        self._shut_down: ShuttingDown | None = None
+        self._shutdown_interrupter: _Interrupter | None = None
         if memory is not None:
             memory.watch(self)  # first: it may wait, or fail, and then no timer is left behind
         # When the time is up, on time.monotonic()'s clock (None: never).
         self.ends_at = None if seconds is None else time.monotonic() + seconds
         if seconds is not None:
             self._interrupter = _Interrupter(cursor, after=seconds)
+        if running is not None:
+            running.add(self)
 
     @property
     def expired(self) -> bool:
@@ -54,8 +60,19 @@ class QueryDeadline:
         )
         self._memory_interrupter = _Interrupter(self._cursor)
 
+    def stop_for_shutdown(self) -> None:
+        """Stop the query: the server is closing its database (called by
+        :class:`RunningQueries`)."""
+        self._shut_down = ShuttingDown(
+            "the server is shutting down and stopped the query; retry it"
+        )
+        self._shutdown_interrupter = _Interrupter(self._cursor)
+
     def check(self) -> None:
-        """Raise 503 if the query was stopped for memory, 408 if its time ran out."""
+        """Raise 503 if the query was stopped for memory or a shutdown, 408 if its time ran
+        out."""
+        if self._shut_down is not None:
+            raise self._shut_down
         if self._out_of_memory is not None:
             raise self._out_of_memory
         if self.expired:
@@ -72,12 +89,43 @@ class QueryDeadline:
         )
 
     def cancel(self) -> None:
+        if self._running is not None:
+            self._running.discard(self)  # first, as for the guard
         if self._memory is not None:
             self._memory.forget(self)  # first: the guard cannot start an interrupter after this
+        if self._shutdown_interrupter is not None:
+            self._shutdown_interrupter.stop()
         if self._interrupter is not None:
             self._interrupter.stop()
         if self._memory_interrupter is not None:
             self._memory_interrupter.stop()
+
+
+class RunningQueries:
+    """The queries running on a storage. Its close stops those still running (past the
+    shutdown's deadline, their requests were cancelled) instead of waiting for each to end on
+    its own, up to limits.query_timeout_seconds later."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queries: set[QueryDeadline] = set()
+        self._stopped = False
+
+    def add(self, query: QueryDeadline) -> None:
+        with self._lock:
+            self._queries.add(query)
+            if self._stopped:
+                query.stop_for_shutdown()
+
+    def discard(self, query: QueryDeadline) -> None:
+        with self._lock:
+            self._queries.discard(query)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for query in self._queries:
+                query.stop_for_shutdown()
 
 
 class QueryStop:
