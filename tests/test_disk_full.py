@@ -6,8 +6,10 @@ server turns into write errors instead of being killed), then raising it again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,21 @@ import pytest
 
 from tests.conftest import ARROW_STREAM, ipc_bytes, query
 from tests.server import ArrowportProcess
+
+
+@contextlib.contextmanager
+def disk_full(server: ArrowportProcess) -> Iterator[None]:
+    """The server can write no file past the size of its largest database file, until the
+    block ends."""
+    assert server.proc is not None
+    files = [server.db_path, Path(f"{server.db_path}.wal")]
+    size = max(f.stat().st_size for f in files if f.exists())
+    unlimited = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (size, unlimited[1]))
+    try:
+        yield
+    finally:
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, unlimited)
 
 
 def post(client: httpx.Client, rows: int, start: int) -> httpx.Response:
@@ -34,19 +51,12 @@ def test_disk_full_is_507_and_writes_resume_when_space_is_back(tmp_path: Path, r
         ArrowportProcess(tmp_path) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
-        assert server.proc is not None
         assert post(client, 1000, 0).status_code == 200
-        files = [server.db_path, Path(f"{server.db_path}.wal")]
-        size = max(f.stat().st_size for f in files if f.exists())
-        unlimited = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
-        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (size, unlimited[1]))
-        try:
+        with disk_full(server):
             refused = post(client, rows, 1000)
             assert refused.status_code == 507, refused.text
             assert refused.json()["code"] == "insufficient_storage"
             assert client.get("/health").status_code == 200
-        finally:
-            resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, unlimited)
         again = post(client, 1000, 2_000_000)
         assert again.status_code == 200, again.text
         ids = query(client, "SELECT count(*) AS n, min(id) AS lo FROM diskfull").to_pylist()
@@ -61,13 +71,8 @@ def test_a_full_disk_is_a_warning_with_the_request_id(tmp_path: Path) -> None:
         ArrowportProcess(tmp_path, config=config) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
-        assert server.proc is not None
         assert post(client, 1000, 0).status_code == 200
-        files = [server.db_path, Path(f"{server.db_path}.wal")]
-        size = max(f.stat().st_size for f in files if f.exists())
-        unlimited = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
-        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (size, unlimited[1]))
-        try:
+        with disk_full(server):
             refused = post(client, 2_000, 1000)
             assert refused.status_code == 507, refused.text
             put = flight.connect(server.flight_url)
@@ -76,8 +81,6 @@ def test_a_full_disk_is_a_warning_with_the_request_id(tmp_path: Path) -> None:
             writer.write_table(table)
             with pytest.raises(pa.ArrowException, match="insufficient_storage"):
                 writer.close()
-        finally:
-            resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, unlimited)
         logged = [json.loads(line) for line in server.lines if line.startswith("{")]
     warnings = [line for line in logged if line.get("code") == "insufficient_storage"]
     assert [(line["event"], line["level"]) for line in warnings] == [
