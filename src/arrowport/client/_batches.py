@@ -101,13 +101,20 @@ def _cast_views(batch: pa.RecordBatch, schema: pa.Schema) -> Iterator[pa.RecordB
     if schema.equals(batch.schema):
         yield batch
         return
-    if batch.num_rows == 0:
-        yield batch.cast(schema)
-        return
     # The batch's nbytes counts each shared buffer once: its rows' bytes, about.
-    step = max(1, _CAST_BYTES * batch.num_rows // max(batch.nbytes, 1))
-    for start in range(0, batch.num_rows, step):
-        yield batch.slice(start, step).cast(schema)
+    for piece in _slices(batch, batch.nbytes, _CAST_BYTES):
+        yield piece.cast(schema)
+
+
+def _slices(batch: pa.RecordBatch, size: int, most: int) -> Iterator[pa.RecordBatch]:
+    """``batch``, of ``size`` bytes, in slices of about ``most`` bytes at most (by its rows'
+    mean size; a single larger row alone)."""
+    if size <= most or batch.num_rows <= 1:
+        yield batch
+        return
+    rows = max(1, batch.num_rows * most // size)
+    for offset in range(0, batch.num_rows, rows):
+        yield batch.slice(offset, rows)
 
 
 def _without_views(kind: pa.DataType) -> pa.DataType:
@@ -195,17 +202,6 @@ def next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
 #: Most Arrow bytes of one IPC message: a request cut by rows alone (``resume=True``) may hold a
 #: batch of any size, and the server refuses a message past ``limits.max_message_bytes``.
 MESSAGE_BYTES = 16 * 1024 * 1024
-
-
-def _messages(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
-    """``batch`` in slices of about :data:`MESSAGE_BYTES` at most (by its rows' mean size)."""
-    size = rows_bytes(batch)
-    if size <= MESSAGE_BYTES or batch.num_rows <= 1:
-        yield batch
-        return
-    rows = max(1, batch.num_rows * MESSAGE_BYTES // size)
-    for offset in range(0, batch.num_rows, rows):
-        yield batch.slice(offset, rows)
 
 
 # -- cutting batches into requests ---------------------------------------------------------------
@@ -337,7 +333,7 @@ def encode(batches: Sequence[pa.RecordBatch], compression: Compression | None) -
     out = sink if compression is None else pa.CompressedOutputStream(sink, compression)
     with pa.ipc.new_stream(out, batches[0].schema) as writer:
         for batch in batches:
-            for piece in _messages(batch):
+            for piece in _slices(batch, rows_bytes(batch), MESSAGE_BYTES):
                 writer.write_batch(piece)
     if compression is not None:
         out.close()

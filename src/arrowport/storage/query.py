@@ -273,6 +273,11 @@ def _bound(params: Parameters) -> list[Any] | dict[str, Any] | None:
     return dict(params) if isinstance(params, Mapping) else list(params)
 
 
+def deadline_of(db: Database, cursor: duckdb.DuckDBPyConnection) -> QueryDeadline:
+    """What stops a query on ``cursor``: ``db``'s time limit, memory bound and close."""
+    return QueryDeadline(cursor, db.query_timeout, db.memory_guard, db.running_queries)
+
+
 def run_query(
     db: Database, sql: str, params: Parameters = None, stop: QueryStop | None = None
 ) -> QueryResult:
@@ -280,7 +285,7 @@ def run_query(
     it from another thread."""
     cursor = db.connect()
     try:
-        deadline = QueryDeadline(cursor, db.query_timeout, db.memory_guard, db.running_queries)
+        deadline = deadline_of(db, cursor)
     except BaseException:
         close_cursor(cursor)
         raise
@@ -392,7 +397,7 @@ def schema_in(
 ) -> pa.Schema | None:
     """:func:`query_schema` planned on ``cur``, in the transaction it is in (a client's
     snapshot: a table replaced since plans as it was)."""
-    deadline = QueryDeadline(cur, db.query_timeout, db.memory_guard, db.running_queries)
+    deadline = deadline_of(db, cur)
     if stop is not None:
         stop.watch(cur, deadline)
     try:

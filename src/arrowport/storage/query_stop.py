@@ -1,4 +1,5 @@
-"""Stopping a running query: at its time limit, or when its caller goes away.
+"""Stopping a running query: at its time limit, when its caller goes away, when the server's
+memory passes its bound, or when its storage closes.
 
 DuckDB stops a query only when its cursor is interrupted, and only a statement that runs, so
 both ways interrupt the cursor from a timer thread, again and again until the query has ended.
@@ -11,13 +12,14 @@ import time
 
 import duckdb
 
-from arrowport.errors import OutOfMemory, QueryTimeout, ShuttingDown
+from arrowport.errors import ArrowportError, OutOfMemory, QueryTimeout, ShuttingDown
 from arrowport.storage.memory_guard import MemoryGuard
 
 
 class QueryDeadline:
-    """Interrupts a query's cursor when its time is up (``limits.query_timeout_seconds``), or
-    when ``memory`` finds the server's memory past its bound while the query runs."""
+    """Interrupts a query's cursor when its time is up (``limits.query_timeout_seconds``),
+    when ``memory`` finds the server's memory past its bound while the query runs, or when
+    ``running``'s storage closes."""
 
     def __init__(
         self,
@@ -30,11 +32,11 @@ class QueryDeadline:
         self._seconds = seconds
         self._memory = memory
         self._running = running
-        self._out_of_memory: OutOfMemory | None = None
-        self._memory_interrupter: _Interrupter | None = None
         self._interrupter: _Interrupter | None = None
-        self._shut_down: ShuttingDown | None = None
-        self._shutdown_interrupter: _Interrupter | None = None
+        # Why the query was stopped before its time, and what interrupts it (the first stop).
+        self._stopped: ArrowportError | None = None
+        self._stopper: _Interrupter | None = None
+        self._stop_lock = threading.Lock()
         if memory is not None:
             memory.watch(self)  # first: it may wait, or fail, and then no timer is left behind
         # When the time is up, on time.monotonic()'s clock (None: never).
@@ -50,31 +52,33 @@ class QueryDeadline:
 
     def stop_for_memory(self, resident: int, limit: int) -> None:
         """Stop the query: the server's memory is past its bound (called by the guard)."""
-        self._out_of_memory = OutOfMemory(
-            f"the server's memory ({resident // 1024**2} MiB) passed "
-            f"limits.max_server_memory_bytes ({limit // 1024**2} MiB) while this query ran, "
-            "and it was stopped: ask for less at once (fewer rows, shorter values), or retry "
-            "when the server has less to do",
-            resident_bytes=resident,
-            limit_bytes=limit,
+        self._stop(
+            OutOfMemory(
+                f"the server's memory ({resident // 1024**2} MiB) passed "
+                f"limits.max_server_memory_bytes ({limit // 1024**2} MiB) while this query ran, "
+                "and it was stopped: ask for less at once (fewer rows, shorter values), or retry "
+                "when the server has less to do",
+                resident_bytes=resident,
+                limit_bytes=limit,
+            )
         )
-        self._memory_interrupter = _Interrupter(self._cursor)
 
     def stop_for_shutdown(self) -> None:
         """Stop the query: the server is closing its database (called by
         :class:`RunningQueries`)."""
-        self._shut_down = ShuttingDown(
-            "the server is shutting down and stopped the query; retry it"
-        )
-        self._shutdown_interrupter = _Interrupter(self._cursor)
+        self._stop(ShuttingDown("the server is shutting down and stopped the query; retry it"))
+
+    def _stop(self, why: ArrowportError) -> None:
+        with self._stop_lock:
+            if self._stopped is None:
+                self._stopped = why
+                self._stopper = _Interrupter(self._cursor)
 
     def check(self) -> None:
         """Raise 503 if the query was stopped for memory or a shutdown, 408 if its time ran
         out."""
-        if self._shut_down is not None:
-            raise self._shut_down
-        if self._out_of_memory is not None:
-            raise self._out_of_memory
+        if self._stopped is not None:
+            raise self._stopped
         if self.expired:
             raise QueryTimeout(
                 f"the query ran longer than {self._seconds:g} seconds and was stopped "
@@ -93,12 +97,9 @@ class QueryDeadline:
             self._running.discard(self)  # first, as for the guard
         if self._memory is not None:
             self._memory.forget(self)  # first: the guard cannot start an interrupter after this
-        if self._shutdown_interrupter is not None:
-            self._shutdown_interrupter.stop()
-        if self._interrupter is not None:
-            self._interrupter.stop()
-        if self._memory_interrupter is not None:
-            self._memory_interrupter.stop()
+        for interrupter in (self._interrupter, self._stopper):
+            if interrupter is not None:
+                interrupter.stop()
 
 
 class RunningQueries:

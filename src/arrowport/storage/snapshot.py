@@ -38,6 +38,7 @@ from arrowport.storage.query import (
     _failed,
     _outside,
     close_cursor,
+    deadline_of,
     schema_in,
 )
 from arrowport.storage.query_stop import QueryDeadline, QueryStop
@@ -114,7 +115,7 @@ class Snapshot:
         ``stop`` ends it from another thread."""
         with self._lock:
             self._check_usable()
-            deadline = QueryDeadline(self._cursor, self._db.query_timeout, self._db.memory_guard)
+            deadline = deadline_of(self._db, self._cursor)
             if stop is not None:
                 stop.watch(self._cursor, deadline)
             try:
